@@ -1,0 +1,60 @@
+//! The sans-I/O core of Portcullis: extract a token from request parts, verify it against a key
+//! snapshot, apply a policy's claim rules, and turn claims into header values.
+//!
+//! Why it is shaped like this: every decision that lets a request through is made here, so it must be
+//! testable without sockets, files or a clock. Time is passed in ([`UnixTime`]), keys arrive as an
+//! immutable [`KeySnapshot`], and failures are typed ([`AuthError`]) and mapped to the client response
+//! in exactly one place ([`failure_response`]).
+//!
+//! The verification pipeline is split in two so a verified-token cache can sit between the halves:
+//! [`verify_token`] (parse once + signature, policy-independent apart from the key snapshot) and
+//! [`check_claims`] (time, issuer, audience, required claims, scopes, roles; cheap, runs on every
+//! request, cached or not). [`evaluate`] composes token extraction and both halves.
+
+#![warn(missing_docs)]
+
+pub mod claims;
+pub mod error;
+pub mod headers;
+pub mod keys;
+pub mod policy;
+pub mod response;
+pub mod time;
+pub mod token;
+
+pub use claims::{check_claims, ClaimValues};
+pub use error::{AuthError, ClaimKind};
+pub use headers::{claim_to_header_value, forward_headers, lookup_claim};
+pub use keys::{
+    parse_jwks, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey, VerifyingKey,
+};
+pub use policy::{
+    ClaimRule, Match, Policy, RolesRule, ScopesRule, TokenSource, DEFAULT_ROLES_CLAIM,
+};
+pub use response::{failure_response, FailureResponse};
+pub use time::UnixTime;
+pub use token::{extract_token, verify_token, JoseAlg, RequestParts, VerifiedToken};
+
+use std::sync::Arc;
+
+/// The result of a successful [`evaluate`]: the only value that may feed `forward-claims`.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The verified token (claims parsed once, signature checked). Shared with the token cache.
+    pub token: Arc<VerifiedToken>,
+}
+
+/// Full evaluation of one request against one policy: extract, verify, check claims.
+///
+/// `now` is the caller's clock reading; the core never reads the system clock.
+pub fn evaluate(
+    req: &RequestParts<'_>,
+    policy: &Policy,
+    keys: &KeySnapshot,
+    now: UnixTime,
+) -> Result<Verified, AuthError> {
+    let raw = extract_token(req, &policy.token_source)?;
+    let token = Arc::new(verify_token(&raw, keys, policy.require_signed_tokens)?);
+    check_claims(&token, policy, keys, now)?;
+    Ok(Verified { token })
+}

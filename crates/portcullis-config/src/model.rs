@@ -1,0 +1,149 @@
+//! The checked model: plain data, every default applied, every reference resolved.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_auth::{Policy, VerifyingKey};
+
+/// A checked gateway config.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Where it was loaded from.
+    pub source: PathBuf,
+    /// server: block.
+    pub server: Server,
+    /// Policies by name, in file order.
+    pub policies: Vec<PolicyModel>,
+    /// Routes in file order (first match wins).
+    pub routes: Vec<Route>,
+}
+
+/// server: block.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Proxy listeners.
+    pub listen: Vec<Listener>,
+    /// Admin listener (/metrics, /healthz, /readyz).
+    pub admin: Option<String>,
+    /// Verified-token cache size in entries; 0 turns the cache off.
+    pub token_cache_max_entries: u64,
+    /// Graceful shutdown bound on SIGTERM (default 10 s).
+    pub shutdown_grace: Duration,
+    /// Worker threads (default: number of cores).
+    pub threads: Option<usize>,
+}
+
+/// One proxy listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// `host:port` (port 0 allowed: the gateway reports the bound port).
+    pub addr: String,
+    /// TLS cert and key (PEM files) for https.
+    pub tls: Option<Tls>,
+}
+
+/// TLS files.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// A policy: the compiled auth policy plus where its keys come from.
+#[derive(Debug, Clone)]
+pub struct PolicyModel {
+    /// What the auth core evaluates.
+    pub policy: Arc<Policy>,
+    /// Key sources (openid-config and issuer-signing-keys entries, in file order).
+    pub key_sources: Vec<KeySource>,
+}
+
+/// Key lifecycle knobs (policy-level defaults, overridable per source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLifecycle {
+    /// After an unknown-kid refetch, no new one for this long (default 30 s).
+    pub unknown_kid_cooldown: Duration,
+    /// Refresh period when the issuer sends no Cache-Control max-age (default 1 h).
+    pub refresh_interval: Duration,
+    /// Serve last good keys this long while the issuer is down (default 24 h).
+    pub max_stale: Duration,
+}
+
+impl Default for KeyLifecycle {
+    fn default() -> Self {
+        KeyLifecycle {
+            unknown_kid_cooldown: Duration::from_secs(30),
+            refresh_interval: Duration::from_secs(3600),
+            max_stale: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Where a policy's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// OpenID discovery document URL (-> jwks_uri and issuer).
+    OpenIdConfig {
+        /// Discovery URL.
+        url: String,
+        /// Lifecycle knobs.
+        lifecycle: KeyLifecycle,
+    },
+    /// A JWKS URL.
+    JwksUri {
+        /// JWKS URL.
+        url: String,
+        /// Lifecycle knobs.
+        lifecycle: KeyLifecycle,
+    },
+    /// Keys read at load time (jwks-file, n/e, certificate-file, base64).
+    Static {
+        /// Label for logs (file path or "inline n/e kid=..."), never secret material.
+        label: String,
+        /// The parsed keys.
+        keys: Vec<VerifyingKey>,
+    },
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique name.
+    pub name: String,
+    /// Host to match (case-insensitive, port ignored).
+    pub host: Option<String>,
+    /// Exact path.
+    pub path: Option<String>,
+    /// Path prefix (segment-aware: `/api` matches `/api` and `/api/x`, not `/apix`).
+    pub path_prefix: Option<String>,
+    /// Methods (empty: any).
+    pub methods: Vec<http::Method>,
+    /// Upstreams (round robin).
+    pub upstreams: Vec<Upstream>,
+    /// Policy name, or `None` for `policy: none` (anonymous).
+    pub policy: Option<String>,
+    /// Upstream read timeout (default 30 s).
+    pub timeout: Duration,
+    /// Upstream connect timeout (default 5 s).
+    pub connect_timeout: Duration,
+    /// Remove the matched path-prefix before forwarding.
+    pub strip_prefix: bool,
+    /// Replace the matched path-prefix with this (after strip).
+    pub rewrite_prefix: Option<String>,
+}
+
+/// An upstream from `http://host:port` or `https://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// As written.
+    pub url: String,
+    /// https.
+    pub tls: bool,
+    /// Host name or IP as written (resolved by the runtime at build time).
+    pub host: String,
+    /// Port (default 80/443).
+    pub port: u16,
+}

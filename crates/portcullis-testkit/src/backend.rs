@@ -1,0 +1,1 @@
+//! Recording echo backend: answers every request with what it received, and records it.

@@ -1,0 +1,6 @@
+//! Test and demo helpers: a recording echo backend, a JWKS/discovery server, port-0 helpers and
+//! readiness waits. Real HTTP over loopback; nothing here mocks the thing under test.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod jwks_server;

@@ -1,0 +1,6 @@
+//! End-to-end tests of the `portcullis` binary: one test binary (link time), one module per area.
+//! Each test starts real processes/servers on loopback port 0 and waits on readiness.
+
+mod check;
+mod gateway;
+mod idp;

@@ -1,12 +1,85 @@
 //! Claim rules applied after the signature: exp/nbf with clock skew, issuer, audience,
 //! client-application-ids, required-claims, scopes, roles. Cheap enough to run on every request,
-//! including token-cache hits.
+//! including token-cache hits: values are compared in place, and text is only built for an error.
+//!
+//! Every jsonwebtoken `Validation` default the contract overrides is decided here, because we do
+//! not use `Validation` at all: leeway is `clock-skew` (default 0, jsonwebtoken: 60 s); `nbf` is
+//! always checked (jsonwebtoken: off); `aud` is only checked when the policy lists audiences
+//! (jsonwebtoken rejects any token carrying `aud` when none is configured); a non-numeric `exp` is
+//! `JwtInvalid` (rejected in `verify_token`; jsonwebtoken reports a missing claim).
 
-use crate::{AuthError, KeySnapshot, Policy, UnixTime, VerifiedToken};
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use crate::headers::lookup_claim;
+use crate::{AuthError, ClaimKind, KeySnapshot, Match, Policy, UnixTime, VerifiedToken};
 
 /// A claim seen as a list of strings (string split by a separator, array of strings, scalar as text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimValues(pub Vec<String>);
+
+impl ClaimValues {
+    /// The values of a claim: a string (split by `separator` when given), an array element-wise,
+    /// numbers and booleans as text; `null`, objects and nested arrays yield nothing.
+    pub fn from_claim(value: &Value, separator: Option<&str>) -> ClaimValues {
+        ClaimValues(
+            claim_values(value, separator)
+                .map(Cow::into_owned)
+                .collect(),
+        )
+    }
+}
+
+/// Iterate over a claim's values without allocating for strings.
+fn claim_values<'v>(
+    value: &'v Value,
+    separator: Option<&'v str>,
+) -> Box<dyn Iterator<Item = Cow<'v, str>> + 'v> {
+    match value {
+        Value::Array(items) => Box::new(items.iter().filter_map(scalar_text)),
+        Value::String(s) => match separator {
+            Some(sep) if !sep.is_empty() => Box::new(
+                s.split(sep)
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(Cow::Borrowed),
+            ),
+            _ => Box::new(std::iter::once(Cow::Borrowed(s.as_str()))),
+        },
+        other => Box::new(scalar_text(other).into_iter()),
+    }
+}
+
+/// A scalar as text: strings as they are, numbers and booleans as JSON text.
+fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
+    }
+}
+
+/// Whether the claim's values satisfy `wanted` under `m` (all: every wanted value present; any: one).
+fn values_match(value: &Value, separator: Option<&str>, m: Match, wanted: &[String]) -> bool {
+    let present = |w: &String| claim_values(value, separator).any(|v| v == w.as_str());
+    match m {
+        Match::All => wanted.iter().all(present),
+        Match::Any => wanted.iter().any(present),
+    }
+}
+
+fn not_allowed(claim: &str, value: Option<&Value>, kind: ClaimKind) -> AuthError {
+    let value = value
+        .map(|v| ClaimValues::from_claim(v, None).0.join(","))
+        .unwrap_or_default();
+    AuthError::TokenClaimValueNotAllowed {
+        claim: claim.to_owned(),
+        value,
+        kind,
+    }
+}
 
 /// Apply the policy's time and claim rules to a verified token.
 pub fn check_claims(
@@ -15,5 +88,144 @@ pub fn check_claims(
     keys: &KeySnapshot,
     now: UnixTime,
 ) -> Result<(), AuthError> {
-    todo!("{token:?} {policy:?} {keys:?} {now:?}")
+    check_lifetime(token, policy, now)?;
+    let claims = &token.claims;
+    check_issuer(claims, policy, keys)?;
+    check_audience(claims, &policy.audiences)?;
+    check_client_application(claims, &policy.client_application_ids)?;
+    check_required_claims(claims, policy)?;
+    check_scopes(claims, policy)?;
+    check_roles(claims, policy)
+}
+
+/// exp (required per policy) and nbf, both with clock skew: expired when `now >= exp + skew`,
+/// not yet valid when `nbf > now + skew`.
+fn check_lifetime(token: &VerifiedToken, policy: &Policy, now: UnixTime) -> Result<(), AuthError> {
+    let now = now.secs() as f64;
+    let skew = policy.clock_skew as f64;
+    match token.exp {
+        Some(exp) if now >= exp + skew => return Err(AuthError::TokenExpired),
+        None if policy.require_expiration_time => {
+            return Err(AuthError::JwtInvalid {
+                detail: "missing exp",
+            })
+        }
+        _ => {}
+    }
+    match token.nbf {
+        Some(nbf) if nbf > now + skew => Err(AuthError::TokenNotYetValid),
+        _ => Ok(()),
+    }
+}
+
+/// Exact match against the policy's issuers, else the discovered ones; neither: not checked.
+fn check_issuer(
+    claims: &Map<String, Value>,
+    policy: &Policy,
+    keys: &KeySnapshot,
+) -> Result<(), AuthError> {
+    let allowed: &[String] = if policy.issuers.is_empty() {
+        &keys.issuers
+    } else {
+        &policy.issuers
+    };
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    match claims.get("iss").and_then(Value::as_str) {
+        Some(iss) if allowed.iter().any(|a| a == iss) => Ok(()),
+        _ => Err(AuthError::TokenIssuerNotAllowed),
+    }
+}
+
+/// `aud` (a string or an array of strings) must contain one of the audiences, when any are given.
+fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(), AuthError> {
+    if audiences.is_empty() {
+        return Ok(());
+    }
+    let ok = match claims.get("aud") {
+        Some(Value::String(aud)) => audiences.iter().any(|a| a == aud),
+        Some(Value::Array(auds)) => auds
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|aud| audiences.iter().any(|a| a == aud)),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::TokenAudienceNotAllowed)
+    }
+}
+
+/// validate-azure-ad-token's client-application-ids: `azp` (v2), else `appid` (v1).
+fn check_client_application(claims: &Map<String, Value>, ids: &[String]) -> Result<(), AuthError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let (name, value) = match claims.get("azp") {
+        Some(v) => ("azp", Some(v)),
+        None => ("appid", claims.get("appid")),
+    };
+    match value.and_then(Value::as_str) {
+        Some(id) if ids.iter().any(|a| a == id) => Ok(()),
+        _ => Err(not_allowed(name, value, ClaimKind::Claim)),
+    }
+}
+
+/// required-claims: every missing claim is named in one error; then each rule's values.
+fn check_required_claims(claims: &Map<String, Value>, policy: &Policy) -> Result<(), AuthError> {
+    let rules = &policy.required_claims;
+    if rules
+        .iter()
+        .any(|r| lookup_claim(claims, &r.name).is_none())
+    {
+        let missing = rules
+            .iter()
+            .filter(|r| lookup_claim(claims, &r.name).is_none())
+            .map(|r| r.name.clone())
+            .collect();
+        return Err(AuthError::TokenClaimNotFound { claims: missing });
+    }
+    for rule in rules.iter().filter(|r| !r.values.is_empty()) {
+        let value = lookup_claim(claims, &rule.name);
+        let ok = value.is_some_and(|v| {
+            values_match(v, rule.separator.as_deref(), rule.r#match, &rule.values)
+        });
+        if !ok {
+            return Err(not_allowed(&rule.name, value, ClaimKind::Claim));
+        }
+    }
+    Ok(())
+}
+
+/// scopes: claim `scp`, else `scope`; a space-separated string or an array.
+fn check_scopes(claims: &Map<String, Value>, policy: &Policy) -> Result<(), AuthError> {
+    let Some(rule) = &policy.scopes else {
+        return Ok(());
+    };
+    let (name, value) = match claims.get("scp") {
+        Some(v) => ("scp", Some(v)),
+        None => ("scope", claims.get("scope")),
+    };
+    let ok = value.is_some_and(|v| values_match(v, Some(" "), rule.r#match, &rule.values));
+    if ok {
+        Ok(())
+    } else {
+        Err(not_allowed(name, value, ClaimKind::Scope))
+    }
+}
+
+/// roles: the configured claim (verbatim name first, then dotted path); an array or a string.
+fn check_roles(claims: &Map<String, Value>, policy: &Policy) -> Result<(), AuthError> {
+    let Some(rule) = &policy.roles else {
+        return Ok(());
+    };
+    let value = lookup_claim(claims, &rule.claim);
+    let ok = value.is_some_and(|v| values_match(v, None, rule.r#match, &rule.values));
+    if ok {
+        Ok(())
+    } else {
+        Err(not_allowed(&rule.claim, value, ClaimKind::Role))
+    }
 }

@@ -7,6 +7,18 @@
 
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use jsonwebtoken::DecodingKey;
+use serde_json::Value;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use x509_parser::oid_registry::{OID_EC_P256, OID_NIST_EC_P384, OID_SIG_ED25519};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
 use crate::token::JoseAlg;
 
 /// Family of a key; a token's alg must belong to it.
@@ -79,13 +91,258 @@ pub struct SkippedKey {
 /// Parse a JWKS document (`{"keys":[...]}`). Errors only when the document itself is unusable
 /// (not JSON, no `keys` array); individual bad keys are skipped.
 pub fn parse_jwks(bytes: &[u8], source: &str) -> Result<ParsedJwks, KeyError> {
-    todo!("{} {}", bytes.len(), source)
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| KeyError(format!("JWKS is not JSON: {e}")))?;
+    let entries = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| KeyError("JWKS has no \"keys\" array".to_owned()))?;
+    let mut parsed = ParsedJwks::default();
+    for jwk in entries {
+        match VerifyingKey::from_jwk(jwk, source) {
+            Ok(key) => parsed.keys.push(key),
+            Err(KeyError(reason)) => parsed.skipped.push(SkippedKey {
+                kid: jwk.get("kid").and_then(Value::as_str).map(str::to_owned),
+                reason,
+            }),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Smallest RSA modulus accepted. aws-lc (jsonwebtoken's backend) verifies RS*/PS* only with
+/// 2048..=8192-bit moduli, so a shorter key could never verify anything: it is refused up front.
+pub const MIN_RSA_BITS: usize = 2048;
+/// Largest RSA modulus accepted (aws-lc's upper bound).
+pub const MAX_RSA_BITS: usize = 8192;
+
+/// Lenient base64url for key material from configuration and JWKS documents: padding optional.
+/// (Tokens use the strict engine in `token.rs`; keys come from the operator or the issuer.)
+const KEY_B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+fn key_err(msg: impl Into<String>) -> KeyError {
+    KeyError(msg.into())
+}
+
+fn b64_member(jwk: &Value, name: &str) -> Result<Vec<u8>, KeyError> {
+    let text = jwk
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| key_err(format!("missing \"{name}\"")))?;
+    KEY_B64
+        .decode(text)
+        .map_err(|_| key_err(format!("\"{name}\" is not base64url")))
+}
+
+fn str_member(jwk: &Value, name: &str) -> Result<Option<String>, KeyError> {
+    match jwk.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(key_err(format!("\"{name}\" is not a string"))),
+    }
+}
+
+/// `use` must be `sig` when present; `key_ops`, when present, must include `verify`.
+fn check_usage(jwk: &Value) -> Result<(), KeyError> {
+    if let Some(u) = str_member(jwk, "use")? {
+        if u != "sig" {
+            return Err(key_err(format!("use \"{u}\" is not \"sig\"")));
+        }
+    }
+    if let Some(ops) = jwk.get("key_ops") {
+        let verify = ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|o| o.as_str() == Some("verify")));
+        if !verify {
+            return Err(key_err("key_ops does not include \"verify\""));
+        }
+    }
+    Ok(())
+}
+
+/// Key material in the form jsonwebtoken's aws-lc verifiers take, plus its family.
+struct Material {
+    family: KeyFamily,
+    decoding: DecodingKey,
+    /// Bytes identifying the key (n||e, the EC point, the Ed25519 key, the HMAC secret).
+    identity: Vec<u8>,
+}
+
+impl Material {
+    fn rsa(n: &[u8], e: &[u8]) -> Result<Material, KeyError> {
+        let n = strip_leading_zeros(n);
+        let e = strip_leading_zeros(e);
+        let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+            return Err(key_err(format!(
+                "RSA modulus of {bits} bits is outside {MIN_RSA_BITS}..={MAX_RSA_BITS}"
+            )));
+        }
+        if e.is_empty() || e.len() > 4 {
+            return Err(key_err("RSA exponent is empty or too large"));
+        }
+        let mut identity = Vec::with_capacity(n.len() + e.len() + 1);
+        identity.extend_from_slice(n);
+        identity.push(0);
+        identity.extend_from_slice(e);
+        Ok(Material {
+            family: KeyFamily::Rsa,
+            decoding: DecodingKey::from_rsa_raw_components(n, e),
+            identity,
+        })
+    }
+
+    /// An uncompressed EC point (`04 || x || y`).
+    fn ec(family: KeyFamily, point: Vec<u8>) -> Result<Material, KeyError> {
+        let coord = if family == KeyFamily::EcP256 { 32 } else { 48 };
+        if point.len() != 1 + 2 * coord || point.first() != Some(&4) {
+            return Err(key_err(
+                "EC public key is not an uncompressed point of its curve",
+            ));
+        }
+        Ok(Material {
+            family,
+            decoding: DecodingKey::from_ec_der(&point),
+            identity: point,
+        })
+    }
+
+    fn ed25519(x: Vec<u8>) -> Result<Material, KeyError> {
+        if x.len() != 32 {
+            return Err(key_err("Ed25519 public key is not 32 bytes"));
+        }
+        Ok(Material {
+            family: KeyFamily::Ed25519,
+            decoding: DecodingKey::from_ed_der(&x),
+            identity: x,
+        })
+    }
+
+    fn hmac(secret: &[u8]) -> Result<Material, KeyError> {
+        if secret.is_empty() {
+            return Err(key_err("HMAC secret is empty"));
+        }
+        Ok(Material {
+            family: KeyFamily::Hmac,
+            decoding: DecodingKey::from_secret(secret),
+            identity: secret.to_vec(),
+        })
+    }
+
+    fn from_jwk(jwk: &Value) -> Result<Material, KeyError> {
+        let kty = str_member(jwk, "kty")?.ok_or_else(|| key_err("missing \"kty\""))?;
+        match kty.as_str() {
+            "RSA" => Material::rsa(&b64_member(jwk, "n")?, &b64_member(jwk, "e")?),
+            "EC" => {
+                let family = match str_member(jwk, "crv")?.as_deref() {
+                    Some("P-256") => KeyFamily::EcP256,
+                    Some("P-384") => KeyFamily::EcP384,
+                    other => return Err(key_err(format!("unsupported EC curve {other:?}"))),
+                };
+                let mut point = vec![4];
+                point.extend(b64_member(jwk, "x")?);
+                point.extend(b64_member(jwk, "y")?);
+                Material::ec(family, point)
+            }
+            "OKP" => match str_member(jwk, "crv")?.as_deref() {
+                Some("Ed25519") => Material::ed25519(b64_member(jwk, "x")?),
+                other => Err(key_err(format!("unsupported OKP curve {other:?}"))),
+            },
+            "oct" => Material::hmac(&b64_member(jwk, "k")?),
+            other => Err(key_err(format!("unsupported kty \"{other}\""))),
+        }
+    }
+
+    /// The key of a SubjectPublicKeyInfo (from a certificate or a `PUBLIC KEY` block).
+    fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Material, KeyError> {
+        let oid = &spki.algorithm.algorithm;
+        if *oid == OID_SIG_ED25519 {
+            return Material::ed25519(spki.subject_public_key.data.to_vec());
+        }
+        match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => Material::rsa(rsa.modulus, rsa.exponent),
+            Ok(PublicKey::EC(point)) => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok());
+                let family = match curve {
+                    Some(c) if c == OID_EC_P256 => KeyFamily::EcP256,
+                    Some(c) if c == OID_NIST_EC_P384 => KeyFamily::EcP384,
+                    _ => return Err(key_err("unsupported EC curve in public key")),
+                };
+                Material::ec(family, point.data().to_vec())
+            }
+            Ok(_) => Err(key_err(format!("unsupported public key algorithm {oid}"))),
+            Err(e) => Err(key_err(format!("unreadable public key: {e}"))),
+        }
+    }
+
+    fn into_key(
+        self,
+        kid: Option<String>,
+        x5t: Option<String>,
+        alg: Option<JoseAlg>,
+        source: &str,
+    ) -> Result<VerifyingKey, KeyError> {
+        if let Some(alg) = alg {
+            if !alg.fits(self.family) {
+                return Err(key_err(format!(
+                    "alg {} does not fit a {:?} key",
+                    alg.name(),
+                    self.family
+                )));
+            }
+        }
+        Ok(VerifyingKey {
+            kid,
+            x5t,
+            alg,
+            family: self.family,
+            fingerprint: fingerprint(self.family, &self.identity),
+            source: Arc::from(source),
+            decoding: self.decoding,
+        })
+    }
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+/// A stable identifier of key material: the first 8 bytes of SHA-256(family tag || material).
+fn fingerprint(family: KeyFamily, identity: &[u8]) -> u64 {
+    let mut hasher = Sha256::new();
+    hasher.update([family as u8]);
+    hasher.update(identity);
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 impl VerifyingKey {
     /// From one JWK (serde_json value).
     pub fn from_jwk(jwk: &serde_json::Value, source: &str) -> Result<VerifyingKey, KeyError> {
-        todo!("{jwk} {source}")
+        if !jwk.is_object() {
+            return Err(key_err("JWK is not an object"));
+        }
+        check_usage(jwk)?;
+        let alg = match str_member(jwk, "alg")? {
+            None => None,
+            Some(name) => Some(
+                JoseAlg::from_header_name(&name)
+                    .ok_or_else(|| key_err(format!("unsupported alg \"{name}\"")))?,
+            ),
+        };
+        let kid = str_member(jwk, "kid")?;
+        let x5t = str_member(jwk, "x5t")?;
+        Material::from_jwk(jwk)?.into_key(kid, x5t, alg, source)
     }
 
     /// RSA from base64url `n` and `e` (APIM's `<key n=".." e=".."/>`).
@@ -95,7 +352,13 @@ impl VerifyingKey {
         e: &str,
         source: &str,
     ) -> Result<VerifyingKey, KeyError> {
-        todo!("{kid:?} {n} {e} {source}")
+        let n = KEY_B64
+            .decode(n)
+            .map_err(|_| key_err("RSA modulus n is not base64url"))?;
+        let e = KEY_B64
+            .decode(e)
+            .map_err(|_| key_err("RSA exponent e is not base64url"))?;
+        Material::rsa(&n, &e)?.into_key(kid, None, None, source)
     }
 
     /// Keys from PEM text: X.509 certificates (RSA, EC P-256/P-384, Ed25519) and SPKI public keys.
@@ -105,12 +368,63 @@ impl VerifyingKey {
         pem: &[u8],
         source: &str,
     ) -> Result<Vec<VerifyingKey>, KeyError> {
-        todo!("{kid:?} {} {source}", pem.len())
+        let blocks = pem::parse_many(pem).map_err(|e| key_err(format!("unreadable PEM: {e}")))?;
+        if blocks.is_empty() {
+            return Err(key_err("no PEM block found"));
+        }
+        blocks
+            .iter()
+            .map(|block| pem_block_key(kid.clone(), block, source))
+            .collect()
     }
 
-    /// HMAC secret (already base64-decoded bytes).
+    /// HMAC secret (already base64-decoded bytes). An empty secret yields a key that never
+    /// verifies (the config layer reports empty secrets).
     pub fn from_hmac_secret(kid: Option<String>, secret: &[u8], source: &str) -> VerifyingKey {
-        todo!("{kid:?} {} {source}", secret.len())
+        VerifyingKey {
+            kid,
+            x5t: None,
+            alg: None,
+            family: KeyFamily::Hmac,
+            fingerprint: fingerprint(KeyFamily::Hmac, secret),
+            source: Arc::from(source),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// False for an empty HMAC secret: HMAC accepts empty keys, so anyone could sign with one; such a
+    /// key never verifies anything.
+    pub(crate) fn can_verify(&self) -> bool {
+        self.family != KeyFamily::Hmac
+            || self
+                .decoding
+                .try_get_as_bytes()
+                .is_ok_and(|secret| !secret.is_empty())
+    }
+}
+
+fn pem_block_key(
+    kid: Option<String>,
+    block: &pem::Pem,
+    source: &str,
+) -> Result<VerifyingKey, KeyError> {
+    match block.tag() {
+        "CERTIFICATE" => {
+            let der = block.contents();
+            let (_, cert) = x509_parser::parse_x509_certificate(der)
+                .map_err(|e| key_err(format!("unreadable certificate: {e}")))?;
+            let x5t = URL_SAFE_NO_PAD.encode(Sha1::digest(der));
+            let kid = kid.or_else(|| Some(x5t.clone()));
+            Material::from_spki(cert.public_key())?.into_key(kid, Some(x5t), None, source)
+        }
+        "PUBLIC KEY" => {
+            let (_, spki) = SubjectPublicKeyInfo::from_der(block.contents())
+                .map_err(|e| key_err(format!("unreadable public key: {e}")))?;
+            Material::from_spki(&spki)?.into_key(kid, None, None, source)
+        }
+        other => Err(key_err(format!(
+            "PEM block \"{other}\" is not a CERTIFICATE or PUBLIC KEY"
+        ))),
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod claims;
 pub mod error;
 pub mod headers;
+mod json;
 pub mod keys;
 pub mod policy;
 pub mod response;
@@ -33,7 +34,10 @@ pub use policy::{
 };
 pub use response::{failure_response, FailureResponse};
 pub use time::UnixTime;
-pub use token::{extract_token, verify_token, JoseAlg, RequestParts, VerifiedToken};
+pub use token::{
+    extract_token, verify_signature, verify_token, JoseAlg, RequestParts, VerifiedJws,
+    VerifiedToken, MAX_TOKEN_BYTES,
+};
 
 use std::sync::Arc;
 

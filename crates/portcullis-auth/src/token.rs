@@ -4,10 +4,27 @@
 //! The JOSE header is parsed here, not by jsonwebtoken, because .NET-style STSs name the algorithm by
 //! its XML-DSig URI and jsonwebtoken's closed `Algorithm` enum cannot parse such headers. The
 //! signature itself is checked with `jsonwebtoken::crypto::verify` (aws_lc_rs backend).
+//!
+//! Parsing is deliberately strict: exactly three segments, unpadded canonical base64url, JSON objects
+//! without duplicate keys, no `crit`/`b64`, numeric `exp`/`nbf`/`iat`. Anything two parsers could
+//! read differently is `JwtInvalid`.
 
 use std::borrow::Cow;
+use std::fmt;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use http::header::AUTHORIZATION;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::json::StrictObject;
+use crate::keys::{KeyFamily, VerifyingKey};
 use crate::{AuthError, KeySnapshot, TokenSource};
+
+/// Longest token accepted, in bytes (header value or decoded query parameter). Real access tokens
+/// are 1-4 KiB; Entra tokens with many groups stay well under this.
+pub const MAX_TOKEN_BYTES: usize = 32 * 1024;
 
 /// A JOSE signature algorithm Portcullis accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,11 +55,128 @@ pub enum JoseAlg {
     HS512,
 }
 
+/// XML-DSig algorithm URIs used by .NET-style STSs, and their JOSE equivalents.
+const XMLDSIG_ALGS: [(&str, JoseAlg); 8] = [
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+        JoseAlg::RS256,
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+        JoseAlg::RS384,
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+        JoseAlg::RS512,
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+        JoseAlg::ES256,
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+        JoseAlg::ES384,
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#hmac-sha256",
+        JoseAlg::HS256,
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#hmac-sha384",
+        JoseAlg::HS384,
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#hmac-sha512",
+        JoseAlg::HS512,
+    ),
+];
+
 impl JoseAlg {
     /// Parse a header `alg`: JOSE names, and the XML-DSig URIs of .NET STSs
     /// (`http://www.w3.org/2001/04/xmldsig-more#rsa-sha256` ...). `none` and unknown names: `None`.
+    /// Names are case-sensitive (RFC 7515): `rs256` and `None` are unknown.
     pub fn from_header_name(name: &str) -> Option<JoseAlg> {
-        todo!("{name}")
+        let alg = match name {
+            "RS256" => JoseAlg::RS256,
+            "RS384" => JoseAlg::RS384,
+            "RS512" => JoseAlg::RS512,
+            "PS256" => JoseAlg::PS256,
+            "PS384" => JoseAlg::PS384,
+            "PS512" => JoseAlg::PS512,
+            "ES256" => JoseAlg::ES256,
+            "ES384" => JoseAlg::ES384,
+            "EdDSA" => JoseAlg::EdDSA,
+            "HS256" => JoseAlg::HS256,
+            "HS384" => JoseAlg::HS384,
+            "HS512" => JoseAlg::HS512,
+            _ => {
+                return XMLDSIG_ALGS
+                    .iter()
+                    .find(|(uri, _)| *uri == name)
+                    .map(|(_, a)| *a)
+            }
+        };
+        Some(alg)
+    }
+
+    /// The JOSE name (`RS256` ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            JoseAlg::RS256 => "RS256",
+            JoseAlg::RS384 => "RS384",
+            JoseAlg::RS512 => "RS512",
+            JoseAlg::PS256 => "PS256",
+            JoseAlg::PS384 => "PS384",
+            JoseAlg::PS512 => "PS512",
+            JoseAlg::ES256 => "ES256",
+            JoseAlg::ES384 => "ES384",
+            JoseAlg::EdDSA => "EdDSA",
+            JoseAlg::HS256 => "HS256",
+            JoseAlg::HS384 => "HS384",
+            JoseAlg::HS512 => "HS512",
+        }
+    }
+
+    /// Whether a key of this family may verify this algorithm.
+    pub fn fits(self, family: KeyFamily) -> bool {
+        use JoseAlg::*;
+        match family {
+            KeyFamily::Rsa => matches!(self, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyFamily::EcP256 => self == ES256,
+            KeyFamily::EcP384 => self == ES384,
+            KeyFamily::Ed25519 => self == EdDSA,
+            KeyFamily::Hmac => matches!(self, HS256 | HS384 | HS512),
+        }
+    }
+
+    /// The jsonwebtoken algorithm used for the signature check.
+    fn jwt_alg(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
+        match self {
+            JoseAlg::RS256 => A::RS256,
+            JoseAlg::RS384 => A::RS384,
+            JoseAlg::RS512 => A::RS512,
+            JoseAlg::PS256 => A::PS256,
+            JoseAlg::PS384 => A::PS384,
+            JoseAlg::PS512 => A::PS512,
+            JoseAlg::ES256 => A::ES256,
+            JoseAlg::ES384 => A::ES384,
+            JoseAlg::EdDSA => A::EdDSA,
+            JoseAlg::HS256 => A::HS256,
+            JoseAlg::HS384 => A::HS384,
+            JoseAlg::HS512 => A::HS512,
+        }
+    }
+
+    /// Fixed raw signature length (ECDSA `r || s`), when the algorithm has one. DER-encoded ECDSA
+    /// signatures, or ones with a byte added, are refused before any crypto runs.
+    fn fixed_signature_len(self) -> Option<usize> {
+        match self {
+            JoseAlg::ES256 => Some(64),
+            JoseAlg::ES384 => Some(96),
+            JoseAlg::EdDSA => Some(64),
+            _ => None,
+        }
     }
 }
 
@@ -73,13 +207,123 @@ pub struct VerifiedToken {
     pub nbf: Option<f64>,
 }
 
+/// A compact JWS whose signature has been checked, payload not yet interpreted. [`verify_token`]
+/// builds on it; exposed so signature-level test vectors (whose payloads are not claims) can be run.
+#[derive(Debug, Clone)]
+pub struct VerifiedJws {
+    /// The decoded payload bytes.
+    pub payload: Vec<u8>,
+    /// Algorithm used (`None`: unsigned token accepted by require-signed-tokens: false).
+    pub alg: Option<JoseAlg>,
+    /// Header kid.
+    pub kid: Option<String>,
+    /// Fingerprint of the key that verified it.
+    pub key_fingerprint: Option<u64>,
+}
+
+fn invalid(detail: &'static str) -> AuthError {
+    AuthError::JwtInvalid { detail }
+}
+
 /// Extract the token per the policy's source. Several Authorization headers, a wrong scheme, more than
 /// one space, or anything after the token: rejected.
 pub fn extract_token<'a>(
     req: &RequestParts<'a>,
     source: &TokenSource,
 ) -> Result<Cow<'a, str>, AuthError> {
-    todo!("{req:?} {source:?}")
+    let token = match source {
+        TokenSource::Header {
+            name,
+            require_scheme,
+        } => {
+            let mut values = req.headers.get_all(name).iter();
+            let Some(value) = values.next() else {
+                return Err(AuthError::TokenNotPresent);
+            };
+            if values.next().is_some() {
+                return Err(invalid("several token headers"));
+            }
+            let value = value
+                .to_str()
+                .map_err(|_| invalid("token header is not visible ASCII"))?;
+            if *name == AUTHORIZATION {
+                token_from_authorization(value, require_scheme.as_deref())?
+            } else {
+                value
+            }
+        }
+        TokenSource::Query { name } => return token_from_query(req.query, name),
+    };
+    check_extracted(token).map(Cow::Borrowed)
+}
+
+/// The token of an `Authorization` value: `<scheme> <token>` with exactly one space; without a
+/// required scheme, `Bearer <token>` or a bare token.
+fn token_from_authorization<'v>(
+    value: &'v str,
+    require_scheme: Option<&str>,
+) -> Result<&'v str, AuthError> {
+    if value.is_empty() {
+        return Err(AuthError::TokenNotPresent);
+    }
+    let scheme = require_scheme.unwrap_or("Bearer");
+    if value.eq_ignore_ascii_case(scheme) {
+        return Err(AuthError::TokenNotPresent);
+    }
+    match value.split_once(' ') {
+        Some((s, token)) if s.eq_ignore_ascii_case(scheme) => {
+            if token.is_empty() {
+                Err(AuthError::TokenNotPresent)
+            } else {
+                Ok(token)
+            }
+        }
+        None if require_scheme.is_none() => Ok(value),
+        _ if require_scheme.is_some() => Err(invalid("wrong authorization scheme")),
+        _ => Err(invalid("malformed authorization header")),
+    }
+}
+
+/// The percent-decoded value of the first query parameter `name`; several: rejected.
+fn token_from_query<'a>(query: Option<&'a str>, name: &str) -> Result<Cow<'a, str>, AuthError> {
+    let mut found: Option<&'a str> = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(k).as_deref() == Ok(name) {
+            if found.is_some() {
+                return Err(invalid("several token parameters"));
+            }
+            found = Some(v);
+        }
+    }
+    let raw = found.ok_or(AuthError::TokenNotPresent)?;
+    let token = percent_decode(raw).map_err(|()| invalid("token parameter is not UTF-8"))?;
+    check_extracted(&token)?;
+    Ok(token)
+}
+
+fn percent_decode(s: &str) -> Result<Cow<'_, str>, ()> {
+    if !s.contains(['%', '+']) {
+        return Ok(Cow::Borrowed(s));
+    }
+    let plus_as_space = s.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .map_err(|_| ())?;
+    Ok(Cow::Owned(decoded.into_owned()))
+}
+
+fn check_extracted(token: &str) -> Result<&str, AuthError> {
+    if token.is_empty() {
+        return Err(AuthError::TokenNotPresent);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid("token too large"));
+    }
+    if token.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Err(invalid("whitespace in token"));
+    }
+    Ok(token)
 }
 
 /// Parse and verify a compact JWS against the snapshot.
@@ -88,5 +332,230 @@ pub fn verify_token(
     keys: &KeySnapshot,
     require_signed_tokens: bool,
 ) -> Result<VerifiedToken, AuthError> {
-    todo!("{} {keys:?} {require_signed_tokens}", token.len())
+    let jws = verify_signature(token, keys, require_signed_tokens)?;
+    let claims =
+        StrictObject::parse(&jws.payload).map_err(|_| invalid("claims are not a JSON object"))?;
+    let exp = numeric_date(&claims, "exp")?;
+    let nbf = numeric_date(&claims, "nbf")?;
+    numeric_date(&claims, "iat")?;
+    Ok(VerifiedToken {
+        claims,
+        alg: jws.alg,
+        kid: jws.kid,
+        key_fingerprint: jws.key_fingerprint,
+        exp,
+        nbf,
+    })
+}
+
+/// A NumericDate claim: absent, or a JSON number (never a string, null or bool).
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| invalid("NumericDate out of range")),
+        Some(_) => Err(invalid("NumericDate claim is not a number")),
+    }
+}
+
+/// The three segments of a compact JWS.
+struct Segments<'t> {
+    header: &'t str,
+    payload: &'t str,
+    signature: &'t str,
+    /// `header.payload`, the signed bytes.
+    signing_input: &'t str,
+}
+
+fn split_compact(token: &str) -> Result<Segments<'_>, AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid("token too large"));
+    }
+    let (signing_input, signature) = token.rsplit_once('.').ok_or(invalid("not a compact JWS"))?;
+    let (header, payload) = signing_input
+        .split_once('.')
+        .ok_or(invalid("not a compact JWS"))?;
+    if payload.contains('.') {
+        return Err(invalid("more than three segments (JWE or garbage)"));
+    }
+    if header.is_empty() {
+        return Err(invalid("empty header"));
+    }
+    Ok(Segments {
+        header,
+        payload,
+        signature,
+        signing_input,
+    })
+}
+
+/// Strict base64url: URL-safe alphabet, no padding, no whitespace, zero trailing bits.
+fn b64_decode(segment: &str, detail: &'static str) -> Result<Vec<u8>, AuthError> {
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| invalid(detail))
+}
+
+/// The same strictness as [`b64_decode`] without decoding (the signature is decoded by jsonwebtoken).
+fn check_b64(segment: &str) -> Result<(), AuthError> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    };
+    let mut last = 0;
+    for c in segment.bytes() {
+        last = value(c).ok_or(invalid("signature is not base64url"))?;
+    }
+    let canonical = match segment.len() % 4 {
+        0 => true,
+        2 => last & 0x0f == 0,
+        3 => last & 0x03 == 0,
+        _ => false,
+    };
+    if canonical {
+        Ok(())
+    } else {
+        Err(invalid("signature is not canonical base64url"))
+    }
+}
+
+/// The JOSE header fields we act on.
+struct JoseHeader<'h> {
+    alg: Cow<'h, str>,
+    kid: Option<String>,
+}
+
+/// Parse the header JSON: an object with a string `alg`, optional string `kid`, no `crit` or `b64`,
+/// no duplicate member names. Header-carried keys (`jku`, `x5u`, `jwk`, `x5c`) are ignored.
+fn parse_header(bytes: &[u8]) -> Result<JoseHeader<'_>, AuthError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let header = de
+        .deserialize_map(HeaderVisitor)
+        .map_err(|_| invalid("header is not a valid JOSE header"))?;
+    de.end()
+        .map_err(|_| invalid("trailing bytes after header"))?;
+    Ok(header)
+}
+
+struct HeaderVisitor;
+
+impl<'de> Visitor<'de> for HeaderVisitor {
+    type Value = JoseHeader<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JOSE header object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(4);
+        let mut alg: Option<Cow<'de, str>> = None;
+        let mut kid = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom("duplicate header member"));
+            }
+            match key.as_ref() {
+                "alg" => alg = Some(map.next_value::<Cow<'de, str>>()?),
+                "kid" => kid = Some(map.next_value::<String>()?),
+                "crit" | "b64" => return Err(de::Error::custom("crit/b64 not supported")),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            seen.push(key);
+        }
+        let alg = alg.ok_or_else(|| de::Error::custom("missing alg"))?;
+        Ok(JoseHeader { alg, kid })
+    }
+}
+
+/// Parse a compact JWS and check its signature against the snapshot (the payload is only
+/// base64url-decoded, not interpreted). `alg: none` is accepted only when `require_signed_tokens`
+/// is false, and then only with an empty signature segment.
+pub fn verify_signature(
+    token: &str,
+    keys: &KeySnapshot,
+    require_signed_tokens: bool,
+) -> Result<VerifiedJws, AuthError> {
+    let seg = split_compact(token)?;
+    let header_bytes = b64_decode(seg.header, "header is not base64url")?;
+    let header = parse_header(&header_bytes)?;
+    let payload = b64_decode(seg.payload, "payload is not base64url")?;
+    let kid = header.kid;
+    if header.alg == "none" && !require_signed_tokens {
+        if !seg.signature.is_empty() {
+            return Err(invalid("unsigned token with a signature"));
+        }
+        return Ok(VerifiedJws {
+            payload,
+            alg: None,
+            kid,
+            key_fingerprint: None,
+        });
+    }
+    let alg = JoseAlg::from_header_name(&header.alg).ok_or(invalid("unsupported alg"))?;
+    if seg.signature.is_empty() {
+        return Err(invalid("missing signature"));
+    }
+    check_b64(seg.signature)?;
+    let key = verify_with_keys(&seg, alg, kid.as_deref(), keys)?;
+    Ok(VerifiedJws {
+        payload,
+        alg: Some(alg),
+        kid,
+        key_fingerprint: Some(key.fingerprint),
+    })
+}
+
+/// Key selection and the signature check. A token `kid` selects keys with that kid plus keys
+/// without any kid; without a `kid`, every key is a candidate. Only candidates whose family fits
+/// the algorithm (and whose declared `alg`, if any, is the token's) are tried.
+fn verify_with_keys<'k>(
+    seg: &Segments<'_>,
+    alg: JoseAlg,
+    kid: Option<&str>,
+    keys: &'k KeySnapshot,
+) -> Result<&'k VerifyingKey, AuthError> {
+    let kid_matches = |k: &VerifyingKey| match (kid, k.kid.as_deref()) {
+        (Some(want), Some(have)) => want == have,
+        _ => true,
+    };
+    let usable = |k: &&VerifyingKey| {
+        kid_matches(k) && alg.fits(k.family) && k.alg.is_none_or(|a| a == alg) && k.can_verify()
+    };
+    let mut candidates = keys.keys.iter().filter(usable).peekable();
+    if candidates.peek().is_none() {
+        return Err(no_candidate(kid, keys));
+    }
+    if let Some(len) = alg.fixed_signature_len() {
+        if seg.signature.len() != base64::encoded_len(len, false).unwrap_or(0) {
+            return Err(AuthError::TokenSignatureInvalid);
+        }
+    }
+    let message = seg.signing_input.as_bytes();
+    candidates
+        .find(|k| {
+            jsonwebtoken::crypto::verify(seg.signature, message, &k.decoding, alg.jwt_alg())
+                .unwrap_or(false)
+        })
+        .ok_or(AuthError::TokenSignatureInvalid)
+}
+
+/// Why no key could even be tried: the kid names a key of another type (signature invalid), names
+/// nothing (key not found), or the key source is down (keys unavailable).
+fn no_candidate(kid: Option<&str>, keys: &KeySnapshot) -> AuthError {
+    let named = kid.is_some_and(|kid| keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
+    if named {
+        AuthError::TokenSignatureInvalid
+    } else if keys.unavailable {
+        AuthError::KeysUnavailable
+    } else {
+        AuthError::TokenSignatureKeyNotFound {
+            kid: kid.map(str::to_owned),
+        }
+    }
 }

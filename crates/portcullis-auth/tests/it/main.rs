@@ -1,0 +1,5 @@
+//! The one integration-test binary of portcullis-auth (modules keep link time down).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod algorithms;
+mod support;

@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 /// A JSON object parsed with duplicate keys rejected at every depth.
 pub(crate) struct StrictObject(pub(crate) Map<String, Value>);
 
-/// A JSON value parsed with duplicate keys rejected at every depth.
-struct StrictValue(Value);
+/// A JSON value parsed with duplicate keys rejected at every depth (and serde_json's nesting limit).
+pub(crate) struct StrictValue(pub(crate) Value);
 
 impl StrictObject {
     /// Parse bytes that must hold exactly one JSON object.

@@ -15,10 +15,10 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::header::AUTHORIZATION;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::json::StrictObject;
+use crate::json::{StrictObject, StrictValue};
 use crate::keys::{KeyFamily, VerifyingKey};
 use crate::{AuthError, KeySnapshot, TokenSource};
 
@@ -332,6 +332,9 @@ pub fn verify_token(
     keys: &KeySnapshot,
     require_signed_tokens: bool,
 ) -> Result<VerifiedToken, AuthError> {
+    if token.split('.').nth(1).is_some_and(str::is_empty) {
+        return Err(invalid("empty payload"));
+    }
     let jws = verify_signature(token, keys, require_signed_tokens)?;
     let claims =
         StrictObject::parse(&jws.payload).map_err(|_| invalid("claims are not a JSON object"))?;
@@ -462,8 +465,9 @@ impl<'de> Visitor<'de> for HeaderVisitor {
                 "alg" => alg = Some(map.next_value::<Cow<'de, str>>()?),
                 "kid" => kid = Some(map.next_value::<String>()?),
                 "crit" | "b64" => return Err(de::Error::custom("crit/b64 not supported")),
+                // Parsed, not skipped: keeps the nesting limit and duplicate checks in force.
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<StrictValue>()?;
                 }
             }
             seen.push(key);

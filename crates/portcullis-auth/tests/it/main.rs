@@ -2,4 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod algorithms;
+mod extract;
+mod hostile;
 mod support;

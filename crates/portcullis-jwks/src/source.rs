@@ -1,0 +1,201 @@
+//! One remote key source (an openid-config or jwks-uri URL) and its fetch state.
+//!
+//! Why it exists: the state machine of a source (last good keys, when they were fetched, when to
+//! fetch next, the unknown-kid cooldown) is independent of which policies use it, so sources
+//! shared by several policies are fetched once. The state sits behind a plain mutex touched only
+//! by fetches and snapshot rebuilds, never by the request path, which reads published snapshots.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use portcullis_auth::{parse_jwks, VerifyingKey};
+use portcullis_config::{KeyLifecycle, KeySource};
+use tokio::time::Instant;
+
+use crate::fetch::{parse_discovery, FetchError, Fetcher};
+use crate::schedule::{after_failure, after_success, RefreshBounds};
+
+/// What kind of URL a remote source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RemoteKind {
+    /// OpenID discovery document (-> issuer, jwks_uri -> JWKS).
+    OpenIdConfig,
+    /// A JWKS URL.
+    JwksUri,
+}
+
+/// Identity of a remote source: the same kind and URL in several policies is one source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SourceId {
+    pub(crate) kind: RemoteKind,
+    pub(crate) url: String,
+}
+
+impl SourceId {
+    /// The remote identity and lifecycle of a config key source (`None` for static keys).
+    pub(crate) fn of(source: &KeySource) -> Option<(SourceId, KeyLifecycle)> {
+        match source {
+            KeySource::OpenIdConfig { url, lifecycle } => Some((
+                SourceId {
+                    kind: RemoteKind::OpenIdConfig,
+                    url: url.clone(),
+                },
+                *lifecycle,
+            )),
+            KeySource::JwksUri { url, lifecycle } => Some((
+                SourceId {
+                    kind: RemoteKind::JwksUri,
+                    url: url.clone(),
+                },
+                *lifecycle,
+            )),
+            KeySource::Static { .. } => None,
+        }
+    }
+}
+
+/// The mutable state of a source.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceState {
+    /// Last good key set (empty until the first successful fetch).
+    pub(crate) keys: Arc<[VerifyingKey]>,
+    /// Issuer of the last good discovery document.
+    pub(crate) issuer: Option<String>,
+    /// When the last good key set was fetched.
+    pub(crate) last_success: Option<Instant>,
+    /// Consecutive failed fetches.
+    pub(crate) failures: u32,
+    /// When the background refresher fetches next.
+    pub(crate) next_due: Instant,
+    /// Unknown-kid refetches are suppressed until then.
+    pub(crate) cooldown_until: Option<Instant>,
+    /// When the last fetch (good or bad) finished.
+    pub(crate) last_completed: Option<Instant>,
+}
+
+impl SourceState {
+    fn new(now: Instant) -> Self {
+        SourceState {
+            keys: Arc::from(Vec::new()),
+            issuer: None,
+            last_success: None,
+            failures: 0,
+            next_due: now,
+            cooldown_until: None,
+            last_completed: None,
+        }
+    }
+
+    /// The last good keys, unless never fetched or older than `max_stale`.
+    pub(crate) fn usable_keys(&self, now: Instant, max_stale: Duration) -> Option<&[VerifyingKey]> {
+        let fetched = self.last_success?;
+        (now.saturating_duration_since(fetched) <= max_stale).then_some(&*self.keys)
+    }
+
+    /// When the last good keys go stale (`None` when there are none).
+    pub(crate) fn stale_at(&self, max_stale: Duration) -> Option<Instant> {
+        self.last_success.map(|t| t + max_stale)
+    }
+}
+
+/// A successful fetch.
+#[derive(Debug)]
+pub(crate) struct FetchedKeys {
+    pub(crate) keys: Vec<VerifyingKey>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) max_age: Option<Duration>,
+}
+
+/// One remote source.
+#[derive(Debug)]
+pub(crate) struct RemoteSource {
+    pub(crate) id: SourceId,
+    /// Label for the `issuer` metric label (stable for the life of the source).
+    pub(crate) issuer_label: String,
+    pub(crate) lifecycle: KeyLifecycle,
+    /// Held for the duration of every fetch: concurrent fetch requests queue here and coalesce.
+    pub(crate) fetch_lock: tokio::sync::Mutex<()>,
+    state: Mutex<SourceState>,
+}
+
+impl RemoteSource {
+    pub(crate) fn new(
+        id: SourceId,
+        issuer_label: String,
+        lifecycle: KeyLifecycle,
+        carried: Option<SourceState>,
+    ) -> Self {
+        let state = carried.unwrap_or_else(|| SourceState::new(Instant::now()));
+        RemoteSource {
+            id,
+            issuer_label,
+            lifecycle,
+            fetch_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Lock the state (a poisoned lock still holds consistent plain data).
+    pub(crate) fn state(&self) -> MutexGuard<'_, SourceState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Metric label values.
+    pub(crate) fn labels(&self) -> [&str; 2] {
+        [&self.issuer_label, &self.id.url]
+    }
+
+    /// Fetch the discovery document (if any) and the JWKS, and parse them.
+    pub(crate) async fn fetch(&self, fetcher: &Fetcher) -> Result<FetchedKeys, FetchError> {
+        let (issuer, jwks_uri) = match self.id.kind {
+            RemoteKind::JwksUri => (None, self.id.url.clone()),
+            RemoteKind::OpenIdConfig => {
+                let doc = fetcher.get(&self.id.url).await?;
+                let discovery = parse_discovery(&doc.body)?;
+                (Some(discovery.issuer), discovery.jwks_uri)
+            }
+        };
+        let fetched = fetcher.get(&jwks_uri).await?;
+        let parsed = parse_jwks(&fetched.body, &jwks_uri).map_err(|e| FetchError::Invalid(e.0))?;
+        for skipped in &parsed.skipped {
+            tracing::info!(source = %self.id.url, kid = ?skipped.kid, reason = %skipped.reason,
+                "JWKS entry skipped");
+        }
+        if parsed.keys.is_empty() {
+            return Err(FetchError::NoKeys);
+        }
+        Ok(FetchedKeys {
+            keys: parsed.keys,
+            issuer,
+            max_age: fetched.max_age,
+        })
+    }
+
+    /// Record a fetch outcome and schedule the next fetch. Returns true when a successful fetch
+    /// discovered a different issuer than before (including the first one).
+    pub(crate) fn record(
+        &self,
+        outcome: &Result<FetchedKeys, FetchError>,
+        bounds: &RefreshBounds,
+    ) -> bool {
+        let now = Instant::now();
+        let mut st = self.state();
+        st.last_completed = Some(now);
+        match outcome {
+            Ok(fetched) => {
+                st.keys = fetched.keys.clone().into();
+                let previous = std::mem::replace(&mut st.issuer, fetched.issuer.clone());
+                st.last_success = Some(now);
+                st.failures = 0;
+                st.next_due = now + after_success(fetched.max_age, &self.lifecycle, bounds);
+                previous != st.issuer
+            }
+            Err(_) => {
+                st.failures = st.failures.saturating_add(1);
+                let jitter: f64 = rand::random();
+                st.next_due = now + after_failure(st.failures, &self.lifecycle, bounds, jitter);
+                false
+            }
+        }
+    }
+}

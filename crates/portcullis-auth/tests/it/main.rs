@@ -2,6 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod algorithms;
+mod claims;
 mod extract;
+mod headers;
 mod hostile;
+mod response;
 mod support;

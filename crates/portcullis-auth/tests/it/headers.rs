@@ -1,0 +1,90 @@
+//! Claims to header values for forward-claims.
+
+use http::HeaderName;
+use portcullis_auth::{claim_to_header_value, forward_headers, lookup_claim, verify_token};
+use serde_json::json;
+
+use crate::support::*;
+
+fn render(v: serde_json::Value) -> Option<String> {
+    claim_to_header_value(&v).map(|h| String::from_utf8(h.as_bytes().to_vec()).unwrap())
+}
+
+#[test]
+fn values_render_as_documented() {
+    assert_eq!(render(json!("alice")), Some("alice".into()));
+    assert_eq!(
+        render(json!(["a", "b", 3, true])),
+        Some("a,b,3,true".into())
+    );
+    assert_eq!(render(json!(42)), Some("42".into()));
+    assert_eq!(render(json!(1.5)), Some("1.5".into()));
+    assert_eq!(render(json!(false)), Some("false".into()));
+    assert_eq!(
+        render(json!({"b": 1, "a": [1, 2]})),
+        Some(r#"{"a":[1,2],"b":1}"#.into())
+    );
+    assert_eq!(
+        render(json!([{"a": 1}, [1, 2]])),
+        Some(r#"{"a":1},[1,2]"#.into())
+    );
+    assert_eq!(render(json!("Zoë")), Some("Zoë".into()));
+    assert_eq!(render(json!("tab\there")), Some("tab\there".into()));
+    assert_eq!(render(json!(null)), None);
+}
+
+#[test]
+fn values_a_header_cannot_carry_are_rejected() {
+    for bad in [
+        "a\r\nX-Admin: true",
+        "a\nb",
+        "a\rb",
+        "a\0b",
+        "a\u{1b}b",
+        "a\u{7f}b",
+    ] {
+        assert_eq!(render(json!(bad)), None, "{bad:?}");
+        assert_eq!(render(json!(["ok", bad])), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn lookup_prefers_the_verbatim_name() {
+    let claims = json!({
+        "a.b": "verbatim",
+        "a": { "b": "path", "c": { "d": 1 } },
+    });
+    let claims = claims.as_object().unwrap();
+    assert_eq!(lookup_claim(claims, "a.b"), Some(&json!("verbatim")));
+    assert_eq!(lookup_claim(claims, "a.c.d"), Some(&json!(1)));
+    assert_eq!(lookup_claim(claims, "a.x"), None);
+    assert_eq!(lookup_claim(claims, "a.b.c"), None);
+}
+
+#[test]
+fn forward_headers_follow_the_policy() {
+    let mut c = claims();
+    c["roles"] = json!(["r1", "r2"]);
+    c["evil"] = json!("x\r\nInjected: 1");
+    let token = sign(jsonwebtoken::Algorithm::HS256, None, &c, &hmac_encoding());
+    let t = verify_token(&token, &snapshot(vec![hmac_key(None)]), true).unwrap();
+    let mut p = policy();
+    p.forward_claims = vec![
+        (HeaderName::from_static("x-user-id"), "sub".into()),
+        (HeaderName::from_static("x-roles"), "roles".into()),
+        (HeaderName::from_static("x-missing"), "tid".into()),
+        (HeaderName::from_static("x-evil"), "evil".into()),
+    ];
+    let h = forward_headers(&t, &p);
+    let h: Vec<(String, String)> = h
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        h,
+        vec![
+            ("x-user-id".to_owned(), "alice".to_owned()),
+            ("x-roles".to_owned(), "r1,r2".to_owned())
+        ]
+    );
+}

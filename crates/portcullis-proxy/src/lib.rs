@@ -1,12 +1,72 @@
-//! The only pingora code of Portcullis: routes, per-request policy evaluation, failure responses, admin endpoints, metrics.
+//! The only pingora code of Portcullis: routes, per-request policy evaluation, failure responses,
+//! admin endpoints, metrics, the key refresher as a pingora background service.
+//!
+//! Why one crate: pingora is heavy to build; keeping it here lets the auth core, the config and the
+//! key store be built and tested without it. The request path is described in [`proxy`].
+//!
+//! Entry points: [`run`] for `portcullis run -c gateway.yaml`; [`bind`] + [`BoundGateway::run`] to
+//! embed the gateway (`portcullis demo`, in-process tests) and learn its bound addresses first.
 #![warn(missing_docs)]
 
-/// Command-line arguments.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+mod admin;
+mod auth;
+mod error;
+mod identity;
+mod keystore_shim;
+mod listeners;
+mod metrics;
+pub mod proxy;
+mod respond;
+mod routes;
+mod server;
+mod shutdown;
 
-/// Runs the command; returns the process exit code.
-pub fn run(_args: RunArgs) -> std::process::ExitCode {
-    eprintln!("not implemented yet");
-    std::process::ExitCode::from(1)
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use error::BuildError;
+pub use server::{
+    announce, bind, install_crypto_provider, run_model, Addresses, BoundGateway, RunOptions,
+};
+pub use shutdown::{ShutdownHandle, Stop};
+
+use keystore_shim::KeyStore;
+
+/// `portcullis run` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Gateway config file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Proxy worker threads (overrides `server.threads`; default: number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Exit code when the config is invalid (same as `portcullis check`).
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+/// Runs the command; returns the process exit code. Prints `listening proxy=... admin=...` on
+/// stdout once every listener is bound.
+pub fn run(args: RunArgs) -> ExitCode {
+    let model = match portcullis_config::load(&args.config) {
+        Ok((model, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            model
+        }
+        Err(diags) => {
+            for d in diags {
+                eprintln!("{d}");
+            }
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    run_model(
+        &model,
+        &RunOptions {
+            threads: args.threads,
+        },
+    )
 }

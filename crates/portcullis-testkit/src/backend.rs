@@ -1,1 +1,318 @@
 //! Recording echo backend: answers every request with what it received, and records it.
+//!
+//! Why it exists: gateway tests must prove what reached the backend (identity headers set, spoofed
+//! ones gone) and what did not (a rejected request leaves zero records), and `portcullis demo` needs a
+//! backend that shows the caller what the gateway forwarded. It is a real HTTP/1.1 server (hyper) on
+//! `127.0.0.1:0`, running on its own thread and runtime so it works from sync code, async tests and
+//! the demo alike. It can be told to answer slowly ([`Backend::set_delay`]) or to fail
+//! ([`Backend::set_failure`]).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// One request as the backend received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedRequest {
+    /// Method.
+    pub method: String,
+    /// Path (without the query).
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Every header in arrival order, names lower-case; repeated headers appear repeatedly.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    /// All values of a header (name compared case-insensitively).
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of a header; `None` when absent or repeated.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        match self.header_values(name).as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The echo body: `{"method", "path", "query", "headers": {name: value}}` (repeated headers
+    /// joined with ", ").
+    pub fn echo_json(&self) -> serde_json::Value {
+        let mut headers = serde_json::Map::new();
+        for (name, value) in &self.headers {
+            match headers.get_mut(name) {
+                Some(serde_json::Value::String(existing)) => {
+                    existing.push_str(", ");
+                    existing.push_str(value);
+                }
+                _ => {
+                    headers.insert(name.clone(), serde_json::Value::String(value.clone()));
+                }
+            }
+        }
+        serde_json::json!({
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": headers,
+        })
+    }
+}
+
+/// How the backend answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Failure {
+    /// 200 with the JSON echo.
+    #[default]
+    None,
+    /// This status with the JSON echo.
+    Status(u16),
+    /// Close the connection without answering (the gateway sees a reset / closed connection).
+    Close,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    requests: Mutex<Vec<RecordedRequest>>,
+    delay_ms: AtomicU64,
+    failure: Mutex<Failure>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A running recording backend; stops when dropped.
+#[derive(Debug)]
+pub struct Backend {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Binding or configuring the listener failed.
+    #[error("backend: cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+impl Backend {
+    /// Start on `127.0.0.1:0`.
+    pub fn start() -> Result<Backend, BackendError> {
+        Backend::start_on("127.0.0.1:0")
+    }
+
+    /// Start on a given address (port 0 allowed). The socket is bound before this returns, so the
+    /// backend is ready as soon as you have the handle.
+    pub fn start_on(addr: &str) -> Result<Backend, BackendError> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let shared = Arc::new(Shared::default());
+        let (stop, stopped) = oneshot::channel();
+        let serve_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("backend-{}", addr.port()))
+            .spawn(move || runtime.block_on(serve(listener, serve_shared, stopped)))?;
+        Ok(Backend {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// How many requests were received so far.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.requests).len()
+    }
+
+    /// Forget recorded requests.
+    pub fn clear(&self) {
+        lock(&self.shared.requests).clear();
+    }
+
+    /// Wait this long before answering each request.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Answer with a failure from now on ([`Failure::None`] restores normal answers).
+    pub fn set_failure(&self, failure: Failure) {
+        *lock(&self.shared.failure) = failure;
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: oneshot::Receiver<()>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "backend: cannot register listener");
+            return;
+        }
+    };
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "backend: accept failed");
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(req, shared.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            // A `Failure::Close` answer ends the connection with an error: expected, not logged.
+            let _ = conn.await;
+        });
+    }
+}
+
+/// The error that makes hyper drop the connection without a response.
+#[derive(Debug, thiserror::Error)]
+#[error("backend told to close the connection")]
+struct CloseConnection;
+
+async fn answer(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, CloseConnection> {
+    let recorded = RecordedRequest {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    let body = recorded.echo_json().to_string();
+    lock(&shared.requests).push(recorded);
+    let delay = shared.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = match *lock(&shared.failure) {
+        Failure::None => StatusCode::OK,
+        Failure::Status(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+        Failure::Close => return Err(CloseConnection),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get(addr: SocketAddr, raw: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    #[test]
+    fn echoes_and_records() {
+        let backend = Backend::start().unwrap();
+        let out = get(
+            backend.addr(),
+            "GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\nX-One: 1\r\nX-One: 2\r\nConnection: close\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains(r#""x-one":"1, 2""#), "{out}");
+        let reqs = backend.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].path, "/a/b");
+        assert_eq!(reqs[0].query.as_deref(), Some("x=1"));
+        assert_eq!(reqs[0].header_values("X-One"), vec!["1", "2"]);
+        assert_eq!(reqs[0].header("x-one"), None);
+    }
+
+    #[test]
+    fn fails_when_told() {
+        let backend = Backend::start().unwrap();
+        backend.set_failure(Failure::Status(503));
+        let out = get(
+            backend.addr(),
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        backend.set_failure(Failure::Close);
+        let out = get(
+            backend.addr(),
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(out, "");
+        assert_eq!(backend.request_count(), 2);
+    }
+}

@@ -1,0 +1,389 @@
+//! The pingora `ProxyHttp` implementation: the request path of the gateway.
+//!
+//! Hooks used, in the order pingora calls them:
+//! - `new_ctx`: a per-request [`Ctx`] (start instant, in-flight guard for graceful shutdown).
+//! - `request_filter`: route match, request id, identity-header stripping (every route), the
+//!   policy's evaluation, identity headers set from the verified claims. A rejection (or no route)
+//!   is written here with keep-alive intact and `Ok(true)` ends the request: no upstream is chosen,
+//!   the backend never sees it.
+//! - `upstream_peer`: round robin over the route's resolved peers, skipping those marked down, with
+//!   the route's connect and read timeouts.
+//! - `fail_to_connect`: passive health (mark the peer down) and a retry on another peer.
+//! - `upstream_request_filter`: path rewrite, X-Forwarded-*, Authorization dropped per policy.
+//! - `response_filter`: X-Request-Id on the response.
+//! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
+//! - `logging`: one line and one counter per request, whatever path it took.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::HeaderValue;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use portcullis_auth::response::json_error_body;
+use portcullis_auth::{failure_response, forward_headers, Policy, RequestParts};
+
+use crate::auth::authenticate;
+use crate::identity::{ensure_request_id, set_forwarded, IdentityHeaders, X_REQUEST_ID};
+use crate::metrics::{self, Metrics};
+use crate::respond::write_json;
+use crate::routes::{Route, Routes};
+use crate::KeyStore;
+
+/// Everything the request path reads; shared by all workers, immutable after start.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Routes in file order.
+    pub routes: Routes,
+    /// Policies by index (the key store uses the same indices).
+    pub policies: Vec<Arc<Policy>>,
+    /// Headers no client may send.
+    pub identity: IdentityHeaders,
+    /// Keys.
+    pub keys: Arc<KeyStore>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Requests in flight (graceful shutdown waits for zero).
+    pub inflight: Arc<AtomicUsize>,
+}
+
+/// Decrements the in-flight count when the request's context is dropped, whatever path it took.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct Ctx {
+    start: Instant,
+    _inflight: InflightGuard,
+    route: Option<usize>,
+    request_id: Option<HeaderValue>,
+    /// Why the request failed (or would have, under report-only); `None`: it did not.
+    reason: Option<&'static str>,
+    /// Status of a response the gateway wrote itself.
+    status: Option<u16>,
+    peer: usize,
+    tried: u64,
+    host: Option<HeaderValue>,
+}
+
+impl Gateway {
+    fn route(&self, ctx: &Ctx) -> Option<&Route> {
+        ctx.route.and_then(|i| self.routes.get(i))
+    }
+
+    fn route_policy(&self, route: &Route) -> Option<(usize, &Arc<Policy>)> {
+        let idx = route.policy?;
+        self.policies.get(idx).map(|p| (idx, p))
+    }
+
+    /// Evaluate the route's policy. `Ok(true)`: a rejection was written.
+    async fn enforce(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let Some(route) = self.route(ctx) else {
+            return Ok(false);
+        };
+        let Some((policy_idx, policy)) = self.route_policy(route) else {
+            return Ok(false);
+        };
+        let started = Instant::now();
+        let req = session.req_header();
+        let parts = RequestParts {
+            headers: &req.headers,
+            query: req.uri.query(),
+        };
+        let outcome = authenticate(&parts, policy, &self.keys, policy_idx).await;
+        let result = if outcome.is_ok() { "ok" } else { "rejected" };
+        self.metrics
+            .validation
+            .with_label_values(&[policy.name.as_str(), result])
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(token) => {
+                let req = session.req_header_mut();
+                for (name, value) in forward_headers(&token, policy) {
+                    req.insert_header(name, value)?;
+                }
+                Ok(false)
+            }
+            Err(err) if policy.report_only => {
+                ctx.reason = Some(err.reason());
+                self.metrics
+                    .report_only
+                    .with_label_values(&[route.name.as_str(), policy.name.as_str(), err.reason()])
+                    .inc();
+                tracing::warn!(
+                    route = %route.name,
+                    policy = %policy.name,
+                    reason = err.reason(),
+                    "report-only: request would have been rejected; forwarded"
+                );
+                Ok(false)
+            }
+            Err(err) => {
+                let rendered = failure_response(&err, policy);
+                ctx.reason = Some(err.reason());
+                ctx.status = Some(rendered.status);
+                write_json(
+                    session,
+                    rendered.status,
+                    rendered.body,
+                    Some(&rendered.www_authenticate),
+                    ctx.request_id.as_ref(),
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+}
+
+/// 504 for timeouts, 502 for an unreachable or misbehaving upstream.
+fn upstream_status(e: &Error) -> (u16, &'static str) {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            (504, metrics::REASON_UPSTREAM_TIMEOUT)
+        }
+        _ => (502, metrics::REASON_UPSTREAM_UNAVAILABLE),
+    }
+}
+
+fn error_status(e: &Error) -> (u16, &'static str) {
+    match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(code), _) => (*code, metrics::REASON_PROXY_ERROR),
+        (_, ErrorSource::Upstream) => upstream_status(e),
+        (
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ErrorSource::Downstream,
+        ) => (0, metrics::REASON_PROXY_ERROR),
+        (_, ErrorSource::Downstream) => (400, metrics::REASON_PROXY_ERROR),
+        _ => (500, metrics::REASON_PROXY_ERROR),
+    }
+}
+
+fn message_for(status: u16) -> &'static str {
+    match status {
+        502 => "Bad gateway. The upstream could not be reached.",
+        504 => "Gateway timeout. The upstream did not answer in time.",
+        400 => "Bad request.",
+        _ => "The gateway could not process the request.",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        Ctx {
+            start: Instant::now(),
+            _inflight: InflightGuard(self.inflight.clone()),
+            route: None,
+            request_id: None,
+            reason: None,
+            status: None,
+            peer: 0,
+            tried: 0,
+            host: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header_mut();
+        ctx.request_id = Some(ensure_request_id(req)?);
+        self.identity.strip(req);
+        ctx.host = req.headers.get(http::header::HOST).cloned();
+        ctx.route = self
+            .routes
+            .find(&req.method, request_host(req), req.uri.path());
+        if ctx.route.is_none() {
+            ctx.reason = Some(metrics::REASON_NO_ROUTE);
+            ctx.status = Some(404);
+            let body = json_error_body(404, "No route matches the request.");
+            write_json(session, 404, body, None, ctx.request_id.as_ref()).await?;
+            return Ok(true);
+        }
+        self.enforce(session, ctx).await
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = self
+            .route(ctx)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        ctx.peer = route.pick_peer(ctx.tried);
+        if ctx.peer < 64 {
+            ctx.tried |= 1 << ctx.peer;
+        }
+        let peer = route
+            .peer(ctx.peer)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no peer"))?;
+        let mut http_peer = HttpPeer::new(peer.addr, peer.tls, peer.sni.clone());
+        http_peer.options.connection_timeout = Some(route.connect_timeout);
+        http_peer.options.read_timeout = Some(route.timeout);
+        http_peer.options.write_timeout = Some(route.timeout);
+        Ok(Box::new(http_peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(route) = self.route(ctx) {
+            route.mark_down(ctx.peer);
+            let untried = (0..route.peer_count().min(64)).any(|i| ctx.tried & (1 << i) == 0);
+            e.set_retry(untried);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(route) = self.route(ctx) else {
+            return Ok(());
+        };
+        if let Some(path) = route.rewrite_path(upstream.uri.path()) {
+            let uri = match upstream.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let uri = http::Uri::try_from(uri)
+                .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
+            upstream.set_uri(uri);
+        }
+        if let Some((_, policy)) = self.route_policy(route) {
+            if !policy.forward_token {
+                upstream.remove_header(&http::header::AUTHORIZATION);
+            }
+        }
+        let downstream = &session.downstream_session;
+        let client_ip = downstream
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let https = downstream.digest().is_some_and(|d| d.ssl_digest.is_some());
+        set_forwarded(upstream, client_ip, https, ctx.host.as_ref())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            if !response.headers.contains_key(X_REQUEST_ID) {
+                response.insert_header(X_REQUEST_ID, id.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (status, reason) = error_status(e);
+        ctx.reason = Some(reason);
+        if status > 0 {
+            ctx.status = Some(status);
+            if session.response_written().is_none() {
+                let body = json_error_body(status, message_for(status));
+                if let Err(write) =
+                    write_json(session, status, body, None, ctx.request_id.as_ref()).await
+                {
+                    tracing::debug!(error = %write, "could not send the error response");
+                }
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.status)
+            .unwrap_or(0);
+        let route = self
+            .route(ctx)
+            .map_or(metrics::ROUTE_NONE, |r| r.name.as_str());
+        let reason = ctx.reason.unwrap_or(metrics::REASON_OK);
+        let status_buf = itoa_status(status);
+        let status_text = status_buf.as_str();
+        self.metrics
+            .requests
+            .with_label_values(&[route, status_text, reason])
+            .inc();
+        let request_id = ctx
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let req = session.req_header();
+        tracing::info!(
+            route,
+            method = %req.method,
+            path = req.uri.path(),
+            status,
+            reason,
+            latency_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
+            request_id,
+            error = e.map(|e| e.etype().as_str()),
+            "request"
+        );
+    }
+}
+
+/// A status code as text without allocating.
+struct StatusText {
+    buf: [u8; 3],
+    len: usize,
+}
+
+impl StatusText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("0")
+    }
+}
+
+fn itoa_status(status: u16) -> StatusText {
+    if !(100..=999).contains(&status) {
+        return StatusText {
+            buf: [b'0', 0, 0],
+            len: 1,
+        };
+    }
+    let digits = [
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    StatusText {
+        buf: digits,
+        len: 3,
+    }
+}

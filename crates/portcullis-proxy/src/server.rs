@@ -1,0 +1,264 @@
+//! Model -> running gateway: build the runtime pieces (routes with resolved peers, key store,
+//! metrics), bind every listener, assemble the pingora server (proxy service, admin service, key
+//! refresher as a background service), then block in [`BoundGateway::run`].
+//!
+//! Binding happens in [`bind`], before pingora starts, so the caller learns the real addresses
+//! (port 0) before anything blocks; `portcullis run` prints them, `portcullis demo` and tests read
+//! them from [`BoundGateway::addresses`].
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs as PingoraRunArgs, Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+use portcullis_config::{Listener, Model};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::error::BuildError;
+use crate::identity::IdentityHeaders;
+use crate::listeners::{bind as bind_socket, Prebound};
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::routes::Routes;
+use crate::shutdown::{ShutdownHandle, Signals};
+use crate::KeyStore;
+
+/// Options that are not in the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Worker threads of the proxy service (overrides `server.threads`; default: number of cores).
+    pub threads: Option<usize>,
+}
+
+/// The addresses the gateway listens on, as bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses {
+    /// Proxy listeners: address and whether it speaks https.
+    pub proxy: Vec<(SocketAddr, bool)>,
+    /// Admin listener.
+    pub admin: Option<SocketAddr>,
+}
+
+impl fmt::Display for Addresses {
+    /// `proxy=http://127.0.0.1:8080,https://127.0.0.1:8443 admin=http://127.0.0.1:9901`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("proxy=")?;
+        for (i, (addr, tls)) in self.proxy.iter().enumerate() {
+            let scheme = if *tls { "https" } else { "http" };
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}{scheme}://{addr}")?;
+        }
+        match self.admin {
+            Some(admin) => write!(f, " admin=http://{admin}"),
+            None => f.write_str(" admin=-"),
+        }
+    }
+}
+
+/// A gateway with its sockets bound, not yet serving.
+pub struct BoundGateway {
+    server: Server,
+    signals: Signals,
+    handle: ShutdownHandle,
+    addresses: Addresses,
+}
+
+impl BoundGateway {
+    /// Where it listens.
+    pub fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    /// A handle that stops the gateway from code.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Serve until stopped (SIGTERM: drain, bounded by `server.shutdown-grace`; SIGINT: now; or
+    /// the [`ShutdownHandle`]). Blocks the calling thread.
+    pub fn run(self) -> ExitCode {
+        self.server.run(PingoraRunArgs {
+            shutdown_signal: Box::new(self.signals),
+        });
+        ExitCode::SUCCESS
+    }
+}
+
+/// Install aws-lc-rs as the process' rustls provider (pingora would otherwise install ring's).
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed (a second gateway in the process): fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The key store as a pingora background service: pingora may fork in `run`, so threads and
+/// runtimes started earlier would be lost; its refresher runs on a runtime pingora owns.
+struct KeyRefresher(Arc<KeyStore>);
+
+#[async_trait]
+impl BackgroundService for KeyRefresher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.clone().run(shutdown).await;
+    }
+}
+
+fn tls_settings(listener: &Listener, cert: &Path, key: &Path) -> Result<TlsSettings, BuildError> {
+    let tls_err = |detail: String| BuildError::Tls {
+        addr: listener.addr.clone(),
+        detail,
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_err(format!("{}: {e}", cert.display())))?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| tls_err(format!("{}: {e}", key.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_err(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key_der)
+    .map_err(|e| tls_err(e.to_string()))?;
+    // Certificate and key are checked above; pingora only receives the ready resolver, so its
+    // `build()` (which panics on unreadable files) never touches the files.
+    let mut settings = TlsSettings::intermediate("", "").map_err(|e| tls_err(e.to_string()))?;
+    settings.set_cert_resolver(config.cert_resolver.clone());
+    settings.enable_h2();
+    Ok(settings)
+}
+
+/// Build everything and bind every listener.
+pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError> {
+    install_crypto_provider();
+    let metrics = Metrics::new()?;
+    let keys = KeyStore::new(model, metrics.registry());
+    let policies: Vec<_> = model.policies.iter().map(|p| p.policy.clone()).collect();
+    let routes = Routes::build(model, |name| policies.iter().position(|p| p.name == name))?;
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let listeners_up = Arc::new(AtomicBool::new(false));
+
+    let threads = opts
+        .threads
+        .or(model.server.threads)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let conf = ServerConf {
+        threads,
+        // Draining is done by `Signals` before pingora hears of the stop (see shutdown.rs).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let (drain_tx, drain_rx) = watch::channel(false);
+
+    let gateway = Gateway {
+        routes,
+        policies,
+        identity: IdentityHeaders::from_model(model),
+        keys: keys.clone(),
+        metrics: metrics.clone(),
+        inflight: inflight.clone(),
+    };
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "portcullis proxy",
+    );
+    let mut sockets = Vec::new();
+    let mut proxy_addrs = Vec::new();
+    for listener in &model.server.listen {
+        let (socket, local) = bind_socket(&listener.addr)?;
+        let key = local.to_string();
+        match &listener.tls {
+            Some(tls) => {
+                let settings = tls_settings(listener, &tls.cert, &tls.key)?;
+                proxy.add_tls_with_settings(&key, None, settings);
+            }
+            None => proxy.add_tcp(&key),
+        }
+        proxy_addrs.push((local, listener.tls.is_some()));
+        sockets.push((key, socket));
+    }
+    server.add_service(Prebound::new(
+        proxy,
+        sockets,
+        drain_rx.clone(),
+        Some(listeners_up.clone()),
+    ));
+
+    let admin_addr = match &model.server.admin {
+        Some(addr) => Some(add_admin(
+            &mut server,
+            addr,
+            Admin {
+                metrics,
+                keys: keys.clone(),
+                listeners_up,
+            },
+            drain_rx,
+        )?),
+        None => None,
+    };
+    server.add_service(background_service("key store", KeyRefresher(keys)));
+
+    let (signals, handle) = Signals::new(drain_tx, inflight, model.server.shutdown_grace);
+    Ok(BoundGateway {
+        server,
+        signals,
+        handle,
+        addresses: Addresses {
+            proxy: proxy_addrs,
+            admin: admin_addr,
+        },
+    })
+}
+
+fn add_admin(
+    server: &mut Server,
+    addr: &str,
+    admin: Admin,
+    drain: ShutdownWatch,
+) -> Result<SocketAddr, BuildError> {
+    let (socket, local): (TcpListener, SocketAddr) = bind_socket(addr)?;
+    let key = local.to_string();
+    let mut service = Service::new("portcullis admin".to_owned(), admin);
+    service.threads = Some(1);
+    service.add_tcp(&key);
+    server.add_service(Prebound::new(service, vec![(key, socket)], drain, None));
+    Ok(local)
+}
+
+/// Bind, print `listening proxy=... admin=...` on stdout, serve until stopped.
+pub fn run_model(model: &Model, opts: &RunOptions) -> ExitCode {
+    match bind(model, opts) {
+        Ok(gateway) => {
+            announce(gateway.addresses());
+            gateway.run()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "gateway cannot start");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The one stdout line tools wait for: every address, once all are bound.
+pub fn announce(addresses: &Addresses) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening {addresses}");
+    let _ = out.flush();
+}

@@ -1,0 +1,185 @@
+//! The `portcullis idp` and `portcullis token` commands: argument types (clap) and the two entry
+//! points the binary calls. Without `-c` both use [`IdpConfig::default_dev`], so a token minted
+//! by `portcullis token` verifies against the JWKS of a `portcullis idp` started in the same
+//! directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::config::{IdpConfig, SigningAlg};
+use crate::error::IdpError;
+use crate::profile::Profile;
+use crate::state::{now_unix, Idp, MintRequest};
+
+/// `portcullis idp` arguments.
+#[derive(Debug, clap::Args)]
+pub struct IdpArgs {
+    /// idp.yaml (default: built-in dev config, keys under ./.portcullis/idp-keys).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Rotate the signing keys this often ("10m", "1h"); the previous key stays published for
+    /// `rotation-grace`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub rotate_every: Option<Duration>,
+}
+
+/// `portcullis token` arguments.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// idp.yaml whose signing key and issuer are used (default: built-in dev config).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// `sub` claim.
+    #[arg(long, default_value = "dev-user")]
+    pub sub: String,
+    /// `aud` claim (default: the first resource's audience, else api://default).
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// Scopes (space- or comma-separated, repeatable).
+    #[arg(long, value_delimiter = ',')]
+    pub scope: Vec<String>,
+    /// Roles (comma-separated, repeatable).
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Lifetime ("5m", "1h", "300s").
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Token profile (default: the config's).
+    #[arg(long, value_enum)]
+    pub profile: Option<Profile>,
+    /// Signing algorithm (RS256, PS256, ES256, EdDSA; the config needs a key of that type).
+    #[arg(long, value_parser = parse_alg)]
+    pub alg: Option<SigningAlg>,
+    /// Client id (azp / appid / client_id claims).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Extra claim `name=value`; a value that parses as JSON is used as JSON (numbers, arrays).
+    #[arg(long = "claim", value_parser = parse_claim)]
+    pub claims: Vec<(String, Value)>,
+}
+
+fn parse_alg(s: &str) -> Result<SigningAlg, String> {
+    serde_json::from_value(Value::String(s.to_owned()))
+        .map_err(|_| format!("{s:?}: expected RS256, PS256, ES256 or EdDSA"))
+}
+
+fn parse_claim(s: &str) -> Result<(String, Value), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected name=value"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((name.to_owned(), value))
+}
+
+fn load(path: Option<&PathBuf>) -> Result<IdpConfig, IdpError> {
+    match path {
+        Some(p) => IdpConfig::load(p),
+        None => Ok(IdpConfig::default_dev(std::path::Path::new("."))),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+/// Runs the dev token server until Ctrl-C.
+pub fn run_idp(args: IdpArgs) -> ExitCode {
+    let config = match load(args.config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    runtime.block_on(async move {
+        let handle = match crate::start(config).await {
+            Ok(h) => h,
+            Err(e) => return fail(&e),
+        };
+        print_ready(&handle);
+        let rotation = args.rotate_every.map(|every| {
+            let idp = handle.idp.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = idp.rotate() {
+                        tracing::error!(error = %e, "key rotation failed");
+                    }
+                }
+            })
+        });
+        let _ = tokio::signal::ctrl_c().await;
+        if let Some(task) = rotation {
+            task.abort();
+        }
+        handle.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_ready(handle: &crate::IdpHandle) {
+    println!("issuer:    {}", handle.issuer());
+    if let Some(a) = handle.http_addr() {
+        println!("http:      http://{a}");
+    }
+    if let Some(a) = handle.https_addr() {
+        println!("https:     https://{a}");
+    }
+    println!("discovery: {}", handle.discovery_url());
+    println!("token:     {}", handle.token_endpoint());
+    if let Some(h) = &handle.idp.config.https {
+        println!("https CA:  {}", h.ca_file.display());
+    }
+}
+
+/// Prints a signed token.
+pub fn run_token(args: TokenArgs) -> ExitCode {
+    match mint(args) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn mint(args: TokenArgs) -> Result<String, IdpError> {
+    let config = load(args.config.as_ref())?;
+    let issuer = crate::resolve_issuer(
+        config.issuer.as_deref(),
+        config.listen,
+        config.https.as_ref().map(|h| h.listen),
+    );
+    let audience = args.aud.unwrap_or_else(|| {
+        config
+            .resources
+            .first()
+            .map_or_else(|| "api://default".into(), |r| r.audience.clone())
+    });
+    let idp = Idp::new(config, issuer)?;
+    let request = MintRequest {
+        subject: args.sub,
+        audience,
+        scopes: args
+            .scope
+            .iter()
+            .flat_map(|s| s.split_whitespace().map(str::to_owned))
+            .collect(),
+        roles: args.roles,
+        ttl: args.ttl,
+        profile: args.profile,
+        alg: args.alg,
+        client_id: args.client_id,
+        claims: args.claims.into_iter().collect::<Map<_, _>>(),
+    };
+    idp.mint(&request, now_unix())
+}

@@ -1,0 +1,721 @@
+//! The walk over an APIM policy document: sections, statements, and the conversion of validate-jwt,
+//! validate-azure-ad-token, set-header (claims -> forward-claims) and `<set-header exists-action=
+//! "delete">` of the token header (-> forward-token: false). Everything else is reported.
+//!
+//! Why fail closed: when a value cannot be converted, the output must not accept more than APIM did.
+//! Unconvertible audiences, issuers and claim values are kept literally (they never match a real
+//! token, so the check fails until edited); unconvertible switches keep their strict default.
+
+use crate::diag::Diagnostic;
+use crate::expr::{self, ClaimRead, JwtSource, TokenRead};
+use crate::fields::Fields;
+use crate::xml::{Attr, Element, Pos};
+use crate::yaml::{Entry, Item, Node};
+
+const EXPRESSION: &str = "policy expressions are not evaluated by the gateway";
+const KEPT_LITERALLY: &str =
+    "policy expressions are not evaluated; kept literally, so this check fails closed until edited";
+
+/// One converted token-validation policy.
+#[derive(Debug)]
+pub struct PolicyOut {
+    /// Name under `policies:`.
+    pub name: String,
+    /// `validate-jwt` or `validate-azure-ad-token`.
+    pub element: &'static str,
+    /// Where the element is.
+    pub pos: Pos,
+    /// Its keys.
+    pub fields: Fields,
+    /// forward-claims: header, claim, position of the set-header.
+    pub forward: Vec<(String, String, Pos)>,
+    /// `forward-token: false` from a set-header deleting the token header.
+    pub forward_token_off: Option<Pos>,
+    /// output-token-variable-name.
+    output_var: Option<String>,
+    /// The header the token is read from (None: query parameter).
+    token_header: Option<String>,
+}
+
+/// The state of one conversion.
+#[derive(Debug)]
+pub struct Converter {
+    file: String,
+    stem: String,
+    /// Converted policies in document order.
+    pub policies: Vec<PolicyOut>,
+    /// Everything reported.
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Converter {
+    /// A converter for the document called `file` (used in comments).
+    pub fn new(file: &str) -> Converter {
+        Converter {
+            file: file.to_owned(),
+            stem: policy_stem(file),
+            policies: Vec::new(),
+            diags: Vec::new(),
+        }
+    }
+
+    /// `# from file:line`
+    pub fn origin(&self, pos: Pos) -> String {
+        format!("from {}:{}", self.file, pos.line)
+    }
+
+    fn unsupported(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::unsupported(pos, subject, reason));
+    }
+
+    fn note(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
+        self.diags.push(Diagnostic::note(pos, subject, reason));
+    }
+
+    /// Convert the top-level elements of a document (`<policies>`, `<fragment>` or bare statements).
+    pub fn document(&mut self, roots: &[Element]) {
+        for root in roots {
+            match root.name.as_str() {
+                "policies" => root.children.iter().for_each(|s| self.section(s)),
+                "fragment" => self.statements(&root.children),
+                _ => self.statement(root),
+            }
+        }
+    }
+
+    fn section(&mut self, section: &Element) {
+        let reason = match section.name.as_str() {
+            "inbound" => return self.statements(&section.children),
+            "backend" => "backend policies are not converted: the gateway forwards to the route's upstream",
+            "outbound" => "outbound policies are not converted: the gateway passes responses through",
+            "on-error" => "on-error is not converted: the gateway answers failures itself with {\"statusCode\", \"message\"} (failed-validation-httpcode and -error-message)",
+            _ => {
+                return self.unsupported(
+                    section.pos,
+                    &section.name,
+                    "not a policy section (inbound, backend, outbound, on-error)",
+                )
+            }
+        };
+        for el in &section.children {
+            let plain_forward = el.name == "forward-request" && el.attrs.is_empty();
+            if el.name != "base" && !plain_forward {
+                self.unsupported(el.pos, &el.name, reason);
+            }
+        }
+    }
+
+    fn statements(&mut self, els: &[Element]) {
+        els.iter().for_each(|el| self.statement(el));
+    }
+
+    fn statement(&mut self, el: &Element) {
+        match el.name.as_str() {
+            "base" => {}
+            "validate-jwt" => self.validate_jwt(el),
+            "validate-azure-ad-token" => self.validate_azure_ad_token(el),
+            "set-header" => self.set_header(el),
+            "check-header" => self.check_header(el),
+            "choose" => self.choose(el),
+            other => self.unsupported(
+                el.pos,
+                other,
+                "no gateway.yaml equivalent (only token validation and claim forwarding are converted)",
+            ),
+        }
+    }
+
+    fn choose(&mut self, el: &Element) {
+        for branch in &el.children {
+            match branch.name.as_str() {
+                "when" => {
+                    let pos = branch.attr("condition").map_or(branch.pos, |a| a.pos);
+                    self.unsupported(
+                        pos,
+                        "when condition",
+                        "conditions are not evaluated; the policies inside are converted and the route decides which requests they guard",
+                    );
+                    self.statements(&branch.children);
+                }
+                "otherwise" => {
+                    if !branch.children.is_empty() {
+                        self.note(
+                            branch.pos,
+                            "otherwise",
+                            "converted like the when branches: the route decides which requests it guards",
+                        );
+                    }
+                    self.statements(&branch.children);
+                }
+                other => self.unsupported(branch.pos, other, "not a choose branch"),
+            }
+        }
+    }
+
+    fn new_policy(&mut self, el: &Element, element: &'static str) -> PolicyOut {
+        let n = self.policies.len();
+        let name = if n == 0 {
+            self.stem.clone()
+        } else {
+            format!("{}-{}", self.stem, n + 1)
+        };
+        if n > 0 {
+            self.note(
+                el.pos,
+                element,
+                format!("converted as a separate policy `{name}`: a route uses one policy; point routes at it as needed"),
+            );
+        }
+        PolicyOut {
+            name,
+            element,
+            pos: el.pos,
+            fields: Fields::default(),
+            forward: Vec::new(),
+            forward_token_off: None,
+            output_var: None,
+            token_header: Some("Authorization".to_owned()),
+        }
+    }
+
+    fn validate_jwt(&mut self, el: &Element) {
+        let mut p = self.new_policy(el, "validate-jwt");
+        let mut scheme: Option<&Attr> = None;
+        let mut has_source = false;
+        for a in &el.attrs {
+            match a.name.as_str() {
+                "header-name" | "query-parameter-name" | "token-value" => {
+                    has_source |= self.token_source(&mut p, a);
+                }
+                "require-scheme" => scheme = Some(a),
+                "require-expiration-time" | "require-signed-tokens" => {
+                    if let Some(b) = self.boolean(a) {
+                        p.fields.set(&a.name, Node::Bool(b));
+                    }
+                }
+                "clock-skew" => {
+                    if let Some(s) = self.integer(a, 0, i64::from(u32::MAX)) {
+                        p.fields.set("clock-skew", Node::Int(s));
+                    }
+                }
+                _ => self.common_attr(&mut p, a),
+            }
+        }
+        if !has_source {
+            self.unsupported(
+                el.pos,
+                "validate-jwt",
+                "no usable header-name, query-parameter-name or token-value; `header-name: Authorization` is emitted in its place",
+            );
+            p.fields.set("header-name", Node::str("Authorization"));
+        }
+        if let Some(a) = scheme {
+            self.require_scheme(&mut p, a);
+        }
+        for child in &el.children {
+            match child.name.as_str() {
+                "openid-config" => self.openid_config(&mut p, child),
+                "issuer-signing-keys" => self.signing_keys(&mut p, child),
+                "issuers" => self.string_list(&mut p, child, "issuer", "issuers"),
+                _ => self.common_child(&mut p, child),
+            }
+        }
+        self.policies.push(p);
+    }
+
+    fn validate_azure_ad_token(&mut self, el: &Element) {
+        let mut p = self.new_policy(el, "validate-azure-ad-token");
+        let mut tenant = false;
+        for a in &el.attrs {
+            match a.name.as_str() {
+                "tenant-id" => {
+                    if let Some(v) = self.plain(a) {
+                        p.fields.set("tenant-id", Node::str(v));
+                        tenant = true;
+                    }
+                }
+                "header-name" | "query-parameter-name" | "token-value" => {
+                    self.token_source(&mut p, a);
+                }
+                "authentication-endpoint" => self.unsupported(
+                    a.pos,
+                    &a.name,
+                    "sovereign-cloud endpoints are not converted; set `authority:` on the policy by hand",
+                ),
+                _ => self.common_attr(&mut p, a),
+            }
+        }
+        if !tenant {
+            self.unsupported(
+                el.pos,
+                "validate-azure-ad-token",
+                "no usable tenant-id; `tenant-id: \"common\"` is emitted in its place, edit it",
+            );
+            p.fields.set("tenant-id", Node::str("common"));
+        }
+        for child in &el.children {
+            match child.name.as_str() {
+                "client-application-ids" | "backend-application-ids" => {
+                    self.string_list(&mut p, child, "application-id", &child.name)
+                }
+                _ => self.common_child(&mut p, child),
+            }
+        }
+        self.policies.push(p);
+    }
+
+    /// Attributes both token policies share.
+    fn common_attr(&mut self, p: &mut PolicyOut, a: &Attr) {
+        match a.name.as_str() {
+            "failed-validation-httpcode" => {
+                if let Some(code) = self.integer(a, 100, 599) {
+                    p.fields.set(&a.name, Node::Int(code));
+                }
+            }
+            "failed-validation-error-message" => {
+                if let Some(v) = self.plain(a) {
+                    p.fields.set(&a.name, Node::str(v));
+                }
+            }
+            "output-token-variable-name" => p.output_var = Some(a.value.clone()),
+            "id" => self.note(a.pos, "id", "policy ids are not kept"),
+            _ => self.unsupported(a.pos, &a.name, format!("not a {} attribute", p.element)),
+        }
+    }
+
+    /// Child elements both token policies share.
+    fn common_child(&mut self, p: &mut PolicyOut, child: &Element) {
+        match child.name.as_str() {
+            "audiences" => self.string_list(p, child, "audience", "audiences"),
+            "required-claims" => self.required_claims(p, child),
+            "decryption-keys" => self.unsupported(
+                child.pos,
+                "decryption-keys",
+                "encrypted tokens (JWE) are not supported by the gateway; encrypted tokens will be rejected",
+            ),
+            "zumo-master-key" => self.unsupported(
+                child.pos,
+                "zumo-master-key",
+                "legacy Azure Mobile Services key, not supported",
+            ),
+            other => self.unsupported(child.pos, other, format!("not a {} element", p.element)),
+        }
+    }
+
+    /// header-name / query-parameter-name / token-value; true when a source was set.
+    fn token_source(&mut self, p: &mut PolicyOut, a: &Attr) -> bool {
+        let read = match a.name.as_str() {
+            "token-value" => match expr::token_read(&a.value) {
+                Some(read) => read,
+                None => {
+                    self.unsupported(
+                        a.pos,
+                        "token-value",
+                        "only a plain header or query-parameter read is converted (context.Request.Headers.GetValueOrDefault(\"...\") or context.Request.Url.Query.GetValueOrDefault(\"...\"))",
+                    );
+                    return false;
+                }
+            },
+            name => match self.plain(a) {
+                Some(v) if name == "header-name" => TokenRead::Header(v.to_owned()),
+                Some(v) => TokenRead::Query(v.to_owned()),
+                None => return false,
+            },
+        };
+        if p.fields.has("header-name") || p.fields.has("query-parameter-name") {
+            self.unsupported(
+                a.pos,
+                &a.name,
+                "APIM takes exactly one of header-name, query-parameter-name, token-value; the first is kept",
+            );
+            return true;
+        }
+        match read {
+            TokenRead::Header(h) => {
+                p.fields.set("header-name", Node::str(h.clone()));
+                p.token_header = Some(h);
+            }
+            TokenRead::Query(q) => {
+                p.fields.set("query-parameter-name", Node::str(q));
+                p.token_header = None;
+            }
+        }
+        true
+    }
+
+    fn require_scheme(&mut self, p: &mut PolicyOut, a: &Attr) {
+        let on_authorization = p
+            .token_header
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case("authorization"));
+        if !on_authorization {
+            self.note(
+                a.pos,
+                "require-scheme",
+                "ignored: APIM only applies it to the Authorization header, and so does the gateway",
+            );
+        } else if let Some(v) = self.plain(a) {
+            p.fields.set("require-scheme", Node::str(v));
+        }
+    }
+
+    fn openid_config(&mut self, p: &mut PolicyOut, el: &Element) {
+        let mut url = None;
+        for a in &el.attrs {
+            match a.name.as_str() {
+                "url" => url = self.plain(a).map(str::to_owned),
+                "validate-connectivity" => self.note(
+                    a.pos,
+                    "validate-connectivity",
+                    "ignored: the gateway fetches the document at start and reports it on /readyz",
+                ),
+                other => self.unsupported(a.pos, other, "not an openid-config attribute"),
+            }
+        }
+        match url {
+            Some(url) => {
+                let item = Item::new(Node::Map(vec![Entry::new("url", Node::str(url))]))
+                    .comment(self.origin(el.pos));
+                p.fields.push("openid-config", item, "");
+            }
+            None if el.attr("url").is_none() => {
+                self.unsupported(el.pos, "openid-config", "has no url attribute")
+            }
+            None => {}
+        }
+    }
+
+    fn signing_keys(&mut self, p: &mut PolicyOut, el: &Element) {
+        for key in &el.children {
+            if key.name != "key" {
+                self.unsupported(key.pos, &key.name, "not an issuer-signing-keys element");
+            } else if let Some(node) = self.signing_key(key) {
+                let item = Item::new(node).comment(self.origin(key.pos));
+                p.fields.push("issuer-signing-keys", item, "");
+            }
+        }
+    }
+
+    fn signing_key(&mut self, key: &Element) -> Option<Node> {
+        let (mut id, mut n, mut e) = (None, None, None);
+        for a in &key.attrs {
+            match a.name.as_str() {
+                "id" => id = self.plain(a),
+                "n" => n = Some(a),
+                "e" => e = Some(a),
+                "certificate-id" => {
+                    self.unsupported(
+                        a.pos,
+                        "certificate-id",
+                        format!("APIM certificates are not available to the gateway: export certificate \"{}\" as PEM and add `- certificate-file: <path>` to issuer-signing-keys", a.value),
+                    );
+                    return None;
+                }
+                other => self.unsupported(a.pos, other, "not a key attribute"),
+            }
+        }
+        let mut entries: Vec<Entry> = id
+            .map(|v| Entry::new("id", Node::str(v)))
+            .into_iter()
+            .collect();
+        match (n, e) {
+            (Some(n), Some(e)) => {
+                let (n, e) = (self.plain(n)?, self.plain(e)?);
+                entries.push(Entry::new("n", Node::str(n)));
+                entries.push(Entry::new("e", Node::str(e)));
+            }
+            (None, None) => {
+                let text = key.trimmed_text();
+                if expr::is_expression(text) {
+                    self.unsupported(key.pos, "key", EXPRESSION);
+                    return None;
+                }
+                if text.is_empty() {
+                    self.unsupported(key.pos, "key", "has no key material");
+                    return None;
+                }
+                let b64: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+                entries.push(Entry::new("base64", Node::str(b64)));
+            }
+            _ => {
+                self.unsupported(key.pos, "key", "n and e must be given together");
+                return None;
+            }
+        }
+        Some(Node::Map(entries))
+    }
+
+    /// `<audiences><audience>..</audience></audiences>` and the like.
+    fn string_list(&mut self, p: &mut PolicyOut, el: &Element, child_name: &str, key: &str) {
+        let comment = self.origin(el.pos);
+        for child in &el.children {
+            if child.name != child_name {
+                self.unsupported(child.pos, &child.name, format!("not a {} element", el.name));
+                continue;
+            }
+            let value = self.literal_text(child);
+            p.fields.push(key, Item::new(Node::str(value)), &comment);
+        }
+    }
+
+    /// Element text; an expression is reported and kept literally (fails closed).
+    fn literal_text(&mut self, el: &Element) -> String {
+        let text = el.trimmed_text();
+        if expr::is_expression(text) {
+            self.unsupported(el.pos, &el.name, KEPT_LITERALLY);
+        }
+        text.to_owned()
+    }
+
+    fn required_claims(&mut self, p: &mut PolicyOut, el: &Element) {
+        for claim in &el.children {
+            if claim.name != "claim" {
+                self.unsupported(claim.pos, &claim.name, "not a required-claims element");
+                continue;
+            }
+            let item = Item::new(Node::Map(self.claim(claim))).comment(self.origin(claim.pos));
+            p.fields.push("required-claims", item, "");
+        }
+    }
+
+    fn claim(&mut self, claim: &Element) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        for a in &claim.attrs {
+            let expression = expr::is_expression(&a.value);
+            match a.name.as_str() {
+                "name" | "separator" => {
+                    if expression {
+                        self.unsupported(a.pos, &a.name, KEPT_LITERALLY);
+                    }
+                    entries.push(Entry::new(a.name.as_str(), Node::str(a.value.as_str())));
+                }
+                "match" => match a.value.as_str() {
+                    "all" | "any" => entries.push(Entry::new("match", Node::str(a.value.as_str()))),
+                    _ => self.unsupported(
+                        a.pos,
+                        "match",
+                        format!(
+                            "\"{}\" is not all or any; the default (all) applies",
+                            a.value
+                        ),
+                    ),
+                },
+                other => self.unsupported(a.pos, other, "not a claim attribute"),
+            }
+        }
+        if claim.attr("name").is_none() {
+            self.unsupported(
+                claim.pos,
+                "claim",
+                "has no name; kept with an empty name, which never matches",
+            );
+            entries.insert(0, Entry::new("name", Node::str("")));
+        }
+        let mut values = Vec::new();
+        for v in &claim.children {
+            if v.name == "value" {
+                values.push(Item::new(Node::str(self.literal_text(v))));
+            } else {
+                self.unsupported(v.pos, &v.name, "not a claim element");
+            }
+        }
+        if !values.is_empty() {
+            entries.push(Entry::new("values", Node::Seq(values)));
+        }
+        entries
+    }
+
+    fn set_header(&mut self, el: &Element) {
+        let Some(name_attr) = el.attr("name") else {
+            return self.unsupported(el.pos, "set-header", "has no name");
+        };
+        let Some(header) = self.plain(name_attr).map(str::to_owned) else {
+            return;
+        };
+        let action = el.attr("exists-action");
+        for a in &el.attrs {
+            if a.name != "name" && a.name != "exists-action" {
+                self.unsupported(a.pos, &a.name, "not a set-header attribute");
+            }
+        }
+        match action.map(|a| a.value.as_str()) {
+            Some("delete") => return self.delete_header(el, &header),
+            None | Some("override") => {}
+            Some(other) => {
+                if let Some(a) = action {
+                    self.note(
+                        a.pos,
+                        "exists-action",
+                        format!("\"{other}\" becomes override: forward-claims always replaces the client's header"),
+                    );
+                }
+            }
+        }
+        let values: Vec<&Element> = el.children.iter().filter(|c| c.name == "value").collect();
+        match values.as_slice() {
+            [value] => self.forward_claim(el, value, header),
+            _ => self.unsupported(
+                el.pos,
+                "set-header",
+                "only a single <value> reading a claim of the validated token is converted (forward-claims)",
+            ),
+        }
+    }
+
+    fn delete_header(&mut self, el: &Element, header: &str) {
+        let policy = self.policies.iter_mut().rev().find(|p| {
+            p.token_header
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(header))
+        });
+        match policy {
+            Some(p) => p.forward_token_off = Some(el.pos),
+            None => self.unsupported(
+                el.pos,
+                "set-header",
+                format!("deleting header {header} is only converted for the token header of a converted policy (forward-token: false)"),
+            ),
+        }
+    }
+
+    fn forward_claim(&mut self, el: &Element, value: &Element, header: String) {
+        let text = value.trimmed_text();
+        let Some(read) = expr::claim_read(text) else {
+            return self.unsupported(
+                value.pos,
+                "set-header value",
+                "only an expression reading one claim of the validated token is converted (see docs/import-apim.md for the shapes)",
+            );
+        };
+        let ClaimRead {
+            source,
+            claim,
+            default,
+        } = read;
+        let index = self.policies.iter().rposition(|p| match &source {
+            JwtSource::Variable(v) => p.output_var.as_deref() == Some(v.as_str()),
+            JwtSource::Header(h) => p
+                .token_header
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(h)),
+        });
+        let Some(index) = index else {
+            let why = match &source {
+                JwtSource::Variable(v) => format!("variable \"{v}\" is not the output-token-variable-name of a converted validate-jwt or validate-azure-ad-token before it"),
+                JwtSource::Header(h) => format!("AsJwt() reads header {h}, which no converted policy before it validates; forward-claims only forwards claims of a validated token"),
+            };
+            return self.unsupported(value.pos, "set-header value", why);
+        };
+        if let Some(d) = default {
+            self.unsupported(
+                value.pos,
+                "set-header value",
+                format!("the default \"{d}\" for an absent claim is not supported: the header is left unset"),
+            );
+        }
+        let forward = &mut self.policies[index].forward;
+        if let Some(pos) = forward
+            .iter()
+            .position(|(h, _, _)| h.eq_ignore_ascii_case(&header))
+        {
+            forward.remove(pos);
+        }
+        forward.push((header, claim, el.pos));
+    }
+
+    fn check_header(&mut self, el: &Element) {
+        let name = el.attr("name").map_or("", |a| a.value.as_str());
+        let values: Vec<&str> = el
+            .children
+            .iter()
+            .filter(|c| c.name == "value")
+            .map(Element::trimmed_text)
+            .collect();
+        let code = el
+            .attr("failed-check-httpcode")
+            .map_or("", |a| a.value.as_str());
+        self.unsupported(
+            el.pos,
+            "check-header",
+            format!(
+                "gateway.yaml has no header check: requests whose {name} header is missing or not one of [{}] are not rejected (APIM answers {code})",
+                values.join(", ")
+            ),
+        );
+    }
+
+    /// An attribute value that must not be an expression; reported and `None` when it is.
+    fn plain<'a>(&mut self, a: &'a Attr) -> Option<&'a str> {
+        if expr::is_expression(&a.value) {
+            self.unsupported(a.pos, &a.name, EXPRESSION);
+            None
+        } else {
+            Some(a.value.as_str())
+        }
+    }
+
+    fn boolean(&mut self, a: &Attr) -> Option<bool> {
+        let v = self.plain(a)?;
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.unsupported(
+                    a.pos,
+                    &a.name,
+                    format!("\"{v}\" is not true or false; the default applies"),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, a: &Attr, min: i64, max: i64) -> Option<i64> {
+        let v = self.plain(a)?;
+        match v.trim().parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.unsupported(
+                    a.pos,
+                    &a.name,
+                    format!("\"{v}\" is not an integer from {min} to {max}; the default applies"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A policy name from the file name: `entra-v2.policy.xml` -> `entra-v2`.
+fn policy_stem(file: &str) -> String {
+    let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    let stem = base.split('.').next().unwrap_or(base);
+    let mut name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name.trim_matches('-').to_owned();
+    if name.is_empty() {
+        "apim".to_owned()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_stem;
+
+    #[test]
+    fn stems() {
+        assert_eq!(policy_stem("dir/Entra V2.policy.xml"), "entra-v2");
+        assert_eq!(policy_stem("..."), "apim");
+    }
+}

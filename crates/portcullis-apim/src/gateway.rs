@@ -1,0 +1,177 @@
+//! The whole gateway.yaml around the converted policies: a `server:` block with the default
+//! listeners, the `policies:`, and the routes given on the command line (or one catch-all route to
+//! edit), with comments pointing back to the XML.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::convert::{Converter, PolicyOut};
+use crate::yaml::{write_document, Entry, Item, Node};
+
+/// Default proxy listener of the emitted config.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin listener of the emitted config.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// Upstream of the catch-all route emitted without `--route`.
+pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:3000";
+
+/// A route from `--route NAME=PATH_PREFIX=UPSTREAM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Route name.
+    pub name: String,
+    /// Path prefix (starts with `/`).
+    pub path_prefix: String,
+    /// `http://host:port` or `https://host:port`.
+    pub upstream: String,
+}
+
+/// A `--route` value that is not `NAME=PATH_PREFIX=UPSTREAM`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route must be NAME=PATH_PREFIX=UPSTREAM (for example orders=/api/orders=http://127.0.0.1:3000): {0}")]
+pub struct RouteSpecError(&'static str);
+
+impl FromStr for RouteSpec {
+    type Err = RouteSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, '=');
+        let (Some(name), Some(prefix), Some(upstream)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(RouteSpecError("three parts separated by '=' expected"));
+        };
+        if name.is_empty() {
+            return Err(RouteSpecError("empty name"));
+        }
+        if !prefix.starts_with('/') {
+            return Err(RouteSpecError("the path prefix must start with '/'"));
+        }
+        if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+            return Err(RouteSpecError(
+                "the upstream must start with http:// or https://",
+            ));
+        }
+        Ok(RouteSpec {
+            name: name.to_owned(),
+            path_prefix: prefix.to_owned(),
+            upstream: upstream.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}={}", self.name, self.path_prefix, self.upstream)
+    }
+}
+
+/// Write the gateway.yaml for a finished conversion.
+pub fn render(conv: &Converter, file: &str, routes: &[RouteSpec]) -> String {
+    let server = Entry::new(
+        "server",
+        Node::Map(vec![
+            Entry::new("listen", Node::str(DEFAULT_LISTEN)),
+            Entry::new("admin", Node::str(DEFAULT_ADMIN)),
+        ]),
+    );
+    let policies: Vec<Entry> = conv
+        .policies
+        .iter()
+        .map(|p| policy_entry(conv, p))
+        .collect();
+    let body = write_document(&[
+        server,
+        Entry::new("policies", Node::Map(policies)),
+        Entry::new("routes", Node::Seq(route_items(conv, routes))),
+    ]);
+    let mut out = format!(
+        "# Converted from {file} by `portcullis import-apim`; check it with `portcullis check -c <this file>`.\n"
+    );
+    if body.contains("{{") {
+        out.push_str("# Named values ({{name}}) are resolved from the environment when the config is loaded (see docs/import-apim.md).\n");
+    }
+    out.push_str(&body);
+    out
+}
+
+fn policy_entry(conv: &Converter, p: &PolicyOut) -> Entry {
+    let mut entries =
+        vec![Entry::new(p.element, Node::Map(p.fields.entries())).comment(conv.origin(p.pos))];
+    if !p.forward.is_empty() {
+        let claims = p
+            .forward
+            .iter()
+            .map(|(header, claim, pos)| {
+                Entry::new(header.as_str(), Node::str(claim.as_str())).comment(conv.origin(*pos))
+            })
+            .collect();
+        entries.push(Entry::new("forward-claims", Node::Map(claims)));
+    }
+    if let Some(pos) = p.forward_token_off {
+        entries.push(Entry::new("forward-token", Node::Bool(false)).comment(conv.origin(pos)));
+    }
+    Entry::new(p.name.as_str(), Node::Map(entries))
+}
+
+fn route_items(conv: &Converter, routes: &[RouteSpec]) -> Vec<Item> {
+    let policy = conv.policies.first().map_or("none", |p| p.name.as_str());
+    let others: Vec<&str> = conv
+        .policies
+        .iter()
+        .skip(1)
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut items: Vec<Item> = if routes.is_empty() {
+        vec![route(
+            "default",
+            "/",
+            DEFAULT_UPSTREAM,
+            policy,
+        )
+        .comment("A catch-all route to the default upstream: edit the path prefix and upstream (or use --route NAME=PATH_PREFIX=UPSTREAM).")]
+    } else {
+        routes
+            .iter()
+            .map(|r| route(&r.name, &r.path_prefix, &r.upstream, policy))
+            .collect()
+    };
+    if !others.is_empty() {
+        if let Some(first) = items.first_mut() {
+            first.comments.push(format!(
+                "Other converted policies ({}) came from separate branches or statements: point routes at them as needed.",
+                others.join(", ")
+            ));
+        }
+    }
+    items
+}
+
+fn route(name: &str, prefix: &str, upstream: &str, policy: &str) -> Item {
+    Item::new(Node::Map(vec![
+        Entry::new("name", Node::str(name)),
+        Entry::new(
+            "match",
+            Node::Map(vec![Entry::new("path-prefix", Node::str(prefix))]),
+        ),
+        Entry::new("upstream", Node::str(upstream)),
+        Entry::new("policy", Node::str(policy)),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn route_spec_parses_three_parts() {
+        let r: RouteSpec = "orders=/api/orders=http://127.0.0.1:3000/x?a=b"
+            .parse()
+            .unwrap();
+        assert_eq!(r.upstream, "http://127.0.0.1:3000/x?a=b");
+        assert!("orders=/api".parse::<RouteSpec>().is_err());
+        assert!("orders=api=http://x".parse::<RouteSpec>().is_err());
+        assert!("=/=http://x".parse::<RouteSpec>().is_err());
+        assert!("a=/=ftp://x".parse::<RouteSpec>().is_err());
+    }
+}

@@ -6,5 +6,8 @@ mod claims;
 mod extract;
 mod headers;
 mod hostile;
+mod keys;
 mod response;
+mod sts;
 mod support;
+mod wycheproof;

@@ -33,10 +33,8 @@ pub async fn authenticate(
     let now = unix_now();
     let snapshot = keys.snapshot(policy_idx);
     match verify_and_check(&raw, policy, &snapshot, now) {
-        Err(AuthError::TokenSignatureKeyNotFound { kid }) => {
-            let refreshed = keys
-                .refetch_for_unknown_kid(policy_idx, kid.as_deref())
-                .await;
+        Err(AuthError::TokenSignatureKeyNotFound { kid: Some(kid) }) => {
+            let refreshed = keys.refetch_for_unknown_kid(policy_idx, &kid).await;
             verify_and_check(&raw, policy, &refreshed, now)
         }
         other => other,

@@ -41,6 +41,9 @@ pub enum BuildError {
         /// What went wrong.
         detail: String,
     },
+    /// The key store could not be built.
+    #[error("key store: {0}")]
+    KeyStore(#[from] portcullis_jwks::JwksError),
     /// Metrics registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -12,7 +12,6 @@ mod admin;
 mod auth;
 mod error;
 mod identity;
-mod keystore_shim;
 mod listeners;
 mod metrics;
 pub mod proxy;
@@ -30,7 +29,7 @@ pub use server::{
 };
 pub use shutdown::{ShutdownHandle, Stop};
 
-use keystore_shim::KeyStore;
+use portcullis_jwks::KeyStore;
 
 /// `portcullis run` arguments.
 #[derive(Debug, clap::Args)]
@@ -63,10 +62,9 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    run_model(
-        &model,
-        &RunOptions {
-            threads: args.threads,
-        },
-    )
+    let opts = RunOptions {
+        threads: args.threads,
+        ..RunOptions::default()
+    };
+    run_model(&model, &opts)
 }

@@ -308,6 +308,9 @@ impl ProxyHttp for Gateway {
         if status > 0 {
             ctx.status = Some(status);
             if session.response_written().is_none() {
+                // The connection is not reused after a proxy failure (the request body may be half
+                // sent): say so, or a client could reuse it and race the close.
+                session.set_keepalive(None);
                 let body = json_error_body(status, message_for(status));
                 if let Err(write) =
                     write_json(session, status, body, None, ctx.request_id.as_ref()).await

@@ -39,6 +39,8 @@ use crate::KeyStore;
 pub struct RunOptions {
     /// Worker threads of the proxy service (overrides `server.threads`; default: number of cores).
     pub threads: Option<usize>,
+    /// Key store bounds (fetch timeouts, refresh and retry timing); tests shorten them.
+    pub key_store: portcullis_jwks::KeyStoreOptions,
 }
 
 /// The addresses the gateway listens on, as bound.
@@ -142,7 +144,7 @@ fn tls_settings(listener: &Listener, cert: &Path, key: &Path) -> Result<TlsSetti
 pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError> {
     install_crypto_provider();
     let metrics = Metrics::new()?;
-    let keys = KeyStore::new(model, metrics.registry());
+    let keys = KeyStore::with_options(model, metrics.registry(), opts.key_store)?;
     let policies: Vec<_> = model.policies.iter().map(|p| p.policy.clone()).collect();
     let routes = Routes::build(model, |name| policies.iter().position(|p| p.name == name))?;
     let inflight = Arc::new(AtomicUsize::new(0));

@@ -1,0 +1,110 @@
+"""Starts `portcullis idp` (binary from $PORTCULLIS_BIN) on port 0 with a generated https
+certificate, and the key material the clients use: a client certificate (MSAL, private_key_jwt),
+a JWK for authlib's private_key_jwt and an RSA JWK for the jwt-bearer grant."""
+import datetime
+import json
+import os
+import subprocess
+import tempfile
+
+import pytest
+from authlib.jose import JsonWebKey
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+
+def _rsa_pem():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return key, pem
+
+
+def _self_signed(key, cn):
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+CONFIG = """
+listen: "127.0.0.1:0"
+https: { listen: "127.0.0.1:0", generate: true }
+issuer: "https://127.0.0.1:{https-port}/realm"
+resources:
+  "api://orders": { scopes: [orders.read, orders.write], token-lifetime: 300 }
+clients:
+  - { client-id: svc-secret, client-secret: "s3cret", auth-method: client_secret_basic,
+      default-resource: "api://orders", profile: entra-v2, roles: [Orders.Reader] }
+  - { client-id: svc-post, client-secret: "p0st", auth-method: client_secret_post,
+      grant-types: [client_credentials, password, refresh_token], default-resource: "api://orders",
+      profile: keycloak }
+  - { client-id: svc-cert, auth-method: private_key_jwt, certificate-file: svc-cert.pem,
+      default-resource: "api://orders", profile: entra-v2 }
+  - { client-id: svc-jwk, auth-method: private_key_jwt, jwks-file: svc-jwk.json,
+      default-resource: "api://orders" }
+  - { client-id: svc-assert, auth-method: none, assertion-jwks-file: assert-jwks.json,
+      grant-types: ["urn:ietf:params:oauth:grant-type:jwt-bearer", refresh_token],
+      default-resource: "api://orders", profile: dotnet-sts, roles: [Reader] }
+users:
+  - { username: alice, password: "alice-pw", roles: [orders-reader] }
+"""
+
+
+@pytest.fixture(scope="session")
+def idp():
+    work = tempfile.mkdtemp(prefix="portcullis-idp-py-")
+    cert_key, cert_key_pem = _rsa_pem()
+    cert = _self_signed(cert_key, "svc-cert")
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    with open(os.path.join(work, "svc-cert.pem"), "w") as f:
+        f.write(cert_pem)
+    _, jwk_pem = _rsa_pem()
+    jwk_pub = JsonWebKey.import_key(jwk_pem, {"kid": "jwk-1"}).as_dict(is_private=False)
+    with open(os.path.join(work, "svc-jwk.json"), "w") as f:
+        json.dump({"keys": [jwk_pub]}, f)
+    _, assert_pem = _rsa_pem()
+    assert_pub = JsonWebKey.import_key(assert_pem, {"kid": "conn-key"}).as_dict(is_private=False)
+    with open(os.path.join(work, "assert-jwks.json"), "w") as f:
+        json.dump({"keys": [assert_pub]}, f)
+    config = os.path.join(work, "idp.yaml")
+    with open(config, "w") as f:
+        f.write(CONFIG)
+    proc = subprocess.Popen(
+        [os.environ["PORTCULLIS_BIN"], "idp", "-c", config],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    info = {}
+    for line in proc.stdout:  # readiness: the server prints its URLs once it listens
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+        if key.strip() == "https CA":
+            break
+    assert "https" in info, f"idp did not start: {info}"
+    info.update(
+        work=work,
+        ca=info["https CA"],
+        cert_pem=cert_pem,
+        cert_key_pem=cert_key_pem,
+        cert_sha1=cert.fingerprint(hashes.SHA1()).hex(),
+        jwk_pem=jwk_pem,
+        assert_pem=assert_pem,
+    )
+    os.environ["REQUESTS_CA_BUNDLE"] = info["ca"]
+    yield info
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Real client libraries against `portcullis idp`: MSAL (certificate and secret, https), authlib
+# (client_secret, private_key_jwt, jwt-bearer form + JSON, password + refresh) and curl.
+# Usage: tests/python/run.sh <path-to-portcullis-binary>
+# Env: PORTCULLIS_PY_VENV reuses a virtualenv (default: a fresh one under a temp dir).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="${1:-${PORTCULLIS_BIN:-}}"
+if [[ -z "$bin" || ! -x "$bin" ]]; then
+  echo "usage: $0 <path-to-portcullis-binary>" >&2
+  exit 2
+fi
+[[ $# -gt 0 ]] && shift
+export PORTCULLIS_BIN="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+venv="${PORTCULLIS_PY_VENV:-$work/venv}"
+if [[ ! -x "$venv/bin/python" ]]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+cd "$here"
+"$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" test_clients.py

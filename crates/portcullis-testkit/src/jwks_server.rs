@@ -79,6 +79,8 @@ pub struct Endpoint {
     pub delay: Duration,
     /// Never answer (the connection stays open until the server stops).
     pub hang: bool,
+    /// Extra response headers (for example `Location` with status 302).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Endpoint {
@@ -90,6 +92,7 @@ impl Endpoint {
             cache_control: None,
             delay: Duration::ZERO,
             hang: false,
+            headers: Vec::new(),
         }
     }
 }
@@ -328,11 +331,15 @@ async fn answer(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
-    if let Some(cc) = ep
-        .cache_control
-        .and_then(|cc| header::HeaderValue::from_str(&cc).ok())
-    {
-        headers.insert(header::CACHE_CONTROL, cc);
+    let extra = ep.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let cache_control = ep.cache_control.as_deref().map(|v| ("cache-control", v));
+    for (name, value) in extra.chain(cache_control) {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
     }
     Ok(resp)
 }

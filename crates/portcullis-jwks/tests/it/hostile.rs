@@ -185,3 +185,49 @@ async fn jwks_that_never_answers_times_out() {
     );
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_up_to_the_bound() {
+    init_logs();
+    let (server, key) = idp_with_key("k1").await;
+    // /old-jwks redirects to the JWKS: followed.
+    let moved = format!("{}/old-jwks", server.base_url);
+    server.update("/old-jwks", |ep| {
+        ep.status = 302;
+        ep.headers = vec![("location".into(), server.jwks_url())];
+    });
+    // /loop redirects to itself: given up after 5 redirects.
+    let looping = format!("{}/loop", server.base_url);
+    server.update("/loop", |ep| {
+        ep.status = 302;
+        ep.headers = vec![("location".into(), looping.clone())];
+    });
+    let source = |url: &str| KeySource::JwksUri {
+        url: url.to_owned(),
+        lifecycle: lc(),
+    };
+    let run = Running::start(&model(vec![
+        policy("moved", &[], vec![source(&moved)]),
+        policy("loop", &[], vec![source(&looping)]),
+    ]))
+    .await;
+    let store = run.store.clone();
+    wait_until(ms(3000), "moved JWKS fetched", move || {
+        !store.snapshot(0).unavailable
+    })
+    .await;
+    assert!(verify(&run.store, 0, &token(&key, "i")).is_ok());
+    wait_until(ms(3000), "redirect loop fails", || {
+        run.failures("redirects") >= 1.0
+    })
+    .await;
+    // Each fetch is the request plus at most 5 redirects.
+    let hits = server.hits("/loop") as f64;
+    let fetches = run.metric("portcullis_jwks_fetches_total", &[("source", &looping)]);
+    assert!(
+        hits >= 6.0 && hits <= 6.0 * fetches,
+        "{hits} hits, {fetches} fetches"
+    );
+    assert!(run.store.snapshot(1).unavailable);
+    run.stop().await;
+}

@@ -4,7 +4,10 @@
 #
 #   DOCKER_BUILDKIT=1 docker build -t portcullis .
 #   docker run --rm -p 8080:8080 -p 9901:9901 --stop-timeout 15 \
-#     -v "$PWD/gateway.yaml:/etc/portcullis/gateway.yaml:ro" portcullis
+#     -v "$PWD/config:/etc/portcullis:ro" portcullis      # config/gateway.yaml
+#
+# Mount the config directory rather than the single file: a file bind mount keeps the old inode
+# when an editor replaces the file, so the gateway would never see the change.
 #
 # In a container the config must listen on 0.0.0.0 (server.listen "0.0.0.0:8080",
 # server.admin "0.0.0.0:9901"): a loopback listener is unreachable through a published port.
@@ -41,10 +44,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
  && cp target/release/portcullis /out/portcullis
 
 # --- runtime: gcr.io/distroless/cc-debian12, chosen over debian:bookworm-slim because the binary
-# links glibc and libgcc_s only (cc-debian12 has exactly those, plus CA certificates for rustls'
-# native roots and tzdata) and the image carries no shell, package manager or curl: a smaller
-# image and a far smaller attack surface. Consequence: no curl for the HEALTHCHECK, hence the
-# std-only probe built above (a `portcullis healthcheck` subcommand would make it unnecessary).
+# links glibc and libgcc_s only (cc-debian12 has those, plus CA certificates for rustls' native
+# roots and tzdata; scripts/check-packaging checks the linkage) and the image carries no shell,
+# package manager or curl: a smaller image and a far smaller attack surface. Consequence: no curl
+# for the HEALTHCHECK, hence the std-only probe built above (a `portcullis healthcheck`
+# subcommand would make it unnecessary).
 # `:nonroot` runs as uid/gid 65532; USER is numeric so Kubernetes' runAsNonRoot can verify it.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /out/portcullis /out/portcullis-healthcheck /usr/local/bin/

@@ -71,6 +71,8 @@ pub(crate) struct SourceState {
     pub(crate) cooldown_until: Option<Instant>,
     /// When the last fetch (good or bad) finished.
     pub(crate) last_completed: Option<Instant>,
+    /// An unknown-kid refetch is in flight (callers wait for it rather than fail fast).
+    pub(crate) unknown_kid_in_flight: bool,
 }
 
 impl SourceState {
@@ -83,6 +85,7 @@ impl SourceState {
             next_due: now,
             cooldown_until: None,
             last_completed: None,
+            unknown_kid_in_flight: false,
         }
     }
 
@@ -138,6 +141,30 @@ impl RemoteSource {
     /// Lock the state (a poisoned lock still holds consistent plain data).
     pub(crate) fn state(&self) -> MutexGuard<'_, SourceState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Start an unknown-kid refetch: `None` within the cooldown, else the cooldown starts now.
+    pub(crate) fn begin_unknown_kid(&self, arrived: Instant) -> Option<UnknownKidFetch<'_>> {
+        let mut st = self.state();
+        if st.cooldown_until.is_some_and(|until| arrived < until) {
+            return None;
+        }
+        let previous_cooldown = st
+            .cooldown_until
+            .replace(arrived + self.lifecycle.unknown_kid_cooldown);
+        st.unknown_kid_in_flight = true;
+        Some(UnknownKidFetch {
+            src: self,
+            previous_cooldown,
+            done: false,
+        })
+    }
+
+    /// Within the cooldown while only a background fetch is in flight: an unknown kid fails fast
+    /// instead of waiting for a refresh (which may be a slow retry against a hanging IdP).
+    pub(crate) fn fails_fast(&self, arrived: Instant) -> bool {
+        let st = self.state();
+        st.cooldown_until.is_some_and(|until| arrived < until) && !st.unknown_kid_in_flight
     }
 
     /// Metric label values.
@@ -196,6 +223,33 @@ impl RemoteSource {
                 st.next_due = now + after_failure(st.failures, &self.lifecycle, bounds, jitter);
                 false
             }
+        }
+    }
+}
+
+/// An unknown-kid refetch in progress. If the caller's future is dropped before
+/// [`UnknownKidFetch::finish`] (the client went away mid-fetch), the cooldown it started is
+/// withdrawn, so the next unknown kid fetches again instead of failing for a whole cooldown.
+#[derive(Debug)]
+pub(crate) struct UnknownKidFetch<'a> {
+    src: &'a RemoteSource,
+    previous_cooldown: Option<Instant>,
+    done: bool,
+}
+
+impl UnknownKidFetch<'_> {
+    /// The fetch completed (good or bad): the cooldown stands.
+    pub(crate) fn finish(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for UnknownKidFetch<'_> {
+    fn drop(&mut self) {
+        let mut st = self.src.state();
+        st.unknown_kid_in_flight = false;
+        if !self.done {
+            st.cooldown_until = self.previous_cooldown;
         }
     }
 }

@@ -227,9 +227,11 @@ impl KeyStore {
 
     /// Called when a token names a `kid` the policy's snapshot lacks. Refetches each of the
     /// policy's remote sources, at most once per `unknown-kid-cooldown` per source:
-    /// - a fetch of that source already in flight: wait for it and use its result (coalesced);
-    /// - within the cooldown of the last unknown-kid refetch: return at once (suppressed, counted);
-    /// - else: fetch now (the cooldown starts), and return the rebuilt snapshot.
+    /// - within the cooldown of the last unknown-kid refetch: return at once (suppressed, counted),
+    ///   unless that refetch is still in flight: then wait for it and use its result (coalesced);
+    /// - outside the cooldown with a background fetch in flight: wait for it (coalesced);
+    /// - else: fetch now (the cooldown starts), and return the rebuilt snapshot. If the caller is
+    ///   dropped mid-fetch (client gone), the cooldown it started is withdrawn.
     ///
     /// Returns the policy's snapshot afterwards; if it still lacks the kid, the token fails with
     /// `TokenSignatureKeyNotFound` (or `KeysUnavailable` when the snapshot is unavailable). A
@@ -254,6 +256,10 @@ impl KeyStore {
         let arrived = Instant::now();
         let _guard = match src.fetch_lock.try_lock() {
             Ok(guard) => guard,
+            Err(_) if src.fails_fast(arrived) => {
+                self.count_suppressed(src, "cooldown");
+                return;
+            }
             Err(_) => {
                 let guard = src.fetch_lock.lock().await;
                 if src.state().last_completed.is_some_and(|t| t >= arrived) {
@@ -263,16 +269,12 @@ impl KeyStore {
                 guard
             }
         };
-        {
-            let mut st = src.state();
-            if st.cooldown_until.is_some_and(|until| arrived < until) {
-                drop(st);
-                self.count_suppressed(src, "cooldown");
-                return;
-            }
-            st.cooldown_until = Some(arrived + src.lifecycle.unknown_kid_cooldown);
-        }
+        let Some(pending) = src.begin_unknown_kid(arrived) else {
+            self.count_suppressed(src, "cooldown");
+            return;
+        };
         self.fetch_source(idx, "unknown-kid").await;
+        pending.finish();
     }
 
     fn count_suppressed(&self, src: &RemoteSource, why: &str) {

@@ -89,3 +89,26 @@ async fn removed_key_stops_validating_after_the_next_refresh() {
     );
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_refetch_does_not_start_a_cooldown() {
+    init_logs();
+    let (server, k1) = idp_with_key("k1").await;
+    let lc = lifecycle(ms(30_000), ms(3_600_000), ms(86_400_000));
+    let run = Running::start(&model(vec![policy("p", &[], vec![jwks_uri(&server, lc)])])).await;
+    run.wait_ready().await;
+    let k2 = TestKey::rsa("k2").unwrap();
+    server.set_keys(&[&k1, &k2]);
+    server.update(JWKS_PATH, |ep| ep.delay = ms(300));
+    // The first request with k2 is dropped mid-fetch (its client went away).
+    let abandoned = tokio::time::timeout(ms(50), run.store.refetch_for_unknown_kid(0, "k2")).await;
+    assert!(abandoned.is_err());
+    // The next one still refetches (no 30 s cooldown was left behind) and gets k2.
+    let snap = run.store.refetch_for_unknown_kid(0, "k2").await;
+    assert!(portcullis_auth::verify_token(&token(&k2, "i"), &snap, true).is_ok());
+    assert_eq!(
+        run.metric("portcullis_jwks_refetch_suppressed_total", &[]),
+        0.0
+    );
+    run.stop().await;
+}

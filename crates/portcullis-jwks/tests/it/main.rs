@@ -110,6 +110,13 @@ impl Running {
         }
     }
 
+    /// One policy `p` (index 0) with this one source, started and ready.
+    pub async fn ready_with(source: KeySource) -> Running {
+        let run = Running::start(&model(vec![policy("p", &[], vec![source])])).await;
+        run.wait_ready().await;
+        run
+    }
+
     pub async fn wait_ready(&self) -> Duration {
         let store = self.store.clone();
         wait_until(ms(5000), "store ready", move || store.is_ready()).await

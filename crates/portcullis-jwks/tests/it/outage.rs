@@ -13,8 +13,7 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
     let max_stale = ms(2000);
     // Refresh every 300 ms so the outage is noticed at once.
     let lc = lifecycle(ms(30_000), ms(300), max_stale);
-    let run = Running::start(&model(vec![policy("p", &[], vec![openid(&server, lc)])])).await;
-    run.wait_ready().await;
+    let run = Running::ready_with(openid(&server, lc)).await;
     let t1 = token(&k1, server.issuer());
 
     // Phase 1: the IdP stops listening (connection refused).

@@ -11,8 +11,9 @@ async fn new_key_is_accepted_on_its_first_request() {
     init_logs();
     let (server, k1) = idp_with_key("k1").await;
     let lc = lifecycle(ms(30_000), ms(3_600_000), ms(86_400_000));
-    let run = Running::start(&model(vec![policy("p", &[], vec![openid(&server, lc)])])).await;
-    let ready_in = run.wait_ready().await;
+    let started = Instant::now();
+    let run = Running::ready_with(openid(&server, lc)).await;
+    let ready_in = started.elapsed();
     let issuer = server.issuer().to_owned();
     assert_eq!(
         &*run.store.snapshot(0).issuers,
@@ -61,8 +62,7 @@ async fn removed_key_stops_validating_after_the_next_refresh() {
         ep.cache_control = Some("public, max-age=1".into())
     });
     let lc = lifecycle(ms(30_000), ms(3_600_000), ms(86_400_000));
-    let run = Running::start(&model(vec![policy("p", &[], vec![jwks_uri(&server, lc)])])).await;
-    run.wait_ready().await;
+    let run = Running::ready_with(jwks_uri(&server, lc)).await;
     let t1 = token(&k1, "iss");
     let fp1 = verify(&run.store, 0, &t1).unwrap().key_fingerprint.unwrap();
 
@@ -95,8 +95,7 @@ async fn abandoned_refetch_does_not_start_a_cooldown() {
     init_logs();
     let (server, k1) = idp_with_key("k1").await;
     let lc = lifecycle(ms(30_000), ms(3_600_000), ms(86_400_000));
-    let run = Running::start(&model(vec![policy("p", &[], vec![jwks_uri(&server, lc)])])).await;
-    run.wait_ready().await;
+    let run = Running::ready_with(jwks_uri(&server, lc)).await;
     let k2 = TestKey::rsa("k2").unwrap();
     server.set_keys(&[&k1, &k2]);
     server.update(JWKS_PATH, |ep| ep.delay = ms(300));

@@ -27,8 +27,7 @@ async fn thousand_random_kids_cause_one_fetch_per_cooldown_window() {
     server.update(JWKS_PATH, |ep| ep.delay = ms(200));
     let cooldown = ms(1500);
     let lc = lifecycle(cooldown, ms(3_600_000), ms(86_400_000));
-    let run = Running::start(&model(vec![policy("p", &[], vec![jwks_uri(&server, lc)])])).await;
-    run.wait_ready().await;
+    let run = Running::ready_with(jwks_uri(&server, lc)).await;
     let initial = server.hits(JWKS_PATH);
 
     let window1 = Instant::now();

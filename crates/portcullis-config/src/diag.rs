@@ -65,3 +65,36 @@ impl fmt::Display for Diagnostic {
         )
     }
 }
+
+/// Collects diagnostics for one file while the checker walks it.
+#[derive(Debug)]
+pub(crate) struct Diags {
+    file: String,
+    items: Vec<Diagnostic>,
+}
+
+impl Diags {
+    pub(crate) fn new(file: String) -> Self {
+        Diags {
+            file,
+            items: Vec::new(),
+        }
+    }
+
+    pub(crate) fn error(&mut self, pos: crate::yaml::Pos, msg: impl Into<String>) {
+        let d = Diagnostic::error(self.file.clone(), pos.line, pos.col, msg);
+        self.items.push(d);
+    }
+
+    pub(crate) fn warning(&mut self, pos: crate::yaml::Pos, msg: impl Into<String>) {
+        let d = Diagnostic::warning(self.file.clone(), pos.line, pos.col, msg);
+        self.items.push(d);
+    }
+
+    /// Every diagnostic in file order (stable for equal positions), and whether any is an error.
+    pub(crate) fn finish(mut self) -> (Vec<Diagnostic>, bool) {
+        self.items.sort_by_key(|d| (d.line, d.col));
+        let failed = self.items.iter().any(|d| d.severity == Severity::Error);
+        (self.items, failed)
+    }
+}

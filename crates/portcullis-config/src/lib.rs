@@ -1,23 +1,45 @@
-//! gateway.yaml: raw serde structs (kebab-case, unknown keys denied) -> checked [`Model`].
+//! gateway.yaml: YAML -> position-carrying tree -> checked [`Model`].
 //!
-//! Why three stages (raw -> model -> runtime): `portcullis check` must report every problem at once
-//! with `file:line:col`, semantic ones included, without starting anything. The model is plain data;
-//! the runtime (key store, proxy) is built from it by other crates. Static key material (jwks-file,
-//! n/e, certificate-file, base64) is read and parsed here so a bad key file fails `check`.
+//! Why these stages (tree -> model -> runtime): `portcullis check` must report every problem at once
+//! with `file:line:col`, semantic ones included, without starting anything. Derived serde structs
+//! stop at the first problem, so the file is read into a tree that keeps every node's position and
+//! a checker walks it, collecting diagnostics. The model is plain data; the runtime (key store,
+//! proxy) is built from it by other crates. Static key material (jwks-file, n/e, certificate-file,
+//! base64) is read and parsed here so a bad key file fails `check`.
 
 #![warn(missing_docs)]
 
+mod azure;
 pub mod diag;
+mod keys;
 pub mod model;
+mod policy;
+mod routes;
+mod server;
+pub mod vars;
+mod walk;
+mod yaml;
 
+pub use azure::DEFAULT_AUTHORITY;
 pub use diag::{Diagnostic, Severity};
 pub use model::*;
+pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+pub use server::{DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_CACHE_ENTRIES};
+pub use vars::Lookup;
 
 use std::path::Path;
 
+use diag::Diags;
+use walk::{Cx, Fields};
+use yaml::{Kind, Pos};
+
+/// What `load` returns: the model and its warnings, or every diagnostic when there is an error.
+pub type LoadResult = Result<(Model, Vec<Diagnostic>), Vec<Diagnostic>>;
+
 /// Load, parse and check a gateway config file. `Ok` carries the model and any warnings; `Err`
-/// carries every error (and warnings) found, each with file:line:col.
-pub fn load(path: &Path) -> Result<(Model, Vec<Diagnostic>), Vec<Diagnostic>> {
+/// carries every error (and warnings) found, each with file:line:col. Named values (`{{name}}`)
+/// come from the environment.
+pub fn load(path: &Path) -> LoadResult {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Diagnostic::error(
             path.display().to_string(),
@@ -31,6 +53,54 @@ pub fn load(path: &Path) -> Result<(Model, Vec<Diagnostic>), Vec<Diagnostic>> {
 
 /// As [`load`], from text already in memory (`path` names it in diagnostics and anchors relative
 /// key-file paths).
-pub fn load_str(text: &str, path: &Path) -> Result<(Model, Vec<Diagnostic>), Vec<Diagnostic>> {
-    todo!("{} {}", text.len(), path.display())
+pub fn load_str(text: &str, path: &Path) -> LoadResult {
+    load_str_with(text, path, &vars::from_env)
+}
+
+/// As [`load_str`], with named values (`{{name}}`) looked up by `lookup` instead of the
+/// environment (the demo passes its run-time ports this way).
+pub fn load_str_with(text: &str, path: &Path, lookup: Lookup<'_>) -> LoadResult {
+    let mut cx = Cx {
+        diags: Diags::new(path.display().to_string()),
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let mut root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.error(e.pos, e.message);
+            return Err(cx.diags.finish().0);
+        }
+    };
+    vars::resolve(&mut root, lookup, &mut cx.diags);
+    let model = check(&mut cx, &root, path);
+    match cx.diags.finish() {
+        (diags, true) => Err(diags),
+        (diags, false) => Ok((model, diags)),
+    }
+}
+
+/// Walks the whole document; problems go to `cx`.
+fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
+    let doc = Pos { line: 1, col: 1 };
+    let f = match &root.kind {
+        Kind::Null => None,
+        _ => Fields::new(cx, root, "the top level", &["server", "policies", "routes"]),
+    };
+    let get = |key: &str| f.as_ref().and_then(|f| f.get(key));
+    let server = server::read(cx, get("server"), doc);
+    let named = policy::read_all(cx, get("policies"));
+    let names: Vec<&str> = named.iter().map(|p| p.model.policy.name.as_str()).collect();
+    let routes = routes::read_all(cx, get("routes"), &names, doc);
+    for p in &named {
+        let name = p.model.policy.name.as_str();
+        if !routes.iter().any(|r| r.policy.as_deref() == Some(name)) {
+            cx.warning(p.pos, format!("policy `{name}` is not used by any route"));
+        }
+    }
+    Model {
+        source: path.to_path_buf(),
+        server,
+        policies: named.into_iter().map(|p| p.model).collect(),
+        routes,
+    }
 }

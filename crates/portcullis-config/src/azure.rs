@@ -1,0 +1,184 @@
+//! `validate-azure-ad-token`: APIM's Entra ID policy, expanded to plain validate-jwt terms.
+//!
+//! A tenant GUID gives the tenant's v2.0 discovery document (keys) and both issuers Entra uses:
+//! v1 `https://sts.windows.net/<tid>/` and v2 `https://login.microsoftonline.com/<tid>/v2.0`.
+//! With an `authority:` override (the dev token server standing in for Entra) the issuers are
+//! `{authority}/<tid>/` and `{authority}/<tid>/v2.0`.
+//!
+//! `common` and `organizations` accept tokens of any tenant, so no issuer can be fixed, and the auth
+//! core matches issuers exactly (no `{tenantid}` pattern). Such a policy takes its keys from
+//! `{authority}/<common|organizations>/discovery/v2.0/keys` (a JWKS, so no discovered issuer
+//! template is enforced), leaves the issuer unchecked (warned), and must name
+//! `client-application-ids`, `backend-application-ids` or `audiences` so that only tokens minted
+//! for this API pass.
+
+use portcullis_auth::Policy;
+
+use crate::keys::{self, LIFECYCLE_KEYS};
+use crate::model::{KeyLifecycle, KeySource};
+use crate::policy;
+use crate::walk::{self, Cx, Fields};
+use crate::yaml::Node;
+
+/// Entra ID's public authority.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+const V1_ISSUER_HOST: &str = "https://sts.windows.net";
+
+const AAD_KEYS: &[&str] = &[
+    "tenant-id",
+    "authority",
+    "header-name",
+    "query-parameter-name",
+    "failed-validation-httpcode",
+    "failed-validation-error-message",
+    "output-token-variable-name",
+    "client-application-ids",
+    "backend-application-ids",
+    "audiences",
+    "required-claims",
+];
+
+/// Which tenant(s) a policy accepts.
+enum Tenant {
+    One(String),
+    Any(&'static str),
+}
+
+/// Reads a validate-azure-ad-token block into `policy` and `sources`.
+pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec<KeySource>) {
+    let mut known = AAD_KEYS.to_vec();
+    known.extend_from_slice(LIFECYCLE_KEYS);
+    let Some(f) = Fields::new(cx, node, "validate-azure-ad-token", &known) else {
+        return;
+    };
+    policy.token_source = policy::token_source(cx, &f, None);
+    policy::failure(cx, &f, policy);
+    policy::output_token_variable(cx, &f);
+    let lifecycle = keys::lifecycle(cx, &f, KeyLifecycle::default());
+    let authority = authority(cx, &f);
+    policy.client_application_ids = ids(cx, &f, "client-application-ids");
+    policy.audiences = ids(cx, &f, "backend-application-ids");
+    policy.audiences.extend(ids(cx, &f, "audiences"));
+    if let Some(n) = f.get("required-claims") {
+        policy.required_claims = policy::required_claims(cx, n);
+    }
+    let Some(tenant) = tenant(cx, &f) else {
+        return;
+    };
+    let base = authority.as_deref().unwrap_or(DEFAULT_AUTHORITY);
+    match tenant {
+        Tenant::One(tid) => {
+            sources.push(KeySource::OpenIdConfig {
+                url: format!("{base}/{tid}/v2.0/.well-known/openid-configuration"),
+                lifecycle,
+            });
+            policy.issuers = issuers(authority.as_deref(), &tid);
+            policy::coverage_warnings(cx, &f, policy, sources);
+        }
+        Tenant::Any(which) => {
+            sources.push(KeySource::JwksUri {
+                url: format!("{base}/{which}/discovery/v2.0/keys"),
+                lifecycle,
+            });
+            any_tenant_checks(cx, &f, policy, which);
+        }
+    }
+}
+
+/// The v1 and v2 issuers of a tenant.
+fn issuers(authority: Option<&str>, tid: &str) -> Vec<String> {
+    match authority {
+        None => vec![
+            format!("{V1_ISSUER_HOST}/{tid}/"),
+            format!("{DEFAULT_AUTHORITY}/{tid}/v2.0"),
+        ],
+        Some(a) => vec![format!("{a}/{tid}/"), format!("{a}/{tid}/v2.0")],
+    }
+}
+
+fn any_tenant_checks(cx: &mut Cx, f: &Fields<'_>, policy: &Policy, which: &str) {
+    if policy.audiences.is_empty() && policy.client_application_ids.is_empty() {
+        cx.error(
+            f.pos,
+            format!("tenant-id `{which}` accepts tokens of every Entra tenant: set client-application-ids, backend-application-ids or audiences"),
+        );
+    } else {
+        cx.warning(
+            f.pos,
+            format!("tenant-id `{which}`: the issuer cannot be checked (any tenant); restrict tenants with required-claims on `tid`"),
+        );
+    }
+}
+
+/// `authority`, without a trailing slash; `None` for Entra's public cloud.
+fn authority(cx: &mut Cx, f: &Fields<'_>) -> Option<String> {
+    let n = f.get("authority")?;
+    let (_, text) = walk::http_url(cx, n, "authority")?;
+    let text = text.trim_end_matches('/').to_owned();
+    (text != DEFAULT_AUTHORITY).then_some(text)
+}
+
+fn tenant(cx: &mut Cx, f: &Fields<'_>) -> Option<Tenant> {
+    let Some(n) = f.get("tenant-id") else {
+        cx.error(f.pos, "validate-azure-ad-token needs `tenant-id`");
+        return None;
+    };
+    let text = walk::non_empty(cx, n, "tenant-id")?.trim();
+    match text.to_ascii_lowercase().as_str() {
+        "common" => Some(Tenant::Any("common")),
+        "organizations" => Some(Tenant::Any("organizations")),
+        t if is_guid(t) => Some(Tenant::One(t.to_owned())),
+        _ => {
+            cx.error(
+                n.pos,
+                format!("tenant-id must be a GUID, `common` or `organizations`, found `{text}`"),
+            );
+            None
+        }
+    }
+}
+
+/// Application ids (GUIDs, or app-id URIs such as `api://orders`); an empty list is allowed.
+fn ids(cx: &mut Cx, f: &Fields<'_>, key: &str) -> Vec<String> {
+    let Some(n) = f.get(key) else {
+        return Vec::new();
+    };
+    walk::string_list(cx, n, key)
+}
+
+/// 8-4-4-4-12 hex digits.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids() {
+        assert!(is_guid("72f988bf-86f1-41af-91ab-2d7cd011db47"));
+        assert!(!is_guid("72f988bf-86f1-41af-91ab-2d7cd011db4"));
+        assert!(!is_guid("contoso.onmicrosoft.com"));
+    }
+
+    #[test]
+    fn issuer_shapes() {
+        assert_eq!(
+            issuers(None, "t"),
+            [
+                "https://sts.windows.net/t/",
+                "https://login.microsoftonline.com/t/v2.0"
+            ]
+        );
+        assert_eq!(
+            issuers(Some("http://127.0.0.1:1"), "t"),
+            ["http://127.0.0.1:1/t/", "http://127.0.0.1:1/t/v2.0"]
+        );
+    }
+}

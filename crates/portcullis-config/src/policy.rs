@@ -1,0 +1,494 @@
+//! `policies:`: validate-jwt (and validate-azure-ad-token, see [`crate::azure`]) plus the
+//! policy-level rules (scopes, roles, forward-claims, mode ...), compiled to the auth core's
+//! [`Policy`].
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use portcullis_auth::{ClaimRule, Match, Policy, RolesRule, ScopesRule, TokenSource};
+
+use crate::keys;
+use crate::model::{KeyLifecycle, KeySource, PolicyModel};
+use crate::walk::{self, Cx, Fields};
+use crate::yaml::{Kind, Node, Pos};
+
+const POLICY_KEYS: &[&str] = &[
+    "validate-jwt",
+    "validate-azure-ad-token",
+    "scopes",
+    "roles",
+    "forward-claims",
+    "mode",
+    "insufficient-scope-httpcode",
+    "forward-token",
+];
+
+const JWT_KEYS: &[&str] = &[
+    "header-name",
+    "query-parameter-name",
+    "require-scheme",
+    "failed-validation-httpcode",
+    "failed-validation-error-message",
+    "require-expiration-time",
+    "require-signed-tokens",
+    "clock-skew",
+    "output-token-variable-name",
+    "openid-config",
+    "issuer-signing-keys",
+    "audiences",
+    "issuers",
+    "required-claims",
+    "unknown-kid-cooldown",
+    "refresh-interval",
+    "max-stale",
+];
+
+/// Headers a claim must never be written into: hop-by-hop, framing, routing, the token itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A policy and where its name is written.
+pub(crate) struct Named {
+    pub pos: Pos,
+    pub model: PolicyModel,
+}
+
+/// Reads `policies:`.
+pub(crate) fn read_all(cx: &mut Cx, node: Option<&Node>) -> Vec<Named> {
+    let Some(f) = node.and_then(|n| Fields::open(cx, n, "policies")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, key, body) in f.entries() {
+        if name.trim().is_empty() || name.eq_ignore_ascii_case("none") {
+            cx.error(
+                key.pos,
+                format!("`{name}` cannot name a policy (`none` marks an anonymous route)"),
+            );
+            continue;
+        }
+        out.push(Named {
+            pos: key.pos,
+            model: read_one(cx, name, body),
+        });
+    }
+    out
+}
+
+fn read_one(cx: &mut Cx, name: &str, node: &Node) -> PolicyModel {
+    let mut policy = Policy::new(name);
+    let mut key_sources = Vec::new();
+    let section = format!("policy `{name}`");
+    let Some(f) = Fields::new(cx, node, &section, POLICY_KEYS) else {
+        if node.kind == Kind::Null {
+            cx.error(node.pos, format!("{section} is empty: add validate-jwt"));
+        }
+        return compiled(policy, key_sources);
+    };
+    match (f.get("validate-jwt"), f.get("validate-azure-ad-token")) {
+        (Some(jwt), None) => validate_jwt(cx, jwt, &mut policy, &mut key_sources),
+        (None, Some(aad)) => crate::azure::read(cx, aad, &mut policy, &mut key_sources),
+        (Some(_), Some(aad)) => cx.error(
+            aad.pos,
+            format!("{section} has both validate-jwt and validate-azure-ad-token: use one"),
+        ),
+        (None, None) => cx.error(
+            f.pos,
+            format!("{section} needs `validate-jwt` or `validate-azure-ad-token`"),
+        ),
+    }
+    policy_rules(cx, &f, &mut policy);
+    compiled(policy, key_sources)
+}
+
+fn compiled(policy: Policy, key_sources: Vec<KeySource>) -> PolicyModel {
+    PolicyModel {
+        policy: Arc::new(policy),
+        key_sources,
+    }
+}
+
+/// scopes, roles, forward-claims, mode, insufficient-scope-httpcode, forward-token.
+fn policy_rules(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
+    if let Some(n) = f.get("scopes") {
+        policy.scopes =
+            rule(cx, n, "scopes", false).map(|(m, values, _)| ScopesRule { r#match: m, values });
+    }
+    if let Some(n) = f.get("roles") {
+        policy.roles = rule(cx, n, "roles", true).map(|(m, values, claim)| RolesRule {
+            r#match: m,
+            values,
+            claim: claim.unwrap_or_else(|| portcullis_auth::DEFAULT_ROLES_CLAIM.to_owned()),
+        });
+    }
+    if let Some(n) = f.get("forward-claims") {
+        policy.forward_claims = forward_claims(cx, n);
+    }
+    if let Some(n) = f.get("mode") {
+        match walk::string(cx, n, "mode") {
+            Some("enforce") => policy.report_only = false,
+            Some("report-only") => {
+                policy.report_only = true;
+                cx.warning(
+                    n.pos,
+                    "mode: report-only forwards requests whose token fails validation",
+                );
+            }
+            Some(other) => cx.error(
+                n.pos,
+                format!("`mode` must be `enforce` or `report-only`, found `{other}`"),
+            ),
+            None => {}
+        }
+    }
+    if let Some(n) = f.get("insufficient-scope-httpcode") {
+        policy.insufficient_scope_httpcode =
+            walk::failure_status(cx, n, "insufficient-scope-httpcode");
+    }
+    if let Some(n) = f.get("forward-token") {
+        if let Some(b) = walk::boolean(cx, n, "forward-token") {
+            policy.forward_token = b;
+        }
+    }
+}
+
+/// `{ match, values[, claim] }` for scopes and roles; `values` must not be empty.
+fn rule(
+    cx: &mut Cx,
+    node: &Node,
+    what: &str,
+    with_claim: bool,
+) -> Option<(Match, Vec<String>, Option<String>)> {
+    let known: &[&str] = if with_claim {
+        &["match", "values", "claim"]
+    } else {
+        &["match", "values"]
+    };
+    let f = Fields::new(cx, node, what, known)?;
+    let m = f
+        .get("match")
+        .and_then(|n| match_kind(cx, n))
+        .unwrap_or_default();
+    let claim = f
+        .get("claim")
+        .and_then(|n| walk::non_empty(cx, n, "claim"))
+        .map(str::to_owned);
+    let values = match f.get("values") {
+        Some(n) => walk::string_list(cx, n, "values"),
+        None => Vec::new(),
+    };
+    if values.is_empty() {
+        let pos = f.get("values").map_or(f.pos, |n| n.pos);
+        cx.error(
+            pos,
+            format!("empty `values` in {what}: list at least one value"),
+        );
+        return None;
+    }
+    Some((m, values, claim))
+}
+
+fn match_kind(cx: &mut Cx, node: &Node) -> Option<Match> {
+    match walk::string(cx, node, "match")? {
+        "all" => Some(Match::All),
+        "any" => Some(Match::Any),
+        other => {
+            cx.error(
+                node.pos,
+                format!("`match` must be `all` or `any`, found `{other}`"),
+            );
+            None
+        }
+    }
+}
+
+fn forward_claims(cx: &mut Cx, node: &Node) -> Vec<(HeaderName, String)> {
+    let Some(f) = Fields::open(cx, node, "forward-claims") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(HeaderName, String)> = Vec::new();
+    for (header, key, claim) in f.entries() {
+        let Some(claim) = walk::non_empty(cx, claim, "forward-claims") else {
+            continue;
+        };
+        let Ok(name) = HeaderName::from_bytes(header.as_bytes()) else {
+            cx.error(key.pos, format!("`{header}` is not a valid header name"));
+            continue;
+        };
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            cx.error(
+                key.pos,
+                format!("`{header}` cannot carry a claim (reserved header)"),
+            );
+            continue;
+        }
+        if out.iter().any(|(h, _)| *h == name) {
+            cx.error(
+                key.pos,
+                format!("header `{header}` is listed twice in forward-claims"),
+            );
+            continue;
+        }
+        out.push((name, claim.to_owned()));
+    }
+    out
+}
+
+/// Where the token is read from: header-name (default Authorization) or query-parameter-name.
+pub(crate) fn token_source(cx: &mut Cx, f: &Fields<'_>, scheme: Option<String>) -> TokenSource {
+    let header = f.get("header-name");
+    let query = f.get("query-parameter-name");
+    if let (Some(_), Some(q)) = (header, query) {
+        cx.error(
+            q.pos,
+            "header-name and query-parameter-name are both set: the token comes from one place",
+        );
+    }
+    if let Some(q) = query.filter(|_| header.is_none()) {
+        if let Some(name) = walk::non_empty(cx, q, "query-parameter-name") {
+            return TokenSource::Query {
+                name: name.to_owned(),
+            };
+        }
+    }
+    let name = header
+        .and_then(|h| {
+            let text = walk::non_empty(cx, h, "header-name")?;
+            HeaderName::from_bytes(text.as_bytes())
+                .map_err(|_| cx.error(h.pos, format!("`{text}` is not a valid header name")))
+                .ok()
+        })
+        .unwrap_or(http::header::AUTHORIZATION);
+    TokenSource::Header {
+        name,
+        require_scheme: scheme,
+    }
+}
+
+/// failed-validation-httpcode and failed-validation-error-message.
+pub(crate) fn failure(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
+    if let Some(n) = f.get("failed-validation-httpcode") {
+        if let Some(code) = walk::failure_status(cx, n, "failed-validation-httpcode") {
+            policy.failed_validation_httpcode = code;
+        }
+    }
+    if let Some(n) = f.get("failed-validation-error-message") {
+        policy.failed_validation_error_message =
+            walk::string(cx, n, "failed-validation-error-message").map(str::to_owned);
+    }
+}
+
+/// `output-token-variable-name`: APIM stores the token in a variable; nothing here reads it.
+pub(crate) fn output_token_variable(cx: &mut Cx, f: &Fields<'_>) {
+    if let Some(k) = f.key("output-token-variable-name") {
+        cx.warning(
+            k.pos,
+            "output-token-variable-name is ignored: use forward-claims to pass claims to the backend",
+        );
+    }
+}
+
+/// required-claims: `[{ name, match, separator, values }]`.
+pub(crate) fn required_claims(cx: &mut Cx, node: &Node) -> Vec<ClaimRule> {
+    let Some(items) = walk::list(cx, node, "required-claims") else {
+        return Vec::new();
+    };
+    let keys = ["name", "match", "separator", "values"];
+    items
+        .iter()
+        .filter_map(|item| {
+            let f = Fields::new(cx, item, "required-claims entry", &keys)?;
+            let name = match f.get("name") {
+                Some(n) => walk::non_empty(cx, n, "name"),
+                None => {
+                    cx.error(f.pos, "required-claims entry needs `name`");
+                    None
+                }
+            };
+            let m = f
+                .get("match")
+                .and_then(|n| match_kind(cx, n))
+                .unwrap_or_default();
+            let separator = f
+                .get("separator")
+                .and_then(|n| walk::non_empty(cx, n, "separator"))
+                .map(str::to_owned);
+            let values = claim_values(cx, &f);
+            Some(ClaimRule {
+                name: name?.to_owned(),
+                r#match: m,
+                separator,
+                values: values?,
+            })
+        })
+        .collect()
+}
+
+/// A claim's `values`: absent means presence only; an explicit empty list is an error.
+fn claim_values(cx: &mut Cx, f: &Fields<'_>) -> Option<Vec<String>> {
+    let Some(key) = f.key("values") else {
+        return Some(Vec::new());
+    };
+    let Some(node) = f.get("values") else {
+        cx.error(
+            key.pos,
+            "empty `values`: omit the key to require only the claim's presence",
+        );
+        return None;
+    };
+    let values = walk::string_list(cx, node, "values");
+    if values.is_empty() {
+        cx.error(
+            node.pos,
+            "empty `values`: omit the key to require only the claim's presence",
+        );
+        return None;
+    }
+    Some(values)
+}
+
+fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec<KeySource>) {
+    let Some(f) = Fields::new(cx, node, "validate-jwt", JWT_KEYS) else {
+        return;
+    };
+    let scheme = f
+        .get("require-scheme")
+        .and_then(|n| walk::non_empty(cx, n, "require-scheme"))
+        .map(str::to_owned);
+    policy.token_source = token_source(cx, &f, scheme);
+    scheme_applies(cx, &f, &policy.token_source);
+    failure(cx, &f, policy);
+    output_token_variable(cx, &f);
+    escape_hatches(cx, &f, policy);
+    if let Some(n) = f.get("clock-skew") {
+        policy.clock_skew = clock_skew(cx, n).unwrap_or(0);
+    }
+    let base = keys::lifecycle(cx, &f, KeyLifecycle::default());
+    if let Some(n) = f.get("openid-config") {
+        for item in walk::list(cx, n, "openid-config").unwrap_or(&[]) {
+            sources.extend(keys::openid_config(cx, item, base));
+        }
+    }
+    if let Some(n) = f.get("issuer-signing-keys") {
+        for item in walk::list(cx, n, "issuer-signing-keys").unwrap_or(&[]) {
+            sources.extend(keys::signing_key(cx, item, base));
+        }
+    }
+    policy.audiences = list_field(cx, &f, "audiences");
+    policy.issuers = list_field(cx, &f, "issuers");
+    if let Some(n) = f.get("required-claims") {
+        policy.required_claims = required_claims(cx, n);
+    }
+    coverage_warnings(cx, &f, policy, sources);
+}
+
+/// require-scheme only means something with the Authorization header (as in APIM).
+fn scheme_applies(cx: &mut Cx, f: &Fields<'_>, source: &TokenSource) {
+    let Some(k) = f.key("require-scheme") else {
+        return;
+    };
+    let applies =
+        matches!(source, TokenSource::Header { name, .. } if name == http::header::AUTHORIZATION);
+    if !applies {
+        cx.warning(
+            k.pos,
+            "require-scheme is ignored: it only applies to the Authorization header",
+        );
+    }
+}
+
+/// require-expiration-time and require-signed-tokens, each warned about when turned off.
+fn escape_hatches(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
+    if let Some(n) = f.get("require-expiration-time") {
+        if let Some(b) = walk::boolean(cx, n, "require-expiration-time") {
+            policy.require_expiration_time = b;
+            if !b {
+                cx.warning(
+                    n.pos,
+                    "require-expiration-time: false accepts tokens that never expire",
+                );
+            }
+        }
+    }
+    if let Some(n) = f.get("require-signed-tokens") {
+        if let Some(b) = walk::boolean(cx, n, "require-signed-tokens") {
+            policy.require_signed_tokens = b;
+            if !b {
+                cx.warning(
+                    n.pos,
+                    "require-signed-tokens: false accepts unsigned (alg: none) tokens that anyone can forge",
+                );
+            }
+        }
+    }
+}
+
+/// Whole seconds, as an integer or a duration; negative is an error.
+fn clock_skew(cx: &mut Cx, node: &Node) -> Option<u64> {
+    if let Kind::Int(i) = node.kind {
+        if i < 0 {
+            cx.error(
+                node.pos,
+                format!("negative clock-skew ({i}): use 0 or more seconds"),
+            );
+            return None;
+        }
+    }
+    let d = walk::duration(cx, node, "clock-skew")?;
+    if d.subsec_nanos() != 0 {
+        cx.error(node.pos, "clock-skew must be whole seconds");
+        return None;
+    }
+    Some(d.as_secs())
+}
+
+fn list_field(cx: &mut Cx, f: &Fields<'_>, key: &str) -> Vec<String> {
+    f.get(key)
+        .map(|n| walk::string_list(cx, n, key))
+        .unwrap_or_default()
+}
+
+/// Warnings about checks that cannot happen: no keys, remote keys without audiences, no issuers.
+pub(crate) fn coverage_warnings(
+    cx: &mut Cx,
+    f: &Fields<'_>,
+    policy: &Policy,
+    sources: &[KeySource],
+) {
+    let name = &policy.name;
+    if sources.is_empty() {
+        cx.warning(
+            f.pos,
+            format!("policy `{name}` has no key sources (openid-config or issuer-signing-keys): no token can validate"),
+        );
+        return;
+    }
+    let remote = sources
+        .iter()
+        .any(|s| !matches!(s, KeySource::Static { .. }));
+    if remote && policy.audiences.is_empty() && policy.client_application_ids.is_empty() {
+        cx.warning(
+            f.pos,
+            format!("policy `{name}` takes remote keys but checks no audience: tokens the issuer minted for any other API are accepted"),
+        );
+    }
+    let discovered = sources
+        .iter()
+        .any(|s| matches!(s, KeySource::OpenIdConfig { .. }));
+    if policy.issuers.is_empty() && !discovered {
+        cx.warning(
+            f.pos,
+            format!("policy `{name}` cannot check the issuer: add `issuers` or an openid-config"),
+        );
+    }
+}

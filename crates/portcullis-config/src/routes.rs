@@ -1,0 +1,367 @@
+//! `routes:`: matching, upstreams, timeouts, the policy each route enforces, and the checks that
+//! catch a route that can never match.
+
+use std::time::Duration;
+
+use crate::model::{Route, Upstream};
+use crate::walk::{self, suggest, Cx, Fields};
+use crate::yaml::{Kind, Node, Pos};
+
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "match",
+    "upstream",
+    "upstreams",
+    "timeout",
+    "connect-timeout",
+    "strip-prefix",
+    "rewrite-prefix",
+    "policy",
+];
+const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods"];
+
+/// Upstream read timeout when `timeout` is not given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upstream connect timeout when `connect-timeout` is not given.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A route and where it is written.
+struct Placed {
+    pos: Pos,
+    route: Route,
+}
+
+/// Reads `routes:`; `policies` are the names a route may refer to.
+pub(crate) fn read_all(
+    cx: &mut Cx,
+    node: Option<&Node>,
+    policies: &[&str],
+    doc: Pos,
+) -> Vec<Route> {
+    let Some(node) = node else {
+        cx.warning(doc, "no routes: every request is answered 404");
+        return Vec::new();
+    };
+    let Some(items) = walk::list(cx, node, "routes") else {
+        return Vec::new();
+    };
+    let mut placed: Vec<Placed> = Vec::new();
+    for item in items {
+        let Some(p) = read_one(cx, item, policies) else {
+            continue;
+        };
+        if let Some(first) = placed.iter().find(|o| o.route.name == p.route.name) {
+            let line = first.pos.line;
+            cx.error(
+                p.pos,
+                format!(
+                    "duplicate route name `{}` (first at line {line})",
+                    p.route.name
+                ),
+            );
+        } else if let Some(earlier) = placed.iter().find(|o| covers(&o.route, &p.route)) {
+            cx.error(
+                p.pos,
+                format!(
+                    "route `{}` can never match: route `{}` (line {}) comes first and matches every request it would",
+                    p.route.name, earlier.route.name, earlier.pos.line
+                ),
+            );
+        }
+        placed.push(p);
+    }
+    placed.into_iter().map(|p| p.route).collect()
+}
+
+fn read_one(cx: &mut Cx, node: &Node, policies: &[&str]) -> Option<Placed> {
+    let f = Fields::new(cx, node, "route", ROUTE_KEYS)?;
+    let (name, pos) = match f.get("name") {
+        Some(n) => (walk::non_empty(cx, n, "name").map(str::to_owned), n.pos),
+        None => {
+            cx.error(f.pos, "route needs a `name`");
+            (None, f.pos)
+        }
+    };
+    let label = name.clone().unwrap_or_else(|| "(unnamed)".to_owned());
+    let mut route = Route {
+        name: label,
+        host: None,
+        path: None,
+        path_prefix: None,
+        methods: Vec::new(),
+        upstreams: upstreams(cx, &f),
+        policy: policy_ref(cx, &f, policies),
+        timeout: f
+            .get("timeout")
+            .and_then(|n| walk::positive_duration(cx, n, "timeout"))
+            .unwrap_or(DEFAULT_TIMEOUT),
+        connect_timeout: f
+            .get("connect-timeout")
+            .and_then(|n| walk::positive_duration(cx, n, "connect-timeout"))
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        strip_prefix: false,
+        rewrite_prefix: None,
+    };
+    if let Some(m) = f.get("match") {
+        read_match(cx, m, &mut route);
+    }
+    prefix_rewrites(cx, &f, &mut route);
+    Some(Placed {
+        pos,
+        route: Route {
+            name: name?,
+            ..route
+        },
+    })
+}
+
+fn read_match(cx: &mut Cx, node: &Node, route: &mut Route) {
+    let Some(f) = Fields::new(cx, node, "match", MATCH_KEYS) else {
+        return;
+    };
+    if let Some(n) = f.get("host") {
+        route.host = walk::non_empty(cx, n, "host").and_then(|h| host(cx, n, h));
+    }
+    route.path = f.get("path").and_then(|n| path(cx, n, "path"));
+    route.path_prefix = f
+        .get("path-prefix")
+        .and_then(|n| path(cx, n, "path-prefix"));
+    if let (Some(p), Some(prefix)) = (&route.path, &route.path_prefix) {
+        if !under_prefix(prefix, p) {
+            let pos = f.get("path").map_or(f.pos, |n| n.pos);
+            cx.error(
+                pos,
+                format!("route can never match: path `{p}` is outside path-prefix `{prefix}`"),
+            );
+        }
+    }
+    if let Some(n) = f.get("methods") {
+        route.methods = methods(cx, n);
+    } else if let Some(k) = f.key("methods") {
+        cx.error(
+            k.pos,
+            "route can never match: `methods` is empty (omit it to match every method)",
+        );
+    }
+}
+
+fn host(cx: &mut Cx, node: &Node, text: &str) -> Option<String> {
+    let bad = text.contains("://") || text.contains(['/', ' ', '?', '#']);
+    if bad {
+        cx.error(
+            node.pos,
+            format!("`host` must be a host name such as api.local, found `{text}`"),
+        );
+        return None;
+    }
+    if text
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !text.ends_with(']')
+    {
+        cx.error(
+            node.pos,
+            format!("`host` must not carry a port (ports are ignored when matching): `{text}`"),
+        );
+        return None;
+    }
+    Some(text.to_ascii_lowercase())
+}
+
+fn path(cx: &mut Cx, node: &Node, what: &str) -> Option<String> {
+    let text = walk::non_empty(cx, node, what)?;
+    if !text.starts_with('/') {
+        cx.error(
+            node.pos,
+            format!("route can never match: `{what}` must start with '/', found `{text}`"),
+        );
+        return None;
+    }
+    if text.contains(['?', '#']) {
+        cx.error(
+            node.pos,
+            format!("`{what}` must not contain a query or fragment: `{text}`"),
+        );
+        return None;
+    }
+    Some(text.to_owned())
+}
+
+fn methods(cx: &mut Cx, node: &Node) -> Vec<http::Method> {
+    let Some(items) = walk::list(cx, node, "methods") else {
+        return Vec::new();
+    };
+    if items.is_empty() {
+        cx.error(
+            node.pos,
+            "route can never match: `methods` is empty (omit it to match every method)",
+        );
+    }
+    let mut out: Vec<http::Method> = Vec::new();
+    for item in items {
+        let Some(text) = walk::non_empty(cx, item, "methods") else {
+            continue;
+        };
+        if text != text.to_ascii_uppercase() {
+            cx.error(
+                item.pos,
+                format!(
+                    "methods are case-sensitive: write `{}`, not `{text}`",
+                    text.to_ascii_uppercase()
+                ),
+            );
+            continue;
+        }
+        match http::Method::from_bytes(text.as_bytes()) {
+            Ok(m) if out.contains(&m) => {
+                cx.error(item.pos, format!("method `{text}` is listed twice"))
+            }
+            Ok(m) => out.push(m),
+            Err(_) => cx.error(item.pos, format!("`{text}` is not an HTTP method")),
+        }
+    }
+    out
+}
+
+fn upstreams(cx: &mut Cx, f: &Fields<'_>) -> Vec<Upstream> {
+    match (f.get("upstream"), f.get("upstreams")) {
+        (Some(_), Some(n)) => {
+            cx.error(n.pos, "route has both `upstream` and `upstreams`: use one");
+            Vec::new()
+        }
+        (Some(n), None) => upstream(cx, n, "upstream").into_iter().collect(),
+        (None, Some(n)) => {
+            let items = walk::list(cx, n, "upstreams").unwrap_or(&[]);
+            if items.is_empty() && matches!(n.kind, Kind::Seq(_)) {
+                cx.error(n.pos, "`upstreams` is empty");
+            }
+            items
+                .iter()
+                .filter_map(|i| upstream(cx, i, "upstreams"))
+                .collect()
+        }
+        (None, None) => {
+            cx.error(f.pos, "route needs `upstream` (or `upstreams`)");
+            Vec::new()
+        }
+    }
+}
+
+fn upstream(cx: &mut Cx, node: &Node, what: &str) -> Option<Upstream> {
+    let (url, text) = walk::http_url(cx, node, what)?;
+    let extra = (url.path() != "/" && !url.path().is_empty())
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some();
+    if extra {
+        cx.error(
+            node.pos,
+            format!("`{what}` must be scheme://host[:port] only (no path, query or credentials): `{text}`"),
+        );
+        return None;
+    }
+    Some(Upstream {
+        url: text.to_owned(),
+        tls: url.scheme() == "https",
+        host: url.host_str()?.to_owned(),
+        port: url.port_or_known_default()?,
+    })
+}
+
+/// `policy: NAME` or `policy: none`; missing is an error (fail closed).
+fn policy_ref(cx: &mut Cx, f: &Fields<'_>, policies: &[&str]) -> Option<String> {
+    let Some(node) = f.get("policy") else {
+        match f.key("policy") {
+            Some(k) => cx.error(
+                k.pos,
+                "`policy` is empty: write `none` for an anonymous route",
+            ),
+            None => cx.error(
+                f.pos,
+                "route needs `policy`: a policy name, or `none` for an anonymous route",
+            ),
+        }
+        return None;
+    };
+    let name = walk::non_empty(cx, node, "policy")?;
+    if name == "none" {
+        return None;
+    }
+    if policies.contains(&name) {
+        return Some(name.to_owned());
+    }
+    let anonymous = ["anonymous", "null", "off", "false", "no"];
+    if name.eq_ignore_ascii_case("none") || anonymous.contains(&name.to_ascii_lowercase().as_str())
+    {
+        cx.error(
+            node.pos,
+            format!("unknown policy `{name}`: write `none` (lower case) for an anonymous route"),
+        );
+        return None;
+    }
+    let hint = suggest(name, policies)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    cx.error(node.pos, format!("unknown policy `{name}`{hint}"));
+    None
+}
+
+fn prefix_rewrites(cx: &mut Cx, f: &Fields<'_>, route: &mut Route) {
+    if let Some(n) = f.get("strip-prefix") {
+        route.strip_prefix = walk::boolean(cx, n, "strip-prefix").unwrap_or(false);
+        if route.strip_prefix && route.path_prefix.is_none() {
+            cx.error(n.pos, "strip-prefix needs match.path-prefix");
+        }
+    }
+    if let Some(n) = f.get("rewrite-prefix") {
+        route.rewrite_prefix = path(cx, n, "rewrite-prefix");
+        if route.path_prefix.is_none() {
+            cx.error(n.pos, "rewrite-prefix needs match.path-prefix");
+        }
+    }
+}
+
+/// Segment-aware prefix: `/api` covers `/api` and `/api/x`, not `/apix`.
+fn under_prefix(prefix: &str, path: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    p.is_empty()
+        || path == p
+        || path
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// True when every request `later` matches is matched by `earlier`.
+fn covers(earlier: &Route, later: &Route) -> bool {
+    let host = earlier.host.is_none() || earlier.host == later.host;
+    let methods = earlier.methods.is_empty()
+        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
+    host && methods && covers_path(earlier, later)
+}
+
+fn covers_path(earlier: &Route, later: &Route) -> bool {
+    let later_path = later.path.as_deref().or(later.path_prefix.as_deref());
+    match (&earlier.path, &earlier.path_prefix) {
+        (Some(p), _) => later.path.as_deref() == Some(p.as_str()),
+        (None, Some(prefix)) => match later_path {
+            Some(lp) => under_prefix(prefix, lp),
+            None => under_prefix(prefix, "/"),
+        },
+        (None, None) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_segment_aware() {
+        assert!(under_prefix("/api", "/api"));
+        assert!(under_prefix("/api", "/api/x"));
+        assert!(under_prefix("/api/", "/api/x"));
+        assert!(!under_prefix("/api", "/apix"));
+        assert!(under_prefix("/", "/anything"));
+    }
+}

@@ -5,4 +5,5 @@
 mod cli;
 mod corpus;
 mod decisions;
+mod edge;
 mod golden;

@@ -22,6 +22,8 @@ pub struct Admin {
     pub keys: Arc<KeyStore>,
     /// Set once the proxy listeners accept connections.
     pub listeners_up: Arc<AtomicBool>,
+    /// True once shutdown started: not ready any more, so load balancers stop sending.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -36,7 +38,9 @@ fn text(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Respon
 
 impl Admin {
     fn ready(&self) -> bool {
-        self.listeners_up.load(Ordering::Acquire) && self.keys.is_ready()
+        self.listeners_up.load(Ordering::Acquire)
+            && !*self.draining.borrow()
+            && self.keys.is_ready()
     }
 }
 

@@ -208,6 +208,7 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
                 metrics,
                 keys: keys.clone(),
                 listeners_up,
+                draining: drain_rx.clone(),
             },
             drain_rx,
         )?),

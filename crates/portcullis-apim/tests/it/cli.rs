@@ -68,6 +68,9 @@ fn routes_from_the_command_line() {
     assert!(written.contains("  - name: \"orders\"\n    match:\n      path-prefix: \"/api/orders\"\n    upstream: \"http://127.0.0.1:3001\"\n    policy: \"03-hs256-base64\"\n"), "{written}");
     assert!(written.contains("  - name: \"admin\""), "{written}");
     assert!(!written.contains("catch-all"), "{written}");
+    let (model, _) = portcullis_config::load(&yaml).unwrap_or_else(|d| panic!("{d:?}"));
+    let names: Vec<&str> = model.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["orders", "admin"]);
 }
 
 #[test]

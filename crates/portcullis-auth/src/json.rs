@@ -9,6 +9,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 /// A JSON object parsed with duplicate keys rejected at every depth.
@@ -49,10 +50,12 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let StrictValue(value) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(de::Error::custom("duplicate key"));
+            match out.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(_) => return Err(de::Error::custom("duplicate key")),
             }
-            out.insert(key, value);
         }
         Ok(out)
     }

@@ -48,6 +48,7 @@ enum Tenant {
 pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec<KeySource>) {
     let mut known = AAD_KEYS.to_vec();
     known.extend_from_slice(LIFECYCLE_KEYS);
+    let errors_before = cx.errors();
     let Some(f) = Fields::new(cx, node, "validate-azure-ad-token", &known) else {
         return;
     };
@@ -73,7 +74,9 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
                 lifecycle,
             });
             policy.issuers = issuers(authority.as_deref(), &tid);
-            policy::coverage_warnings(cx, &f, policy, sources);
+            if cx.errors() == errors_before && !node.has_unresolved() {
+                policy::coverage_warnings(cx, &f, policy, sources);
+            }
         }
         Tenant::Any(which) => {
             sources.push(KeySource::JwksUri {

@@ -91,6 +91,14 @@ impl Diags {
         self.items.push(d);
     }
 
+    /// How many errors so far (callers skip follow-on checks after an error in a section).
+    pub(crate) fn errors(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
     /// Every diagnostic in file order (stable for equal positions), and whether any is an error.
     pub(crate) fn finish(mut self) -> (Vec<Diagnostic>, bool) {
         self.items.sort_by_key(|d| (d.line, d.col));

@@ -84,7 +84,7 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
     let doc = Pos { line: 1, col: 1 };
     let f = match &root.kind {
         Kind::Null => None,
-        _ => Fields::new(cx, root, "the top level", &["server", "policies", "routes"]),
+        _ => Fields::new(cx, root, "the document", &["server", "policies", "routes"]),
     };
     let get = |key: &str| f.as_ref().and_then(|f| f.get(key));
     let server = server::read(cx, get("server"), doc);

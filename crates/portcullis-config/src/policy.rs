@@ -218,7 +218,7 @@ fn forward_claims(cx: &mut Cx, node: &Node) -> Vec<(HeaderName, String)> {
     };
     let mut out: Vec<(HeaderName, String)> = Vec::new();
     for (header, key, claim) in f.entries() {
-        let Some(claim) = walk::non_empty(cx, claim, "forward-claims") else {
+        let Some(claim) = walk::non_empty(cx, claim, &format!("forward-claims: {header}")) else {
             continue;
         };
         let Ok(name) = HeaderName::from_bytes(header.as_bytes()) else {
@@ -358,6 +358,7 @@ fn claim_values(cx: &mut Cx, f: &Fields<'_>) -> Option<Vec<String>> {
 }
 
 fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec<KeySource>) {
+    let errors_before = cx.errors();
     let Some(f) = Fields::new(cx, node, "validate-jwt", JWT_KEYS) else {
         return;
     };
@@ -389,7 +390,9 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     if let Some(n) = f.get("required-claims") {
         policy.required_claims = required_claims(cx, n);
     }
-    coverage_warnings(cx, &f, policy, sources);
+    if cx.errors() == errors_before && !node.has_unresolved() {
+        coverage_warnings(cx, &f, policy, sources);
+    }
 }
 
 /// require-scheme only means something with the Authorization header (as in APIM).

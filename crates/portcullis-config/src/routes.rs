@@ -29,6 +29,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 struct Placed {
     pos: Pos,
     route: Route,
+    /// Read without errors: only such routes take part in the shadowing check.
+    clean: bool,
 }
 
 /// Reads `routes:`; `policies` are the names a route may refer to.
@@ -47,9 +49,11 @@ pub(crate) fn read_all(
     };
     let mut placed: Vec<Placed> = Vec::new();
     for item in items {
-        let Some(p) = read_one(cx, item, policies) else {
+        let errors_before = cx.errors();
+        let Some(mut p) = read_one(cx, item, policies) else {
             continue;
         };
+        p.clean = cx.errors() == errors_before;
         if let Some(first) = placed.iter().find(|o| o.route.name == p.route.name) {
             let line = first.pos.line;
             cx.error(
@@ -59,7 +63,11 @@ pub(crate) fn read_all(
                     p.route.name
                 ),
             );
-        } else if let Some(earlier) = placed.iter().find(|o| covers(&o.route, &p.route)) {
+        } else if let Some(earlier) = placed
+            .iter()
+            .filter(|o| o.clean && p.clean)
+            .find(|o| covers(&o.route, &p.route))
+        {
             cx.error(
                 p.pos,
                 format!(
@@ -112,6 +120,7 @@ fn read_one(cx: &mut Cx, node: &Node, policies: &[&str]) -> Option<Placed> {
             name: name?,
             ..route
         },
+        clean: true,
     })
 }
 

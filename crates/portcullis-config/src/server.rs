@@ -104,6 +104,19 @@ fn listener(cx: &mut Cx, node: &Node) -> Option<Listener> {
     if let Kind::Str { value, .. } = &node.kind {
         return addr(cx, node, "listen", value).map(|addr| Listener { addr, tls: None });
     }
+    if node.kind == Kind::Unresolved {
+        return None;
+    }
+    if !matches!(node.kind, Kind::Map(_)) {
+        cx.error(
+            node.pos,
+            format!(
+                "`listen` entries must be \"host:port\" strings or {{addr, tls}}, found {}",
+                node.kind.describe()
+            ),
+        );
+        return None;
+    }
     let f = Fields::new(cx, node, "listen entry", &["addr", "tls"])?;
     let Some(a) = f.get("addr") else {
         cx.error(f.pos, "listen entry needs `addr`");

@@ -24,7 +24,10 @@ pub(crate) fn resolve(node: &mut Node, lookup: Lookup<'_>, diags: &mut Diags) {
                     *value = v;
                     *substituted = true;
                 }
-                Err(msg) => diags.error(node.pos, msg),
+                Err(msg) => {
+                    diags.error(node.pos, msg);
+                    node.kind = Kind::Unresolved;
+                }
             }
         }
         Kind::Seq(items) => items.iter_mut().for_each(|n| resolve(n, lookup, diags)),

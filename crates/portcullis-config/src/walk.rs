@@ -16,6 +16,11 @@ pub(crate) struct Cx {
 }
 
 impl Cx {
+    /// Errors recorded so far.
+    pub fn errors(&self) -> usize {
+        self.diags.errors()
+    }
+
     pub fn error(&mut self, pos: Pos, msg: impl Into<String>) {
         self.diags.error(pos, msg);
     }
@@ -76,7 +81,7 @@ impl<'n> Fields<'n> {
     /// are reported.
     pub fn open(cx: &mut Cx, node: &'n Node, section: &str) -> Option<Self> {
         let Kind::Map(raw) = &node.kind else {
-            if node.kind != Kind::Null {
+            if node.kind != Kind::Null && node.kind != Kind::Unresolved {
                 cx.error(
                     node.pos,
                     format!(
@@ -162,6 +167,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn expected(cx: &mut Cx, node: &Node, what: &str, wanted: &str) {
+    if node.kind == Kind::Unresolved {
+        return;
+    }
     let hint = match node.kind {
         Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) if wanted == "a string" => " (quote it)",
         _ => "",

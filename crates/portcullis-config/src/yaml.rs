@@ -46,6 +46,8 @@ pub(crate) enum Kind {
         substituted: bool,
     },
     Seq(Vec<Node>),
+    /// A string whose named value could not be resolved (already reported; readers stay quiet).
+    Unresolved,
     /// Entries in file order, duplicates kept.
     Map(Vec<(Node, Node)>),
 }
@@ -60,7 +62,21 @@ impl Kind {
             Kind::Float(_) => "a number",
             Kind::Str { .. } => "a string",
             Kind::Seq(_) => "a list",
+            Kind::Unresolved => "an unresolved named value",
             Kind::Map(_) => "a mapping",
+        }
+    }
+}
+
+impl Node {
+    /// True when a named value in this subtree could not be resolved (its error is already
+    /// reported, so conclusions drawn from the subtree would mislead).
+    pub fn has_unresolved(&self) -> bool {
+        match &self.kind {
+            Kind::Unresolved => true,
+            Kind::Seq(items) => items.iter().any(Node::has_unresolved),
+            Kind::Map(entries) => entries.iter().any(|(_, v)| v.has_unresolved()),
+            _ => false,
         }
     }
 }

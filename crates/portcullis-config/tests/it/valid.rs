@@ -1,0 +1,563 @@
+//! Every valid construct and every default, read back from the model.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use portcullis_auth::{KeyFamily, Match, TokenSource};
+use portcullis_config::{KeyLifecycle, KeySource, Model, Severity};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+fn vars(name: &str) -> Option<String> {
+    match name {
+        "IDP" => Some("http://127.0.0.1:8081/realm".into()),
+        "CODE" => Some("403".into()),
+        "TENANT_ID" => Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+        _ => None,
+    }
+}
+
+const SERVER: &str = "server:\n  listen: \"127.0.0.1:8080\"\n";
+
+fn route(policy: &str) -> String {
+    format!("routes:\n  - name: r\n    upstream: http://127.0.0.1:3000\n    policy: {policy}\n")
+}
+
+/// Loads `yaml` as `dir/gateway.yaml`; panics with the diagnostics when invalid.
+fn load_in(dir: &Path, yaml: &str) -> (Model, Vec<portcullis_config::Diagnostic>) {
+    let path = dir.join("gateway.yaml");
+    match portcullis_config::load_str_with(yaml, &path, &vars) {
+        Ok(ok) => ok,
+        Err(diags) => panic!("invalid:\n{}\n{yaml}", crate::render(&diags)),
+    }
+}
+
+fn load_ok(yaml: &str) -> (Model, Vec<portcullis_config::Diagnostic>) {
+    load_in(Path::new("/nonexistent"), yaml)
+}
+
+fn policy_yaml(body: &str) -> String {
+    format!("{SERVER}policies:\n  p:\n{body}{}", route("p"))
+}
+
+#[test]
+fn minimal_config_gets_every_default() {
+    let (m, warnings) = load_ok(&format!("{SERVER}{}", route("none")));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(m.server.listen.len(), 1);
+    assert_eq!(m.server.listen[0].addr, "127.0.0.1:8080");
+    assert!(m.server.listen[0].tls.is_none());
+    assert_eq!(m.server.admin, None);
+    assert_eq!(m.server.token_cache_max_entries, 100_000);
+    assert_eq!(m.server.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(m.server.threads, None);
+    let r = &m.routes[0];
+    assert_eq!(r.name, "r");
+    assert_eq!(
+        (
+            r.host.as_deref(),
+            r.path.as_deref(),
+            r.path_prefix.as_deref()
+        ),
+        (None, None, None)
+    );
+    assert!(r.methods.is_empty());
+    assert_eq!(r.policy, None);
+    assert_eq!(r.timeout, Duration::from_secs(30));
+    assert_eq!(r.connect_timeout, Duration::from_secs(5));
+    assert!(!r.strip_prefix);
+    assert_eq!(r.rewrite_prefix, None);
+    let u = &r.upstreams[0];
+    assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 3000, false));
+}
+
+#[test]
+fn server_block_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("tls.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("tls-key.pem"),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let yaml = format!(
+        "server:\n  listen:\n    - 127.0.0.1:0\n    - \"[::1]:8080\"\n    - {{ addr: \"0.0.0.0:8443\", tls: {{ cert: tls.pem, key: tls-key.pem }} }}\n  admin: 127.0.0.1:9901\n  token-cache: {{ max-entries: 0 }}\n  shutdown-grace: 500ms\n  threads: 2\n{}",
+        route("none")
+    );
+    let (m, _) = load_in(dir.path(), &yaml);
+    let addrs: Vec<&str> = m.server.listen.iter().map(|l| l.addr.as_str()).collect();
+    assert_eq!(addrs, ["127.0.0.1:0", "[::1]:8080", "0.0.0.0:8443"]);
+    let tls = m.server.listen[2].tls.as_ref().unwrap();
+    assert_eq!(tls.cert, dir.path().join("tls.pem"));
+    assert_eq!(tls.key, dir.path().join("tls-key.pem"));
+    assert_eq!(m.server.admin.as_deref(), Some("127.0.0.1:9901"));
+    assert_eq!(m.server.token_cache_max_entries, 0);
+    assert_eq!(m.server.shutdown_grace, Duration::from_millis(500));
+    assert_eq!(m.server.threads, Some(2));
+}
+
+#[test]
+fn validate_jwt_defaults_follow_apim() {
+    let (m, _) = load_ok(&policy_yaml(
+        "    validate-jwt:\n      openid-config: [{ url: \"https://idp.example/.well-known/openid-configuration\" }]\n      audiences: [api://a]\n",
+    ));
+    let pm = &m.policies[0];
+    let p = &pm.policy;
+    assert_eq!(p.name, "p");
+    assert_eq!(
+        p.token_source,
+        TokenSource::Header {
+            name: http::header::AUTHORIZATION,
+            require_scheme: None
+        }
+    );
+    assert!(p.require_expiration_time && p.require_signed_tokens && p.forward_token);
+    assert!(!p.report_only);
+    assert_eq!(p.clock_skew, 0);
+    assert_eq!(p.failed_validation_httpcode, 401);
+    assert_eq!(p.failed_validation_error_message, None);
+    assert_eq!(p.insufficient_scope_httpcode, None);
+    assert!(p.issuers.is_empty() && p.required_claims.is_empty());
+    assert!(p.scopes.is_none() && p.roles.is_none() && p.forward_claims.is_empty());
+    let KeySource::OpenIdConfig { url, lifecycle } = &pm.key_sources[0] else {
+        panic!()
+    };
+    assert_eq!(url, "https://idp.example/.well-known/openid-configuration");
+    assert_eq!(*lifecycle, KeyLifecycle::default());
+    assert_eq!(lifecycle.unknown_kid_cooldown, Duration::from_secs(30));
+    assert_eq!(lifecycle.refresh_interval, Duration::from_secs(3600));
+    assert_eq!(lifecycle.max_stale, Duration::from_secs(86400));
+    assert_eq!(m.routes[0].policy.as_deref(), Some("p"));
+}
+
+#[test]
+fn validate_jwt_every_attribute() {
+    let (m, warnings) = load_ok(&policy_yaml(
+        r#"    validate-jwt:
+      header-name: Authorization
+      require-scheme: Bearer
+      failed-validation-httpcode: "{{CODE}}"
+      failed-validation-error-message: "Unauthorized. Access token is missing or invalid."
+      require-expiration-time: true
+      require-signed-tokens: true
+      clock-skew: 2m
+      openid-config:
+        - url: "{{IDP}}/.well-known/openid-configuration"
+          max-stale: 1h
+      unknown-kid-cooldown: 10s
+      refresh-interval: 120
+      issuer-signing-keys:
+        - jwks-uri: http://127.0.0.1:8081/jwks
+          unknown-kid-cooldown: 1s
+      audiences: [api://orders, "00000000-0000-0000-0000-000000000001"]
+      issuers: ["http://127.0.0.1:8081/realm"]
+      required-claims:
+        - { name: tid, values: [tenant-a] }
+        - { name: groups, match: any, separator: ",", values: [a, b] }
+        - { name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/role" }
+    scopes: { values: [orders.read, orders.write] }
+    roles: { match: any, values: [admin], claim: realm_access.roles }
+    forward-claims:
+      X-User-Id: sub
+      X-Tenant-Id: tid
+    mode: enforce
+    insufficient-scope-httpcode: 403
+    forward-token: false
+"#,
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let pm = &m.policies[0];
+    let p = &pm.policy;
+    assert_eq!(
+        p.token_source,
+        TokenSource::Header {
+            name: http::header::AUTHORIZATION,
+            require_scheme: Some("Bearer".into())
+        }
+    );
+    assert_eq!(p.failed_validation_httpcode, 403);
+    assert_eq!(
+        p.failed_validation_error_message.as_deref(),
+        Some("Unauthorized. Access token is missing or invalid.")
+    );
+    assert_eq!(p.clock_skew, 120);
+    assert_eq!(
+        p.audiences,
+        ["api://orders", "00000000-0000-0000-0000-000000000001"]
+    );
+    assert_eq!(p.issuers, ["http://127.0.0.1:8081/realm"]);
+    assert_eq!(p.required_claims.len(), 3);
+    assert_eq!(p.required_claims[0].r#match, Match::All);
+    assert_eq!(p.required_claims[1].r#match, Match::Any);
+    assert_eq!(p.required_claims[1].separator.as_deref(), Some(","));
+    assert!(p.required_claims[2].values.is_empty());
+    let scopes = p.scopes.as_ref().unwrap();
+    assert_eq!((scopes.r#match, scopes.values.len()), (Match::All, 2));
+    let roles = p.roles.as_ref().unwrap();
+    assert_eq!(
+        (roles.r#match, roles.claim.as_str()),
+        (Match::Any, "realm_access.roles")
+    );
+    let headers: Vec<(&str, &str)> = p
+        .forward_claims
+        .iter()
+        .map(|(h, c)| (h.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(headers, [("x-user-id", "sub"), ("x-tenant-id", "tid")]);
+    assert_eq!(p.insufficient_scope_httpcode, Some(403));
+    assert!(!p.forward_token);
+    let KeySource::OpenIdConfig { url, lifecycle } = &pm.key_sources[0] else {
+        panic!()
+    };
+    assert_eq!(
+        url,
+        "http://127.0.0.1:8081/realm/.well-known/openid-configuration"
+    );
+    let policy_level = KeyLifecycle {
+        unknown_kid_cooldown: Duration::from_secs(10),
+        refresh_interval: Duration::from_secs(120),
+        max_stale: Duration::from_secs(86400),
+    };
+    assert_eq!(
+        *lifecycle,
+        KeyLifecycle {
+            max_stale: Duration::from_secs(3600),
+            ..policy_level
+        }
+    );
+    let KeySource::JwksUri { url, lifecycle } = &pm.key_sources[1] else {
+        panic!()
+    };
+    assert_eq!(url, "http://127.0.0.1:8081/jwks");
+    assert_eq!(
+        *lifecycle,
+        KeyLifecycle {
+            unknown_kid_cooldown: Duration::from_secs(1),
+            ..policy_level
+        }
+    );
+}
+
+#[test]
+fn token_sources() {
+    let keys =
+        "      openid-config: [{ url: \"https://idp.example/oidc\" }]\n      audiences: [a]\n";
+    let (m, _) = load_ok(&policy_yaml(&format!(
+        "    validate-jwt:\n      query-parameter-name: access_token\n{keys}"
+    )));
+    assert_eq!(
+        m.policies[0].policy.token_source,
+        TokenSource::Query {
+            name: "access_token".into()
+        }
+    );
+    let (m, w) = load_ok(&policy_yaml(&format!(
+        "    validate-jwt:\n      header-name: X-Api-Token\n      require-scheme: Bearer\n{keys}"
+    )));
+    assert_eq!(
+        m.policies[0].policy.token_source,
+        TokenSource::Header {
+            name: http::HeaderName::from_static("x-api-token"),
+            require_scheme: Some("Bearer".into())
+        }
+    );
+    assert!(w[0].message.contains("require-scheme is ignored"), "{w:?}");
+}
+
+#[test]
+fn clock_skew_forms() {
+    for (text, secs) in [
+        ("0", 0),
+        ("30", 30),
+        ("\"45\"", 45),
+        ("1m", 60),
+        ("\"1h 1s\"", 3601),
+    ] {
+        let (m, _) = load_ok(&policy_yaml(&format!(
+            "    validate-jwt:\n      clock-skew: {text}\n      openid-config: [{{ url: \"https://i.example/o\" }}]\n      audiences: [a]\n"
+        )));
+        assert_eq!(m.policies[0].policy.clock_skew, secs, "{text}");
+    }
+}
+
+/// An RSA public key as base64url (n, e), taken from a freshly generated key.
+fn rsa_components(key: &rcgen::KeyPair) -> (String, String) {
+    let der = rcgen::PublicKeyData::subject_public_key_info(key);
+    let (_, spki) = SubjectPublicKeyInfo::from_der(&der).unwrap();
+    let PublicKey::RSA(rsa) = spki.parsed().unwrap() else {
+        panic!("not RSA")
+    };
+    let trim = |b: &[u8]| URL_SAFE_NO_PAD.encode(b.strip_prefix(&[0u8]).unwrap_or(b));
+    (trim(rsa.modulus), trim(rsa.exponent))
+}
+
+#[test]
+fn static_key_sources_are_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let (n, e) = rsa_components(&rsa);
+    let jwks = format!(r#"{{"keys":[{{"kty":"RSA","kid":"file-1","n":"{n}","e":"{e}"}}]}}"#);
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/jwks.json"), jwks).unwrap();
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["signer".into()])
+        .unwrap()
+        .self_signed(&ec)
+        .unwrap();
+    std::fs::write(dir.path().join("keys/signer.pem"), cert.pem()).unwrap();
+    let yaml = policy_yaml(&format!(
+        r#"    validate-jwt:
+      issuers: [https://sts.example/]
+      issuer-signing-keys:
+        - jwks-file: keys/jwks.json
+        - {{ id: inline-1, n: "{n}", e: "{e}" }}
+        - certificate-file: keys/signer.pem
+        - {{ id: hmac-1, base64: "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=" }}
+"#
+    ));
+    let (m, warnings) = load_in(dir.path(), &yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let families: Vec<(String, Option<String>, KeyFamily)> = m.policies[0]
+        .key_sources
+        .iter()
+        .flat_map(|s| {
+            let KeySource::Static { label, keys } = s else {
+                panic!("{s:?}")
+            };
+            keys.iter()
+                .map(|k| (label.clone(), k.kid.clone(), k.family))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        families[0],
+        (
+            "jwks-file keys/jwks.json".into(),
+            Some("file-1".into()),
+            KeyFamily::Rsa
+        )
+    );
+    assert_eq!(
+        families[1],
+        (
+            "inline n/e kid=inline-1".into(),
+            Some("inline-1".into()),
+            KeyFamily::Rsa
+        )
+    );
+    assert_eq!(families[2].2, KeyFamily::EcP256);
+    assert_eq!(
+        families[3],
+        (
+            "base64 secret kid=hmac-1".into(),
+            Some("hmac-1".into()),
+            KeyFamily::Hmac
+        )
+    );
+    for (label, _, _) in &families {
+        assert!(!label.contains("c2VjcmV0"), "secret in label {label}");
+    }
+}
+
+#[test]
+fn azure_ad_single_tenant_expands_to_discovery_and_both_issuers() {
+    let (m, w) = load_ok(&policy_yaml(
+        r#"    validate-azure-ad-token:
+      tenant-id: "{{TENANT_ID}}"
+      client-application-ids: [11111111-1111-1111-1111-111111111111]
+      backend-application-ids: [22222222-2222-2222-2222-222222222222]
+      audiences: [api://orders]
+      required-claims: [{ name: tid, values: ["72f988bf-86f1-41af-91ab-2d7cd011db47"] }]
+      failed-validation-httpcode: 403
+      failed-validation-error-message: nope
+      query-parameter-name: token
+    scopes: { values: [orders.read] }
+"#,
+    ));
+    assert!(w.is_empty(), "{w:?}");
+    let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let pm = &m.policies[0];
+    let p = &pm.policy;
+    assert_eq!(
+        p.issuers,
+        [
+            format!("https://sts.windows.net/{tid}/"),
+            format!("https://login.microsoftonline.com/{tid}/v2.0")
+        ]
+    );
+    assert_eq!(
+        p.audiences,
+        ["22222222-2222-2222-2222-222222222222", "api://orders"]
+    );
+    assert_eq!(
+        p.client_application_ids,
+        ["11111111-1111-1111-1111-111111111111"]
+    );
+    assert_eq!(p.required_claims.len(), 1);
+    assert_eq!(p.failed_validation_httpcode, 403);
+    assert_eq!(
+        p.token_source,
+        TokenSource::Query {
+            name: "token".into()
+        }
+    );
+    assert!(p.scopes.is_some());
+    let KeySource::OpenIdConfig { url, .. } = &pm.key_sources[0] else {
+        panic!()
+    };
+    assert_eq!(
+        url,
+        &format!("https://login.microsoftonline.com/{tid}/v2.0/.well-known/openid-configuration")
+    );
+}
+
+#[test]
+fn azure_ad_authority_override_and_default_header() {
+    let (m, w) = load_ok(&policy_yaml(
+        "    validate-azure-ad-token:\n      tenant-id: 72F988BF-86F1-41AF-91AB-2D7CD011DB47\n      authority: http://127.0.0.1:8081/\n      audiences: [api://orders]\n      output-token-variable-name: jwt\n",
+    ));
+    assert!(
+        w[0].message
+            .contains("output-token-variable-name is ignored"),
+        "{w:?}"
+    );
+    let p = &m.policies[0].policy;
+    // Entra issuers carry the tenant id in lower case.
+    let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    assert_eq!(
+        p.issuers,
+        [
+            format!("http://127.0.0.1:8081/{tid}/"),
+            format!("http://127.0.0.1:8081/{tid}/v2.0")
+        ]
+    );
+    assert_eq!(
+        p.token_source,
+        TokenSource::Header {
+            name: http::header::AUTHORIZATION,
+            require_scheme: None
+        }
+    );
+    let KeySource::OpenIdConfig { url, .. } = &m.policies[0].key_sources[0] else {
+        panic!()
+    };
+    assert_eq!(
+        url,
+        &format!("http://127.0.0.1:8081/{tid}/v2.0/.well-known/openid-configuration")
+    );
+}
+
+#[test]
+fn azure_ad_multi_tenant_uses_common_keys_and_warns_about_the_issuer() {
+    let (m, w) = load_ok(&policy_yaml(
+        "    validate-azure-ad-token:\n      tenant-id: organizations\n      client-application-ids: [11111111-1111-1111-1111-111111111111]\n",
+    ));
+    assert!(m.policies[0].policy.issuers.is_empty());
+    let KeySource::JwksUri { url, .. } = &m.policies[0].key_sources[0] else {
+        panic!()
+    };
+    assert_eq!(
+        url,
+        "https://login.microsoftonline.com/organizations/discovery/v2.0/keys"
+    );
+    assert!(
+        w.iter()
+            .any(|d| d.message.contains("issuer cannot be checked")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn routes_every_key() {
+    let (m, w) = load_ok(&format!(
+        r#"{SERVER}routes:
+  - name: orders
+    match: {{ host: API.Local, path-prefix: /api/orders, methods: [GET, POST] }}
+    upstreams: ["http://127.0.0.1:3000", "https://backend.internal"]
+    timeout: 2s
+    connect-timeout: 250ms
+    strip-prefix: true
+    rewrite-prefix: /v1/orders
+    policy: none
+  - name: exact
+    match: {{ path: /health, path-prefix: /health }}
+    upstream: http://[::1]:3001
+    policy: none
+"#
+    ));
+    assert!(w.is_empty(), "{w:?}");
+    let r = &m.routes[0];
+    assert_eq!(r.host.as_deref(), Some("api.local"));
+    assert_eq!(r.path_prefix.as_deref(), Some("/api/orders"));
+    assert_eq!(r.methods, [http::Method::GET, http::Method::POST]);
+    assert_eq!(r.upstreams.len(), 2);
+    assert_eq!(
+        (
+            r.upstreams[1].host.as_str(),
+            r.upstreams[1].port,
+            r.upstreams[1].tls
+        ),
+        ("backend.internal", 443, true)
+    );
+    assert_eq!(r.timeout, Duration::from_secs(2));
+    assert_eq!(r.connect_timeout, Duration::from_millis(250));
+    assert!(r.strip_prefix);
+    assert_eq!(r.rewrite_prefix.as_deref(), Some("/v1/orders"));
+    assert_eq!(m.routes[1].path.as_deref(), Some("/health"));
+    assert_eq!(m.routes[1].upstreams[0].host, "[::1]");
+}
+
+#[test]
+fn shadowed_route_is_an_error_with_both_lines() {
+    let yaml = format!(
+        "{SERVER}routes:\n  - {{ name: a, match: {{ host: a.local }}, upstream: \"http://127.0.0.1:1\", policy: none }}\n  - {{ name: b, match: {{ path-prefix: /x }}, upstream: \"http://127.0.0.1:1\", policy: none }}\n  - {{ name: c, match: {{ path-prefix: /x/y, methods: [GET] }}, upstream: \"http://127.0.0.1:1\", policy: none }}\n"
+    );
+    let diags = portcullis_config::load_str_with(&yaml, Path::new("g.yaml"), &vars).unwrap_err();
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0].severity, Severity::Error);
+    assert_eq!(diags[0].line, 6);
+    assert!(diags[0].message.contains("route `b` (line 5)"), "{diags:?}");
+}
+
+#[test]
+fn named_values_fall_back_to_env_style_names() {
+    let lookup = |name: &str| (name == "MY_IDP_URL").then(|| "https://idp.example".to_owned());
+    let yaml = policy_yaml(
+        "    validate-jwt:\n      openid-config: [{ url: \"{{my-idp.url}}/oidc\" }]\n      audiences: [a]\n",
+    );
+    let (m, _) = portcullis_config::load_str_with(&yaml, Path::new("g.yaml"), &lookup).unwrap();
+    let KeySource::OpenIdConfig { url, .. } = &m.policies[0].key_sources[0] else {
+        panic!()
+    };
+    assert_eq!(url, "https://idp.example/oidc");
+}
+
+#[test]
+fn load_reads_the_environment_for_named_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  listen: \"127.0.0.1:{{{{PORTCULLIS_CONFIG_IT_PORT}}}}\"\n{}",
+            route("none")
+        ),
+    )
+    .unwrap();
+    std::env::set_var("PORTCULLIS_CONFIG_IT_PORT", "18080");
+    let (m, _) = portcullis_config::load(&path).unwrap();
+    assert_eq!(m.server.listen[0].addr, "127.0.0.1:18080");
+}
+
+#[test]
+fn unreadable_file_is_one_diagnostic() {
+    let diags = portcullis_config::load(Path::new("/nonexistent/gateway.yaml")).unwrap_err();
+    assert_eq!(diags.len(), 1);
+    assert!(diags[0]
+        .to_string()
+        .starts_with("/nonexistent/gateway.yaml:0:0: error: cannot read config"));
+}

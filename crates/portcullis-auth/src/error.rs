@@ -18,7 +18,7 @@ pub enum AuthError {
     /// No token where the policy looks for one.
     #[error("JWT not present.")]
     TokenNotPresent,
-    /// exp (plus clock skew) is in the past, or exp missing while required.
+    /// exp (plus clock skew) is in the past. (A missing exp while required is `JwtInvalid`.)
     #[error("Lifetime validation failed. The token is expired. Access denied.")]
     TokenExpired,
     /// nbf (minus clock skew) is in the future.

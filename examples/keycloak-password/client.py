@@ -64,8 +64,12 @@ def identity(claims):
 
 
 def run(idp, gateway):
-    issuer = f"{idp}/realms/{REALM}"
-    token_url = f"{issuer}/protocol/openid-connect/token"
+    # The realm's discovery document names the issuer and the token endpoint, as Keycloak
+    # adapters read them (in examples/compose.yaml the issuer is the in-network http://idp:8081).
+    realm = f"{idp}/realms/{REALM}"
+    discovery = requests.get(f"{realm}/.well-known/openid-configuration", timeout=10).json()
+    issuer = discovery["issuer"]
+    token_url = discovery["token_endpoint"]  # {realm}/protocol/openid-connect/token
 
     expect_failure(call(gateway, "GET", "/api/reports/q3"), 401)
 

@@ -97,10 +97,7 @@ pub(crate) fn signing_key(cx: &mut Cx, node: &Node, base: KeyLifecycle) -> Optio
         }
     };
     check_extras(cx, &f, kind);
-    let id = f
-        .get("id")
-        .and_then(|n| walk::non_empty(cx, n, "id"))
-        .map(str::to_owned);
+    let id = f.text(cx, "id");
     let node = f.get(kind).or_else(|| f.key(kind))?;
     match kind {
         "jwks-uri" => {

@@ -175,14 +175,8 @@ fn rule(
         &["match", "values"]
     };
     let f = Fields::new(cx, node, what, known)?;
-    let m = f
-        .get("match")
-        .and_then(|n| match_kind(cx, n))
-        .unwrap_or_default();
-    let claim = f
-        .get("claim")
-        .and_then(|n| walk::non_empty(cx, n, "claim"))
-        .map(str::to_owned);
+    let m = match_of(cx, &f);
+    let claim = f.text(cx, "claim");
     let values = match f.get("values") {
         Some(n) => walk::string_list(cx, n, "values"),
         None => Vec::new(),
@@ -196,6 +190,13 @@ fn rule(
         return None;
     }
     Some((m, values, claim))
+}
+
+/// `match` of a rule: `all` (default) or `any`.
+fn match_of(cx: &mut Cx, f: &Fields<'_>) -> Match {
+    f.get("match")
+        .and_then(|n| match_kind(cx, n))
+        .unwrap_or_default()
 }
 
 fn match_kind(cx: &mut Cx, node: &Node) -> Option<Match> {
@@ -315,14 +316,8 @@ pub(crate) fn required_claims(cx: &mut Cx, node: &Node) -> Vec<ClaimRule> {
                     None
                 }
             };
-            let m = f
-                .get("match")
-                .and_then(|n| match_kind(cx, n))
-                .unwrap_or_default();
-            let separator = f
-                .get("separator")
-                .and_then(|n| walk::non_empty(cx, n, "separator"))
-                .map(str::to_owned);
+            let m = match_of(cx, &f);
+            let separator = f.text(cx, "separator");
             let values = claim_values(cx, &f);
             Some(ClaimRule {
                 name: name?.to_owned(),
@@ -362,10 +357,7 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     let Some(f) = Fields::new(cx, node, "validate-jwt", JWT_KEYS) else {
         return;
     };
-    let scheme = f
-        .get("require-scheme")
-        .and_then(|n| walk::non_empty(cx, n, "require-scheme"))
-        .map(str::to_owned);
+    let scheme = f.text(cx, "require-scheme");
     policy.token_source = token_source(cx, &f, scheme);
     scheme_applies(cx, &f, &policy.token_source);
     failure(cx, &f, policy);

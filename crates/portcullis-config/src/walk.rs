@@ -128,6 +128,13 @@ impl<'n> Fields<'n> {
             .map(|(_, _, v)| *v)
     }
 
+    /// An optional non-empty string value (reported when present but wrong).
+    pub fn text(&self, cx: &mut Cx, key: &str) -> Option<String> {
+        self.get(key)
+            .and_then(|n| non_empty(cx, n, key))
+            .map(str::to_owned)
+    }
+
     /// The key node of `key` (for "set here" positions), null values included.
     pub fn key(&self, key: &str) -> Option<&'n Node> {
         self.entries

@@ -5,7 +5,9 @@ failure). Shared by examples/*/client.py; each client keeps its platform's token
 Each check prints one line (`ok ...`) and raises ExampleFailure with the whole response on a
 mismatch, so a failing run says exactly which call broke.
 """
+import argparse
 import json
+import os
 
 import requests
 
@@ -73,3 +75,19 @@ def token_from(resp):
     if resp.status_code != 200 or "access_token" not in resp.text:
         raise ExampleFailure(f"token request failed: {_describe(resp)}")
     return resp.json()
+
+
+def example_args(doc, client_file, idp_help="token server origin"):
+    """The command line every example client takes: --idp, --gateway (defaults: the fixed ports
+    of the examples' configs, or IDP_URL / GATEWAY_URL), --dir (the folder holding idp.yaml; key
+    material goes to DIR/.local) and --prepare (only write that key material)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--idp", default=os.environ.get("IDP_URL", "http://127.0.0.1:8081"), help=idp_help)
+    parser.add_argument("--gateway", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
+    parser.add_argument("--dir", default=os.path.dirname(os.path.abspath(client_file)),
+                        help="folder holding idp.yaml (key material goes to DIR/.local)")
+    parser.add_argument("--prepare", action="store_true", help="only write the key material idp.yaml registers")
+    args = parser.parse_args()
+    args.idp = args.idp.rstrip("/")
+    args.local = os.path.join(args.dir, ".local")
+    return args

@@ -10,7 +10,6 @@ commands (POST /api/payments, answered 202 Accepted) need Payments.Write.
 
 Exit code 0 when every call answered as expected; each check prints an `ok` line.
 """
-import argparse
 import base64
 import datetime
 import os
@@ -26,9 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from gateway_calls import call, expect_failure, expect_forwarded, token_from  # noqa: E402
+from gateway_calls import call, example_args, expect_failure, expect_forwarded, token_from  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 TENANT = "3c1f6f4e-8a2b-4d6e-9f10-2a3b4c5d6e7f"
 API_SCOPE = "api://payments-api/.default"
 CERT_CLIENT = "c0ffee00-2222-4b3c-9d4e-0123456789ab"
@@ -112,7 +110,7 @@ def identity(claims):
 
 
 def run(idp, gateway, local):
-    token_url = f"{idp.rstrip('/')}/{TENANT}/oauth2/v2.0/token"
+    token_url = f"{idp}/{TENANT}/oauth2/v2.0/token"
 
     # No token: APIM's 401.
     expect_failure(call(gateway, "GET", "/api/accounts/42"), 401)
@@ -141,17 +139,11 @@ def run(idp, gateway, local):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--idp", default=os.environ.get("IDP_URL", "http://127.0.0.1:8081"))
-    parser.add_argument("--gateway", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
-    parser.add_argument("--dir", default=HERE, help="folder holding idp.yaml (key material goes to DIR/.local)")
-    parser.add_argument("--prepare", action="store_true", help="only write the client certificate")
-    args = parser.parse_args()
-    local = os.path.join(args.dir, ".local")
+    args = example_args(__doc__, __file__)
     if args.prepare:
-        prepare(local)
+        prepare(args.local)
         return 0
-    run(args.idp, args.gateway, local)
+    run(args.idp, args.gateway, args.local)
     print("PASS entra-client-credentials")
     return 0
 

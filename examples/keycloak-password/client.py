@@ -9,7 +9,6 @@ checks the `scope` string and the realm roles (realm_access.roles) and forwards 
 Exit code 0 when every call answered as expected; each check prints an `ok` line. (`--prepare`
 is accepted for symmetry with the other examples: this flow needs no key material.)
 """
-import argparse
 import os
 import sys
 
@@ -19,13 +18,13 @@ import requests
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 from gateway_calls import (  # noqa: E402
     call,
+    example_args,
     expect_failure,
     expect_forwarded,
     expect_token_error,
     token_from,
 )
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 REALM = "compliance"
 CLIENT = {"client_id": "compliance-ui", "client_secret": "dev-only-kc-secret"}
 ACCESS_TOKEN_SECONDS = 300
@@ -98,16 +97,10 @@ def run(idp, gateway):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--idp", default=os.environ.get("IDP_URL", "http://127.0.0.1:8081"),
-                        help="Keycloak base URL (the realm is /realms/compliance)")
-    parser.add_argument("--gateway", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
-    parser.add_argument("--dir", default=HERE, help="unused; accepted like the other examples")
-    parser.add_argument("--prepare", action="store_true", help="nothing to prepare for this flow")
-    args = parser.parse_args()
+    args = example_args(__doc__, __file__, "Keycloak base URL (the realm is /realms/compliance)")
     if args.prepare:
-        return 0
-    run(args.idp.rstrip("/"), args.gateway)
+        return 0  # this flow needs no key material
+    run(args.idp, args.gateway)
     print("PASS keycloak-password")
     return 0
 

@@ -11,7 +11,6 @@ access token then goes through the gateway, which forwards the URI-named claims 
 
 Exit code 0 when every call answered as expected; each check prints an `ok` line.
 """
-import argparse
 import json
 import os
 import sys
@@ -25,13 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 from gateway_calls import (  # noqa: E402
     call,
+    example_args,
     expect_failure,
     expect_forwarded,
     expect_token_error,
     token_from,
 )
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SERVICE_PRINCIPAL = "9b8a7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
 TENANT = "6a0d5c1e-4b7f-4e2a-8d93-1f2e3d4c5b6a"
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -129,18 +128,11 @@ def run(sts, gateway, local):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--idp", default=os.environ.get("IDP_URL", "http://127.0.0.1:8081"),
-                        help="token server origin; the STS base address is IDP/sts")
-    parser.add_argument("--gateway", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
-    parser.add_argument("--dir", default=HERE, help="folder holding idp.yaml (key material goes to DIR/.local)")
-    parser.add_argument("--prepare", action="store_true", help="only write the connection file")
-    args = parser.parse_args()
-    local = os.path.join(args.dir, ".local")
+    args = example_args(__doc__, __file__, "token server origin; the STS base address is IDP/sts")
     if args.prepare:
-        prepare(local)
+        prepare(args.local)
         return 0
-    run(f"{args.idp.rstrip('/')}/sts", args.gateway, local)
+    run(f"{args.idp}/sts", args.gateway, args.local)
     print("PASS sts-jwt-bearer")
     return 0
 

@@ -194,6 +194,8 @@ async fn load_loop(
         .rate
         .map(|r| Duration::from_secs_f64(load.connections as f64 / r));
     let first = interval.map(|iv| start + iv.mul_f64(c as f64 / load.connections as f64));
+    // Responses completing a hair after the deadline count in the last full second.
+    let last_second = (load.duration.as_secs_f64().ceil() as usize).saturating_sub(1);
     let mut i = c % total.max(1);
     let mut sent_count: u32 = 0;
     loop {
@@ -216,7 +218,7 @@ async fn load_loop(
         match result {
             Ok(response) => {
                 let latency = done - intended.unwrap_or(sent);
-                let second = (done - start).as_secs() as usize;
+                let second = ((done - start).as_secs() as usize).min(last_second);
                 stats.response(requests.kinds[i], response.status, latency, second);
                 counter.responses.fetch_add(1, Ordering::Relaxed);
             }

@@ -78,6 +78,18 @@ pub struct KindReport {
     pub unexpected_statuses: BTreeMap<u16, u64>,
 }
 
+impl KindReport {
+    /// The unexpected statuses as `200 x12, 500 x1`.
+    fn wrong_statuses(&self) -> String {
+        let parts: Vec<String> = self
+            .unexpected_statuses
+            .iter()
+            .map(|(s, n)| format!("{s} x{n}"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
 /// Whether the run passed, and why not.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
@@ -238,21 +250,16 @@ impl Report {
             "token", "expect", "responses", "as expected", "unexpected"
         );
         for k in &self.correctness {
-            let wrong: Vec<String> = k
-                .unexpected_statuses
-                .iter()
-                .map(|(s, n)| format!("{s} x{n}"))
-                .collect();
-            let _ = writeln!(
-                out,
+            let line = format!(
                 "{:<16} {:>8} {:>12} {:>12} {:>12}  {}",
                 k.kind,
                 k.expect,
                 k.responses,
                 k.as_expected,
                 k.unexpected,
-                wrong.join(", ")
+                k.wrong_statuses()
             );
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         let _ = writeln!(out);
         if self.verdict.pass {
@@ -274,12 +281,7 @@ fn judge(r: &Report, max_errors_percent: f64) -> Verdict {
         } else {
             format!("{} tokens not rejected with 401/403", k.kind)
         };
-        let statuses: Vec<String> = k
-            .unexpected_statuses
-            .iter()
-            .map(|(s, n)| format!("{s} x{n}"))
-            .collect();
-        problems.push(format!("{} {what} ({})", k.unexpected, statuses.join(", ")));
+        problems.push(format!("{} {what} ({})", k.unexpected, k.wrong_statuses()));
         exit_code = EXIT_CORRECTNESS;
     }
     let errors = r.errors.total();

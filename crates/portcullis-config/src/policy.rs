@@ -317,7 +317,7 @@ pub(crate) fn required_claims(cx: &mut Cx, node: &Node) -> Vec<ClaimRule> {
                 }
             };
             let m = match_of(cx, &f);
-            let separator = f.text(cx, "separator");
+            let separator = f.delimiter(cx, "separator");
             let values = claim_values(cx, &f);
             Some(ClaimRule {
                 name: name?.to_owned(),

@@ -135,6 +135,17 @@ impl<'n> Fields<'n> {
             .map(str::to_owned)
     }
 
+    /// An optional delimiter string: whitespace such as `" "` is a real value, only `""` is wrong.
+    pub fn delimiter(&self, cx: &mut Cx, key: &str) -> Option<String> {
+        let node = self.get(key)?;
+        let s = string(cx, node, key)?;
+        if s.is_empty() {
+            cx.error(node.pos, format!("`{key}` must not be empty"));
+            return None;
+        }
+        Some(s.to_owned())
+    }
+
     /// The key node of `key` (for "set here" positions), null values included.
     pub fn key(&self, key: &str) -> Option<&'n Node> {
         self.entries

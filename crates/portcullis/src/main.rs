@@ -25,6 +25,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once per process and matched at once: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Dev token server + recording echo backend + gateway with examples/demo.yaml, on loopback.

@@ -159,6 +159,7 @@ fn validate_jwt_every_attribute() {
         - { name: tid, values: [tenant-a] }
         - { name: groups, match: any, separator: ",", values: [a, b] }
         - { name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/role" }
+        - { name: scp, separator: " ", values: [orders.read] }
     scopes: { values: [orders.read, orders.write] }
     roles: { match: any, values: [admin], claim: realm_access.roles }
     forward-claims:
@@ -190,11 +191,13 @@ fn validate_jwt_every_attribute() {
         ["api://orders", "00000000-0000-0000-0000-000000000001"]
     );
     assert_eq!(p.issuers, ["http://127.0.0.1:8081/realm"]);
-    assert_eq!(p.required_claims.len(), 3);
+    assert_eq!(p.required_claims.len(), 4);
     assert_eq!(p.required_claims[0].r#match, Match::All);
     assert_eq!(p.required_claims[1].r#match, Match::Any);
     assert_eq!(p.required_claims[1].separator.as_deref(), Some(","));
     assert!(p.required_claims[2].values.is_empty());
+    // A space is a delimiter like any other (APIM's scp claims are space-separated).
+    assert_eq!(p.required_claims[3].separator.as_deref(), Some(" "));
     let scopes = p.scopes.as_ref().unwrap();
     assert_eq!((scopes.r#match, scopes.values.len()), (Match::All, 2));
     let roles = p.roles.as_ref().unwrap();

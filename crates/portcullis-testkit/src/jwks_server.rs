@@ -12,7 +12,7 @@
 //! `Cache-Control` and "never answer" can be changed with [`JwksServer::update`]; requests are
 //! counted per path; [`JwksServer::stop_listening`] / [`JwksServer::resume_listening`] take the
 //! whole server down and back up on the same port. [`TestKey`] generates RSA and EC keys and
-//! signs tokens.
+//! signs tokens (also over exact header and payload text, for hostile-token tests).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +35,8 @@ use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
@@ -400,6 +402,7 @@ pub struct TestKey {
     pub alg: Algorithm,
     encoding: EncodingKey,
     jwk: Value,
+    public_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for TestKey {
@@ -421,7 +424,10 @@ impl TestKey {
             .map_err(|e| JwksServerError::Key(e.to_string()))?;
         let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
         let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())?;
-        Self::from_encoding(kid, Algorithm::RS256, encoding)
+        let public_der = aws_lc_rs::signature::KeyPair::public_key(&pair)
+            .as_der()
+            .map_err(|e| JwksServerError::Key(e.to_string()))?;
+        Self::from_encoding(kid, Algorithm::RS256, encoding, public_der.as_ref())
     }
 
     /// A fresh EC P-256 key signing ES256.
@@ -432,13 +438,17 @@ impl TestKey {
             .to_pkcs8v1()
             .map_err(|e| JwksServerError::Key(e.to_string()))?;
         let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
-        Self::from_encoding(kid, Algorithm::ES256, encoding)
+        let public_der = aws_lc_rs::signature::KeyPair::public_key(&pair)
+            .as_der()
+            .map_err(|e| JwksServerError::Key(e.to_string()))?;
+        Self::from_encoding(kid, Algorithm::ES256, encoding, public_der.as_ref())
     }
 
     fn from_encoding(
         kid: &str,
         alg: Algorithm,
         encoding: EncodingKey,
+        public_der: &[u8],
     ) -> Result<TestKey, JwksServerError> {
         let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&encoding, alg)?)
             .map_err(|e| JwksServerError::Key(e.to_string()))?;
@@ -451,7 +461,36 @@ impl TestKey {
             alg,
             encoding,
             jwk,
+            public_der: public_der.to_vec(),
         })
+    }
+
+    /// The public key as DER `SubjectPublicKeyInfo` (what a `PUBLIC KEY` PEM wraps). Forged-token
+    /// tests use it as an HMAC secret (the classic RS256 -> HS256 confusion).
+    pub fn public_key_der(&self) -> &[u8] {
+        &self.public_der
+    }
+
+    /// The raw signature of `message` with this key under `alg` (which must fit the key type:
+    /// RS*/PS* for RSA keys, ES256 for P-256). Hostile-token tests build their own headers and
+    /// payloads and need signatures over exactly those bytes.
+    pub fn signature(&self, message: &[u8], alg: Algorithm) -> Result<Vec<u8>, JwksServerError> {
+        let b64 = jsonwebtoken::crypto::sign(message, &self.encoding, alg)?;
+        URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|e| JwksServerError::Key(e.to_string()))
+    }
+
+    /// A compact JWS with this exact header and payload text (no re-serialisation, so duplicate
+    /// members, odd spacing and unknown fields survive), signed with this key's own algorithm.
+    pub fn sign_raw(&self, header: &str, payload: &str) -> Result<String, JwksServerError> {
+        let input = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(payload.as_bytes())
+        );
+        let sig = self.signature(input.as_bytes(), self.alg)?;
+        Ok(format!("{input}.{}", b64url(&sig)))
     }
 
     /// The public JWK (`kty`, key material, `alg`, `kid`, `use: sig`).
@@ -474,6 +513,23 @@ impl TestKey {
         header.kid = kid.map(str::to_owned);
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
+}
+
+/// Unpadded base64url, the JOSE encoding.
+pub fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An HMAC signature (HS256/384/512) of `message` under `secret`, for forged HS* tokens.
+pub fn hmac_signature(
+    secret: &[u8],
+    message: &[u8],
+    alg: Algorithm,
+) -> Result<Vec<u8>, JwksServerError> {
+    let b64 = jsonwebtoken::crypto::sign(message, &EncodingKey::from_secret(secret), alg)?;
+    URL_SAFE_NO_PAD
+        .decode(b64)
+        .map_err(|e| JwksServerError::Key(e.to_string()))
 }
 
 /// `{"keys": [...]}` with these keys' public JWKs.

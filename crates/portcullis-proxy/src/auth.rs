@@ -1,6 +1,7 @@
 //! Per-request token validation against the key store: the auth core's pipeline spelt out step by
-//! step (extract, verify, check claims) so that a verified-token cache can sit between `verify_token`
-//! and `check_claims`, and so that an unknown `kid` triggers exactly one refetch and re-evaluation.
+//! step (extract, verify, check claims) so that the verified-token cache ([`crate::cache`]) can sit
+//! between `verify_token` and `check_claims`, and so that an unknown `kid` triggers exactly one
+//! refetch and re-evaluation.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use portcullis_auth::{
     UnixTime, VerifiedToken,
 };
 
+use crate::cache::{CacheKey, TokenCache};
 use crate::KeyStore;
 
 /// Wall-clock seconds for `exp`/`nbf` checks. The proxy's one wall-clock read.
@@ -28,28 +30,41 @@ pub async fn authenticate(
     policy: &Policy,
     keys: &KeyStore,
     policy_idx: usize,
+    cache: &TokenCache,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
     let raw = extract_token(parts, &policy.token_source)?;
     let now = unix_now();
     let snapshot = keys.snapshot(policy_idx);
-    match verify_and_check(&raw, policy, &snapshot, now) {
+    let key = cache.key(policy_idx, &raw);
+    match verify_and_check(&raw, policy, &snapshot, now, cache, key.as_ref()) {
         Err(AuthError::TokenSignatureKeyNotFound { kid: Some(kid) }) => {
             let refreshed = keys.refetch_for_unknown_kid(policy_idx, &kid).await;
-            verify_and_check(&raw, policy, &refreshed, now)
+            verify_and_check(&raw, policy, &refreshed, now, cache, key.as_ref())
         }
         other => other,
     }
 }
 
-/// Signature, then claims. The verified-token cache (keyed by the whole token, bounded by `exp`)
-/// goes in front of `verify_token` here; `check_claims` always runs.
-fn verify_and_check(
+/// Signature (or a cache hit whose key is still in `keys`), then claims. `check_claims` runs on
+/// every request, cached or not: it re-checks `exp`/`nbf` with the policy's clock skew and every
+/// per-route rule. Only a token that passed both is inserted; failures are never cached.
+/// `key` is [`TokenCache::key`] of `raw` for this policy (`None`: cache off).
+pub fn verify_and_check(
     raw: &str,
     policy: &Policy,
     keys: &KeySnapshot,
     now: UnixTime,
+    cache: &TokenCache,
+    key: Option<&CacheKey>,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
+    if let Some(token) = key.and_then(|k| cache.get(k, keys)) {
+        check_claims(&token, policy, keys, now)?;
+        return Ok(token);
+    }
     let token = Arc::new(verify_token(raw, keys, policy.require_signed_tokens)?);
     check_claims(&token, policy, keys, now)?;
+    if let Some(key) = key {
+        cache.insert(*key, raw.len(), &token, now);
+    }
     Ok(token)
 }

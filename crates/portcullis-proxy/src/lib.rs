@@ -9,7 +9,8 @@
 #![warn(missing_docs)]
 
 mod admin;
-mod auth;
+pub mod auth;
+pub mod cache;
 mod error;
 mod identity;
 mod listeners;

@@ -4,8 +4,9 @@
 //! Label sets are bounded: route names come from the config, statuses are HTTP codes, reasons are
 //! the fixed `AuthError::reason()` codes plus a few gateway ones.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
+use crate::cache::CacheMetrics;
 use crate::error::BuildError;
 
 /// Reason label when nothing went wrong.
@@ -31,6 +32,8 @@ pub struct Metrics {
     pub report_only: IntCounterVec,
     /// `portcullis_token_validation_seconds{policy, result}`.
     pub validation: HistogramVec,
+    /// `portcullis_token_cache_{hits,misses,evictions}_total`.
+    pub token_cache: CacheMetrics,
 }
 
 impl Metrics {
@@ -65,11 +68,32 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(report_only.clone()))?;
         registry.register(Box::new(validation.clone()))?;
+        let token_cache = CacheMetrics {
+            hits: IntCounter::new(
+                "portcullis_token_cache_hits_total",
+                "Requests whose token was found in the verified-token cache (signature not re-checked).",
+            )?,
+            misses: IntCounter::new(
+                "portcullis_token_cache_misses_total",
+                "Verified-token cache lookups that found nothing usable (the token was verified).",
+            )?,
+            evictions: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_token_cache_evictions_total",
+                    "Entries leaving the verified-token cache: size (capacity), expired (token exp), key_removed (its key left the key set).",
+                ),
+                &["cause"],
+            )?,
+        };
+        registry.register(Box::new(token_cache.hits.clone()))?;
+        registry.register(Box::new(token_cache.misses.clone()))?;
+        registry.register(Box::new(token_cache.evictions.clone()))?;
         Ok(Metrics {
             registry,
             requests,
             report_only,
             validation,
+            token_cache,
         })
     }
 

@@ -28,6 +28,7 @@ use portcullis_auth::response::json_error_body;
 use portcullis_auth::{failure_response, forward_headers, Policy, RequestParts};
 
 use crate::auth::authenticate;
+use crate::cache::TokenCache;
 use crate::identity::{ensure_request_id, set_forwarded, IdentityHeaders, X_REQUEST_ID};
 use crate::metrics::{self, Metrics};
 use crate::respond::write_json;
@@ -47,6 +48,8 @@ pub struct Gateway {
     pub keys: Arc<KeyStore>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Verified-token cache, shared by every worker.
+    pub token_cache: TokenCache,
     /// Requests in flight (graceful shutdown waits for zero).
     pub inflight: Arc<AtomicUsize>,
 }
@@ -101,7 +104,7 @@ impl Gateway {
             headers: &req.headers,
             query: req.uri.query(),
         };
-        let outcome = authenticate(&parts, policy, &self.keys, policy_idx).await;
+        let outcome = authenticate(&parts, policy, &self.keys, policy_idx, &self.token_cache).await;
         let result = if outcome.is_ok() { "ok" } else { "rejected" };
         self.metrics
             .validation

@@ -25,6 +25,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
+use crate::cache::TokenCache;
 use crate::error::BuildError;
 use crate::identity::IdentityHeaders;
 use crate::listeners::{bind as bind_socket, Prebound};
@@ -170,6 +171,7 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         policies,
         identity: IdentityHeaders::from_model(model),
         keys: keys.clone(),
+        token_cache: TokenCache::new(model, metrics.token_cache.clone()),
         metrics: metrics.clone(),
         inflight: inflight.clone(),
     };

@@ -1,0 +1,421 @@
+//! The verified-token cache: the signature check (the expensive half of validation, 3-40 µs) is
+//! done once per distinct token; every later request with the same token pays a SHA-256 of the
+//! token, one map lookup and the claim rules.
+//!
+//! Why it is shaped like this (each rule answers a way a token cache can let a bad token in):
+//! - **Key**: SHA-256 of the policy's key scope and the *whole* raw token. A prototype keyed on
+//!   the signature bytes accepted a token whose payload had been changed under an old signature;
+//!   hashing everything the signature covers (and the signature) rules that out, and SHA-256 makes
+//!   a forged collision infeasible. The key scope ([`KeyScope`]) is a digest of the policy's key
+//!   sources and of `require-signed-tokens`, so a token verified for policy A is never a hit for a
+//!   policy B whose keys differ (policies with the same sources share entries; their claim rules
+//!   still run separately).
+//! - **Value**: the `Arc<VerifiedToken>` (claims parsed once) with the kid and the fingerprint of
+//!   the key that verified it.
+//! - **Key rotation**: on every hit the verifying key (kid + fingerprint, usable for the token's
+//!   alg) must still be in the policy's *current* [`KeySnapshot`]; if it left the key set the entry
+//!   is invalidated and the request is a miss (and then fails or re-verifies against the new keys).
+//! - **Time**: each entry lives at most until the token's `exp` (moka per-entry expiry, also capped
+//!   at [`MAX_TTL`]); `exp` and `nbf` are re-checked with the policy's clock skew on every hit,
+//!   because [`check_claims`](portcullis_auth::check_claims) runs on the cached claims each time,
+//!   together with every per-route rule (issuer, audience, required claims, scopes, roles).
+//! - **Failures are never cached**: only a token that passed the signature and the claim rules of
+//!   the policy it arrived under is inserted. Unsigned tokens (`require-signed-tokens: false`) are
+//!   not cached: there is no signature to save.
+//! - **Size in bytes**: each entry weighs its raw token length plus an estimate of its parsed
+//!   claims, at least [`ENTRY_UNIT_BYTES`]; the capacity is `max-entries` x [`ENTRY_UNIT_BYTES`].
+//!   So `max-entries` bounds the number of typical tokens exactly, and a large token (an Entra
+//!   token with many groups) counts as several entries: memory stays under
+//!   `max-entries` x 2 KiB (about 200 MB at the default 100000) whatever the tokens look like.
+//!   `max-entries: 0` turns the cache off (every request verified).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::notification::RemovalCause;
+use moka::Expiry;
+use portcullis_auth::{JoseAlg, KeySnapshot, UnixTime, VerifiedToken, VerifyingKey};
+use portcullis_config::{KeySource, Model};
+use prometheus::{IntCounter, IntCounterVec};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// One cache entry's budget; `max-entries` is a count of these.
+pub const ENTRY_UNIT_BYTES: u32 = 2048;
+/// Longest life of an entry, whatever the token's `exp` says (and the life of tokens without one).
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Fixed overhead of an entry: the `VerifiedToken`, the key, moka's bookkeeping.
+const ENTRY_OVERHEAD_BYTES: usize = 256;
+
+/// Identity of a policy's key sources, part of every cache key of that policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyScope([u8; 32]);
+
+impl KeyScope {
+    /// Digest of the key sources (kind and URL of remote ones; kid, alg, family and fingerprint of
+    /// static keys) and of `require-signed-tokens`.
+    pub fn of(sources: &[KeySource], require_signed_tokens: bool) -> KeyScope {
+        let mut h = Sha256::new();
+        h.update([u8::from(require_signed_tokens)]);
+        let field = |h: &mut Sha256, bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        for source in sources {
+            match source {
+                KeySource::OpenIdConfig { url, .. } => {
+                    field(&mut h, b"openid-config");
+                    field(&mut h, url.as_bytes());
+                }
+                KeySource::JwksUri { url, .. } => {
+                    field(&mut h, b"jwks-uri");
+                    field(&mut h, url.as_bytes());
+                }
+                KeySource::Static { keys, .. } => {
+                    field(&mut h, b"static");
+                    for key in keys {
+                        field(&mut h, key.kid.as_deref().unwrap_or("").as_bytes());
+                        field(&mut h, key.alg.map_or("", JoseAlg::name).as_bytes());
+                        field(&mut h, format!("{:?}", key.family).as_bytes());
+                        h.update(key.fingerprint.to_be_bytes());
+                    }
+                }
+            }
+        }
+        KeyScope(h.finalize().into())
+    }
+}
+
+/// The cache key of one token under one key scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey([u8; 32]);
+
+#[derive(Clone)]
+struct Entry {
+    token: Arc<VerifiedToken>,
+    ttl: Duration,
+    weight: u32,
+}
+
+/// Per-entry time to live: the one computed at insertion (token's remaining life, capped).
+struct UntilExp;
+
+impl Expiry<CacheKey, Entry> for UntilExp {
+    fn expire_after_create(&self, _: &CacheKey, value: &Entry, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        value: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Prometheus counters of the cache (registered with the gateway's registry in `metrics.rs`).
+#[derive(Debug, Clone)]
+pub struct CacheMetrics {
+    /// `portcullis_token_cache_hits_total`.
+    pub hits: IntCounter,
+    /// `portcullis_token_cache_misses_total`.
+    pub misses: IntCounter,
+    /// `portcullis_token_cache_evictions_total{cause}`: `size`, `expired`, `key_removed`.
+    pub evictions: IntCounterVec,
+}
+
+/// The verified-token cache, shared by every worker thread (moka's sync cache: lock-striped,
+/// no await). Cloning shares the cache.
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Option<moka::sync::Cache<CacheKey, Entry>>,
+    scopes: Arc<[KeyScope]>,
+    metrics: CacheMetrics,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("enabled", &self.inner.is_some())
+            .field("entries", &self.inner.as_ref().map(|c| c.entry_count()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    /// A cache for `model`'s policies sized by `server.token-cache.max-entries` (0: off).
+    pub fn new(model: &Model, metrics: CacheMetrics) -> TokenCache {
+        let scopes = model
+            .policies
+            .iter()
+            .map(|p| KeyScope::of(&p.key_sources, p.policy.require_signed_tokens))
+            .collect();
+        Self::with_scopes(model.server.token_cache_max_entries, scopes, metrics)
+    }
+
+    /// A cache of `max_entries` units over explicit key scopes, by policy index (benches, tests).
+    pub fn with_scopes(
+        max_entries: u64,
+        scopes: Vec<KeyScope>,
+        metrics: CacheMetrics,
+    ) -> TokenCache {
+        let inner = (max_entries > 0).then(|| {
+            let evictions = metrics.evictions.clone();
+            moka::sync::Cache::builder()
+                .max_capacity(max_entries.saturating_mul(u64::from(ENTRY_UNIT_BYTES)))
+                .weigher(|_: &CacheKey, e: &Entry| e.weight)
+                .expire_after(UntilExp)
+                .eviction_listener(move |_, _, cause| {
+                    let label = match cause {
+                        RemovalCause::Size => "size",
+                        RemovalCause::Expired => "expired",
+                        RemovalCause::Explicit => "key_removed",
+                        RemovalCause::Replaced => return,
+                    };
+                    evictions.with_label_values(&[label]).inc();
+                })
+                .build()
+        });
+        TokenCache {
+            inner,
+            scopes: scopes.into(),
+            metrics,
+        }
+    }
+
+    /// Whether the cache is on.
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The key of `raw` under the policy at `policy_idx`; `None` when the cache is off (or the
+    /// index is unknown: never shared with another policy).
+    pub fn key(&self, policy_idx: usize, raw: &str) -> Option<CacheKey> {
+        self.inner.as_ref()?;
+        let scope = self.scopes.get(policy_idx)?;
+        let mut h = Sha256::new();
+        h.update(scope.0);
+        h.update(raw.as_bytes());
+        Some(CacheKey(h.finalize().into()))
+    }
+
+    /// The cached token, if present and its verifying key is still in `keys`. An entry whose key
+    /// left the key set is invalidated. Counts a hit or a miss.
+    pub fn get(&self, key: &CacheKey, keys: &KeySnapshot) -> Option<Arc<VerifiedToken>> {
+        let cache = self.inner.as_ref()?;
+        let found = cache.get(key).and_then(|entry| {
+            if key_still_present(&entry.token, keys) {
+                Some(entry.token)
+            } else {
+                cache.invalidate(key);
+                None
+            }
+        });
+        match &found {
+            Some(_) => self.metrics.hits.inc(),
+            None => self.metrics.misses.inc(),
+        }
+        found
+    }
+
+    /// Remember a token that passed verification and the claim rules. `now` and `clock_skew`
+    /// bound the entry's life by the token's `exp`; a token at or past `exp` is not inserted.
+    pub fn insert(&self, key: CacheKey, raw_len: usize, token: &Arc<VerifiedToken>, now: UnixTime) {
+        let Some(cache) = &self.inner else { return };
+        if token.key_fingerprint.is_none() {
+            return;
+        }
+        let ttl = match token.exp {
+            Some(exp) => {
+                let left = exp - now.secs() as f64;
+                if left <= 0.0 {
+                    return;
+                }
+                Duration::try_from_secs_f64(left).map_or(MAX_TTL, |d| d.min(MAX_TTL))
+            }
+            None => MAX_TTL,
+        };
+        let weight = entry_weight(raw_len, token);
+        cache.insert(
+            key,
+            Entry {
+                token: token.clone(),
+                ttl,
+                weight,
+            },
+        );
+    }
+
+    /// Entries currently held (approximate: moka applies writes in batches).
+    pub fn entry_count(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| c.entry_count())
+    }
+}
+
+/// Whether a key of the snapshot could have verified this token: same fingerprint, the same kid
+/// rule as the verifier (a kid selects keys with that kid or none), usable for the token's alg.
+fn key_still_present(token: &VerifiedToken, keys: &KeySnapshot) -> bool {
+    let (Some(fingerprint), Some(alg)) = (token.key_fingerprint, token.alg) else {
+        return false;
+    };
+    let usable = |k: &VerifyingKey| {
+        k.fingerprint == fingerprint
+            && match (token.kid.as_deref(), k.kid.as_deref()) {
+                (Some(want), Some(have)) => want == have,
+                _ => true,
+            }
+            && alg.fits(k.family)
+            && k.alg.is_none_or(|a| a == alg)
+    };
+    keys.keys.iter().any(usable)
+}
+
+/// Bytes an entry holds, at least one unit: the raw token length stands for the key and the
+/// signature the entry saves; the claims estimate for the parsed map.
+fn entry_weight(raw_len: usize, token: &VerifiedToken) -> u32 {
+    let claims: usize = token
+        .claims
+        .iter()
+        .map(|(k, v)| 48 + k.len() + value_bytes(v, 0))
+        .sum();
+    let bytes = ENTRY_OVERHEAD_BYTES + raw_len + claims;
+    u32::try_from(bytes)
+        .unwrap_or(u32::MAX)
+        .max(ENTRY_UNIT_BYTES)
+}
+
+/// Rough heap size of a JSON value (node size plus string bytes), depth-bounded.
+fn value_bytes(v: &Value, depth: usize) -> usize {
+    const NODE: usize = 32;
+    if depth > 16 {
+        return NODE;
+    }
+    NODE + match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(|i| value_bytes(i, depth + 1)).sum(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| 48 + k.len() + value_bytes(v, depth + 1))
+            .sum(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> CacheMetrics {
+        CacheMetrics {
+            hits: IntCounter::new("h", "h").unwrap(),
+            misses: IntCounter::new("m", "m").unwrap(),
+            evictions: IntCounterVec::new(prometheus::Opts::new("e", "e"), &["cause"]).unwrap(),
+        }
+    }
+
+    fn hmac(kid: &str, secret: &[u8]) -> VerifyingKey {
+        VerifyingKey::from_hmac_secret(Some(kid.to_owned()), secret, "test")
+    }
+
+    fn token(key: &VerifyingKey, exp: Option<f64>) -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken {
+            claims: serde_json::Map::new(),
+            alg: Some(JoseAlg::HS256),
+            kid: key.kid.clone(),
+            key_fingerprint: Some(key.fingerprint),
+            exp,
+            nbf: None,
+        })
+    }
+
+    fn scope(n: u8) -> KeyScope {
+        KeyScope([n; 32])
+    }
+
+    #[test]
+    fn keys_differ_by_token_and_by_scope() {
+        let c = TokenCache::with_scopes(10, vec![scope(1), scope(2)], metrics());
+        let a = c.key(0, "a.b.c").unwrap();
+        assert_eq!(a, c.key(0, "a.b.c").unwrap());
+        assert_ne!(a, c.key(0, "a.b.d").unwrap());
+        assert_ne!(a, c.key(0, "a.x.c").unwrap());
+        assert_ne!(a, c.key(1, "a.b.c").unwrap());
+        assert!(c.key(2, "a.b.c").is_none(), "unknown policy index");
+        let off = TokenCache::with_scopes(0, vec![scope(1)], metrics());
+        assert!(!off.enabled());
+        assert!(off.key(0, "a.b.c").is_none());
+    }
+
+    #[test]
+    fn a_hit_needs_the_verifying_key_in_the_current_snapshot() {
+        let m = metrics();
+        let c = TokenCache::with_scopes(10, vec![scope(1)], m.clone());
+        let k1 = hmac("k1", b"secret-one-secret-one-secret-one");
+        let k2 = hmac("k2", b"secret-two-secret-two-secret-two");
+        let now = UnixTime(1_000);
+        let key = c.key(0, "t").unwrap();
+        c.insert(key, 1, &token(&k1, Some(2_000.0)), now);
+        let with_k1 = KeySnapshot::new(vec![k1.clone(), k2.clone()]);
+        assert!(c.get(&key, &with_k1).is_some());
+        // same material published under another kid: not the key that verified it
+        let renamed = KeySnapshot::new(vec![hmac("other", b"secret-one-secret-one-secret-one")]);
+        assert!(c.get(&key, &renamed).is_none());
+        // the entry was dropped: even the old snapshot misses now
+        assert!(c.get(&key, &with_k1).is_none());
+        assert_eq!((m.hits.get(), m.misses.get()), (1, 2));
+    }
+
+    #[test]
+    fn expired_unsigned_and_off_are_not_inserted() {
+        let c = TokenCache::with_scopes(10, vec![scope(1)], metrics());
+        let k1 = hmac("k1", b"secret-one-secret-one-secret-one");
+        let snap = KeySnapshot::new(vec![k1.clone()]);
+        let now = UnixTime(1_000);
+        let key = c.key(0, "expired").unwrap();
+        c.insert(key, 1, &token(&k1, Some(1_000.0)), now);
+        assert!(c.get(&key, &snap).is_none());
+        let mut unsigned = (*token(&k1, Some(2_000.0))).clone();
+        unsigned.key_fingerprint = None;
+        unsigned.alg = None;
+        let key = c.key(0, "unsigned").unwrap();
+        c.insert(key, 1, &Arc::new(unsigned), now);
+        assert!(c.get(&key, &snap).is_none());
+    }
+
+    #[test]
+    fn weight_is_at_least_one_unit_and_grows_with_the_token() {
+        let k1 = hmac("k1", b"secret-one-secret-one-secret-one");
+        let small = token(&k1, None);
+        assert_eq!(entry_weight(300, &small), ENTRY_UNIT_BYTES);
+        let mut big = (*small).clone();
+        let groups: Vec<Value> = (0..200)
+            .map(|i| Value::String(format!("group-{i:04}-00000000-0000-0000-0000")))
+            .collect();
+        big.claims.insert("groups".into(), Value::Array(groups));
+        assert!(entry_weight(12_000, &big) > 4 * ENTRY_UNIT_BYTES);
+    }
+
+    #[test]
+    fn key_scope_follows_sources_and_signed_tokens() {
+        let jwks = |url: &str| KeySource::JwksUri {
+            url: url.to_owned(),
+            lifecycle: portcullis_config::KeyLifecycle::default(),
+        };
+        let a = KeyScope::of(&[jwks("http://a/jwks")], true);
+        assert_eq!(a, KeyScope::of(&[jwks("http://a/jwks")], true));
+        assert_ne!(a, KeyScope::of(&[jwks("http://b/jwks")], true));
+        assert_ne!(a, KeyScope::of(&[jwks("http://a/jwks")], false));
+        let fixed = |secret: &[u8]| KeySource::Static {
+            label: "inline".to_owned(),
+            keys: vec![hmac("k", secret)],
+        };
+        assert_ne!(
+            KeyScope::of(&[fixed(b"one-one-one-one-one-one-one-one!")], true),
+            KeyScope::of(&[fixed(b"two-two-two-two-two-two-two-two!")], true)
+        );
+    }
+}

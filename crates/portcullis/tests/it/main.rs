@@ -4,3 +4,4 @@
 mod check;
 mod gateway;
 mod idp;
+mod profiles;

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (live), `/readyz` (ready when the
-//! proxy listeners are up and every policy's issuers have keys). A small pingora `ServeHttp` app on
+//! proxy listeners are up and every policy's issuers have keys), `POST /reload` (reload the config
+//! file now; 200 with the new generation, 422 with the problems). A small pingora `ServeHttp` app on
 //! the same server, so it shares the process, the shutdown and the metrics registry.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,15 +12,17 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
-use crate::KeyStore;
+use crate::reload::{Current, ReloadHandle};
 
 /// The admin app.
 #[derive(Debug)]
 pub struct Admin {
     /// Metrics to render.
     pub metrics: Metrics,
-    /// Keys (readiness).
-    pub keys: Arc<KeyStore>,
+    /// The running config (its key store answers readiness).
+    pub current: Current,
+    /// Reload trigger.
+    pub reload: ReloadHandle,
     /// Set once the proxy listeners accept connections.
     pub listeners_up: Arc<AtomicBool>,
     /// True once shutdown started: not ready any more, so load balancers stop sending.
@@ -40,7 +43,7 @@ impl Admin {
     fn ready(&self) -> bool {
         self.listeners_up.load(Ordering::Acquire)
             && !*self.draining.borrow()
-            && self.keys.is_ready()
+            && self.current.load().keys.is_ready()
     }
 }
 
@@ -48,7 +51,29 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         const PLAIN: &str = "text/plain; charset=utf-8";
-        match session.req_header().uri.path() {
+        let req = session.req_header();
+        if req.uri.path() == "/reload" {
+            if req.method != http::Method::POST {
+                return text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    PLAIN,
+                    b"use POST\n".to_vec(),
+                );
+            }
+            return match self.reload.reload().await {
+                Ok(generation) => text(
+                    StatusCode::OK,
+                    PLAIN,
+                    format!("reloaded: generation {generation}\n").into_bytes(),
+                ),
+                Err(problems) => text(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    PLAIN,
+                    (problems.join("\n") + "\n").into_bytes(),
+                ),
+            };
+        }
+        match req.uri.path() {
             "/metrics" => text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

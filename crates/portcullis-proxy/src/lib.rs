@@ -16,6 +16,7 @@ mod identity;
 mod listeners;
 mod metrics;
 pub mod proxy;
+pub mod reload;
 mod respond;
 mod routes;
 mod server;
@@ -65,6 +66,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     let opts = RunOptions {
         threads: args.threads,
+        config_path: Some(args.config.clone()),
         ..RunOptions::default()
     };
     run_model(&model, &opts)

@@ -1,9 +1,11 @@
 //! The pingora `ProxyHttp` implementation: the request path of the gateway.
 //!
 //! Hooks used, in the order pingora calls them:
-//! - `new_ctx`: a per-request [`Ctx`] (start instant, in-flight guard for graceful shutdown).
-//! - `request_filter`: route match, request id, identity-header stripping (every route), the
-//!   policy's evaluation, identity headers set from the verified claims. A rejection (or no route)
+//! - `new_ctx`: a per-request [`Ctx`] (start instant, in-flight guard for graceful shutdown, and
+//!   the config [`Generation`] the request uses to its end: a reload swaps the generation for new
+//!   requests while this one finishes on the old; see `reload.rs`).
+//! - `request_filter`: request id, the header-size limit (431, see `respond.rs`), route match,
+//!   identity-header stripping (every route), the policy's evaluation, identity headers set from the verified claims. A rejection (or no route)
 //!   is written here with keep-alive intact and `Ok(true)` ends the request: no upstream is chosen,
 //!   the backend never sees it.
 //! - `upstream_peer`: round robin over the route's resolved peers, skipping those marked down, with
@@ -28,28 +30,22 @@ use portcullis_auth::response::json_error_body;
 use portcullis_auth::{failure_response, forward_headers, Policy, RequestParts};
 
 use crate::auth::authenticate;
-use crate::cache::TokenCache;
-use crate::identity::{ensure_request_id, set_forwarded, IdentityHeaders, X_REQUEST_ID};
+use crate::identity::{ensure_request_id, set_forwarded, X_REQUEST_ID};
 use crate::metrics::{self, Metrics};
-use crate::respond::write_json;
-use crate::routes::{Route, Routes};
-use crate::KeyStore;
+use crate::reload::{Current, Generation};
+use crate::respond::{
+    headers_too_large, write_json, HEADERS_TOO_LARGE_MESSAGE, REASON_HEADERS_TOO_LARGE,
+};
+use crate::routes::Route;
 
-/// Everything the request path reads; shared by all workers, immutable after start.
+/// Everything the request path reads; shared by all workers.
 #[derive(Debug)]
 pub struct Gateway {
-    /// Routes in file order.
-    pub routes: Routes,
-    /// Policies by index (the key store uses the same indices).
-    pub policies: Vec<Arc<Policy>>,
-    /// Headers no client may send.
-    pub identity: IdentityHeaders,
-    /// Keys.
-    pub keys: Arc<KeyStore>,
+    /// Routes, policies, identity headers, keys and token cache of the running config; swapped by
+    /// a reload, loaded once per request.
+    pub current: Current,
     /// Metrics.
     pub metrics: Metrics,
-    /// Verified-token cache, shared by every worker.
-    pub token_cache: TokenCache,
     /// Requests in flight (graceful shutdown waits for zero).
     pub inflight: Arc<AtomicUsize>,
 }
@@ -69,6 +65,8 @@ impl Drop for InflightGuard {
 pub struct Ctx {
     start: Instant,
     _inflight: InflightGuard,
+    /// The config generation this request uses from start to end.
+    generation: Arc<Generation>,
     route: Option<usize>,
     request_id: Option<HeaderValue>,
     /// Why the request failed (or would have, under report-only); `None`: it did not.
@@ -80,7 +78,7 @@ pub struct Ctx {
     host: Option<HeaderValue>,
 }
 
-impl Gateway {
+impl Generation {
     fn route(&self, ctx: &Ctx) -> Option<&Route> {
         ctx.route.and_then(|i| self.routes.get(i))
     }
@@ -89,13 +87,16 @@ impl Gateway {
         let idx = route.policy?;
         self.policies.get(idx).map(|p| (idx, p))
     }
+}
 
+impl Gateway {
     /// Evaluate the route's policy. `Ok(true)`: a rejection was written.
     async fn enforce(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let Some(route) = self.route(ctx) else {
+        let generation = ctx.generation.clone();
+        let Some(route) = generation.route(ctx) else {
             return Ok(false);
         };
-        let Some((policy_idx, policy)) = self.route_policy(route) else {
+        let Some((policy_idx, policy)) = generation.route_policy(route) else {
             return Ok(false);
         };
         let started = Instant::now();
@@ -104,7 +105,14 @@ impl Gateway {
             headers: &req.headers,
             query: req.uri.query(),
         };
-        let outcome = authenticate(&parts, policy, &self.keys, policy_idx, &self.token_cache).await;
+        let outcome = authenticate(
+            &parts,
+            policy,
+            &generation.keys,
+            policy_idx,
+            &generation.token_cache,
+        )
+        .await;
         let result = if outcome.is_ok() { "ok" } else { "rejected" };
         self.metrics
             .validation
@@ -198,6 +206,7 @@ impl ProxyHttp for Gateway {
         Ctx {
             start: Instant::now(),
             _inflight: InflightGuard(self.inflight.clone()),
+            generation: self.current.load_full(),
             route: None,
             request_id: None,
             reason: None,
@@ -211,9 +220,18 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header_mut();
         ctx.request_id = Some(ensure_request_id(req)?);
-        self.identity.strip(req);
+        if headers_too_large(req) {
+            ctx.reason = Some(REASON_HEADERS_TOO_LARGE);
+            ctx.status = Some(431);
+            let body = json_error_body(431, HEADERS_TOO_LARGE_MESSAGE);
+            write_json(session, 431, body, None, ctx.request_id.as_ref()).await?;
+            return Ok(true);
+        }
+        let req = session.req_header_mut();
+        ctx.generation.identity.strip(req);
         ctx.host = req.headers.get(http::header::HOST).cloned();
-        ctx.route = self
+        ctx.route = ctx
+            .generation
             .routes
             .find(&req.method, request_host(req), req.uri.path());
         if ctx.route.is_none() {
@@ -227,7 +245,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let route = self
+        let generation = ctx.generation.clone();
+        let route = generation
             .route(ctx)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
         ctx.peer = route.pick_peer(ctx.tried);
@@ -251,7 +270,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(route) = self.route(ctx) {
+        if let Some(route) = ctx.generation.route(ctx) {
             route.mark_down(ctx.peer);
             let untried = (0..route.peer_count().min(64)).any(|i| ctx.tried & (1 << i) == 0);
             e.set_retry(untried);
@@ -265,7 +284,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(route) = self.route(ctx) else {
+        let Some(route) = ctx.generation.route(ctx) else {
             return Ok(());
         };
         if let Some(path) = route.rewrite_path(upstream.uri.path()) {
@@ -277,7 +296,7 @@ impl ProxyHttp for Gateway {
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
             upstream.set_uri(uri);
         }
-        if let Some((_, policy)) = self.route_policy(route) {
+        if let Some((_, policy)) = ctx.generation.route_policy(route) {
             if !policy.forward_token {
                 upstream.remove_header(&http::header::AUTHORIZATION);
             }
@@ -334,7 +353,8 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .or(ctx.status)
             .unwrap_or(0);
-        let route = self
+        let route = ctx
+            .generation
             .route(ctx)
             .map_or(metrics::ROUTE_NONE, |r| r.name.as_str());
         let reason = ctx.reason.unwrap_or(metrics::REASON_OK);

@@ -1,6 +1,7 @@
-//! Model -> running gateway: build the runtime pieces (routes with resolved peers, key store,
-//! metrics), bind every listener, assemble the pingora server (proxy service, admin service, key
-//! refresher as a background service), then block in [`BoundGateway::run`].
+//! Model -> running gateway: build the runtime pieces (the first config generation: routes with
+//! resolved peers, key store, token cache; metrics), bind every listener, assemble the pingora
+//! server (proxy service, admin service, the reloader as a background service that also runs the
+//! key refresher), then block in [`BoundGateway::run`].
 //!
 //! Binding happens in [`bind`], before pingora starts, so the caller learns the real addresses
 //! (port 0) before anything blocks; `portcullis run` prints them, `portcullis demo` and tests read
@@ -8,16 +9,16 @@
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs as PingoraRunArgs, Server, ShutdownWatch};
-use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use portcullis_config::{Listener, Model};
 use rustls::pki_types::pem::PemObject;
@@ -25,13 +26,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
-use crate::cache::TokenCache;
 use crate::error::BuildError;
-use crate::identity::IdentityHeaders;
 use crate::listeners::{bind as bind_socket, Prebound};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::routes::Routes;
+use crate::reload::{arm_sighup, Generation, Reloader};
 use crate::shutdown::{ShutdownHandle, Signals};
 use crate::KeyStore;
 
@@ -42,6 +41,9 @@ pub struct RunOptions {
     pub threads: Option<usize>,
     /// Key store bounds (fetch timeouts, refresh and retry timing); tests shorten them.
     pub key_store: portcullis_jwks::KeyStoreOptions,
+    /// The file the model was loaded from: reloaded on SIGHUP, on change and on `POST /reload`.
+    /// `None` (an embedded model): no reload.
+    pub config_path: Option<PathBuf>,
 }
 
 /// The addresses the gateway listens on, as bound.
@@ -104,17 +106,6 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// The key store as a pingora background service: pingora may fork in `run`, so threads and
-/// runtimes started earlier would be lost; its refresher runs on a runtime pingora owns.
-struct KeyRefresher(Arc<KeyStore>);
-
-#[async_trait]
-impl BackgroundService for KeyRefresher {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.clone().run(shutdown).await;
-    }
-}
-
 fn tls_settings(listener: &Listener, cert: &Path, key: &Path) -> Result<TlsSettings, BuildError> {
     let tls_err = |detail: String| BuildError::Tls {
         addr: listener.addr.clone(),
@@ -146,8 +137,14 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
     install_crypto_provider();
     let metrics = Metrics::new()?;
     let keys = KeyStore::with_options(model, metrics.registry(), opts.key_store)?;
-    let policies: Vec<_> = model.policies.iter().map(|p| p.policy.clone()).collect();
-    let routes = Routes::build(model, |name| policies.iter().position(|p| p.name == name))?;
+    let current = Arc::new(ArcSwap::from_pointee(Generation::build(
+        1, model, keys, &metrics,
+    )?));
+    // The key store's refresher runs inside the reloader, a pingora background service: pingora
+    // may fork in `run`, so threads and runtimes started earlier would be lost.
+    let (reloader, reload) =
+        Reloader::new(opts.config_path.clone(), model, current.clone(), &metrics)?;
+    arm_sighup();
     let inflight = Arc::new(AtomicUsize::new(0));
     let listeners_up = Arc::new(AtomicBool::new(false));
 
@@ -167,11 +164,7 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
     let (drain_tx, drain_rx) = watch::channel(false);
 
     let gateway = Gateway {
-        routes,
-        policies,
-        identity: IdentityHeaders::from_model(model),
-        keys: keys.clone(),
-        token_cache: TokenCache::new(model, metrics.token_cache.clone()),
+        current: current.clone(),
         metrics: metrics.clone(),
         inflight: inflight.clone(),
     };
@@ -208,7 +201,8 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
             addr,
             Admin {
                 metrics,
-                keys: keys.clone(),
+                current,
+                reload,
                 listeners_up,
                 draining: drain_rx.clone(),
             },
@@ -216,7 +210,7 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         )?),
         None => None,
     };
-    server.add_service(background_service("key store", KeyRefresher(keys)));
+    server.add_service(background_service("config reload and key store", reloader));
 
     let (signals, handle) = Signals::new(drain_tx, inflight, model.server.shutdown_grace);
     Ok(BoundGateway {

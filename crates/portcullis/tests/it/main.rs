@@ -4,4 +4,5 @@
 mod check;
 mod gateway;
 mod idp;
+mod reload;
 mod profiles;

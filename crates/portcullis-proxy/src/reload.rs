@@ -1,0 +1,512 @@
+//! Config reload without restart: on SIGHUP, when the config file changes, or on `POST /reload`
+//! (admin listener).
+//!
+//! What a reload swaps: everything the request path reads per request (routes with their resolved
+//! upstreams, policies, the identity-header set, the key store) lives in one immutable
+//! [`Generation`] behind an `ArcSwap`. A request takes one snapshot of it when its context is
+//! created (`Gateway::new_ctx`) and keeps that `Arc` in its context to the end, so a request in
+//! flight finishes on the generation it started with, and a new request never sees half of a
+//! reload. The swap is a single pointer store.
+//!
+//! How: the new file is loaded and checked exactly as at start (`portcullis_config::load_str`),
+//! routes are built (host names resolved, off the async threads), and the key store is
+//! [`KeyStore::rebuild`]t, which keeps the keys, schedule and cooldown of every key source that still
+//! exists, so a reload causes no refetch storm. Then the generation is swapped, the new store's
+//! refresher is started and the old one's stopped. Any failure (a diagnostic with
+//! `file:line:col`, an unresolvable upstream, an unreadable file) leaves the running generation
+//! untouched: each diagnostic is logged at error level and
+//! `portcullis_config_reload_failures_total` counts the attempt.
+//!
+//! Not reloadable (bound or sized at start): `server.listen` (addresses and TLS files), `server.admin`,
+//! `server.threads`, `server.token-cache-max-entries`, `server.shutdown-grace`. A reload that changes
+//! them logs a warning naming each and keeps the running values; the rest of the file is applied.
+//!
+//! Why a polling watcher and not inotify (`notify`): the watched thing is the *path* as the operator
+//! gave it, through every symlink. Kubernetes updates a ConfigMap volume by writing a new timestamped
+//! directory and atomically renaming the `..data` symlink; editors save by writing a temporary file
+//! and renaming it over the original. inotify on the file then watches a dead inode, and watching the
+//! directory needs per-pattern event logic (which rename matters, which symlink level changed). Reading
+//! the path once a second and comparing the bytes sees every one of these, costs one small read a
+//! second, needs no dependency and cannot miss an event (there are none to miss). A change is
+//! debounced: the file must read the same twice, [`SETTLE`] apart, before it is loaded, so a
+//! half-written file is not reported as a failed reload. Files the config refers to (`jwks-file`,
+//! `certificate-file`, TLS files) are re-read by every reload but not watched: send SIGHUP after
+//! changing them.
+//!
+//! SIGHUP: pingora does not handle it (its signal watch, replaced by `shutdown.rs`, takes SIGTERM,
+//! SIGINT and SIGQUIT), and its default action would kill the process. [`arm_sighup`] installs the
+//! handler while the gateway is being built, before anything serves, so a SIGHUP that arrives before
+//! the reloader runs is harmless; the reloader then listens for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use portcullis_auth::Policy;
+use portcullis_config::{Diagnostic, Model, Server, Severity};
+use prometheus::{Gauge, IntCounter, IntGauge, Registry};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::cache::TokenCache;
+use crate::error::BuildError;
+use crate::identity::IdentityHeaders;
+use crate::metrics::Metrics;
+use crate::routes::Routes;
+use crate::KeyStore;
+
+/// How often the config file is read for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// A changed file must read the same again after this long before it is loaded.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// Everything the request path reads from the config, immutable once built.
+#[derive(Debug)]
+pub struct Generation {
+    /// 1 for the config the gateway started with, +1 per successful reload.
+    pub number: u64,
+    /// Routes in file order.
+    pub routes: Routes,
+    /// Policies by index (the key store uses the same indices).
+    pub policies: Vec<Arc<Policy>>,
+    /// Headers no client may send.
+    pub identity: IdentityHeaders,
+    /// Keys of this generation's policies.
+    pub keys: Arc<KeyStore>,
+    /// Verified-token cache, keyed by this generation's policy key scopes.
+    pub token_cache: TokenCache,
+}
+
+impl Generation {
+    /// Build from a checked model and its key store (whose policy indices match `model.policies`).
+    /// Resolves upstream host names: blocking.
+    pub fn build(
+        number: u64,
+        model: &Model,
+        keys: Arc<KeyStore>,
+        metrics: &Metrics,
+    ) -> Result<Self, BuildError> {
+        Ok(Self::assemble(
+            number,
+            model,
+            build_routes(model)?,
+            keys,
+            metrics,
+        ))
+    }
+
+    fn assemble(
+        number: u64,
+        model: &Model,
+        routes: Routes,
+        keys: Arc<KeyStore>,
+        metrics: &Metrics,
+    ) -> Self {
+        Generation {
+            number,
+            routes,
+            policies: model.policies.iter().map(|p| p.policy.clone()).collect(),
+            identity: IdentityHeaders::from_model(model),
+            keys,
+            // A fresh cache per generation: its keys are scoped by policy index, which a reload
+            // may reassign. Sized by `server.token-cache-max-entries` as at start (restart-only).
+            token_cache: TokenCache::new(model, metrics.token_cache.clone()),
+        }
+    }
+}
+
+/// The routes of `model`, upstream host names resolved (blocking).
+fn build_routes(model: &Model) -> Result<Routes, BuildError> {
+    Routes::build(model, |name| {
+        model.policies.iter().position(|p| p.policy.name == name)
+    })
+}
+
+/// The generation requests read: one lock-free load per request.
+pub type Current = Arc<ArcSwap<Generation>>;
+
+/// Install the SIGHUP handler now (see the module docs). Failure is logged: reload then works
+/// through the file watcher and `POST /reload` only.
+pub fn arm_sighup() {
+    let armed = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .and_then(|rt| rt.block_on(async { signal(SignalKind::hangup()).map(drop) }));
+    if let Err(e) = armed {
+        tracing::warn!(error = %e, "cannot handle SIGHUP; reload by file change or POST /reload");
+    }
+}
+
+/// `portcullis_config_*` metrics.
+#[derive(Debug, Clone)]
+struct ReloadMetrics {
+    failures: IntCounter,
+    successes: IntCounter,
+    generation: IntGauge,
+    last_success: Gauge,
+}
+
+impl ReloadMetrics {
+    fn register(registry: &Registry) -> Result<Self, BuildError> {
+        let failures = IntCounter::new(
+            "portcullis_config_reload_failures_total",
+            "Config reloads rejected (invalid file or unbuildable routes); the previous config kept serving.",
+        )?;
+        let successes = IntCounter::new(
+            "portcullis_config_reload_successes_total",
+            "Config reloads applied.",
+        )?;
+        let generation = IntGauge::new(
+            "portcullis_config_generation",
+            "Generation of the config serving requests: 1 at start, +1 per applied reload.",
+        )?;
+        let last_success = Gauge::new(
+            "portcullis_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last applied config (start-up counts).",
+        )?;
+        registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(successes.clone()))?;
+        registry.register(Box::new(generation.clone()))?;
+        registry.register(Box::new(last_success.clone()))?;
+        generation.set(1);
+        last_success.set(now_seconds());
+        Ok(ReloadMetrics {
+            failures,
+            successes,
+            generation,
+            last_success,
+        })
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // Unix seconds fit a f64 exactly for millions of years
+fn now_seconds() -> f64 {
+    crate::auth::unix_now().0 as f64
+}
+
+/// What started a reload (logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Signal,
+    FileChange,
+    Admin,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Signal => "SIGHUP",
+            Trigger::FileChange => "file change",
+            Trigger::Admin => "POST /reload",
+        }
+    }
+}
+
+/// Result of one reload: the generation now serving, or why the file was rejected (one line per
+/// problem).
+pub type Outcome = Result<u64, Vec<String>>;
+
+/// Asks the reloader for a reload and waits for its outcome (`POST /reload`).
+#[derive(Debug, Clone)]
+pub struct ReloadHandle(Option<mpsc::Sender<oneshot::Sender<Outcome>>>);
+
+impl ReloadHandle {
+    /// Reload now. `Err` lists the problems (also logged), or says reload is unavailable.
+    pub async fn reload(&self) -> Outcome {
+        let Some(tx) = &self.0 else {
+            return Err(vec![
+                "reload is not available: the gateway was not started from a config file"
+                    .to_owned(),
+            ]);
+        };
+        let (reply, answer) = oneshot::channel();
+        if tx.send(reply).await.is_err() {
+            return Err(vec!["the reloader has stopped".to_owned()]);
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(vec!["the reloader has stopped".to_owned()]))
+    }
+}
+
+/// The reloader: a pingora background service (it outlives pingora's fork like the key refresher
+/// did) that runs the current key store's refresher, listens for the triggers and swaps
+/// generations.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    current: Current,
+    /// The server section the gateway was started with (restart-only settings).
+    started: Server,
+    metrics: ReloadMetrics,
+    gateway_metrics: Metrics,
+    requests: parking_lot::Mutex<Option<mpsc::Receiver<oneshot::Sender<Outcome>>>>,
+    /// The file's bytes as last loaded (start or reload attempt); the watcher compares against it.
+    initial: parking_lot::Mutex<Option<Vec<u8>>>,
+}
+
+impl Reloader {
+    /// A reloader for `current`, started from `model` (read from `path`; `None`: an embedded model,
+    /// reload unavailable). Registers the `portcullis_config_*` metrics.
+    pub fn new(
+        path: Option<PathBuf>,
+        model: &Model,
+        current: Current,
+        gateway_metrics: &Metrics,
+    ) -> Result<(Reloader, ReloadHandle), BuildError> {
+        let metrics = ReloadMetrics::register(gateway_metrics.registry())?;
+        let (tx, rx) = mpsc::channel(8);
+        // Read now, close to the start-up load, so an edit made while the gateway starts is seen.
+        let initial = path.as_deref().and_then(|p| std::fs::read(p).ok());
+        let handle = ReloadHandle(path.is_some().then_some(tx));
+        Ok((
+            Reloader {
+                path,
+                current,
+                started: model.server.clone(),
+                metrics,
+                gateway_metrics: gateway_metrics.clone(),
+                requests: parking_lot::Mutex::new(Some(rx)),
+                initial: parking_lot::Mutex::new(initial),
+            },
+            handle,
+        ))
+    }
+
+    /// Load `text` (the bytes of `path`) and, when valid, swap it in.
+    async fn apply(&self, path: &Path, bytes: &[u8], trigger: Trigger) -> Outcome {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let file = path.to_owned();
+        let loaded = tokio::task::spawn_blocking(move || portcullis_config::load_str(&text, &file))
+            .await
+            .map_err(|e| vec![format!("config check panicked: {e}")])?;
+        let model = match loaded {
+            Ok((model, warnings)) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                model
+            }
+            Err(diags) => return Err(errors_of(&diags)),
+        };
+        self.warn_restart_only(&model.server);
+        let (model, routes) = tokio::task::spawn_blocking(move || {
+            let routes = build_routes(&model);
+            (model, routes)
+        })
+        .await
+        .map_err(|e| vec![format!("building routes panicked: {e}")])?;
+        let routes = routes.map_err(|e| vec![format!("{}: error: {e}", path.display())])?;
+        // Routes first: a rejected reload must not touch the running key store's metric series.
+        let old = self.current.load_full();
+        let keys = old.keys.rebuild(&model);
+        let number = old.number + 1;
+        let generation = Generation::assemble(number, &model, routes, keys, &self.gateway_metrics);
+        self.current.store(Arc::new(generation));
+        tracing::info!(generation = number, trigger = trigger.as_str(), file = %path.display(),
+            "config reloaded");
+        Ok(number)
+    }
+
+    fn warn_restart_only(&self, new: &Server) {
+        let old = &self.started;
+        let listen = |s: &Server| {
+            s.listen
+                .iter()
+                .map(|l| {
+                    (
+                        l.addr.clone(),
+                        l.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let changed = [
+            ("server.listen", listen(old) != listen(new)),
+            ("server.admin", old.admin != new.admin),
+            ("server.threads", old.threads != new.threads),
+            (
+                "server.token-cache-max-entries",
+                old.token_cache_max_entries != new.token_cache_max_entries,
+            ),
+            (
+                "server.shutdown-grace",
+                old.shutdown_grace != new.shutdown_grace,
+            ),
+        ];
+        for (key, _) in changed.iter().filter(|(_, c)| *c) {
+            tracing::warn!(
+                setting = key,
+                "config reload: {key} changed; it applies at restart only, the running value is kept"
+            );
+        }
+    }
+
+    /// One reload attempt, counted and logged.
+    async fn reload(&self, path: &Path, bytes: Option<Vec<u8>>, trigger: Trigger) -> Outcome {
+        let read = match bytes {
+            Some(b) => Ok(b),
+            None => tokio::fs::read(path).await.map_err(|e| {
+                vec![format!(
+                    "{}:0:0: error: cannot read config: {e}",
+                    path.display()
+                )]
+            }),
+        };
+        let outcome = match read {
+            Ok(bytes) => {
+                let outcome = self.apply(path, &bytes, trigger).await;
+                *self.initial.lock() = Some(bytes);
+                outcome
+            }
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(number) => {
+                self.metrics.successes.inc();
+                self.metrics
+                    .generation
+                    .set(i64::try_from(*number).unwrap_or(i64::MAX));
+                self.metrics.last_success.set(now_seconds());
+            }
+            Err(problems) => {
+                self.metrics.failures.inc();
+                for p in problems {
+                    tracing::error!("{p}");
+                }
+                let serving = self.current.load().number;
+                tracing::error!(trigger = trigger.as_str(), file = %path.display(),
+                    generation = serving, "config reload rejected; the running config keeps serving");
+            }
+        }
+        outcome
+    }
+}
+
+/// The error lines of a failed load (warnings are logged as warnings, not returned).
+fn errors_of(diags: &[Diagnostic]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for d in diags {
+        match d.severity {
+            Severity::Error => errors.push(d.to_string()),
+            Severity::Warning => tracing::warn!("{d}"),
+        }
+    }
+    errors
+}
+
+/// Polls the config path (through symlinks) for new bytes; see the module docs.
+struct FileWatch<'a> {
+    path: &'a Path,
+    unreadable: bool,
+}
+
+impl FileWatch<'_> {
+    /// New settled bytes different from `last`, or `None`.
+    async fn poll(&mut self, last: Option<&[u8]>) -> Option<Vec<u8>> {
+        let first = match tokio::fs::read(self.path).await {
+            Ok(b) => {
+                self.unreadable = false;
+                b
+            }
+            Err(e) => {
+                // Mid-swap the path can be briefly missing; say so once if it stays that way.
+                if !self.unreadable {
+                    tracing::warn!(file = %self.path.display(), error = %e,
+                        "config file unreadable; the running config keeps serving");
+                }
+                self.unreadable = true;
+                return None;
+            }
+        };
+        if Some(first.as_slice()) == last {
+            return None;
+        }
+        tokio::time::sleep(SETTLE).await;
+        let second = tokio::fs::read(self.path).await.ok()?;
+        (second == first).then_some(second)
+    }
+}
+
+/// Resolves on the next SIGHUP; never when it could not be watched.
+async fn hangup(sig: Option<&mut Signal>) {
+    if let Some(s) = sig {
+        if s.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Runs a key store's refresher until its stop sender fires or is dropped.
+fn spawn_refresher(keys: &Arc<KeyStore>) -> watch::Sender<bool> {
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(keys.clone().run(rx));
+    stop
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut refresher = spawn_refresher(&self.current.load().keys);
+        let Some(path) = self.path.clone() else {
+            // Embedded model: nothing to reload from; only run the keys.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            refresher.send_replace(true);
+            return;
+        };
+        let mut requests = self.requests.lock().take();
+        let mut hup = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot watch SIGHUP"))
+            .ok();
+        let mut watch = FileWatch {
+            path: &path,
+            unreadable: false,
+        };
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let serving = self.current.load().number;
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        refresher.send_replace(true);
+                        return;
+                    }
+                }
+                () = hangup(hup.as_mut()) => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    let _ = self.reload(&path, None, Trigger::Signal).await;
+                }
+                Some(reply) = recv(requests.as_mut()) => {
+                    let outcome = self.reload(&path, None, Trigger::Admin).await;
+                    let _ = reply.send(outcome);
+                }
+                _ = tick.tick() => {
+                    let last = self.initial.lock().clone();
+                    if let Some(bytes) = watch.poll(last.as_deref()).await {
+                        let _ = self.reload(&path, Some(bytes), Trigger::FileChange).await;
+                    }
+                }
+            }
+            let now = self.current.load();
+            if now.number != serving {
+                // A new generation: its store carries the old one's keys; start its refresher,
+                // then stop the old one (requests still holding the old generation keep its
+                // last snapshots).
+                let next = spawn_refresher(&now.keys);
+                std::mem::replace(&mut refresher, next).send_replace(true);
+            }
+        }
+    }
+}
+
+async fn recv<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

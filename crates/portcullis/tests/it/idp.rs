@@ -5,6 +5,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -29,11 +31,13 @@ impl Drop for Server {
     }
 }
 
-/// Starts `portcullis idp -c <config>` and reads its printed http URL (printed once listening).
-fn start_idp(config: &std::path::Path) -> (Server, String) {
+/// Starts `portcullis idp -c <config> [extra...]` and reads its printed http URL (printed once
+/// listening).
+fn start_idp(config: &std::path::Path, extra: &[&str]) -> (Server, String) {
     let mut child = Command::new(BIN)
         .args(["idp", "-c"])
         .arg(config)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -49,29 +53,9 @@ fn start_idp(config: &std::path::Path) -> (Server, String) {
     (server, url)
 }
 
-fn b64url_decode(s: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'-' => 62,
-        _ => 63,
-    };
-    let bits: Vec<u8> = s.bytes().filter(|c| *c != b'=').map(value).collect();
-    bits.chunks(4)
-        .flat_map(|q| {
-            let n = q
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, v)| acc | (u32::from(*v) << (18 - 6 * i)));
-            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            bytes.into_iter().take(q.len() - 1)
-        })
-        .collect()
-}
-
 fn part(token: &str, i: usize) -> Value {
-    serde_json::from_slice(&b64url_decode(token.split('.').nth(i).expect("part"))).expect("json")
+    let segment = token.split('.').nth(i).expect("part");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).expect("base64url")).expect("json")
 }
 
 #[tokio::test]
@@ -124,7 +108,7 @@ async fn token_command_key_is_served_by_idp_command() {
     );
     assert!(dir.path().join("keys/rsa-1.pem").exists());
 
-    let (_server, base) = start_idp(&config);
+    let (_server, base) = start_idp(&config, &[]);
     let client = reqwest::Client::new();
     let jwks: Value = client
         .get(format!("{base}/realm/jwks"))
@@ -177,4 +161,69 @@ fn idp_rejects_an_invalid_config_with_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+}
+
+/// The kids the running server publishes.
+async fn published_kids(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let jwks: Value = client
+        .get(format!("{base}/realm/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn rotate_every_replaces_the_key_and_retires_the_old_one_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("idp.yaml");
+    std::fs::write(&config, format!("{CONFIG}rotation-grace: 1s\n")).unwrap();
+    let (_server, base) = start_idp(&config, &["--rotate-every", "1s"]);
+    let client = reqwest::Client::new();
+    assert!(published_kids(&client, &base)
+        .await
+        .contains(&"rsa-1".to_owned()));
+    // Polled, bounded: the timer rotates every second, the old key leaves one second later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen_new = Vec::new();
+    loop {
+        let kids = published_kids(&client, &base).await;
+        seen_new.extend(
+            kids.iter()
+                .filter(|k| k.as_str() != "rsa-1" && !seen_new.contains(*k))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        if !kids.contains(&"rsa-1".to_owned()) && seen_new.len() >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kids: {kids:?}, new so far: {seen_new:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Tokens minted through the grant now carry a rotated kid, which the JWKS serves.
+    let resp = client
+        .post(format!("{base}/realm/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&client_id=svc&client_secret=s3cret")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let kid = part(body["access_token"].as_str().unwrap(), 0)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(kid, "rsa-1");
+    assert!(seen_new.contains(&kid) || published_kids(&client, &base).await.contains(&kid));
 }

@@ -4,5 +4,5 @@
 mod check;
 mod gateway;
 mod idp;
-mod reload;
 mod profiles;
+mod reload;

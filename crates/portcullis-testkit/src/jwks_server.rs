@@ -44,7 +44,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::{jwk::Jwk, Algorithm, EncodingKey, Header};
+pub use jsonwebtoken::Algorithm;
+use jsonwebtoken::{jwk::Jwk, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -213,6 +214,11 @@ impl JwksServer {
     /// Requests received for `path` so far.
     pub fn hits(&self, path: &str) -> u64 {
         self.lock().hits.get(path).copied().unwrap_or(0)
+    }
+
+    /// Requests received so far on any path (a server that must never be contacted checks 0).
+    pub fn total_hits(&self) -> u64 {
+        self.lock().hits.values().sum()
     }
 
     /// Stop listening: new connections are refused and open ones are closed (the identity
@@ -518,6 +524,16 @@ impl TestKey {
 /// Unpadded base64url, the JOSE encoding.
 pub fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decode unpadded base64url (`None` when it is not).
+pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// PEM text (`-----BEGIN <label>-----`, 64-column base64, trailing newline) around DER bytes.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new(label, der.to_vec()))
 }
 
 /// An HMAC signature (HS256/384/512) of `message` under `secret`, for forged HS* tokens.

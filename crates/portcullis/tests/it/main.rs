@@ -1,6 +1,7 @@
 //! End-to-end tests of the `portcullis` binary: one test binary (link time), one module per area.
 //! Each test starts real processes/servers on loopback port 0 and waits on readiness.
 
+mod adversarial;
 mod check;
 mod gateway;
 mod idp;

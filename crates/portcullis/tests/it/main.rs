@@ -4,6 +4,8 @@
 mod adversarial;
 mod check;
 mod gateway;
+mod https;
 mod idp;
 mod profiles;
 mod reload;
+mod support;

@@ -10,16 +10,15 @@
 //! token shape it documents fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use portcullis_idp::{IdpConfig, IdpHandle, MintRequest, Profile};
 use portcullis_testkit::backend::Backend;
 use serde_json::{json, Map, Value};
+
+use crate::support::Gateway;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const ENTRA_API_APP: &str = "6e74172b-be56-4843-9ff4-e66a39bb12e3";
@@ -38,75 +37,6 @@ async fn idp(issuer_path: &str, profile: Profile) -> (IdpHandle, String) {
     let handle = portcullis_idp::start(config).await.unwrap();
     let origin = format!("http://{}", handle.http_addr().unwrap());
     (handle, origin)
-}
-
-/// `portcullis run -c FILE` as a child process, ready (keys loaded) when returned.
-struct Gateway {
-    child: Child,
-    proxy: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    /// Writes `text` (a shipped policy file with its URLs rewritten) and runs it.
-    async fn run(text: &str) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("gateway.yaml");
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["run", "-c"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in {line:?} (config:\n{text})"))
-                .to_owned()
-        };
-        let (proxy, admin) = (field("proxy="), field("admin="));
-        let client = reqwest::Client::new();
-        let mut ready = false;
-        for _ in 0..1000 {
-            if let Ok(r) = client.get(format!("{admin}/readyz")).send().await {
-                if r.status() == 200 {
-                    ready = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(ready, "gateway never became ready (keys not loaded?)");
-        Gateway {
-            child,
-            proxy,
-            _dir: dir,
-        }
-    }
-
-    async fn call(&self, path: &str, token: &str) -> (u16, String) {
-        let resp = reqwest::Client::new()
-            .get(format!("{}{path}", self.proxy))
-            .bearer_auth(token)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The shipped policy with provider URLs, listeners and upstream rewritten.
@@ -178,7 +108,7 @@ async fn entra_v1_policy_accepts_entra_v1_client_credentials_tokens() {
         ],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let good = mint(&idp, |r| {
         r.audience = "api://orders".into();
         r.roles = vec!["Orders.Reader".into()];
@@ -220,7 +150,7 @@ async fn entra_v2_policy_accepts_entra_v2_user_tokens() {
         &[("https://login.microsoftonline.com", origin)],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let good = mint(&idp, |r| {
         r.audience = ENTRA_API_APP.into();
         r.scopes = vec!["Orders.Read".into()];
@@ -262,7 +192,7 @@ async fn validate_azure_ad_token_policy_accepts_v1_and_v2_tokens_via_authority()
         )],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let v2 = mint(&idp, |r| {
         r.audience = ENTRA_API_APP.into();
         r.roles = vec!["Orders.Reader".into()];
@@ -304,7 +234,7 @@ async fn entra_multi_tenant_policy_checks_tenants_by_tid() {
         )],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let second_tenant = "0b5b3b2e-3c46-4d7b-8b56-9d1e1d3e4f50";
     let good = mint(&idp, |r| {
         r.audience = ENTRA_API_APP.into();
@@ -334,7 +264,7 @@ async fn keycloak_realm_roles_policy_accepts_keycloak_tokens() {
         &[("https://keycloak.example.com", origin)],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let good = mint(&idp, |r| {
         r.audience = "compliance-api".into();
         r.scopes = vec!["profile".into(), "email".into()];
@@ -371,7 +301,7 @@ async fn keycloak_client_roles_policy_reads_resource_access() {
         &[("https://keycloak.example.com", origin)],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     // The profile puts the roles under the calling client; the API's roles (client "compliance-api")
     // come from Keycloak's client-role mapper, given here as the claim Keycloak would add.
     let api_roles =
@@ -406,7 +336,7 @@ async fn dotnet_sts_policy_validates_the_uri_alg_and_forwards_uri_claims() {
         &[("https://sts.example.com", format!("{origin}/sts"))],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let good = mint(&idp, |r| {
         r.audience = "client".into();
         r.subject = "integration-7@tenant".into();
@@ -444,7 +374,7 @@ async fn okta_auth0_and_google_policies_accept_matching_plain_tokens() {
 
     let (okta, origin) = idp("/oauth2/default", Profile::Plain).await;
     let text = rewrite("okta", &[("https://example.okta.com", origin)], &backend);
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let good = mint(&okta, |r| {
         r.audience = "api://default".into();
         r.subject = "alice@example.com".into();
@@ -474,7 +404,7 @@ async fn okta_auth0_and_google_policies_accept_matching_plain_tokens() {
         &[("https://example.eu.auth0.com", format!("{origin}/auth0"))],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let good = mint(&auth0, |r| {
         r.audience = "https://api.example.com/orders".into();
         r.scopes = vec!["read:orders".into()];
@@ -502,7 +432,7 @@ async fn okta_auth0_and_google_policies_accept_matching_plain_tokens() {
         &[("https://accounts.google.com", format!("{origin}/google"))],
         &backend,
     );
-    let gw = Gateway::run(&text).await;
+    let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let aud = "1234567890-example.apps.googleusercontent.com";
     let good = mint(&google, |r| {
         r.audience = aud.into();

@@ -210,7 +210,7 @@ impl TokenCache {
             if key_still_present(&entry.token, keys) {
                 Some(entry.token)
             } else {
-                cache.invalidate(key);
+                self.invalidate(key);
                 None
             }
         });
@@ -222,7 +222,8 @@ impl TokenCache {
     }
 
     /// Remember a token that passed verification and the claim rules. `now` and `clock_skew`
-    /// bound the entry's life by the token's `exp`; a token at or past `exp` is not inserted.
+    /// bound the entry's life by the token's `exp`; a token with a second or less left is not
+    /// inserted.
     pub fn insert(&self, key: CacheKey, raw_len: usize, token: &Arc<VerifiedToken>, now: UnixTime) {
         let Some(cache) = &self.inner else { return };
         if token.key_fingerprint.is_none() {
@@ -230,7 +231,9 @@ impl TokenCache {
         }
         let ttl = match token.exp {
             Some(exp) => {
-                let left = exp - now.secs() as f64;
+                // `now` is whole seconds (the real time may be up to 1 s later): one second off
+                // keeps the TTL within the token's remaining life.
+                let left = exp - now.secs() as f64 - 1.0;
                 if left <= 0.0 {
                     return;
                 }
@@ -247,6 +250,13 @@ impl TokenCache {
                 weight,
             },
         );
+    }
+
+    /// Drop one entry (counted as `key_removed`).
+    pub fn invalidate(&self, key: &CacheKey) {
+        if let Some(cache) = &self.inner {
+            cache.invalidate(key);
+        }
     }
 
     /// Entries currently held (approximate: moka applies writes in batches).
@@ -376,7 +386,7 @@ mod tests {
         let snap = KeySnapshot::new(vec![k1.clone()]);
         let now = UnixTime(1_000);
         let key = c.key(0, "expired").unwrap();
-        c.insert(key, 1, &token(&k1, Some(1_000.0)), now);
+        c.insert(key, 1, &token(&k1, Some(1_001.0)), now);
         assert!(c.get(&key, &snap).is_none());
         let mut unsigned = (*token(&k1, Some(2_000.0))).clone();
         unsigned.key_fingerprint = None;

@@ -1,0 +1,124 @@
+//! The verified-token cache through the function the proxy calls per request
+//! (`TokenCache::key` + `auth::verify_and_check`), per algorithm:
+//! - `hit`: the token is cached (SHA-256 of scope + token, one moka lookup, the key-still-present
+//!   check, the claim rules on the cached claims);
+//! - `miss`: the entry is dropped before each call (untimed), so each call hashes, misses,
+//!   verifies the signature, checks the claims and inserts;
+//! - `off`: `max-entries: 0`, every request verified (no hashing, no insert).
+//!
+//! Run: `cargo bench -p portcullis-proxy --bench token_cache`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use jsonwebtoken::Algorithm;
+use portcullis_auth::{KeySnapshot, Match, Policy, ScopesRule, UnixTime, VerifyingKey};
+use portcullis_proxy::auth::verify_and_check;
+use portcullis_proxy::cache::{CacheMetrics, KeyScope, TokenCache};
+use portcullis_testkit::jwks_server::{b64url, hmac_signature, TestKey};
+use prometheus::{IntCounter, IntCounterVec, Opts};
+use serde_json::json;
+
+const NOW: UnixTime = UnixTime(1_700_000_000);
+const ISSUER: &str = "https://login.microsoftonline.com/3c6b8f1e-7a2d-4f8e-9c1b-2d3e4f5a6b7c/v2.0";
+
+/// An Entra-v2-sized claim set (the same as portcullis-auth's evaluate bench).
+fn claims() -> serde_json::Value {
+    json!({
+        "aud": "api://orders",
+        "iss": ISSUER,
+        "iat": NOW.0 - 60, "nbf": NOW.0 - 60, "exp": NOW.0 + 3600,
+        "azp": "6e0c9f2a-1b3d-4c5e-8f7a-9b0c1d2e3f4a",
+        "azpacr": "1",
+        "name": "Alice Example",
+        "oid": "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+        "preferred_username": "alice@example.com",
+        "rh": "0.AXEAHo9rPC16jk-cGy0-T1prfA",
+        "roles": ["Orders.Reader", "Orders.Writer"],
+        "scp": "orders.read orders.write profile",
+        "sub": "x1y2z3w4v5u6t7s8r9q0p1o2n3m4l5k6j7i8h9g0f1e",
+        "tid": "3c6b8f1e-7a2d-4f8e-9c1b-2d3e4f5a6b7c",
+        "uti": "AbCdEfGhIjKlMnOpQrStUv",
+        "ver": "2.0"
+    })
+}
+
+fn policy() -> Policy {
+    let mut p = Policy::new("bench");
+    p.issuers = vec![ISSUER.into()];
+    p.audiences = vec!["api://orders".into()];
+    p.scopes = Some(ScopesRule {
+        r#match: Match::Any,
+        values: vec!["orders.read".into()],
+    });
+    p
+}
+
+fn metrics() -> CacheMetrics {
+    CacheMetrics {
+        hits: IntCounter::new("hits", "hits").unwrap(),
+        misses: IntCounter::new("misses", "misses").unwrap(),
+        evictions: IntCounterVec::new(Opts::new("evictions", "evictions"), &["cause"]).unwrap(),
+    }
+}
+
+fn hs256_token(kid: &str, secret: &[u8]) -> String {
+    let header = json!({"alg": "HS256", "kid": kid, "typ": "JWT"}).to_string();
+    let input = format!(
+        "{}.{}",
+        b64url(header.as_bytes()),
+        b64url(claims().to_string().as_bytes())
+    );
+    let sig = hmac_signature(secret, input.as_bytes(), Algorithm::HS256).unwrap();
+    format!("{input}.{}", b64url(&sig))
+}
+
+fn bench(c: &mut Criterion) {
+    let rsa = TestKey::rsa("rsa").unwrap();
+    let ec = TestKey::ec_p256("ec").unwrap();
+    let secret = b"bench-hmac-secret-of-thirty-two-bytes!!";
+    // A warm snapshot with a few keys, like a real JWKS.
+    let keys = KeySnapshot::new(vec![
+        VerifyingKey::from_jwk(rsa.jwk(), "bench").unwrap(),
+        VerifyingKey::from_jwk(ec.jwk(), "bench").unwrap(),
+        VerifyingKey::from_hmac_secret(Some("hs".into()), secret, "bench"),
+    ]);
+    let policy = policy();
+    let scope = KeyScope::of(&[], true);
+    let cache = TokenCache::with_scopes(10_000, vec![scope], metrics());
+    let off = TokenCache::with_scopes(0, vec![scope], metrics());
+    let cases = [
+        ("RS256", rsa.sign(&claims()).unwrap()),
+        ("ES256", ec.sign(&claims()).unwrap()),
+        ("HS256", hs256_token("hs", secret)),
+    ];
+    let mut group = c.benchmark_group("token_cache");
+    for (alg, token) in &cases {
+        let check = |cache: &TokenCache| {
+            let key = cache.key(0, black_box(token));
+            verify_and_check(token, &policy, &keys, NOW, cache, key.as_ref()).unwrap()
+        };
+        check(&cache);
+        group.bench_function(format!("{alg}/hit"), |b| b.iter(|| check(&cache)));
+        group.bench_function(format!("{alg}/miss"), |b| {
+            b.iter_custom(|iters| {
+                let key = cache.key(0, token).unwrap();
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    cache.invalidate(&key);
+                    let start = Instant::now();
+                    black_box(check(&cache));
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        group.bench_function(format!("{alg}/off"), |b| b.iter(|| check(&off)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -110,10 +110,18 @@ fn start_and_serve(args: DemoArgs) -> Result<ExitCode, DemoError> {
 
     // The gateway: the embedded config with the demo's addresses filled in.
     let idp_root = idp_base.trim_end_matches("/realm").to_owned();
-    std::env::set_var(IDP_VAR, &idp_root);
-    std::env::set_var(BACKEND_VAR, backend.url());
-    let (mut model, warnings) = portcullis_config::load_str(DEMO_YAML, Path::new(DEMO_YAML_NAME))
-        .map_err(|diags| DemoError::Config(render(&diags)))?;
+    // Named values come from the demo itself, not the environment: setting environment variables
+    // while the token server's runtime threads run is unsound, and the user's own values must not
+    // leak into the demo.
+    let backend_url = backend.url();
+    let lookup = |name: &str| match name {
+        IDP_VAR => Some(idp_root.clone()),
+        BACKEND_VAR => Some(backend_url.clone()),
+        _ => None,
+    };
+    let (mut model, warnings) =
+        portcullis_config::load_str_with(DEMO_YAML, Path::new(DEMO_YAML_NAME), &lookup)
+            .map_err(|diags| DemoError::Config(render(&diags)))?;
     for w in warnings {
         tracing::warn!("{w}");
     }

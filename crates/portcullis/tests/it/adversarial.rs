@@ -116,6 +116,13 @@ struct Gateway {
 
 impl Gateway {
     async fn start(model: &Model) -> Gateway {
+        let gw = Gateway::bind(model);
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Started, listening, but not waiting for /readyz (its key sources may never load).
+    fn bind(model: &Model) -> Gateway {
         let mut opts = RunOptions::default();
         opts.key_store.refresh.backoff_min = Duration::from_millis(50);
         opts.key_store.refresh.backoff_max = Duration::from_millis(200);
@@ -128,13 +135,11 @@ impl Gateway {
         let thread = std::thread::spawn(move || {
             gateway.run();
         });
-        let gw = Gateway {
+        Gateway {
             addrs,
             handle,
             thread: Some(thread),
-        };
-        gw.wait_ready().await;
-        gw
+        }
     }
 
     fn proxy(&self) -> SocketAddr {
@@ -234,26 +239,36 @@ async fn send(addr: SocketAddr, request: &[u8]) -> Result<Answer, String> {
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
             .collect();
-        let length: usize = headers
+        let length: Option<usize> = headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return Err("body cut short".to_owned()),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            .and_then(|(_, v)| v.parse().ok());
+        let body = match length {
+            Some(length) => {
+                while buf.len() < head_end + length {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return Err("body cut short".to_owned()),
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf[head_end..head_end + length].to_vec()
             }
-        }
-        let mut body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
-        // Failure messages quote the body; an echo of a 400 KB header is not worth quoting whole.
-        if body.len() > 600 && !body.starts_with("{\"statusCode\"") {
-            body = format!(
-                "{}... ({} bytes)",
-                body.chars().take(600).collect::<String>(),
-                body.len()
-            );
-        }
+            // No length (the admin's /metrics): requested with `Connection: close`, read to the end.
+            None => {
+                while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let chunked = headers.iter().any(|(n, v)| {
+                    n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")
+                });
+                if chunked {
+                    dechunk(&buf[head_end..])
+                } else {
+                    buf[head_end..].to_vec()
+                }
+            }
+        };
+        let body = String::from_utf8_lossy(&body).into_owned();
         Ok(Answer {
             status,
             headers,
@@ -263,6 +278,33 @@ async fn send(addr: SocketAddr, request: &[u8]) -> Result<Answer, String> {
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
         .map_err(|_| "timed out: the gateway hung".to_owned())?
+}
+
+/// The payload of a chunked body (chunk extensions and trailers ignored).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&raw[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_text, 16) else {
+            break;
+        };
+        if size == 0 || raw.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[(eol + 4 + size).min(raw.len())..];
+    }
+    out
+}
+
+/// A body short enough to quote in a failure message (an echo of a 400 KB header is not).
+fn short(body: &str) -> String {
+    if body.len() <= 600 {
+        return body.to_owned();
+    }
+    let head: String = body.chars().take(600).collect();
+    format!("{head}... ({} bytes)", body.len())
 }
 
 // ---------------------------------------------------------------- cases
@@ -1644,13 +1686,17 @@ async fn run_case(gw: &Gateway, backend: &Backend, case: &Case) -> Result<(), St
     match (&case.expect, answer) {
         (Expect::Reject(status, message), Ok(a)) => {
             if a.status != *status {
-                return Err(format!("status {} (want {status}): {}", a.status, a.body));
+                return Err(format!(
+                    "status {} (want {status}): {}",
+                    a.status,
+                    short(&a.body)
+                ));
             }
             if a.header("content-type") != Some("application/json") {
                 return Err(format!("content-type {:?}", a.header("content-type")));
             }
-            let body: Value =
-                serde_json::from_str(&a.body).map_err(|e| format!("body {:?}: {e}", a.body))?;
+            let body: Value = serde_json::from_str(&a.body)
+                .map_err(|e| format!("body {:?}: {e}", short(&a.body)))?;
             if body["statusCode"] != json!(status) || body["message"] != json!(message) {
                 return Err(format!("body {body} (want {message:?})"));
             }
@@ -1660,7 +1706,11 @@ async fn run_case(gw: &Gateway, backend: &Backend, case: &Case) -> Result<(), St
         }
         (Expect::Forward(check), Ok(a)) => {
             if a.status != 200 {
-                return Err(format!("status {} (want 200): {}", a.status, a.body));
+                return Err(format!(
+                    "status {} (want 200): {}",
+                    a.status,
+                    short(&a.body)
+                ));
             }
             match seen.as_slice() {
                 [one] => check(one)?,
@@ -1778,6 +1828,17 @@ async fn hostile_requests_get_the_documented_answer_and_never_reach_the_backend(
         0,
         "the gateway contacted a URL named by a token"
     );
+    let metrics = send(
+        f.gateway.addrs.admin.unwrap(),
+        &get("/metrics", &[("Connection", "close")]),
+    )
+    .await
+    .unwrap()
+    .body;
+    assert!(
+        metrics.contains(r#"reason="RequestHeaderFieldsTooLarge""#),
+        "the 431 answers are not counted:\n{metrics}"
+    );
     println!("adversarial: {} cases", cases.len());
     assert!(
         failures.is_empty(),
@@ -1870,7 +1931,7 @@ async fn wycheproof_jws_vectors_replayed_through_the_gateway() {
                         Err(format!("status {} for an unsendable token", a.status))
                     }
                 }
-                Ok(a) if a.status != 401 => Err(format!("status {}: {}", a.status, a.body)),
+                Ok(a) if a.status != 401 => Err(format!("status {}: {}", a.status, short(&a.body))),
                 Ok(a) if valid && configured[i] => {
                     // The signature verified; the payload is not a claim set.
                     let body: Value = serde_json::from_str(&a.body).unwrap_or_default();
@@ -1925,4 +1986,61 @@ async fn wycheproof_jwe_vectors_are_invalid_jwts_at_the_gateway() {
     assert_eq!(f.trap.total_hits(), 0);
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(sent, 139);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_jwks_is_refused_and_tokens_get_keys_unavailable() {
+    let backend = Backend::start().unwrap();
+    let idp = JwksServer::start().await.unwrap();
+    let key = TestKey::rsa("rsa-1").unwrap();
+    // 2 MiB, chunked (no Content-Length to refuse up front): the 1 MiB limit applies while reading.
+    idp.update(portcullis_testkit::jwks_server::JWKS_PATH, |e| {
+        e.body = EndpointBody::Filler {
+            len: 2 * 1024 * 1024,
+            announce_length: false,
+        }
+    });
+    let mut p = Policy::new("orders");
+    p.issuers = vec![idp.issuer().to_owned()];
+    let source = KeySource::JwksUri {
+        url: idp.jwks_url(),
+        lifecycle: KeyLifecycle::default(),
+    };
+    let gw = Gateway::bind(&model(
+        vec![(p, vec![source])],
+        vec![route(
+            "orders",
+            "/api/orders",
+            backend.addr(),
+            Some("orders"),
+        )],
+    ));
+    let token = key
+        .sign(&json!({"iss": idp.issuer(), "exp": now() + 300}))
+        .unwrap();
+    // Until the first fetch has failed the answer is the same: no keys, 401, never a crash.
+    for _ in 0..3 {
+        let answer = send(gw.proxy(), &bearer(&token)).await.unwrap();
+        assert_eq!(answer.status, 401, "{}", answer.body);
+        let body: Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(
+            body["message"],
+            "Signing keys are unavailable. Access denied."
+        );
+    }
+    // The fetch really happened (and failed on size): wait for the server to have seen it.
+    let mut fetched = false;
+    for _ in 0..500 {
+        if idp.hits(portcullis_testkit::jwks_server::JWKS_PATH) >= 1 {
+            fetched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(fetched, "the gateway never fetched the JWKS");
+    let answer = send(gw.proxy(), &bearer(&token)).await.unwrap();
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    let admin = gw.addrs.admin.unwrap();
+    assert_eq!(send(admin, &get("/readyz", &[])).await.unwrap().status, 503);
+    assert_eq!(backend.request_count(), 0);
 }

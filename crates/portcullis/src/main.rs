@@ -45,9 +45,21 @@ enum Command {
     Loadtest(portcullis_loadtest::LoadtestArgs),
 }
 
+/// Library log targets whose `debug`/`trace` lines print whole request or response headers
+/// (pingora's "Sending header to upstream RequestHeader { .. authorization: Bearer .. }", its
+/// wire-level header traces). Tokens must never reach the logs, so these are held at `info`
+/// whatever `RUST_LOG` asks for; the gateway's own lines carry route, status, reason and request id
+/// instead. Checked by the binary's `logs` end-to-end tests at `debug` and `trace`.
+const HEADER_DUMPING_TARGETS: [&str; 2] = ["pingora_proxy", "pingora_core::protocols"];
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in HEADER_DUMPING_TARGETS {
+        if let Ok(cap) = format!("{target}=info").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -15,16 +15,30 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Writes `text` (a shipped policy file with its URLs rewritten) and runs it.
+    /// Writes `text` (a gateway.yaml) and runs it; its logs are discarded.
     pub async fn run(text: &str, client: &reqwest::Client) -> Gateway {
+        Self::run_with(text, client, &[], &[], Stdio::null()).await
+    }
+
+    /// As [`Gateway::run`], with extra arguments before `run` (`--log-format json`), extra
+    /// environment variables (`RUST_LOG`) and the child's stderr (its logs) sent to `stderr`.
+    pub async fn run_with(
+        text: &str,
+        client: &reqwest::Client,
+        global_args: &[&str],
+        envs: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(global_args)
             .args(["run", "-c"])
             .arg(&config)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -74,6 +88,15 @@ impl Gateway {
             .await
             .unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+impl Gateway {
+    /// Stops it with SIGTERM and waits: its logs are complete afterwards.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
     }
 }
 

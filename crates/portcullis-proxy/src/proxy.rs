@@ -14,6 +14,7 @@
 //! - `upstream_request_filter`: path rewrite, X-Forwarded-*, Authorization dropped per policy.
 //! - `response_filter`: X-Request-Id on the response.
 //! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
+//! - `suppress_error_log`: a client that hung up mid-request is logged by `logging`, not as an ERROR.
 //! - `logging`: one line and one counter per request, whatever path it took.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -322,6 +323,13 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+
+    /// A client that went away mid-request (status 0 in `error_status`) is not a gateway
+    /// failure: pingora would log it at ERROR; the request's own line (`logging`) records it with
+    /// status 0 and the error type. Every other proxy error keeps pingora's ERROR line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        error_status(e).0 == 0
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

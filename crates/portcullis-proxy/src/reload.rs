@@ -132,10 +132,17 @@ pub type Current = Arc<ArcSwap<Generation>>;
 /// Install the SIGHUP handler now (see the module docs). Failure is logged: reload then works
 /// through the file watcher and `POST /reload` only.
 pub fn arm_sighup() {
-    let armed = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .and_then(|rt| rt.block_on(async { signal(SignalKind::hangup()).map(drop) }));
+    // On a thread of its own: a caller may already be inside a tokio runtime (tests, embedders),
+    // where building and blocking on another runtime panics. The handler tokio installs is
+    // process-wide and outlives this short-lived runtime.
+    let armed = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .and_then(|rt| rt.block_on(async { signal(SignalKind::hangup()).map(drop) }))
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("SIGHUP setup thread panicked")));
     if let Err(e) = armed {
         tracing::warn!(error = %e, "cannot handle SIGHUP; reload by file change or POST /reload");
     }

@@ -7,6 +7,7 @@ mod extract;
 mod headers;
 mod hostile;
 mod keys;
+mod mutations;
 mod response;
 mod sts;
 mod support;

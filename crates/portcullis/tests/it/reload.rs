@@ -361,3 +361,33 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_only_settings_are_kept_with_a_warning_and_the_rest_applies() {
+    let backend = Backend::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::rsa("k1").unwrap();
+    write_keys(dir.path(), &key);
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, config(&route("orders", "/api", &backend, "none"))).unwrap();
+    let gw = Running::start(&file).await;
+
+    // Another admin address and thread count (restart only) plus a route change (reloadable).
+    let changed = config(&route("orders", "/api", &backend, "orders"))
+        .replace("  admin: \"127.0.0.1:0\"\n", "  admin: \"127.0.0.1:1\"\n")
+        .replace("  threads: 1\n", "  threads: 2\n");
+    std::fs::write(&file, changed).unwrap();
+    gw.wait_metric(OK, 1.0).await;
+    let log = gw.log();
+    for key in ["server.admin", "server.threads"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("{key} changed"))),
+            "no warning for {key}: {log}"
+        );
+    }
+    assert!(!log.contains("server.listen changed"), "{log}");
+    // The admin listener is where it was (the metrics above came from it), the route changed.
+    assert_eq!(gw.get("/api/1", None).await, 401);
+    assert_eq!(gw.get("/api/1", Some(&token(&key))).await, 200);
+}

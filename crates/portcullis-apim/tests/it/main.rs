@@ -7,3 +7,4 @@ mod corpus;
 mod decisions;
 mod edge;
 mod golden;
+mod mutations;

@@ -109,15 +109,34 @@ fn write_comments(out: &mut String, comments: &[String], indent: usize) {
 fn write_map(out: &mut String, entries: &[Entry], indent: usize) {
     for e in entries {
         write_comments(out, &e.comments, indent);
-        let _ = write!(out, "{:indent$}{}:", "", key(&e.key));
+        let k = key(&e.key);
+        if needs_explicit_key(&k) {
+            let _ = write!(out, "{:indent$}? {k}\n{:indent$}:", "", "");
+        } else {
+            let _ = write!(out, "{:indent$}{k}:", "");
+        }
         write_value(out, &e.value, indent);
     }
+}
+
+/// YAML limits an implicit key to 1024 characters; a longer one (a long header name from the XML)
+/// is written as an explicit `? key` / `: value` pair, which has no limit.
+fn needs_explicit_key(written: &str) -> bool {
+    written.chars().count() > 1000
 }
 
 fn write_seq(out: &mut String, items: &[Item], indent: usize) {
     for item in items {
         write_comments(out, &item.comments, indent);
         match &item.value {
+            Node::Map(entries)
+                if entries
+                    .first()
+                    .is_some_and(|e| needs_explicit_key(&key(&e.key))) =>
+            {
+                let _ = writeln!(out, "{:indent$}-", "");
+                write_map(out, entries, indent + 2);
+            }
             Node::Map(entries) if !entries.is_empty() => {
                 // the first entry on the dash line, the rest aligned under it
                 let (first, rest) = entries.split_at(1);
@@ -209,6 +228,20 @@ mod tests {
     fn quoting_escapes_everything_yaml_could_misread() {
         assert_eq!(quote("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
         assert_eq!(quote("{{name}}"), r#""{{name}}""#);
+    }
+
+    #[test]
+    fn keys_past_the_implicit_key_limit_are_explicit() {
+        let long = "X".repeat(1200);
+        let entry = || Entry::new(long.as_str(), Node::str("v"));
+        let doc = write_document(&[
+            entry(),
+            Entry::new("list", Node::Seq(vec![Item::new(Node::Map(vec![entry()]))])),
+        ]);
+        assert_eq!(
+            doc,
+            format!("? {long}\n: \"v\"\nlist:\n  -\n    ? {long}\n    : \"v\"\n")
+        );
     }
 
     #[test]

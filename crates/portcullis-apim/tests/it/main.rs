@@ -6,5 +6,6 @@ mod cli;
 mod corpus;
 mod decisions;
 mod edge;
+mod fuzz_regressions;
 mod golden;
 mod mutations;

@@ -733,3 +733,43 @@ pub fn run_structured(spec: &TokenSpec) {
         evaluate_request(&req, policy);
     }
 }
+
+/// The keys target: the first byte picks JWKS document or PEM text; whatever keys parse are put in
+/// a snapshot and a fixed HMAC-signed token is verified against it (never panics; accepted only
+/// when the snapshot holds an HMAC key).
+pub fn run_keys(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let keys = if mode % 2 == 0 {
+        match portcullis_auth::parse_jwks(rest, "fuzz") {
+            Ok(parsed) => parsed.keys,
+            Err(_) => return,
+        }
+    } else {
+        match VerifyingKey::from_pem(Some("k".to_owned()), rest, "fuzz") {
+            Ok(keys) => keys,
+            Err(_) => return,
+        }
+    };
+    for key in &keys {
+        let _ = format!("{key:?}");
+    }
+    let snapshot = KeySnapshot::new(keys);
+    static TOKENS: OnceLock<Vec<String>> = OnceLock::new();
+    let tokens = TOKENS.get_or_init(|| {
+        let claims = format!(r#"{{"iss":"{ISSUER}","exp":{}}}"#, NOW.0 + 60);
+        ["HS256", "RS256", "ES256", "ES384", "EdDSA", "PS256"]
+            .iter()
+            .map(|alg| sign_hmac(&format!(r#"{{"alg":"{alg}"}}"#), &claims))
+            .collect()
+    });
+    for token in tokens {
+        if let Ok(verified) = verify_token(token, &snapshot, true) {
+            assert!(
+                snapshot.keys.iter().any(|k| k.family == portcullis_auth::KeyFamily::Hmac),
+                "a token HMAC-signed with the fuzz secret verified without an HMAC key: {verified:?}"
+            );
+        }
+    }
+}

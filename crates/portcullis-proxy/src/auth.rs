@@ -39,7 +39,8 @@ pub async fn authenticate(
     match verify_and_check(&raw, policy, &snapshot, now, cache, key.as_ref()) {
         Err(AuthError::TokenSignatureKeyNotFound { kid: Some(kid) }) => {
             let refreshed = keys.refetch_for_unknown_kid(policy_idx, &kid).await;
-            verify_and_check(&raw, policy, &refreshed, now, cache, key.as_ref())
+            // The lookup already missed: verify against the new keys (and cache on success).
+            verify_fresh(&raw, policy, &refreshed, now, cache, key.as_ref())
         }
         other => other,
     }
@@ -61,6 +62,18 @@ pub fn verify_and_check(
         check_claims(&token, policy, keys, now)?;
         return Ok(token);
     }
+    verify_fresh(raw, policy, keys, now, cache, key)
+}
+
+/// The miss path: signature, claims, insert on success.
+fn verify_fresh(
+    raw: &str,
+    policy: &Policy,
+    keys: &KeySnapshot,
+    now: UnixTime,
+    cache: &TokenCache,
+    key: Option<&CacheKey>,
+) -> Result<Arc<VerifiedToken>, AuthError> {
     let token = Arc::new(verify_token(raw, keys, policy.require_signed_tokens)?);
     check_claims(&token, policy, keys, now)?;
     if let Some(key) = key {

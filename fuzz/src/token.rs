@@ -480,8 +480,8 @@ pub enum Date {
 impl Date {
     fn json(&self) -> String {
         match self {
-            Date::Rel(d) => (NOW.0 as i64 + *d as i64).to_string(),
-            Date::RelFloat(d, frac) => format!("{}.{frac}", NOW.0 as i64 + *d as i64),
+            Date::Rel(d) => (NOW.0 + i64::from(*d)).to_string(),
+            Date::RelFloat(d, frac) => format!("{}.{frac}", NOW.0 + i64::from(*d)),
             Date::Other(v) => {
                 let mut out = String::new();
                 v.write(&mut out, 1);

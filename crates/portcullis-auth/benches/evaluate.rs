@@ -1,13 +1,17 @@
 //! `evaluate` per token on a warm key snapshot: RS256, ES256, HS256, and the work outside the
 //! signature check (an unsigned token through the same pipeline: extract, split, base64, header and
 //! claims parsed once, claim rules), which must stay under 2 µs.
+//!
+//! For an instruction profile, `PORTCULLIS_PROFILE_ITERS=N` runs the non-crypto pipeline N times
+//! and exits instead of benchmarking (deterministic under `valgrind --tool=callgrind`; see
+//! docs/performance.md, "Auth core profile").
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use portcullis_auth::{
@@ -161,5 +165,31 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+/// `PORTCULLIS_PROFILE_ITERS=N`: evaluate the unsigned token N times (for callgrind), no criterion.
+fn profile(iters: u64) {
+    let keys = KeySnapshot::new(Vec::new());
+    let mut unsigned = policy();
+    unsigned.require_signed_tokens = false;
+    let h = headers(&token("none", "hs", None));
+    let req = RequestParts {
+        headers: &h,
+        query: None,
+    };
+    for _ in 0..iters {
+        black_box(evaluate(black_box(&req), &unsigned, &keys, NOW).unwrap());
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(iters) = std::env::var("PORTCULLIS_PROFILE_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        profile(iters);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

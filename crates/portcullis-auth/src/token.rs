@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use base64::{DecodeSliceError, Engine as _};
 use http::header::AUTHORIZATION;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
@@ -25,6 +25,9 @@ use crate::{AuthError, KeySnapshot, TokenSource};
 /// Longest token accepted, in bytes (header value or decoded query parameter). Real access tokens
 /// are 1-4 KiB; Entra tokens with many groups stay well under this.
 pub const MAX_TOKEN_BYTES: usize = 32 * 1024;
+
+/// Decoded JOSE headers up to this size are parsed from a stack buffer.
+const HEADER_STACK_BYTES: usize = 512;
 
 /// A JOSE signature algorithm Portcullis accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -243,9 +246,7 @@ pub fn extract_token<'a>(
             if values.next().is_some() {
                 return Err(invalid("several token headers"));
             }
-            let value = value
-                .to_str()
-                .map_err(|_| invalid("token header is not visible ASCII"))?;
+            let value = header_text(value)?;
             if *name == AUTHORIZATION {
                 token_from_authorization(value, require_scheme.as_deref())?
             } else {
@@ -255,6 +256,31 @@ pub fn extract_token<'a>(
         TokenSource::Query { name } => return token_from_query(req.query, name),
     };
     check_extracted(token).map(Cow::Borrowed)
+}
+
+/// The header value as text: visible ASCII (and tab) only, as `HeaderValue::to_str` demands.
+/// Fast path: a value of printable ASCII only (what every real token header is) is checked in
+/// blocks the compiler vectorises; anything else takes `to_str` for the exact verdict.
+fn header_text(value: &http::HeaderValue) -> Result<&str, AuthError> {
+    let bytes = value.as_bytes();
+    if all_printable(bytes) {
+        // Printable ASCII is UTF-8; `from_utf8` on it cannot fail and is itself vectorised.
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return Ok(text);
+        }
+    }
+    value
+        .to_str()
+        .map_err(|_| invalid("token header is not visible ASCII"))
+}
+
+/// Every byte in `0x20..=0x7e`, without an early exit per byte (so it vectorises).
+fn all_printable(bytes: &[u8]) -> bool {
+    bytes.chunks(32).all(|chunk| {
+        chunk
+            .iter()
+            .fold(true, |ok, &b| ok & (0x20..=0x7e).contains(&b))
+    })
 }
 
 /// The token of an `Authorization` value: `<scheme> <token>` with exactly one space; without a
@@ -320,10 +346,19 @@ fn check_extracted(token: &str) -> Result<&str, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(invalid("token too large"));
     }
-    if token.bytes().any(|b| b.is_ascii_whitespace()) {
+    if has_ascii_whitespace(token.as_bytes()) {
         return Err(invalid("whitespace in token"));
     }
     Ok(token)
+}
+
+/// `u8::is_ascii_whitespace` over the token, in blocks without an early exit per byte (vectorised).
+fn has_ascii_whitespace(bytes: &[u8]) -> bool {
+    bytes.chunks(32).any(|chunk| {
+        chunk
+            .iter()
+            .fold(false, |found, &b| found | b.is_ascii_whitespace())
+    })
 }
 
 /// Parse and verify a compact JWS against the snapshot.
@@ -454,7 +489,7 @@ impl<'de> Visitor<'de> for HeaderVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(4);
+        let mut seen = SeenNames::default();
         let mut alg: Option<Cow<'de, str>> = None;
         let mut kid = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
@@ -477,6 +512,27 @@ impl<'de> Visitor<'de> for HeaderVisitor {
     }
 }
 
+/// Header member names seen so far (duplicate check): the first few inline, so the usual header
+/// (`alg`, `kid`, `typ`, perhaps `x5t`) costs no allocation.
+#[derive(Default)]
+struct SeenNames<'de> {
+    inline: [Option<Cow<'de, str>>; 8],
+    spill: Vec<Cow<'de, str>>,
+}
+
+impl<'de> SeenNames<'de> {
+    fn contains(&self, name: &str) -> bool {
+        self.inline.iter().flatten().any(|n| n == name) || self.spill.iter().any(|n| n == name)
+    }
+
+    fn push(&mut self, name: Cow<'de, str>) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(name),
+            None => self.spill.push(name),
+        }
+    }
+}
+
 /// Parse a compact JWS and check its signature against the snapshot (the payload is only
 /// base64url-decoded, not interpreted). `alg: none` is accepted only when `require_signed_tokens`
 /// is false, and then only with an empty signature segment.
@@ -486,8 +542,18 @@ pub fn verify_signature(
     require_signed_tokens: bool,
 ) -> Result<VerifiedJws, AuthError> {
     let seg = split_compact(token)?;
-    let header_bytes = b64_decode(seg.header, "header is not base64url")?;
-    let header = parse_header(&header_bytes)?;
+    // Headers are small: decoded on the stack, a heap buffer only for an unusually long one.
+    let mut stack = [0u8; HEADER_STACK_BYTES];
+    let heap;
+    let header_bytes: &[u8] = match URL_SAFE_NO_PAD.decode_slice(seg.header, &mut stack) {
+        Ok(len) => &stack[..len],
+        Err(DecodeSliceError::OutputSliceTooSmall) => {
+            heap = b64_decode(seg.header, "header is not base64url")?;
+            &heap
+        }
+        Err(DecodeSliceError::DecodeError(_)) => return Err(invalid("header is not base64url")),
+    };
+    let header = parse_header(header_bytes)?;
     let payload = b64_decode(seg.payload, "payload is not base64url")?;
     let kid = header.kid;
     if header.alg == "none" && !require_signed_tokens {

@@ -4,6 +4,7 @@
 mod algorithms;
 mod claims;
 mod extract;
+mod fuzz_regressions;
 mod headers;
 mod hostile;
 mod keys;

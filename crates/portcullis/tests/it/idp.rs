@@ -185,14 +185,14 @@ async fn published_kids(client: &reqwest::Client, base: &str) -> Vec<String> {
 async fn rotate_every_replaces_the_key_and_retires_the_old_one_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("idp.yaml");
-    std::fs::write(&config, format!("{CONFIG}rotation-grace: 1s\n")).unwrap();
-    let (_server, base) = start_idp(&config, &["--rotate-every", "1s"]);
+    std::fs::write(&config, format!("{CONFIG}rotation-grace: 2s\n")).unwrap();
+    let (_server, base) = start_idp(&config, &["--rotate-every", "2s"]);
     let client = reqwest::Client::new();
     assert!(published_kids(&client, &base)
         .await
         .contains(&"rsa-1".to_owned()));
-    // Polled, bounded: the timer rotates every second, the old key leaves one second later.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Polled, bounded: the timer rotates every 2 s, the old key leaves 2 s after its rotation.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     let mut seen_new = Vec::new();
     loop {
         let kids = published_kids(&client, &base).await;

@@ -17,15 +17,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_auth::{Policy, VerifyingKey};
-use portcullis_config::{
-    KeyLifecycle, KeySource, Listener, Model, PolicyModel, Route, Server, Upstream,
-};
-use portcullis_proxy::{bind, Addresses, RunOptions, ShutdownHandle, Stop};
+use portcullis_config::{KeyLifecycle, KeySource, Model, Route};
 use portcullis_testkit::backend::{Backend, RecordedRequest};
 use portcullis_testkit::jwks_server::{
     b64url, b64url_decode, hmac_signature, jwks, pem_encode, Algorithm, EndpointBody, JwksServer,
@@ -35,6 +30,8 @@ use reqwest::header::HeaderName;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::{self, route, InProcess as Gateway};
 
 const AUDIENCE: &str = "api://orders";
 const HMAC_SECRET: &[u8] = b"a 32-byte hmac secret for mixed!";
@@ -59,115 +56,8 @@ const P256_N: [u8; 32] = [
 
 // ---------------------------------------------------------------- the gateway under attack
 
-fn upstream(addr: SocketAddr) -> Upstream {
-    Upstream {
-        url: format!("http://{addr}"),
-        tls: false,
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
-}
-
-fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> Route {
-    Route {
-        name: name.to_owned(),
-        host: None,
-        path: None,
-        path_prefix: Some(prefix.to_owned()),
-        methods: Vec::new(),
-        upstreams: vec![upstream(to)],
-        policy: policy.map(str::to_owned),
-        timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(1),
-        strip_prefix: false,
-        rewrite_prefix: None,
-    }
-}
-
 fn model(policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Route>) -> Model {
-    Model {
-        source: PathBuf::from("adversarial.yaml"),
-        server: Server {
-            listen: vec![Listener {
-                addr: "127.0.0.1:0".to_owned(),
-                tls: None,
-            }],
-            admin: Some("127.0.0.1:0".to_owned()),
-            token_cache_max_entries: 0,
-            shutdown_grace: Duration::from_secs(2),
-            threads: Some(1),
-        },
-        policies: policies
-            .into_iter()
-            .map(|(policy, key_sources)| PolicyModel {
-                policy: Arc::new(policy),
-                key_sources,
-            })
-            .collect(),
-        routes,
-    }
-}
-
-struct Gateway {
-    addrs: Addresses,
-    handle: ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Gateway {
-    async fn start(model: &Model) -> Gateway {
-        let gw = Gateway::bind(model);
-        gw.wait_ready().await;
-        gw
-    }
-
-    /// Started, listening, but not waiting for /readyz (its key sources may never load).
-    fn bind(model: &Model) -> Gateway {
-        let mut opts = RunOptions::default();
-        opts.key_store.refresh.backoff_min = Duration::from_millis(50);
-        opts.key_store.refresh.backoff_max = Duration::from_millis(200);
-        // Bound on a plain thread: binding may block on runtimes of its own.
-        let gateway = std::thread::scope(|s| s.spawn(|| bind(model, &opts)).join())
-            .unwrap()
-            .unwrap();
-        let addrs = gateway.addresses().clone();
-        let handle = gateway.shutdown_handle();
-        let thread = std::thread::spawn(move || {
-            gateway.run();
-        });
-        Gateway {
-            addrs,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn proxy(&self) -> SocketAddr {
-        self.addrs.proxy[0].0
-    }
-
-    /// Poll /readyz until 200 (bounded): the gateway's own readiness, not a guess.
-    async fn wait_ready(&self) {
-        let admin = self.addrs.admin.unwrap();
-        for _ in 0..500 {
-            if let Ok(r) = send(admin, &get("/readyz", &[])).await {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("gateway never became ready");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.handle.stop(Stop::Immediate);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    support::model("adversarial.yaml", policies, routes)
 }
 
 // ---------------------------------------------------------------- raw HTTP/1.1 over TCP

@@ -6,42 +6,17 @@
 //! lets a token through that verification would refuse.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_auth::{Match, Policy, ScopesRule};
-use portcullis_config::{
-    KeyLifecycle, KeySource, Listener, Model, PolicyModel, Route, Server, Upstream,
-};
-use portcullis_proxy::{bind, Addresses, RunOptions, ShutdownHandle, Stop};
+use portcullis_config::{KeyLifecycle, KeySource};
 use portcullis_testkit::backend::Backend;
 use portcullis_testkit::jwks_server::{JwksServer, TestKey};
 use serde_json::{json, Value};
 
-const ORDERS: &str = "api://orders";
+use crate::support::{self, route, InProcess};
 
-fn route(name: &str, prefix: &str, backend: &Backend, policy: &str) -> Route {
-    let addr = backend.addr();
-    Route {
-        name: name.to_owned(),
-        host: None,
-        path: None,
-        path_prefix: Some(prefix.to_owned()),
-        methods: Vec::new(),
-        upstreams: vec![Upstream {
-            url: format!("http://{addr}"),
-            tls: false,
-            host: addr.ip().to_string(),
-            port: addr.port(),
-        }],
-        policy: Some(policy.to_owned()),
-        timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(1),
-        strip_prefix: false,
-        rewrite_prefix: None,
-    }
-}
+const ORDERS: &str = "api://orders";
 
 /// `orders`: audience api://orders, scope orders.read. `admin`: same issuer and key source (so it
 /// shares cache entries with `orders`), but scope orders.admin, answered with 403.
@@ -65,19 +40,8 @@ struct Fixture {
     backend: Backend,
     idp: JwksServer,
     key: TestKey,
-    addrs: Addresses,
-    handle: ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
+    gw: InProcess,
     client: reqwest::Client,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.handle.stop(Stop::Immediate);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 async fn fixture(max_entries: u64) -> Fixture {
@@ -93,72 +57,35 @@ async fn fixture(max_entries: u64) -> Fixture {
             ..KeyLifecycle::default()
         },
     };
-    let model = Model {
-        source: PathBuf::from("cache-test.yaml"),
-        server: Server {
-            listen: vec![Listener {
-                addr: "127.0.0.1:0".to_owned(),
-                tls: None,
-            }],
-            admin: Some("127.0.0.1:0".to_owned()),
-            token_cache_max_entries: max_entries,
-            shutdown_grace: Duration::from_secs(2),
-            threads: Some(2),
-        },
-        policies: [("orders", "orders.read"), ("admin", "orders.admin")]
-            .into_iter()
-            .map(|(name, scope)| PolicyModel {
-                policy: Arc::new(policy(name, idp.issuer(), scope)),
-                key_sources: vec![source()],
-            })
-            .collect(),
-        routes: vec![
-            route("orders", "/api/orders", &backend, "orders"),
-            route("admin", "/api/admin", &backend, "admin"),
-        ],
-    };
-    let mut opts = RunOptions::default();
-    opts.key_store.refresh.backoff_min = Duration::from_millis(50);
-    opts.key_store.refresh.backoff_max = Duration::from_millis(200);
-    // Bound off the test's runtime: start-up may block (signal set-up, upstream resolution).
-    let gateway = std::thread::scope(|s| s.spawn(|| bind(&model, &opts)).join().unwrap()).unwrap();
-    let addrs = gateway.addresses().clone();
-    let handle = gateway.shutdown_handle();
-    let thread = Some(std::thread::spawn(move || {
-        gateway.run();
-    }));
-    let f = Fixture {
+    let policies = [("orders", "orders.read"), ("admin", "orders.admin")]
+        .into_iter()
+        .map(|(name, scope)| (policy(name, idp.issuer(), scope), vec![source()]))
+        .collect();
+    let routes = vec![
+        route("orders", "/api/orders", backend.addr(), Some("orders")),
+        route("admin", "/api/admin", backend.addr(), Some("admin")),
+    ];
+    let mut model = support::model("cache-test.yaml", policies, routes);
+    model.server.token_cache_max_entries = max_entries;
+    model.server.threads = Some(2);
+    let gw = InProcess::start(&model).await;
+    Fixture {
         backend,
         idp,
         key,
-        addrs,
-        handle,
-        thread,
+        gw,
         client: reqwest::Client::new(),
-    };
-    f.wait_ready().await;
-    f
+    }
 }
 
 impl Fixture {
     fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addrs.admin.unwrap())
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..500 {
-            let resp = self.client.get(self.admin_url("/readyz")).send().await;
-            if resp.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("gateway never became ready");
+        format!("http://{}{path}", self.gw.admin())
     }
 
     /// Status and JSON body (`Null` for the backend's echo) of `GET path` with `token`.
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let url = format!("http://{}{path}", self.addrs.proxy[0].0);
+        let url = format!("http://{}{path}", self.gw.proxy());
         let resp = self
             .client
             .get(url)

@@ -7,49 +7,21 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_auth::{ClaimRule, Match, Policy, ScopesRule};
-use portcullis_config::{
-    KeyLifecycle, KeySource, Listener, Model, PolicyModel, Route, Server, Upstream,
-};
-use portcullis_proxy::{bind, Addresses, RunOptions, ShutdownHandle, Stop};
+use portcullis_config::{KeyLifecycle, KeySource, Model, Route};
 use portcullis_testkit::backend::Backend;
 use portcullis_testkit::jwks_server::{JwksServer, TestKey, JWKS_PATH};
 use reqwest::header::HeaderName;
 use serde_json::{json, Value};
 
+use crate::support::{self, route, InProcess};
+
 const NAME_URI: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name";
 const AUDIENCE: &str = "api://orders";
 
 // ---------------------------------------------------------------- model building
-
-fn upstream(addr: std::net::SocketAddr) -> Upstream {
-    Upstream {
-        url: format!("http://{addr}"),
-        tls: false,
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
-}
-
-fn route(name: &str, prefix: &str, to: std::net::SocketAddr, policy: Option<&str>) -> Route {
-    Route {
-        name: name.to_owned(),
-        host: None,
-        path: None,
-        path_prefix: Some(prefix.to_owned()),
-        methods: Vec::new(),
-        upstreams: vec![upstream(to)],
-        policy: policy.map(str::to_owned),
-        timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(1),
-        strip_prefix: false,
-        rewrite_prefix: None,
-    }
-}
 
 fn header(name: &'static str) -> HeaderName {
     HeaderName::from_static(name)
@@ -90,63 +62,31 @@ fn jwks_source(url: String) -> KeySource {
 }
 
 fn model(policies: Vec<(Policy, KeySource)>, routes: Vec<Route>) -> Model {
-    Model {
-        source: PathBuf::from("gateway-test.yaml"),
-        server: Server {
-            listen: vec![Listener {
-                addr: "127.0.0.1:0".to_owned(),
-                tls: None,
-            }],
-            admin: Some("127.0.0.1:0".to_owned()),
-            token_cache_max_entries: 0,
-            shutdown_grace: Duration::from_secs(2),
-            threads: Some(1),
-        },
-        policies: policies
-            .into_iter()
-            .map(|(policy, source)| PolicyModel {
-                policy: Arc::new(policy),
-                key_sources: vec![source],
-            })
-            .collect(),
-        routes,
-    }
+    let policies = policies.into_iter().map(|(p, s)| (p, vec![s])).collect();
+    support::model("gateway-test.yaml", policies, routes)
 }
 
 // ---------------------------------------------------------------- running gateway
 
 struct Gateway {
-    addrs: Addresses,
-    handle: ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
+    gw: InProcess,
     client: reqwest::Client,
 }
 
 impl Gateway {
     fn start(model: &Model) -> Gateway {
-        let mut opts = RunOptions::default();
-        opts.key_store.refresh.backoff_min = Duration::from_millis(50);
-        opts.key_store.refresh.backoff_max = Duration::from_millis(200);
-        let gateway = bind(model, &opts).unwrap();
-        let addrs = gateway.addresses().clone();
-        let handle = gateway.shutdown_handle();
-        let thread = std::thread::spawn(move || {
-            gateway.run();
-        });
         Gateway {
-            addrs,
-            handle,
-            thread: Some(thread),
+            gw: InProcess::bind(model),
             client: reqwest::Client::new(),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addrs.proxy[0].0)
+        format!("http://{}{path}", self.gw.proxy())
     }
 
     fn admin(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addrs.admin.unwrap())
+        format!("http://{}{path}", self.gw.admin())
     }
 
     async fn readyz(&self) -> u16 {
@@ -154,15 +94,8 @@ impl Gateway {
         resp.status().as_u16()
     }
 
-    /// Poll /readyz until 200 (bounded); the gateway's own readiness, not a guess.
     async fn wait_ready(&self) {
-        for _ in 0..500 {
-            if self.readyz().await == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("gateway never became ready");
+        self.gw.wait_ready().await;
     }
 
     async fn metrics(&self) -> String {
@@ -188,15 +121,6 @@ impl Gateway {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         (status, headers, resp.text().await.unwrap())
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.handle.stop(Stop::Immediate);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -610,7 +534,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn keep_alive_survives_a_401() {
     let f = fixture().await;
-    let addr = f.gateway.addrs.proxy[0].0;
+    let addr = f.gateway.gw.proxy();
     let token = f.key.sign(&claims(f.idp.issuer())).unwrap();
     let result = tokio::task::spawn_blocking(move || {
         let stream = TcpStream::connect(addr).unwrap();

@@ -1,9 +1,151 @@
-//! Shared pieces of the end-to-end tests: the gateway binary as a child process.
+//! Shared pieces of the end-to-end tests: models built in code, the gateway in process
+//! ([`InProcess`], through `portcullis_proxy::bind`) and the gateway binary as a child process
+//! ([`Gateway`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use portcullis_auth::Policy;
+use portcullis_config::{KeySource, Listener, Model, PolicyModel, Route, Server, Upstream};
+use portcullis_proxy::{bind, Addresses, RunOptions, ShutdownHandle, Stop};
+
+// ---------------------------------------------------------------- models built in code
+
+/// A plain-http upstream at a loopback address.
+pub fn upstream(addr: SocketAddr) -> Upstream {
+    Upstream {
+        url: format!("http://{addr}"),
+        tls: false,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    }
+}
+
+/// A path-prefix route to one upstream, under `policy` (`None`: anonymous).
+pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> Route {
+    Route {
+        name: name.to_owned(),
+        host: None,
+        path: None,
+        path_prefix: Some(prefix.to_owned()),
+        methods: Vec::new(),
+        upstreams: vec![upstream(to)],
+        policy: policy.map(str::to_owned),
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+        strip_prefix: false,
+        rewrite_prefix: None,
+    }
+}
+
+/// A model on loopback port 0 with an admin listener, one worker thread, the token cache off
+/// (tests that want it set `server.token_cache_max_entries`).
+pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Route>) -> Model {
+    Model {
+        source: PathBuf::from(name),
+        server: Server {
+            listen: vec![Listener {
+                addr: "127.0.0.1:0".to_owned(),
+                tls: None,
+            }],
+            admin: Some("127.0.0.1:0".to_owned()),
+            token_cache_max_entries: 0,
+            shutdown_grace: Duration::from_secs(2),
+            threads: Some(1),
+        },
+        policies: policies
+            .into_iter()
+            .map(|(policy, key_sources)| PolicyModel {
+                policy: Arc::new(policy),
+                key_sources,
+            })
+            .collect(),
+        routes,
+    }
+}
+
+// ---------------------------------------------------------------- the gateway in process
+
+/// The real gateway serving `model` on its own thread; stopped (immediately) on drop.
+pub struct InProcess {
+    /// Where it listens.
+    pub addrs: Addresses,
+    handle: ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Bound and serving, key sources not necessarily loaded (see [`InProcess::wait_ready`]).
+    /// Key fetch retries are shortened so outage tests recover quickly.
+    pub fn bind(model: &Model) -> InProcess {
+        let mut opts = RunOptions::default();
+        opts.key_store.refresh.backoff_min = Duration::from_millis(50);
+        opts.key_store.refresh.backoff_max = Duration::from_millis(200);
+        // Bound on a plain thread: start-up may block (upstream resolution, signal set-up) and
+        // the caller is usually on a tokio runtime.
+        let gateway = std::thread::scope(|s| s.spawn(|| bind(model, &opts)).join())
+            .unwrap()
+            .unwrap();
+        let addrs = gateway.addresses().clone();
+        let handle = gateway.shutdown_handle();
+        let thread = std::thread::spawn(move || {
+            gateway.run();
+        });
+        InProcess {
+            addrs,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Bound, serving, and ready (`/readyz` 200: every key source loaded).
+    pub async fn start(model: &Model) -> InProcess {
+        let gw = InProcess::bind(model);
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// The first proxy listener.
+    pub fn proxy(&self) -> SocketAddr {
+        self.addrs.proxy[0].0
+    }
+
+    /// The admin listener.
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs.admin.unwrap()
+    }
+
+    /// Polls `/readyz` until 200 (bounded): the gateway's own readiness, not a guess.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let url = format!("http://{}/readyz", self.admin());
+        for _ in 0..500 {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("gateway never became ready");
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.handle.stop(Stop::Immediate);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the binary as a child process
 
 /// `portcullis run -c FILE` as a child process, ready (keys loaded) when returned.
 pub struct Gateway {

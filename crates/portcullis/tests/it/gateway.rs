@@ -108,6 +108,21 @@ impl Gateway {
         resp.text().await.unwrap()
     }
 
+    /// `/metrics` once `done` holds for it (polled, bounded): counters move in the `logging`
+    /// hook, which pingora runs after the response is on its way, so a test that reads them right
+    /// after a response would race it. Returns the last text either way; callers assert on it.
+    async fn metrics_until(&self, done: impl Fn(&str) -> bool) -> String {
+        let mut text = self.metrics().await;
+        for _ in 0..500 {
+            if done(&text) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            text = self.metrics().await;
+        }
+        text
+    }
+
     async fn get(
         &self,
         path: &str,
@@ -369,7 +384,14 @@ async fn every_reason_code_answers_its_status_and_body_and_never_reaches_the_bac
         assert_eq!(www, expected_www, "{reason}");
         assert_eq!(f.backend.request_count(), 0, "{reason} reached the backend");
     }
-    let metrics = f.gateway.metrics().await;
+    let metrics = f
+        .gateway
+        .metrics_until(|m| {
+            m.contains(r#"reason="JwtInvalid",route="orders",status="401"} 1"#)
+                && m.contains(r#"reason="TokenSignatureInvalid",route="orders",status="401"} 2"#)
+                && m.matches(r#"route="orders",status="401"}"#).count() >= 9
+        })
+        .await;
     for reason in [
         "TokenNotPresent",
         "TokenExpired",
@@ -472,7 +494,14 @@ async fn report_only_forwards_and_counts_the_would_be_failure() {
         seen.header_values("x-user-id").is_empty(),
         "no identity from a failed token"
     );
-    let metrics = f.gateway.metrics().await;
+    let metrics = f
+        .gateway
+        .metrics_until(|m| {
+            m.contains(
+                r#"portcullis_requests_total{reason="TokenExpired",route="audit",status="200"} 1"#,
+            )
+        })
+        .await;
     assert!(
         metrics.contains(
             r#"portcullis_report_only_failures_total{policy="audit",reason="TokenExpired",route="audit"} 1"#
@@ -498,10 +527,10 @@ async fn upstream_down_answers_502_json() {
     assert_eq!(headers["content-type"], "application/json");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["statusCode"], 502);
-    let metrics = gateway.metrics().await;
-    assert!(metrics.contains(
-        r#"portcullis_requests_total{reason="UpstreamUnavailable",route="down",status="502"} 1"#
-    ));
+    let line =
+        r#"portcullis_requests_total{reason="UpstreamUnavailable",route="down",status="502"} 1"#;
+    let metrics = gateway.metrics_until(|m| m.contains(line)).await;
+    assert!(metrics.contains(line), "{metrics}");
     drop(f);
 }
 

@@ -351,15 +351,23 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
 
     // The old request completes, and is logged and counted under its own (old) route.
     assert_eq!(in_flight.await.unwrap(), 200);
-    let metrics = gw.metrics().await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("portcullis_requests_total")
+    // Counted in the logging hook, just after the response: polled, bounded.
+    let counted = |m: &str| {
+        m.lines().any(|l| {
+            l.starts_with("portcullis_requests_total")
                 && l.contains("route=\"slow\"")
-                && l.contains("status=\"200\"")),
-        "{metrics}"
-    );
+                && l.contains("status=\"200\"")
+        })
+    };
+    let mut metrics = gw.metrics().await;
+    for _ in 0..500 {
+        if counted(&metrics) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        metrics = gw.metrics().await;
+    }
+    assert!(counted(&metrics), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -593,61 +593,15 @@ async fn keep_alive_survives_a_401() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_runs_a_config_file_and_stops_on_sigterm() {
     let backend = Backend::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server:\n  listen: \"127.0.0.1:0\"\n  admin: \"127.0.0.1:0\"\nroutes:\n  - name: public\n    match: {{ path-prefix: / }}\n    upstream: {}\n    policy: none\n",
-            backend.url()
-        ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // listening proxy=http://127.0.0.1:P admin=http://127.0.0.1:Q
-    let proxy = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("proxy="))
-        .unwrap_or_else(|| panic!("no address line: {line:?}"))
-        .to_owned();
-    let admin = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("admin="))
-        .unwrap()
-        .to_owned();
-    let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..500 {
-        if let Ok(r) = client.get(format!("{admin}/readyz")).send().await {
-            if r.status() == 200 {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(ready);
-    let resp = client.get(format!("{proxy}/hello")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let config = format!(
+        "server:\n  listen: \"127.0.0.1:0\"\n  admin: \"127.0.0.1:0\"\nroutes:\n  - name: public\n    match: {{ path-prefix: / }}\n    upstream: {}\n    policy: none\n",
+        backend.url()
+    );
+    let gw = support::Gateway::run(&config, &reqwest::Client::new()).await;
+    let (status, body) = gw.call("/hello", "unused-on-an-anonymous-route").await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(backend.requests()[0].path, "/hello");
-
-    let pid = child.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let status = tokio::task::spawn_blocking(move || gw.stop())
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");

@@ -235,10 +235,11 @@ impl Gateway {
 
 impl Gateway {
     /// Stops it with SIGTERM and waits: its logs are complete afterwards.
-    pub fn stop(mut self) {
+    pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.child.wait();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success(), "kill -TERM {pid}");
+        self.child.wait().unwrap()
     }
 }
 

@@ -126,19 +126,27 @@ pub fn run_idp(args: IdpArgs) -> ExitCode {
     })
 }
 
+/// The ready banner on stdout, written as one block. A reader that stops early (`| head -2`, a
+/// test that only wants the `http:` line) must not take the server down: `println!` panics on a
+/// closed pipe, so write errors are ignored here.
 fn print_ready(handle: &crate::IdpHandle) {
-    println!("issuer:    {}", handle.issuer());
+    use std::fmt::Write as _;
+    let mut banner = String::new();
+    let _ = writeln!(banner, "issuer:    {}", handle.issuer());
     if let Some(a) = handle.http_addr() {
-        println!("http:      http://{a}");
+        let _ = writeln!(banner, "http:      http://{a}");
     }
     if let Some(a) = handle.https_addr() {
-        println!("https:     https://{a}");
+        let _ = writeln!(banner, "https:     https://{a}");
     }
-    println!("discovery: {}", handle.discovery_url());
-    println!("token:     {}", handle.token_endpoint());
+    let _ = writeln!(banner, "discovery: {}", handle.discovery_url());
+    let _ = writeln!(banner, "token:     {}", handle.token_endpoint());
     if let Some(h) = &handle.idp.config.https {
-        println!("https CA:  {}", h.ca_file.display());
+        let _ = writeln!(banner, "https CA:  {}", h.ca_file.display());
     }
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, banner.as_bytes());
+    let _ = std::io::Write::flush(&mut out);
 }
 
 /// Prints a signed token.

@@ -150,17 +150,22 @@ fn start_and_serve(args: DemoArgs) -> Result<ExitCode, DemoError> {
     let token = idp.mint(&req)?;
 
     portcullis_proxy::announce(&addrs);
-    println!(
-        "{}",
-        banner(&Banner {
-            gateway: &gateway_url,
-            admin: &admin_url,
-            idp: &idp_base,
-            backend: &backend.url(),
-            token: &token,
-            idp_yaml: &idp_yaml,
-        })
-    );
+    let text = banner(&Banner {
+        gateway: &gateway_url,
+        admin: &admin_url,
+        idp: &idp_base,
+        backend: &backend.url(),
+        token: &token,
+        idp_yaml: &idp_yaml,
+    });
+    // Write errors ignored: a reader that stops early (`| head`) must not stop the demo
+    // (`println!` panics on a closed pipe).
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
 
     let code = gateway.run();
     runtime.block_on(idp.shutdown());

@@ -44,11 +44,12 @@ fn start_idp(config: &std::path::Path, extra: &[&str]) -> (Server, String) {
         .expect("spawn portcullis idp");
     let stdout = child.stdout.take().expect("stdout");
     let server = Server(child);
-    let line = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let line = lines
         .find(|l| l.starts_with("http:"))
         .expect("idp printed its http address");
+    // Keep reading what it prints later, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     let url = line.trim_start_matches("http:").trim().to_owned();
     (server, url)
 }

@@ -148,21 +148,11 @@ async fn routes_to_upstream_without_auth() {
 
     // Counters move in pingora's `logging` hook, after the response is sent: poll (bounded).
     let not_found = r#"reason="NoRoute",route="-",status="404"} 1"#;
-    let mut metrics = String::new();
-    for _ in 0..500 {
-        metrics = client
-            .get(gw.admin("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains(not_found) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let fetch = || async {
+        let resp = client.get(gw.admin("/metrics")).send().await.unwrap();
+        resp.text().await.unwrap()
+    };
+    let metrics = portcullis_testkit::wait::poll_text(500, fetch, |m| m.contains(not_found)).await;
     assert!(
         metrics.contains(r#"portcullis_requests_total{reason="ok",route="api",status="200"} 1"#),
         "{metrics}"

@@ -4,3 +4,4 @@
 
 pub mod backend;
 pub mod jwks_server;
+pub mod wait;

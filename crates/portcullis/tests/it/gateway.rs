@@ -13,6 +13,7 @@ use portcullis_auth::{ClaimRule, Match, Policy, ScopesRule};
 use portcullis_config::{KeyLifecycle, KeySource, Model, Route};
 use portcullis_testkit::backend::Backend;
 use portcullis_testkit::jwks_server::{JwksServer, TestKey, JWKS_PATH};
+use portcullis_testkit::wait::poll_text;
 use reqwest::header::HeaderName;
 use serde_json::{json, Value};
 
@@ -112,15 +113,7 @@ impl Gateway {
     /// hook, which pingora runs after the response is on its way, so a test that reads them right
     /// after a response would race it. Returns the last text either way; callers assert on it.
     async fn metrics_until(&self, done: impl Fn(&str) -> bool) -> String {
-        let mut text = self.metrics().await;
-        for _ in 0..500 {
-            if done(&text) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            text = self.metrics().await;
-        }
-        text
+        poll_text(500, || self.metrics(), done).await
     }
 
     async fn get(

@@ -359,14 +359,7 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
                 && l.contains("status=\"200\"")
         })
     };
-    let mut metrics = gw.metrics().await;
-    for _ in 0..500 {
-        if counted(&metrics) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        metrics = gw.metrics().await;
-    }
+    let metrics = portcullis_testkit::wait::poll_text(500, || gw.metrics(), counted).await;
     assert!(counted(&metrics), "{metrics}");
 }
 

@@ -24,25 +24,9 @@ use serde_json::json;
 const NOW: UnixTime = UnixTime(1_700_000_000);
 const ISSUER: &str = "https://login.microsoftonline.com/3c6b8f1e-7a2d-4f8e-9c1b-2d3e4f5a6b7c/v2.0";
 
-/// An Entra-v2-sized claim set (the same as portcullis-auth's evaluate bench).
+/// Entra-v2-sized claims, shared with the other crate's bench (portcullis-testkit fixtures).
 fn claims() -> serde_json::Value {
-    json!({
-        "aud": "api://orders",
-        "iss": ISSUER,
-        "iat": NOW.0 - 60, "nbf": NOW.0 - 60, "exp": NOW.0 + 3600,
-        "azp": "6e0c9f2a-1b3d-4c5e-8f7a-9b0c1d2e3f4a",
-        "azpacr": "1",
-        "name": "Alice Example",
-        "oid": "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
-        "preferred_username": "alice@example.com",
-        "rh": "0.AXEAHo9rPC16jk-cGy0-T1prfA",
-        "roles": ["Orders.Reader", "Orders.Writer"],
-        "scp": "orders.read orders.write profile",
-        "sub": "x1y2z3w4v5u6t7s8r9q0p1o2n3m4l5k6j7i8h9g0f1e",
-        "tid": "3c6b8f1e-7a2d-4f8e-9c1b-2d3e4f5a6b7c",
-        "uti": "AbCdEfGhIjKlMnOpQrStUv",
-        "ver": "2.0"
-    })
+    portcullis_testkit::fixtures::entra_v2_claims(ISSUER, NOW.0)
 }
 
 fn policy() -> Policy {

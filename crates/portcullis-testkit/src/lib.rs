@@ -3,5 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod fixtures;
 pub mod jwks_server;
 pub mod wait;

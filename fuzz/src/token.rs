@@ -212,7 +212,8 @@ pub fn check_accepted(token: &str, verified: &VerifiedToken, policy: &Policy) {
     let claims: serde_json::Map<String, Value> = serde_json::from_slice(&payload)
         .unwrap_or_else(|e| panic!("accepted claims serde_json cannot read ({e}): {token:?}"));
     assert_eq!(
-        claims, verified.claims,
+        claims,
+        verified.claims.to_map(),
         "claims differ from serde_json's reading"
     );
     let now = NOW.0 as f64;

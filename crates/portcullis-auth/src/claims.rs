@@ -10,9 +10,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
-
-use crate::headers::lookup_claim;
+use crate::json::{Claim, Claims, Elements};
 use crate::{AuthError, ClaimKind, KeySnapshot, Match, Policy, UnixTime, VerifiedToken};
 
 /// A claim seen as a list of strings (string split by a separator, array of strings, scalar as text).
@@ -22,7 +20,7 @@ pub struct ClaimValues(pub Vec<String>);
 impl ClaimValues {
     /// The values of a claim: a string (split by `separator` when given), an array element-wise,
     /// numbers and booleans as text; `null`, objects and nested arrays yield nothing.
-    pub fn from_claim(value: &Value, separator: Option<&str>) -> ClaimValues {
+    pub fn from_claim(value: Claim<'_>, separator: Option<&str>) -> ClaimValues {
         ClaimValues(
             claim_values(value, separator)
                 .map(Cow::into_owned)
@@ -33,21 +31,20 @@ impl ClaimValues {
 
 /// Iterate over a claim's values without allocating (numbers are the exception: their text is
 /// built). An enum rather than a boxed iterator: this runs for every rule of every request.
-fn claim_values<'v>(value: &'v Value, separator: Option<&'v str>) -> ClaimIter<'v> {
-    match value {
-        Value::Array(items) => ClaimIter::Array(items.iter()),
-        Value::String(s) => match separator {
-            Some(sep) if !sep.is_empty() => ClaimIter::Split(s.split(sep)),
-            _ => ClaimIter::One(Some(Cow::Borrowed(s.as_str()))),
-        },
-        other => ClaimIter::One(scalar_text(other)),
+fn claim_values<'v>(value: Claim<'v>, separator: Option<&'v str>) -> ClaimIter<'v> {
+    if value.is_array() {
+        return ClaimIter::Array(value.elements());
+    }
+    match (value.as_str(), separator) {
+        (Some(s), Some(sep)) if !sep.is_empty() => ClaimIter::Split(s.split(sep)),
+        _ => ClaimIter::One(scalar_text(value)),
     }
 }
 
 /// The values of one claim, see [`claim_values`].
 enum ClaimIter<'v> {
     /// Array elements that are scalars.
-    Array(std::slice::Iter<'v, Value>),
+    Array(Elements<'v>),
     /// A string split by the separator: trimmed, empty parts skipped.
     Split(std::str::Split<'v, &'v str>),
     /// A single value (or none).
@@ -70,17 +67,20 @@ impl<'v> Iterator for ClaimIter<'v> {
 }
 
 /// A scalar as text: strings as they are, numbers and booleans as JSON text.
-fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
-    match value {
-        Value::String(s) => Some(Cow::Borrowed(s)),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        _ => None,
+fn scalar_text(value: Claim<'_>) -> Option<Cow<'_, str>> {
+    if let Some(s) = value.as_str() {
+        return Some(Cow::Borrowed(s));
     }
+    if let Some(n) = value.as_number() {
+        return Some(Cow::Owned(n.to_string()));
+    }
+    value
+        .as_bool()
+        .map(|b| Cow::Borrowed(if b { "true" } else { "false" }))
 }
 
 /// Whether the claim's values satisfy `wanted` under `m` (all: every wanted value present; any: one).
-fn values_match(value: &Value, separator: Option<&str>, m: Match, wanted: &[String]) -> bool {
+fn values_match(value: Claim<'_>, separator: Option<&str>, m: Match, wanted: &[String]) -> bool {
     let present = |w: &String| claim_values(value, separator).any(|v| v == w.as_str());
     match m {
         Match::All => wanted.iter().all(present),
@@ -88,7 +88,7 @@ fn values_match(value: &Value, separator: Option<&str>, m: Match, wanted: &[Stri
     }
 }
 
-fn not_allowed(claim: &str, value: Option<&Value>, kind: ClaimKind) -> AuthError {
+fn not_allowed(claim: &str, value: Option<Claim<'_>>, kind: ClaimKind) -> AuthError {
     let value = value
         .map(|v| ClaimValues::from_claim(v, None).0.join(","))
         .unwrap_or_default();
@@ -137,11 +137,7 @@ fn check_lifetime(token: &VerifiedToken, policy: &Policy, now: UnixTime) -> Resu
 }
 
 /// Exact match against the policy's issuers, else the discovered ones; neither: not checked.
-fn check_issuer(
-    claims: &Map<String, Value>,
-    policy: &Policy,
-    keys: &KeySnapshot,
-) -> Result<(), AuthError> {
+fn check_issuer(claims: &Claims, policy: &Policy, keys: &KeySnapshot) -> Result<(), AuthError> {
     let allowed: &[String] = if policy.issuers.is_empty() {
         &keys.issuers
     } else {
@@ -150,24 +146,24 @@ fn check_issuer(
     if allowed.is_empty() {
         return Ok(());
     }
-    match claims.get("iss").and_then(Value::as_str) {
+    match claims.get("iss").and_then(Claim::as_str) {
         Some(iss) if allowed.iter().any(|a| a == iss) => Ok(()),
         _ => Err(AuthError::TokenIssuerNotAllowed),
     }
 }
 
 /// `aud` (a string or an array of strings) must contain one of the audiences, when any are given.
-fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(), AuthError> {
+fn check_audience(claims: &Claims, audiences: &[String]) -> Result<(), AuthError> {
     if audiences.is_empty() {
         return Ok(());
     }
-    let ok = match claims.get("aud") {
-        Some(Value::String(aud)) => audiences.iter().any(|a| a == aud),
-        Some(Value::Array(auds)) => auds
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|aud| audiences.iter().any(|a| a == aud)),
-        _ => false,
+    let Some(aud) = claims.get("aud") else {
+        return Err(AuthError::TokenAudienceNotAllowed);
+    };
+    let allowed = |aud: &str| audiences.iter().any(|a| a == aud);
+    let ok = match aud.as_str() {
+        Some(aud) => allowed(aud),
+        None => aud.elements().filter_map(Claim::as_str).any(allowed),
     };
     if ok {
         Ok(())
@@ -177,7 +173,7 @@ fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(
 }
 
 /// validate-azure-ad-token's client-application-ids: `azp` (v2), else `appid` (v1).
-fn check_client_application(claims: &Map<String, Value>, ids: &[String]) -> Result<(), AuthError> {
+fn check_client_application(claims: &Claims, ids: &[String]) -> Result<(), AuthError> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -185,28 +181,25 @@ fn check_client_application(claims: &Map<String, Value>, ids: &[String]) -> Resu
         Some(v) => ("azp", Some(v)),
         None => ("appid", claims.get("appid")),
     };
-    match value.and_then(Value::as_str) {
+    match value.and_then(Claim::as_str) {
         Some(id) if ids.iter().any(|a| a == id) => Ok(()),
         _ => Err(not_allowed(name, value, ClaimKind::Claim)),
     }
 }
 
 /// required-claims: every missing claim is named in one error; then each rule's values.
-fn check_required_claims(claims: &Map<String, Value>, policy: &Policy) -> Result<(), AuthError> {
+fn check_required_claims(claims: &Claims, policy: &Policy) -> Result<(), AuthError> {
     let rules = &policy.required_claims;
-    if rules
-        .iter()
-        .any(|r| lookup_claim(claims, &r.name).is_none())
-    {
+    if rules.iter().any(|r| claims.lookup(&r.name).is_none()) {
         let missing = rules
             .iter()
-            .filter(|r| lookup_claim(claims, &r.name).is_none())
+            .filter(|r| claims.lookup(&r.name).is_none())
             .map(|r| r.name.clone())
             .collect();
         return Err(AuthError::TokenClaimNotFound { claims: missing });
     }
     for rule in rules.iter().filter(|r| !r.values.is_empty()) {
-        let value = lookup_claim(claims, &rule.name);
+        let value = claims.lookup(&rule.name);
         let ok = value.is_some_and(|v| {
             values_match(v, rule.separator.as_deref(), rule.r#match, &rule.values)
         });
@@ -218,7 +211,7 @@ fn check_required_claims(claims: &Map<String, Value>, policy: &Policy) -> Result
 }
 
 /// scopes: claim `scp`, else `scope`; a space-separated string or an array.
-fn check_scopes(claims: &Map<String, Value>, policy: &Policy) -> Result<(), AuthError> {
+fn check_scopes(claims: &Claims, policy: &Policy) -> Result<(), AuthError> {
     let Some(rule) = &policy.scopes else {
         return Ok(());
     };
@@ -235,11 +228,11 @@ fn check_scopes(claims: &Map<String, Value>, policy: &Policy) -> Result<(), Auth
 }
 
 /// roles: the configured claim (verbatim name first, then dotted path); an array or a string.
-fn check_roles(claims: &Map<String, Value>, policy: &Policy) -> Result<(), AuthError> {
+fn check_roles(claims: &Claims, policy: &Policy) -> Result<(), AuthError> {
     let Some(rule) = &policy.roles else {
         return Ok(());
     };
-    let value = lookup_claim(claims, &rule.claim);
+    let value = claims.lookup(&rule.claim);
     let ok = value.is_some_and(|v| values_match(v, None, rule.r#match, &rule.values));
     if ok {
         Ok(())

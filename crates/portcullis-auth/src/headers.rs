@@ -7,44 +7,38 @@
 //! as its bytes (HTTP `obs-text`), which every backend framework reads back as UTF-8.
 
 use http::{HeaderName, HeaderValue};
-use serde_json::{Map, Value};
 
+use crate::json::Claim;
 use crate::{Policy, VerifiedToken};
 
-/// Look a claim up by verbatim name first, then as a dotted path (`realm_access.roles`).
-pub fn lookup_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(name) {
-        return Some(v);
-    }
-    let mut parts = name.split('.');
-    let first = claims.get(parts.next()?)?;
-    parts.try_fold(first, |value, part| value.as_object()?.get(part))
-}
-
 /// Render a claim as header text; `None` for null.
-fn render(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Object(_) => Some(value.to_string()),
-        Value::Array(items) => Some(
-            items
-                .iter()
-                .filter_map(render_element)
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+fn render(value: Claim<'_>) -> Option<String> {
+    if value.is_null() {
+        return None;
     }
+    if let Some(s) = value.as_str() {
+        return Some(s.to_owned());
+    }
+    if let Some(n) = value.as_number() {
+        return Some(n.to_string());
+    }
+    if let Some(b) = value.as_bool() {
+        return Some(b.to_string());
+    }
+    if value.is_array() {
+        let items: Vec<String> = value.elements().filter_map(render_element).collect();
+        return Some(items.join(","));
+    }
+    // An object: compact JSON with sorted keys (serde_json's `Map` order).
+    Some(value.to_value().to_string())
 }
 
 /// An array element: scalars as in [`render`], nested arrays and objects as compact JSON.
-fn render_element(value: &Value) -> Option<String> {
-    match value {
-        Value::Array(_) => Some(value.to_string()),
-        other => render(other),
+fn render_element(value: Claim<'_>) -> Option<String> {
+    if value.is_array() {
+        return Some(value.to_value().to_string());
     }
+    render(value)
 }
 
 /// Whether a byte may appear in a forwarded header value: no controls except tab, no DEL.
@@ -53,7 +47,7 @@ fn header_safe(b: u8) -> bool {
 }
 
 /// One claim value as a header value; `None` when it cannot be carried safely.
-pub fn claim_to_header_value(value: &Value) -> Option<HeaderValue> {
+pub fn claim_to_header_value(value: Claim<'_>) -> Option<HeaderValue> {
     let text = render(value)?;
     if !text.bytes().all(header_safe) {
         return None;
@@ -67,7 +61,7 @@ pub fn forward_headers(token: &VerifiedToken, policy: &Policy) -> Vec<(HeaderNam
         .forward_claims
         .iter()
         .filter_map(|(header, claim)| {
-            let value = claim_to_header_value(lookup_claim(&token.claims, claim)?)?;
+            let value = claim_to_header_value(token.claims.lookup(claim)?)?;
             Some((header.clone(), value))
         })
         .collect()

@@ -13,10 +13,11 @@
 
 #![warn(missing_docs)]
 
+mod b64;
 pub mod claims;
 pub mod error;
 pub mod headers;
-mod json;
+pub mod json;
 pub mod keys;
 pub mod policy;
 pub mod response;
@@ -25,7 +26,8 @@ pub mod token;
 
 pub use claims::{check_claims, ClaimValues};
 pub use error::{AuthError, ClaimKind};
-pub use headers::{claim_to_header_value, forward_headers, lookup_claim};
+pub use headers::{claim_to_header_value, forward_headers};
+pub use json::{Claim, Claims};
 pub use keys::{
     parse_jwks, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey, VerifyingKey,
 };

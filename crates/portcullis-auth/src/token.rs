@@ -12,13 +12,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::{DecodeSliceError, Engine as _};
 use http::header::AUTHORIZATION;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde_json::{Map, Value};
 
-use crate::json::{StrictObject, StrictValue};
+use crate::json::{Claims, StrictIgnored};
 use crate::keys::{KeyFamily, VerifyingKey};
 use crate::{AuthError, KeySnapshot, TokenSource};
 
@@ -196,8 +193,8 @@ pub struct RequestParts<'a> {
 /// `require-signed-tokens: false`). Claims are parsed once; time and claim rules are not yet applied.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
-    /// The payload.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The payload, parsed once (strict JSON object, read in place).
+    pub claims: Claims,
     /// Algorithm used (`None`: unsigned token accepted by require-signed-tokens: false).
     pub alg: Option<JoseAlg>,
     /// Header kid.
@@ -234,7 +231,7 @@ pub fn extract_token<'a>(
     req: &RequestParts<'a>,
     source: &TokenSource,
 ) -> Result<Cow<'a, str>, AuthError> {
-    let token = match source {
+    let (token, printable) = match source {
         TokenSource::Header {
             name,
             require_scheme,
@@ -246,31 +243,34 @@ pub fn extract_token<'a>(
             if values.next().is_some() {
                 return Err(invalid("several token headers"));
             }
-            let value = header_text(value)?;
-            if *name == AUTHORIZATION {
+            let (value, printable) = header_text(value)?;
+            let token = if *name == AUTHORIZATION {
                 token_from_authorization(value, require_scheme.as_deref())?
             } else {
                 value
-            }
+            };
+            (token, printable)
         }
         TokenSource::Query { name } => return token_from_query(req.query, name),
     };
-    check_extracted(token).map(Cow::Borrowed)
+    check_extracted(token, printable).map(Cow::Borrowed)
 }
 
-/// The header value as text: visible ASCII (and tab) only, as `HeaderValue::to_str` demands.
+/// The header value as text: visible ASCII (and tab) only, as `HeaderValue::to_str` demands; and
+/// whether it is printable ASCII only (no tab), which spares a later whitespace scan.
 /// Fast path: a value of printable ASCII only (what every real token header is) is checked in
 /// blocks the compiler vectorises; anything else takes `to_str` for the exact verdict.
-fn header_text(value: &http::HeaderValue) -> Result<&str, AuthError> {
+fn header_text(value: &http::HeaderValue) -> Result<(&str, bool), AuthError> {
     let bytes = value.as_bytes();
     if all_printable(bytes) {
         // Printable ASCII is UTF-8; `from_utf8` on it cannot fail and is itself vectorised.
         if let Ok(text) = std::str::from_utf8(bytes) {
-            return Ok(text);
+            return Ok((text, true));
         }
     }
     value
         .to_str()
+        .map(|text| (text, false))
         .map_err(|_| invalid("token header is not visible ASCII"))
 }
 
@@ -324,7 +324,7 @@ fn token_from_query<'a>(query: Option<&'a str>, name: &str) -> Result<Cow<'a, st
     }
     let raw = found.ok_or(AuthError::TokenNotPresent)?;
     let token = percent_decode(raw).map_err(|()| invalid("token parameter is not UTF-8"))?;
-    check_extracted(&token)?;
+    check_extracted(&token, false)?;
     Ok(token)
 }
 
@@ -339,14 +339,21 @@ fn percent_decode(s: &str) -> Result<Cow<'_, str>, ()> {
     Ok(Cow::Owned(decoded.into_owned()))
 }
 
-fn check_extracted(token: &str) -> Result<&str, AuthError> {
+/// Length and whitespace checks on an extracted token. `printable`: the text is known to be
+/// printable ASCII, so the only whitespace it can hold is a space (one SIMD `memchr`).
+fn check_extracted(token: &str, printable: bool) -> Result<&str, AuthError> {
     if token.is_empty() {
         return Err(AuthError::TokenNotPresent);
     }
     if token.len() > MAX_TOKEN_BYTES {
         return Err(invalid("token too large"));
     }
-    if has_ascii_whitespace(token.as_bytes()) {
+    let whitespace = if printable {
+        memchr::memchr(b' ', token.as_bytes()).is_some()
+    } else {
+        has_ascii_whitespace(token.as_bytes())
+    };
+    if whitespace {
         return Err(invalid("whitespace in token"));
     }
     Ok(token)
@@ -367,12 +374,14 @@ pub fn verify_token(
     keys: &KeySnapshot,
     require_signed_tokens: bool,
 ) -> Result<VerifiedToken, AuthError> {
-    if token.split('.').nth(1).is_some_and(str::is_empty) {
+    let seg = split_compact(token)?;
+    if seg.payload.is_empty() {
         return Err(invalid("empty payload"));
     }
-    let jws = verify_signature(token, keys, require_signed_tokens)?;
-    let claims =
-        StrictObject::parse(&jws.payload).map_err(|_| invalid("claims are not a JSON object"))?;
+    let jws = verify_segments(&seg, keys, require_signed_tokens)?;
+    let text =
+        String::from_utf8(jws.payload).map_err(|_| invalid("claims are not a JSON object"))?;
+    let claims = Claims::parse(text).map_err(|_| invalid("claims are not a JSON object"))?;
     let exp = numeric_date(&claims, "exp")?;
     let nbf = numeric_date(&claims, "nbf")?;
     numeric_date(&claims, "iat")?;
@@ -387,14 +396,16 @@ pub fn verify_token(
 }
 
 /// A NumericDate claim: absent, or a JSON number (never a string, null or bool).
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => n
+fn numeric_date(claims: &Claims, name: &str) -> Result<Option<f64>, AuthError> {
+    let Some(claim) = claims.get(name) else {
+        return Ok(None);
+    };
+    match claim.as_number() {
+        Some(n) => n
             .as_f64()
             .map(Some)
             .ok_or_else(|| invalid("NumericDate out of range")),
-        Some(_) => Err(invalid("NumericDate claim is not a number")),
+        None => Err(invalid("NumericDate claim is not a number")),
     }
 }
 
@@ -411,13 +422,24 @@ fn split_compact(token: &str) -> Result<Segments<'_>, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(invalid("token too large"));
     }
-    let (signing_input, signature) = token.rsplit_once('.').ok_or(invalid("not a compact JWS"))?;
-    let (header, payload) = signing_input
-        .split_once('.')
-        .ok_or(invalid("not a compact JWS"))?;
-    if payload.contains('.') {
+    // One pass over the token for its dots (memchr: SIMD), not one per segment.
+    let bytes = token.as_bytes();
+    let mut dots = memchr::memchr_iter(b'.', bytes);
+    let (Some(first), Some(second)) = (dots.next(), dots.next()) else {
+        return Err(invalid("not a compact JWS"));
+    };
+    if dots.next().is_some() {
         return Err(invalid("more than three segments (JWE or garbage)"));
     }
+    // The dots are ASCII, so these are char boundaries.
+    let (Some(header), Some(payload), Some(signature), Some(signing_input)) = (
+        token.get(..first),
+        token.get(first + 1..second),
+        token.get(second + 1..),
+        token.get(..second),
+    ) else {
+        return Err(invalid("not a compact JWS"));
+    };
     if header.is_empty() {
         return Err(invalid("empty header"));
     }
@@ -429,32 +451,14 @@ fn split_compact(token: &str) -> Result<Segments<'_>, AuthError> {
     })
 }
 
-/// Strict base64url: URL-safe alphabet, no padding, no whitespace, zero trailing bits.
+/// A header or payload segment, decoded (strict base64url, see [`crate::b64`]).
 fn b64_decode(segment: &str, detail: &'static str) -> Result<Vec<u8>, AuthError> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| invalid(detail))
+    crate::b64::decode(segment).ok_or(invalid(detail))
 }
 
-/// The same strictness as [`b64_decode`] without decoding (the signature is decoded by jsonwebtoken).
+/// The signature segment is only checked here (jsonwebtoken decodes it), with the same strictness.
 fn check_b64(segment: &str) -> Result<(), AuthError> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'-' => Some(62),
-        b'_' => Some(63),
-        _ => None,
-    };
-    let mut last = 0;
-    for c in segment.bytes() {
-        last = value(c).ok_or(invalid("signature is not base64url"))?;
-    }
-    let canonical = match segment.len() % 4 {
-        0 => true,
-        2 => last & 0x0f == 0,
-        3 => last & 0x03 == 0,
-        _ => false,
-    };
-    if canonical {
+    if crate::b64::is_valid(segment) {
         Ok(())
     } else {
         Err(invalid("signature is not canonical base64url"))
@@ -502,7 +506,7 @@ impl<'de> Visitor<'de> for HeaderVisitor {
                 "crit" | "b64" => return Err(de::Error::custom("crit/b64 not supported")),
                 // Parsed, not skipped: keeps the nesting limit and duplicate checks in force.
                 _ => {
-                    map.next_value::<StrictValue>()?;
+                    map.next_value::<StrictIgnored>()?;
                 }
             }
             seen.push(key);
@@ -541,17 +545,24 @@ pub fn verify_signature(
     keys: &KeySnapshot,
     require_signed_tokens: bool,
 ) -> Result<VerifiedJws, AuthError> {
-    let seg = split_compact(token)?;
+    verify_segments(&split_compact(token)?, keys, require_signed_tokens)
+}
+
+fn verify_segments(
+    seg: &Segments<'_>,
+    keys: &KeySnapshot,
+    require_signed_tokens: bool,
+) -> Result<VerifiedJws, AuthError> {
     // Headers are small: decoded on the stack, a heap buffer only for an unusually long one.
     let mut stack = [0u8; HEADER_STACK_BYTES];
     let heap;
-    let header_bytes: &[u8] = match URL_SAFE_NO_PAD.decode_slice(seg.header, &mut stack) {
-        Ok(len) => &stack[..len],
-        Err(DecodeSliceError::OutputSliceTooSmall) => {
+    let header_bytes: &[u8] = match crate::b64::decode_into(seg.header, &mut stack) {
+        Ok(decoded) => decoded,
+        Err(true) => {
             heap = b64_decode(seg.header, "header is not base64url")?;
             &heap
         }
-        Err(DecodeSliceError::DecodeError(_)) => return Err(invalid("header is not base64url")),
+        Err(false) => return Err(invalid("header is not base64url")),
     };
     let header = parse_header(header_bytes)?;
     let payload = b64_decode(seg.payload, "payload is not base64url")?;
@@ -572,7 +583,7 @@ pub fn verify_signature(
         return Err(invalid("missing signature"));
     }
     check_b64(seg.signature)?;
-    let key = verify_with_keys(&seg, alg, kid.as_deref(), keys)?;
+    let key = verify_with_keys(seg, alg, kid.as_deref(), keys)?;
     Ok(VerifiedJws {
         payload,
         alg: Some(alg),

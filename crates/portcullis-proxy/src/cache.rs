@@ -22,8 +22,8 @@
 //! - **Failures are never cached**: only a token that passed the signature and the claim rules of
 //!   the policy it arrived under is inserted. Unsigned tokens (`require-signed-tokens: false`) are
 //!   not cached: there is no signature to save.
-//! - **Size in bytes**: each entry weighs its raw token length plus an estimate of its parsed
-//!   claims, at least [`ENTRY_UNIT_BYTES`]; the capacity is `max-entries` x [`ENTRY_UNIT_BYTES`].
+//! - **Size in bytes**: each entry weighs its raw token length plus the heap its parsed claims
+//!   hold, at least [`ENTRY_UNIT_BYTES`]; the capacity is `max-entries` x [`ENTRY_UNIT_BYTES`].
 //!   So `max-entries` bounds the number of typical tokens exactly, and a large token (an Entra
 //!   token with many groups) counts as several entries: memory stays under
 //!   `max-entries` x 2 KiB (about 200 MB at the default 100000) whatever the tokens look like.
@@ -37,7 +37,6 @@ use moka::Expiry;
 use portcullis_auth::{JoseAlg, KeySnapshot, UnixTime, VerifiedToken, VerifyingKey};
 use portcullis_config::{KeySource, Model};
 use prometheus::{IntCounter, IntCounterVec};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// One cache entry's budget; `max-entries` is a count of these.
@@ -284,34 +283,12 @@ fn key_still_present(token: &VerifiedToken, keys: &KeySnapshot) -> bool {
 }
 
 /// Bytes an entry holds, at least one unit: the raw token length stands for the key and the
-/// signature the entry saves; the claims estimate for the parsed map.
+/// signature the entry saves; the parsed claims count with what they hold on the heap.
 fn entry_weight(raw_len: usize, token: &VerifiedToken) -> u32 {
-    let claims: usize = token
-        .claims
-        .iter()
-        .map(|(k, v)| 48 + k.len() + value_bytes(v, 0))
-        .sum();
-    let bytes = ENTRY_OVERHEAD_BYTES + raw_len + claims;
+    let bytes = ENTRY_OVERHEAD_BYTES + raw_len + token.claims.heap_bytes();
     u32::try_from(bytes)
         .unwrap_or(u32::MAX)
         .max(ENTRY_UNIT_BYTES)
-}
-
-/// Rough heap size of a JSON value (node size plus string bytes), depth-bounded.
-fn value_bytes(v: &Value, depth: usize) -> usize {
-    const NODE: usize = 32;
-    if depth > 16 {
-        return NODE;
-    }
-    NODE + match v {
-        Value::String(s) => s.len(),
-        Value::Array(items) => items.iter().map(|i| value_bytes(i, depth + 1)).sum(),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| 48 + k.len() + value_bytes(v, depth + 1))
-            .sum(),
-        _ => 0,
-    }
 }
 
 #[cfg(test)]
@@ -333,7 +310,7 @@ mod tests {
 
     fn token(key: &VerifyingKey, exp: Option<f64>) -> Arc<VerifiedToken> {
         Arc::new(VerifiedToken {
-            claims: serde_json::Map::new(),
+            claims: portcullis_auth::Claims::parse("{}".to_owned()).unwrap(),
             alg: Some(JoseAlg::HS256),
             kid: key.kid.clone(),
             key_fingerprint: Some(key.fingerprint),
@@ -402,10 +379,12 @@ mod tests {
         let small = token(&k1, None);
         assert_eq!(entry_weight(300, &small), ENTRY_UNIT_BYTES);
         let mut big = (*small).clone();
-        let groups: Vec<Value> = (0..200)
-            .map(|i| Value::String(format!("group-{i:04}-00000000-0000-0000-0000")))
+        let groups: Vec<String> = (0..200)
+            .map(|i| format!("group-{i:04}-00000000-0000-0000-0000"))
             .collect();
-        big.claims.insert("groups".into(), Value::Array(groups));
+        big.claims =
+            portcullis_auth::Claims::parse(serde_json::json!({ "groups": groups }).to_string())
+                .unwrap();
         assert!(entry_weight(12_000, &big) > 4 * ENTRY_UNIT_BYTES);
     }
 

@@ -36,6 +36,11 @@ fn claim_values<'v>(value: Claim<'v>, separator: Option<&'v str>) -> ClaimIter<'
         return ClaimIter::Array(value.elements());
     }
     match (value.as_str(), separator) {
+        // A one-character separator (the usual space or comma) splits on the char: memchr, not
+        // the substring searcher.
+        (Some(s), Some(sep)) if sep.chars().count() == 1 => {
+            ClaimIter::SplitChar(s.split(sep.chars().next().unwrap_or(' ')))
+        }
         (Some(s), Some(sep)) if !sep.is_empty() => ClaimIter::Split(s.split(sep)),
         _ => ClaimIter::One(scalar_text(value)),
     }
@@ -47,6 +52,8 @@ enum ClaimIter<'v> {
     Array(Elements<'v>),
     /// A string split by the separator: trimmed, empty parts skipped.
     Split(std::str::Split<'v, &'v str>),
+    /// The same, split by a one-character separator.
+    SplitChar(std::str::Split<'v, char>),
     /// A single value (or none).
     One(Option<Cow<'v, str>>),
 }
@@ -58,6 +65,10 @@ impl<'v> Iterator for ClaimIter<'v> {
         match self {
             ClaimIter::Array(items) => items.find_map(scalar_text),
             ClaimIter::Split(parts) => parts
+                .map(str::trim)
+                .find(|v| !v.is_empty())
+                .map(Cow::Borrowed),
+            ClaimIter::SplitChar(parts) => parts
                 .map(str::trim)
                 .find(|v| !v.is_empty())
                 .map(Cow::Borrowed),

@@ -80,6 +80,9 @@ pub struct Claims {
     text: String,
     pool: String,
     nodes: Vec<Node>,
+    /// The top-level keys as (tag, key node index): a claim lookup scans these integers, not the
+    /// tape (several lookups per request: exp, nbf, iat, iss, aud, scp, ...).
+    top: Vec<(u64, u32)>,
 }
 
 impl Claims {
@@ -93,8 +96,16 @@ impl Claims {
         let mut de = serde_json::Deserializer::from_str(&text);
         de.deserialize_map(ValueVisitor(&mut builder))?;
         de.end()?;
+        let members = builder.object_len(0);
+        let mut top = Vec::with_capacity(members);
+        top.extend(builder.keys(0, members));
         let Builder { pool, nodes, .. } = builder;
-        Ok(Claims { text, pool, nodes })
+        Ok(Claims {
+            text,
+            pool,
+            nodes,
+            top,
+        })
     }
 
     /// The whole object as a [`Claim`].
@@ -107,7 +118,18 @@ impl Claims {
 
     /// A top-level claim by exact name.
     pub fn get(&self, name: &str) -> Option<Claim<'_>> {
-        self.root().get(name)
+        let want = name.as_bytes();
+        let want_tag = key_tag(want);
+        self.top.iter().find_map(|&(tag, key)| {
+            let span = match self.nodes.get(key as usize) {
+                Some(Node::Key(span, _)) => *span,
+                _ => return None,
+            };
+            same_key(tag, self.span(span).as_bytes(), want_tag, want).then_some(Claim {
+                claims: self,
+                index: key + 1,
+            })
+        })
     }
 
     /// A claim by verbatim name first, then as a dotted path (`realm_access.roles`). A name that
@@ -150,6 +172,7 @@ impl Claims {
         self.text.capacity()
             + self.pool.capacity()
             + self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.top.capacity() * std::mem::size_of::<(u64, u32)>()
     }
 
     /// The claims as a `serde_json` map (tests, diagnostics; not on the request path).
@@ -502,14 +525,15 @@ impl<'t> Builder<'t> {
         self.nodes.len() as u32
     }
 
-    /// The `(tag, span)` of the first `count` members of the object at `object` (all complete, so
+    /// The `(tag, key node index)` of the first `count` members of the object at `object` (all complete, so
     /// each value's `end` is set and the walk can step over it). No allocation: the duplicate
     /// check reads the keys from the tape itself.
-    fn keys(&self, object: u32, count: usize) -> impl Iterator<Item = (u64, Span)> + '_ {
+    fn keys(&self, object: u32, count: usize) -> impl Iterator<Item = (u64, u32)> + '_ {
         let mut at = object as usize + 1;
         (0..count).filter_map(move |_| {
             let key = match self.nodes.get(at) {
-                Some(Node::Key(span, tag)) => Some((*tag, *span)),
+                // `push` refused any index past u32::MAX.
+                Some(Node::Key(_, tag)) => Some((*tag, at as u32)),
                 _ => None,
             };
             at = match self.nodes.get(at + 1) {
@@ -523,14 +547,28 @@ impl<'t> Builder<'t> {
     /// Whether the object at `object` already has, among its first `count` members, this key.
     fn has_key(&self, object: u32, count: usize, tag: u64, name: &[u8]) -> bool {
         self.keys(object, count)
-            .any(|(t, k)| same_key(t, self.bytes(k), tag, name))
+            .any(|(t, k)| same_key(t, self.key_bytes(k), tag, name))
+    }
+
+    fn key_bytes(&self, key: u32) -> &[u8] {
+        match self.nodes.get(key as usize) {
+            Some(Node::Key(span, _)) => self.bytes(*span),
+            _ => &[],
+        }
+    }
+
+    fn object_len(&self, object: u32) -> usize {
+        match self.nodes.get(object as usize) {
+            Some(Node::Object { len, .. }) => *len as usize,
+            _ => 0,
+        }
     }
 
     /// Whether the object's `count` members hold a duplicate (objects past the linear bound).
     fn has_duplicate_sorted(&self, object: u32, count: usize) -> bool {
         let mut names: Vec<&[u8]> = self
             .keys(object, count)
-            .map(|(_, k)| self.bytes(k))
+            .map(|(_, k)| self.key_bytes(k))
             .collect();
         names.sort_unstable();
         names.windows(2).any(|w| w[0] == w[1])
@@ -624,12 +662,20 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let b = self.0;
         let index = b.push(Node::Object { len: 0, end: 0 })?;
+        // The first members' key tags, on the stack: a new key is compared with them as integers,
+        // and only an equal tag of a long key sends the check to the bytes on the tape.
+        let mut tags = [0u64; LINEAR_DUPLICATE_CHECK];
         let mut len = 0usize;
         while let Some(key) = map.next_key_seed(KeySeed(b))? {
             let name = b.bytes(key);
             let tag = key_tag(name);
-            if len < LINEAR_DUPLICATE_CHECK && b.has_key(index, len, tag, name) {
-                return Err(de::Error::custom("duplicate key"));
+            if let Some(seen) = tags.get(..len) {
+                if seen.contains(&tag) && (name.len() < 8 || b.has_key(index, len, tag, name)) {
+                    return Err(de::Error::custom("duplicate key"));
+                }
+            }
+            if let Some(slot) = tags.get_mut(len) {
+                *slot = tag;
             }
             b.push(Node::Key(key, tag))?;
             map.next_value_seed(ValueSeed(b))?;

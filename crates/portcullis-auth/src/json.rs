@@ -790,4 +790,181 @@ mod tests {
         assert!(c.lookup("a.x").is_none());
         assert!(c.lookup("a.b.c").is_none());
     }
+
+    /// The reading a strict parser must give: serde_json's values, with duplicate keys at any
+    /// depth refused (the `Map`-building visitor this module replaced, kept as the oracle).
+    mod oracle {
+        use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+        use serde_json::{Map, Value};
+        use std::fmt;
+
+        pub struct Strict(pub Value);
+
+        impl<'de> Deserialize<'de> for Strict {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(V).map(Strict)
+            }
+        }
+
+        struct V;
+
+        impl<'de> Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(v.into())
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(v.into())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+                serde_json::Number::from_f64(v)
+                    .map(Value::Number)
+                    .ok_or_else(|| E::custom("non-finite"))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::String(v.to_owned()))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Strict(v)) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(Value::Array(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut out = Map::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let Strict(v) = map.next_value()?;
+                    if out.insert(k, v).is_some() {
+                        return Err(de::Error::custom("duplicate key"));
+                    }
+                }
+                Ok(Value::Object(out))
+            }
+        }
+    }
+
+    /// Random JSON text, often with duplicate or escaped keys, sometimes broken.
+    fn random_json(rng: &mut rand::rngs::StdRng, depth: u32, out: &mut String) {
+        use rand::Rng;
+        const KEYS: [&str; 8] = [
+            "a",
+            "\\u0061",
+            "sub",
+            "s\\u0075b",
+            "\\/",
+            "/",
+            "é",
+            "abcdefgh",
+        ];
+        const SCALARS: [&str; 14] = [
+            "0",
+            "-0",
+            "1.5e3",
+            "-12",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1e400",
+            "true",
+            "false",
+            "null",
+            "\"x\"",
+            "\"\\n\\\"\"",
+            "\"\\ud83d\\ude00\"",
+            "01",
+        ];
+        let pick = rng.gen_range(0..10);
+        if depth == 0 || pick < 5 {
+            out.push_str(SCALARS[rng.gen_range(0..SCALARS.len())]);
+        } else if pick < 7 {
+            out.push('[');
+            for i in 0..rng.gen_range(0..4) {
+                if i > 0 {
+                    out.push(',');
+                }
+                random_json(rng, depth - 1, out);
+            }
+            out.push(']');
+        } else {
+            out.push('{');
+            for i in 0..rng.gen_range(0..6) {
+                if i > 0 {
+                    out.push_str(if rng.gen_bool(0.9) { "," } else { " , " });
+                }
+                out.push('"');
+                out.push_str(KEYS[rng.gen_range(0..KEYS.len())]);
+                out.push_str("\":");
+                random_json(rng, depth - 1, out);
+            }
+            out.push('}');
+        }
+    }
+
+    #[test]
+    fn same_reading_as_the_strict_oracle() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = String::from("{");
+            for i in 0..rng.gen_range(0..5) {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&format!("\"k{}\":", rng.gen_range(0..6)));
+                random_json(&mut rng, 4, &mut text);
+            }
+            text.push('}');
+            if rng.gen_bool(0.1) && !text.is_empty() {
+                // Break it: drop a byte (on a char boundary).
+                let mut at = rng.gen_range(0..text.len());
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                text.remove(at);
+            }
+            let want =
+                serde_json::from_str::<oracle::Strict>(&text)
+                    .ok()
+                    .and_then(|oracle::Strict(v)| match v {
+                        serde_json::Value::Object(map) => Some(map),
+                        _ => None,
+                    });
+            let got = parse(&text);
+            match (&want, &got) {
+                (Some(map), Ok(claims)) => {
+                    accepted += 1;
+                    assert_eq!(&claims.to_map(), map, "{text}");
+                    assert_eq!(claims.len(), map.len(), "{text}");
+                    for (k, v) in map {
+                        assert_eq!(
+                            claims.get(k).map(|c| c.to_value()).as_ref(),
+                            Some(v),
+                            "{text}"
+                        );
+                    }
+                }
+                (None, Err(_)) => refused += 1,
+                _ => panic!(
+                    "oracle {:?} vs tape {:?} for {text}",
+                    want.is_some(),
+                    got.is_ok()
+                ),
+            }
+        }
+        // Both verdicts are well exercised.
+        assert!(
+            accepted > 2_000 && refused > 2_000,
+            "{accepted} / {refused}"
+        );
+    }
 }

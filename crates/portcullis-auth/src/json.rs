@@ -120,15 +120,19 @@ impl Claims {
     pub fn get(&self, name: &str) -> Option<Claim<'_>> {
         let want = name.as_bytes();
         let want_tag = key_tag(want);
-        self.top.iter().find_map(|&(tag, key)| {
-            let span = match self.nodes.get(key as usize) {
-                Some(Node::Key(span, _)) => *span,
-                _ => return None,
-            };
-            same_key(tag, self.span(span).as_bytes(), want_tag, want).then_some(Claim {
-                claims: self,
-                index: key + 1,
-            })
+        // Integers first; the key's bytes are only read on an equal tag.
+        let found = self.top.iter().find(|&&(tag, key)| {
+            tag == want_tag
+                && match self.nodes.get(key as usize) {
+                    Some(Node::Key(span, _)) => {
+                        same_key(tag, self.span(*span).as_bytes(), want_tag, want)
+                    }
+                    _ => false,
+                }
+        })?;
+        Some(Claim {
+            claims: self,
+            index: found.1 + 1,
         })
     }
 

@@ -9,18 +9,28 @@
 
 use base64_simd::{AsOut as _, URL_SAFE_NO_PAD};
 
-/// Decode a segment into `buf` when it fits; `Err(true)`: too long for `buf` (judged by length,
-/// before the content is read); `Err(false)`: not strict base64url.
-pub(crate) fn decode_into<'b>(segment: &str, buf: &'b mut [u8]) -> Result<&'b [u8], bool> {
+/// Why [`decode_into`] gave no bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotDecoded {
+    /// Longer than the buffer (judged by length, before the content is read).
+    TooLong,
+    /// Not strict base64url.
+    Invalid,
+}
+
+/// Decode a segment into `buf` when it fits.
+pub(crate) fn decode_into<'b>(segment: &str, buf: &'b mut [u8]) -> Result<&'b [u8], NotDecoded> {
     let src = segment.as_bytes();
-    let len = URL_SAFE_NO_PAD.decoded_length(src).map_err(|_| false)?;
+    let len = URL_SAFE_NO_PAD
+        .decoded_length(src)
+        .map_err(|_| NotDecoded::Invalid)?;
     let Some(out) = buf.get_mut(..len) else {
-        return Err(true);
+        return Err(NotDecoded::TooLong);
     };
     URL_SAFE_NO_PAD
         .decode(src, out.as_out())
         .map(|decoded| &*decoded)
-        .map_err(|_| false)
+        .map_err(|_| NotDecoded::Invalid)
 }
 
 /// Decode a segment; `None`: not strict base64url.
@@ -48,8 +58,8 @@ mod tests {
         match super::decode_into(s, &mut small) {
             Ok(out) => assert_eq!(Some(out.to_vec()), want, "decode_into {s:?}"),
             // Too long is told by the length alone (the caller then decodes onto the heap).
-            Err(true) => assert!(s.len() * 3 / 4 > 16, "{s:?}"),
-            Err(false) => assert!(want.is_none(), "decode_into refused {s:?}"),
+            Err(super::NotDecoded::TooLong) => assert!(s.len() * 3 / 4 > 16, "{s:?}"),
+            Err(super::NotDecoded::Invalid) => assert!(want.is_none(), "refused {s:?}"),
         }
     }
 

@@ -35,14 +35,16 @@ fn claim_values<'v>(value: Claim<'v>, separator: Option<&'v str>) -> ClaimIter<'
     if value.is_array() {
         return ClaimIter::Array(value.elements());
     }
-    match (value.as_str(), separator) {
+    let (Some(s), Some(sep)) = (value.as_str(), separator) else {
+        return ClaimIter::One(scalar_text(value));
+    };
+    let mut chars = sep.chars();
+    match (chars.next(), chars.next()) {
         // A one-character separator (the usual space or comma) splits on the char: memchr, not
         // the substring searcher.
-        (Some(s), Some(sep)) if sep.chars().count() == 1 => {
-            ClaimIter::SplitChar(s.split(sep.chars().next().unwrap_or(' ')))
-        }
-        (Some(s), Some(sep)) if !sep.is_empty() => ClaimIter::Split(s.split(sep)),
-        _ => ClaimIter::One(scalar_text(value)),
+        (Some(c), None) => ClaimIter::SplitChar(s.split(c)),
+        (Some(_), Some(_)) => ClaimIter::Split(s.split(sep)),
+        (None, _) => ClaimIter::One(scalar_text(value)),
     }
 }
 
@@ -64,17 +66,19 @@ impl<'v> Iterator for ClaimIter<'v> {
     fn next(&mut self) -> Option<Cow<'v, str>> {
         match self {
             ClaimIter::Array(items) => items.find_map(scalar_text),
-            ClaimIter::Split(parts) => parts
-                .map(str::trim)
-                .find(|v| !v.is_empty())
-                .map(Cow::Borrowed),
-            ClaimIter::SplitChar(parts) => parts
-                .map(str::trim)
-                .find(|v| !v.is_empty())
-                .map(Cow::Borrowed),
+            ClaimIter::Split(parts) => next_part(parts),
+            ClaimIter::SplitChar(parts) => next_part(parts),
             ClaimIter::One(value) => value.take(),
         }
     }
+}
+
+/// The next part of a split string: trimmed, empty parts skipped.
+fn next_part<'v>(parts: &mut impl Iterator<Item = &'v str>) -> Option<Cow<'v, str>> {
+    parts
+        .map(str::trim)
+        .find(|v| !v.is_empty())
+        .map(Cow::Borrowed)
 }
 
 /// A scalar as text: strings as they are, numbers and booleans as JSON text.

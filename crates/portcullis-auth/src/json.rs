@@ -49,6 +49,15 @@ fn same_key(tag: u64, have: &[u8], want_tag: u64, want: &[u8]) -> bool {
     tag == want_tag && (want.len() < 8 || have == want)
 }
 
+/// The index of the first node after the value at `index` (containers record it; a scalar is one
+/// node).
+fn end_of(nodes: &[Node], index: usize) -> usize {
+    match nodes.get(index) {
+        Some(Node::Array { end, .. } | Node::Object { end, .. }) => *end as usize,
+        _ => index + 1,
+    }
+}
+
 /// One value of the tape. Containers are followed by their contents; `end` is the index of the
 /// first node after them, so a reader can step over a whole subtree.
 #[derive(Debug, Clone)]
@@ -195,23 +204,14 @@ impl Claims {
 
     /// The index of the first node after the value at `index`.
     fn end_of(&self, index: u32) -> u32 {
-        match self.nodes.get(index as usize) {
-            Some(Node::Array { end, .. } | Node::Object { end, .. }) => *end,
-            _ => index + 1,
-        }
+        // Node indexes fit in u32 (`Builder::push`).
+        end_of(&self.nodes, index as usize) as u32
     }
 }
 
 impl fmt::Debug for Claims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Claims").field(&self.text).finish()
-    }
-}
-
-impl PartialEq for Claims {
-    /// Equal when they hold the same claims (member order and escapes aside).
-    fn eq(&self, other: &Claims) -> bool {
-        self.to_map() == other.to_map()
     }
 }
 
@@ -297,20 +297,9 @@ impl<'c> Claim<'c> {
     }
 
     /// An object's member by exact name (`None` for any other value).
+    /// (Nested objects only: top-level names go through [`Claims::get`]'s index.)
     pub fn get(self, name: &str) -> Option<Claim<'c>> {
-        let want = name.as_bytes();
-        let want_tag = key_tag(want);
-        let mut members = self.members();
-        while members.remaining > 0 {
-            let key = members.next;
-            let (_, value) = members.next()?;
-            if let Some(Node::Key(span, tag)) = self.claims.nodes.get(key as usize) {
-                if same_key(*tag, self.claims.span(*span).as_bytes(), want_tag, want) {
-                    return Some(value);
-                }
-            }
-        }
-        None
+        self.members().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     /// The value as a `serde_json::Value` (objects with sorted keys, as serde_json's `Map`).
@@ -516,12 +505,11 @@ impl<'t> Builder<'t> {
         Ok(index)
     }
 
-    fn close<E: de::Error>(&mut self, index: u32, node: Node) -> Result<(), E> {
+    /// Write a container's node once its contents are on the tape.
+    fn close(&mut self, index: u32, node: Node) {
         if let Some(slot) = self.nodes.get_mut(index as usize) {
             *slot = node;
         }
-        u32::try_from(self.nodes.len()).map_err(|_| E::custom("claims too large"))?;
-        Ok(())
     }
 
     fn end(&self) -> u32 {
@@ -529,9 +517,9 @@ impl<'t> Builder<'t> {
         self.nodes.len() as u32
     }
 
-    /// The `(tag, key node index)` of the first `count` members of the object at `object` (all complete, so
-    /// each value's `end` is set and the walk can step over it). No allocation: the duplicate
-    /// check reads the keys from the tape itself.
+    /// The `(tag, key node index)` of the first `count` members of the object at `object` (all
+    /// complete, so each value's `end` is set and the walk can step over it). No allocation: the
+    /// duplicate check reads the keys from the tape itself.
     fn keys(&self, object: u32, count: usize) -> impl Iterator<Item = (u64, u32)> + '_ {
         let mut at = object as usize + 1;
         (0..count).filter_map(move |_| {
@@ -540,10 +528,7 @@ impl<'t> Builder<'t> {
                 Some(Node::Key(_, tag)) => Some((*tag, at as u32)),
                 _ => None,
             };
-            at = match self.nodes.get(at + 1) {
-                Some(Node::Array { end, .. } | Node::Object { end, .. }) => *end as usize,
-                _ => at + 2,
-            };
+            at = end_of(&self.nodes, at + 1);
             key
         })
     }
@@ -660,7 +645,8 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
             len += 1;
         }
         let end = b.end();
-        b.close(index, Node::Array { len, end })
+        b.close(index, Node::Array { len, end });
+        Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -696,12 +682,13 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                 len: len as u32,
                 end,
             },
-        )
+        );
+        Ok(())
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use serde_json::json;
 

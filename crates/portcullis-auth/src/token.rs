@@ -15,6 +15,7 @@ use std::fmt;
 use http::header::AUTHORIZATION;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use crate::b64::NotDecoded;
 use crate::json::{Claims, StrictIgnored};
 use crate::keys::{KeyFamily, VerifyingKey};
 use crate::{AuthError, KeySnapshot, TokenSource};
@@ -558,11 +559,11 @@ fn verify_segments(
     let heap;
     let header_bytes: &[u8] = match crate::b64::decode_into(seg.header, &mut stack) {
         Ok(decoded) => decoded,
-        Err(true) => {
+        Err(NotDecoded::TooLong) => {
             heap = b64_decode(seg.header, "header is not base64url")?;
             &heap
         }
-        Err(false) => return Err(invalid("header is not base64url")),
+        Err(NotDecoded::Invalid) => return Err(invalid("header is not base64url")),
     };
     let header = parse_header(header_bytes)?;
     let payload = b64_decode(seg.payload, "payload is not base64url")?;

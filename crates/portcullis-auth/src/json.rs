@@ -712,6 +712,12 @@ mod tests {
     }
 
     #[test]
+    fn a_node_stays_three_words() {
+        // The tape's memory per value (and the cache weight per claim) assumes this.
+        assert_eq!(std::mem::size_of::<super::Node>(), 24);
+    }
+
+    #[test]
     fn keys_sharing_a_tag_are_told_apart() {
         // Same length and first seven bytes: the tag is equal, the keys are not.
         let long = "x".repeat(300);

@@ -432,7 +432,10 @@ impl<'de> Visitor<'de> for IgnoredVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        ValueVisitor(&mut Builder::new(&[], 0)).visit_f64(v)
+        // The same rule as the tape's: a number must be finite.
+        Number::from_f64(v)
+            .map(drop)
+            .ok_or_else(|| E::custom("non-finite number"))
     }
 
     fn visit_str<E>(self, _: &str) -> Result<(), E> {
@@ -598,13 +601,14 @@ impl<'de> Visitor<'de> for KeySeed<'_, '_> {
     }
 }
 
+/// Puts one value (and everything inside it) on the tape.
 struct ValueVisitor<'b, 't>(&'b mut Builder<'t>);
 
 impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
+        f.write_str("a JSON value (the claims themselves: an object)")
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {

@@ -6,8 +6,8 @@
 //! never on fixed sleeps. The gateway's stderr is collected to check the logged diagnostics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +15,8 @@ use std::time::Duration;
 use portcullis_testkit::backend::Backend;
 use portcullis_testkit::jwks_server::{jwks, TestKey};
 use serde_json::json;
+
+use crate::support::{await_ready, spawn};
 
 const ISSUER: &str = "https://issuer.test/";
 const AUDIENCE: &str = "api://orders";
@@ -41,6 +43,16 @@ fn write_keys(dir: &Path, key: &TestKey) {
     std::fs::write(dir.join("keys.json"), jwks(&[key]).to_string()).unwrap();
 }
 
+/// A temporary directory holding `keys.json` (for `key`) and `gateway.yaml` (`text`); the file's
+/// path is returned with it.
+fn config_dir(key: &TestKey, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(dir.path(), key);
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, text).unwrap();
+    (dir, file)
+}
+
 fn token(key: &TestKey) -> String {
     #[allow(clippy::disallowed_methods)] // tokens are minted relative to the real clock
     let now = std::time::SystemTime::now()
@@ -62,13 +74,7 @@ struct Running {
 
 impl Running {
     async fn start(config: &Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["run", "-c"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(config, &[], &[], Stdio::piped());
         let log = Arc::new(Mutex::new(String::new()));
         let mut stderr = child.stderr.take().unwrap();
         let sink = log.clone();
@@ -83,32 +89,14 @@ impl Running {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in {line:?}: {}", log.lock().unwrap()))
-                .to_owned()
-        };
-        let running = Running {
-            proxy: field("proxy="),
-            admin: field("admin="),
+        let banner = await_ready(&mut child, || log.lock().unwrap().clone()).await;
+        Running {
+            proxy: banner.proxies,
+            admin: banner.admin,
             child,
-            log: log.clone(),
+            log,
             client: reqwest::Client::new(),
-        };
-        for _ in 0..1000 {
-            if let Ok(r) = running.client.get(running.admin("/readyz")).send().await {
-                if r.status() == 200 {
-                    return running;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("gateway never became ready: {}", running.log());
     }
 
     fn admin(&self, path: &str) -> String {
@@ -177,11 +165,8 @@ const GENERATION: &str = "portcullis_config_generation";
 #[tokio::test(flavor = "multi_thread")]
 async fn rewriting_the_file_changes_a_routes_policy_without_restart() {
     let backend = Backend::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let key = TestKey::rsa("k1").unwrap();
-    write_keys(dir.path(), &key);
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, config(&route("orders", "/api", &backend, "none"))).unwrap();
+    let (_dir, file) = config_dir(&key, &config(&route("orders", "/api", &backend, "none")));
     let gw = Running::start(&file).await;
     assert_eq!(gw.get("/api/1", None).await, 200);
     assert_eq!(gw.metric(GENERATION).await, 1.0);
@@ -199,12 +184,12 @@ async fn rewriting_the_file_changes_a_routes_policy_without_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_rereads_the_config_and_the_key_files_it_names() {
     let backend = Backend::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let old_key = TestKey::rsa("old").unwrap();
     let new_key = TestKey::rsa("new").unwrap();
-    write_keys(dir.path(), &old_key);
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, config(&route("orders", "/api", &backend, "orders"))).unwrap();
+    let (dir, file) = config_dir(
+        &old_key,
+        &config(&route("orders", "/api", &backend, "orders")),
+    );
     let gw = Running::start(&file).await;
     assert_eq!(gw.get("/api/1", Some(&token(&old_key))).await, 200);
     assert_eq!(gw.get("/api/1", Some(&token(&new_key))).await, 401);
@@ -221,12 +206,9 @@ async fn sighup_rereads_the_config_and_the_key_files_it_names() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_config_is_rejected_with_file_line_col_and_the_old_one_keeps_serving() {
     let backend = Backend::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let key = TestKey::rsa("k1").unwrap();
-    write_keys(dir.path(), &key);
-    let file = dir.path().join("gateway.yaml");
     let valid = config(&route("orders", "/api", &backend, "orders"));
-    std::fs::write(&file, &valid).unwrap();
+    let (_dir, file) = config_dir(&key, &valid);
     let gw = Running::start(&file).await;
 
     // The route names a policy that does not exist; `server` gains an unknown key (line 2).
@@ -317,11 +299,8 @@ async fn a_kubernetes_style_symlink_swap_is_seen() {
 async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let backend = Backend::start().unwrap();
     backend.set_delay(Duration::from_secs(6));
-    let dir = tempfile::tempdir().unwrap();
     let key = TestKey::rsa("k1").unwrap();
-    write_keys(dir.path(), &key);
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, config(&route("slow", "/slow", &backend, "none"))).unwrap();
+    let (_dir, file) = config_dir(&key, &config(&route("slow", "/slow", &backend, "none")));
     let gw = Running::start(&file).await;
 
     let in_flight = tokio::spawn({
@@ -366,11 +345,8 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_only_settings_are_kept_with_a_warning_and_the_rest_applies() {
     let backend = Backend::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let key = TestKey::rsa("k1").unwrap();
-    write_keys(dir.path(), &key);
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, config(&route("orders", "/api", &backend, "none"))).unwrap();
+    let (_dir, file) = config_dir(&key, &config(&route("orders", "/api", &backend, "none")));
     let gw = Running::start(&file).await;
 
     // Another admin address and thread count (restart only) plus a route change (reloadable).

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,43 +174,14 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(global_args)
-            .args(["run", "-c"])
-            .arg(&config)
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in {line:?} (config:\n{text})"))
-                .to_owned()
-        };
-        let proxy = field("proxy=")
+        let mut child = spawn(&config, global_args, envs, stderr);
+        let banner = await_ready(&mut child, || format!("config:\n{text}")).await;
+        let proxy = banner
+            .proxies
             .split(',')
             .next()
             .unwrap_or_default()
             .to_owned();
-        let admin = field("admin=");
-        let admin_client = reqwest::Client::new();
-        let mut ready = false;
-        for _ in 0..1000 {
-            if let Ok(r) = admin_client.get(format!("{admin}/readyz")).send().await {
-                if r.status() == 200 {
-                    ready = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(ready, "gateway never became ready (keys not loaded?)");
         Gateway {
             child,
             proxy,
@@ -231,6 +202,59 @@ impl Gateway {
             .unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
+}
+
+/// `portcullis [global_args] run -c config` with stdout piped (the ready banner is read from it).
+pub fn spawn(config: &Path, global_args: &[&str], envs: &[(&str, &str)], stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(global_args)
+        .args(["run", "-c"])
+        .arg(config)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// The listener URLs a started gateway prints on its first stdout line.
+pub struct Banner {
+    /// `proxy=`: the proxy listeners, comma-separated, in config order.
+    pub proxies: String,
+    /// `admin=`: the admin listener.
+    pub admin: String,
+}
+
+/// Read the banner of a [`spawn`]ed gateway and wait (bounded) until its `/readyz` answers 200
+/// (keys loaded). `context` is added to a failure message (the config, the logs so far).
+pub async fn await_ready(child: &mut Child, context: impl Fn() -> String) -> Banner {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {line:?} ({})", context()))
+            .to_owned()
+    };
+    let banner = Banner {
+        proxies: field("proxy="),
+        admin: field("admin="),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..1000 {
+        if let Ok(r) = client.get(format!("{}/readyz", banner.admin)).send().await {
+            if r.status() == 200 {
+                return banner;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "gateway never became ready (keys not loaded?): {}",
+        context()
+    );
 }
 
 impl Gateway {

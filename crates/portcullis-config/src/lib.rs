@@ -23,6 +23,7 @@ mod yaml;
 pub use azure::DEFAULT_AUTHORITY;
 pub use diag::{Diagnostic, Severity};
 pub use model::*;
+pub use portcullis_route::{Normalization, RouteMatch};
 pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use server::{DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_CACHE_ENTRIES};
 pub use vars::Lookup;
@@ -90,7 +91,7 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
     let server = server::read(cx, get("server"), doc);
     let named = policy::read_all(cx, get("policies"));
     let names: Vec<&str> = named.iter().map(|p| p.model.policy.name.as_str()).collect();
-    let routes = routes::read_all(cx, get("routes"), &names, doc);
+    let routes = routes::read_all(cx, get("routes"), &names, doc, &server.normalisation);
     for p in &named {
         let name = p.model.policy.name.as_str();
         if !routes.iter().any(|r| r.policy.as_deref() == Some(name)) {

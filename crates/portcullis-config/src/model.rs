@@ -32,6 +32,8 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Worker threads (default: number of cores).
     pub threads: Option<usize>,
+    /// How request paths are canonicalised before routing (`path-normalisation`).
+    pub normalisation: portcullis_route::Normalization,
 }
 
 /// One proxy listener.
@@ -113,14 +115,9 @@ pub enum KeySource {
 pub struct Route {
     /// Unique name.
     pub name: String,
-    /// Host to match (case-insensitive, port ignored).
-    pub host: Option<String>,
-    /// Exact path.
-    pub path: Option<String>,
-    /// Path prefix (segment-aware: `/api` matches `/api` and `/api/x`, not `/apix`).
-    pub path_prefix: Option<String>,
-    /// Methods (empty: any).
-    pub methods: Vec<http::Method>,
+    /// What the route matches: host, exact path or path prefix, methods, case sensitivity (the
+    /// one matcher the proxy and the shadowing check share).
+    pub matcher: portcullis_route::RouteMatch,
     /// Upstreams (round robin).
     pub upstreams: Vec<Upstream>,
     /// Policy name, or `None` for `policy: none` (anonymous).

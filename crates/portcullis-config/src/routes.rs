@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use portcullis_route::{canonical_host, canonical_path, Normalization, RouteMatch};
+
 use crate::model::{Route, Upstream};
 use crate::walk::{self, suggest, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
@@ -18,7 +20,7 @@ const ROUTE_KEYS: &[&str] = &[
     "rewrite-prefix",
     "policy",
 ];
-const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods"];
+const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods", "case-sensitive"];
 
 /// Upstream read timeout when `timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,6 +41,7 @@ pub(crate) fn read_all(
     node: Option<&Node>,
     policies: &[&str],
     doc: Pos,
+    normalisation: &Normalization,
 ) -> Vec<Route> {
     let Some(node) = node else {
         cx.warning(doc, "no routes: every request is answered 404");
@@ -50,7 +53,7 @@ pub(crate) fn read_all(
     let mut placed: Vec<Placed> = Vec::new();
     for item in items {
         let errors_before = cx.errors();
-        let Some(mut p) = read_one(cx, item, policies) else {
+        let Some(mut p) = read_one(cx, item, policies, normalisation) else {
             continue;
         };
         p.clean = cx.errors() == errors_before;
@@ -66,7 +69,7 @@ pub(crate) fn read_all(
         } else if let Some(earlier) = placed
             .iter()
             .filter(|o| o.clean && p.clean)
-            .find(|o| covers(&o.route, &p.route))
+            .find(|o| o.route.matcher.covers(&p.route.matcher))
         {
             cx.error(
                 p.pos,
@@ -81,7 +84,12 @@ pub(crate) fn read_all(
     placed.into_iter().map(|p| p.route).collect()
 }
 
-fn read_one(cx: &mut Cx, node: &Node, policies: &[&str]) -> Option<Placed> {
+fn read_one(
+    cx: &mut Cx,
+    node: &Node,
+    policies: &[&str],
+    normalisation: &Normalization,
+) -> Option<Placed> {
     let f = Fields::new(cx, node, "route", ROUTE_KEYS)?;
     let (name, pos) = match f.get("name") {
         Some(n) => (walk::non_empty(cx, n, "name").map(str::to_owned), n.pos),
@@ -93,10 +101,7 @@ fn read_one(cx: &mut Cx, node: &Node, policies: &[&str]) -> Option<Placed> {
     let label = name.clone().unwrap_or_else(|| "(unnamed)".to_owned());
     let mut route = Route {
         name: label,
-        host: None,
-        path: None,
-        path_prefix: None,
-        methods: Vec::new(),
+        matcher: RouteMatch::default(),
         upstreams: upstreams(cx, &f),
         policy: policy_ref(cx, &f, policies),
         timeout: f
@@ -111,9 +116,9 @@ fn read_one(cx: &mut Cx, node: &Node, policies: &[&str]) -> Option<Placed> {
         rewrite_prefix: None,
     };
     if let Some(m) = f.get("match") {
-        read_match(cx, m, &mut route);
+        read_match(cx, m, &mut route, normalisation);
     }
-    prefix_rewrites(cx, &f, &mut route);
+    prefix_rewrites(cx, &f, &mut route, normalisation);
     Some(Placed {
         pos,
         route: Route {
@@ -124,19 +129,30 @@ fn read_one(cx: &mut Cx, node: &Node, policies: &[&str]) -> Option<Placed> {
     })
 }
 
-fn read_match(cx: &mut Cx, node: &Node, route: &mut Route) {
+fn read_match(cx: &mut Cx, node: &Node, route: &mut Route, normalisation: &Normalization) {
     let Some(f) = Fields::new(cx, node, "match", MATCH_KEYS) else {
         return;
     };
+    let m = &mut route.matcher;
     if let Some(n) = f.get("host") {
-        route.host = walk::non_empty(cx, n, "host").and_then(|h| host(cx, n, h));
+        m.host = walk::non_empty(cx, n, "host").and_then(|h| host(cx, n, h));
     }
-    route.path = f.get("path").and_then(|n| path(cx, n, "path"));
-    route.path_prefix = f
+    if let Some(n) = f.get("case-sensitive") {
+        m.case_sensitive = walk::boolean(cx, n, "case-sensitive").unwrap_or(false);
+    }
+    m.path = f
+        .get("path")
+        .and_then(|n| path(cx, n, "path", normalisation));
+    m.path_prefix = f
         .get("path-prefix")
-        .and_then(|n| path(cx, n, "path-prefix"));
-    if let (Some(p), Some(prefix)) = (&route.path, &route.path_prefix) {
-        if !under_prefix(prefix, p) {
+        .and_then(|n| path(cx, n, "path-prefix", normalisation));
+    if let (Some(p), Some(prefix)) = (&m.path, &m.path_prefix) {
+        let under = RouteMatch {
+            path_prefix: Some(prefix.clone()),
+            case_sensitive: m.case_sensitive,
+            ..RouteMatch::default()
+        };
+        if !under.matches(&http::Method::GET, None, p) {
             let pos = f.get("path").map_or(f.pos, |n| n.pos);
             cx.error(
                 pos,
@@ -145,7 +161,7 @@ fn read_match(cx: &mut Cx, node: &Node, route: &mut Route) {
         }
     }
     if let Some(n) = f.get("methods") {
-        route.methods = methods(cx, n);
+        m.methods = methods(cx, n);
     } else if let Some(k) = f.key("methods") {
         cx.error(
             k.pos,
@@ -174,10 +190,21 @@ fn host(cx: &mut Cx, node: &Node, text: &str) -> Option<String> {
         );
         return None;
     }
-    Some(text.to_ascii_lowercase())
+    match canonical_host(text) {
+        Ok(h) => Some(h.into_owned()),
+        Err(_) => {
+            cx.error(
+                node.pos,
+                format!("`host` must be a host name such as api.local, found `{text}`"),
+            );
+            None
+        }
+    }
 }
 
-fn path(cx: &mut Cx, node: &Node, what: &str) -> Option<String> {
+/// A route path: it must be in the canonical form requests are matched in (the same function the
+/// proxy runs on every request), so what is written is what is matched.
+fn path(cx: &mut Cx, node: &Node, what: &str, normalisation: &Normalization) -> Option<String> {
     let text = walk::non_empty(cx, node, what)?;
     if !text.starts_with('/') {
         cx.error(
@@ -193,7 +220,26 @@ fn path(cx: &mut Cx, node: &Node, what: &str) -> Option<String> {
         );
         return None;
     }
-    Some(text.to_owned())
+    match canonical_path(text, normalisation) {
+        Ok(c) if c == text => Some(text.to_owned()),
+        Ok(c) => {
+            cx.error(
+                node.pos,
+                format!("`{what}` is not in canonical form (requests are matched on their canonical path): write `{c}`, not `{text}`"),
+            );
+            None
+        }
+        Err(refusal) => {
+            cx.error(
+                node.pos,
+                format!(
+                    "route can never match: every request for `{text}` is refused ({})",
+                    refusal.reason()
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn methods(cx: &mut Cx, node: &Node) -> Vec<http::Method> {
@@ -316,61 +362,17 @@ fn policy_ref(cx: &mut Cx, f: &Fields<'_>, policies: &[&str]) -> Option<String> 
     None
 }
 
-fn prefix_rewrites(cx: &mut Cx, f: &Fields<'_>, route: &mut Route) {
+fn prefix_rewrites(cx: &mut Cx, f: &Fields<'_>, route: &mut Route, normalisation: &Normalization) {
     if let Some(n) = f.get("strip-prefix") {
         route.strip_prefix = walk::boolean(cx, n, "strip-prefix").unwrap_or(false);
-        if route.strip_prefix && route.path_prefix.is_none() {
+        if route.strip_prefix && route.matcher.path_prefix.is_none() {
             cx.error(n.pos, "strip-prefix needs match.path-prefix");
         }
     }
     if let Some(n) = f.get("rewrite-prefix") {
-        route.rewrite_prefix = path(cx, n, "rewrite-prefix");
-        if route.path_prefix.is_none() {
+        route.rewrite_prefix = path(cx, n, "rewrite-prefix", normalisation);
+        if route.matcher.path_prefix.is_none() {
             cx.error(n.pos, "rewrite-prefix needs match.path-prefix");
         }
-    }
-}
-
-/// Segment-aware prefix: `/api` covers `/api` and `/api/x`, not `/apix`.
-fn under_prefix(prefix: &str, path: &str) -> bool {
-    let p = prefix.trim_end_matches('/');
-    p.is_empty()
-        || path == p
-        || path
-            .strip_prefix(p)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// True when every request `later` matches is matched by `earlier`.
-fn covers(earlier: &Route, later: &Route) -> bool {
-    let host = earlier.host.is_none() || earlier.host == later.host;
-    let methods = earlier.methods.is_empty()
-        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
-    host && methods && covers_path(earlier, later)
-}
-
-fn covers_path(earlier: &Route, later: &Route) -> bool {
-    let later_path = later.path.as_deref().or(later.path_prefix.as_deref());
-    match (&earlier.path, &earlier.path_prefix) {
-        (Some(p), _) => later.path.as_deref() == Some(p.as_str()),
-        (None, Some(prefix)) => match later_path {
-            Some(lp) => under_prefix(prefix, lp),
-            None => under_prefix(prefix, "/"),
-        },
-        (None, None) => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_are_segment_aware() {
-        assert!(under_prefix("/api", "/api"));
-        assert!(under_prefix("/api", "/api/x"));
-        assert!(under_prefix("/api/", "/api/x"));
-        assert!(!under_prefix("/api", "/apix"));
-        assert!(under_prefix("/", "/anything"));
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use portcullis_route::{EscapedSlashes, Normalization, PathParameters};
+
 use crate::model::{Listener, Server, Tls};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
@@ -12,6 +14,7 @@ const SERVER_KEYS: &[&str] = &[
     "token-cache",
     "shutdown-grace",
     "threads",
+    "path-normalisation",
 ];
 
 /// Verified-token cache size when `token-cache` is not given.
@@ -27,6 +30,7 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         token_cache_max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         threads: None,
+        normalisation: Normalization::default(),
     };
     let Some(f) = node.and_then(|n| Fields::new(cx, n, "server", SERVER_KEYS)) else {
         let pos = node.map_or(doc, |n| n.pos);
@@ -66,7 +70,49 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         server.threads =
             walk::integer_in(cx, n, "threads", 1, 1024).and_then(|t| usize::try_from(t).ok());
     }
+    if let Some(n) = f.get("path-normalisation") {
+        server.normalisation = normalisation(cx, n);
+    }
     server
+}
+
+/// `path-normalisation: { escaped-slashes: reject | keep, path-parameters: reject | strip }`.
+/// Both loosen what the gateway accepts, so each is warned about where it is set.
+fn normalisation(cx: &mut Cx, node: &Node) -> Normalization {
+    let mut out = Normalization::default();
+    let keys = ["escaped-slashes", "path-parameters"];
+    let Some(f) = Fields::new(cx, node, "path-normalisation", &keys) else {
+        return out;
+    };
+    if let Some(n) = f.get("escaped-slashes") {
+        match walk::string(cx, n, "escaped-slashes") {
+            Some("reject") => {}
+            Some("keep") => {
+                out.escaped_slashes = EscapedSlashes::Keep;
+                cx.warning(
+                    n.pos,
+                    "escaped-slashes: keep forwards %2F and %5C undecoded: a backend that decodes them into separators reads a path the gateway did not match",
+                );
+            }
+            Some(other) => cx.error(
+                n.pos,
+                format!("`escaped-slashes` must be `reject` or `keep`, found `{other}`"),
+            ),
+            None => {}
+        }
+    }
+    if let Some(n) = f.get("path-parameters") {
+        match walk::string(cx, n, "path-parameters") {
+            Some("reject") => {}
+            Some("strip") => out.path_parameters = PathParameters::Strip,
+            Some(other) => cx.error(
+                n.pos,
+                format!("`path-parameters` must be `reject` or `strip`, found `{other}`"),
+            ),
+            None => {}
+        }
+    }
+    out
 }
 
 fn listeners(cx: &mut Cx, f: &Fields<'_>) -> Vec<Listener> {

@@ -4,7 +4,8 @@
 //! - `new_ctx`: a per-request [`Ctx`] (start instant, in-flight guard for graceful shutdown, and
 //!   the config [`Generation`] the request uses to its end: a reload swaps the generation for new
 //!   requests while this one finishes on the old; see `reload.rs`).
-//! - `request_filter`: request id, the header-size limit (431, see `respond.rs`), route match,
+//! - `request_filter`: request id, the header-size limit (431, see `respond.rs`), the request's
+//!   canonical form (method, host, target: 400 when it has none; see `routes.rs`), route match,
 //!   identity-header stripping (every route), the policy's evaluation, identity headers set from the verified claims. A rejection (or no route)
 //!   is written here with keep-alive intact and `Ok(true)` ends the request: no upstream is chosen,
 //!   the backend never sees it.
@@ -159,13 +160,6 @@ impl Gateway {
     }
 }
 
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
-}
-
 /// 504 for timeouts, 502 for an unreachable or misbehaving upstream.
 fn upstream_status(e: &Error) -> (u16, &'static str) {
     match e.etype() {
@@ -230,11 +224,18 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header_mut();
         ctx.generation.identity.strip(req);
+        match ctx.generation.routes.route_request(req) {
+            Ok(route) => ctx.route = route,
+            Err(refusal) => {
+                ctx.reason = Some(refusal.reason());
+                ctx.status = Some(400);
+                let body = json_error_body(400, refusal.message());
+                write_json(session, 400, body, None, ctx.request_id.as_ref()).await?;
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
         ctx.host = req.headers.get(http::header::HOST).cloned();
-        ctx.route = ctx
-            .generation
-            .routes
-            .find(&req.method, request_host(req), req.uri.path());
         if ctx.route.is_none() {
             ctx.reason = Some(metrics::REASON_NO_ROUTE);
             ctx.status = Some(404);

@@ -1,15 +1,21 @@
 //! The route table: built once from the model (upstream host names resolved here, because pingora's
 //! `HttpPeer::new` with a host name does a blocking lookup and unwraps), then matched per request
-//! without allocation: host (case-insensitive, port ignored), exact path or segment-aware prefix,
-//! methods. Also round-robin peer choice with passive health, and the path rewrite.
+//! on the request's canonical form ([`Routes::route_request`]: method, host and request target
+//! canonicalised by `portcullis-route`, the same code `check` uses; the request's URI is replaced by
+//! the canonical target, so the backend receives exactly what was matched). Also round-robin peer
+//! choice with passive health, and the path rewrite.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use http::Method;
+use http::{HeaderValue, Method};
+use pingora_http::RequestHeader;
 use portcullis_config::{Model, Route as RouteModel, Upstream};
+use portcullis_route::{
+    canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
+};
 
 use crate::error::BuildError;
 
@@ -34,10 +40,7 @@ pub struct Peer {
 pub struct Route {
     /// Name (logs, metrics).
     pub name: String,
-    host: Option<String>,
-    path: Option<String>,
-    path_prefix: Option<String>,
-    methods: Vec<Method>,
+    matcher: RouteMatch,
     /// Index into the gateway's policies (`None`: anonymous).
     pub policy: Option<usize>,
     /// Upstream read timeout.
@@ -50,9 +53,12 @@ pub struct Route {
     next: AtomicUsize,
 }
 
-/// Routes in file order.
+/// Routes in file order, and how request targets are canonicalised for them.
 #[derive(Debug)]
-pub struct Routes(Vec<Route>);
+pub struct Routes {
+    routes: Vec<Route>,
+    normalisation: Normalization,
+}
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -83,40 +89,71 @@ impl Routes {
         model: &Model,
         policy_index: impl Fn(&str) -> Option<usize>,
     ) -> Result<Routes, BuildError> {
-        model
+        let routes = model
             .routes
             .iter()
             .map(|r| Route::build(r, &policy_index))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Routes)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Routes {
+            routes,
+            normalisation: model.server.normalisation,
+        })
     }
 
-    /// The first route matching the request, with its index.
+    /// The first route matching a canonical method, host and path, with its index.
     pub fn find(&self, method: &Method, host: Option<&str>, path: &str) -> Option<usize> {
-        let host = host.map(strip_port);
-        self.0.iter().position(|r| r.matches(method, host, path))
+        self.routes
+            .iter()
+            .position(|r| r.matcher.matches(method, host, path))
+    }
+
+    /// Canonicalise the request (method, `Host`, request target) and find its route. On success the
+    /// request carries the canonical origin-form target (the query as received), so what is
+    /// authorised and forwarded is what was matched; `Ok(None)`: no route. A request that cannot
+    /// be made canonical is refused (400) and left as it was.
+    pub fn route_request(&self, req: &mut RequestHeader) -> Result<Option<usize>, Refusal> {
+        check_method(req.method.as_str())?;
+        let mut hosts = req.headers.get_all(http::header::HOST).iter();
+        let host_header = match (hosts.next(), hosts.next()) {
+            (_, Some(_)) => return Err(Refusal::InvalidHost),
+            (Some(h), None) => Some(h.to_str().map_err(|_| Refusal::InvalidHost)?),
+            (None, None) => None,
+        };
+        let target = canonicalize(req.method.as_str(), req.raw_path(), &self.normalisation)?;
+        let host_raw = match (target.authority, host_header) {
+            (Some(authority), Some(header)) => {
+                if canonical_host(authority)? != canonical_host(header)? {
+                    return Err(Refusal::HostMismatch);
+                }
+                Some(header)
+            }
+            (Some(authority), None) => Some(authority),
+            (None, Some(header)) => Some(header),
+            (None, None) => req.uri.authority().map(|a| a.as_str()),
+        };
+        let host = canonical_host(host_raw.unwrap_or(""))?;
+        let host = (!host.is_empty()).then_some(host.as_ref());
+        let idx = self.find(&req.method, host, &target.path);
+        let rewrite = (!target.unchanged()).then(|| target.origin_form());
+        let add_host = match (target.authority, host_header) {
+            (Some(authority), None) => HeaderValue::from_str(authority).ok(),
+            _ => None,
+        };
+        if let Some(uri) = rewrite {
+            let uri = http::Uri::try_from(uri).map_err(|_| Refusal::InvalidQuery)?;
+            req.set_uri(uri);
+        }
+        if let Some(value) = add_host {
+            req.insert_header(http::header::HOST, value)
+                .map_err(|_| Refusal::InvalidHost)?;
+        }
+        Ok(idx)
     }
 
     /// Route by index.
     pub fn get(&self, idx: usize) -> Option<&Route> {
-        self.0.get(idx)
+        self.routes.get(idx)
     }
-}
-
-/// `host:port` -> `host` (IPv6 literals keep their brackets).
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-/// `/api` matches `/api`, `/api/`, `/api/x`, not `/apix`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    path.starts_with(prefix)
-        && (path.len() == prefix.len()
-            || prefix.ends_with('/')
-            || path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
 impl Route {
@@ -148,10 +185,7 @@ impl Route {
             .collect::<Result<Vec<_>, BuildError>>()?;
         Ok(Route {
             name: r.name.clone(),
-            host: r.host.as_ref().map(|h| strip_port(h).to_ascii_lowercase()),
-            path: r.path.clone(),
-            path_prefix: r.path_prefix.clone(),
-            methods: r.methods.clone(),
+            matcher: r.matcher.clone(),
             policy,
             timeout: r.timeout,
             connect_timeout: r.connect_timeout,
@@ -160,25 +194,6 @@ impl Route {
             peers,
             next: AtomicUsize::new(0),
         })
-    }
-
-    fn matches(&self, method: &Method, host: Option<&str>, path: &str) -> bool {
-        if let Some(want) = &self.host {
-            if !host.is_some_and(|h| h.eq_ignore_ascii_case(want)) {
-                return false;
-            }
-        }
-        if let Some(exact) = &self.path {
-            if path != exact {
-                return false;
-            }
-        }
-        if let Some(prefix) = &self.path_prefix {
-            if !prefix_matches(prefix, path) {
-                return false;
-            }
-        }
-        self.methods.is_empty() || self.methods.contains(method)
     }
 
     /// Number of peers.
@@ -217,12 +232,12 @@ impl Route {
     }
 
     /// The upstream path for a request path, when strip-prefix or rewrite-prefix apply.
+    /// `path` is the canonical path the route matched.
     pub fn rewrite_path(&self, path: &str) -> Option<String> {
-        let prefix = self.path_prefix.as_deref()?;
         if !self.strip_prefix && self.rewrite_prefix.is_none() {
             return None;
         }
-        let rest = path.get(prefix.len()..).unwrap_or("");
+        let rest = self.matcher.below_prefix(path)?;
         let base = self.rewrite_prefix.as_deref().unwrap_or("/");
         Some(join_path(base, rest))
     }
@@ -246,22 +261,6 @@ fn join_path(base: &str, rest: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    #[test]
-    fn prefix_is_segment_aware() {
-        assert!(prefix_matches("/api", "/api"));
-        assert!(prefix_matches("/api", "/api/x"));
-        assert!(prefix_matches("/api/", "/api/x"));
-        assert!(!prefix_matches("/api", "/apix"));
-        assert!(prefix_matches("/", "/anything"));
-    }
-
-    #[test]
-    fn ports_are_ignored() {
-        assert_eq!(strip_port("Api.Local:8080"), "Api.Local");
-        assert_eq!(strip_port("api.local"), "api.local");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-    }
 
     #[test]
     fn paths_join() {

@@ -23,10 +23,10 @@ fn upstream(url: &str) -> Upstream {
 fn route(name: &str, prefix: &str, upstreams: Vec<Upstream>) -> Route {
     Route {
         name: name.to_owned(),
-        host: None,
-        path: None,
-        path_prefix: Some(prefix.to_owned()),
-        methods: Vec::new(),
+        matcher: portcullis_config::RouteMatch {
+            path_prefix: Some(prefix.to_owned()),
+            ..Default::default()
+        },
         upstreams,
         policy: None,
         timeout: Duration::from_secs(5),
@@ -48,6 +48,7 @@ fn model(routes: Vec<Route>) -> Model {
             token_cache_max_entries: 0,
             shutdown_grace: Duration::from_secs(2),
             threads: Some(1),
+            normalisation: Default::default(),
         },
         policies: Vec::new(),
         routes,

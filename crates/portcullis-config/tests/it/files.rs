@@ -73,7 +73,7 @@ fn demo_config_protects_orders_and_leaves_public_open() {
     let orders = m
         .routes
         .iter()
-        .find(|r| r.path_prefix.as_deref() == Some("/api/orders"))
+        .find(|r| r.matcher.path_prefix.as_deref() == Some("/api/orders"))
         .unwrap();
     let policy = m
         .policies
@@ -106,7 +106,7 @@ fn demo_config_protects_orders_and_leaves_public_open() {
     let public = m
         .routes
         .iter()
-        .find(|r| r.path_prefix.as_deref() == Some("/public"))
+        .find(|r| r.matcher.path_prefix.as_deref() == Some("/public"))
         .unwrap();
     assert_eq!(public.policy, None);
     assert_eq!(public.upstreams[0].port, 3000);

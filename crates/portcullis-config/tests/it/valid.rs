@@ -58,13 +58,13 @@ fn minimal_config_gets_every_default() {
     assert_eq!(r.name, "r");
     assert_eq!(
         (
-            r.host.as_deref(),
-            r.path.as_deref(),
-            r.path_prefix.as_deref()
+            r.matcher.host.as_deref(),
+            r.matcher.path.as_deref(),
+            r.matcher.path_prefix.as_deref()
         ),
         (None, None, None)
     );
-    assert!(r.methods.is_empty());
+    assert!(r.matcher.methods.is_empty());
     assert_eq!(r.policy, None);
     assert_eq!(r.timeout, Duration::from_secs(30));
     assert_eq!(r.connect_timeout, Duration::from_secs(5));
@@ -494,9 +494,9 @@ fn routes_every_key() {
     ));
     assert!(w.is_empty(), "{w:?}");
     let r = &m.routes[0];
-    assert_eq!(r.host.as_deref(), Some("api.local"));
-    assert_eq!(r.path_prefix.as_deref(), Some("/api/orders"));
-    assert_eq!(r.methods, [http::Method::GET, http::Method::POST]);
+    assert_eq!(r.matcher.host.as_deref(), Some("api.local"));
+    assert_eq!(r.matcher.path_prefix.as_deref(), Some("/api/orders"));
+    assert_eq!(r.matcher.methods, [http::Method::GET, http::Method::POST]);
     assert_eq!(r.upstreams.len(), 2);
     assert_eq!(
         (
@@ -510,7 +510,7 @@ fn routes_every_key() {
     assert_eq!(r.connect_timeout, Duration::from_millis(250));
     assert!(r.strip_prefix);
     assert_eq!(r.rewrite_prefix.as_deref(), Some("/v1/orders"));
-    assert_eq!(m.routes[1].path.as_deref(), Some("/health"));
+    assert_eq!(m.routes[1].matcher.path.as_deref(), Some("/health"));
     assert_eq!(m.routes[1].upstreams[0].host, "[::1]");
 }
 

@@ -10,4 +10,5 @@ mod idp;
 mod logs;
 mod profiles;
 mod reload;
+mod routing_tricks;
 mod support;

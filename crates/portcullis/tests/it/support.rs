@@ -30,10 +30,10 @@ pub fn upstream(addr: SocketAddr) -> Upstream {
 pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> Route {
     Route {
         name: name.to_owned(),
-        host: None,
-        path: None,
-        path_prefix: Some(prefix.to_owned()),
-        methods: Vec::new(),
+        matcher: portcullis_config::RouteMatch {
+            path_prefix: Some(prefix.to_owned()),
+            ..Default::default()
+        },
         upstreams: vec![upstream(to)],
         policy: policy.map(str::to_owned),
         timeout: Duration::from_secs(5),
@@ -57,6 +57,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             token_cache_max_entries: 0,
             shutdown_grace: Duration::from_secs(2),
             threads: Some(1),
+            normalisation: Default::default(),
         },
         policies: policies
             .into_iter()
@@ -67,6 +68,14 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             .collect(),
         routes,
     }
+}
+
+/// Seconds since the epoch, for tokens minted relative to the real clock.
+pub fn now() -> i64 {
+    #[allow(clippy::disallowed_methods)] // tests mint tokens relative to the real clock
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 // ---------------------------------------------------------------- the gateway in process

@@ -10,8 +10,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use http::{HeaderName, HeaderValue};
-use pingora_error::Result;
+use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
+use portcullis_auth::{query_without_param, TokenSource};
 use portcullis_config::Model;
 
 /// `X-Request-Id`.
@@ -95,6 +96,35 @@ pub fn ensure_request_id(req: &mut RequestHeader) -> Result<HeaderValue> {
     Ok(id)
 }
 
+/// `forward-token: false`: remove the token from the upstream request wherever the policy reads it
+/// from: every copy of its header, or every query parameter of its name (the rest of the query is
+/// kept byte for byte). Removed whether or not the token was valid (report-only forwards both).
+pub fn remove_token(upstream: &mut RequestHeader, source: &TokenSource) -> Result<()> {
+    match source {
+        TokenSource::Header { name, .. } => {
+            upstream.remove_header(name);
+        }
+        TokenSource::Query { name } => {
+            let uri = &upstream.uri;
+            let Some(query) = uri.query() else {
+                return Ok(());
+            };
+            let Some(kept) = query_without_param(query, name) else {
+                return Ok(());
+            };
+            let target = if kept.is_empty() {
+                uri.path().to_owned()
+            } else {
+                format!("{}?{kept}", uri.path())
+            };
+            let uri = http::Uri::try_from(target)
+                .map_err(|e| Error::because(ErrorType::InternalError, "query without token", e))?;
+            upstream.set_uri(uri);
+        }
+    }
+    Ok(())
+}
+
 /// Set X-Forwarded-For (appended), -Proto and -Host on the upstream request.
 pub fn set_forwarded(
     upstream: &mut RequestHeader,
@@ -152,6 +182,29 @@ mod tests {
         ids.strip(&mut req);
         let left: Vec<_> = req.headers.keys().map(|k| k.as_str().to_owned()).collect();
         assert_eq!(left, vec!["x-other"]);
+    }
+
+    #[test]
+    fn remove_token_takes_only_the_token() {
+        let query = TokenSource::Query {
+            name: "access_token".to_owned(),
+        };
+        let mut req = RequestHeader::build("GET", b"/d?x=%41&access_token=t&y", None).unwrap();
+        remove_token(&mut req, &query).unwrap();
+        assert_eq!(req.uri, "/d?x=%41&y");
+        let mut req = RequestHeader::build("GET", b"/d?access_token=t", None).unwrap();
+        remove_token(&mut req, &query).unwrap();
+        assert_eq!(req.uri, "/d");
+        let header = TokenSource::Header {
+            name: HeaderName::from_static("x-api-token"),
+            require_scheme: None,
+        };
+        let mut req = RequestHeader::build("GET", b"/d?access_token=t", None).unwrap();
+        req.append_header("X-Api-Token", "a").unwrap();
+        req.append_header("x-api-token", "b").unwrap();
+        remove_token(&mut req, &header).unwrap();
+        assert!(req.headers.get("x-api-token").is_none());
+        assert_eq!(req.uri, "/d?access_token=t");
     }
 
     #[test]

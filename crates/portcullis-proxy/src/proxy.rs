@@ -11,7 +11,7 @@
 //! - `upstream_peer`: round robin over the route's resolved peers, skipping those marked down, with
 //!   the route's connect and read timeouts.
 //! - `fail_to_connect`: passive health (mark the peer down) and a retry on another peer.
-//! - `upstream_request_filter`: path rewrite, X-Forwarded-*, Authorization dropped per policy.
+//! - `upstream_request_filter`: path rewrite, X-Forwarded-*, the token dropped per policy.
 //! - `response_filter`: X-Request-Id on the response.
 //! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
 //! - `suppress_error_log`: a client that hung up mid-request is logged by `logging`, not as an ERROR.
@@ -31,7 +31,7 @@ use portcullis_auth::response::json_error_body;
 use portcullis_auth::{failure_response, forward_headers, Policy, RequestParts};
 
 use crate::auth::authenticate;
-use crate::identity::{ensure_request_id, set_forwarded, X_REQUEST_ID};
+use crate::identity::{ensure_request_id, remove_token, set_forwarded, X_REQUEST_ID};
 use crate::metrics::{self, Metrics};
 use crate::reload::{Current, Generation};
 use crate::respond::{
@@ -299,7 +299,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some((_, policy)) = ctx.generation.route_policy(route) {
             if !policy.forward_token {
-                upstream.remove_header(&http::header::AUTHORIZATION);
+                remove_token(upstream, &policy.token_source)?;
             }
         }
         let downstream = &session.downstream_session;

@@ -379,6 +379,7 @@ fn azure_ad_single_tenant_expands_to_discovery_and_both_issuers() {
       failed-validation-error-message: nope
       query-parameter-name: token
     scopes: { values: [orders.read] }
+    forward-token: false
 "#,
     ));
     assert!(w.is_empty(), "{w:?}");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::model::{Listener, Server, Tls};
+use crate::model::{IpNet, Listener, Server, Tls};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
@@ -12,6 +12,7 @@ const SERVER_KEYS: &[&str] = &[
     "token-cache",
     "shutdown-grace",
     "threads",
+    "trusted-proxies",
 ];
 
 /// Verified-token cache size when `token-cache` is not given.
@@ -27,6 +28,7 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         token_cache_max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         threads: None,
+        trusted_proxies: Vec::new(),
     };
     let Some(f) = node.and_then(|n| Fields::new(cx, n, "server", SERVER_KEYS)) else {
         let pos = node.map_or(doc, |n| n.pos);
@@ -66,7 +68,41 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         server.threads =
             walk::integer_in(cx, n, "threads", 1, 1024).and_then(|t| usize::try_from(t).ok());
     }
+    if let Some(n) = f.get("trusted-proxies") {
+        server.trusted_proxies = trusted_proxies(cx, n);
+    }
     server
+}
+
+/// `trusted-proxies`: addresses or CIDR ranges; a range holding every address is warned about.
+fn trusted_proxies(cx: &mut Cx, node: &Node) -> Vec<IpNet> {
+    let Some(items) = walk::list(cx, node, "trusted-proxies") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(text) = walk::non_empty(cx, item, "trusted-proxies") else {
+            continue;
+        };
+        let Some(net) = IpNet::parse(text.trim()) else {
+            cx.error(
+                item.pos,
+                format!("`{text}` is not an IP address or CIDR range (`10.0.0.0/8`, `::1`)"),
+            );
+            continue;
+        };
+        if net.prefix == 0 {
+            cx.warning(
+                item.pos,
+                format!(
+                    "trusted-proxies `{text}` trusts every client: any caller can then set \
+                     X-Forwarded-For, -Proto, -Host and -Port"
+                ),
+            );
+        }
+        out.push(net);
+    }
+    out
 }
 
 fn listeners(cx: &mut Cx, f: &Fields<'_>) -> Vec<Listener> {

@@ -31,7 +31,7 @@ use portcullis_auth::response::json_error_body;
 use portcullis_auth::{failure_response, forward_headers, Policy, RequestParts};
 
 use crate::auth::authenticate;
-use crate::identity::{ensure_request_id, remove_token, set_forwarded, X_REQUEST_ID};
+use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::metrics::{self, Metrics};
 use crate::reload::{Current, Generation};
 use crate::respond::{
@@ -303,12 +303,24 @@ impl ProxyHttp for Gateway {
             }
         }
         let downstream = &session.downstream_session;
-        let client_ip = downstream
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let https = downstream.digest().is_some_and(|d| d.ssl_digest.is_some());
-        set_forwarded(upstream, client_ip, https, ctx.host.as_ref())
+        // HTTP/2 has no Host header: the authority is in the request target.
+        let authority = ctx.host.clone().or_else(|| {
+            let authority = downstream.req_header().uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        let conn = Connection {
+            client_ip: downstream
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            https: downstream.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            host: authority.as_ref(),
+            port: downstream
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port()),
+        };
+        set_forwarded(upstream, &conn, &ctx.generation.trusted_proxies)
     }
 
     async fn response_filter(

@@ -65,6 +65,7 @@ pub fn model(policies: Vec<PolicyModel>) -> Model {
             token_cache_max_entries: 0,
             shutdown_grace: Duration::from_secs(1),
             threads: None,
+            trusted_proxies: Vec::new(),
         },
         policies,
         routes: Vec::new(),

@@ -254,3 +254,167 @@ fn check_warns_when_a_query_token_would_reach_the_backend() {
     let stderr = check("false.yaml", &config("    forward-token: false\n"));
     assert_eq!(stderr, "");
 }
+
+// ---------------------------------------------------------------- X-Forwarded-* and relatives
+
+/// Forwarding headers a client might send to pose as someone else, somewhere else, or to make the
+/// backend route another path; every one is the gateway's to set or remove.
+const SPOOFED: &[(&str, &str)] = &[
+    ("x-forwarded-for", "6.6.6.6"),
+    ("x-forwarded-proto", "gopher"),
+    ("x-forwarded-host", "evil.example"),
+    ("x-forwarded-port", "1"),
+    ("x-forwarded-prefix", "/admin"),
+    ("x-forwarded-client-cert", "Hash=forged"),
+    ("x_forwarded_for", "6.6.6.7"),
+    ("forwarded", "for=6.6.6.6;proto=https;host=evil.example"),
+    ("x-real-ip", "6.6.6.6"),
+    ("true-client-ip", "6.6.6.6"),
+    ("x-original-url", "/admin"),
+];
+
+/// Header lines for a raw HTTP/1.1 request: the spoofed set plus `extra`.
+fn spoofed_lines(extra: &str) -> String {
+    let mut out = String::new();
+    for (n, v) in SPOOFED {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str(extra);
+    out
+}
+
+/// The backend saw exactly the gateway's forwarding headers and none of the client's.
+fn assert_gateway_forwarding(seen: &RecordedRequest, expect: &[(&str, &str)]) {
+    for (name, _) in SPOOFED {
+        if !expect.iter().any(|(n, _)| n == name) {
+            assert!(seen.header_values(name).is_empty(), "{name}: {seen:?}");
+        }
+    }
+    for (name, value) in expect {
+        assert_eq!(seen.header_values(name), vec![*value], "{name}: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_forwarding_headers_are_overwritten_or_removed_on_http1() {
+    let f = Fixture::start(vec![Policy::new("p")], |_| {}).await;
+    let port = f.gw.proxy().port().to_string();
+    let expect = [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "gw.example"),
+        ("x-forwarded-port", port.as_str()),
+    ];
+    let auth = format!("Authorization: Bearer {}\r\n", f.token());
+    for (path, extra) in [("/public/x", ""), ("/p/x", auth.as_str())] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: gw.example\r\n{}",
+            spoofed_lines(extra)
+        );
+        let (status, seen) = f.exchange(&request).await;
+        assert_eq!(status, 200, "{path}");
+        assert_gateway_forwarding(&seen.unwrap(), &expect);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxy_extends_x_forwarded_for_and_keeps_its_scheme_host_and_port() {
+    let f = Fixture::start(vec![], |m| {
+        m.server.trusted_proxies = vec![portcullis_config::IpNet::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    let request = format!(
+        "GET /public/x HTTP/1.1\r\nHost: gw.example\r\n{}",
+        spoofed_lines("")
+    );
+    let (status, seen) = f.exchange(&request).await;
+    assert_eq!(status, 200);
+    assert_gateway_forwarding(
+        &seen.unwrap(),
+        &[
+            ("x-forwarded-for", "6.6.6.6, 127.0.0.1"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-port", "1"),
+        ],
+    );
+}
+
+/// A certificate for `localhost` (PEM chain, PEM key) and its DER, for a TLS listener.
+fn localhost_certificate(dir: &std::path::Path) -> (portcullis_config::Tls, Vec<u8>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (
+        portcullis_config::Tls { cert, key },
+        certified.cert.der().to_vec(),
+    )
+}
+
+/// One HTTP/2 GET over TLS (ALPN `h2`, checked) to `localhost:port`; the status.
+async fn h2_get(addr: SocketAddr, cert_der: Vec<u8>, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der.into()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut request = http::Request::get(format!("https://localhost:{}{path}", addr.port()));
+    for (n, v) in headers {
+        request = request.header(*n, *v);
+    }
+    let (response, _) = client
+        .send_request(request.body(()).unwrap(), true)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("the gateway answered in time")
+        .unwrap();
+    driver.abort();
+    response.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_forwarding_headers_are_overwritten_or_removed_on_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, cert_der) = localhost_certificate(dir.path());
+    let f = Fixture::start(vec![Policy::new("p")], |m| {
+        m.server.listen.push(portcullis_config::Listener {
+            addr: "127.0.0.1:0".to_owned(),
+            tls: Some(tls),
+        });
+    })
+    .await;
+    let addr = f.gw.addrs.proxy[1].0;
+    let host = format!("localhost:{}", addr.port());
+    let port = addr.port().to_string();
+    let expect = [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", host.as_str()),
+        ("x-forwarded-port", port.as_str()),
+    ];
+    let auth = format!("Bearer {}", f.token());
+    for (path, token) in [("/public/x", None), ("/p/x", Some(auth.as_str()))] {
+        f.backend.clear();
+        let mut headers = SPOOFED.to_vec();
+        headers.extend(token.map(|t| ("authorization", t)));
+        let status = h2_get(addr, cert_der.clone(), path, &headers).await;
+        assert_eq!(status, 200, "{path}");
+        let seen = f.backend.requests();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_gateway_forwarding(&seen[0], &expect);
+    }
+}

@@ -57,6 +57,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             token_cache_max_entries: 0,
             shutdown_grace: Duration::from_secs(2),
             threads: Some(1),
+            trusted_proxies: Vec::new(),
         },
         policies: policies
             .into_iter()

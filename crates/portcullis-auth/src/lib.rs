@@ -37,8 +37,8 @@ pub use policy::{
 pub use response::{failure_response, FailureResponse};
 pub use time::UnixTime;
 pub use token::{
-    extract_token, verify_signature, verify_token, JoseAlg, RequestParts, VerifiedJws,
-    VerifiedToken, MAX_TOKEN_BYTES,
+    extract_token, query_without_param, verify_signature, verify_token, JoseAlg, RequestParts,
+    VerifiedJws, VerifiedToken, MAX_TOKEN_BYTES,
 };
 
 use std::sync::Arc;

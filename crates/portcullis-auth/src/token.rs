@@ -329,6 +329,21 @@ fn token_from_query<'a>(query: Option<&'a str>, name: &str) -> Result<Cow<'a, st
     Ok(token)
 }
 
+/// The query string without every `name` parameter (matched as [`extract_token`] matches it: the
+/// percent-decoded key), the other parameters kept byte for byte and in order; `None` when no
+/// parameter is named `name` (nothing to change). Used by `forward-token: false`.
+pub fn query_without_param(query: &str, name: &str) -> Option<String> {
+    let is_token = |pair: &&str| {
+        let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+        percent_decode(key).as_deref() == Ok(name)
+    };
+    if !query.split('&').any(|pair| is_token(&pair)) {
+        return None;
+    }
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_token(pair)).collect();
+    Some(kept.join("&"))
+}
+
 fn percent_decode(s: &str) -> Result<Cow<'_, str>, ()> {
     if !s.contains(['%', '+']) {
         return Ok(Cow::Borrowed(s));

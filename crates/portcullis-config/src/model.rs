@@ -1,5 +1,6 @@
 //! The checked model: plain data, every default applied, every reference resolved.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,50 @@ pub struct Server {
     pub threads: Option<usize>,
     /// How request paths are canonicalised before routing (`path-normalisation`).
     pub normalisation: portcullis_route::Normalization,
+    /// Peers whose `X-Forwarded-*` headers are kept (extended); from any other peer they are
+    /// overwritten. Empty by default: the gateway is the edge.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An address range: `10.0.0.0/8`, `2001:db8::/32`, or one address (`/32`, `/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    /// The range's address (bits beyond the prefix are ignored).
+    pub addr: IpAddr,
+    /// Prefix length in bits (at most 32 for IPv4, 128 for IPv6).
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// `addr` or `addr/prefix`; `None` when malformed or the prefix is too long.
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One proxy listener.

@@ -155,10 +155,21 @@ fn policy_rules(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
         policy.insufficient_scope_httpcode =
             walk::failure_status(cx, n, "insufficient-scope-httpcode");
     }
-    if let Some(n) = f.get("forward-token") {
+    let forward_token = f.get("forward-token");
+    if let Some(n) = forward_token {
         if let Some(b) = walk::boolean(cx, n, "forward-token") {
             policy.forward_token = b;
         }
+    }
+    if let (true, TokenSource::Query { name }) = (policy.forward_token, &policy.token_source) {
+        cx.warning(
+            forward_token.map_or(f.pos, |n| n.pos),
+            format!(
+                "the token in query parameter `{name}` is forwarded to the backend in the URL, \
+                 where access logs record it; `forward-token: false` removes that parameter \
+                 (and only it) before forwarding"
+            ),
+        );
     }
 }
 

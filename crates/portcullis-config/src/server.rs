@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use portcullis_route::{EscapedSlashes, Normalization, PathParameters};
 
-use crate::model::{Listener, Server, Tls};
+use crate::model::{IpNet, Listener, Server, Tls};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
@@ -15,6 +15,7 @@ const SERVER_KEYS: &[&str] = &[
     "shutdown-grace",
     "threads",
     "path-normalisation",
+    "trusted-proxies",
 ];
 
 /// Verified-token cache size when `token-cache` is not given.
@@ -31,6 +32,7 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         threads: None,
         normalisation: Normalization::default(),
+        trusted_proxies: Vec::new(),
     };
     let Some(f) = node.and_then(|n| Fields::new(cx, n, "server", SERVER_KEYS)) else {
         let pos = node.map_or(doc, |n| n.pos);
@@ -73,6 +75,9 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
     if let Some(n) = f.get("path-normalisation") {
         server.normalisation = normalisation(cx, n);
     }
+    if let Some(n) = f.get("trusted-proxies") {
+        server.trusted_proxies = trusted_proxies(cx, n);
+    }
     server
 }
 
@@ -111,6 +116,37 @@ fn normalisation(cx: &mut Cx, node: &Node) -> Normalization {
             ),
             None => {}
         }
+    }
+    out
+}
+
+/// `trusted-proxies`: addresses or CIDR ranges; a range holding every address is warned about.
+fn trusted_proxies(cx: &mut Cx, node: &Node) -> Vec<IpNet> {
+    let Some(items) = walk::list(cx, node, "trusted-proxies") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(text) = walk::non_empty(cx, item, "trusted-proxies") else {
+            continue;
+        };
+        let Some(net) = IpNet::parse(text.trim()) else {
+            cx.error(
+                item.pos,
+                format!("`{text}` is not an IP address or CIDR range (`10.0.0.0/8`, `::1`)"),
+            );
+            continue;
+        };
+        if net.prefix == 0 {
+            cx.warning(
+                item.pos,
+                format!(
+                    "trusted-proxies `{text}` trusts every client: any caller can then set \
+                     X-Forwarded-For, -Proto, -Host and -Port"
+                ),
+            );
+        }
+        out.push(net);
     }
     out
 }

@@ -1,5 +1,5 @@
 //! Request headers the gateway owns: identity headers (what `forward-claims` sets), the request id,
-//! and the X-Forwarded-* family.
+//! the token (`forward-token: false`), and the X-Forwarded-* family with its relatives.
 //!
 //! Why identity headers are stripped on every route: a backend trusts `X-User-Id` because only the
 //! gateway sets it. A client that sends it itself, on any route (anonymous ones too), must not get it
@@ -10,9 +10,10 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use http::{HeaderName, HeaderValue};
-use pingora_error::Result;
+use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
-use portcullis_config::Model;
+use portcullis_auth::{query_without_param, TokenSource};
+use portcullis_config::{IpNet, Model};
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -22,6 +23,8 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`.
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// Every header named in any policy's `forward-claims`, normalised (lower case, `_` as `-`).
 #[derive(Debug, Default)]
@@ -95,32 +98,148 @@ pub fn ensure_request_id(req: &mut RequestHeader) -> Result<HeaderValue> {
     Ok(id)
 }
 
-/// Set X-Forwarded-For (appended), -Proto and -Host on the upstream request.
+/// `forward-token: false`: remove the token from the upstream request wherever the policy reads it
+/// from: every copy of its header, or every query parameter of its name (the rest of the query is
+/// kept byte for byte). Removed whether or not the token was valid (report-only forwards both).
+pub fn remove_token(upstream: &mut RequestHeader, source: &TokenSource) -> Result<()> {
+    match source {
+        TokenSource::Header { name, .. } => {
+            upstream.remove_header(name);
+        }
+        TokenSource::Query { name } => {
+            let uri = &upstream.uri;
+            let Some(query) = uri.query() else {
+                return Ok(());
+            };
+            let Some(kept) = query_without_param(query, name) else {
+                return Ok(());
+            };
+            let target = if kept.is_empty() {
+                uri.path().to_owned()
+            } else {
+                format!("{}?{kept}", uri.path())
+            };
+            let uri = http::Uri::try_from(target)
+                .map_err(|e| Error::because(ErrorType::InternalError, "query without token", e))?;
+            upstream.set_uri(uri);
+        }
+    }
+    Ok(())
+}
+
+/// What the gateway itself knows about the client's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    /// The peer's address (a trusted proxy's, or the client's).
+    pub client_ip: Option<IpAddr>,
+    /// Whether the connection is TLS.
+    pub https: bool,
+    /// The Host the client asked for (HTTP/1.1 `Host`, HTTP/2 `:authority`).
+    pub host: Option<&'a HeaderValue>,
+    /// The gateway's port the client connected to.
+    pub port: Option<u16>,
+}
+
+/// Headers that describe the client connection or the original request: only the gateway may set
+/// them, since backends use them for client IP allow-lists, generated URLs and (IIS, Symfony)
+/// routing. Normalised names (lower case, `_` as `-`); every `x-forwarded-*` counts too.
+const CONNECTION_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Whether a (lower-case) header name is, in any `-`/`_` spelling, one the gateway owns.
+fn is_connection_header(name: &str) -> bool {
+    let same = |a: &[u8], b: &[u8]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(&x, &y)| x == y || (x == b'_' && y == b'-'))
+    };
+    let name = name.as_bytes();
+    let prefix = b"x-forwarded-";
+    (name.len() > prefix.len() && same(&name[..prefix.len()], prefix))
+        || CONNECTION_HEADERS.iter().any(|h| same(name, h.as_bytes()))
+}
+
+/// The forwarding headers of the upstream request, set from the gateway's own knowledge.
+///
+/// Every client copy of `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Client-IP`,
+/// `True-Client-IP`, `X-Original-URL` and `X-Rewrite-URL` (any spelling) is removed. Then
+/// `X-Forwarded-For` is the peer's address, `X-Forwarded-Proto` the listener's scheme,
+/// `X-Forwarded-Host` the requested host and `X-Forwarded-Port` the listener's port. From a peer in
+/// `trusted` (a proxy in front of the gateway) the client's `X-Forwarded-For` is kept with the
+/// peer's address appended, and its `X-Forwarded-Proto`/`-Host`/`-Port` are kept when present.
 pub fn set_forwarded(
     upstream: &mut RequestHeader,
-    client_ip: Option<IpAddr>,
-    https: bool,
-    host: Option<&HeaderValue>,
+    conn: &Connection<'_>,
+    trusted: &[IpNet],
 ) -> Result<()> {
-    if let Some(ip) = client_ip {
-        let value = match upstream.headers.get(&X_FORWARDED_FOR) {
-            Some(prior) => {
-                let mut v = Vec::with_capacity(prior.len() + 41);
-                v.extend_from_slice(prior.as_bytes());
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(ip.to_string().as_bytes());
-                HeaderValue::from_bytes(&v).ok()
+    let from_proxy = conn
+        .client_ip
+        .is_some_and(|ip| trusted.iter().any(|net| net.contains(ip)));
+    let mut kept: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    if from_proxy {
+        let prior: Vec<&[u8]> = upstream
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        if !prior.is_empty() {
+            if let Ok(v) = HeaderValue::from_bytes(&prior.join(&b", "[..])) {
+                kept.push((X_FORWARDED_FOR, v));
             }
-            None => HeaderValue::from_str(&ip.to_string()).ok(),
+        }
+        for name in [X_FORWARDED_PROTO, X_FORWARDED_HOST, X_FORWARDED_PORT] {
+            if let Some(v) = upstream.headers.get(&name) {
+                kept.push((name, v.clone()));
+            }
+        }
+    }
+    let owned: Vec<HeaderName> = upstream
+        .headers
+        .keys()
+        .filter(|n| is_connection_header(n.as_str()))
+        .cloned()
+        .collect();
+    for name in owned {
+        upstream.remove_header(&name);
+    }
+    let prior_for = kept
+        .iter()
+        .position(|(n, _)| *n == X_FORWARDED_FOR)
+        .map(|i| kept.swap_remove(i).1);
+    if let Some(ip) = conn.client_ip {
+        let ip = ip.to_canonical().to_string();
+        let value = match prior_for {
+            Some(prior) => {
+                HeaderValue::from_bytes(&[prior.as_bytes(), b", ", ip.as_bytes()].concat())
+            }
+            None => HeaderValue::from_str(&ip),
         };
-        if let Some(value) = value {
+        if let Ok(value) = value {
             upstream.insert_header(X_FORWARDED_FOR, value)?;
         }
     }
-    let proto = if https { "https" } else { "http" };
-    upstream.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
-    if let Some(host) = host {
-        upstream.insert_header(X_FORWARDED_HOST, host.clone())?;
+    let proto = HeaderValue::from_static(if conn.https { "https" } else { "http" });
+    let own = [
+        (X_FORWARDED_PROTO, Some(proto)),
+        (X_FORWARDED_HOST, conn.host.cloned()),
+        (X_FORWARDED_PORT, conn.port.map(HeaderValue::from)),
+    ];
+    for (name, mine) in own {
+        let from_trusted = kept
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone());
+        if let Some(value) = from_trusted.or(mine) {
+            upstream.insert_header(name, value)?;
+        }
     }
     Ok(())
 }
@@ -155,18 +274,105 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("X-Forwarded-For", "10.0.0.1").unwrap();
+    fn remove_token_takes_only_the_token() {
+        let query = TokenSource::Query {
+            name: "access_token".to_owned(),
+        };
+        let mut req = RequestHeader::build("GET", b"/d?x=%41&access_token=t&y", None).unwrap();
+        remove_token(&mut req, &query).unwrap();
+        assert_eq!(req.uri, "/d?x=%41&y");
+        let mut req = RequestHeader::build("GET", b"/d?access_token=t", None).unwrap();
+        remove_token(&mut req, &query).unwrap();
+        assert_eq!(req.uri, "/d");
+        let header = TokenSource::Header {
+            name: HeaderName::from_static("x-api-token"),
+            require_scheme: None,
+        };
+        let mut req = RequestHeader::build("GET", b"/d?access_token=t", None).unwrap();
+        req.append_header("X-Api-Token", "a").unwrap();
+        req.append_header("x-api-token", "b").unwrap();
+        remove_token(&mut req, &header).unwrap();
+        assert!(req.headers.get("x-api-token").is_none());
+        assert_eq!(req.uri, "/d?access_token=t");
+    }
+
+    fn forwarded(req: &mut RequestHeader, peer: &str, trusted: &[&str]) {
         let host = HeaderValue::from_static("api.local");
-        set_forwarded(
-            &mut req,
-            Some("127.0.0.1".parse().unwrap()),
-            true,
-            Some(&host),
-        )
-        .unwrap();
-        assert_eq!(req.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        let conn = Connection {
+            client_ip: Some(peer.parse().unwrap()),
+            https: true,
+            host: Some(&host),
+            port: Some(8443),
+        };
+        let trusted: Vec<IpNet> = trusted.iter().map(|t| IpNet::parse(t).unwrap()).collect();
+        set_forwarded(req, &conn, &trusted).unwrap();
+    }
+
+    fn spoofed() -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in [
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("X-Forwarded-Proto", "gopher"),
+            ("X-Forwarded-Host", "evil"),
+            ("X-Forwarded-Port", "1"),
+            ("X-Forwarded-Prefix", "/admin"),
+            ("X-Forwarded-Client-Cert", "Hash=x"),
+            ("X_Forwarded_For", "10.0.0.3"),
+            ("Forwarded", "for=10.0.0.4"),
+            ("X-Real-IP", "10.0.0.5"),
+            ("x_real_ip", "10.0.0.6"),
+            ("True-Client-IP", "10.0.0.7"),
+            ("X-Original-URL", "/admin"),
+            ("X-Forwarded", "keep: not in the family"),
+            ("X-Other", "keep"),
+        ] {
+            req.append_header(n, v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn an_untrusted_peer_gets_every_forwarding_header_overwritten() {
+        let mut req = spoofed();
+        forwarded(&mut req, "127.0.0.1", &["10.0.0.0/8"]);
+        let mut left: Vec<_> = req
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "x-forwarded-for: 127.0.0.1",
+                "x-forwarded-host: api.local",
+                "x-forwarded-port: 8443",
+                "x-forwarded-proto: https",
+                "x-forwarded: keep: not in the family",
+                "x-other: keep",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_extends_x_forwarded_for_and_keeps_its_proto_host_port() {
+        let mut req = spoofed();
+        forwarded(&mut req, "::ffff:10.1.2.3", &["192.168.0.1", "10.0.0.0/8"]);
+        assert_eq!(
+            req.headers["x-forwarded-for"],
+            "10.0.0.1, 10.0.0.2, 10.1.2.3"
+        );
+        assert_eq!(req.headers["x-forwarded-proto"], "gopher");
+        assert_eq!(req.headers["x-forwarded-host"], "evil");
+        assert_eq!(req.headers["x-forwarded-port"], "1");
+        assert!(req.headers.get("x-forwarded-prefix").is_none());
+        assert!(req.headers.get("forwarded").is_none());
+        assert!(req.headers.get("x_forwarded_for").is_none());
+        // Nothing from the client: the gateway's own values.
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        forwarded(&mut req, "10.1.2.3", &["10.0.0.0/8"]);
+        assert_eq!(req.headers["x-forwarded-for"], "10.1.2.3");
         assert_eq!(req.headers["x-forwarded-proto"], "https");
         assert_eq!(req.headers["x-forwarded-host"], "api.local");
     }

@@ -12,7 +12,7 @@
 //! - `upstream_peer`: round robin over the route's resolved peers, skipping those marked down, with
 //!   the route's connect and read timeouts.
 //! - `fail_to_connect`: passive health (mark the peer down) and a retry on another peer.
-//! - `upstream_request_filter`: path rewrite, X-Forwarded-*, Authorization dropped per policy.
+//! - `upstream_request_filter`: path rewrite, X-Forwarded-*, the token dropped per policy.
 //! - `response_filter`: X-Request-Id on the response.
 //! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
 //! - `suppress_error_log`: a client that hung up mid-request is logged by `logging`, not as an ERROR.
@@ -32,7 +32,7 @@ use portcullis_auth::response::json_error_body;
 use portcullis_auth::{failure_response, forward_headers, Policy, RequestParts};
 
 use crate::auth::authenticate;
-use crate::identity::{ensure_request_id, set_forwarded, X_REQUEST_ID};
+use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::metrics::{self, Metrics};
 use crate::reload::{Current, Generation};
 use crate::respond::{
@@ -300,16 +300,28 @@ impl ProxyHttp for Gateway {
         }
         if let Some((_, policy)) = ctx.generation.route_policy(route) {
             if !policy.forward_token {
-                upstream.remove_header(&http::header::AUTHORIZATION);
+                remove_token(upstream, &policy.token_source)?;
             }
         }
         let downstream = &session.downstream_session;
-        let client_ip = downstream
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let https = downstream.digest().is_some_and(|d| d.ssl_digest.is_some());
-        set_forwarded(upstream, client_ip, https, ctx.host.as_ref())
+        // HTTP/2 has no Host header: the authority is in the request target.
+        let authority = ctx.host.clone().or_else(|| {
+            let authority = downstream.req_header().uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        let conn = Connection {
+            client_ip: downstream
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            https: downstream.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            host: authority.as_ref(),
+            port: downstream
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port()),
+        };
+        set_forwarded(upstream, &conn, &ctx.generation.trusted_proxies)
     }
 
     async fn response_filter(

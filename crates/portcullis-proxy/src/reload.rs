@@ -20,6 +20,7 @@
 //! Not reloadable (bound or sized at start): `server.listen` (addresses and TLS files), `server.admin`,
 //! `server.threads`, `server.token-cache-max-entries`, `server.shutdown-grace`. A reload that changes
 //! them logs a warning naming each and keeps the running values; the rest of the file is applied.
+//! `server.trusted-proxies` is per generation, so it reloads.
 //!
 //! Why a polling watcher and not inotify (`notify`): the watched thing is the *path* as the operator
 //! gave it, through every symlink. Kubernetes updates a ConfigMap volume by writing a new timestamped
@@ -47,7 +48,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portcullis_auth::Policy;
-use portcullis_config::{Diagnostic, Model, Server, Severity};
+use portcullis_config::{Diagnostic, IpNet, Model, Server, Severity};
 use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -75,6 +76,8 @@ pub struct Generation {
     pub policies: Vec<Arc<Policy>>,
     /// Headers no client may send.
     pub identity: IdentityHeaders,
+    /// `server.trusted-proxies`: peers whose X-Forwarded-* are kept.
+    pub trusted_proxies: Vec<IpNet>,
     /// Keys of this generation's policies.
     pub keys: Arc<KeyStore>,
     /// Verified-token cache, keyed by this generation's policy key scopes.
@@ -111,6 +114,7 @@ impl Generation {
             routes,
             policies: model.policies.iter().map(|p| p.policy.clone()).collect(),
             identity: IdentityHeaders::from_model(model),
+            trusted_proxies: model.server.trusted_proxies.clone(),
             keys,
             // A fresh cache per generation: its keys are scoped by policy index, which a reload
             // may reassign. Sized by `server.token-cache-max-entries` as at start (restart-only).

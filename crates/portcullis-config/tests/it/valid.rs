@@ -379,6 +379,7 @@ fn azure_ad_single_tenant_expands_to_discovery_and_both_issuers() {
       failed-validation-error-message: nope
       query-parameter-name: token
     scopes: { values: [orders.read] }
+    forward-token: false
 "#,
     ));
     assert!(w.is_empty(), "{w:?}");
@@ -563,4 +564,41 @@ fn unreadable_file_is_one_diagnostic() {
     assert!(diags[0]
         .to_string()
         .starts_with("/nonexistent/gateway.yaml:0:0: error: cannot read config"));
+}
+
+#[test]
+fn trusted_proxies_are_addresses_or_ranges() {
+    let server = |list: &str| {
+        format!(
+            "server:\n  listen: 127.0.0.1:8080\n  trusted-proxies: {list}\n{}",
+            route("none")
+        )
+    };
+    let (m, w) = load_ok(&server(
+        "[10.0.0.0/8, \"::1\", 192.168.1.7, \"2001:db8::/32\"]",
+    ));
+    assert!(w.is_empty(), "{w:?}");
+    let nets = &m.server.trusted_proxies;
+    assert_eq!(nets.len(), 4);
+    assert!(nets[0].contains("10.200.0.1".parse().unwrap()));
+    assert!(!nets[0].contains("11.0.0.1".parse().unwrap()));
+    assert!(nets[1].contains("::1".parse().unwrap()));
+    assert!(nets[2].contains("::ffff:192.168.1.7".parse().unwrap()));
+    assert!(!nets[2].contains("192.168.1.8".parse().unwrap()));
+    assert!(nets[3].contains("2001:db8:1::5".parse().unwrap()));
+    assert!(!nets[3].contains("10.0.0.1".parse().unwrap()));
+    let (m, w) = load_ok(&server("[0.0.0.0/0]"));
+    assert!(m.server.trusted_proxies[0].contains("8.8.8.8".parse().unwrap()));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].message.contains("trusts every client"), "{w:?}");
+    let diags = portcullis_config::load_str_with(
+        &server("[10.0.0.0/33, proxy.local, \"\"]"),
+        Path::new("g.yaml"),
+        &vars,
+    )
+    .unwrap_err();
+    let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages[0].contains("`10.0.0.0/33` is not an IP address or CIDR range"));
+    assert!(messages[1].contains("`proxy.local` is not an IP address or CIDR range"));
 }

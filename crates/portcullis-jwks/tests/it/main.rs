@@ -66,6 +66,7 @@ pub fn model(policies: Vec<PolicyModel>) -> Model {
             shutdown_grace: Duration::from_secs(1),
             threads: None,
             normalisation: Default::default(),
+            trusted_proxies: Vec::new(),
         },
         policies,
         routes: Vec::new(),

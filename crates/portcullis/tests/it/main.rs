@@ -4,6 +4,7 @@
 mod adversarial;
 mod cache;
 mod check;
+mod forwarding;
 mod gateway;
 mod https;
 mod idp;

@@ -58,6 +58,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             shutdown_grace: Duration::from_secs(2),
             threads: Some(1),
             normalisation: Default::default(),
+            trusted_proxies: Vec::new(),
         },
         policies: policies
             .into_iter()

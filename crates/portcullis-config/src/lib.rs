@@ -16,6 +16,7 @@ pub mod model;
 mod policy;
 mod routes;
 mod server;
+pub mod statements;
 pub mod vars;
 mod walk;
 mod yaml;
@@ -26,6 +27,7 @@ pub use model::*;
 pub use portcullis_route::{Normalization, RouteMatch};
 pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use server::{DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_CACHE_ENTRIES};
+pub use statements::{AnyOr, Cors, CounterKey, IncrementCondition, Limit, LimitKind, Statement};
 pub use vars::Lookup;
 
 use std::path::Path;

@@ -106,6 +106,27 @@ pub struct PolicyModel {
     pub policy: Arc<Policy>,
     /// Key sources (openid-config and issuer-signing-keys entries, in file order).
     pub key_sources: Vec<KeySource>,
+    /// The inbound statements in the order they run (see `statements`); `ValidateJwt` marks where
+    /// `policy` is evaluated, and a policy without it checks no token.
+    pub inbound: Vec<crate::statements::Statement>,
+}
+
+impl PolicyModel {
+    /// A policy that only validates tokens (what code-built models and tests use).
+    pub fn validate_only(policy: Arc<Policy>, key_sources: Vec<KeySource>) -> PolicyModel {
+        PolicyModel {
+            policy,
+            key_sources,
+            inbound: vec![crate::statements::Statement::ValidateJwt],
+        }
+    }
+
+    /// Whether the policy checks a token.
+    pub fn validates_tokens(&self) -> bool {
+        self.inbound
+            .iter()
+            .any(|s| matches!(s, crate::statements::Statement::ValidateJwt))
+    }
 }
 
 /// Key lifecycle knobs (policy-level defaults, overridable per source).

@@ -9,12 +9,28 @@ use portcullis_auth::{ClaimRule, Match, Policy, RolesRule, ScopesRule, TokenSour
 
 use crate::keys;
 use crate::model::{KeyLifecycle, KeySource, PolicyModel};
+use crate::statements::{self, CounterKey, LimitKind, Statement};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
 const POLICY_KEYS: &[&str] = &[
     "validate-jwt",
     "validate-azure-ad-token",
+    "scopes",
+    "roles",
+    "forward-claims",
+    "mode",
+    "insufficient-scope-httpcode",
+    "forward-token",
+    "cors",
+    "rate-limit",
+    "rate-limit-by-key",
+    "quota-by-key",
+    "inbound",
+];
+
+/// Policy-level rules that belong to the token check.
+const TOKEN_RULES: &[&str] = &[
     "scopes",
     "roles",
     "forward-claims",
@@ -93,28 +109,185 @@ fn read_one(cx: &mut Cx, name: &str, node: &Node) -> PolicyModel {
         if node.kind == Kind::Null {
             cx.error(node.pos, format!("{section} is empty: add validate-jwt"));
         }
-        return compiled(policy, key_sources);
+        return compiled(policy, key_sources, Vec::new());
     };
+    let inbound = match f.get("inbound") {
+        Some(list) => {
+            for key in statements::KEYED {
+                if let Some(k) = f.key(key) {
+                    cx.error(
+                        k.pos,
+                        format!(
+                            "{section} has `inbound`: write `{key}` as a statement in that list"
+                        ),
+                    );
+                }
+            }
+            ordered(cx, name, list, &mut policy, &mut key_sources)
+        }
+        None => keyed(cx, name, &f, &mut policy, &mut key_sources),
+    };
+    let validates = inbound.iter().any(|s| matches!(s, Statement::ValidateJwt));
+    let written = f.key("validate-jwt").is_some() || f.key("validate-azure-ad-token").is_some();
+    if !validates && inbound.is_empty() && !written && f.get("inbound").is_none() {
+        cx.error(
+            f.pos,
+            format!("{section} needs `validate-jwt` or `validate-azure-ad-token`"),
+        );
+    } else if !validates && !written {
+        for key in TOKEN_RULES {
+            if let Some(k) = f.key(key) {
+                cx.error(
+                    k.pos,
+                    format!("`{key}` applies to the token check: {section} has no validate-jwt"),
+                );
+            }
+        }
+    }
+    claim_keys_follow_validation(cx, &f, &inbound);
+    policy_rules(cx, &f, &mut policy);
+    compiled(policy, key_sources, inbound)
+}
+
+/// The keyed form, in its fixed order: cors, validate-jwt, rate-limit, rate-limit-by-key...,
+/// quota-by-key....
+fn keyed(
+    cx: &mut Cx,
+    name: &str,
+    f: &Fields<'_>,
+    policy: &mut Policy,
+    key_sources: &mut Vec<KeySource>,
+) -> Vec<Statement> {
+    let section = format!("policy `{name}`");
+    let mut out = Vec::new();
+    if let Some(n) = f.get("cors") {
+        out.extend(statements::cors(cx, n).map(|c| Statement::Cors(Arc::new(c))));
+    }
     match (f.get("validate-jwt"), f.get("validate-azure-ad-token")) {
-        (Some(jwt), None) => validate_jwt(cx, jwt, &mut policy, &mut key_sources),
-        (None, Some(aad)) => crate::azure::read(cx, aad, &mut policy, &mut key_sources),
+        (Some(jwt), None) => {
+            validate_jwt(cx, jwt, policy, key_sources);
+            out.push(Statement::ValidateJwt);
+        }
+        (None, Some(aad)) => {
+            crate::azure::read(cx, aad, policy, key_sources);
+            out.push(Statement::ValidateJwt);
+        }
         (Some(_), Some(aad)) => cx.error(
             aad.pos,
             format!("{section} has both validate-jwt and validate-azure-ad-token: use one"),
         ),
-        (None, None) => cx.error(
-            f.pos,
-            format!("{section} needs `validate-jwt` or `validate-azure-ad-token`"),
-        ),
+        (None, None) => {}
     }
-    policy_rules(cx, &f, &mut policy);
-    compiled(policy, key_sources)
+    for key in ["rate-limit", "rate-limit-by-key", "quota-by-key"] {
+        let Some(node) = f.get(key) else { continue };
+        let Some(kind) = statements::limit_kind(key) else {
+            continue;
+        };
+        let items: Vec<&Node> = match (&node.kind, kind) {
+            (Kind::Seq(items), LimitKind::RateLimitByKey | LimitKind::QuotaByKey) => {
+                items.iter().collect()
+            }
+            _ => vec![node],
+        };
+        for item in items {
+            let id = format!("{name}#{}", out.len());
+            out.extend(
+                statements::limit(cx, item, kind, id).map(|l| Statement::Limit(Arc::new(l))),
+            );
+        }
+    }
+    out
 }
 
-fn compiled(policy: Policy, key_sources: Vec<KeySource>) -> PolicyModel {
+/// The ordered form: `inbound: [ {statement: body}, ... ]`.
+fn ordered(
+    cx: &mut Cx,
+    name: &str,
+    node: &Node,
+    policy: &mut Policy,
+    key_sources: &mut Vec<KeySource>,
+) -> Vec<Statement> {
+    let mut out = Vec::new();
+    let Some(items) = walk::list(cx, node, "inbound") else {
+        return out;
+    };
+    if items.is_empty() {
+        cx.error(node.pos, "`inbound` is empty");
+    }
+    let mut validation: Option<crate::yaml::Pos> = None;
+    for item in items {
+        let Some(f) = Fields::new(cx, item, "inbound statement", statements::KEYED) else {
+            continue;
+        };
+        let [(key, k, body)] = f.entries() else {
+            cx.error(
+                f.pos,
+                "an inbound statement is one key: `- cors: {...}`, `- validate-jwt: {...}` ...",
+            );
+            continue;
+        };
+        match *key {
+            "cors" => out.extend(statements::cors(cx, body).map(|c| Statement::Cors(Arc::new(c)))),
+            "validate-jwt" | "validate-azure-ad-token" => {
+                if let Some(first) = validation {
+                    cx.error(
+                        k.pos,
+                        format!(
+                            "a policy validates one token: the first token check is at line {}",
+                            first.line
+                        ),
+                    );
+                    continue;
+                }
+                validation = Some(k.pos);
+                if *key == "validate-jwt" {
+                    validate_jwt(cx, body, policy, key_sources);
+                } else {
+                    crate::azure::read(cx, body, policy, key_sources);
+                }
+                out.push(Statement::ValidateJwt);
+            }
+            other => {
+                if let Some(kind) = statements::limit_kind(other) {
+                    let id = format!("{name}#{}", out.len());
+                    out.extend(
+                        statements::limit(cx, body, kind, id)
+                            .map(|l| Statement::Limit(Arc::new(l))),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A counter keyed on a claim needs the verified token: it must come after validate-jwt.
+fn claim_keys_follow_validation(cx: &mut Cx, f: &Fields<'_>, inbound: &[Statement]) {
+    let mut validated = false;
+    for s in inbound {
+        match s {
+            Statement::ValidateJwt => validated = true,
+            Statement::Limit(l) if !validated => {
+                if let CounterKey::Claim(c) = &l.counter_key {
+                    cx.error(
+                        f.pos,
+                        format!(
+                            "{} keyed on claim `{c}` runs before validate-jwt (or without it): put it after the token check",
+                            l.kind.element()
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn compiled(policy: Policy, key_sources: Vec<KeySource>, inbound: Vec<Statement>) -> PolicyModel {
     PolicyModel {
         policy: Arc::new(policy),
         key_sources,
+        inbound,
     }
 }
 

@@ -23,6 +23,15 @@ pub fn unix_now() -> UnixTime {
     UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
+/// Wall-clock milliseconds, for rate-limit windows (aligned to the epoch so replicas agree).
+#[allow(clippy::disallowed_methods)] // the proxy's clock, as above
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Validate a request under a policy with the policy's current keys; on an unknown `kid`, ask the
 /// key store for one (coalesced, cooled-down) refetch and try once more.
 pub async fn authenticate(

@@ -11,10 +11,13 @@
 mod admin;
 pub mod auth;
 pub mod cache;
+pub mod cors;
 mod error;
 mod identity;
+pub mod limits;
 mod listeners;
 mod metrics;
+pub mod pipeline;
 pub mod proxy;
 pub mod reload;
 mod respond;

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub validation: HistogramVec,
     /// `portcullis_token_cache_{hits,misses,evictions}_total`.
     pub token_cache: CacheMetrics,
+    /// `portcullis_rate_limit_untracked_total`: calls a full rate-limit store could not count.
+    pub rate_limit_untracked: IntCounter,
 }
 
 impl Metrics {
@@ -88,12 +90,18 @@ impl Metrics {
         registry.register(Box::new(token_cache.hits.clone()))?;
         registry.register(Box::new(token_cache.misses.clone()))?;
         registry.register(Box::new(token_cache.evictions.clone()))?;
+        let rate_limit_untracked = IntCounter::new(
+            "portcullis_rate_limit_untracked_total",
+            "Calls not counted because the in-process rate-limit store had no room for a new key (allowed).",
+        )?;
+        registry.register(Box::new(rate_limit_untracked.clone()))?;
         Ok(Metrics {
             registry,
             requests,
             report_only,
             validation,
             token_cache,
+            rate_limit_untracked,
         })
     }
 

@@ -23,20 +23,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use portcullis_auth::response::json_error_body;
-use portcullis_auth::{failure_response, forward_headers, Policy, RequestParts};
+use portcullis_auth::{Policy, VerifiedToken};
 
-use crate::auth::authenticate;
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
+use crate::limits::LocalStore;
 use crate::metrics::{self, Metrics};
+use crate::pipeline::{self, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
-    headers_too_large, write_json, HEADERS_TOO_LARGE_MESSAGE, REASON_HEADERS_TOO_LARGE,
+    headers_too_large, send, Answer, HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE,
+    REASON_HEADERS_TOO_LARGE,
 };
 use crate::routes::Route;
 
@@ -50,6 +51,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Requests in flight (graceful shutdown waits for zero).
     pub inflight: Arc<AtomicUsize>,
+    /// Rate-limit and quota counters (outlive reloads: statement ids are stable).
+    pub limits: Arc<LocalStore>,
 }
 
 /// Decrements the in-flight count when the request's context is dropped, whatever path it took.
@@ -68,16 +71,23 @@ pub struct Ctx {
     start: Instant,
     _inflight: InflightGuard,
     /// The config generation this request uses from start to end.
-    generation: Arc<Generation>,
-    route: Option<usize>,
+    pub(crate) generation: Arc<Generation>,
+    pub(crate) route: Option<usize>,
     request_id: Option<HeaderValue>,
     /// Why the request failed (or would have, under report-only); `None`: it did not.
-    reason: Option<&'static str>,
+    pub(crate) reason: Option<&'static str>,
     /// Status of a response the gateway wrote itself.
     status: Option<u16>,
     peer: usize,
     tried: u64,
     host: Option<HeaderValue>,
+    /// Headers every answer to this request carries, the backend's or the gateway's (CORS,
+    /// remaining calls).
+    pub(crate) response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Counts waiting for the response (increment conditions, bandwidth).
+    pub(crate) pending: Vec<Pending>,
+    /// The verified token, once validate-jwt has passed.
+    pub(crate) token: Option<Arc<VerifiedToken>>,
 }
 
 impl Generation {
@@ -85,78 +95,26 @@ impl Generation {
         ctx.route.and_then(|i| self.routes.get(i))
     }
 
-    fn route_policy(&self, route: &Route) -> Option<(usize, &Arc<Policy>)> {
-        let idx = route.policy?;
-        self.policies.get(idx).map(|p| (idx, p))
+    fn route_policy(&self, route: &Route) -> Option<&Arc<Policy>> {
+        self.policies.get(route.policy?)
     }
 }
 
 impl Gateway {
-    /// Evaluate the route's policy. `Ok(true)`: a rejection was written.
-    async fn enforce(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let generation = ctx.generation.clone();
-        let Some(route) = generation.route(ctx) else {
-            return Ok(false);
-        };
-        let Some((policy_idx, policy)) = generation.route_policy(route) else {
-            return Ok(false);
-        };
-        let started = Instant::now();
-        let req = session.req_header();
-        let parts = RequestParts {
-            headers: &req.headers,
-            query: req.uri.query(),
-        };
-        let outcome = authenticate(
-            &parts,
-            policy,
-            &generation.keys,
-            policy_idx,
-            &generation.token_cache,
+    /// Write an answer of the gateway's own (the one renderer, `respond::send`), with the headers
+    /// this request's answers carry, and record its status and reason. `Ok(true)`: the request
+    /// ends here (pingora's `request_filter` contract).
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Result<bool> {
+        ctx.reason = Some(answer.reason);
+        ctx.status = Some(answer.status);
+        send(
+            session,
+            &answer,
+            &ctx.response_headers,
+            ctx.request_id.as_ref(),
         )
-        .await;
-        let result = if outcome.is_ok() { "ok" } else { "rejected" };
-        self.metrics
-            .validation
-            .with_label_values(&[policy.name.as_str(), result])
-            .observe(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(token) => {
-                let req = session.req_header_mut();
-                for (name, value) in forward_headers(&token, policy) {
-                    req.insert_header(name, value)?;
-                }
-                Ok(false)
-            }
-            Err(err) if policy.report_only => {
-                ctx.reason = Some(err.reason());
-                self.metrics
-                    .report_only
-                    .with_label_values(&[route.name.as_str(), policy.name.as_str(), err.reason()])
-                    .inc();
-                tracing::warn!(
-                    route = %route.name,
-                    policy = %policy.name,
-                    reason = err.reason(),
-                    "report-only: request would have been rejected; forwarded"
-                );
-                Ok(false)
-            }
-            Err(err) => {
-                let rendered = failure_response(&err, policy);
-                ctx.reason = Some(err.reason());
-                ctx.status = Some(rendered.status);
-                write_json(
-                    session,
-                    rendered.status,
-                    rendered.body,
-                    Some(&rendered.www_authenticate),
-                    ctx.request_id.as_ref(),
-                )
-                .await?;
-                Ok(true)
-            }
-        }
+        .await?;
+        Ok(true)
     }
 }
 
@@ -209,6 +167,9 @@ impl ProxyHttp for Gateway {
             peer: 0,
             tried: 0,
             host: None,
+            response_headers: Vec::new(),
+            pending: Vec::new(),
+            token: None,
         }
     }
 
@@ -216,34 +177,28 @@ impl ProxyHttp for Gateway {
         let req = session.req_header_mut();
         ctx.request_id = Some(ensure_request_id(req)?);
         if headers_too_large(req) {
-            ctx.reason = Some(REASON_HEADERS_TOO_LARGE);
-            ctx.status = Some(431);
-            let body = json_error_body(431, HEADERS_TOO_LARGE_MESSAGE);
-            write_json(session, 431, body, None, ctx.request_id.as_ref()).await?;
-            return Ok(true);
+            let answer = Answer::json(431, REASON_HEADERS_TOO_LARGE, HEADERS_TOO_LARGE_MESSAGE);
+            return self.answer(session, ctx, answer).await;
         }
         let req = session.req_header_mut();
         ctx.generation.identity.strip(req);
         match ctx.generation.routes.route_request(req) {
             Ok(route) => ctx.route = route,
             Err(refusal) => {
-                ctx.reason = Some(refusal.reason());
-                ctx.status = Some(400);
-                let body = json_error_body(400, refusal.message());
-                write_json(session, 400, body, None, ctx.request_id.as_ref()).await?;
-                return Ok(true);
+                let answer = Answer::json(400, refusal.reason(), refusal.message());
+                return self.answer(session, ctx, answer).await;
             }
         }
         let req = session.req_header();
         ctx.host = req.headers.get(http::header::HOST).cloned();
         if ctx.route.is_none() {
-            ctx.reason = Some(metrics::REASON_NO_ROUTE);
-            ctx.status = Some(404);
-            let body = json_error_body(404, "No route matches the request.");
-            write_json(session, 404, body, None, ctx.request_id.as_ref()).await?;
-            return Ok(true);
+            let answer = Answer::json(404, metrics::REASON_NO_ROUTE, NO_ROUTE_MESSAGE);
+            return self.answer(session, ctx, answer).await;
         }
-        self.enforce(session, ctx).await
+        match pipeline::inbound(self, session, ctx).await? {
+            Some(answer) => self.answer(session, ctx, answer).await,
+            None => Ok(false),
+        }
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -298,7 +253,7 @@ impl ProxyHttp for Gateway {
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
             upstream.set_uri(uri);
         }
-        if let Some((_, policy)) = ctx.generation.route_policy(route) {
+        if let Some(policy) = ctx.generation.route_policy(route) {
             if !policy.forward_token {
                 remove_token(upstream, &policy.token_source)?;
             }
@@ -335,6 +290,10 @@ impl ProxyHttp for Gateway {
                 response.insert_header(X_REQUEST_ID, id.clone())?;
             }
         }
+        for (name, value) in &ctx.response_headers {
+            // The gateway's CORS decision replaces the backend's own, if it sent one.
+            response.insert_header(name.clone(), value.clone())?;
+        }
         Ok(())
     }
 
@@ -354,10 +313,15 @@ impl ProxyHttp for Gateway {
                 // The connection is not reused after a proxy failure (the request body may be half
                 // sent): say so, or a client could reuse it and race the close.
                 session.set_keepalive(None);
-                let body = json_error_body(status, message_for(status));
-                if let Err(write) =
-                    write_json(session, status, body, None, ctx.request_id.as_ref()).await
-                {
+                let answer = Answer::json(status, reason, message_for(status));
+                let sent = send(
+                    session,
+                    &answer,
+                    &ctx.response_headers,
+                    ctx.request_id.as_ref(),
+                )
+                .await;
+                if let Err(write) = sent {
                     tracing::debug!(error = %write, "could not send the error response");
                 }
             }
@@ -374,6 +338,9 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .or(ctx.status)
             .unwrap_or(0);
+        if !ctx.pending.is_empty() {
+            pipeline::outbound_count(self, ctx, status, session.body_bytes_sent());
+        }
         let route = ctx
             .generation
             .route(ctx)

@@ -74,6 +74,8 @@ pub struct Generation {
     pub routes: Routes,
     /// Policies by index (the key store uses the same indices).
     pub policies: Vec<Arc<Policy>>,
+    /// Each policy's inbound steps, by the same index.
+    pub pipelines: Vec<crate::pipeline::Pipeline>,
     /// Headers no client may send.
     pub identity: IdentityHeaders,
     /// `server.trusted-proxies`: peers whose X-Forwarded-* are kept.
@@ -113,6 +115,11 @@ impl Generation {
             number,
             routes,
             policies: model.policies.iter().map(|p| p.policy.clone()).collect(),
+            pipelines: model
+                .policies
+                .iter()
+                .map(crate::pipeline::Pipeline::from_model)
+                .collect(),
             identity: IdentityHeaders::from_model(model),
             trusted_proxies: model.server.trusted_proxies.clone(),
             keys,

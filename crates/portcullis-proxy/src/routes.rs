@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method};
 use pingora_http::RequestHeader;
-use portcullis_config::{Model, Route as RouteModel, Upstream};
+use portcullis_config::{Model, Route as RouteModel, Statement, Upstream};
 use portcullis_route::{
     canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
 };
@@ -41,6 +41,8 @@ pub struct Route {
     /// Name (logs, metrics).
     pub name: String,
     matcher: RouteMatch,
+    /// Its policy has a `cors` statement: a preflight is matched by the method it asks about.
+    cors: bool,
     /// Index into the gateway's policies (`None`: anonymous).
     pub policy: Option<usize>,
     /// Upstream read timeout.
@@ -92,7 +94,14 @@ impl Routes {
         let routes = model
             .routes
             .iter()
-            .map(|r| Route::build(r, &policy_index))
+            .map(|r| {
+                let cors = r
+                    .policy
+                    .as_deref()
+                    .and_then(|n| model.policies.iter().find(|p| p.policy.name == n))
+                    .is_some_and(|p| p.inbound.iter().any(|s| matches!(s, Statement::Cors(_))));
+                Route::build(r, &policy_index, cors)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Routes {
             routes,
@@ -133,7 +142,12 @@ impl Routes {
         };
         let host = canonical_host(host_raw.unwrap_or(""))?;
         let host = (!host.is_empty()).then_some(host.as_ref());
-        let idx = self.find(&req.method, host, &target.path);
+        // A CORS preflight is matched by the method it asks about (as APIM matches the operation),
+        // when that route's policy answers preflights; otherwise as the OPTIONS it is.
+        let asked = crate::cors::preflight_method(req)
+            .and_then(|m| self.find(&m, host, &target.path))
+            .filter(|&i| self.routes[i].cors);
+        let idx = asked.or_else(|| self.find(&req.method, host, &target.path));
         let rewrite = (!target.unchanged()).then(|| target.origin_form());
         let add_host = match (target.authority, host_header) {
             (Some(authority), None) => HeaderValue::from_str(authority).ok(),
@@ -160,6 +174,7 @@ impl Route {
     fn build(
         r: &RouteModel,
         policy_index: impl Fn(&str) -> Option<usize>,
+        cors: bool,
     ) -> Result<Route, BuildError> {
         let policy = match &r.policy {
             None => None,
@@ -186,6 +201,7 @@ impl Route {
         Ok(Route {
             name: r.name.clone(),
             matcher: r.matcher.clone(),
+            cors,
             policy,
             timeout: r.timeout,
             connect_timeout: r.connect_timeout,

@@ -167,6 +167,7 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         current: current.clone(),
         metrics: metrics.clone(),
         inflight: inflight.clone(),
+        limits: Arc::new(crate::limits::LocalStore::default()),
     };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,

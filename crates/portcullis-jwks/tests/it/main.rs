@@ -50,10 +50,7 @@ pub fn openid(server: &JwksServer, lc: KeyLifecycle) -> KeySource {
 pub fn policy(name: &str, issuers: &[&str], sources: Vec<KeySource>) -> PolicyModel {
     let mut p = Policy::new(name);
     p.issuers = issuers.iter().map(|s| s.to_string()).collect();
-    PolicyModel {
-        policy: Arc::new(p),
-        key_sources: sources,
-    }
+    PolicyModel::validate_only(Arc::new(p), sources)
 }
 
 pub fn model(policies: Vec<PolicyModel>) -> Model {

@@ -9,6 +9,7 @@ mod gateway;
 mod https;
 mod idp;
 mod logs;
+mod pipeline;
 mod profiles;
 mod reload;
 mod routing_tricks;

@@ -62,10 +62,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
         },
         policies: policies
             .into_iter()
-            .map(|(policy, key_sources)| PolicyModel {
-                policy: Arc::new(policy),
-                key_sources,
-            })
+            .map(|(policy, key_sources)| PolicyModel::validate_only(Arc::new(policy), key_sources))
             .collect(),
         routes,
     }
@@ -77,6 +74,14 @@ pub fn now() -> i64 {
     let now = std::time::SystemTime::now();
     now.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Milliseconds since the epoch (aligning a test with rate-limit windows).
+pub fn now_ms() -> u128 {
+    #[allow(clippy::disallowed_methods)] // as `now`
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 // ---------------------------------------------------------------- the gateway in process

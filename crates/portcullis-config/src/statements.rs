@@ -1,0 +1,472 @@
+//! A policy's inbound statements, in the order they run: APIM evaluates a policy document's
+//! statements in document order (`rate-limit-by-key` on the client IP before `validate-jwt`,
+//! another keyed on `sub` after it). Two ways to write them:
+//!
+//! - **Ordered**: `inbound: [ {cors: ...}, {rate-limit-by-key: ...}, {validate-jwt: ...}, ... ]`,
+//!   run in list order (what `import-apim` writes, preserving APIM's order).
+//! - **Keyed** (the first form, still valid): `cors:`, `validate-jwt:` (or
+//!   `validate-azure-ad-token:`), `rate-limit:`, `rate-limit-by-key:` (one or a list) and
+//!   `quota-by-key:` (one or a list) as policy keys, run in this fixed order:
+//!   cors, validate-jwt, rate-limit, rate-limit-by-key..., quota-by-key....
+//!
+//! Whatever the order, a CORS preflight runs only the `cors` statement (as in APIM), so preflights
+//! never need a token. A statement keyed on a claim must come after `validate-jwt`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+
+use crate::walk::{self, Cx, Fields};
+use crate::yaml::{Kind, Node};
+
+/// One inbound statement of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Statement {
+    /// `cors`.
+    Cors(Arc<Cors>),
+    /// `validate-jwt` / `validate-azure-ad-token` with the policy-level claim rules: the policy's
+    /// token check (at most one per policy).
+    ValidateJwt,
+    /// `rate-limit`, `rate-limit-by-key`, `quota-by-key`.
+    Limit(Arc<Limit>),
+}
+
+/// `*` or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyOr<T> {
+    /// `*`.
+    Any,
+    /// The listed values.
+    List(Vec<T>),
+}
+
+/// APIM's `cors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// `allowed-origins` (`scheme://host[:port]`, compared case-insensitively, or `*`).
+    pub allowed_origins: AnyOr<String>,
+    /// `allowed-methods` (default GET and POST; `*`: any).
+    pub allowed_methods: AnyOr<Method>,
+    /// `allowed-methods`' `preflight-result-max-age` attribute, seconds.
+    pub preflight_result_max_age: Option<u64>,
+    /// `allowed-headers` (lower case; `*`: any).
+    pub allowed_headers: AnyOr<String>,
+    /// `expose-headers`.
+    pub expose_headers: Vec<String>,
+    /// `allow-credentials` (default false; never with a `*` origin).
+    pub allow_credentials: bool,
+    /// `terminate-unmatched-request` (default true): an unmatched preflight, or an unmatched GET/HEAD
+    /// with an Origin, is answered with an empty 200 and never forwarded.
+    pub terminate_unmatched_request: bool,
+}
+
+/// Which statement a [`Limit`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// `rate-limit`: one counter per statement (APIM keys it by subscription; Portcullis has none).
+    RateLimit,
+    /// `rate-limit-by-key`.
+    RateLimitByKey,
+    /// `quota-by-key`.
+    QuotaByKey,
+}
+
+impl LimitKind {
+    /// The APIM element name.
+    pub fn element(self) -> &'static str {
+        match self {
+            LimitKind::RateLimit => "rate-limit",
+            LimitKind::RateLimitByKey => "rate-limit-by-key",
+            LimitKind::QuotaByKey => "quota-by-key",
+        }
+    }
+}
+
+/// Where a counter key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CounterKey {
+    /// The client IP (the connection's peer; see `server.trusted-proxies`).
+    ClientIp,
+    /// A claim of the verified token (name or dotted path); the statement must follow validate-jwt.
+    Claim(String),
+    /// A request header's value (absent: the empty key).
+    Header(HeaderName),
+    /// A constant (one counter for every caller); named values are substituted before.
+    Constant(String),
+}
+
+/// Which responses count (APIM's `increment-condition`, in the shapes people write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncrementCondition {
+    /// Every request (the default).
+    Any,
+    /// Only 2xx responses.
+    Success,
+    /// Every response but 4xx.
+    Non4xx,
+    /// Every response but 5xx.
+    Non5xx,
+    /// Only responses below 400.
+    Below400,
+}
+
+impl IncrementCondition {
+    /// Whether a response with this status counts.
+    pub fn counts(self, status: u16) -> bool {
+        match self {
+            IncrementCondition::Any => true,
+            IncrementCondition::Success => (200..300).contains(&status),
+            IncrementCondition::Non4xx => !(400..500).contains(&status),
+            IncrementCondition::Non5xx => !(500..600).contains(&status),
+            IncrementCondition::Below400 => status < 400,
+        }
+    }
+}
+
+/// `rate-limit`, `rate-limit-by-key` or `quota-by-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Which statement.
+    pub kind: LimitKind,
+    /// Counter namespace: `policy#n` (n: the statement's place in the policy), so two statements
+    /// never share counters and a reload keeps them.
+    pub id: String,
+    /// `calls` (quota: `None` when only `bandwidth` is limited).
+    pub calls: Option<u64>,
+    /// `bandwidth` in kilobytes (quota only).
+    pub bandwidth_kb: Option<u64>,
+    /// `renewal-period`.
+    pub renewal_period: Duration,
+    /// `counter-key` (`rate-limit`: a constant).
+    pub counter_key: CounterKey,
+    /// `increment-condition`.
+    pub increment_condition: IncrementCondition,
+    /// `increment-count` (default 1).
+    pub increment_count: u64,
+    /// `retry-after-header-name` (default `Retry-After`).
+    pub retry_after_header_name: HeaderName,
+    /// `remaining-calls-header-name`.
+    pub remaining_calls_header_name: Option<HeaderName>,
+    /// `total-calls-header-name`.
+    pub total_calls_header_name: Option<HeaderName>,
+}
+
+/// Policy keys that are statements in the keyed form.
+pub(crate) const KEYED: &[&str] = &[
+    "cors",
+    "validate-jwt",
+    "validate-azure-ad-token",
+    "rate-limit",
+    "rate-limit-by-key",
+    "quota-by-key",
+];
+
+/// Longest `renewal-period` of a rate limit (APIM: 300 s).
+const MAX_RATE_PERIOD: u64 = 300;
+
+/// Reads `cors`.
+pub(crate) fn cors(cx: &mut Cx, node: &Node) -> Option<Cors> {
+    let keys = [
+        "allowed-origins",
+        "allowed-methods",
+        "preflight-result-max-age",
+        "allowed-headers",
+        "expose-headers",
+        "allow-credentials",
+        "terminate-unmatched-request",
+    ];
+    let f = Fields::new(cx, node, "cors", &keys)?;
+    let errors = cx.errors();
+    let allowed_origins = match f.get("allowed-origins") {
+        Some(n) => any_or(cx, n, "allowed-origins", origin),
+        None => {
+            cx.error(
+                f.pos,
+                "cors needs `allowed-origins` (a list of origins, or `*`)",
+            );
+            AnyOr::List(Vec::new())
+        }
+    };
+    let allowed_methods = match f.get("allowed-methods") {
+        Some(n) => any_or(cx, n, "allowed-methods", |cx, n, text| {
+            let upper = text.to_ascii_uppercase();
+            Method::from_bytes(upper.as_bytes()).ok().or_else(|| {
+                cx.error(n.pos, format!("`{text}` is not an HTTP method"));
+                None
+            })
+        }),
+        None => AnyOr::List(vec![Method::GET, Method::POST]),
+    };
+    let allowed_headers = match f.get("allowed-headers") {
+        Some(n) => any_or(cx, n, "allowed-headers", |cx, n, text| {
+            header_name(cx, n, text).map(|h| h.as_str().to_owned())
+        }),
+        None => AnyOr::List(Vec::new()),
+    };
+    let expose_headers = f
+        .get("expose-headers")
+        .map(|n| walk::string_list(cx, n, "expose-headers"))
+        .unwrap_or_default();
+    let allow_credentials = f
+        .get("allow-credentials")
+        .and_then(|n| walk::boolean(cx, n, "allow-credentials"))
+        .unwrap_or(false);
+    if allow_credentials && allowed_origins == AnyOr::Any {
+        let pos = f.get("allow-credentials").map_or(f.pos, |n| n.pos);
+        cx.error(
+            pos,
+            "cors: allow-credentials cannot be combined with allowed-origins `*` (browsers refuse it, and it would let every site read credentialed answers): list the origins",
+        );
+    }
+    let cors = Cors {
+        allowed_origins,
+        allowed_methods,
+        preflight_result_max_age: f
+            .get("preflight-result-max-age")
+            .and_then(|n| walk::integer_in(cx, n, "preflight-result-max-age", 0, 86_400))
+            .and_then(|v| u64::try_from(v).ok()),
+        allowed_headers,
+        expose_headers,
+        allow_credentials,
+        terminate_unmatched_request: f
+            .get("terminate-unmatched-request")
+            .and_then(|n| walk::boolean(cx, n, "terminate-unmatched-request"))
+            .unwrap_or(true),
+    };
+    (cx.errors() == errors).then_some(cors)
+}
+
+fn any_or<T>(
+    cx: &mut Cx,
+    node: &Node,
+    what: &str,
+    mut item: impl FnMut(&mut Cx, &Node, &str) -> Option<T>,
+) -> AnyOr<T> {
+    if let Kind::Str { value, .. } = &node.kind {
+        if value == "*" {
+            return AnyOr::Any;
+        }
+    }
+    let Some(items) = walk::list(cx, node, what) else {
+        return AnyOr::List(Vec::new());
+    };
+    if items.is_empty() {
+        cx.error(node.pos, format!("`{what}` is empty"));
+    }
+    let mut out = Vec::new();
+    for n in items {
+        let Some(text) = walk::non_empty(cx, n, what) else {
+            continue;
+        };
+        if text == "*" {
+            if items.len() > 1 {
+                cx.error(n.pos, format!("`{what}`: `*` stands alone"));
+            }
+            return AnyOr::Any;
+        }
+        if let Some(v) = item(cx, n, text) {
+            out.push(v);
+        }
+    }
+    AnyOr::List(out)
+}
+
+fn origin(cx: &mut Cx, node: &Node, text: &str) -> Option<String> {
+    let ok = url::Url::parse(text).ok().is_some_and(|u| {
+        (u.scheme() == "http" || u.scheme() == "https")
+            && u.has_host()
+            && (u.path() == "/" || u.path().is_empty())
+            && u.query().is_none()
+            && !text.ends_with('/')
+    });
+    if !ok {
+        cx.error(
+            node.pos,
+            format!("an origin is `scheme://host[:port]` with nothing after it, found `{text}`"),
+        );
+        return None;
+    }
+    Some(text.to_ascii_lowercase())
+}
+
+fn header_name(cx: &mut Cx, node: &Node, text: &str) -> Option<HeaderName> {
+    HeaderName::from_bytes(text.as_bytes()).ok().or_else(|| {
+        cx.error(node.pos, format!("`{text}` is not a header name"));
+        None
+    })
+}
+
+/// Reads `rate-limit`, `rate-limit-by-key` or `quota-by-key`.
+pub(crate) fn limit(cx: &mut Cx, node: &Node, kind: LimitKind, id: String) -> Option<Limit> {
+    let element = kind.element();
+    let keys: &[&str] = match kind {
+        LimitKind::RateLimit => &[
+            "calls",
+            "renewal-period",
+            "retry-after-header-name",
+            "remaining-calls-header-name",
+            "total-calls-header-name",
+        ],
+        LimitKind::RateLimitByKey => &[
+            "calls",
+            "renewal-period",
+            "counter-key",
+            "increment-condition",
+            "increment-count",
+            "retry-after-header-name",
+            "remaining-calls-header-name",
+            "total-calls-header-name",
+        ],
+        LimitKind::QuotaByKey => &[
+            "calls",
+            "bandwidth",
+            "renewal-period",
+            "counter-key",
+            "increment-condition",
+        ],
+    };
+    let f = Fields::new(cx, node, element, keys)?;
+    let errors = cx.errors();
+    let calls = f
+        .get("calls")
+        .and_then(|n| walk::integer_in(cx, n, "calls", 1, i128::from(u32::MAX)))
+        .and_then(|v| u64::try_from(v).ok());
+    let bandwidth_kb = f
+        .get("bandwidth")
+        .and_then(|n| walk::integer_in(cx, n, "bandwidth", 1, i128::from(u32::MAX)))
+        .and_then(|v| u64::try_from(v).ok());
+    match kind {
+        LimitKind::QuotaByKey if calls.is_none() && bandwidth_kb.is_none() => {
+            cx.error(f.pos, "quota-by-key needs `calls`, `bandwidth` or both");
+        }
+        LimitKind::RateLimit | LimitKind::RateLimitByKey if f.get("calls").is_none() => {
+            cx.error(f.pos, format!("{element} needs `calls`"));
+        }
+        _ => {}
+    }
+    let renewal_period = match f.get("renewal-period") {
+        Some(n) => walk::duration(cx, n, "renewal-period").and_then(|d| {
+            let secs = d.as_secs();
+            let max = if kind == LimitKind::QuotaByKey {
+                u64::from(u32::MAX)
+            } else {
+                MAX_RATE_PERIOD
+            };
+            if secs == 0 || secs > max || d.subsec_nanos() != 0 {
+                cx.error(
+                    n.pos,
+                    format!("`renewal-period` must be whole seconds from 1 to {max}"),
+                );
+                return None;
+            }
+            Some(d)
+        }),
+        None => {
+            cx.error(f.pos, format!("{element} needs `renewal-period` (seconds)"));
+            None
+        }
+    };
+    let counter_key = match (kind, f.get("counter-key")) {
+        (LimitKind::RateLimit, _) => CounterKey::Constant(String::new()),
+        (_, Some(n)) => counter_key(cx, n).unwrap_or(CounterKey::ClientIp),
+        (_, None) => {
+            cx.error(f.pos, format!("{element} needs `counter-key`"));
+            CounterKey::ClientIp
+        }
+    };
+    let increment_condition = f
+        .get("increment-condition")
+        .and_then(|n| increment_condition(cx, n))
+        .unwrap_or(IncrementCondition::Any);
+    let increment_count = f
+        .get("increment-count")
+        .and_then(|n| walk::integer_in(cx, n, "increment-count", 1, 1_000_000))
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(1);
+    let mut header = |key: &str| {
+        f.get(key)
+            .and_then(|n| walk::non_empty(cx, n, key).map(|t| (n, t)))
+            .and_then(|(n, t)| header_name(cx, n, t))
+    };
+    let retry_after_header_name =
+        header("retry-after-header-name").unwrap_or(http::header::RETRY_AFTER);
+    let remaining_calls_header_name = header("remaining-calls-header-name");
+    let total_calls_header_name = header("total-calls-header-name");
+    let limit = Limit {
+        kind,
+        id,
+        calls,
+        bandwidth_kb,
+        renewal_period: renewal_period?,
+        counter_key,
+        increment_condition,
+        increment_count,
+        retry_after_header_name,
+        remaining_calls_header_name,
+        total_calls_header_name,
+    };
+    (cx.errors() == errors).then_some(limit)
+}
+
+/// `counter-key: client-ip | {claim: NAME} | {header: NAME} | {value: TEXT}`.
+fn counter_key(cx: &mut Cx, node: &Node) -> Option<CounterKey> {
+    if let Kind::Str { value, .. } = &node.kind {
+        if value == "client-ip" {
+            return Some(CounterKey::ClientIp);
+        }
+        cx.error(
+            node.pos,
+            format!("`counter-key` must be `client-ip`, `{{claim: NAME}}`, `{{header: NAME}}` or `{{value: TEXT}}`, found `{value}`"),
+        );
+        return None;
+    }
+    let f = Fields::new(cx, node, "counter-key", &["claim", "header", "value"])?;
+    match f.entries() {
+        [("claim", _, v)] => {
+            walk::non_empty(cx, v, "claim").map(|c| CounterKey::Claim(c.to_owned()))
+        }
+        [("header", _, v)] => walk::non_empty(cx, v, "header")
+            .and_then(|h| header_name(cx, v, h))
+            .map(CounterKey::Header),
+        [("value", _, v)] => {
+            walk::string(cx, v, "value").map(|c| CounterKey::Constant(c.to_owned()))
+        }
+        _ => {
+            cx.error(
+                f.pos,
+                "`counter-key` takes exactly one of `claim`, `header`, `value` (or the string `client-ip`)",
+            );
+            None
+        }
+    }
+}
+
+fn increment_condition(cx: &mut Cx, node: &Node) -> Option<IncrementCondition> {
+    let text = walk::string(cx, node, "increment-condition")?;
+    let cond = match text {
+        "any" => IncrementCondition::Any,
+        "2xx" => IncrementCondition::Success,
+        "non-4xx" => IncrementCondition::Non4xx,
+        "non-5xx" => IncrementCondition::Non5xx,
+        "below-400" => IncrementCondition::Below400,
+        other => {
+            cx.error(
+                node.pos,
+                format!("`increment-condition` must be `any`, `2xx`, `non-4xx`, `non-5xx` or `below-400`, found `{other}`"),
+            );
+            return None;
+        }
+    };
+    Some(cond)
+}
+
+/// The statement kind named by a keyed-form key or an ordered-form item key.
+pub(crate) fn limit_kind(key: &str) -> Option<LimitKind> {
+    match key {
+        "rate-limit" => Some(LimitKind::RateLimit),
+        "rate-limit-by-key" => Some(LimitKind::RateLimitByKey),
+        "quota-by-key" => Some(LimitKind::QuotaByKey),
+        _ => None,
+    }
+}

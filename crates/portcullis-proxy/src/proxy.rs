@@ -23,13 +23,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_auth::response::json_error_body;
-use portcullis_auth::{failure_response, forward_headers, Policy, RequestParts};
+use portcullis_auth::{claim_headers, failure_response, Policy, RequestParts, Unforwardable};
 
 use crate::auth::authenticate;
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
@@ -123,8 +123,11 @@ impl Gateway {
         match outcome {
             Ok(token) => {
                 let req = session.req_header_mut();
-                for (name, value) in forward_headers(&token, policy) {
-                    req.insert_header(name, value)?;
+                for (name, value) in claim_headers(&token, policy) {
+                    match value {
+                        Ok(value) => req.insert_header(name.clone(), value)?,
+                        Err(why) => self.claim_refused(route, policy, name, why),
+                    }
                 }
                 Ok(false)
             }
@@ -157,6 +160,27 @@ impl Gateway {
                 Ok(true)
             }
         }
+    }
+
+    /// A forward-claims header left unset because its claim cannot be carried unambiguously.
+    fn claim_refused(
+        &self,
+        route: &Route,
+        policy: &Policy,
+        header: &HeaderName,
+        why: Unforwardable,
+    ) {
+        self.metrics
+            .claim_headers_refused
+            .with_label_values(&[policy.name.as_str(), header.as_str(), why.reason()])
+            .inc();
+        tracing::warn!(
+            route = %route.name,
+            policy = %policy.name,
+            header = %header,
+            reason = why.reason(),
+            "claim not forwarded: its value cannot be carried unambiguously in a header"
+        );
     }
 }
 

@@ -26,7 +26,9 @@ pub mod token;
 
 pub use claims::{check_claims, ClaimValues};
 pub use error::{AuthError, ClaimKind};
-pub use headers::{claim_to_header_value, forward_headers};
+pub use headers::{
+    claim_header_value, claim_headers, claim_to_header_value, forward_headers, Unforwardable,
+};
 pub use json::{Claim, Claims};
 pub use keys::{
     parse_jwks, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey, VerifyingKey,

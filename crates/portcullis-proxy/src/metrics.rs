@@ -32,6 +32,9 @@ pub struct Metrics {
     pub report_only: IntCounterVec,
     /// `portcullis_token_validation_seconds{policy, result}`.
     pub validation: HistogramVec,
+    /// `portcullis_claim_headers_refused_total{policy, header, reason}`: forward-claims headers not
+    /// set because the claim's value cannot be carried unambiguously.
+    pub claim_headers_refused: IntCounterVec,
     /// `portcullis_token_cache_{hits,misses,evictions}_total`.
     pub token_cache: CacheMetrics,
     /// `portcullis_rate_limit_untracked_total`: calls a full rate-limit store could not count.
@@ -42,19 +45,26 @@ impl Metrics {
     /// Register the gateway metrics in a fresh registry.
     pub fn new() -> Result<Metrics, BuildError> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "portcullis_requests_total",
-                "Requests by route, status and reason.",
-            ),
+        let counters =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, BuildError> {
+                let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(counter.clone()))?;
+                Ok(counter)
+            };
+        let requests = counters(
+            "portcullis_requests_total",
+            "Requests by route, status and reason.",
             &["route", "status", "reason"],
         )?;
-        let report_only = IntCounterVec::new(
-            Opts::new(
-                "portcullis_report_only_failures_total",
-                "Requests a report-only policy would have rejected, by reason.",
-            ),
+        let report_only = counters(
+            "portcullis_report_only_failures_total",
+            "Requests a report-only policy would have rejected, by reason.",
             &["route", "policy", "reason"],
+        )?;
+        let claim_headers_refused = counters(
+            "portcullis_claim_headers_refused_total",
+            "forward-claims headers not set because the claim value cannot be carried unambiguously, by reason.",
+            &["policy", "header", "reason"],
         )?;
         let validation = HistogramVec::new(
             HistogramOpts::new(
@@ -67,8 +77,6 @@ impl Metrics {
             ]),
             &["policy", "result"],
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(report_only.clone()))?;
         registry.register(Box::new(validation.clone()))?;
         let token_cache = CacheMetrics {
             hits: IntCounter::new(
@@ -100,6 +108,7 @@ impl Metrics {
             requests,
             report_only,
             validation,
+            claim_headers_refused,
             token_cache,
             rate_limit_untracked,
         })

@@ -14,7 +14,7 @@ use std::time::Instant;
 use http::HeaderValue;
 use pingora_error::Result;
 use pingora_proxy::Session;
-use portcullis_auth::{claim_to_header_value, failure_response, forward_headers, RequestParts};
+use portcullis_auth::{claim_headers, claim_to_header_value, failure_response, RequestParts};
 use portcullis_config::{CounterKey, Limit, LimitKind, PolicyModel, Statement};
 
 use crate::auth::{authenticate, unix_now_ms};
@@ -128,8 +128,11 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
                 match outcome {
                     Ok(token) => {
                         let req = session.req_header_mut();
-                        for (name, value) in forward_headers(&token, policy) {
-                            req.insert_header(name, value)?;
+                        for (name, value) in claim_headers(&token, policy) {
+                            match value {
+                                Ok(value) => req.insert_header(name.clone(), value)?,
+                                Err(why) => gw.claim_refused(route, policy, name, why),
+                            }
                         }
                         ctx.token = Some(token);
                     }

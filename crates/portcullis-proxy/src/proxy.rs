@@ -28,7 +28,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use portcullis_auth::{Policy, VerifiedToken};
+use portcullis_auth::{Policy, Unforwardable, VerifiedToken};
 
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::limits::LocalStore;
@@ -115,6 +115,27 @@ impl Gateway {
         )
         .await?;
         Ok(true)
+    }
+
+    /// A forward-claims header left unset because its claim cannot be carried unambiguously.
+    pub(crate) fn claim_refused(
+        &self,
+        route: &Route,
+        policy: &Policy,
+        header: &HeaderName,
+        why: Unforwardable,
+    ) {
+        self.metrics
+            .claim_headers_refused
+            .with_label_values(&[policy.name.as_str(), header.as_str(), why.reason()])
+            .inc();
+        tracing::warn!(
+            route = %route.name,
+            policy = %policy.name,
+            header = %header,
+            reason = why.reason(),
+            "claim not forwarded: its value cannot be carried unambiguously in a header"
+        );
     }
 }
 

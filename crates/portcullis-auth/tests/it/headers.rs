@@ -1,7 +1,9 @@
 //! Claims to header values for forward-claims.
 
 use http::HeaderName;
-use portcullis_auth::{claim_to_header_value, forward_headers, verify_token, Claims};
+use portcullis_auth::{
+    claim_header_value, claim_to_header_value, forward_headers, verify_token, Claims,
+};
 use serde_json::json;
 
 use crate::support::*;
@@ -28,8 +30,8 @@ fn values_render_as_documented() {
         Some(r#"{"a":[1,2],"b":1}"#.into())
     );
     assert_eq!(
-        render(json!([{"a": 1}, [1, 2]])),
-        Some(r#"{"a":1},[1,2]"#.into())
+        render(json!([{"a": 1}, [1], null])),
+        Some(r#"{"a":1},[1]"#.into())
     );
     assert_eq!(render(json!("Zoë")), Some("Zoë".into()));
     assert_eq!(render(json!("tab\there")), Some("tab\there".into()));
@@ -48,6 +50,48 @@ fn values_a_header_cannot_carry_are_rejected() {
     ] {
         assert_eq!(render(json!(bad)), None, "{bad:?}");
         assert_eq!(render(json!(["ok", bad])), None, "{bad:?}");
+    }
+}
+
+/// Why a value is refused (`Ok` when it is forwarded).
+fn refusal(v: serde_json::Value) -> Result<(), &'static str> {
+    let claims = Claims::parse(json!({ "v": v }).to_string()).unwrap();
+    claim_header_value(claims.get("v").unwrap())
+        .map(|_| ())
+        .map_err(|why| why.reason())
+}
+
+#[test]
+fn an_array_element_holding_the_separator_is_refused_not_split() {
+    // Joined, ["reader", "x,admin"] would read as three roles, one of them admin.
+    let sep = Err("SeparatorInElement");
+    assert_eq!(refusal(json!(["reader", "x,admin"])), sep);
+    assert_eq!(refusal(json!([","])), sep);
+    assert_eq!(refusal(json!(["CN=Admins,OU=Groups"])), sep);
+    assert_eq!(refusal(json!(["a", [1, 2]])), sep);
+    assert_eq!(refusal(json!([{"a": 1, "b": 2}])), sep);
+    // A scalar is one value: its commas are the claim's own.
+    assert_eq!(refusal(json!("Smith, John")), Ok(()));
+    assert_eq!(refusal(json!(["a", "b"])), Ok(()));
+    assert_eq!(render(json!(["a,b"])), None);
+}
+
+#[test]
+fn surrounding_whitespace_that_parsers_trim_is_refused() {
+    // An HTTP parser drops it, and list parsers trim each element: " admin" would read as admin.
+    let ws = Err("SurroundingWhitespace");
+    for bad in [" admin", "admin ", "\tadmin", "admin\t"] {
+        assert_eq!(refusal(json!(bad)), ws, "{bad:?}");
+        assert_eq!(refusal(json!(["reader", bad])), ws, "{bad:?}");
+    }
+    assert_eq!(refusal(json!("two words")), Ok(()));
+    assert_eq!(refusal(json!("")), Ok(()));
+}
+
+#[test]
+fn control_characters_are_refused_with_their_reason() {
+    for bad in ["a\r\nX-Admin: true", "a\0b", "a\u{7f}b"] {
+        assert_eq!(refusal(json!(bad)), Err("ControlCharacter"), "{bad:?}");
     }
 }
 

@@ -418,3 +418,77 @@ async fn client_forwarding_headers_are_overwritten_or_removed_on_http2() {
         assert_gateway_forwarding(&seen[0], &expect);
     }
 }
+
+// ---------------------------------------------------------------- claim values
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_value_that_would_read_as_something_else_is_not_forwarded_and_is_counted() {
+    let mut p = Policy::new("p");
+    p.forward_claims = vec![
+        (
+            reqwest::header::HeaderName::from_static("x-user-roles"),
+            "roles".to_owned(),
+        ),
+        (
+            reqwest::header::HeaderName::from_static("x-user-name"),
+            "name".to_owned(),
+        ),
+    ];
+    let f = Fixture::start(vec![p], |_| {}).await;
+    let cases = [
+        // Joined with ",", this would read as three roles, one of them admin.
+        (json!(["reader", "x,admin"]), "Alice", None, Some("Alice")),
+        // A parser trims the space: the backend would read "admin".
+        (json!(["reader"]), " admin", Some("reader"), None),
+        // CR/LF never reaches a header line.
+        (
+            json!(["reader"]),
+            "a\r\nX-Admin: true",
+            Some("reader"),
+            None,
+        ),
+        (
+            json!(["reader", "writer"]),
+            "Smith, John",
+            Some("reader,writer"),
+            Some("Smith, John"),
+        ),
+    ];
+    for (roles, name, want_roles, want_name) in cases {
+        let token = f.token_with(json!({ "roles": roles, "name": name }));
+        let request = format!(
+            "GET /p/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nX-User-Roles: admin\r\n"
+        );
+        let (status, seen) = f.exchange(&request).await;
+        assert_eq!(status, 200, "{roles} {name:?}");
+        let seen = seen.unwrap();
+        let expect = |v: Option<&'static str>| v.into_iter().collect::<Vec<_>>();
+        assert_eq!(
+            seen.header_values("x-user-roles"),
+            expect(want_roles),
+            "{roles}"
+        );
+        assert_eq!(
+            seen.header_values("x-user-name"),
+            expect(want_name),
+            "{name:?}"
+        );
+        assert!(seen.header_values("x-admin").is_empty());
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", f.gw.admin()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (header, reason) in [
+        ("x-user-roles", "SeparatorInElement"),
+        ("x-user-name", "SurroundingWhitespace"),
+        ("x-user-name", "ControlCharacter"),
+    ] {
+        let line = format!(
+            "portcullis_claim_headers_refused_total{{header=\"{header}\",policy=\"p\",reason=\"{reason}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+}

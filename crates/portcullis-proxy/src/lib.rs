@@ -20,7 +20,7 @@ mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod reload;
-mod respond;
+pub mod respond;
 mod routes;
 mod server;
 mod shutdown;

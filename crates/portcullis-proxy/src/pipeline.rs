@@ -21,12 +21,7 @@ use crate::auth::{authenticate, unix_now_ms};
 use crate::cors;
 use crate::limits::{Counted, Hit};
 use crate::proxy::{Ctx, Gateway};
-use crate::respond::Answer;
-
-/// Reason of a `rate-limit` / `rate-limit-by-key` refusal (APIM's `RateLimitExceeded`).
-pub const REASON_RATE_LIMITED: &str = "RateLimitExceeded";
-/// Reason of a `quota-by-key` refusal.
-pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
+use crate::respond::{quota_exceeded, rate_limited, Answer, Quota};
 
 /// One step of a policy.
 #[derive(Debug, Clone)]
@@ -218,12 +213,6 @@ fn period_ms(limit: &Limit) -> u64 {
     u64::try_from(limit.renewal_period.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `hh:mm:ss` (APIM's quota message), days folded into hours.
-fn clock(ms: u64) -> String {
-    let secs = ms.div_ceil(1000);
-    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-}
-
 /// Check (and, for an unconditional count, add) one call; `Some`: the refusal.
 fn apply_limit(gw: &Gateway, limit: &Arc<Limit>, key: String, ctx: &mut Ctx) -> Option<Answer> {
     let now = unix_now_ms();
@@ -242,11 +231,7 @@ fn apply_limit(gw: &Gateway, limit: &Arc<Limit>, key: String, ctx: &mut Ctx) -> 
         };
         if let Counted::Yes(v) = gw.limits.hit(&look, now) {
             if !v.allowed {
-                let message = format!(
-                    "Out of bandwidth quota. Quota will be replenished in {}.",
-                    clock(v.retry_after_ms)
-                );
-                return Some(Answer::json(403, REASON_QUOTA_EXCEEDED, &message));
+                return Some(quota_exceeded(Quota::Bandwidth, v.retry_after_ms));
             }
         }
     }
@@ -277,17 +262,9 @@ fn apply_limit(gw: &Gateway, limit: &Arc<Limit>, key: String, ctx: &mut Ctx) -> 
         if !verdict.allowed {
             let secs = verdict.retry_after_ms.div_ceil(1000).max(1);
             let mut answer = if sliding {
-                let message = format!("Rate limit is exceeded. Try again in {secs} seconds.");
-                Answer::json(429, REASON_RATE_LIMITED, &message).with(
-                    limit.retry_after_header_name.clone(),
-                    HeaderValue::from(secs),
-                )
+                rate_limited(secs, limit.retry_after_header_name.clone())
             } else {
-                let message = format!(
-                    "Out of call volume quota. Quota will be replenished in {}.",
-                    clock(verdict.retry_after_ms)
-                );
-                Answer::json(403, REASON_QUOTA_EXCEEDED, &message)
+                quota_exceeded(Quota::Calls, verdict.retry_after_ms)
             };
             answer.headers.extend(headers);
             return Some(answer);
@@ -339,17 +316,5 @@ pub fn outbound_count(gw: &Gateway, ctx: &mut Ctx, status: u16, bytes: usize) {
             };
             let _ = gw.limits.hit(&hit, now);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clock;
-
-    #[test]
-    fn quota_clock() {
-        assert_eq!(clock(5_000), "00:00:05");
-        assert_eq!(clock(3_600_000 + 61_000), "01:01:01");
-        assert_eq!(clock(1), "00:00:01");
     }
 }

@@ -36,8 +36,8 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
-    headers_too_large, send, Answer, HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE,
-    REASON_HEADERS_TOO_LARGE,
+    headers_too_large, proxy_failure_message, send, Answer, HEADERS_TOO_LARGE_MESSAGE,
+    NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
 };
 use crate::routes::Route;
 
@@ -159,15 +159,6 @@ fn error_status(e: &Error) -> (u16, &'static str) {
         ) => (0, metrics::REASON_PROXY_ERROR),
         (_, ErrorSource::Downstream) => (400, metrics::REASON_PROXY_ERROR),
         _ => (500, metrics::REASON_PROXY_ERROR),
-    }
-}
-
-fn message_for(status: u16) -> &'static str {
-    match status {
-        502 => "Bad gateway. The upstream could not be reached.",
-        504 => "Gateway timeout. The upstream did not answer in time.",
-        400 => "Bad request.",
-        _ => "The gateway could not process the request.",
     }
 }
 
@@ -334,7 +325,7 @@ impl ProxyHttp for Gateway {
                 // The connection is not reused after a proxy failure (the request body may be half
                 // sent): say so, or a client could reuse it and race the close.
                 session.set_keepalive(None);
-                let answer = Answer::json(status, reason, message_for(status));
+                let answer = Answer::json(status, reason, proxy_failure_message(status));
                 let sent = send(
                     session,
                     &answer,

@@ -90,6 +90,127 @@ impl Answer {
     }
 }
 
+/// Reason of a `rate-limit` / `rate-limit-by-key` refusal (APIM's `RateLimitExceeded`).
+pub const REASON_RATE_LIMITED: &str = "RateLimitExceeded";
+/// Reason of a `quota-by-key` refusal.
+pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
+
+/// 429 for a rate limit, APIM's message, `Retry-After` (or the statement's header name).
+pub fn rate_limited(retry_after_secs: u64, header: HeaderName) -> Answer {
+    let message = format!("Rate limit is exceeded. Try again in {retry_after_secs} seconds.");
+    Answer::json(429, REASON_RATE_LIMITED, &message)
+        .with(header, HeaderValue::from(retry_after_secs))
+}
+
+/// What a quota ran out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// `calls`.
+    Calls,
+    /// `bandwidth`.
+    Bandwidth,
+}
+
+/// 403 for a quota, APIM's message (`hh:mm:ss` until the period renews).
+pub fn quota_exceeded(quota: Quota, renews_in_ms: u64) -> Answer {
+    let secs = renews_in_ms.div_ceil(1000);
+    let clock = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let what = match quota {
+        Quota::Calls => "call volume",
+        Quota::Bandwidth => "bandwidth",
+    };
+    let message = format!("Out of {what} quota. Quota will be replenished in {clock}.");
+    Answer::json(403, REASON_QUOTA_EXCEEDED, &message)
+}
+
+/// The message of a proxy failure's status.
+pub fn proxy_failure_message(status: u16) -> &'static str {
+    match status {
+        502 => "Bad gateway. The upstream could not be reached.",
+        504 => "Gateway timeout. The upstream did not answer in time.",
+        400 => "Bad request.",
+        _ => "The gateway could not process the request.",
+    }
+}
+
+/// Every answer the gateway writes, as (status, reason, message) with `<...>` for the parts that
+/// vary: what `docs/errors.md` must list (checked by a test). Token failures show their default
+/// status and message.
+pub fn catalogue() -> Vec<(u16, &'static str, String)> {
+    use portcullis_auth::{AuthError, ClaimKind};
+    let mut out: Vec<(u16, &'static str, String)> = Vec::new();
+    let auth = [
+        AuthError::TokenNotPresent,
+        AuthError::TokenExpired,
+        AuthError::TokenNotYetValid,
+        AuthError::TokenSignatureInvalid,
+        AuthError::TokenSignatureKeyNotFound { kid: None },
+        AuthError::TokenIssuerNotAllowed,
+        AuthError::TokenAudienceNotAllowed,
+        AuthError::TokenClaimNotFound {
+            claims: vec!["<c1>".to_owned(), "<c2>".to_owned()],
+        },
+        AuthError::TokenClaimValueNotAllowed {
+            claim: "<name>".to_owned(),
+            value: "<value>".to_owned(),
+            kind: ClaimKind::Claim,
+        },
+        AuthError::JwtInvalid { detail: "" },
+        AuthError::KeysUnavailable,
+    ];
+    out.extend(auth.iter().map(|e| (401, e.reason(), e.default_message())));
+    out.extend(
+        portcullis_route::Refusal::ALL
+            .iter()
+            .map(|r| (400, r.reason(), r.message().to_owned())),
+    );
+    let fixed = [
+        (404, crate::metrics::REASON_NO_ROUTE, NO_ROUTE_MESSAGE),
+        (431, REASON_HEADERS_TOO_LARGE, HEADERS_TOO_LARGE_MESSAGE),
+        (
+            502,
+            crate::metrics::REASON_UPSTREAM_UNAVAILABLE,
+            proxy_failure_message(502),
+        ),
+        (
+            504,
+            crate::metrics::REASON_UPSTREAM_TIMEOUT,
+            proxy_failure_message(504),
+        ),
+        (
+            400,
+            crate::metrics::REASON_PROXY_ERROR,
+            proxy_failure_message(400),
+        ),
+        (
+            500,
+            crate::metrics::REASON_PROXY_ERROR,
+            proxy_failure_message(500),
+        ),
+        (200, REASON_CORS_PREFLIGHT, ""),
+        (200, REASON_CORS_UNMATCHED, ""),
+    ];
+    out.extend(fixed.iter().map(|(s, r, m)| (*s, *r, (*m).to_owned())));
+    let templated = [
+        (
+            rate_limited(0, http::header::RETRY_AFTER),
+            ("0 seconds", "<n> seconds"),
+        ),
+        (quota_exceeded(Quota::Calls, 0), ("00:00:00", "<hh:mm:ss>")),
+        (
+            quota_exceeded(Quota::Bandwidth, 0),
+            ("00:00:00", "<hh:mm:ss>"),
+        ),
+    ];
+    for (answer, (from, to)) in templated {
+        let body: serde_json::Value =
+            serde_json::from_str(answer.body.as_deref().unwrap_or("{}")).unwrap_or_default();
+        let message = body["message"].as_str().unwrap_or("").replace(from, to);
+        out.push((answer.status, answer.reason, message));
+    }
+    out
+}
+
 /// Write `answer`, then `also` (headers every response of this request carries: CORS), and the
 /// request id. Keep-alive is kept; `HEAD` gets the header only.
 pub async fn send(
@@ -120,4 +241,49 @@ pub async fn send(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// `docs/errors.md` lists every answer the renderer can write: for each, a table row with its
+    /// reason and its message (and its status, for the gateway's own answers).
+    #[test]
+    fn errors_doc_lists_every_answer() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md"))
+                .unwrap();
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with('|')).collect();
+        let mut missing = Vec::new();
+        for (status, reason, message) in catalogue() {
+            let listed = rows.iter().any(|row| {
+                let cells: Vec<&str> = row.split(" | ").map(str::trim).collect();
+                let has_reason = row.contains(&format!("`{reason}`"));
+                let has_message = message.is_empty() || row.contains(&format!("`{message}`"));
+                let has_status = status == 401
+                    || cells
+                        .iter()
+                        .any(|c| c.trim_start_matches('|').trim() == status.to_string());
+                has_reason && has_message && has_status
+            });
+            if !listed {
+                missing.push(format!("{status} {reason} `{message}`"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/errors.md does not list:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn quota_clock() {
+        let message = |ms| quota_exceeded(Quota::Calls, ms).body.unwrap();
+        assert!(message(5_000).contains("in 00:00:05."));
+        assert!(message(3_661_000).contains("in 01:01:01."));
+        assert!(message(1).contains("in 00:00:01."));
+    }
 }

@@ -85,6 +85,23 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal (for the documentation check).
+    pub const ALL: [Refusal; 13] = [
+        Refusal::NotOriginForm,
+        Refusal::Fragment,
+        Refusal::ControlCharacter,
+        Refusal::InvalidCharacter,
+        Refusal::InvalidPercentEncoding,
+        Refusal::DoubleEncoding,
+        Refusal::EncodedSlash,
+        Refusal::AboveRoot,
+        Refusal::PathParameter,
+        Refusal::InvalidQuery,
+        Refusal::MethodCase,
+        Refusal::InvalidHost,
+        Refusal::HostMismatch,
+    ];
+
     /// Stable reason code (logs, metrics).
     pub fn reason(self) -> &'static str {
         match self {

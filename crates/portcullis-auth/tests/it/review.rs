@@ -1,0 +1,114 @@
+//! Findings of the security review (issue 13, step 4) that the auth core answers: the JOSE header
+//! is bounded before it is parsed.
+
+use jsonwebtoken::Algorithm;
+use portcullis_auth::{
+    verify_token, AuthError, KeySnapshot, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS, MAX_TOKEN_BYTES,
+};
+
+use crate::support::*;
+
+fn hs_keys() -> KeySnapshot {
+    snapshot(vec![hmac_key(None)])
+}
+
+/// A header `{"alg":"HS256", <members>}` over valid claims, correctly signed.
+fn with_header_members(members: &str) -> String {
+    let header = format!(r#"{{"alg":"HS256"{members}}}"#);
+    sign_raw(
+        &header,
+        &claims().to_string(),
+        &hmac_encoding(),
+        Algorithm::HS256,
+    )
+}
+
+/// `n` distinct two-letter-or-longer members: `,"a0":0,"a1":0,...`.
+fn members(n: usize) -> String {
+    (0..n).map(|i| format!(r#","m{i}":0"#)).collect()
+}
+
+#[test]
+fn a_header_with_too_many_members_is_refused() {
+    // alg plus 63 more: exactly the bound, accepted.
+    let at_bound = with_header_members(&members(MAX_HEADER_MEMBERS - 1));
+    assert!(verify_token(&at_bound, &hs_keys(), true).is_ok());
+    // One more member than the bound: refused, although correctly signed.
+    let over = with_header_members(&members(MAX_HEADER_MEMBERS));
+    assert_eq!(
+        verify_token(&over, &hs_keys(), true).unwrap_err(),
+        AuthError::JwtInvalid {
+            detail: "header has too many members"
+        }
+    );
+}
+
+#[test]
+fn an_oversized_header_is_refused_before_it_is_decoded() {
+    // Under the bound (a long `x5c`-like member): accepted.
+    let filler = "a".repeat(MAX_HEADER_BYTES - 64);
+    let under = with_header_members(&format!(r#","x":"{filler}""#));
+    assert!(verify_token(&under, &hs_keys(), true).is_ok());
+    let filler = "a".repeat(MAX_HEADER_BYTES);
+    let over = with_header_members(&format!(r#","x":"{filler}""#));
+    assert_eq!(
+        verify_token(&over, &hs_keys(), true).unwrap_err(),
+        AuthError::JwtInvalid {
+            detail: "header too large"
+        }
+    );
+}
+
+#[test]
+fn thousands_of_header_members_are_refused_before_the_signature_check() {
+    // The review's input: ~3,500 two-letter members filling a 32 KiB token, with a made-up
+    // signature. It used to be parsed in full (a quadratic duplicate scan) and reach the signature
+    // check; now the header's size bound stops it before any decoding.
+    let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    let two_letter: String = alphabet
+        .iter()
+        .flat_map(|a| alphabet.iter().map(move |b| format!(r#","{a}{b}":0"#)))
+        .take(3_500)
+        .collect();
+    let header = b64(format!(r#"{{"alg":"HS256"{two_letter}}}"#).as_bytes());
+    let token = format!("{header}.{}.{}", b64(b"{}"), b64(&[7; 32]));
+    assert!(token.len() <= MAX_TOKEN_BYTES, "{}", token.len());
+    assert_eq!(
+        verify_token(&token, &hs_keys(), true).unwrap_err(),
+        AuthError::JwtInvalid {
+            detail: "header too large"
+        }
+    );
+    // Within the size bound, a header of too many members is refused by its count, also before
+    // the signature check.
+    let header = b64(format!(r#"{{"alg":"HS256"{}}}"#, members(MAX_HEADER_MEMBERS)).as_bytes());
+    let token = format!("{header}.{}.{}", b64(b"{}"), b64(&[7; 32]));
+    assert_eq!(
+        verify_token(&token, &hs_keys(), true).unwrap_err(),
+        AuthError::JwtInvalid {
+            detail: "header has too many members"
+        }
+    );
+}
+
+#[test]
+fn duplicate_header_members_are_still_refused() {
+    // Names sharing a tag (same length and first seven bytes) are told apart; equal ones are not.
+    let distinct = with_header_members(r#","abcdefgX":1,"abcdefgY":2,"typ":"JWT""#);
+    assert!(verify_token(&distinct, &hs_keys(), true).is_ok());
+    for dup in [
+        r#","typ":"JWT","typ":"JWT""#,
+        r#","abcdefgX":1,"abcdefgX":2"#,
+        r#","alg":"HS256""#,
+    ] {
+        let t = with_header_members(dup);
+        assert_eq!(
+            reason(verify_token(&t, &hs_keys(), true)),
+            "JwtInvalid",
+            "{dup}"
+        );
+    }
+    // A duplicate after the first eight members (past the inline names) too.
+    let late = with_header_members(&format!(r#"{},"m3":1"#, members(20)));
+    assert_eq!(reason(verify_token(&late, &hs_keys(), true)), "JwtInvalid");
+}

@@ -131,8 +131,11 @@ pub fn check_claims(
     check_roles(claims, policy)
 }
 
-/// exp (required per policy) and nbf, both with clock skew: expired when `now >= exp + skew`,
-/// not yet valid when `nbf > now + skew`.
+/// exp (required per policy), nbf and iat, all with clock skew: expired when `now >= exp + skew`,
+/// not yet valid when `nbf > now + skew`, or when `iat` falls in a second later than `now + skew`
+/// (a token issued in the future was minted by a clock that is wrong, or by someone pre-minting
+/// tokens; `iat` is compared by whole seconds because `now` is, so a token issued earlier in the
+/// current second is never refused).
 fn check_lifetime(token: &VerifiedToken, policy: &Policy, now: UnixTime) -> Result<(), AuthError> {
     let now = now.secs() as f64;
     let skew = policy.clock_skew as f64;
@@ -145,9 +148,12 @@ fn check_lifetime(token: &VerifiedToken, policy: &Policy, now: UnixTime) -> Resu
         }
         _ => {}
     }
-    match token.nbf {
-        Some(nbf) if nbf > now + skew => Err(AuthError::TokenNotYetValid),
-        _ => Ok(()),
+    let not_yet_valid = token.nbf.is_some_and(|nbf| nbf > now + skew)
+        || token.iat.is_some_and(|iat| iat.floor() > now + skew);
+    if not_yet_valid {
+        Err(AuthError::TokenNotYetValid)
+    } else {
+        Ok(())
     }
 }
 
@@ -202,19 +208,25 @@ fn check_client_application(claims: &Claims, ids: &[String]) -> Result<(), AuthE
     }
 }
 
-/// required-claims: every missing claim is named in one error; then each rule's values.
+/// A required claim's value: `null` counts as absent (a claim set to `null` asserts nothing, and
+/// some issuers emit `"tid": null` rather than leaving the claim out).
+fn present<'c>(claims: &'c Claims, name: &str) -> Option<Claim<'c>> {
+    claims.lookup(name).filter(|v| !v.is_null())
+}
+
+/// required-claims: every missing (or `null`) claim is named in one error; then each rule's values.
 fn check_required_claims(claims: &Claims, policy: &Policy) -> Result<(), AuthError> {
     let rules = &policy.required_claims;
-    if rules.iter().any(|r| claims.lookup(&r.name).is_none()) {
+    if rules.iter().any(|r| present(claims, &r.name).is_none()) {
         let missing = rules
             .iter()
-            .filter(|r| claims.lookup(&r.name).is_none())
+            .filter(|r| present(claims, &r.name).is_none())
             .map(|r| r.name.clone())
             .collect();
         return Err(AuthError::TokenClaimNotFound { claims: missing });
     }
     for rule in rules.iter().filter(|r| !r.values.is_empty()) {
-        let value = claims.lookup(&rule.name);
+        let value = present(claims, &rule.name);
         let ok = value.is_some_and(|v| {
             values_match(v, rule.separator.as_deref(), rule.r#match, &rule.values)
         });

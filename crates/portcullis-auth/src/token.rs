@@ -206,6 +206,8 @@ pub struct VerifiedToken {
     pub exp: Option<f64>,
     /// nbf as a NumericDate.
     pub nbf: Option<f64>,
+    /// iat as a NumericDate.
+    pub iat: Option<f64>,
 }
 
 /// A compact JWS whose signature has been checked, payload not yet interpreted. [`verify_token`]
@@ -385,7 +387,7 @@ pub fn verify_token(
     let claims = Claims::parse(text).map_err(|_| invalid("claims are not a JSON object"))?;
     let exp = numeric_date(&claims, "exp")?;
     let nbf = numeric_date(&claims, "nbf")?;
-    numeric_date(&claims, "iat")?;
+    let iat = numeric_date(&claims, "iat")?;
     Ok(VerifiedToken {
         claims,
         alg: jws.alg,
@@ -393,6 +395,7 @@ pub fn verify_token(
         key_fingerprint: jws.key_fingerprint,
         exp,
         nbf,
+        iat,
     })
 }
 

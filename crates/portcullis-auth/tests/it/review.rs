@@ -1,10 +1,13 @@
 //! Findings of the security review (issue 13, step 4) that the auth core answers: the JOSE header
-//! is bounded before it is parsed.
+//! is bounded before it is parsed, a `null` required claim is absent, and a token issued in the
+//! future is not yet valid.
 
 use jsonwebtoken::Algorithm;
 use portcullis_auth::{
-    verify_token, AuthError, KeySnapshot, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS, MAX_TOKEN_BYTES,
+    verify_token, AuthError, ClaimRule, KeySnapshot, Match, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS,
+    MAX_TOKEN_BYTES,
 };
+use serde_json::{json, Value};
 
 use crate::support::*;
 
@@ -111,4 +114,58 @@ fn duplicate_header_members_are_still_refused() {
     // A duplicate after the first eight members (past the inline names) too.
     let late = with_header_members(&format!(r#"{},"m3":1"#, members(20)));
     assert_eq!(reason(verify_token(&late, &hs_keys(), true)), "JwtInvalid");
+}
+
+fn hs(claims: &Value) -> String {
+    sign(Algorithm::HS256, None, claims, &hmac_encoding())
+}
+
+#[test]
+fn a_null_required_claim_counts_as_absent() {
+    let mut p = policy();
+    p.required_claims = vec![ClaimRule {
+        name: "tid".into(),
+        r#match: Match::All,
+        separator: None,
+        values: Vec::new(),
+    }];
+    let mut c = claims();
+    c["tid"] = json!(null);
+    assert_eq!(
+        check(&hs(&c), &hs_keys(), &p).unwrap_err(),
+        AuthError::TokenClaimNotFound {
+            claims: vec!["tid".into()]
+        }
+    );
+    // Nested (dotted path) the same.
+    p.required_claims[0].name = "org.tid".into();
+    c["org"] = json!({ "tid": null });
+    assert_eq!(reason(check(&hs(&c), &hs_keys(), &p)), "TokenClaimNotFound");
+    // Present with a value: fine.
+    c["org"] = json!({ "tid": "t1" });
+    assert!(check(&hs(&c), &hs_keys(), &p).is_ok());
+}
+
+#[test]
+fn a_token_issued_in_the_future_is_not_yet_valid() {
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("nbf");
+    c["iat"] = json!(NOW.0 + 60);
+    assert_eq!(
+        check(&hs(&c), &hs_keys(), &policy()).unwrap_err(),
+        AuthError::TokenNotYetValid
+    );
+    // Within the clock skew: accepted.
+    let mut skewed = policy();
+    skewed.clock_skew = 60;
+    assert!(check(&hs(&c), &hs_keys(), &skewed).is_ok());
+    // Issued earlier in the current second (the gateway's clock has whole seconds): accepted;
+    // the next second is the future.
+    c["iat"] = json!(NOW.0 as f64 + 0.75);
+    assert!(check(&hs(&c), &hs_keys(), &policy()).is_ok());
+    c["iat"] = json!(NOW.0 + 1);
+    assert_eq!(
+        reason(check(&hs(&c), &hs_keys(), &policy())),
+        "TokenNotYetValid"
+    );
 }

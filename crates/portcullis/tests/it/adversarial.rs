@@ -1324,8 +1324,8 @@ fn cases(f: &Forge, trap: &JwksServer, idp: &JwksServer) -> Vec<Case> {
         (
             "iat",
             json!(now() + 3600),
-            Expect::Forward(forwarded_as_user_42),
-            "iat in the future is not checked (as APIM)",
+            reject(401, NOT_YET),
+            "a token issued in the future is not yet valid (issue 13)",
         ),
     ] {
         c.push(case(

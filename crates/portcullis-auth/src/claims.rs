@@ -122,8 +122,8 @@ pub fn check_claims(
     now: UnixTime,
 ) -> Result<(), AuthError> {
     check_lifetime(token, policy, now)?;
+    check_issuer(token, policy, keys)?;
     let claims = &token.claims;
-    check_issuer(claims, policy, keys)?;
     check_audience(claims, &policy.audiences)?;
     check_client_application(claims, &policy.client_application_ids)?;
     check_required_claims(claims, policy)?;
@@ -158,19 +158,49 @@ fn check_lifetime(token: &VerifiedToken, policy: &Policy, now: UnixTime) -> Resu
 }
 
 /// Exact match against the policy's issuers, else the discovered ones; neither: not checked.
-fn check_issuer(claims: &Claims, policy: &Policy, keys: &KeySnapshot) -> Result<(), AuthError> {
-    let allowed: &[String] = if policy.issuers.is_empty() {
+/// While a discovery issuer is still unknown (and the policy lists none), a token whose `iss` is
+/// not among the known ones fails closed with `KeysUnavailable`. Then the key that verified the
+/// token must speak for its `iss` (keys of a discovery document are bound to its issuer, so one
+/// identity provider's key cannot mint tokens in another's name).
+fn check_issuer(
+    token: &VerifiedToken,
+    policy: &Policy,
+    keys: &KeySnapshot,
+) -> Result<(), AuthError> {
+    let iss = token.claims.get("iss").and_then(Claim::as_str);
+    let discovered = policy.issuers.is_empty();
+    let allowed: &[String] = if discovered {
         &keys.issuers
     } else {
         &policy.issuers
     };
-    if allowed.is_empty() {
-        return Ok(());
+    let listed = iss.is_some_and(|iss| allowed.iter().any(|a| a == iss));
+    if !listed {
+        if discovered && keys.issuers_pending {
+            return Err(AuthError::KeysUnavailable);
+        }
+        if !allowed.is_empty() {
+            return Err(AuthError::TokenIssuerNotAllowed);
+        }
     }
-    match claims.get("iss").and_then(Claim::as_str) {
-        Some(iss) if allowed.iter().any(|a| a == iss) => Ok(()),
-        _ => Err(AuthError::TokenIssuerNotAllowed),
+    if key_speaks_for(token, keys, iss) {
+        Ok(())
+    } else {
+        Err(AuthError::TokenIssuerNotAllowed)
     }
+}
+
+/// Whether a key of the snapshot with the material that verified the token speaks for `iss`.
+/// Unsigned tokens (accepted only under `require-signed-tokens: false`) have no key to ask.
+/// The same material may be published by several sources: any of them speaking for `iss` is
+/// enough. No such key in the snapshot at all: refused (fail closed).
+fn key_speaks_for(token: &VerifiedToken, keys: &KeySnapshot, iss: Option<&str>) -> bool {
+    let Some(fingerprint) = token.key_fingerprint else {
+        return true;
+    };
+    keys.keys
+        .iter()
+        .any(|k| k.fingerprint == fingerprint && k.speaks_for(iss))
 }
 
 /// `aud` (a string or an array of strings) must contain one of the audiences, when any are given.

@@ -69,11 +69,13 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
     let base = authority.as_deref().unwrap_or(DEFAULT_AUTHORITY);
     match tenant {
         Tenant::One(tid) => {
+            policy.issuers = issuers(authority.as_deref(), &tid);
+            // The v2 document names the v2 issuer; its keys sign the tenant's v1 tokens too.
             sources.push(KeySource::OpenIdConfig {
                 url: format!("{base}/{tid}/v2.0/.well-known/openid-configuration"),
+                issuers: policy.issuers.clone(),
                 lifecycle,
             });
-            policy.issuers = issuers(authority.as_deref(), &tid);
             if cx.errors() == errors_before && !node.has_unresolved() {
                 policy::coverage_warnings(cx, &f, policy, sources);
             }

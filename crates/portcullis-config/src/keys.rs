@@ -47,9 +47,9 @@ pub(crate) fn lifecycle(cx: &mut Cx, f: &Fields<'_>, base: KeyLifecycle) -> KeyL
     l
 }
 
-/// One `openid-config` entry: `{ url, <lifecycle knobs> }`.
+/// One `openid-config` entry: `{ url, issuers, <lifecycle knobs> }`.
 pub(crate) fn openid_config(cx: &mut Cx, node: &Node, base: KeyLifecycle) -> Option<KeySource> {
-    let mut known = vec!["url"];
+    let mut known = vec!["url", "issuers"];
     known.extend_from_slice(LIFECYCLE_KEYS);
     let f = Fields::new(cx, node, "openid-config entry", &known)?;
     let Some(u) = f.get("url") else {
@@ -57,9 +57,14 @@ pub(crate) fn openid_config(cx: &mut Cx, node: &Node, base: KeyLifecycle) -> Opt
         return None;
     };
     let url = walk::http_url(cx, u, "url");
+    let issuers = f
+        .get("issuers")
+        .map(|n| walk::string_list(cx, n, "issuers"))
+        .unwrap_or_default();
     let lifecycle = lifecycle(cx, &f, base);
     Some(KeySource::OpenIdConfig {
         url: url?.1.to_owned(),
+        issuers,
         lifecycle,
     })
 }

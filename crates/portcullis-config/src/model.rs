@@ -89,6 +89,11 @@ pub enum KeySource {
     OpenIdConfig {
         /// Discovery URL.
         url: String,
+        /// Issuers this document's keys speak for besides the issuer it names: the entry's own
+        /// `issuers`, else (the policy's only openid-config entry) the policy's `issuers`; for
+        /// validate-azure-ad-token the tenant's v1 and v2 issuers. A key of the document verifies
+        /// only tokens whose `iss` is the discovered issuer or one of these.
+        issuers: Vec<String>,
         /// Lifecycle knobs.
         lifecycle: KeyLifecycle,
     },

@@ -35,7 +35,7 @@ impl SourceId {
     /// The remote identity and lifecycle of a config key source (`None` for static keys).
     pub(crate) fn of(source: &KeySource) -> Option<(SourceId, KeyLifecycle)> {
         match source {
-            KeySource::OpenIdConfig { url, lifecycle } => Some((
+            KeySource::OpenIdConfig { url, lifecycle, .. } => Some((
                 SourceId {
                     kind: RemoteKind::OpenIdConfig,
                     url: url.clone(),

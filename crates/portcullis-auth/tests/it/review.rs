@@ -1,6 +1,8 @@
 //! Findings of the security review (issue 13, step 4) that the auth core answers: the JOSE header
-//! is bounded before it is parsed, a `null` required claim is absent, and a token issued in the
-//! future is not yet valid.
+//! is bounded before it is parsed, a `null` required claim is absent, a token issued in the future
+//! is not yet valid, and a key speaks only for the issuers it is bound to.
+
+use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 use portcullis_auth::{
@@ -168,4 +170,54 @@ fn a_token_issued_in_the_future_is_not_yet_valid() {
         reason(check(&hs(&c), &hs_keys(), &policy())),
         "TokenNotYetValid"
     );
+}
+
+#[test]
+fn a_bound_key_verifies_only_tokens_of_its_issuers() {
+    let a = "https://idp-a.test/";
+    let b = "https://idp-b.test/";
+    let key_a = rsa()
+        .verifying(Some("a"))
+        .bound_to(Arc::from(vec![a.to_owned()]));
+    let key_b = rsa2()
+        .verifying(Some("b"))
+        .bound_to(Arc::from(vec![b.to_owned()]));
+    let keys = snapshot(vec![key_a, key_b]);
+    let mut p = policy();
+    p.issuers = vec![a.into(), b.into()];
+    let token = |key: &TestKey, kid: &str, iss: &str| {
+        let mut c = claims();
+        c["iss"] = json!(iss);
+        sign(Algorithm::RS256, Some(kid), &c, &key.encoding)
+    };
+    assert!(check(&token(rsa(), "a", a), &keys, &p).is_ok());
+    assert!(check(&token(rsa2(), "b", b), &keys, &p).is_ok());
+    // B's key minting a token in A's name: refused although the policy accepts both issuers.
+    assert_eq!(
+        check(&token(rsa2(), "b", a), &keys, &p).unwrap_err(),
+        AuthError::TokenIssuerNotAllowed
+    );
+    // An unbound key (static config) is held to the policy's issuers only.
+    let unbound = snapshot(vec![rsa2().verifying(Some("b"))]);
+    assert!(check(&token(rsa2(), "b", a), &unbound, &p).is_ok());
+}
+
+#[test]
+fn a_pending_discovery_issuer_fails_closed() {
+    // The policy lists no issuers and a discovery document has not answered yet: a token that a
+    // static key verifies is not let through unchecked.
+    let mut p = policy();
+    p.issuers.clear();
+    let mut keys = hs_keys();
+    keys.issuers_pending = true;
+    assert_eq!(
+        check(&hs(&claims()), &keys, &p).unwrap_err(),
+        AuthError::KeysUnavailable
+    );
+    // One discovery issuer known, another pending: a known issuer passes.
+    keys.issuers = Arc::from(vec!["https://issuer.test/".to_owned()]);
+    assert!(check(&hs(&claims()), &keys, &p).is_ok());
+    let mut other = claims();
+    other["iss"] = json!("https://elsewhere.test/");
+    assert_eq!(reason(check(&hs(&other), &keys, &p)), "KeysUnavailable");
 }

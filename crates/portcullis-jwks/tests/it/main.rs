@@ -6,6 +6,7 @@
 mod hostile;
 mod outage;
 mod reload;
+mod review;
 mod rotation;
 mod storm;
 
@@ -41,8 +42,15 @@ pub fn jwks_uri(server: &JwksServer, lc: KeyLifecycle) -> KeySource {
 }
 
 pub fn openid(server: &JwksServer, lc: KeyLifecycle) -> KeySource {
+    openid_speaking_for(server, lc, &[])
+}
+
+/// An openid-config source whose keys also speak for `issuers` (what the config layer gives the
+/// only openid-config entry of a policy that lists issuers).
+pub fn openid_speaking_for(server: &JwksServer, lc: KeyLifecycle, issuers: &[&str]) -> KeySource {
     KeySource::OpenIdConfig {
         url: server.discovery_url(),
+        issuers: issuers.iter().map(|s| s.to_string()).collect(),
         lifecycle: lc,
     }
 }

@@ -1,0 +1,85 @@
+//! Config side of the security review (issue 13, step 4): the issuers an openid-config document's
+//! keys speak for.
+
+use std::path::Path;
+
+use portcullis_config::{KeySource, Model};
+
+use crate::render;
+
+fn load(yaml: &str) -> (Model, String) {
+    let (m, warnings) = portcullis_config::load_str(yaml, Path::new("gw.yaml"))
+        .unwrap_or_else(|d| panic!("{}", render(&d)));
+    (m, render(&warnings))
+}
+
+fn policy(body: &str) -> String {
+    format!(
+        r#"server: {{ listen: "127.0.0.1:0" }}
+policies:
+  p:
+    validate-jwt:
+      audiences: [api://x]
+{body}
+routes:
+  - {{ name: r, match: {{ path-prefix: / }}, upstream: "http://127.0.0.1:1", policy: p }}
+"#
+    )
+}
+
+fn speaks_for(source: &KeySource) -> &[String] {
+    match source {
+        KeySource::OpenIdConfig { issuers, .. } => issuers,
+        _ => panic!("not openid-config"),
+    }
+}
+
+#[test]
+fn the_only_openid_config_entry_speaks_for_the_policy_issuers() {
+    // Entra v1 tokens checked with the v2 document, Google's two spellings: one document, the
+    // policy's issuers.
+    let (m, _) = load(&policy(
+        r#"      openid-config: [{ url: "https://a.example/.well-known/openid-configuration" }]
+      issuers: [https://a.example, a.example]"#,
+    ));
+    assert_eq!(
+        speaks_for(&m.policies[0].key_sources[0]),
+        ["https://a.example", "a.example"]
+    );
+}
+
+#[test]
+fn several_openid_config_entries_speak_only_for_their_own_issuers() {
+    let (m, _) = load(&policy(
+        r#"      openid-config:
+        - url: https://a.example/.well-known/openid-configuration
+        - { url: "https://b.example/.well-known/openid-configuration", issuers: [b.example] }
+      issuers: [https://a.example, https://b.example, b.example]"#,
+    ));
+    let sources = &m.policies[0].key_sources;
+    assert!(speaks_for(&sources[0]).is_empty());
+    assert_eq!(speaks_for(&sources[1]), ["b.example"]);
+}
+
+#[test]
+fn azure_ad_token_keys_speak_for_the_tenant_v1_and_v2_issuers() {
+    let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let (m, _) = load(&format!(
+        r#"server: {{ listen: "127.0.0.1:0" }}
+policies:
+  p:
+    validate-azure-ad-token:
+      tenant-id: "{tid}"
+      client-application-ids: [app]
+routes:
+  - {{ name: r, match: {{ path-prefix: / }}, upstream: "http://127.0.0.1:1", policy: p }}
+"#
+    ));
+    assert_eq!(
+        speaks_for(&m.policies[0].key_sources[0]),
+        [
+            format!("https://sts.windows.net/{tid}/"),
+            format!("https://login.microsoftonline.com/{tid}/v2.0")
+        ]
+    );
+}

@@ -1,0 +1,112 @@
+//! Key-store side of the security review (issue 13, step 4): keys bound to the issuer of their
+//! discovery document, and a fail-closed issuer check while a discovery issuer is unknown.
+
+use portcullis_auth::{check_claims, AuthError, UnixTime};
+use portcullis_testkit::jwks_server::JwksServer;
+
+use crate::*;
+
+const LONG: Duration = Duration::from_secs(3600);
+const NOW: UnixTime = UnixTime(1_700_000_000);
+
+fn lc() -> KeyLifecycle {
+    lifecycle(ms(100), LONG, LONG)
+}
+
+/// Verify against policy `idx`'s snapshot, then its claim rules: what the proxy does.
+fn evaluate(run: &Running, m: &Model, idx: usize, token: &str) -> Result<(), AuthError> {
+    let snap = run.store.snapshot(idx);
+    let t = portcullis_auth::verify_token(token, &snap, true)?;
+    check_claims(&t, &m.policies[idx].policy, &snap, NOW)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_one_discovery_document_cannot_mint_tokens_of_another() {
+    init_logs();
+    let (a, key_a) = idp_with_key("a").await;
+    let (b, key_b) = idp_with_key("b").await;
+    b.set_issuer("https://idp-b.example/");
+    let (iss_a, iss_b) = (a.issuer().to_owned(), "https://idp-b.example/".to_owned());
+    let m = model(vec![
+        // Issuers from the documents.
+        policy("discovered", &[], vec![openid(&a, lc()), openid(&b, lc())]),
+        // Issuers listed in the policy (several entries: none is attributed to a document).
+        policy(
+            "listed",
+            &[&iss_a, &iss_b],
+            vec![openid(&a, lc()), openid(&b, lc())],
+        ),
+    ]);
+    let run = Running::start(&m).await;
+    run.wait_ready().await;
+    for idx in 0..2 {
+        assert_eq!(evaluate(&run, &m, idx, &token(&key_a, &iss_a)), Ok(()));
+        assert_eq!(evaluate(&run, &m, idx, &token(&key_b, &iss_b)), Ok(()));
+        // IdP B's key signing a token that claims to come from IdP A.
+        assert_eq!(
+            evaluate(&run, &m, idx, &token(&key_b, &iss_a)),
+            Err(AuthError::TokenIssuerNotAllowed),
+            "policy {idx}"
+        );
+    }
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_published_by_two_documents_speaks_for_both() {
+    init_logs();
+    // Entra's v1 and v2 documents publish the same keys under two issuers.
+    let (v1, key) = idp_with_key("shared").await;
+    let v2 = JwksServer::start().await.unwrap();
+    v2.set_keys(&[&key]);
+    v2.set_issuer("https://v2.example/");
+    let m = model(vec![policy(
+        "entra",
+        &[],
+        vec![openid(&v1, lc()), openid(&v2, lc())],
+    )]);
+    let run = Running::start(&m).await;
+    run.wait_ready().await;
+    assert_eq!(evaluate(&run, &m, 0, &token(&key, v1.issuer())), Ok(()));
+    assert_eq!(
+        evaluate(&run, &m, 0, &token(&key, "https://v2.example/")),
+        Ok(())
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuer_check_fails_closed_until_the_discovery_issuer_is_known() {
+    init_logs();
+    // A discovery document that cannot be reached yet, beside a JWKS that can.
+    let down = JwksServer::start().await.unwrap();
+    down.stop_listening();
+    let (up, key) = idp_with_key("k1").await;
+    let m = model(vec![policy(
+        "p",
+        &[],
+        vec![openid(&down, lc()), jwks_uri(&up, lc())],
+    )]);
+    let run = Running::start(&m).await;
+    let store = run.store.clone();
+    wait_until(ms(3000), "the JWKS keys are served", move || {
+        !store.snapshot(0).keys.is_empty()
+    })
+    .await;
+    assert!(run.store.snapshot(0).issuers.is_empty());
+    // The key verifies the signature, but no issuer can be checked yet: refused, not let through.
+    assert_eq!(
+        evaluate(&run, &m, 0, &token(&key, "https://anyone.example/")),
+        Err(AuthError::KeysUnavailable)
+    );
+    // Once the document answers, its issuer is the one accepted.
+    down.resume_listening().unwrap();
+    down.set_keys(&[&key]);
+    run.wait_ready().await;
+    assert_eq!(evaluate(&run, &m, 0, &token(&key, down.issuer())), Ok(()));
+    assert_eq!(
+        evaluate(&run, &m, 0, &token(&key, "https://anyone.example/")),
+        Err(AuthError::TokenIssuerNotAllowed)
+    );
+    run.stop().await;
+}

@@ -1,8 +1,12 @@
 //! Key-store side of the security review (issue 13, step 4): keys bound to the issuer of their
-//! discovery document, and a fail-closed issuer check while a discovery issuer is unknown.
+//! discovery document, no HMAC secrets from fetched JWKS, and a fail-closed issuer check while a
+//! discovery issuer is unknown.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use portcullis_auth::{check_claims, AuthError, UnixTime};
-use portcullis_testkit::jwks_server::JwksServer;
+use portcullis_testkit::jwks_server::{JwksServer, TestKey};
+use serde_json::json;
 
 use crate::*;
 
@@ -73,6 +77,63 @@ async fn a_key_published_by_two_documents_speaks_for_both() {
         Ok(())
     );
     run.stop().await;
+}
+
+/// A JWKS with an RSA key and a symmetric one, and an HS256 token signed with the symmetric one.
+fn jwks_with_a_secret(rsa: &TestKey, iss: &str) -> (String, String) {
+    let secret = b"0123456789abcdef0123456789abcdef-published";
+    let jwks = json!({ "keys": [
+        rsa.jwk(),
+        { "kty": "oct", "kid": "h1", "k": URL_SAFE_NO_PAD.encode(secret) },
+    ]});
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"h1"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims(iss).to_string());
+    let input = format!("{header}.{payload}");
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    let sig =
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+    (jwks.to_string(), format!("{input}.{sig}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symmetric_keys_in_a_fetched_jwks_are_ignored() {
+    init_logs();
+    let server = JwksServer::start().await.unwrap();
+    let rsa = TestKey::rsa("r1").unwrap();
+    let (jwks, hs_token) = jwks_with_a_secret(&rsa, server.issuer());
+    server.set_jwks_body(jwks);
+    let m = model(vec![
+        policy("by-uri", &[], vec![jwks_uri(&server, lc())]),
+        policy("by-discovery", &[], vec![openid(&server, lc())]),
+    ]);
+    let run = Running::start(&m).await;
+    run.wait_ready().await;
+    for idx in 0..2 {
+        let snap = run.store.snapshot(idx);
+        assert_eq!(snap.keys.len(), 1, "only the RSA key is served");
+        assert!(verify(&run.store, idx, &token(&rsa, server.issuer())).is_ok());
+        assert_eq!(
+            verify(&run.store, idx, &hs_token).unwrap_err(),
+            AuthError::TokenSignatureKeyNotFound {
+                kid: Some("h1".into())
+            },
+            "policy {idx}"
+        );
+    }
+    // A JWKS of secrets only has no usable key: a failed fetch.
+    let (only_secret, _) = jwks_with_a_secret(&rsa, "");
+    let mut doc: serde_json::Value = serde_json::from_str(&only_secret).unwrap();
+    doc["keys"].as_array_mut().unwrap().remove(0);
+    let lone = JwksServer::start().await.unwrap();
+    lone.set_jwks_body(doc.to_string());
+    let run2 = Running::start(&model(vec![policy("p", &[], vec![jwks_uri(&lone, lc())])])).await;
+    wait_until(ms(3000), "fetch fails with no_keys", || {
+        run2.failures("no_keys") >= 1.0
+    })
+    .await;
+    assert!(!run2.store.is_ready());
+    run.stop().await;
+    run2.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

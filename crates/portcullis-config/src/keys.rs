@@ -13,8 +13,12 @@ use crate::walk::{self, Cx, Fields};
 use crate::yaml::Node;
 
 /// The lifecycle knobs, accepted at policy level and on each remote source.
-pub(crate) const LIFECYCLE_KEYS: &[&str] =
-    &["unknown-kid-cooldown", "refresh-interval", "max-stale"];
+pub(crate) const LIFECYCLE_KEYS: &[&str] = &[
+    "unknown-kid-cooldown",
+    "refresh-interval",
+    "min-refresh-interval",
+    "max-stale",
+];
 
 const KEY_KINDS: &[&str] = &["jwks-uri", "jwks-file", "n", "certificate-file", "base64"];
 const ENTRY_KEYS: &[&str] = &[
@@ -27,6 +31,7 @@ const ENTRY_KEYS: &[&str] = &[
     "base64",
     "unknown-kid-cooldown",
     "refresh-interval",
+    "min-refresh-interval",
     "max-stale",
 ];
 
@@ -43,6 +48,7 @@ pub(crate) fn lifecycle(cx: &mut Cx, f: &Fields<'_>, base: KeyLifecycle) -> KeyL
     };
     knob(cx, "unknown-kid-cooldown", &mut l.unknown_kid_cooldown);
     knob(cx, "refresh-interval", &mut l.refresh_interval);
+    knob(cx, "min-refresh-interval", &mut l.min_refresh_interval);
     knob(cx, "max-stale", &mut l.max_stale);
     l
 }

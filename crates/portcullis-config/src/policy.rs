@@ -40,6 +40,7 @@ const JWT_KEYS: &[&str] = &[
     "required-claims",
     "unknown-kid-cooldown",
     "refresh-interval",
+    "min-refresh-interval",
     "max-stale",
 ];
 

@@ -510,6 +510,7 @@ fn strictest(a: &KeyLifecycle, b: &KeyLifecycle) -> KeyLifecycle {
     KeyLifecycle {
         unknown_kid_cooldown: a.unknown_kid_cooldown.min(b.unknown_kid_cooldown),
         refresh_interval: a.refresh_interval.min(b.refresh_interval),
+        min_refresh_interval: a.min_refresh_interval.min(b.min_refresh_interval),
         max_stale: a.max_stale.min(b.max_stale),
     }
 }

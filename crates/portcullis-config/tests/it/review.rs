@@ -1,9 +1,10 @@
-//! Config side of the security review (issue 13, step 4): the issuers an openid-config document's
-//! keys speak for.
+//! Config side of the security review (issue 13, step 4): the `min-refresh-interval` knob and the
+//! issuers an openid-config document's keys speak for.
 
 use std::path::Path;
+use std::time::Duration;
 
-use portcullis_config::{KeySource, Model};
+use portcullis_config::{KeyLifecycle, KeySource, Model};
 
 use crate::render;
 
@@ -27,11 +28,59 @@ routes:
     )
 }
 
+fn lifecycle(source: &KeySource) -> KeyLifecycle {
+    match source {
+        KeySource::OpenIdConfig { lifecycle, .. } | KeySource::JwksUri { lifecycle, .. } => {
+            *lifecycle
+        }
+        KeySource::Static { .. } => panic!("static source"),
+    }
+}
+
 fn speaks_for(source: &KeySource) -> &[String] {
     match source {
         KeySource::OpenIdConfig { issuers, .. } => issuers,
         _ => panic!("not openid-config"),
     }
+}
+
+#[test]
+fn min_refresh_interval_defaults_to_30_seconds_and_is_set_per_policy_or_source() {
+    assert_eq!(
+        KeyLifecycle::default().min_refresh_interval,
+        Duration::from_secs(30)
+    );
+    let (m, warnings) = load(&policy(
+        r#"      min-refresh-interval: 10s
+      openid-config:
+        - url: https://a.example/.well-known/openid-configuration
+        - { url: "https://b.example/.well-known/openid-configuration", min-refresh-interval: 2 }
+      issuer-signing-keys:
+        - { jwks-uri: "https://c.example/jwks", min-refresh-interval: 1m }"#,
+    ));
+    assert_eq!(warnings, "");
+    let got: Vec<Duration> = m.policies[0]
+        .key_sources
+        .iter()
+        .map(|s| lifecycle(s).min_refresh_interval)
+        .collect();
+    let s = Duration::from_secs;
+    assert_eq!(got, [s(10), s(2), s(60)]);
+}
+
+#[test]
+fn min_refresh_interval_must_be_a_positive_duration_on_a_remote_source() {
+    let text = policy(
+        r#"      issuer-signing-keys:
+        - { jwks-uri: "https://c.example/jwks", min-refresh-interval: 0 }
+        - { base64: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", min-refresh-interval: 5s }"#,
+    );
+    let errors = render(&portcullis_config::load_str(&text, Path::new("gw.yaml")).unwrap_err());
+    assert!(errors.contains("min-refresh-interval"), "{errors}");
+    assert!(
+        errors.contains("`min-refresh-interval` applies to remote keys"),
+        "{errors}"
+    );
 }
 
 #[test]

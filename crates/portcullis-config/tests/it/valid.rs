@@ -224,6 +224,7 @@ fn validate_jwt_every_attribute() {
         unknown_kid_cooldown: Duration::from_secs(10),
         refresh_interval: Duration::from_secs(120),
         max_stale: Duration::from_secs(86400),
+        ..KeyLifecycle::default()
     };
     assert_eq!(
         *lifecycle,

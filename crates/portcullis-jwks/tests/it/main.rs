@@ -30,6 +30,8 @@ pub fn lifecycle(cooldown: Duration, refresh: Duration, max_stale: Duration) -> 
     KeyLifecycle {
         unknown_kid_cooldown: cooldown,
         refresh_interval: refresh,
+        // Short, so max-age clamps happen within a test.
+        min_refresh_interval: ms(200),
         max_stale,
     }
 }
@@ -88,7 +90,6 @@ pub fn fast_options() -> KeyStoreOptions {
             ..FetchOptions::default()
         },
         refresh: RefreshBounds {
-            min_max_age: ms(200),
             max_max_age: Duration::from_secs(3600),
             backoff_min: ms(50),
             backoff_max: ms(300),

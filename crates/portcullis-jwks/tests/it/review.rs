@@ -1,11 +1,11 @@
 //! Key-store side of the security review (issue 13, step 4): keys bound to the issuer of their
-//! discovery document, no HMAC secrets from fetched JWKS, and a fail-closed issuer check while a
-//! discovery issuer is unknown.
+//! discovery document, no HMAC secrets from fetched JWKS, a fail-closed issuer check while a
+//! discovery issuer is unknown, and a removed key gone within a short `max-age`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use portcullis_auth::{check_claims, AuthError, UnixTime};
-use portcullis_testkit::jwks_server::{JwksServer, TestKey};
+use portcullis_testkit::jwks_server::{JwksServer, TestKey, JWKS_PATH};
 use serde_json::json;
 
 use crate::*;
@@ -168,6 +168,38 @@ async fn the_issuer_check_fails_closed_until_the_discovery_issuer_is_known() {
     assert_eq!(
         evaluate(&run, &m, 0, &token(&key, "https://anyone.example/")),
         Err(AuthError::TokenIssuerNotAllowed)
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_key_stops_verifying_within_max_age_above_the_floor() {
+    init_logs();
+    let server = JwksServer::start().await.unwrap();
+    let (k1, k2) = (TestKey::rsa("k1").unwrap(), TestKey::rsa("k2").unwrap());
+    server.set_keys(&[&k1, &k2]);
+    // The identity provider asks for no caching at all; the source's floor is 1 s.
+    server.update(JWKS_PATH, |ep| ep.cache_control = Some("no-store".into()));
+    let floor = KeyLifecycle {
+        min_refresh_interval: Duration::from_secs(1),
+        ..lc()
+    };
+    let run = Running::ready_with(jwks_uri(&server, floor)).await;
+    let hits = server.hits(JWKS_PATH);
+    let t1 = token(&k1, "iss");
+    assert!(verify(&run.store, 0, &t1).is_ok());
+    server.set_keys(&[&k2]);
+    let store = run.store.clone();
+    let gone_after = wait_until(ms(5000), "k1 removed", move || {
+        verify(&store, 0, &t1).is_err()
+    })
+    .await;
+    assert!(gone_after <= ms(2500), "{gone_after:?}");
+    // The floor holds: `no-store` does not turn the refresher into a busy loop.
+    assert!(
+        server.hits(JWKS_PATH) - hits <= 3,
+        "{}",
+        server.hits(JWKS_PATH) - hits
     );
     run.stop().await;
 }

@@ -118,7 +118,7 @@ fn any_tenant_checks(cx: &mut Cx, f: &Fields<'_>, policy: &Policy, which: &str) 
 /// `authority`, without a trailing slash; `None` for Entra's public cloud.
 fn authority(cx: &mut Cx, f: &Fields<'_>) -> Option<String> {
     let n = f.get("authority")?;
-    let (_, text) = walk::http_url(cx, n, "authority")?;
+    let text = keys::key_url(cx, n, "authority")?;
     let text = text.trim_end_matches('/').to_owned();
     (text != DEFAULT_AUTHORITY).then_some(text)
 }

@@ -62,17 +62,40 @@ pub(crate) fn openid_config(cx: &mut Cx, node: &Node, base: KeyLifecycle) -> Opt
         cx.error(f.pos, "openid-config entry needs `url`");
         return None;
     };
-    let url = walk::http_url(cx, u, "url");
+    let url = key_url(cx, u, "url");
     let issuers = f
         .get("issuers")
         .map(|n| walk::string_list(cx, n, "issuers"))
         .unwrap_or_default();
     let lifecycle = lifecycle(cx, &f, base);
     Some(KeySource::OpenIdConfig {
-        url: url?.1.to_owned(),
+        url: url?.to_owned(),
         issuers,
         lifecycle,
     })
+}
+
+/// A key or discovery URL: http(s), and a warning for plain http to anything but loopback (keys
+/// fetched that way can be swapped by anyone on the path, and with them any token minted).
+pub(crate) fn key_url<'n>(cx: &mut Cx, node: &'n Node, what: &str) -> Option<&'n str> {
+    let (url, text) = walk::http_url(cx, node, what)?;
+    if url.scheme() == "http" && !is_loopback(&url) {
+        cx.warning(
+            node.pos,
+            format!("`{what}` fetches signing keys over plain http from a non-loopback host: anyone on the path can replace them; use https"),
+        );
+    }
+    Some(text)
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// One `issuer-signing-keys` entry.
@@ -112,10 +135,10 @@ pub(crate) fn signing_key(cx: &mut Cx, node: &Node, base: KeyLifecycle) -> Optio
     let node = f.get(kind).or_else(|| f.key(kind))?;
     match kind {
         "jwks-uri" => {
-            let url = walk::http_url(cx, node, "jwks-uri");
+            let url = key_url(cx, node, "jwks-uri");
             let lifecycle = lifecycle(cx, &f, base);
             Some(KeySource::JwksUri {
-                url: url?.1.to_owned(),
+                url: url?.to_owned(),
                 lifecycle,
             })
         }

@@ -1,5 +1,6 @@
-//! Config side of the security review (issue 13, step 4): the `min-refresh-interval` knob and the
-//! issuers an openid-config document's keys speak for.
+//! Config side of the security review (issue 13, step 4): the `min-refresh-interval` knob, the
+//! issuers an openid-config document's keys speak for, and the warning about key URLs over plain
+//! http.
 
 use std::path::Path;
 use std::time::Duration;
@@ -130,5 +131,31 @@ routes:
             format!("https://sts.windows.net/{tid}/"),
             format!("https://login.microsoftonline.com/{tid}/v2.0")
         ]
+    );
+}
+
+#[test]
+fn check_warns_about_key_urls_over_plain_http_to_other_hosts() {
+    let (_, warnings) = load(&policy(
+        r#"      openid-config:
+        - url: http://idp.example/.well-known/openid-configuration
+        - url: http://127.0.0.1:8081/.well-known/openid-configuration
+        - url: https://idp.example/.well-known/openid-configuration
+      issuer-signing-keys:
+        - jwks-uri: http://10.0.0.5/jwks
+        - jwks-uri: http://localhost:8081/jwks
+        - jwks-uri: "http://[::1]:8081/jwks"
+      issuers: [https://idp.example]"#,
+    ));
+    let lines: Vec<&str> = warnings.lines().collect();
+    assert_eq!(lines.len(), 2, "{warnings}");
+    assert!(
+        lines[0].starts_with("gw.yaml:7:16: warning: `url` fetches signing keys over plain http"),
+        "{warnings}"
+    );
+    assert!(
+        lines[1]
+            .starts_with("gw.yaml:11:21: warning: `jwks-uri` fetches signing keys over plain http"),
+        "{warnings}"
     );
 }

@@ -7,6 +7,7 @@ mod check;
 mod gateway;
 mod https;
 mod idp;
+mod idp_warnings;
 mod key_fetch;
 mod logs;
 mod profiles;

@@ -122,8 +122,8 @@ pub fn check_claims(
     now: UnixTime,
 ) -> Result<(), AuthError> {
     check_lifetime(token, policy, now)?;
+    check_issuer(token, policy, keys)?;
     let claims = &token.claims;
-    check_issuer(claims, policy, keys)?;
     check_audience(claims, &policy.audiences)?;
     check_client_application(claims, &policy.client_application_ids)?;
     check_required_claims(claims, policy)?;
@@ -131,8 +131,11 @@ pub fn check_claims(
     check_roles(claims, policy)
 }
 
-/// exp (required per policy) and nbf, both with clock skew: expired when `now >= exp + skew`,
-/// not yet valid when `nbf > now + skew`.
+/// exp (required per policy), nbf and iat, all with clock skew: expired when `now >= exp + skew`,
+/// not yet valid when `nbf > now + skew`, or when `iat` falls in a second later than `now + skew`
+/// (a token issued in the future was minted by a clock that is wrong, or by someone pre-minting
+/// tokens; `iat` is compared by whole seconds because `now` is, so a token issued earlier in the
+/// current second is never refused).
 fn check_lifetime(token: &VerifiedToken, policy: &Policy, now: UnixTime) -> Result<(), AuthError> {
     let now = now.secs() as f64;
     let skew = policy.clock_skew as f64;
@@ -145,26 +148,59 @@ fn check_lifetime(token: &VerifiedToken, policy: &Policy, now: UnixTime) -> Resu
         }
         _ => {}
     }
-    match token.nbf {
-        Some(nbf) if nbf > now + skew => Err(AuthError::TokenNotYetValid),
-        _ => Ok(()),
+    let not_yet_valid = token.nbf.is_some_and(|nbf| nbf > now + skew)
+        || token.iat.is_some_and(|iat| iat.floor() > now + skew);
+    if not_yet_valid {
+        Err(AuthError::TokenNotYetValid)
+    } else {
+        Ok(())
     }
 }
 
 /// Exact match against the policy's issuers, else the discovered ones; neither: not checked.
-fn check_issuer(claims: &Claims, policy: &Policy, keys: &KeySnapshot) -> Result<(), AuthError> {
-    let allowed: &[String] = if policy.issuers.is_empty() {
+/// While a discovery issuer is still unknown (and the policy lists none), a token whose `iss` is
+/// not among the known ones fails closed with `KeysUnavailable`. Then the key that verified the
+/// token must speak for its `iss` (keys of a discovery document are bound to its issuer, so one
+/// identity provider's key cannot mint tokens in another's name).
+fn check_issuer(
+    token: &VerifiedToken,
+    policy: &Policy,
+    keys: &KeySnapshot,
+) -> Result<(), AuthError> {
+    let iss = token.claims.get("iss").and_then(Claim::as_str);
+    let discovered = policy.issuers.is_empty();
+    let allowed: &[String] = if discovered {
         &keys.issuers
     } else {
         &policy.issuers
     };
-    if allowed.is_empty() {
-        return Ok(());
+    let listed = iss.is_some_and(|iss| allowed.iter().any(|a| a == iss));
+    if !listed {
+        if discovered && keys.issuers_pending {
+            return Err(AuthError::KeysUnavailable);
+        }
+        if !allowed.is_empty() {
+            return Err(AuthError::TokenIssuerNotAllowed);
+        }
     }
-    match claims.get("iss").and_then(Claim::as_str) {
-        Some(iss) if allowed.iter().any(|a| a == iss) => Ok(()),
-        _ => Err(AuthError::TokenIssuerNotAllowed),
+    if key_speaks_for(token, keys, iss) {
+        Ok(())
+    } else {
+        Err(AuthError::TokenIssuerNotAllowed)
     }
+}
+
+/// Whether a key of the snapshot with the material that verified the token speaks for `iss`.
+/// Unsigned tokens (accepted only under `require-signed-tokens: false`) have no key to ask.
+/// The same material may be published by several sources: any of them speaking for `iss` is
+/// enough. No such key in the snapshot at all: refused (fail closed).
+fn key_speaks_for(token: &VerifiedToken, keys: &KeySnapshot, iss: Option<&str>) -> bool {
+    let Some(fingerprint) = token.key_fingerprint else {
+        return true;
+    };
+    keys.keys
+        .iter()
+        .any(|k| k.fingerprint == fingerprint && k.speaks_for(iss))
 }
 
 /// `aud` (a string or an array of strings) must contain one of the audiences, when any are given.
@@ -202,19 +238,25 @@ fn check_client_application(claims: &Claims, ids: &[String]) -> Result<(), AuthE
     }
 }
 
-/// required-claims: every missing claim is named in one error; then each rule's values.
+/// A required claim's value: `null` counts as absent (a claim set to `null` asserts nothing, and
+/// some issuers emit `"tid": null` rather than leaving the claim out).
+fn present<'c>(claims: &'c Claims, name: &str) -> Option<Claim<'c>> {
+    claims.lookup(name).filter(|v| !v.is_null())
+}
+
+/// required-claims: every missing (or `null`) claim is named in one error; then each rule's values.
 fn check_required_claims(claims: &Claims, policy: &Policy) -> Result<(), AuthError> {
     let rules = &policy.required_claims;
-    if rules.iter().any(|r| claims.lookup(&r.name).is_none()) {
+    if rules.iter().any(|r| present(claims, &r.name).is_none()) {
         let missing = rules
             .iter()
-            .filter(|r| claims.lookup(&r.name).is_none())
+            .filter(|r| present(claims, &r.name).is_none())
             .map(|r| r.name.clone())
             .collect();
         return Err(AuthError::TokenClaimNotFound { claims: missing });
     }
     for rule in rules.iter().filter(|r| !r.values.is_empty()) {
-        let value = claims.lookup(&rule.name);
+        let value = present(claims, &rule.name);
         let ok = value.is_some_and(|v| {
             values_match(v, rule.separator.as_deref(), rule.r#match, &rule.values)
         });

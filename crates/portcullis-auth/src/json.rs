@@ -36,7 +36,7 @@ struct Span {
 
 /// The length and first seven bytes of a key, packed: keys are compared by tag first (one integer
 /// comparison instead of a `memcmp` call), and for keys under eight bytes equal tags mean equal keys.
-fn key_tag(key: &[u8]) -> u64 {
+pub(crate) fn key_tag(key: &[u8]) -> u64 {
     let len = key.len().min(0xff) as u64;
     key.iter()
         .take(7)
@@ -45,7 +45,7 @@ fn key_tag(key: &[u8]) -> u64 {
 }
 
 /// Whether a key with tag `tag` whose bytes are `have` is `want` (whose tag is `want_tag`).
-fn same_key(tag: u64, have: &[u8], want_tag: u64, want: &[u8]) -> bool {
+pub(crate) fn same_key(tag: u64, have: &[u8], want_tag: u64, want: &[u8]) -> bool {
     tag == want_tag && (want.len() < 8 || have == want)
 }
 

@@ -56,6 +56,10 @@ pub struct VerifyingKey {
     pub fingerprint: u64,
     /// Where it came from (source label for logs; never secret material).
     pub source: Arc<str>,
+    /// The issuers this key speaks for: a token it verified is accepted only when its `iss` is one
+    /// of these (keys of an `openid-config` source are bound to that document's issuer). `None`:
+    /// not bound, the policy's issuer rule alone decides (static keys, `jwks-uri` sources).
+    pub issuers: Option<Arc<[String]>>,
     pub(crate) decoding: jsonwebtoken::DecodingKey,
 }
 
@@ -66,6 +70,7 @@ impl std::fmt::Debug for VerifyingKey {
             .field("alg", &self.alg)
             .field("family", &self.family)
             .field("source", &self.source)
+            .field("issuers", &self.issuers)
             .finish_non_exhaustive()
     }
 }
@@ -308,6 +313,7 @@ impl Material {
             family: self.family,
             fingerprint: fingerprint(self.family, &self.identity),
             source: Arc::from(source),
+            issuers: None,
             decoding: self.decoding,
         })
     }
@@ -391,7 +397,24 @@ impl VerifyingKey {
             family: KeyFamily::Hmac,
             fingerprint: fingerprint(KeyFamily::Hmac, secret),
             source: Arc::from(source),
+            issuers: None,
             decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// This key, bound to `issuers` (see [`VerifyingKey::issuers`]).
+    pub fn bound_to(self, issuers: Arc<[String]>) -> VerifyingKey {
+        VerifyingKey {
+            issuers: Some(issuers),
+            ..self
+        }
+    }
+
+    /// Whether a token verified by this key may claim `iss`.
+    pub fn speaks_for(&self, iss: Option<&str>) -> bool {
+        match &self.issuers {
+            None => true,
+            Some(bound) => iss.is_some_and(|iss| bound.iter().any(|b| b == iss)),
         }
     }
 
@@ -442,6 +465,10 @@ pub struct KeySnapshot {
     /// True when at least one of the policy's sources has no usable keys (never fetched, or stale
     /// beyond max-stale). A token whose key is not found then fails with `KeysUnavailable`.
     pub unavailable: bool,
+    /// True while at least one of the policy's discovery (`openid-config`) sources has not yet
+    /// told its issuer. A policy that lists no `issuers` then fails closed (`KeysUnavailable`)
+    /// for any token whose `iss` is not among the issuers already known.
+    pub issuers_pending: bool,
 }
 
 impl KeySnapshot {
@@ -451,6 +478,7 @@ impl KeySnapshot {
             keys: keys.into(),
             issuers: Arc::from(Vec::new()),
             unavailable: false,
+            issuers_pending: false,
         }
     }
 

@@ -40,7 +40,7 @@ pub use response::{failure_response, FailureResponse};
 pub use time::UnixTime;
 pub use token::{
     extract_token, query_without_param, verify_signature, verify_token, JoseAlg, RequestParts,
-    VerifiedJws, VerifiedToken, MAX_TOKEN_BYTES,
+    VerifiedJws, VerifiedToken, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS, MAX_TOKEN_BYTES,
 };
 
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use http::header::AUTHORIZATION;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::b64::NotDecoded;
-use crate::json::{Claims, StrictIgnored};
+use crate::json::{key_tag, same_key, Claims, StrictIgnored};
 use crate::keys::{KeyFamily, VerifyingKey};
 use crate::{AuthError, KeySnapshot, TokenSource};
 
@@ -206,6 +206,8 @@ pub struct VerifiedToken {
     pub exp: Option<f64>,
     /// nbf as a NumericDate.
     pub nbf: Option<f64>,
+    /// iat as a NumericDate.
+    pub iat: Option<f64>,
 }
 
 /// A compact JWS whose signature has been checked, payload not yet interpreted. [`verify_token`]
@@ -400,7 +402,7 @@ pub fn verify_token(
     let claims = Claims::parse(text).map_err(|_| invalid("claims are not a JSON object"))?;
     let exp = numeric_date(&claims, "exp")?;
     let nbf = numeric_date(&claims, "nbf")?;
-    numeric_date(&claims, "iat")?;
+    let iat = numeric_date(&claims, "iat")?;
     Ok(VerifiedToken {
         claims,
         alg: jws.alg,
@@ -408,6 +410,7 @@ pub fn verify_token(
         key_fingerprint: jws.key_fingerprint,
         exp,
         nbf,
+        iat,
     })
 }
 
@@ -487,21 +490,45 @@ struct JoseHeader<'h> {
     kid: Option<String>,
 }
 
+/// Largest decoded JOSE header accepted, in bytes. Real headers (`alg`, `kid`, `typ`, `x5t`, perhaps
+/// an `x5c` chain) are under 1 KiB; anything larger is refused before it is decoded.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Most members a JOSE header may have. Real headers have two to five; the bound keeps the
+/// duplicate check (each name compared with the earlier ones, as integer tags) a fixed, small cost.
+pub const MAX_HEADER_MEMBERS: usize = 64;
+
+/// The longest base64url header segment that can decode to [`MAX_HEADER_BYTES`].
+const MAX_HEADER_SEGMENT: usize = (MAX_HEADER_BYTES * 4).div_ceil(3);
+
 /// Parse the header JSON: an object with a string `alg`, optional string `kid`, no `crit` or `b64`,
-/// no duplicate member names. Header-carried keys (`jku`, `x5u`, `jwk`, `x5c`) are ignored.
+/// no duplicate member names, at most [`MAX_HEADER_MEMBERS`] members. Header-carried keys (`jku`,
+/// `x5u`, `jwk`, `x5c`) are ignored.
 fn parse_header(bytes: &[u8]) -> Result<JoseHeader<'_>, AuthError> {
+    let mut too_many = false;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let header = de
-        .deserialize_map(HeaderVisitor)
-        .map_err(|_| invalid("header is not a valid JOSE header"))?;
+        .deserialize_map(HeaderVisitor {
+            too_many: &mut too_many,
+        })
+        .map_err(|_| {
+            invalid(if too_many {
+                "header has too many members"
+            } else {
+                "header is not a valid JOSE header"
+            })
+        })?;
     de.end()
         .map_err(|_| invalid("trailing bytes after header"))?;
     Ok(header)
 }
 
-struct HeaderVisitor;
+struct HeaderVisitor<'a> {
+    /// Set when the header is refused for its member count (a distinct log detail).
+    too_many: &'a mut bool,
+}
 
-impl<'de> Visitor<'de> for HeaderVisitor {
+impl<'de> Visitor<'de> for HeaderVisitor<'_> {
     type Value = JoseHeader<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -509,11 +536,16 @@ impl<'de> Visitor<'de> for HeaderVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = SeenNames::default();
+        let mut seen = SeenNames::new();
         let mut alg: Option<Cow<'de, str>> = None;
         let mut kid = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&key) {
+            if seen.len == MAX_HEADER_MEMBERS {
+                *self.too_many = true;
+                return Err(de::Error::custom("too many header members"));
+            }
+            let tag = key_tag(key.as_bytes());
+            if seen.contains(tag, &key) {
                 return Err(de::Error::custom("duplicate header member"));
             }
             match key.as_ref() {
@@ -525,31 +557,60 @@ impl<'de> Visitor<'de> for HeaderVisitor {
                     map.next_value::<StrictIgnored>()?;
                 }
             }
-            seen.push(key);
+            seen.push(tag, key);
         }
         let alg = alg.ok_or_else(|| de::Error::custom("missing alg"))?;
         Ok(JoseHeader { alg, kid })
     }
 }
 
-/// Header member names seen so far (duplicate check): the first few inline, so the usual header
-/// (`alg`, `kid`, `typ`, perhaps `x5t`) costs no allocation.
-#[derive(Default)]
+/// Header member names seen so far (duplicate check), as packed integer tags (see
+/// [`crate::json`]): a new name is compared with at most [`MAX_HEADER_MEMBERS`] integers, and its
+/// bytes only on an equal tag of a name of eight bytes or more. Names are kept (inline for the
+/// usual header, so it costs no allocation) only for that byte comparison.
 struct SeenNames<'de> {
+    len: usize,
+    tags: [u64; MAX_HEADER_MEMBERS],
     inline: [Option<Cow<'de, str>>; 8],
     spill: Vec<Cow<'de, str>>,
 }
 
 impl<'de> SeenNames<'de> {
-    fn contains(&self, name: &str) -> bool {
-        self.inline.iter().flatten().any(|n| n == name) || self.spill.iter().any(|n| n == name)
+    fn new() -> Self {
+        SeenNames {
+            len: 0,
+            tags: [0; MAX_HEADER_MEMBERS],
+            inline: Default::default(),
+            spill: Vec::new(),
+        }
     }
 
-    fn push(&mut self, name: Cow<'de, str>) {
-        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+    fn contains(&self, tag: u64, name: &str) -> bool {
+        let seen = self.tags.get(..self.len).unwrap_or_default();
+        seen.iter().enumerate().any(|(i, &t)| {
+            t == tag
+                && self
+                    .name(i)
+                    .is_some_and(|n| same_key(t, n.as_bytes(), tag, name.as_bytes()))
+        })
+    }
+
+    fn name(&self, i: usize) -> Option<&str> {
+        match self.inline.get(i) {
+            Some(slot) => slot.as_deref(),
+            None => self.spill.get(i - self.inline.len()).map(|n| n.as_ref()),
+        }
+    }
+
+    fn push(&mut self, tag: u64, name: Cow<'de, str>) {
+        if let Some(slot) = self.tags.get_mut(self.len) {
+            *slot = tag;
+        }
+        match self.inline.get_mut(self.len) {
             Some(slot) => *slot = Some(name),
             None => self.spill.push(name),
         }
+        self.len += 1;
     }
 }
 
@@ -569,6 +630,10 @@ fn verify_segments(
     keys: &KeySnapshot,
     require_signed_tokens: bool,
 ) -> Result<VerifiedJws, AuthError> {
+    // Bounded before any decoding: a header of thousands of members costs nothing to refuse.
+    if seg.header.len() > MAX_HEADER_SEGMENT {
+        return Err(invalid("header too large"));
+    }
     // Headers are small: decoded on the stack, a heap buffer only for an unusually long one.
     let mut stack = [0u8; HEADER_STACK_BYTES];
     let heap;

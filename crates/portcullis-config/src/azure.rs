@@ -69,11 +69,13 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
     let base = authority.as_deref().unwrap_or(DEFAULT_AUTHORITY);
     match tenant {
         Tenant::One(tid) => {
+            policy.issuers = issuers(authority.as_deref(), &tid);
+            // The v2 document names the v2 issuer; its keys sign the tenant's v1 tokens too.
             sources.push(KeySource::OpenIdConfig {
                 url: format!("{base}/{tid}/v2.0/.well-known/openid-configuration"),
+                issuers: policy.issuers.clone(),
                 lifecycle,
             });
-            policy.issuers = issuers(authority.as_deref(), &tid);
             if cx.errors() == errors_before && !node.has_unresolved() {
                 policy::coverage_warnings(cx, &f, policy, sources);
             }
@@ -116,7 +118,7 @@ fn any_tenant_checks(cx: &mut Cx, f: &Fields<'_>, policy: &Policy, which: &str) 
 /// `authority`, without a trailing slash; `None` for Entra's public cloud.
 fn authority(cx: &mut Cx, f: &Fields<'_>) -> Option<String> {
     let n = f.get("authority")?;
-    let (_, text) = walk::http_url(cx, n, "authority")?;
+    let text = keys::key_url(cx, n, "authority")?;
     let text = text.trim_end_matches('/').to_owned();
     (text != DEFAULT_AUTHORITY).then_some(text)
 }

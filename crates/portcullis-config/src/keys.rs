@@ -13,8 +13,12 @@ use crate::walk::{self, Cx, Fields};
 use crate::yaml::Node;
 
 /// The lifecycle knobs, accepted at policy level and on each remote source.
-pub(crate) const LIFECYCLE_KEYS: &[&str] =
-    &["unknown-kid-cooldown", "refresh-interval", "max-stale"];
+pub(crate) const LIFECYCLE_KEYS: &[&str] = &[
+    "unknown-kid-cooldown",
+    "refresh-interval",
+    "min-refresh-interval",
+    "max-stale",
+];
 
 const KEY_KINDS: &[&str] = &["jwks-uri", "jwks-file", "n", "certificate-file", "base64"];
 const ENTRY_KEYS: &[&str] = &[
@@ -27,6 +31,7 @@ const ENTRY_KEYS: &[&str] = &[
     "base64",
     "unknown-kid-cooldown",
     "refresh-interval",
+    "min-refresh-interval",
     "max-stale",
 ];
 
@@ -43,25 +48,54 @@ pub(crate) fn lifecycle(cx: &mut Cx, f: &Fields<'_>, base: KeyLifecycle) -> KeyL
     };
     knob(cx, "unknown-kid-cooldown", &mut l.unknown_kid_cooldown);
     knob(cx, "refresh-interval", &mut l.refresh_interval);
+    knob(cx, "min-refresh-interval", &mut l.min_refresh_interval);
     knob(cx, "max-stale", &mut l.max_stale);
     l
 }
 
-/// One `openid-config` entry: `{ url, <lifecycle knobs> }`.
+/// One `openid-config` entry: `{ url, issuers, <lifecycle knobs> }`.
 pub(crate) fn openid_config(cx: &mut Cx, node: &Node, base: KeyLifecycle) -> Option<KeySource> {
-    let mut known = vec!["url"];
+    let mut known = vec!["url", "issuers"];
     known.extend_from_slice(LIFECYCLE_KEYS);
     let f = Fields::new(cx, node, "openid-config entry", &known)?;
     let Some(u) = f.get("url") else {
         cx.error(f.pos, "openid-config entry needs `url`");
         return None;
     };
-    let url = walk::http_url(cx, u, "url");
+    let url = key_url(cx, u, "url");
+    let issuers = f
+        .get("issuers")
+        .map(|n| walk::string_list(cx, n, "issuers"))
+        .unwrap_or_default();
     let lifecycle = lifecycle(cx, &f, base);
     Some(KeySource::OpenIdConfig {
-        url: url?.1.to_owned(),
+        url: url?.to_owned(),
+        issuers,
         lifecycle,
     })
+}
+
+/// A key or discovery URL: http(s), and a warning for plain http to anything but loopback (keys
+/// fetched that way can be swapped by anyone on the path, and with them any token minted).
+pub(crate) fn key_url<'n>(cx: &mut Cx, node: &'n Node, what: &str) -> Option<&'n str> {
+    let (url, text) = walk::http_url(cx, node, what)?;
+    if url.scheme() == "http" && !is_loopback(&url) {
+        cx.warning(
+            node.pos,
+            format!("`{what}` fetches signing keys over plain http from a non-loopback host: anyone on the path can replace them; use https"),
+        );
+    }
+    Some(text)
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// One `issuer-signing-keys` entry.
@@ -101,10 +135,10 @@ pub(crate) fn signing_key(cx: &mut Cx, node: &Node, base: KeyLifecycle) -> Optio
     let node = f.get(kind).or_else(|| f.key(kind))?;
     match kind {
         "jwks-uri" => {
-            let url = walk::http_url(cx, node, "jwks-uri");
+            let url = key_url(cx, node, "jwks-uri");
             let lifecycle = lifecycle(cx, &f, base);
             Some(KeySource::JwksUri {
-                url: url?.1.to_owned(),
+                url: url?.to_owned(),
                 lifecycle,
             })
         }

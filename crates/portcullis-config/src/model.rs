@@ -136,6 +136,9 @@ pub struct KeyLifecycle {
     pub unknown_kid_cooldown: Duration,
     /// Refresh period when the issuer sends no Cache-Control max-age (default 1 h).
     pub refresh_interval: Duration,
+    /// Shortest refresh period: a smaller `Cache-Control: max-age` (or `no-cache`/`no-store`) is
+    /// raised to this (default 30 s). Bounds how long a key the issuer removed keeps verifying.
+    pub min_refresh_interval: Duration,
     /// Serve last good keys this long while the issuer is down (default 24 h).
     pub max_stale: Duration,
 }
@@ -145,6 +148,7 @@ impl Default for KeyLifecycle {
         KeyLifecycle {
             unknown_kid_cooldown: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(3600),
+            min_refresh_interval: Duration::from_secs(30),
             max_stale: Duration::from_secs(24 * 3600),
         }
     }
@@ -157,6 +161,11 @@ pub enum KeySource {
     OpenIdConfig {
         /// Discovery URL.
         url: String,
+        /// Issuers this document's keys speak for besides the issuer it names: the entry's own
+        /// `issuers`, else (the policy's only openid-config entry) the policy's `issuers`; for
+        /// validate-azure-ad-token the tenant's v1 and v2 issuers. A key of the document verifies
+        /// only tokens whose `iss` is the discovered issuer or one of these.
+        issuers: Vec<String>,
         /// Lifecycle knobs.
         lifecycle: KeyLifecycle,
     },

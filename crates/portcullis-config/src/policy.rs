@@ -56,6 +56,7 @@ const JWT_KEYS: &[&str] = &[
     "required-claims",
     "unknown-kid-cooldown",
     "refresh-interval",
+    "min-refresh-interval",
     "max-stale",
 ];
 
@@ -563,6 +564,7 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     }
     policy.audiences = list_field(cx, &f, "audiences");
     policy.issuers = list_field(cx, &f, "issuers");
+    attribute_issuers(&policy.issuers, sources);
     if let Some(n) = f.get("required-claims") {
         policy.required_claims = required_claims(cx, n);
     }
@@ -629,6 +631,22 @@ fn clock_skew(cx: &mut Cx, node: &Node) -> Option<u64> {
         return None;
     }
     Some(d.as_secs())
+}
+
+/// A policy with a single openid-config entry: the policy's `issuers` are that document's too
+/// (Entra v1 tokens checked with the v2 document, Google's two spellings), unless the entry names
+/// its own. With several entries each document's keys speak only for its own issuer and its
+/// entry's `issuers`, so one identity provider's key cannot mint another's tokens.
+fn attribute_issuers(policy_issuers: &[String], sources: &mut [KeySource]) {
+    let mut discovery = sources.iter_mut().filter_map(|s| match s {
+        KeySource::OpenIdConfig { issuers, .. } => Some(issuers),
+        _ => None,
+    });
+    if let (Some(only), None) = (discovery.next(), discovery.next()) {
+        if only.is_empty() {
+            only.extend_from_slice(policy_issuers);
+        }
+    }
 }
 
 fn list_field(cx: &mut Cx, f: &Fields<'_>, key: &str) -> Vec<String> {

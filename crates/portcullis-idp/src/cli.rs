@@ -3,6 +3,7 @@
 //! by `portcullis token` verifies against the JWKS of a `portcullis idp` started in the same
 //! directory.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -88,6 +89,7 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 
 /// Runs the dev token server until Ctrl-C.
 pub fn run_idp(args: IdpArgs) -> ExitCode {
+    warn(&[DEVELOPMENT_ONLY.to_owned()]);
     let config = match load(args.config.as_ref()) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -104,6 +106,7 @@ pub fn run_idp(args: IdpArgs) -> ExitCode {
             Ok(h) => h,
             Err(e) => return fail(&e),
         };
+        warn(&exposure_warnings(handle.http_addr(), handle.https_addr()));
         print_ready(&handle);
         let rotation = args.rotate_every.map(|every| {
             let idp = handle.idp.clone();
@@ -124,6 +127,38 @@ pub fn run_idp(args: IdpArgs) -> ExitCode {
         handle.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// The first thing `portcullis idp` says (on stderr, before any log line).
+const DEVELOPMENT_ONLY: &str = "WARNING: DEVELOPMENT ONLY. `portcullis idp` is a test token \
+    server: it signs tokens for any configured client or user, keeps its keys in plain files and \
+    is not hardened. Never use it as a real identity provider.";
+
+/// A warning per bound address that is not loopback (`0.0.0.0` included).
+fn exposure_warnings(http: Option<SocketAddr>, https: Option<SocketAddr>) -> Vec<String> {
+    [http, https]
+        .into_iter()
+        .flatten()
+        .filter(|addr| !addr.ip().is_loopback())
+        .map(|addr| {
+            format!(
+                "WARNING: listening on {addr}, which is not a loopback address: anyone who can \
+                 reach it can obtain tokens its keys sign. Prefer 127.0.0.1."
+            )
+        })
+        .collect()
+}
+
+/// Lines on stderr (write errors ignored, as for the banner).
+fn warn(lines: &[String]) {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = std::io::Write::write_all(&mut err, text.as_bytes());
+    let _ = std::io::Write::flush(&mut err);
 }
 
 /// The ready banner on stdout, written as one block. A reader that stops early (`| head -2`, a

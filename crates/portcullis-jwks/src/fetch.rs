@@ -46,6 +46,10 @@ pub enum FetchError {
     /// Too many redirects.
     #[error("too many redirects")]
     Redirects,
+    /// A redirect from https to plain http (never followed: it would hand the key fetch to
+    /// anyone on the path).
+    #[error("redirect from https to http refused")]
+    InsecureRedirect,
     /// Any other transport failure (connection reset mid-body, bad HTTP).
     #[error("request failed: {0}")]
     Transport(String),
@@ -70,6 +74,7 @@ impl FetchError {
             FetchError::Connect(_) => "connect",
             FetchError::Timeout => "timeout",
             FetchError::Redirects => "redirects",
+            FetchError::InsecureRedirect => "insecure_redirect",
             FetchError::Transport(_) => "transport",
             FetchError::Status(_) => "status",
             FetchError::TooLarge(_) => "too_large",
@@ -81,6 +86,8 @@ impl FetchError {
     fn from_reqwest(err: &reqwest::Error) -> FetchError {
         if err.is_timeout() {
             FetchError::Timeout
+        } else if err.is_redirect() && caused_by::<InsecureRedirect>(err) {
+            FetchError::InsecureRedirect
         } else if err.is_redirect() {
             FetchError::Redirects
         } else if err.is_connect() {
@@ -89,6 +96,38 @@ impl FetchError {
             FetchError::Transport(error_chain(err))
         }
     }
+}
+
+/// The error the redirect policy stops an https -> http redirect with.
+#[derive(Debug, thiserror::Error)]
+#[error("redirect from https to http")]
+struct InsecureRedirect;
+
+/// Whether `E` is somewhere in the error's source chain.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if cause.is::<E>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Follow at most `max` redirects, and never one from https to http.
+fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            attempt.error(InsecureRedirect)
+        } else if attempt.previous().len() > max {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// reqwest's Display is terse ("error sending request"); the cause is in the source chain.
@@ -124,7 +163,7 @@ impl Fetcher {
         let client = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
             .timeout(opts.total_timeout)
-            .redirect(reqwest::redirect::Policy::limited(opts.max_redirects))
+            .redirect(redirect_policy(opts.max_redirects))
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Fetcher {

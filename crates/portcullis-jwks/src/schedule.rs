@@ -11,8 +11,6 @@ use portcullis_config::KeyLifecycle;
 /// Bounds on refresh and retry timing (not per-policy config; the defaults suit real IdPs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshBounds {
-    /// Smallest honoured `Cache-Control: max-age` (default 60 s).
-    pub min_max_age: Duration,
     /// Largest honoured `Cache-Control: max-age` (default 24 h).
     pub max_max_age: Duration,
     /// First retry delay after a failure (default 1 s).
@@ -24,7 +22,6 @@ pub struct RefreshBounds {
 impl Default for RefreshBounds {
     fn default() -> Self {
         RefreshBounds {
-            min_max_age: Duration::from_secs(60),
             max_max_age: Duration::from_secs(24 * 3600),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -32,8 +29,8 @@ impl Default for RefreshBounds {
     }
 }
 
-/// Delay until the next refresh after a successful fetch: the server's max-age clamped to the
-/// bounds, else the configured refresh interval; never more than half of max-stale, so a healthy
+/// Delay until the next refresh after a successful fetch: the server's max-age clamped to
+/// `min-refresh-interval` .. the largest honoured max-age, else the configured refresh interval; never more than half of max-stale, so a healthy
 /// source is refreshed (and retried) well before its keys go stale.
 pub(crate) fn after_success(
     max_age: Option<Duration>,
@@ -42,8 +39,8 @@ pub(crate) fn after_success(
 ) -> Duration {
     let wanted = match max_age {
         Some(age) => age.clamp(
-            bounds.min_max_age,
-            bounds.max_max_age.max(bounds.min_max_age),
+            lifecycle.min_refresh_interval,
+            bounds.max_max_age.max(lifecycle.min_refresh_interval),
         ),
         None => lifecycle.refresh_interval,
     };
@@ -77,9 +74,9 @@ mod tests {
 
     fn lc(refresh: u64, stale: u64) -> KeyLifecycle {
         KeyLifecycle {
-            unknown_kid_cooldown: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(refresh),
             max_stale: Duration::from_secs(stale),
+            ..KeyLifecycle::default()
         }
     }
 
@@ -90,9 +87,21 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(after_success(None, &l, &b), s(3600));
         assert_eq!(after_success(Some(s(600)), &l, &b), s(600));
-        assert_eq!(after_success(Some(s(0)), &l, &b), s(60));
+        assert_eq!(after_success(Some(s(0)), &l, &b), s(30));
+        assert_eq!(after_success(Some(s(45)), &l, &b), s(45));
         assert_eq!(after_success(Some(s(10 * 86400)), &l, &b), s(43200));
         assert_eq!(after_success(None, &lc(3600, 600), &b), s(300));
+    }
+
+    #[test]
+    fn default_floor_is_at_most_30_seconds() {
+        // A key the issuer removed (and answers `no-store` for) stops verifying within 30 s.
+        let floor = after_success(
+            Some(Duration::ZERO),
+            &KeyLifecycle::default(),
+            &RefreshBounds::default(),
+        );
+        assert!(floor <= Duration::from_secs(30), "{floor:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use portcullis_auth::{parse_jwks, VerifyingKey};
+use portcullis_auth::{parse_jwks, KeyFamily, VerifyingKey};
 use portcullis_config::{KeyLifecycle, KeySource};
 use tokio::time::Instant;
 
@@ -35,7 +35,7 @@ impl SourceId {
     /// The remote identity and lifecycle of a config key source (`None` for static keys).
     pub(crate) fn of(source: &KeySource) -> Option<(SourceId, KeyLifecycle)> {
         match source {
-            KeySource::OpenIdConfig { url, lifecycle } => Some((
+            KeySource::OpenIdConfig { url, lifecycle, .. } => Some((
                 SourceId {
                     kind: RemoteKind::OpenIdConfig,
                     url: url.clone(),
@@ -188,11 +188,12 @@ impl RemoteSource {
             tracing::info!(source = %self.id.url, kid = ?skipped.kid, reason = %skipped.reason,
                 "JWKS entry skipped");
         }
-        if parsed.keys.is_empty() {
+        let keys = without_secrets(parsed.keys, &self.id.url);
+        if keys.is_empty() {
             return Err(FetchError::NoKeys);
         }
         Ok(FetchedKeys {
-            keys: parsed.keys,
+            keys,
             issuer,
             max_age: fetched.max_age,
         })
@@ -225,6 +226,22 @@ impl RemoteSource {
             }
         }
     }
+}
+
+/// A fetched JWKS is public: a symmetric (`kty: oct`) key in it is a secret anyone can read, and
+/// with it sign any token. Such keys are dropped (with a warning); HMAC keys come only from local
+/// files or inline config.
+fn without_secrets(keys: Vec<VerifyingKey>, source: &str) -> Vec<VerifyingKey> {
+    keys.into_iter()
+        .filter(|k| {
+            let secret = k.family == KeyFamily::Hmac;
+            if secret {
+                tracing::warn!(source, kid = ?k.kid,
+                    "symmetric (kty oct) key in a fetched JWKS ignored: HMAC secrets are accepted only from local files or inline config");
+            }
+            !secret
+        })
+        .collect()
 }
 
 /// An unknown-kid refetch in progress. If the caller's future is dropped before

@@ -50,6 +50,9 @@ struct PolicyKeys {
     static_keys: Vec<VerifyingKey>,
     /// Indexes into `KeyStore::sources`.
     sources: Vec<usize>,
+    /// Per entry of `sources`: the issuers its keys speak for besides the discovered one
+    /// (openid-config sources; see `KeySource::OpenIdConfig::issuers`).
+    extra_issuers: Vec<Vec<String>>,
     /// The policy's configured `issuers` (to warn about a differing discovery issuer).
     issuers: Vec<String>,
 }
@@ -135,6 +138,7 @@ impl KeyStore {
                 name: pm.policy.name.clone(),
                 static_keys: Vec::new(),
                 sources: Vec::new(),
+                extra_issuers: Vec::new(),
                 issuers: pm.policy.issuers.clone(),
             };
             for source in &pm.key_sources {
@@ -155,8 +159,16 @@ impl KeyStore {
                         found.len() - 1
                     }
                 };
-                if !policy.sources.contains(&idx) {
-                    policy.sources.push(idx);
+                let extra = match source {
+                    KeySource::OpenIdConfig { issuers, .. } => issuers.as_slice(),
+                    _ => &[],
+                };
+                match policy.sources.iter().position(|&known| known == idx) {
+                    Some(at) => policy.extra_issuers[at].extend_from_slice(extra),
+                    None => {
+                        policy.sources.push(idx);
+                        policy.extra_issuers.push(extra.to_vec());
+                    }
                 }
             }
             policies.push(policy);
@@ -387,39 +399,58 @@ impl KeyStore {
         }
     }
 
-    /// Rebuild and publish the snapshot of policy `p` from its sources' current state.
+    /// Rebuild and publish the snapshot of policy `p` from its sources' current state. Keys of
+    /// an openid-config source are bound to the issuers they speak for (the discovered one plus
+    /// the source's extra issuers for this policy); a key published by several sources speaks for
+    /// the issuers of each.
     fn publish_policy(&self, p: usize) {
         let policy = &self.policies[p];
         let now = Instant::now();
         let mut keys = policy.static_keys.clone();
         let mut issuers: Vec<String> = Vec::new();
         let mut unavailable = false;
-        for &idx in &policy.sources {
+        let mut issuers_pending = false;
+        for (&idx, extra) in policy.sources.iter().zip(&policy.extra_issuers) {
             let src = &self.sources[idx];
             let st = src.state();
+            let discovery = src.id.kind == RemoteKind::OpenIdConfig;
             if let Some(issuer) = &st.issuer {
                 if !issuers.contains(issuer) {
                     issuers.push(issuer.clone());
                 }
+            } else if discovery {
+                issuers_pending = true;
             }
-            match st.usable_keys(now, src.lifecycle.max_stale) {
-                Some(usable) => {
-                    for key in usable {
-                        let dup = keys
-                            .iter()
-                            .any(|k| k.fingerprint == key.fingerprint && k.kid == key.kid);
-                        if !dup {
-                            keys.push(key.clone());
-                        }
+            let Some(usable) = st.usable_keys(now, src.lifecycle.max_stale) else {
+                unavailable = true;
+                continue;
+            };
+            let binding: Option<Arc<[String]>> = discovery.then(|| {
+                let mut speaks_for: Vec<String> = st.issuer.iter().cloned().collect();
+                for issuer in extra {
+                    if !speaks_for.contains(issuer) {
+                        speaks_for.push(issuer.clone());
                     }
                 }
-                None => unavailable = true,
+                speaks_for.into()
+            });
+            for key in usable {
+                let same = keys
+                    .iter_mut()
+                    .find(|k| k.fingerprint == key.fingerprint && k.kid == key.kid);
+                match (same, &binding) {
+                    (Some(known), Some(bound)) => merge_binding(known, bound),
+                    (Some(known), None) => known.issuers = None,
+                    (None, Some(bound)) => keys.push(key.clone().bound_to(bound.clone())),
+                    (None, None) => keys.push(key.clone()),
+                }
             }
         }
         self.snapshots[p].store(Arc::new(KeySnapshot {
             keys: keys.into(),
             issuers: issuers.into(),
             unavailable,
+            issuers_pending,
         }));
     }
 
@@ -461,6 +492,16 @@ impl KeyStore {
     }
 }
 
+/// A key published by another source too: it speaks for the issuers of both (an unbound copy,
+/// from a static or jwks-uri source, stays unbound).
+fn merge_binding(key: &mut VerifyingKey, more: &Arc<[String]>) {
+    if let Some(bound) = &key.issuers {
+        let mut all = bound.to_vec();
+        all.extend(more.iter().filter(|i| !bound.contains(i)).cloned());
+        key.issuers = Some(all.into());
+    }
+}
+
 /// How often the key-set age gauge is updated between fetches.
 const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -469,6 +510,7 @@ fn strictest(a: &KeyLifecycle, b: &KeyLifecycle) -> KeyLifecycle {
     KeyLifecycle {
         unknown_kid_cooldown: a.unknown_kid_cooldown.min(b.unknown_kid_cooldown),
         refresh_interval: a.refresh_interval.min(b.refresh_interval),
+        min_refresh_interval: a.min_refresh_interval.min(b.min_refresh_interval),
         max_stale: a.max_stale.min(b.max_stale),
     }
 }

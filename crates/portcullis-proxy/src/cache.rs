@@ -316,6 +316,7 @@ mod tests {
             key_fingerprint: Some(key.fingerprint),
             exp,
             nbf: None,
+            iat: None,
         })
     }
 

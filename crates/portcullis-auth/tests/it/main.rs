@@ -10,6 +10,7 @@ mod hostile;
 mod keys;
 mod mutations;
 mod response;
+mod review;
 mod sts;
 mod support;
 mod wycheproof;

@@ -4,6 +4,7 @@
 
 mod files;
 mod golden;
+mod review;
 mod valid;
 
 use std::path::Path;

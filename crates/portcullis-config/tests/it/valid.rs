@@ -123,7 +123,7 @@ fn validate_jwt_defaults_follow_apim() {
     assert_eq!(p.insufficient_scope_httpcode, None);
     assert!(p.issuers.is_empty() && p.required_claims.is_empty());
     assert!(p.scopes.is_none() && p.roles.is_none() && p.forward_claims.is_empty());
-    let KeySource::OpenIdConfig { url, lifecycle } = &pm.key_sources[0] else {
+    let KeySource::OpenIdConfig { url, lifecycle, .. } = &pm.key_sources[0] else {
         panic!()
     };
     assert_eq!(url, "https://idp.example/.well-known/openid-configuration");
@@ -213,7 +213,7 @@ fn validate_jwt_every_attribute() {
     assert_eq!(headers, [("x-user-id", "sub"), ("x-tenant-id", "tid")]);
     assert_eq!(p.insufficient_scope_httpcode, Some(403));
     assert!(!p.forward_token);
-    let KeySource::OpenIdConfig { url, lifecycle } = &pm.key_sources[0] else {
+    let KeySource::OpenIdConfig { url, lifecycle, .. } = &pm.key_sources[0] else {
         panic!()
     };
     assert_eq!(
@@ -224,6 +224,7 @@ fn validate_jwt_every_attribute() {
         unknown_kid_cooldown: Duration::from_secs(10),
         refresh_interval: Duration::from_secs(120),
         max_stale: Duration::from_secs(86400),
+        ..KeyLifecycle::default()
     };
     assert_eq!(
         *lifecycle,

@@ -37,7 +37,12 @@ async fn discovery_issuer_differing_from_configured_one() {
     let configured = "https://configured.example/";
     let discovered = server.issuer().to_owned();
     let m = model(vec![
-        policy("explicit", &[configured], vec![openid(&server, lc())]),
+        // As the config layer makes it: the only openid-config entry speaks for the policy's issuers.
+        policy(
+            "explicit",
+            &[configured],
+            vec![openid_speaking_for(&server, lc(), &[configured])],
+        ),
         policy("from-discovery", &[], vec![openid(&server, lc())]),
     ]);
     let run = Running::start(&m).await;

@@ -6,6 +6,7 @@
 mod hostile;
 mod outage;
 mod reload;
+mod review;
 mod rotation;
 mod storm;
 
@@ -29,6 +30,8 @@ pub fn lifecycle(cooldown: Duration, refresh: Duration, max_stale: Duration) -> 
     KeyLifecycle {
         unknown_kid_cooldown: cooldown,
         refresh_interval: refresh,
+        // Short, so max-age clamps happen within a test.
+        min_refresh_interval: ms(200),
         max_stale,
     }
 }
@@ -41,8 +44,15 @@ pub fn jwks_uri(server: &JwksServer, lc: KeyLifecycle) -> KeySource {
 }
 
 pub fn openid(server: &JwksServer, lc: KeyLifecycle) -> KeySource {
+    openid_speaking_for(server, lc, &[])
+}
+
+/// An openid-config source whose keys also speak for `issuers` (what the config layer gives the
+/// only openid-config entry of a policy that lists issuers).
+pub fn openid_speaking_for(server: &JwksServer, lc: KeyLifecycle, issuers: &[&str]) -> KeySource {
     KeySource::OpenIdConfig {
         url: server.discovery_url(),
+        issuers: issuers.iter().map(|s| s.to_string()).collect(),
         lifecycle: lc,
     }
 }
@@ -79,7 +89,6 @@ pub fn fast_options() -> KeyStoreOptions {
             ..FetchOptions::default()
         },
         refresh: RefreshBounds {
-            min_max_age: ms(200),
             max_max_age: Duration::from_secs(3600),
             backoff_min: ms(50),
             backoff_max: ms(300),

@@ -4,22 +4,15 @@
 //! http, and the backend learns the original scheme from `X-Forwarded-Proto`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use portcullis_idp::{IdpConfig, MintRequest};
+use portcullis_idp::MintRequest;
 use portcullis_testkit::backend::Backend;
 
-use crate::support::Gateway;
+use crate::support::{idp_with_generated_tls, Gateway};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_listener_validates_tokens_and_tells_the_backend_the_scheme() {
     let dir = tempfile::tempdir().unwrap();
-    let idp_yaml = r#"
-listen: "127.0.0.1:0"
-https: { listen: "127.0.0.1:0", generate: true, cert-file: tls/cert.pem, key-file: tls/key.pem, ca-file: tls/ca.pem }
-issuer: "http://127.0.0.1:{port}/realm"
-"#;
-    let idp = portcullis_idp::start(IdpConfig::from_yaml(idp_yaml, dir.path()).unwrap())
-        .await
-        .unwrap();
+    let idp = idp_with_generated_tls(dir.path()).await;
     let tls = dir.path().join("tls");
     let backend = Backend::start().unwrap();
     let gateway_yaml = format!(

@@ -8,6 +8,8 @@ mod forwarding;
 mod gateway;
 mod https;
 mod idp;
+mod idp_warnings;
+mod key_fetch;
 mod logs;
 mod pipeline;
 mod profiles;

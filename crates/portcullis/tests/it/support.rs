@@ -160,6 +160,20 @@ impl Drop for InProcess {
     }
 }
 
+// ---------------------------------------------------------------- TLS material
+
+/// The dev token server with an https listener, which generates a CA and a certificate for
+/// 127.0.0.1/localhost as `dir/tls/{ca,cert,key}.pem`.
+pub async fn idp_with_generated_tls(dir: &Path) -> portcullis_idp::IdpHandle {
+    let idp_yaml = r#"
+listen: "127.0.0.1:0"
+https: { listen: "127.0.0.1:0", generate: true, cert-file: tls/cert.pem, key-file: tls/key.pem, ca-file: tls/ca.pem }
+issuer: "http://127.0.0.1:{port}/realm"
+"#;
+    let config = portcullis_idp::IdpConfig::from_yaml(idp_yaml, dir).unwrap();
+    portcullis_idp::start(config).await.unwrap()
+}
+
 // ---------------------------------------------------------------- the binary as a child process
 
 /// `portcullis run -c FILE` as a child process, ready (keys loaded) when returned.
@@ -243,20 +257,7 @@ pub struct Banner {
 /// Read the banner of a [`spawn`]ed gateway and wait (bounded) until its `/readyz` answers 200
 /// (keys loaded). `context` is added to a failure message (the config, the logs so far).
 pub async fn await_ready(child: &mut Child, context: impl Fn() -> String) -> Banner {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in {line:?} ({})", context()))
-            .to_owned()
-    };
-    let banner = Banner {
-        proxies: field("proxy="),
-        admin: field("admin="),
-    };
+    let banner = read_banner(child, &context);
     let client = reqwest::Client::new();
     for _ in 0..1000 {
         if let Ok(r) = client.get(format!("{}/readyz", banner.admin)).send().await {
@@ -270,6 +271,25 @@ pub async fn await_ready(child: &mut Child, context: impl Fn() -> String) -> Ban
         "gateway never became ready (keys not loaded?): {}",
         context()
     );
+}
+
+/// The listener URLs of a [`spawn`]ed gateway (its first stdout line; the listeners are bound
+/// then, the keys not necessarily loaded).
+pub fn read_banner(child: &mut Child, context: impl Fn() -> String) -> Banner {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {line:?} ({})", context()))
+            .to_owned()
+    };
+    Banner {
+        proxies: field("proxy="),
+        admin: field("admin="),
+    }
 }
 
 impl Gateway {

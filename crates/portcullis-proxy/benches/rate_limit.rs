@@ -1,0 +1,50 @@
+//! The in-process rate-limit store through the function the pipeline calls per limited request
+//! (`LocalStore::hit`: hash of (statement, key), one shard lock, the window arithmetic):
+//! - `one-key`: every call on one counter (one caller hammering);
+//! - `10k-keys`: calls spread over 10,000 counters (many callers), so map lookups miss the cache
+//!   as in production.
+//!
+//! Run: `cargo bench -p portcullis-proxy --bench rate_limit`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use portcullis_proxy::limits::{Hit, LocalStore};
+
+fn hit(key: &str) -> Hit<'_> {
+    Hit {
+        id: "policy#1",
+        key: black_box(key),
+        period_ms: 60_000,
+        limit: u64::MAX,
+        amount: 1,
+        sliding: true,
+        commit: true,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let store = LocalStore::default();
+    let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
+    let mut group = c.benchmark_group("rate_limit");
+    let mut now = 1_700_000_000_000u64;
+    group.bench_function("one-key", |b| {
+        b.iter(|| {
+            now += 1;
+            black_box(store.hit(&hit("alice"), now))
+        })
+    });
+    let mut i = 0usize;
+    group.bench_function("10k-keys", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            now += 1;
+            black_box(store.hit(&hit(&keys[i]), now))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -5,4 +5,5 @@
 pub mod backend;
 pub mod fixtures;
 pub mod jwks_server;
+pub mod ports;
 pub mod wait;

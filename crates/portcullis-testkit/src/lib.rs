@@ -6,4 +6,5 @@ pub mod backend;
 pub mod fixtures;
 pub mod jwks_server;
 pub mod ports;
+pub mod shipped;
 pub mod wait;

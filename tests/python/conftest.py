@@ -4,8 +4,11 @@ a JWK for authlib's private_key_jwt and an RSA JWK for the jwt-bearer grant."""
 import datetime
 import json
 import os
+import queue
 import subprocess
 import tempfile
+import threading
+import time
 
 import pytest
 from authlib.jose import JsonWebKey
@@ -64,6 +67,38 @@ users:
 """
 
 
+# Generous: the server prints its URLs within a second; a cold debug binary on a loaded machine
+# may take a few.
+STARTUP_TIMEOUT_S = 60
+
+
+def _read_banner(proc, timeout_s):
+    """Readiness: the lines the server prints once it listens, up to "https CA", read on a thread
+    so the wait is bounded. Kills the server and fails on timeout or early exit."""
+    lines = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)  # EOF: the server exited
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    info = {}
+    while "https CA" not in info:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            pytest.fail(f"idp printed no https CA line within {timeout_s}s: {info}")
+        if line is None:
+            pytest.fail(f"idp exited ({proc.wait(timeout=10)}) before it was ready: {info}")
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    assert "https" in info, f"idp did not start: {info}"
+    return info
+
+
 @pytest.fixture(scope="session")
 def idp():
     work = tempfile.mkdtemp(prefix="portcullis-idp-py-")
@@ -88,13 +123,7 @@ def idp():
         stdout=subprocess.PIPE,
         text=True,
     )
-    info = {}
-    for line in proc.stdout:  # readiness: the server prints its URLs once it listens
-        key, _, value = line.partition(":")
-        info[key.strip()] = value.strip()
-        if key.strip() == "https CA":
-            break
-    assert "https" in info, f"idp did not start: {info}"
+    info = _read_banner(proc, STARTUP_TIMEOUT_S)
     info.update(
         work=work,
         ca=info["https CA"],
@@ -105,6 +134,12 @@ def idp():
         assert_pem=assert_pem,
     )
     os.environ["REQUESTS_CA_BUNDLE"] = info["ca"]
-    yield info
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield info
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

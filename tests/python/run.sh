@@ -18,6 +18,9 @@ venv="${PORTCULLIS_PY_VENV:-$work/venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
 fi
+# Exact versions (requirements.txt, generated from requirements.in): a client-library release
+# cannot change CI without a change here.
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 cd "$here"
-"$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" test_clients.py
+# A generous backstop over the whole run (it takes seconds): a hang fails instead of stalling CI.
+timeout "${PORTCULLIS_PY_TIMEOUT:-600}" "$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" test_clients.py

@@ -180,8 +180,8 @@ def test_jwt_bearer_json_body_like_the_python_sample(idp):
 
 def _curl(idp, *args):
     out = subprocess.run(
-        ["curl", "-sS", "--cacert", idp["ca"], "-w", "\n%{http_code}", *args],
-        capture_output=True, text=True, check=True,
+        ["curl", "-sS", "--max-time", "30", "--cacert", idp["ca"], "-w", "\n%{http_code}", *args],
+        capture_output=True, text=True, check=True, timeout=60,
     ).stdout
     body, _, status = out.rpartition("\n")
     return int(status), json.loads(body)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use portcullis_config::{Listener, Model, Route, Server, Upstream};
 use portcullis_proxy::{bind, Addresses, RunOptions, ShutdownHandle, Stop};
 use portcullis_testkit::backend::{Backend, Failure};
+use portcullis_testkit::ports::ClosedPort;
 
 fn upstream(url: &str) -> Upstream {
     let rest = url.trim_start_matches("http://");
@@ -172,15 +173,12 @@ async fn routes_to_upstream_without_auth() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_failures_answer_json_502_and_504() {
     let backend = Backend::start().unwrap();
-    // A port nobody listens on: bind, learn, drop.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nobody listens on, reserved while the test runs.
+    let dead = ClosedPort::reserve().unwrap();
     let mut slow = route("slow", "/slow", vec![upstream(&backend.url())]);
     slow.timeout = Duration::from_millis(200);
     let gw = Running::start(&model(vec![
-        route("down", "/down", vec![upstream(&format!("http://{dead}"))]),
+        route("down", "/down", vec![upstream(&dead.url())]),
         slow,
     ]));
     wait_ready(&gw).await;
@@ -191,6 +189,15 @@ async fn upstream_failures_answer_json_502_and_504() {
     assert_eq!(resp.headers()["content-type"], "application/json");
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["statusCode"], 502);
+    // Counted under its reason (in the `logging` hook, after the response: polled, bounded).
+    let down =
+        r#"portcullis_requests_total{reason="UpstreamUnavailable",route="down",status="502"} 1"#;
+    let fetch = || async {
+        let resp = client.get(gw.admin("/metrics")).send().await.unwrap();
+        resp.text().await.unwrap()
+    };
+    let metrics = portcullis_testkit::wait::poll_text(500, fetch, |m| m.contains(down)).await;
+    assert!(metrics.contains(down), "{metrics}");
 
     backend.set_delay(Duration::from_secs(2));
     let resp = client.get(gw.url("/slow")).send().await.unwrap();
@@ -208,16 +215,13 @@ async fn upstream_failures_answer_json_502_and_504() {
 async fn round_robin_skips_a_dead_peer() {
     let a = Backend::start().unwrap();
     let b = Backend::start().unwrap();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = ClosedPort::reserve().unwrap();
     let gw = Running::start(&model(vec![route(
         "rr",
         "/",
         vec![
             upstream(&a.url()),
-            upstream(&format!("http://{dead}")),
+            upstream(&dead.url()),
             upstream(&b.url()),
         ],
     )]));

@@ -88,11 +88,24 @@ pub enum Failure {
     Close,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     delay_ms: AtomicU64,
     failure: Mutex<Failure>,
+    /// `true`: answers wait (after being recorded) until it is `false` again.
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            requests: Mutex::default(),
+            delay_ms: AtomicU64::default(),
+            failure: Mutex::default(),
+            held: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +189,17 @@ impl Backend {
         self.shared.delay_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Hold every answer (requests are still recorded on arrival) until [`Backend::release`]: a
+    /// request that stays in flight exactly as long as a test needs, instead of a guessed delay.
+    pub fn hold(&self) {
+        self.shared.held.send_replace(true);
+    }
+
+    /// Let held answers (and later ones) go.
+    pub fn release(&self) {
+        self.shared.held.send_replace(false);
+    }
+
     /// Answer with a failure from now on ([`Failure::None`] restores normal answers).
     pub fn set_failure(&self, failure: Failure) {
         *lock(&self.shared.failure) = failure;
@@ -253,6 +277,8 @@ async fn answer(
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
+    // Only `Err` when the sender is gone, which cannot happen while `shared` is alive.
+    let _ = shared.held.subscribe().wait_for(|held| !*held).await;
     let status = match *lock(&shared.failure) {
         Failure::None => StatusCode::OK,
         Failure::Status(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::OK),

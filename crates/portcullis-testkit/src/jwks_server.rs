@@ -67,6 +67,16 @@ pub enum EndpointBody {
         /// Send `Content-Length`.
         announce_length: bool,
     },
+    /// `len` bytes in all: JSON whitespace, then `json` last, so the body is valid JSON of any
+    /// size (a size limit is then the only reason to refuse it). Produced like [`Self::Filler`].
+    PaddedJson {
+        /// The document, sent after the padding.
+        json: Bytes,
+        /// Total size in bytes (at least `json.len()`).
+        len: u64,
+        /// Send `Content-Length`.
+        announce_length: bool,
+    },
 }
 
 /// How one path answers.
@@ -330,6 +340,16 @@ async fn answer(
         } => Either::Right(Filler {
             remaining: len,
             announce_length,
+            tail: Bytes::new(),
+        }),
+        EndpointBody::PaddedJson {
+            json,
+            len,
+            announce_length,
+        } => Either::Right(Filler {
+            remaining: len.max(json.len() as u64),
+            announce_length,
+            tail: json,
         }),
     };
     let mut resp = Response::new(body);
@@ -367,6 +387,8 @@ static FILL: [u8; FILL_CHUNK] = [b' '; FILL_CHUNK];
 pub struct Filler {
     remaining: u64,
     announce_length: bool,
+    /// Sent last (counted in `remaining`).
+    tail: Bytes,
 }
 
 impl http_body::Body for Filler {
@@ -380,7 +402,12 @@ impl http_body::Body for Filler {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        let n = self.remaining.min(FILL_CHUNK as u64);
+        let tail = self.tail.len() as u64;
+        if self.remaining <= tail {
+            self.remaining = 0;
+            return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut self.tail)))));
+        }
+        let n = (self.remaining - tail).min(FILL_CHUNK as u64);
         self.remaining -= n;
         let chunk = Bytes::from_static(&FILL[..n as usize]);
         Poll::Ready(Some(Ok(Frame::data(chunk))))

@@ -5,4 +5,6 @@
 pub mod backend;
 pub mod fixtures;
 pub mod jwks_server;
+pub mod ports;
+pub mod shipped;
 pub mod wait;

@@ -96,19 +96,6 @@ fn control_characters_are_refused_with_their_reason() {
 }
 
 #[test]
-fn lookup_prefers_the_verbatim_name() {
-    let claims = json!({
-        "a.b": "verbatim",
-        "a": { "b": "path", "c": { "d": 1 } },
-    });
-    let claims = Claims::parse(claims.to_string()).unwrap();
-    assert_eq!(claims.lookup("a.b").unwrap(), json!("verbatim"));
-    assert_eq!(claims.lookup("a.c.d").unwrap(), json!(1));
-    assert!(claims.lookup("a.x").is_none());
-    assert!(claims.lookup("a.b.c").is_none());
-}
-
-#[test]
 fn forward_headers_follow_the_policy() {
     let mut c = claims();
     c["roles"] = json!(["r1", "r2"]);

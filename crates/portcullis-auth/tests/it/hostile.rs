@@ -81,16 +81,46 @@ fn crit_and_b64_are_never_accepted() {
     }
 }
 
+/// The attacker's real public key as a JWK (`n`, `e` from its SPKI) and as an `x5c` chain (a
+/// self-signed certificate of it, standard base64 DER).
+fn attacker_header_keys() -> (serde_json::Value, String) {
+    use base64::Engine as _;
+    use x509_parser::prelude::FromDer as _;
+    let attacker = rsa2();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&attacker.pair);
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).unwrap();
+    let x509_parser::public_key::PublicKey::RSA(rsa) = spki.parsed().unwrap() else {
+        panic!("not an RSA key");
+    };
+    // DER integers carry a sign byte; JWK's are unsigned, without leading zeros.
+    let unsigned = |b: &[u8]| b64(&b[b.iter().take_while(|&&x| x == 0).count()..]);
+    let jwk = json!({
+        "kty": "RSA",
+        "n": unsigned(rsa.modulus),
+        "e": unsigned(rsa.exponent),
+    });
+    let cert = rcgen::CertificateParams::new(vec!["attacker.test".to_owned()])
+        .unwrap()
+        .self_signed(&attacker.pair)
+        .unwrap();
+    let x5c = base64::engine::general_purpose::STANDARD.encode(cert.der());
+    (jwk, x5c)
+}
+
 #[test]
 fn header_carried_keys_are_ignored() {
-    // The attacker signs with their own key and ships it in the header: jwk, jku, x5u, x5c.
+    // The attacker signs with their own key and ships that very key in the header: jwk, x5c (and
+    // URLs to it: jku, x5u). A verifier that used any of them would accept.
     let attacker = rsa2();
-    let jwk = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+    let (jwk, x5c) = attacker_header_keys();
+    // The header keys are the real signing key: built into a key source, they verify the token.
+    let from_jwk = portcullis_auth::VerifyingKey::from_jwk(&jwk, "header").unwrap();
     for extra in [
         json!({ "jwk": jwk }),
         json!({ "jku": "https://evil.test/jwks" }),
         json!({ "x5u": "https://evil.test/cert" }),
-        json!({ "x5c": ["MIIB"] }),
+        json!({ "x5c": [x5c] }),
+        json!({ "jwk": jwk, "x5c": [x5c], "jku": "https://evil.test/jwks" }),
     ] {
         let mut header = json!({ "alg": "RS256" });
         header
@@ -102,6 +132,11 @@ fn header_carried_keys_are_ignored() {
             &claims().to_string(),
             &attacker.encoding,
             Algorithm::RS256,
+        );
+        assert_eq!(
+            verdict(&token, &snapshot(vec![from_jwk.clone()])),
+            "ok",
+            "control: the header's key verifies the token when configured: {header}"
         );
         assert_eq!(
             verdict(&token, &rsa_keys()),

@@ -18,22 +18,14 @@ const EXPECTED_WARNINGS: &[(&str, &str)] = &[
     ("entra-multi-tenant.yaml", "issuer cannot be checked"),
 ];
 
-/// What CI's check loop skips: the dev token server's config and container compose files.
-fn is_gateway_config(path: &std::path::Path) -> bool {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    !(name == "idp.yaml" || name.starts_with("compose") || name.starts_with("docker-compose"))
-}
-
+/// The shipped gateway configs under `dir` (the one list: portcullis_testkit::shipped).
 fn shipped(dir: &str) -> Vec<PathBuf> {
-    let root = crate::crate_dir().join("../..").join(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+    let dir = portcullis_testkit::shipped::repo_root().join(dir);
+    portcullis_testkit::shipped::gateway_configs()
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .filter(|p| is_gateway_config(p))
-        .collect();
-    files.sort();
-    files
+        .into_iter()
+        .filter(|p| p.parent() == Some(dir.as_path()))
+        .collect()
 }
 
 fn check_all(dir: &str, at_least: usize) {

@@ -16,12 +16,16 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
     let run = Running::ready_with(openid(&server, lc)).await;
     let t1 = token(&k1, server.issuer());
 
-    // Phase 1: the IdP stops listening (connection refused).
+    // Phase 1: the IdP stops listening (connection refused), just after a refresh reached it, so
+    // the last good fetch is at most one poll (10 ms) before `down_at`.
+    let hits = server.hits(JWKS_PATH);
+    wait_until(ms(10_000), "a refresh", || server.hits(JWKS_PATH) > hits).await;
     server.stop_listening();
     let down_at = Instant::now();
     let (store, tok) = (run.store.clone(), t1.clone());
     let mut served_while_down = 0u32;
-    let unavailable_after = wait_until(ms(8000), "keys unavailable after max-stale", || {
+    // Generous deadline (20 s for a 2 s max-stale): it only has to happen.
+    let unavailable_after = wait_until(ms(20_000), "keys unavailable after max-stale", || {
         let snap = store.snapshot(0);
         if snap.unavailable {
             return true;
@@ -31,12 +35,17 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
         false
     })
     .await;
+    // Never early: the keys were fetched at most one poll before `down_at`, so they cannot be
+    // older than max-stale before this (the margin covers that poll and the refresh's own reply).
+    // Late is only slow, not wrong: the deadline above is the bound.
     assert!(
-        unavailable_after >= max_stale - ms(400) && unavailable_after <= max_stale + ms(1500),
-        "unavailable at max-stale: {unavailable_after:?}"
+        unavailable_after >= max_stale - ms(400),
+        "unavailable before max-stale: {unavailable_after:?}"
     );
+    // Every poll until then verified the token (the loop above); at 10 ms a poll, a 2 s window
+    // sees far more than 10 even on a loaded machine.
     assert!(
-        served_while_down > 50,
+        served_while_down >= 10,
         "validated all along: {served_while_down}"
     );
     assert!(!run.store.is_ready());
@@ -44,15 +53,17 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
         verify(&run.store, 0, &t1).unwrap_err(),
         AuthError::KeysUnavailable
     );
-    // An unknown kid during the outage: one refetch attempt, answered promptly, still unavailable.
-    let t = Instant::now();
+    // An unknown kid during the outage: one refetch attempt, refused at once (counted as a connect
+    // failure, not a timeout), still unavailable.
+    let (connect_before, timeouts_before) = (run.failures("connect"), run.failures("timeout"));
     assert!(
         run.store
             .refetch_for_unknown_kid(0, "nope")
             .await
             .unavailable
     );
-    assert!(t.elapsed() < ms(1500));
+    assert_eq!(run.failures("connect"), connect_before + 1.0);
+    assert_eq!(run.failures("timeout"), timeouts_before);
     let refused = run.failures("connect");
     assert!(refused >= 3.0, "failures counted: {refused}");
     assert_eq!(run.metric("portcullis_jwks_keys", &[]), 0.0);
@@ -62,7 +73,7 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
     server.resume_listening().unwrap();
     let store = run.store.clone();
     let metric_500 = || run.failures("status");
-    wait_until(ms(3000), "a 500 is seen", || metric_500() >= 1.0).await;
+    wait_until(ms(10_000), "a 500 is seen", || metric_500() >= 1.0).await;
     assert!(!store.is_ready());
     assert_eq!(
         verify(&run.store, 0, &t1).unwrap_err(),
@@ -72,7 +83,7 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
     // Phase 3: healthy again: keys recover without a restart.
     server.update(JWKS_PATH, |ep| ep.status = 200);
     let healthy_at = Instant::now();
-    let recovered_after = wait_until(ms(3000), "keys recovered", move || store.is_ready()).await;
+    let recovered_after = wait_until(ms(10_000), "keys recovered", move || store.is_ready()).await;
     assert!(verify(&run.store, 0, &t1).is_ok());
     assert!(!run.store.snapshot(0).unavailable);
     assert_eq!(run.metric("portcullis_jwks_keys", &[]), 1.0);

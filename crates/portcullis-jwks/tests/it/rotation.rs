@@ -66,16 +66,19 @@ async fn removed_key_stops_validating_after_the_next_refresh() {
     let t1 = token(&k1, "iss");
     let fp1 = verify(&run.store, 0, &t1).unwrap().key_fingerprint.unwrap();
 
+    let fetched_before = server.hits(JWKS_PATH);
     server.set_keys(&[&k2]);
     let removed_at = Instant::now();
     let store = run.store.clone();
-    let gone_after = wait_until(ms(5000), "k1 removed from the snapshot", move || {
+    // The refresh-interval is an hour: only max-age=1 can bring a refresh within this generous
+    // deadline. What matters is that k1 leaves with a refresh, not how fast the machine is.
+    wait_until(ms(20_000), "k1 removed from the snapshot", move || {
         !store.snapshot(0).contains_fingerprint(fp1)
     })
     .await;
     assert!(
-        gone_after <= ms(2500),
-        "removed within max-age (+ scheduling): {gone_after:?}"
+        server.hits(JWKS_PATH) > fetched_before,
+        "k1 left without a refresh"
     );
     assert!(matches!(
         verify(&run.store, 0, &t1),

@@ -30,22 +30,42 @@ async fn thousand_random_kids_cause_one_fetch_per_cooldown_window() {
     let run = Running::ready_with(jwks_uri(&server, lc)).await;
     let initial = server.hits(JWKS_PATH);
 
+    // The property, by counts: at most one fetch per cooldown window begun since `window1` (a
+    // slow machine only lets more windows pass, never more fetches per window), and one fetch
+    // once unknown kids arrive in a window that has none yet.
     let window1 = Instant::now();
+    let fetches = || server.hits(JWKS_PATH) - initial;
+    let windows_begun = || 1 + (window1.elapsed().as_millis() / cooldown.as_millis()) as u64;
     let took1 = storm(&run.store, 1000).await;
-    let after1 = server.hits(JWKS_PATH) - initial;
-    assert_eq!(after1, 1, "one fetch for 1,000 unknown kids");
-    // Still inside the window: another 1,000 cause nothing.
-    let took1b = storm(&run.store, 1000).await;
+    assert!(fetches() >= 1, "the storm fetched");
     assert!(
-        window1.elapsed() < cooldown,
-        "second storm ran inside the window"
+        fetches() <= windows_begun(),
+        "{} fetches in {} windows",
+        fetches(),
+        windows_begun()
     );
-    assert_eq!(server.hits(JWKS_PATH) - initial, 1);
+    // Still inside the window (unless the machine is very slow): another 1,000 cause nothing.
+    let took1b = storm(&run.store, 1000).await;
+    if window1.elapsed() < cooldown {
+        assert_eq!(
+            fetches(),
+            1,
+            "one fetch for 2,000 unknown kids in one window"
+        );
+    }
+    assert!(fetches() <= windows_begun());
 
-    // The next window allows exactly one more. (Waiting for the window to pass is the point.)
+    // The next window allows one more. (Waiting for the window to pass is the point.)
     tokio::time::sleep_until(window1 + cooldown).await;
+    let before2 = fetches();
     let took2 = storm(&run.store, 1000).await;
-    assert_eq!(server.hits(JWKS_PATH) - initial, 2);
+    assert!(
+        fetches() >= 2 && fetches() <= before2 + 1 && fetches() <= windows_begun(),
+        "{} fetches ({before2} before the third storm) in {} windows",
+        fetches(),
+        windows_begun()
+    );
+    let total_fetches = fetches();
 
     let coalesced = run.metric(
         "portcullis_jwks_refetch_suppressed_total",
@@ -55,7 +75,8 @@ async fn thousand_random_kids_cause_one_fetch_per_cooldown_window() {
         "portcullis_jwks_refetch_suppressed_total",
         &[("why", "cooldown")],
     );
-    assert_eq!(coalesced + cooled, 2998.0);
+    // Every lookup that did not fetch was suppressed, and said why.
+    assert_eq!(coalesced + cooled, (3000 - total_fetches) as f64);
     assert!(coalesced > 0.0, "callers arriving mid-fetch waited for it");
     // The known key still validates throughout.
     assert!(verify(&run.store, 0, &token(&k1, "iss")).is_ok());

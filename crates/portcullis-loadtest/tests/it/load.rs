@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use portcullis_loadtest::report::{Report, EXIT_CORRECTNESS, EXIT_PASS, EXIT_TRANSPORT};
 use portcullis_loadtest::{execute, plot};
+use portcullis_testkit::ports::ClosedPort;
 
 use crate::server::{self, Mode};
 use crate::{args, fixture, server_runtime, AUDIENCE, ISSUER, KID};
@@ -168,9 +169,17 @@ fn server_closing_connections_means_reconnects_not_errors() {
     ]);
     assert_eq!(report.verdict.exit_code, EXIT_PASS, "{}", report.text());
     assert_eq!(report.errors.total(), 0, "{}", report.text());
+    // The server closes each connection after its 7th response, so at least one reconnect per 7
+    // requests, less one per connection still open at the deadline. Written without subtraction:
+    // a run that makes fewer than 28 requests must not underflow.
     assert!(
-        report.reconnects >= report.requests / 7 - 4,
+        report.reconnects + 4 >= report.requests / 7,
         "{}",
+        report.text()
+    );
+    assert!(
+        report.requests >= 7,
+        "too few requests to mean anything: {}",
         report.text()
     );
 }
@@ -222,18 +231,24 @@ fn open_loop_holds_the_requested_rate() {
     ]);
     assert_eq!(report.verdict.exit_code, EXIT_PASS, "{}", report.text());
     assert_eq!(report.setup.mode, "open");
-    assert!((700..=810).contains(&report.requests), "{}", report.text());
+    // Behaviour, not speed: an open loop never runs ahead of its schedule, so at most
+    // rate x duration responses (+1 per connection for the slot at the deadline). The closed loop
+    // against this loopback server makes thousands per second, far above. The floor is only a
+    // generous sanity limit (a quarter of the schedule): 2 shared cores under a parallel test run
+    // may fall behind, and falling behind is reported as latency, not hidden.
+    assert!(
+        report.requests <= 800 + 4,
+        "ran ahead of the schedule: {}",
+        report.text()
+    );
+    assert!(report.requests >= 200, "{}", report.text());
 }
 
 #[test]
 fn refused_connections_exit_3() {
     let env = env(Mode::Verify);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/");
+    let closed = ClosedPort::reserve().unwrap();
+    let url = format!("{}/", closed.url());
     let idp = env.fx.idp_yaml.to_str().unwrap();
     let report = execute(&args(&[
         "--url",

@@ -2,16 +2,12 @@
 //! the `file:line:col: severity: message` lines on stderr, every shipped example and policy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// The workspace root (shipped files are named relative to it, as a user in a checkout would).
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn check(dir: &Path, file: &str) -> Output {
     Command::new(BIN)
         .current_dir(dir)
@@ -111,37 +107,26 @@ fn syntax_error_and_missing_file_exit_2() {
     );
 }
 
-/// What CI's check loop skips: the dev token server's config and container compose files.
-fn is_gateway_config(path: &Path) -> bool {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    !(name == "idp.yaml" || name.starts_with("compose") || name.starts_with("docker-compose"))
-}
-
 #[test]
 fn every_shipped_example_and_policy_passes() {
     let mut checked = 0;
-    for dir in ["examples", "policies"] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+    // The one list (portcullis_testkit::shipped): examples/*.yaml and policies/*.yaml that are
+    // gateway configs.
+    let root = portcullis_testkit::shipped::repo_root();
+    for path in portcullis_testkit::shipped::gateway_configs().unwrap() {
+        let rel = path
+            .strip_prefix(&root)
             .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml") && is_gateway_config(p))
-            .collect();
-        files.sort();
-        for path in files {
-            let rel = path
-                .strip_prefix(root())
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let out = check(&root(), &rel);
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{rel}:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            checked += 1;
-        }
+            .to_string_lossy()
+            .into_owned();
+        let out = check(&root, &rel);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{rel}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
     }
     assert!(checked >= 13, "only {checked} files");
 }

@@ -1,7 +1,8 @@
 //! End-to-end tests: idp. The real `portcullis idp` and `portcullis token` binaries: a minted
 //! token's key is served by the running server, and the server answers discovery and grants.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -54,6 +55,48 @@ fn start_idp(config: &std::path::Path, extra: &[&str]) -> (Server, String) {
     (server, url)
 }
 
+/// `portcullis token -c <config> [args]`: the minted token.
+fn mint_with(config: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("token")
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The served JWKS, fetched on a fresh connection: a pooled one may be closed by the server just
+/// as it is reused (seen once under load), which is a client race, not what these tests are about.
+async fn served_jwks(client: &reqwest::Client, base: &str) -> Vec<u8> {
+    client
+        .get(format!("{base}/realm/jwks"))
+        .header("connection", "close")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+/// Whether `token`'s signature verifies against the keys in `jwks` (the gateway's verifier, no
+/// claim checks): the independent check that a token and a server share the key.
+fn verifies(token: &str, jwks: &[u8]) -> Result<(), String> {
+    let keys = portcullis_auth::parse_jwks(jwks, "idp").map_err(|e| format!("{e:?}"))?;
+    let snapshot = portcullis_auth::KeySnapshot::new(keys.keys);
+    portcullis_auth::verify_token(token, &snapshot, true)
+        .map(drop)
+        .map_err(|e| format!("{e:?}"))
+}
+
 fn part(token: &str, i: usize) -> Value {
     let segment = token.split('.').nth(i).expect("part");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).expect("base64url")).expect("json")
@@ -64,9 +107,9 @@ async fn token_command_key_is_served_by_idp_command() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("idp.yaml");
     std::fs::write(&config, CONFIG).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "token",
+    let token = mint_with(
+        &config,
+        &[
             "--sub",
             "alice",
             "--aud",
@@ -81,17 +124,8 @@ async fn token_command_key_is_served_by_idp_command() {
             "keycloak",
             "--claim",
             "tid=t1",
-            "-c",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let (header, claims) = (part(&token, 0), part(&token, 1));
     assert_eq!(
         (header["alg"].as_str(), header["kid"].as_str()),
@@ -111,33 +145,13 @@ async fn token_command_key_is_served_by_idp_command() {
 
     let (_server, base) = start_idp(&config, &[]);
     let client = reqwest::Client::new();
-    // A fresh connection per poll: a pooled one may be closed by the server just as it is reused
-    // (seen once under load), which is a client race, not what this test is about.
-    let jwks: Value = client
-        .get(format!("{base}/realm/jwks"))
-        .header("connection", "close")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let served = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == "rsa-1")
-        .expect("rsa-1 served");
-    let again = Command::new(BIN)
-        .args(["token", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(again.status.success());
-    assert_eq!(
-        served["kty"], "RSA",
-        "the persisted key is the one both commands use"
-    );
+    let jwks = served_jwks(&client, &base).await;
+    // The token minted before the server started verifies against what the server publishes: both
+    // commands use the persisted key (a server that made a fresh key under the same kid fails).
+    verifies(&token, &jwks).unwrap_or_else(|e| panic!("token vs served JWKS: {e}"));
+    // And a token minted while the server runs, too (the file is read, not rewritten).
+    let again = mint_with(&config, &[]);
+    verifies(&again, &jwks).unwrap_or_else(|e| panic!("second token vs served JWKS: {e}"));
 
     let resp = client
         .post(format!("{base}/realm/token"))
@@ -169,18 +183,12 @@ fn idp_rejects_an_invalid_config_with_exit_2() {
 
 /// The kids the running server publishes.
 async fn published_kids(client: &reqwest::Client, base: &str) -> Vec<String> {
-    // A fresh connection per poll: a pooled one may be closed by the server just as it is reused
-    // (seen once under load), which is a client race, not what this test is about.
-    let jwks: Value = client
-        .get(format!("{base}/realm/jwks"))
-        .header("connection", "close")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    jwks["keys"]
+    kids_of(&served_jwks(client, base).await)
+}
+
+/// The kids in a JWKS document.
+fn kids_of(jwks: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<Value>(jwks).unwrap()["keys"]
         .as_array()
         .unwrap()
         .iter()
@@ -192,24 +200,44 @@ async fn published_kids(client: &reqwest::Client, base: &str) -> Vec<String> {
 async fn rotate_every_replaces_the_key_and_retires_the_old_one_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("idp.yaml");
-    std::fs::write(&config, format!("{CONFIG}rotation-grace: 2s\n")).unwrap();
+    // The grace (4 s) is twice the rotation period (2 s): the first key must still be published
+    // when the second rotation's key appears, and leave only afterwards. Ordering, not timing:
+    // with a grace shorter than the period it would be gone before the second rotation.
+    std::fs::write(&config, format!("{CONFIG}rotation-grace: 4s\n")).unwrap();
     let (_server, base) = start_idp(&config, &["--rotate-every", "2s"]);
     let client = reqwest::Client::new();
-    assert!(published_kids(&client, &base)
-        .await
-        .contains(&"rsa-1".to_owned()));
-    // Polled, bounded: the timer rotates every 2 s, the old key leaves 2 s after its rotation.
+    let old_token = mint_with(&config, &[]);
+    // rsa-1 and its STS-style alias (kid = the key's SHA-1 thumbprint); each rotation publishes
+    // as many fresh kids.
+    let initial = published_kids(&client, &base).await;
+    assert!(initial.contains(&"rsa-1".to_owned()), "{initial:?}");
+    // Polled every 100 ms, bounded by a generous 40 s for ~6 s of timers.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    let mut seen_new = Vec::new();
+    let mut seen_new = BTreeSet::new();
+    let mut seen_beside_old = BTreeSet::new();
     loop {
-        let kids = published_kids(&client, &base).await;
-        seen_new.extend(
-            kids.iter()
-                .filter(|k| k.as_str() != "rsa-1" && !seen_new.contains(*k))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        if !kids.contains(&"rsa-1".to_owned()) && seen_new.len() >= 2 {
+        let jwks = served_jwks(&client, &base).await;
+        let kids = kids_of(&jwks);
+        let fresh: Vec<String> = kids
+            .iter()
+            .filter(|k| !initial.contains(k))
+            .cloned()
+            .collect();
+        if kids.contains(&"rsa-1".to_owned()) {
+            if !fresh.is_empty() {
+                // Rotated, in the grace: a token signed with the old key still verifies.
+                verifies(&old_token, &jwks).unwrap_or_else(|e| panic!("old key in grace: {e}"));
+            }
+            seen_beside_old.extend(fresh.iter().cloned());
+        } else {
+            assert!(
+                seen_beside_old.len() >= 2 * initial.len(),
+                "the old key left before the second rotation's key was published beside it: \
+                 {kids:?}, seen beside it: {seen_beside_old:?}"
+            );
+        }
+        seen_new.extend(fresh);
+        if !kids.contains(&"rsa-1".to_owned()) {
             break;
         }
         assert!(

@@ -68,15 +68,42 @@ fn claims(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 
-/// Runs `good` through the gateway (200, headers at the backend) and each of `bad` (401/403, and
-/// the backend never sees it).
+/// The sum of `portcullis_requests_total` samples whose labels contain `label`.
+fn requests_total(metrics: &str, label: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("portcullis_requests_total{") && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `/metrics` once `n` requests are counted (polled, bounded; the last text either way).
+async fn counted(gateway: &Gateway, n: u64) -> String {
+    let mut metrics = gateway.metrics().await;
+    for _ in 0..500 {
+        if requests_total(&metrics, "reason=") >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        metrics = gateway.metrics().await;
+    }
+    metrics
+}
+
+/// A token the policy must reject: why (for messages), the token, the status, and the reason the
+/// gateway records for it (`reason=` in its log and metrics; the client sees only the policy's
+/// message), so a row is caught by the rule it is about, not by another rule's 401.
+type Bad<'a> = (&'a str, String, u16, &'a str);
+
+/// Runs `good` through the gateway (200, headers at the backend) and each of `bad` (its status and
+/// reason, and the backend never sees it).
 async fn exercise(
     gateway: &Gateway,
     backend: &Backend,
     path: &str,
     good: &str,
     headers: &[(&str, &str)],
-    bad: &[(&str, String, u16)],
+    bad: &[Bad<'_>],
 ) {
     let (status, body) = gateway.call(path, good).await;
     assert_eq!(status, 200, "valid token rejected: {body}");
@@ -85,9 +112,21 @@ async fn exercise(
     for (name, value) in headers {
         assert_eq!(seen[0].header(name), Some(*value), "header {name}");
     }
-    for (why, token, want) in bad {
+    // Requests are counted in the `logging` hook, just after the response: each read waits
+    // (polled, bounded) until every request sent so far is counted.
+    let mut sent = 1;
+    for (why, token, want, reason) in bad {
+        let before = counted(gateway, sent).await;
         let (status, body) = gateway.call(path, token).await;
         assert_eq!(status, *want, "{why}: {body}");
+        sent += 1;
+        let after = counted(gateway, sent).await;
+        let label = format!(r#"reason="{reason}""#);
+        assert_eq!(
+            requests_total(&after, &label),
+            requests_total(&before, &label) + 1,
+            "{why}: not rejected as {reason}:\n{after}"
+        );
     }
     assert_eq!(
         backend.request_count(),
@@ -134,8 +173,13 @@ async fn entra_v1_policy_accepts_entra_v1_client_credentials_tokens() {
             ("x-user-roles", "Orders.Reader"),
         ],
         &[
-            ("no app role", no_role, 401),
-            ("v2 issuer on the v1 policy", v2, 401),
+            ("no app role", no_role, 401, "TokenClaimValueNotAllowed"),
+            (
+                "v2 issuer on the v1 policy",
+                v2,
+                401,
+                "TokenIssuerNotAllowed",
+            ),
         ],
     )
     .await;
@@ -147,7 +191,7 @@ async fn entra_v2_policy_accepts_entra_v2_user_tokens() {
     let (idp, origin) = idp("/realm", Profile::EntraV2).await;
     let text = rewrite(
         "entra-v2",
-        &[("https://login.microsoftonline.com", origin)],
+        &[("https://login.microsoftonline.com", origin.clone())],
         &backend,
     );
     let gw = Gateway::run(&text, &reqwest::Client::new()).await;
@@ -161,9 +205,22 @@ async fn entra_v2_policy_accepts_entra_v2_user_tokens() {
         r.scopes = vec!["Orders.Read".into()];
         r.claims = claims(json!({ "tid": "0b5b3b2e-3c46-4d7b-8b56-9d1e1d3e4f50" }));
     });
+    // Only the tid differs: the issuer is the configured tenant's, so the tid rule alone rejects.
+    let tid_only = mint(&idp, |r| {
+        r.audience = ENTRA_API_APP.into();
+        r.scopes = vec!["Orders.Read".into()];
+        r.claims = claims(json!({
+            "tid": "0b5b3b2e-3c46-4d7b-8b56-9d1e1d3e4f50",
+            "iss": format!("{origin}/{TENANT}/v2.0"),
+        }));
+    });
     let other_api = mint(&idp, |r| {
         r.audience = "api://someone-else".into();
         r.scopes = vec!["Orders.Read".into()];
+    });
+    let no_scope = mint(&idp, |r| {
+        r.audience = ENTRA_API_APP.into();
+        r.scopes = vec!["Orders.Write".into()];
     });
     exercise(
         &gw,
@@ -172,8 +229,30 @@ async fn entra_v2_policy_accepts_entra_v2_user_tokens() {
         &good,
         &[("x-tenant-id", TENANT), ("x-client-id", ENTRA_CLIENT_APP)],
         &[
-            ("another tenant (issuer and tid differ)", other_tenant, 401),
-            ("another API's audience", other_api, 401),
+            (
+                "another tenant (issuer and tid differ)",
+                other_tenant,
+                401,
+                "TokenIssuerNotAllowed",
+            ),
+            (
+                "the right issuer, another tid",
+                tid_only,
+                401,
+                "TokenClaimValueNotAllowed",
+            ),
+            (
+                "another API's audience",
+                other_api,
+                401,
+                "TokenAudienceNotAllowed",
+            ),
+            (
+                "no Orders.Read scope",
+                no_scope,
+                401,
+                "TokenClaimValueNotAllowed",
+            ),
         ],
     )
     .await;
@@ -215,7 +294,12 @@ async fn validate_azure_ad_token_policy_accepts_v1_and_v2_tokens_via_authority()
         "/api/orders",
         &v2,
         &[("x-tenant-id", TENANT)],
-        &[("client application not allowed", wrong_client, 401)],
+        &[(
+            "client application not allowed",
+            wrong_client,
+            401,
+            "TokenClaimValueNotAllowed",
+        )],
     )
     .await;
     let (status, body) = gw.call("/api/orders", &v1).await;
@@ -250,7 +334,12 @@ async fn entra_multi_tenant_policy_checks_tenants_by_tid() {
         "/api/x",
         &good,
         &[("x-tenant-id", second_tenant)],
-        &[("a tenant not in the list", stranger, 401)],
+        &[(
+            "a tenant not in the list",
+            stranger,
+            401,
+            "TokenClaimValueNotAllowed",
+        )],
     )
     .await;
 }
@@ -287,7 +376,12 @@ async fn keycloak_realm_roles_policy_accepts_keycloak_tokens() {
             ("x-user-name", "alice"),
             ("x-user-roles", "compliance-reader"),
         ],
-        &[("realm role missing", wrong_role, 401)],
+        &[(
+            "realm role missing",
+            wrong_role,
+            401,
+            "TokenClaimValueNotAllowed",
+        )],
     )
     .await;
 }
@@ -322,7 +416,12 @@ async fn keycloak_client_roles_policy_reads_resource_access() {
         "/reports/q3",
         &good,
         &[("x-user-id", "alice"), ("x-client-roles", "reports.read")],
-        &[("azp not allowed", other_client, 401)],
+        &[(
+            "azp not allowed",
+            other_client,
+            401,
+            "TokenClaimValueNotAllowed",
+        )],
     )
     .await;
 }
@@ -362,7 +461,12 @@ async fn dotnet_sts_policy_validates_the_uri_alg_and_forwards_uri_claims() {
             ("x-user-roles", "Integration.Read,Integration.Write"),
             ("x-tenant-id", TENANT),
         ],
-        &[("role claim without Integration.Read", no_role, 401)],
+        &[(
+            "role claim without Integration.Read",
+            no_role,
+            401,
+            "TokenClaimValueNotAllowed",
+        )],
     )
     .await;
     assert!(backend.requests()[0].header("x-user-name").is_some());
@@ -392,7 +496,7 @@ async fn okta_auth0_and_google_policies_accept_matching_plain_tokens() {
             ("x-user-email", "alice@example.com"),
             ("x-client-id", "0oa1"),
         ],
-        &[("scope missing", no_scope, 401)],
+        &[("scope missing", no_scope, 401, "TokenClaimValueNotAllowed")],
     )
     .await;
     drop(gw);
@@ -420,7 +524,12 @@ async fn okta_auth0_and_google_policies_accept_matching_plain_tokens() {
         "/api/orders",
         &good,
         &[("x-user-id", "alice")],
-        &[("permissions claim missing", no_permission, 401)],
+        &[(
+            "permissions claim missing",
+            no_permission,
+            401,
+            "TokenClaimValueNotAllowed",
+        )],
     )
     .await;
     drop(gw);
@@ -452,7 +561,12 @@ async fn okta_auth0_and_google_policies_accept_matching_plain_tokens() {
         "/api/me",
         &good,
         &[("x-user-email", "alice@example.com")],
-        &[("email not verified", unverified, 401)],
+        &[(
+            "email not verified",
+            unverified,
+            401,
+            "TokenClaimValueNotAllowed",
+        )],
     )
     .await;
 }

@@ -298,7 +298,8 @@ async fn a_kubernetes_style_symlink_swap_is_seen() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let backend = Backend::start().unwrap();
-    backend.set_delay(Duration::from_secs(6));
+    // The request stays in flight until released below: no guessed window for the reload.
+    backend.hold();
     let key = TestKey::rsa("k1").unwrap();
     let (_dir, file) = config_dir(&key, &config(&route("slow", "/slow", &backend, "none")));
     let gw = Running::start(&file).await;
@@ -327,6 +328,7 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
         "the reload must happen while the request is in flight"
     );
     assert_eq!(gw.get("/slow/2", None).await, 404);
+    backend.release();
 
     // The old request completes, and is logged and counted under its own (old) route.
     assert_eq!(in_flight.await.unwrap(), 200);

@@ -181,6 +181,8 @@ pub struct Gateway {
     child: Child,
     /// The first proxy listener's URL (`proxy=` lists them comma-separated, in config order).
     pub proxy: String,
+    /// The admin listener's URL.
+    pub admin: String,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -214,6 +216,7 @@ impl Gateway {
         Gateway {
             child,
             proxy,
+            admin: banner.admin,
             client: client.clone(),
             _dir: dir,
         }
@@ -230,6 +233,21 @@ impl Gateway {
             .await
             .unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+impl Gateway {
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.admin))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 

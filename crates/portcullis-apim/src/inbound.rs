@@ -38,8 +38,8 @@ pub enum Place {
     Shared,
     /// A limit keyed on a claim of this token, not yet tied to a token check.
     Claim(JwtSource),
-    /// A limit keyed on a claim of policy `.0`'s token (after its token check).
-    Bound(usize),
+    /// A limit keyed on a claim of the token these policies validate (after their token check).
+    Bound(Vec<usize>),
     /// A claim-keyed limit whose token no converted policy validates (reported, left out).
     Dropped,
 }
@@ -75,7 +75,7 @@ pub fn inbound_of(steps: &[Step], index: Option<usize>, token: impl Fn() -> Item
                 other = true;
                 items.extend(item());
             }
-            Place::Bound(i) if Some(*i) == index => {
+            Place::Bound(to) if index.is_some_and(|i| to.contains(&i)) => {
                 other = true;
                 if validated {
                     items.extend(item());
@@ -484,8 +484,9 @@ impl Converter {
         out
     }
 
-    /// Tie each claim-keyed limit to the converted token check that validates its token: the last
-    /// one before it, else the first one after it (reported: APIM reads the unverified token there).
+    /// Tie each claim-keyed limit to the converted token checks that validate its token: every one
+    /// before it (token checks in `choose` branches are alternatives), else the first one after it
+    /// (reported: APIM reads the unverified token there).
     pub(crate) fn bind_claim_keys(&mut self) {
         let shared = self
             .steps
@@ -522,23 +523,27 @@ impl Converter {
                 })
                 .map(|(i, p)| (i, p.pos))
                 .collect();
-            let before = validates.iter().rev().find(|(_, at)| *at < pos);
+            let before: Vec<usize> = validates
+                .iter()
+                .filter(|(_, at)| *at < pos)
+                .map(|(p, _)| *p)
+                .collect();
             let after = validates.iter().find(|(_, at)| *at > pos);
             let element = self.steps[i]
                 .entry
                 .as_ref()
                 .map_or(String::new(), |e| e.key.clone());
-            self.steps[i].place = match (before, after) {
-                (Some((p, _)), _) => Place::Bound(*p),
-                (None, Some((p, at))) => {
+            self.steps[i].place = match (before.is_empty(), after) {
+                (false, _) => Place::Bound(before),
+                (true, Some((p, at))) => {
                     self.unsupported(
                         pos,
                         &element,
                         format!("keyed on a token claim before validate-jwt (line {}): APIM would read the unverified token here, so any caller could pick its own counter; moved right after that token check, where the gateway keys on the verified claim (requests it rejects are not counted by this limit)", at.line),
                     );
-                    Place::Bound(*p)
+                    Place::Bound(vec![*p])
                 }
-                (None, None) => {
+                (true, None) => {
                     let token = match &source {
                         JwtSource::Variable(v) => format!("variable \"{v}\", which is not the output-token-variable-name of a converted validate-jwt or validate-azure-ad-token"),
                         JwtSource::Header(h) => format!("header {h}, which no converted validate-jwt or validate-azure-ad-token validates"),

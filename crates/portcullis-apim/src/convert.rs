@@ -1,6 +1,8 @@
 //! The walk over an APIM policy document: sections, statements, and the conversion of validate-jwt,
 //! validate-azure-ad-token, set-header (claims -> forward-claims) and `<set-header exists-action=
-//! "delete">` of the token header (-> forward-token: false). Everything else is reported.
+//! "delete">` of the token header (-> forward-token: false). cors and the rate limits are converted
+//! in [`crate::inbound`]; every statement is recorded as a [`Step`] in document order. Everything
+//! else is reported.
 //!
 //! Why fail closed: when a value cannot be converted, the output must not accept more than APIM did.
 //! Unconvertible audiences, issuers and claim values are kept literally (they never match a real
@@ -9,6 +11,7 @@
 use crate::diag::Diagnostic;
 use crate::expr::{self, ClaimRead, JwtSource, TokenRead};
 use crate::fields::Fields;
+use crate::inbound::{Place, Step};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
 
@@ -32,9 +35,9 @@ pub struct PolicyOut {
     /// `forward-token: false` from a set-header deleting the token header.
     pub forward_token_off: Option<Pos>,
     /// output-token-variable-name.
-    output_var: Option<String>,
+    pub(crate) output_var: Option<String>,
     /// The header the token is read from (None: query parameter).
-    token_header: Option<String>,
+    pub(crate) token_header: Option<String>,
 }
 
 /// The state of one conversion.
@@ -44,6 +47,8 @@ pub struct Converter {
     stem: String,
     /// Converted policies in document order.
     pub policies: Vec<PolicyOut>,
+    /// Every converted inbound statement (token checks, cors, limits) in document order.
+    pub steps: Vec<Step>,
     /// Everything reported.
     pub diags: Vec<Diagnostic>,
 }
@@ -55,6 +60,7 @@ impl Converter {
             file: file.to_owned(),
             stem: policy_stem(file),
             policies: Vec::new(),
+            steps: Vec::new(),
             diags: Vec::new(),
         }
     }
@@ -64,12 +70,17 @@ impl Converter {
         format!("from {}:{}", self.file, pos.line)
     }
 
-    fn unsupported(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
+    /// The policy name derived from the file name (the first converted policy's name).
+    pub fn stem(&self) -> &str {
+        &self.stem
+    }
+
+    pub(crate) fn unsupported(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
         self.diags
             .push(Diagnostic::unsupported(pos, subject, reason));
     }
 
-    fn note(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
+    pub(crate) fn note(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
         self.diags.push(Diagnostic::note(pos, subject, reason));
     }
 
@@ -82,6 +93,7 @@ impl Converter {
                 _ => self.statement(root),
             }
         }
+        self.bind_claim_keys();
     }
 
     fn section(&mut self, section: &Element) {
@@ -118,10 +130,12 @@ impl Converter {
             "set-header" => self.set_header(el),
             "check-header" => self.check_header(el),
             "choose" => self.choose(el),
+            "cors" => self.cors(el),
+            "rate-limit" | "rate-limit-by-key" | "quota-by-key" => self.limit(el),
             other => self.unsupported(
                 el.pos,
                 other,
-                "no gateway.yaml equivalent (only token validation and claim forwarding are converted)",
+                "no gateway.yaml equivalent (converted: validate-jwt, validate-azure-ad-token, claim forwarding, cors, rate-limit, rate-limit-by-key, quota-by-key)",
             ),
         }
     }
@@ -221,6 +235,16 @@ impl Converter {
                 _ => self.common_child(&mut p, child),
             }
         }
+        self.push_policy(p);
+    }
+
+    /// Record a converted token policy and its place among the inbound statements.
+    fn push_policy(&mut self, p: PolicyOut) {
+        self.steps.push(Step {
+            pos: p.pos,
+            place: Place::Token(self.policies.len()),
+            entry: None,
+        });
         self.policies.push(p);
     }
 
@@ -262,7 +286,7 @@ impl Converter {
                 _ => self.common_child(&mut p, child),
             }
         }
-        self.policies.push(p);
+        self.push_policy(p);
     }
 
     /// Attributes both token policies share.
@@ -646,7 +670,7 @@ impl Converter {
     }
 
     /// An attribute value that must not be an expression; reported and `None` when it is.
-    fn plain<'a>(&mut self, a: &'a Attr) -> Option<&'a str> {
+    pub(crate) fn plain<'a>(&mut self, a: &'a Attr) -> Option<&'a str> {
         if expr::is_expression(&a.value) {
             self.unsupported(a.pos, &a.name, EXPRESSION);
             None
@@ -655,7 +679,7 @@ impl Converter {
         }
     }
 
-    fn boolean(&mut self, a: &Attr) -> Option<bool> {
+    pub(crate) fn boolean(&mut self, a: &Attr) -> Option<bool> {
         let v = self.plain(a)?;
         match v.trim().to_ascii_lowercase().as_str() {
             "true" => Some(true),
@@ -671,7 +695,7 @@ impl Converter {
         }
     }
 
-    fn integer(&mut self, a: &Attr, min: i64, max: i64) -> Option<i64> {
+    pub(crate) fn integer(&mut self, a: &Attr, min: i64, max: i64) -> Option<i64> {
         let v = self.plain(a)?;
         match v.trim().parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => Some(n),

@@ -1,6 +1,7 @@
 //! Recognises the few APIM policy-expression shapes that have a gateway.yaml equivalent: a claim of
-//! the validated token read into a header (-> `forward-claims`), and a token read from a header or
-//! query parameter (`token-value` -> `header-name` / `query-parameter-name`).
+//! the validated token read into a header (-> `forward-claims`), a token read from a header or
+//! query parameter (`token-value` -> `header-name` / `query-parameter-name`), a rate-limit counter
+//! key (client IP, header, claim) and an `increment-condition` on the response status.
 //!
 //! Why shapes and not a C# parser: APIM expressions are arbitrary C#; only a handful of idioms appear
 //! in real policies for these two jobs. Anything else is reported as unsupported, never guessed at.
@@ -82,6 +83,155 @@ pub fn token_read(expr: &str) -> Option<TokenRead> {
     };
     c.end()?;
     Some(read)
+}
+
+/// What a `counter-key` expression reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRead {
+    /// `context.Request.IpAddress`.
+    ClientIp,
+    /// `context.Request.Headers.GetValueOrDefault("H"[, "d"])`.
+    Header(String),
+    /// A claim of a token, in any shape [`claim_read`] recognises.
+    Claim(ClaimRead),
+}
+
+/// Recognise a counter key: `@(context.Request.IpAddress)`,
+/// `@(context.Request.Headers.GetValueOrDefault("X-Client", ""))` or a claim read
+/// (`@(context.Request.Headers.GetValueOrDefault("Authorization","").AsJwt()?.Subject)`,
+/// `@(((Jwt)context.Variables["jwt"]).Claims.GetValueOrDefault("tid",""))` ...).
+pub fn counter_key(expr: &str) -> Option<KeyRead> {
+    let body = normalise(expr)?;
+    let mut c = Cursor(&body);
+    if c.eat("context.Request.IpAddress") {
+        return c.end().map(|()| KeyRead::ClientIp);
+    }
+    let mut h = Cursor(&body);
+    if let Some(header) = header_read(&mut h) {
+        if h.end().is_some() {
+            return Some(KeyRead::Header(header));
+        }
+    }
+    claim_read(expr).map(KeyRead::Claim)
+}
+
+/// First status of the final responses an `increment-condition` is evaluated over (1xx answers
+/// are not final).
+pub const FIRST_STATUS: u16 = 200;
+/// Last status an `increment-condition` is evaluated over.
+pub const LAST_STATUS: u16 = 599;
+
+/// Evaluate an `increment-condition` expression over the response status: for each final status
+/// from [`FIRST_STATUS`] to [`LAST_STATUS`], whether it counts. Recognised: comparisons (`==`,
+/// `!=`, `<`, `<=`, `>`, `>=`) of `context.Response.StatusCode` (optionally `(int)`-cast or
+/// divided by an integer, as in `StatusCode / 100 == 2`) with integers, combined with `&&`, `||`,
+/// `!` and parentheses. `None`: any other expression.
+pub fn status_condition(expr: &str) -> Option<Vec<bool>> {
+    let body = normalise(expr)?;
+    let ast = {
+        let mut c = Cursor(&body);
+        let ast = cond_or(&mut c)?;
+        c.end()?;
+        ast
+    };
+    Some(
+        (FIRST_STATUS..=LAST_STATUS)
+            .map(|status| ast.eval(i64::from(status)))
+            .collect(),
+    )
+}
+
+/// A parsed status condition.
+enum Cond {
+    Not(Box<Cond>),
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+    Cmp(Operand, &'static str, Operand),
+}
+
+/// The status (divided by `.1` when not 1) or an integer.
+enum Operand {
+    Status(i64),
+    Int(i64),
+}
+
+impl Operand {
+    fn value(&self, status: i64) -> i64 {
+        match self {
+            Operand::Status(div) => status / div,
+            Operand::Int(i) => *i,
+        }
+    }
+}
+
+impl Cond {
+    fn eval(&self, status: i64) -> bool {
+        match self {
+            Cond::Not(c) => !c.eval(status),
+            Cond::And(a, b) => a.eval(status) && b.eval(status),
+            Cond::Or(a, b) => a.eval(status) || b.eval(status),
+            Cond::Cmp(a, op, b) => {
+                let (a, b) = (a.value(status), b.value(status));
+                match *op {
+                    "==" => a == b,
+                    "!=" => a != b,
+                    "<=" => a <= b,
+                    ">=" => a >= b,
+                    "<" => a < b,
+                    _ => a > b,
+                }
+            }
+        }
+    }
+}
+
+fn cond_or(c: &mut Cursor<'_>) -> Option<Cond> {
+    let mut left = cond_and(c)?;
+    while c.eat("||") {
+        left = Cond::Or(Box::new(left), Box::new(cond_and(c)?));
+    }
+    Some(left)
+}
+
+fn cond_and(c: &mut Cursor<'_>) -> Option<Cond> {
+    let mut left = cond_unary(c)?;
+    while c.eat("&&") {
+        left = Cond::And(Box::new(left), Box::new(cond_unary(c)?));
+    }
+    Some(left)
+}
+
+fn cond_unary(c: &mut Cursor<'_>) -> Option<Cond> {
+    if c.0.starts_with("!=") {
+        return None;
+    }
+    if c.eat("!") {
+        return Some(Cond::Not(Box::new(cond_unary(c)?)));
+    }
+    let saved = c.0;
+    if c.eat("(") && !c.0.starts_with("int)") {
+        if let Some(inner) = cond_or(c) {
+            if c.eat(")") {
+                return Some(inner);
+            }
+        }
+    }
+    c.0 = saved;
+    let left = operand(c)?;
+    let op = ["==", "!=", "<=", ">=", "<", ">"]
+        .into_iter()
+        .find(|op| c.eat(op))?;
+    let right = operand(c)?;
+    Some(Cond::Cmp(left, op, right))
+}
+
+fn operand(c: &mut Cursor<'_>) -> Option<Operand> {
+    c.eat("(int)");
+    if c.eat("context.Response.StatusCode") {
+        let div = if c.eat("/") { c.integer()? } else { 1 };
+        return (div > 0).then_some(Operand::Status(div));
+    }
+    c.integer().map(Operand::Int)
 }
 
 /// `context.Request.Headers.GetValueOrDefault("H"[, "default"])` -> `H`.
@@ -224,6 +374,14 @@ impl Cursor<'_> {
             || self.eat(".Split(' ')[1]")
     }
 
+    /// A non-negative decimal integer.
+    fn integer(&mut self) -> Option<i64> {
+        let digits = self.0.bytes().take_while(u8::is_ascii_digit).count();
+        let n = self.0.get(..digits)?.parse().ok()?;
+        self.0 = &self.0[digits..];
+        Some(n)
+    }
+
     fn end(&self) -> Option<()> {
         self.0.is_empty().then_some(())
     }
@@ -316,6 +474,95 @@ mod tests {
             "plain",
         ] {
             assert_eq!(claim_read(e), None, "{e}");
+        }
+    }
+
+    #[test]
+    fn counter_keys() {
+        assert_eq!(
+            counter_key("@(context.Request.IpAddress)"),
+            Some(KeyRead::ClientIp)
+        );
+        assert_eq!(
+            counter_key(r#"@(context.Request.Headers.GetValueOrDefault("X-Client", ""))"#),
+            Some(KeyRead::Header("X-Client".into()))
+        );
+        assert_eq!(
+            counter_key(r#"@( context.Request.Headers.GetValueOrDefault("X-Client") )"#),
+            Some(KeyRead::Header("X-Client".into()))
+        );
+        let sub = counter_key(
+            r#"@(context.Request.Headers.GetValueOrDefault("Authorization","").AsJwt()?.Subject)"#,
+        );
+        assert_eq!(
+            sub,
+            Some(KeyRead::Claim(ClaimRead {
+                source: JwtSource::Header("Authorization".into()),
+                claim: "sub".into(),
+                default: None
+            }))
+        );
+        assert_eq!(
+            counter_key(r#"@(((Jwt)context.Variables["jwt"]).Claims.GetValueOrDefault("tid",""))"#),
+            var("jwt", "tid").map(KeyRead::Claim)
+        );
+        for e in [
+            "@(context.Subscription.Id)",
+            "@(context.Request.IpAddress + \"x\")",
+            "@(context.Request.IpAddressX)",
+            r#"@(context.Request.Headers.GetValueOrDefault("X-Client", "").ToLower())"#,
+            "context.Request.IpAddress",
+        ] {
+            assert_eq!(counter_key(e), None, "{e}");
+        }
+    }
+
+    /// The statuses from 200 to 599 for which `f` holds.
+    fn statuses(f: impl Fn(u16) -> bool) -> Option<Vec<bool>> {
+        Some((FIRST_STATUS..=LAST_STATUS).map(f).collect())
+    }
+
+    #[test]
+    fn status_conditions() {
+        let two = statuses(|s| (200..300).contains(&s));
+        for e in [
+            "@(context.Response.StatusCode >= 200 && context.Response.StatusCode < 300)",
+            "@(context.Response.StatusCode < 300 && 200 <= context.Response.StatusCode)",
+            "@((int)context.Response.StatusCode / 100 == 2)",
+            "@(context.Response.StatusCode < 300)",
+        ] {
+            assert_eq!(status_condition(e), two, "{e}");
+        }
+        assert_eq!(
+            status_condition(
+                "@(!(context.Response.StatusCode >= 400 && context.Response.StatusCode < 500))"
+            ),
+            statuses(|s| !(400..500).contains(&s))
+        );
+        assert_eq!(
+            status_condition(
+                "@(context.Response.StatusCode < 400 || context.Response.StatusCode > 499)"
+            ),
+            statuses(|s| !(400..500).contains(&s))
+        );
+        assert_eq!(
+            status_condition("@(context.Response.StatusCode != 429)"),
+            statuses(|s| s != 429)
+        );
+        assert_eq!(
+            status_condition("@(context.Response.StatusCode == 200)"),
+            statuses(|s| s == 200)
+        );
+        for e in [
+            "@(context.Response.StatusCode)",
+            "@(context.Response.StatusCode = 200)",
+            "@(context.Response.StatusCode == 200 &&)",
+            "@(context.Request.Method == 200)",
+            "@(context.Response.StatusCode / 0 == 2)",
+            "@(context.Response.StatusCode == 200))",
+            "true",
+        ] {
+            assert_eq!(status_condition(e), None, "{e}");
         }
     }
 

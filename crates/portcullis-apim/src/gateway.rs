@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::convert::{Converter, PolicyOut};
+use crate::inbound::inbound_of;
 use crate::yaml::{write_document, Entry, Item, Node};
 
 /// Default proxy listener of the emitted config.
@@ -74,15 +75,31 @@ pub fn render(conv: &Converter, file: &str, routes: &[RouteSpec]) -> String {
             Entry::new("admin", Node::str(DEFAULT_ADMIN)),
         ]),
     );
-    let policies: Vec<Entry> = conv
+    let mut policies: Vec<Entry> = conv
         .policies
         .iter()
-        .map(|p| policy_entry(conv, p))
+        .enumerate()
+        .map(|(i, p)| policy_entry(conv, i, p))
         .collect();
+    // cors or limits without a token check: a policy of those statements alone
+    let mut statements_only = false;
+    if conv.policies.is_empty() {
+        let items = inbound_of(&conv.steps, None, || Item::new(Node::Map(Vec::new())));
+        if !items.is_empty() {
+            statements_only = true;
+            policies.push(Entry::new(
+                conv.stem(),
+                Node::Map(vec![Entry::new("inbound", Node::Seq(items))]),
+            ));
+        }
+    }
     let body = write_document(&[
         server,
         Entry::new("policies", Node::Map(policies)),
-        Entry::new("routes", Node::Seq(route_items(conv, routes))),
+        Entry::new(
+            "routes",
+            Node::Seq(route_items(conv, routes, statements_only)),
+        ),
     ]);
     let mut out = format!(
         "# Converted from {file} by `portcullis import-apim`; check it with `portcullis check -c <this file>`.\n"
@@ -94,9 +111,16 @@ pub fn render(conv: &Converter, file: &str, routes: &[RouteSpec]) -> String {
     out
 }
 
-fn policy_entry(conv: &Converter, p: &PolicyOut) -> Entry {
-    let mut entries =
-        vec![Entry::new(p.element, Node::Map(p.fields.entries())).comment(conv.origin(p.pos))];
+fn policy_entry(conv: &Converter, index: usize, p: &PolicyOut) -> Entry {
+    let token = || Entry::new(p.element, Node::Map(p.fields.entries())).comment(conv.origin(p.pos));
+    let inbound = inbound_of(&conv.steps, Some(index), || {
+        Item::new(Node::Map(vec![token()]))
+    });
+    let mut entries = if inbound.is_empty() {
+        vec![token()]
+    } else {
+        vec![Entry::new("inbound", Node::Seq(inbound))]
+    };
     if !p.forward.is_empty() {
         let claims = p
             .forward
@@ -113,8 +137,12 @@ fn policy_entry(conv: &Converter, p: &PolicyOut) -> Entry {
     Entry::new(p.name.as_str(), Node::Map(entries))
 }
 
-fn route_items(conv: &Converter, routes: &[RouteSpec]) -> Vec<Item> {
-    let policy = conv.policies.first().map_or("none", |p| p.name.as_str());
+fn route_items(conv: &Converter, routes: &[RouteSpec], statements_only: bool) -> Vec<Item> {
+    let policy = match conv.policies.first() {
+        Some(p) => p.name.as_str(),
+        None if statements_only => conv.stem(),
+        None => "none",
+    };
     let others: Vec<&str> = conv
         .policies
         .iter()

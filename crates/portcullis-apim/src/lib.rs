@@ -13,6 +13,7 @@ pub mod diag;
 pub mod expr;
 mod fields;
 pub mod gateway;
+mod inbound;
 pub mod xml;
 pub mod yaml;
 

@@ -470,6 +470,22 @@ fn cases() -> Vec<Case> {
             tok("unsigned with svc", Unsigned, claims("i", "a", json!({"svc": "billing", "exp": null})), ACCEPT).place(Place::Raw("x-internal-token")).forwards(&[("X-Service", "billing")]),
             tok("unsigned without svc", Unsigned, claims("i", "a", json!({"exp": null})), reject("TokenClaimNotFound")).place(Place::Raw("x-internal-token")),
         ]),
+        Case {
+            message: Some("Unauthorized. Access token is missing or invalid."),
+            ..case("20-inbound-pipeline.xml", vec![
+                tok("valid", Hs(HS_A), claims("https://sts.contoso.example/", "api://orders", json!({})), ACCEPT),
+                tok("other audience", Hs(HS_A), claims("https://sts.contoso.example/", "api://other", json!({})), reject("TokenAudienceNotAllowed")),
+                tok("bad signature", Hs(HS_WRONG), claims("https://sts.contoso.example/", "api://orders", json!({})), reject("TokenSignatureInvalid")),
+            ])
+        },
+        case("21-limits.xml", vec![
+            tok("valid", Hs(HS_A), hs(json!({})), ACCEPT),
+            tok("bad signature", Hs(HS_WRONG), hs(json!({})), reject("TokenSignatureInvalid")),
+        ]),
+        case("22-claim-keys.xml", vec![
+            tok("valid", Hs(HS_A), hs(json!({})), ACCEPT),
+            tok("bad signature", Hs(HS_WRONG), hs(json!({})), reject("TokenSignatureInvalid")),
+        ]),
     ]
 }
 

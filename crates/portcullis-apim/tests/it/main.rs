@@ -8,4 +8,5 @@ mod decisions;
 mod edge;
 mod fuzz_regressions;
 mod golden;
+mod inbound;
 mod mutations;

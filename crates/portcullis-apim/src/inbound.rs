@@ -1,0 +1,603 @@
+//! `cors`, `rate-limit`, `rate-limit-by-key` and `quota-by-key` -> statements of the policy's
+//! ordered `inbound:` list, in APIM's document order (validate-jwt takes its place in the list).
+//!
+//! Why an ordered list: APIM runs a policy's statements in document order, and the order matters
+//! (a limit on the client IP before validate-jwt also counts requests with bad tokens; a limit on
+//! `sub` after it keys on the verified claim). A counter key read from a token claim is tied to the
+//! converted token check that validates that token and always lands after it: before validate-jwt,
+//! APIM would key on the unverified token, which any caller can forge.
+
+use crate::convert::Converter;
+use crate::expr::{self, JwtSource, KeyRead};
+use crate::xml::{Attr, Element, Pos};
+use crate::yaml::{Entry, Item, Node};
+
+/// Longest `renewal-period` of a rate limit (APIM and gateway.yaml: 300 s).
+const MAX_RATE_PERIOD: i64 = 300;
+/// Longest `renewal-period` of a quota in gateway.yaml (APIM's `0`, "no renewal", becomes this).
+const MAX_QUOTA_PERIOD: i64 = u32::MAX as i64;
+
+/// Whether a response status counts.
+type Counts = fn(u16) -> bool;
+
+/// gateway.yaml's `increment-condition` values and the statuses each counts.
+const CONDITIONS: [(&str, Counts); 5] = [
+    ("2xx", |s| (200..300).contains(&s)),
+    ("below-400", |s| s < 400),
+    ("non-5xx", |s| !(500..600).contains(&s)),
+    ("non-4xx", |s| !(400..500).contains(&s)),
+    ("any", |_| true),
+];
+
+/// Where a converted statement goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The token check of converted policy `.0`.
+    Token(usize),
+    /// Every converted policy (cors, limits not keyed on a claim).
+    Shared,
+    /// A limit keyed on a claim of this token, not yet tied to a token check.
+    Claim(JwtSource),
+    /// A limit keyed on a claim of the token these policies validate (after their token check).
+    Bound(Vec<usize>),
+    /// A claim-keyed limit whose token no converted policy validates (reported, left out).
+    Dropped,
+}
+
+/// One inbound statement in document order.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Where the element is.
+    pub pos: Pos,
+    /// Which policies it goes to.
+    pub place: Place,
+    /// `cors: {...}` or `rate-limit-by-key: {...}` (None for a token check, written by the renderer).
+    pub entry: Option<Entry>,
+}
+
+/// The inbound list of policy `index`: its token check, the shared statements and the limits keyed
+/// on its claims, in document order; a claim-keyed limit written before the token check comes right
+/// after it. Empty when the policy has nothing but its token check (then the keyed form is written).
+pub fn inbound_of(steps: &[Step], index: Option<usize>, token: impl Fn() -> Item) -> Vec<Item> {
+    let mut items = Vec::new();
+    let mut waiting = Vec::new();
+    let mut validated = false;
+    let mut other = false;
+    for step in steps {
+        let item = || step.entry.clone().map(|e| Item::new(Node::Map(vec![e])));
+        match &step.place {
+            Place::Token(i) if Some(*i) == index => {
+                items.push(token());
+                validated = true;
+                items.append(&mut waiting);
+            }
+            Place::Shared => {
+                other = true;
+                items.extend(item());
+            }
+            Place::Bound(to) if index.is_some_and(|i| to.contains(&i)) => {
+                other = true;
+                if validated {
+                    items.extend(item());
+                } else {
+                    waiting.extend(item());
+                }
+            }
+            _ => {}
+        }
+    }
+    if other {
+        items
+    } else {
+        Vec::new()
+    }
+}
+
+/// A statement's attribute values as gateway.yaml nodes, in gateway.yaml's key order.
+#[derive(Default)]
+struct LimitOut {
+    calls: Option<Node>,
+    bandwidth: Option<Node>,
+    period: Option<Node>,
+    key: Option<Node>,
+    claim: Option<JwtSource>,
+    condition: Option<Node>,
+    count: Option<Node>,
+    headers: Vec<(&'static str, Node)>,
+}
+
+impl Converter {
+    /// `rate-limit`, `rate-limit-by-key`, `quota-by-key`.
+    pub(crate) fn limit(&mut self, el: &Element) {
+        let element = el.name.as_str();
+        let quota = element == "quota-by-key";
+        let keyed = element != "rate-limit";
+        let mut out = LimitOut::default();
+        for a in &el.attrs {
+            match a.name.as_str() {
+                "calls" => out.calls = self.count(a, MAX_QUOTA_PERIOD),
+                "bandwidth" if quota => out.bandwidth = self.count(a, MAX_QUOTA_PERIOD),
+                "renewal-period" => out.period = self.period(a, quota),
+                "counter-key" if keyed => {
+                    if let Some((node, claim)) = self.counter_key(a) {
+                        out.key = Some(node);
+                        out.claim = claim;
+                    }
+                }
+                "increment-condition" if keyed => out.condition = self.increment_condition(a),
+                "increment-count" if keyed && !quota => out.count = self.count(a, 1_000_000),
+                "increment-count" if quota => self.unsupported(
+                    a.pos,
+                    "increment-count",
+                    "gateway.yaml's quota-by-key has no increment-count: each counted call adds 1",
+                ),
+                "retry-after-header-name"
+                | "remaining-calls-header-name"
+                | "total-calls-header-name"
+                    if !quota =>
+                {
+                    if let Some(h) = self.header_attr(a) {
+                        let key = match a.name.as_str() {
+                            "retry-after-header-name" => "retry-after-header-name",
+                            "remaining-calls-header-name" => "remaining-calls-header-name",
+                            _ => "total-calls-header-name",
+                        };
+                        out.headers.push((key, Node::str(h)));
+                    }
+                }
+                "retry-after-variable-name" | "remaining-calls-variable-name" if !quota => self
+                    .note(
+                        a.pos,
+                        &a.name,
+                        "ignored: the gateway has no policy variables (the values are in the response headers when their header names are set)",
+                    ),
+                "first-period-start" if quota => self.unsupported(
+                    a.pos,
+                    "first-period-start",
+                    "not converted: the gateway's quota periods start with the first counted call of a key",
+                ),
+                "id" => self.note(a.pos, "id", "policy ids are not kept"),
+                other => self.unsupported(a.pos, other, format!("not a {element} attribute")),
+            }
+        }
+        for child in &el.children {
+            if !keyed && (child.name == "api" || child.name == "operation") {
+                self.unsupported(
+                    child.pos,
+                    &child.name,
+                    "per-API and per-operation limits are not converted: the gateway's rate-limit is one counter per statement",
+                );
+            } else {
+                self.unsupported(child.pos, &child.name, format!("not a {element} element"));
+            }
+        }
+        let mut missing = Vec::new();
+        if quota {
+            if out.calls.is_none() && out.bandwidth.is_none() {
+                missing.push("calls or bandwidth");
+            }
+        } else if out.calls.is_none() {
+            missing.push("calls");
+        }
+        if out.period.is_none() {
+            missing.push("renewal-period");
+        }
+        if keyed && out.key.is_none() {
+            missing.push("counter-key");
+        }
+        if !missing.is_empty() {
+            return self.unsupported(
+                el.pos,
+                element,
+                format!(
+                    "not converted (no usable {}): the gateway does not limit these calls",
+                    missing.join(", ")
+                ),
+            );
+        }
+        if !keyed {
+            self.note(
+                el.pos,
+                element,
+                "APIM counts rate-limit per subscription; the gateway has no subscriptions, so one counter is shared by every caller of the policy",
+            );
+        }
+        let mut entries = Vec::new();
+        let fields = [
+            ("calls", out.calls),
+            ("bandwidth", out.bandwidth),
+            ("renewal-period", out.period),
+            ("counter-key", out.key),
+            ("increment-condition", out.condition),
+            ("increment-count", out.count),
+        ];
+        for (key, value) in fields {
+            if let Some(v) = value {
+                entries.push(Entry::new(key, v));
+            }
+        }
+        for (key, value) in out.headers {
+            entries.push(Entry::new(key, value));
+        }
+        let place = match out.claim {
+            Some(source) => Place::Claim(source),
+            None => Place::Shared,
+        };
+        let entry = Entry::new(element, Node::Map(entries)).comment(self.origin(el.pos));
+        self.steps.push(Step {
+            pos: el.pos,
+            place,
+            entry: Some(entry),
+        });
+    }
+
+    /// `calls`, `bandwidth`, `increment-count`: a positive integer or a named value.
+    fn count(&mut self, a: &Attr, max: i64) -> Option<Node> {
+        if a.value.contains("{{") && !expr::is_expression(&a.value) {
+            return Some(Node::str(a.value.trim()));
+        }
+        self.integer(a, 1, max).map(Node::Int)
+    }
+
+    /// `renewal-period` in seconds (rate limits: at most 300; a quota's `0` means no renewal).
+    fn period(&mut self, a: &Attr, quota: bool) -> Option<Node> {
+        if a.value.contains("{{") && !expr::is_expression(&a.value) {
+            return Some(Node::str(a.value.trim()));
+        }
+        if !quota {
+            return self.integer(a, 1, MAX_RATE_PERIOD).map(Node::Int);
+        }
+        let secs = self.integer(a, 0, MAX_QUOTA_PERIOD)?;
+        if secs == 0 {
+            self.note(
+                a.pos,
+                "renewal-period",
+                format!("0 (a quota that never renews) becomes {MAX_QUOTA_PERIOD} seconds, the longest gateway.yaml period"),
+            );
+            return Some(Node::Int(MAX_QUOTA_PERIOD));
+        }
+        Some(Node::Int(secs))
+    }
+
+    /// A header-name attribute: a literal header name (or named value).
+    fn header_attr(&mut self, a: &Attr) -> Option<String> {
+        let v = self.plain(a)?.trim();
+        if v.contains("{{") || is_token(v) {
+            Some(v.to_owned())
+        } else {
+            self.unsupported(a.pos, &a.name, format!("\"{v}\" is not a header name"));
+            None
+        }
+    }
+
+    /// `counter-key` -> `client-ip`, `{header}`, `{claim}` or `{value}`; the token source of a claim.
+    fn counter_key(&mut self, a: &Attr) -> Option<(Node, Option<JwtSource>)> {
+        let map = |k: &str, v: String| Node::Map(vec![Entry::new(k, Node::str(v))]);
+        if !expr::is_expression(&a.value) {
+            return Some((map("value", a.value.clone()), None));
+        }
+        match expr::counter_key(&a.value) {
+            Some(KeyRead::ClientIp) => Some((Node::str("client-ip"), None)),
+            Some(KeyRead::Header(h)) if is_token(&h) => Some((map("header", h), None)),
+            Some(KeyRead::Header(h)) => {
+                self.unsupported(
+                    a.pos,
+                    "counter-key",
+                    format!("\"{h}\" is not a header name"),
+                );
+                None
+            }
+            Some(KeyRead::Claim(read)) => {
+                if let Some(d) = read.default {
+                    self.note(
+                        a.pos,
+                        "counter-key",
+                        format!("the default \"{d}\" is not kept: callers without claim {} share one counter (the empty key), as they share the default's counter in APIM", read.claim),
+                    );
+                }
+                Some((map("claim", read.claim), Some(read.source)))
+            }
+            None if a.value.contains("context.Subscription") => {
+                self.unsupported(
+                    a.pos,
+                    "counter-key",
+                    "the gateway has no subscriptions (context.Subscription): key the limit on a claim, a header or the client IP by hand",
+                );
+                None
+            }
+            None => {
+                self.unsupported(
+                    a.pos,
+                    "counter-key",
+                    "only the client IP, a request header, a token claim or a literal key are converted (see docs/import-apim.md for the shapes)",
+                );
+                None
+            }
+        }
+    }
+
+    /// `increment-condition` -> the gateway value counting exactly the same statuses, else the
+    /// narrowest one counting more (reported: the converted limit counts more responses).
+    fn increment_condition(&mut self, a: &Attr) -> Option<Node> {
+        let Some(counts) = expr::status_condition(&a.value) else {
+            self.unsupported(
+                a.pos,
+                "increment-condition",
+                "only comparisons of context.Response.StatusCode are converted; every response counts (the default), which limits more than APIM",
+            );
+            return None;
+        };
+        let known = CONDITIONS;
+        let statuses = || expr::FIRST_STATUS..=expr::LAST_STATUS;
+        let exact = known
+            .iter()
+            .find(|(_, f)| statuses().zip(&counts).all(|(s, c)| f(s) == *c));
+        if let Some((name, _)) = exact {
+            return (*name != "any").then(|| Node::str(*name));
+        }
+        let (name, _) = known
+            .iter()
+            .filter(|(_, f)| statuses().zip(&counts).all(|(s, c)| !c || f(s)))
+            .min_by_key(|(_, f)| statuses().filter(|s| f(*s)).count())?;
+        self.unsupported(
+            a.pos,
+            "increment-condition",
+            format!("counts a set of statuses gateway.yaml cannot express; converted as `{name}`, which also counts some responses APIM does not"),
+        );
+        (*name != "any").then(|| Node::str(*name))
+    }
+
+    /// `cors` -> `cors:` (allowed-origins, allowed-methods, preflight-result-max-age,
+    /// allowed-headers, expose-headers, allow-credentials, terminate-unmatched-request).
+    pub(crate) fn cors(&mut self, el: &Element) {
+        let mut credentials: Option<(&Attr, bool)> = None;
+        let mut terminate = None;
+        for a in &el.attrs {
+            match a.name.as_str() {
+                "allow-credentials" => credentials = self.boolean(a).map(|b| (a, b)),
+                "terminate-unmatched-request" => terminate = self.boolean(a),
+                "id" => self.note(a.pos, "id", "policy ids are not kept"),
+                other => self.unsupported(a.pos, other, "not a cors attribute"),
+            }
+        }
+        let (mut origins, mut methods, mut headers, mut expose) = (None, None, None, None);
+        let mut max_age = None;
+        for child in &el.children {
+            match child.name.as_str() {
+                "allowed-origins" => origins = Some(self.cors_list(child, "origin", origin)),
+                "allowed-methods" => {
+                    for a in &child.attrs {
+                        if a.name == "preflight-result-max-age" {
+                            max_age = self.integer(a, 0, 86_400);
+                        } else {
+                            self.unsupported(a.pos, &a.name, "not an allowed-methods attribute");
+                        }
+                    }
+                    methods = Some(self.cors_list(child, "method", method));
+                }
+                "allowed-headers" => headers = Some(self.cors_list(child, "header", header)),
+                "expose-headers" => expose = Some(self.cors_list(child, "header", header)),
+                other => self.unsupported(child.pos, other, "not a cors element"),
+            }
+        }
+        let origins = origins.unwrap_or_default();
+        if origins.is_empty() {
+            return self.unsupported(
+                el.pos,
+                "cors",
+                "not converted: no allowed origin the gateway can use, so cross-origin browser calls are not answered with CORS headers",
+            );
+        }
+        let mut entries = vec![Entry::new(
+            "allowed-origins",
+            Node::strings(origins.clone()),
+        )];
+        if let Some(m) = methods.filter(|m| !m.is_empty()) {
+            entries.push(Entry::new("allowed-methods", Node::strings(m)));
+        }
+        if let Some(age) = max_age {
+            entries.push(Entry::new("preflight-result-max-age", Node::Int(age)));
+        }
+        if let Some(h) = headers.filter(|h| !h.is_empty()) {
+            entries.push(Entry::new("allowed-headers", Node::strings(h)));
+        }
+        if let Some(h) = expose.filter(|h| !h.is_empty()) {
+            entries.push(Entry::new("expose-headers", Node::strings(h)));
+        }
+        match credentials {
+            Some((a, true)) if origins.iter().any(|o| o == "*") => self.unsupported(
+                a.pos,
+                "allow-credentials",
+                "not combined with allowed origin `*` (browsers refuse it, and it would let every site read credentialed answers): left false; list the origins to allow credentials",
+            ),
+            Some((_, b)) => entries.push(Entry::new("allow-credentials", Node::Bool(b))),
+            None => {}
+        }
+        if let Some(t) = terminate {
+            entries.push(Entry::new("terminate-unmatched-request", Node::Bool(t)));
+        }
+        let first = self
+            .steps
+            .iter()
+            .find(|s| s.entry.as_ref().is_some_and(|e| e.key == "cors"))
+            .map(|s| s.pos);
+        if let Some(first) = first {
+            return self.unsupported(
+                el.pos,
+                "cors",
+                format!(
+                    "a policy has one cors statement: the first (line {}) is kept",
+                    first.line
+                ),
+            );
+        }
+        let entry = Entry::new("cors", Node::Map(entries)).comment(self.origin(el.pos));
+        self.steps.push(Step {
+            pos: el.pos,
+            place: Place::Shared,
+            entry: Some(entry),
+        });
+    }
+
+    /// The values of `<allowed-origins><origin>` and the like; `*` stands alone.
+    fn cors_list(
+        &mut self,
+        el: &Element,
+        child_name: &str,
+        check: fn(&str) -> Result<String, String>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for child in &el.children {
+            if child.name != child_name {
+                self.unsupported(
+                    child.pos,
+                    &child.name,
+                    format!("not an {} element", el.name),
+                );
+                continue;
+            }
+            let text = child.trimmed_text();
+            if expr::is_expression(text) {
+                self.unsupported(
+                    child.pos,
+                    child_name,
+                    "policy expressions are not evaluated; left out",
+                );
+                continue;
+            }
+            if text == "*" {
+                return vec!["*".to_owned()];
+            }
+            match check(text) {
+                Ok(v) if v != text => {
+                    self.note(
+                        child.pos,
+                        child_name,
+                        format!("\"{text}\" written as \"{v}\""),
+                    );
+                    out.push(v);
+                }
+                Ok(v) => out.push(v),
+                Err(why) => self.unsupported(child.pos, child_name, format!("{why}; left out")),
+            }
+        }
+        out
+    }
+
+    /// Tie each claim-keyed limit to the converted token checks that validate its token: every one
+    /// before it (token checks in `choose` branches are alternatives), else the first one after it
+    /// (reported: APIM reads the unverified token there).
+    pub(crate) fn bind_claim_keys(&mut self) {
+        let shared = self
+            .steps
+            .iter()
+            .filter(|s| {
+                s.place == Place::Shared && s.entry.as_ref().is_some_and(|e| e.key != "cors")
+            })
+            .map(|s| s.pos)
+            .next();
+        if let (Some(pos), true) = (shared, self.policies.len() > 1) {
+            let names: Vec<&str> = self.policies.iter().map(|p| p.name.as_str()).collect();
+            let names = names.join(", ");
+            self.note(
+                pos,
+                "rate limits",
+                format!("the limits not keyed on a claim are written into every converted policy ({names}); each policy counts on its own"),
+            );
+        }
+        for i in 0..self.steps.len() {
+            let Place::Claim(source) = self.steps[i].place.clone() else {
+                continue;
+            };
+            let pos = self.steps[i].pos;
+            let validates: Vec<(usize, Pos)> = self
+                .policies
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| match &source {
+                    JwtSource::Variable(v) => p.output_var.as_deref() == Some(v.as_str()),
+                    JwtSource::Header(h) => p
+                        .token_header
+                        .as_deref()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(h)),
+                })
+                .map(|(i, p)| (i, p.pos))
+                .collect();
+            let before: Vec<usize> = validates
+                .iter()
+                .filter(|(_, at)| *at < pos)
+                .map(|(p, _)| *p)
+                .collect();
+            let after = validates.iter().find(|(_, at)| *at > pos);
+            let element = self.steps[i]
+                .entry
+                .as_ref()
+                .map_or(String::new(), |e| e.key.clone());
+            self.steps[i].place = match (before.is_empty(), after) {
+                (false, _) => Place::Bound(before),
+                (true, Some((p, at))) => {
+                    self.unsupported(
+                        pos,
+                        &element,
+                        format!("keyed on a token claim before validate-jwt (line {}): APIM would read the unverified token here, so any caller could pick its own counter; moved right after that token check, where the gateway keys on the verified claim (requests it rejects are not counted by this limit)", at.line),
+                    );
+                    Place::Bound(vec![*p])
+                }
+                (true, None) => {
+                    let token = match &source {
+                        JwtSource::Variable(v) => format!("variable \"{v}\", which is not the output-token-variable-name of a converted validate-jwt or validate-azure-ad-token"),
+                        JwtSource::Header(h) => format!("header {h}, which no converted validate-jwt or validate-azure-ad-token validates"),
+                    };
+                    self.unsupported(
+                        pos,
+                        &element,
+                        format!("not converted: keyed on a claim of the token in {token}; the gateway keys limits only on verified claims"),
+                    );
+                    Place::Dropped
+                }
+            };
+        }
+    }
+}
+
+/// An HTTP token (header names, methods).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn header(text: &str) -> Result<String, String> {
+    if is_token(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("\"{text}\" is not a header name"))
+    }
+}
+
+fn method(text: &str) -> Result<String, String> {
+    if is_token(text) {
+        Ok(text.to_ascii_uppercase())
+    } else {
+        Err(format!("\"{text}\" is not an HTTP method"))
+    }
+}
+
+/// `scheme://host[:port]`; a trailing `/` is dropped (browsers never send one).
+fn origin(text: &str) -> Result<String, String> {
+    if text.contains("{{") {
+        return Ok(text.to_owned());
+    }
+    let trimmed = text.strip_suffix('/').unwrap_or(text);
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ', '*']) => {
+            Ok(trimmed.to_owned())
+        }
+        _ => Err(format!(
+            "\"{text}\" is not an origin (scheme://host[:port], or `*`)"
+        )),
+    }
+}

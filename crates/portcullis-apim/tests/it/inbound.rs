@@ -1,0 +1,404 @@
+//! cors, rate-limit, rate-limit-by-key and quota-by-key: the converted YAML is loaded by
+//! `portcullis_config` (what `portcullis check` runs) and the statements it compiles to are
+//! compared with the APIM document, in order.
+
+use std::path::Path;
+use std::time::Duration;
+
+use portcullis_apim::{convert, Conversion, Kind};
+use portcullis_config::{
+    AnyOr, CounterKey, IncrementCondition as Ic, Limit, LimitKind, Model, PolicyModel, Statement,
+};
+
+use crate::corpus;
+
+/// Loads a conversion's YAML as `portcullis check` does; any error fails the test.
+fn load(conv: &Conversion, name: &str) -> Model {
+    load_with(conv, name, &|_| None)
+}
+
+fn load_with(conv: &Conversion, name: &str, lookup: portcullis_config::Lookup<'_>) -> Model {
+    match portcullis_config::load_str_with(&conv.yaml, Path::new(name), lookup) {
+        Ok((model, warnings)) => {
+            let errors: Vec<String> = warnings
+                .iter()
+                .filter(|d| d.severity == portcullis_config::Severity::Error)
+                .map(ToString::to_string)
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}\n{}", conv.yaml);
+            model
+        }
+        Err(diags) => {
+            let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            panic!(
+                "converted YAML rejected:\n{}\n{}",
+                text.join("\n"),
+                conv.yaml
+            )
+        }
+    }
+}
+
+/// A corpus document's conversion and its loaded model.
+fn converted(stem: &str) -> (Conversion, Model) {
+    let conv = corpus::convert(&format!("{stem}.xml"));
+    let model = load(&conv, &format!("{stem}.yaml"));
+    (conv, model)
+}
+
+/// The policy the (first) route uses.
+fn routed(model: &Model) -> &PolicyModel {
+    let name = model.routes[0].policy.clone().expect("route has a policy");
+    model
+        .policies
+        .iter()
+        .find(|p| p.policy.name == name)
+        .unwrap_or_else(|| panic!("no policy {name}"))
+}
+
+/// A statement in a form easy to compare: `cors`, `validate-jwt`, or the limit's essentials.
+#[derive(Debug, PartialEq)]
+enum S {
+    Cors,
+    Jwt,
+    Lim(LimitKind, Option<u64>, u64, CounterKey, Ic),
+}
+
+fn shape(pm: &PolicyModel) -> Vec<S> {
+    pm.inbound
+        .iter()
+        .map(|s| match s {
+            Statement::Cors(_) => S::Cors,
+            Statement::ValidateJwt => S::Jwt,
+            Statement::Limit(l) => S::Lim(
+                l.kind,
+                l.calls,
+                l.renewal_period.as_secs(),
+                l.counter_key.clone(),
+                l.increment_condition,
+            ),
+        })
+        .collect()
+}
+
+fn limit(pm: &PolicyModel, n: usize) -> &Limit {
+    match &pm.inbound[n] {
+        Statement::Limit(l) => l,
+        other => panic!("statement {n} is {other:?}"),
+    }
+}
+
+fn header(name: &str) -> CounterKey {
+    CounterKey::Header(http::HeaderName::from_bytes(name.as_bytes()).unwrap())
+}
+
+fn claim(name: &str) -> CounterKey {
+    CounterKey::Claim(name.to_owned())
+}
+
+/// `(line, subject)` of every unsupported diagnostic.
+fn unsupported(conv: &Conversion) -> Vec<(usize, String)> {
+    conv.diagnostics
+        .iter()
+        .filter(|d| d.kind == Kind::Unsupported)
+        .map(|d| (d.pos.line, d.subject.clone()))
+        .collect()
+}
+
+#[test]
+fn six_statement_policy_converts_in_order_and_passes_check() {
+    let (conv, model) = converted("20-inbound-pipeline");
+    let pm = routed(&model);
+    use LimitKind::RateLimitByKey as Rlbk;
+    assert_eq!(
+        shape(pm),
+        vec![
+            S::Cors,
+            S::Lim(Rlbk, Some(100), 60, CounterKey::ClientIp, Ic::Any),
+            S::Jwt,
+            S::Lim(Rlbk, Some(10), 60, claim("sub"), Ic::Success),
+        ]
+    );
+    let Statement::Cors(cors) = &pm.inbound[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        cors.allowed_origins,
+        AnyOr::List(vec![
+            "https://app.contoso.example".to_owned(),
+            "http://localhost:5173".to_owned()
+        ])
+    );
+    assert_eq!(
+        cors.allowed_methods,
+        AnyOr::List(vec![
+            http::Method::GET,
+            http::Method::POST,
+            http::Method::PATCH
+        ])
+    );
+    assert_eq!(cors.preflight_result_max_age, Some(300));
+    assert_eq!(
+        cors.allowed_headers,
+        AnyOr::List(vec!["authorization".to_owned(), "content-type".to_owned()])
+    );
+    assert_eq!(cors.expose_headers, ["X-Request-Id", "Retry-After"]);
+    assert!(cors.allow_credentials && cors.terminate_unmatched_request);
+    let per_user = limit(pm, 3);
+    assert_eq!(
+        per_user
+            .remaining_calls_header_name
+            .as_ref()
+            .map(http::HeaderName::as_str),
+        Some("x-ratelimit-remaining")
+    );
+    assert_eq!(
+        per_user
+            .total_calls_header_name
+            .as_ref()
+            .map(http::HeaderName::as_str),
+        Some("x-ratelimit-limit")
+    );
+    assert_eq!(pm.policy.audiences, ["api://orders"]);
+    // the next issue's statements, and only they, are reported as not converted
+    assert_eq!(
+        unsupported(&conv),
+        [
+            (44, "set-header value".to_owned()),
+            (46, "set-backend-service".to_owned()),
+            (47, "rewrite-uri".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn limit_shapes_convert_to_the_matching_statements() {
+    let (conv, model) = converted("21-limits");
+    let pm = routed(&model);
+    use LimitKind::{QuotaByKey as Q, RateLimit as Rl, RateLimitByKey as Rlbk};
+    assert_eq!(
+        shape(pm),
+        vec![
+            S::Lim(
+                Rl,
+                Some(20),
+                90,
+                CounterKey::Constant(String::new()),
+                Ic::Any
+            ),
+            S::Lim(Rlbk, Some(50), 30, header("x-client"), Ic::Below400),
+            S::Lim(Rlbk, Some(40), 30, header("x-api-key"), Ic::Any),
+            S::Lim(
+                Rlbk,
+                Some(30),
+                60,
+                CounterKey::Constant("orders-shared".into()),
+                Ic::Success
+            ),
+            S::Lim(Q, Some(1000), 86_400, CounterKey::ClientIp, Ic::Below400),
+            S::Lim(
+                Q,
+                Some(10),
+                u64::from(u32::MAX),
+                header("x-client"),
+                Ic::Any
+            ),
+            S::Jwt,
+            S::Lim(Rlbk, Some(10), 60, claim("tid"), Ic::Non4xx),
+            S::Lim(Rlbk, Some(10), 60, claim("azp"), Ic::Non5xx),
+        ]
+    );
+    let by_client = limit(pm, 1);
+    assert_eq!(by_client.increment_count, 2);
+    assert_eq!(by_client.retry_after_header_name.as_str(), "x-retry-in");
+    assert_eq!(limit(pm, 4).bandwidth_kb, Some(4096));
+    let lines: Vec<usize> = unsupported(&conv).iter().map(|(l, _)| *l).collect();
+    // <api>, `!= 429`, `== 200`, subscription key (statement and attribute), path key (same),
+    // first-period-start
+    assert_eq!(lines, [6, 17, 19, 20, 20, 21, 21, 25]);
+    let report = conv.report("21-limits.xml");
+    assert!(
+        report.contains(
+            "21-limits.xml:20:58: unsupported counter-key: the gateway has no subscriptions"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "21-limits.xml:5:9: note rate-limit: APIM counts rate-limit per subscription"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn claim_keys_land_after_validate_jwt_and_unvalidated_tokens_are_refused() {
+    let (conv, model) = converted("22-claim-keys");
+    let pm = routed(&model);
+    use LimitKind::{QuotaByKey as Q, RateLimitByKey as Rlbk};
+    assert_eq!(
+        shape(pm),
+        vec![
+            S::Cors,
+            S::Jwt,
+            S::Lim(Rlbk, Some(5), 60, claim("sub"), Ic::Any),
+            S::Lim(Q, Some(100), 3600, claim("oid"), Ic::Any),
+        ]
+    );
+    let Statement::Cors(cors) = &pm.inbound[0] else {
+        unreachable!()
+    };
+    assert_eq!(cors.allowed_origins, AnyOr::Any);
+    assert!(!cors.allow_credentials);
+    let report = conv.report("22-claim-keys.xml");
+    for expected in [
+        "22-claim-keys.xml:4:15: unsupported allow-credentials:",
+        "22-claim-keys.xml:13:9: unsupported rate-limit-by-key: keyed on a token claim before validate-jwt (line 19): APIM would read the unverified token here",
+        "22-claim-keys.xml:15:9: unsupported rate-limit-by-key: not converted: keyed on a claim of the token in header X-Other",
+        "22-claim-keys.xml:17:9: unsupported rate-limit-by-key: not converted: keyed on a claim of the token in variable \"nope\"",
+        "22-claim-keys.xml:24:57: unsupported increment-count:",
+        "22-claim-keys.xml:26:9: unsupported cors: a policy has one cors statement: the first (line 4) is kept",
+    ] {
+        assert!(report.contains(expected), "missing {expected}\n{report}");
+    }
+}
+
+#[test]
+fn named_values_in_limits_are_left_to_the_loader() {
+    let xml = r#"<policies><inbound>
+        <rate-limit-by-key calls="{{orders-calls}}" renewal-period="{{orders-period}}" counter-key="{{limit-key}}" />
+        <cors><allowed-origins><origin>{{spa-origin}}</origin></allowed-origins></cors>
+    </inbound></policies>"#;
+    let conv = convert(xml, "nv.xml", &[]).unwrap();
+    assert!(conv.is_complete(), "{}", conv.report("nv.xml"));
+    let vars = |name: &str| match name {
+        "orders-calls" => Some("7".to_owned()),
+        "orders-period" => Some("45".to_owned()),
+        "limit-key" => Some("team-a".to_owned()),
+        "spa-origin" => Some("https://spa.example".to_owned()),
+        _ => None,
+    };
+    let model = load_with(&conv, "nv.yaml", &vars);
+    let pm = routed(&model);
+    assert_eq!(
+        shape(pm),
+        vec![
+            S::Lim(
+                LimitKind::RateLimitByKey,
+                Some(7),
+                45,
+                CounterKey::Constant("team-a".into()),
+                Ic::Any
+            ),
+            S::Cors,
+        ]
+    );
+    assert_eq!(limit(pm, 0).renewal_period, Duration::from_secs(45));
+}
+
+#[test]
+fn statements_without_a_token_check_get_a_policy_of_their_own() {
+    let xml = r#"<policies><inbound>
+        <cors><allowed-origins><origin>https://spa.example</origin></allowed-origins></cors>
+        <rate-limit-by-key calls="5" renewal-period="10" counter-key="@(context.Request.IpAddress)" />
+    </inbound></policies>"#;
+    let conv = convert(xml, "open.xml", &[]).unwrap();
+    assert!(conv.is_complete(), "{}", conv.report("open.xml"));
+    let model = load(&conv, "open.yaml");
+    let pm = routed(&model);
+    assert_eq!(pm.policy.name, "open");
+    assert_eq!(
+        shape(pm),
+        vec![
+            S::Cors,
+            S::Lim(
+                LimitKind::RateLimitByKey,
+                Some(5),
+                10,
+                CounterKey::ClientIp,
+                Ic::Any
+            )
+        ]
+    );
+}
+
+#[test]
+fn limits_around_choose_branches_go_into_every_converted_policy() {
+    let key =
+        "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    let xml = format!(
+        r#"<policies><inbound>
+        <rate-limit-by-key calls="50" renewal-period="60" counter-key="@(context.Request.IpAddress)" />
+        <choose>
+            <when condition="@(context.Request.Method == &quot;GET&quot;)"><validate-jwt header-name="Authorization">{key}</validate-jwt></when>
+            <otherwise><validate-jwt header-name="Authorization">{key}</validate-jwt></otherwise>
+        </choose>
+        <rate-limit-by-key calls="5" renewal-period="60" counter-key="@(context.Request.Headers.GetValueOrDefault(&quot;Authorization&quot;,&quot;&quot;).AsJwt()?.Subject)" />
+    </inbound></policies>"#
+    );
+    let conv = convert(&xml, "branches.xml", &[]).unwrap();
+    let model = load(&conv, "branches.yaml");
+    use LimitKind::RateLimitByKey as Rlbk;
+    let expected = vec![
+        S::Lim(Rlbk, Some(50), 60, CounterKey::ClientIp, Ic::Any),
+        S::Jwt,
+        S::Lim(Rlbk, Some(5), 60, claim("sub"), Ic::Any),
+    ];
+    assert_eq!(model.policies.len(), 2);
+    for pm in &model.policies {
+        assert_eq!(shape(pm), expected, "{}", pm.policy.name);
+    }
+    let report = conv.report("branches.xml");
+    assert!(
+        report.contains("branches.xml:2:9: note rate limits: the limits not keyed on a claim are written into every converted policy (branches, branches-2); each policy counts on its own"),
+        "{report}"
+    );
+}
+
+#[test]
+fn increment_conditions_map_exactly_or_to_a_wider_value_with_a_report() {
+    for (condition, expected, exact) in [
+        (
+            "context.Response.StatusCode >= 200 &amp;&amp; context.Response.StatusCode &lt; 300",
+            Some("2xx"),
+            true,
+        ),
+        (
+            "context.Response.StatusCode &lt; 400",
+            Some("below-400"),
+            true,
+        ),
+        (
+            "context.Response.StatusCode &lt; 400 || context.Response.StatusCode &gt;= 500",
+            Some("non-4xx"),
+            true,
+        ),
+        (
+            "context.Response.StatusCode &lt; 500",
+            Some("non-5xx"),
+            true,
+        ),
+        ("context.Response.StatusCode &gt; 0", None, true),
+        ("context.Response.StatusCode == 201", Some("2xx"), false),
+        ("context.Response.StatusCode &gt;= 400", None, false),
+        ("context.Request.Method == &quot;GET&quot;", None, false),
+    ] {
+        let xml = format!(
+            r#"<rate-limit-by-key calls="1" renewal-period="1" counter-key="k" increment-condition="@({condition})" />"#
+        );
+        let conv = convert(&xml, "c.xml", &[]).unwrap();
+        let written = conv
+            .yaml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("increment-condition: "))
+            .map(|v| v.trim_matches('"'));
+        assert_eq!(written, expected, "{condition}\n{}", conv.yaml);
+        assert_eq!(
+            conv.is_complete(),
+            exact,
+            "{condition}\n{}",
+            conv.report("c.xml")
+        );
+        load(&conv, "c.yaml");
+    }
+}

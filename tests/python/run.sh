@@ -2,7 +2,9 @@
 # Real client libraries against `portcullis idp`: MSAL (certificate and secret, https), authlib
 # (client_secret, private_key_jwt, jwt-bearer form + JSON, password + refresh) and curl.
 # Usage: tests/python/run.sh <path-to-portcullis-binary>
-# Env: PORTCULLIS_PY_VENV reuses a virtualenv (default: a fresh one under a temp dir).
+# Env: PORTCULLIS_PY_VENV reuses a virtualenv (default: a fresh one under a temp dir);
+# PORTCULLIS_PY_REQUIREMENTS and PORTCULLIS_PY_TESTS pick another requirements file and test file
+# (scripts/browser-tests: requirements-browser.txt, test_browser_cors.py).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-${PORTCULLIS_BIN:-}}"
@@ -18,6 +20,6 @@ venv="${PORTCULLIS_PY_VENV:-$work/venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/${PORTCULLIS_PY_REQUIREMENTS:-requirements.txt}"
 cd "$here"
-"$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" test_clients.py
+"$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" "${PORTCULLIS_PY_TESTS:-test_clients.py}"

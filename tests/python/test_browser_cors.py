@@ -18,6 +18,7 @@ download is never used. A missing browser fails, it does not skip.
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -214,10 +215,11 @@ def stack():
 
         with open(os.path.join(work, "gateway.yaml"), "w") as f:
             f.write(gateway_yaml(allowed.url, backend.url, urls["discovery"]))
-        gw = subprocess.Popen(
-            [bin_, "run", "-c", "gateway.yaml"], cwd=work, stdout=subprocess.PIPE,
-            stderr=open(os.path.join(work, "gateway.log"), "w"), text=True,
-        )
+        with open(os.path.join(work, "gateway.log"), "w") as log:
+            gw = subprocess.Popen(
+                [bin_, "run", "-c", "gateway.yaml"], cwd=work, stdout=subprocess.PIPE,
+                stderr=log, text=True,
+            )
         procs.append(gw)
         banner = read_lines_until(gw, "", "portcullis run")[0]
         fields = dict(w.split("=", 1) for w in banner.split() if "=" in w)
@@ -229,7 +231,11 @@ def stack():
             except OSError:
                 return False
 
-        wait_for("the gateway's /readyz (keys loaded)", ready)
+        try:
+            wait_for("the gateway's /readyz (keys loaded)", ready)
+        except AssertionError:
+            with open(os.path.join(work, "gateway.log")) as log:
+                raise AssertionError(f"gateway not ready; its log:\n{log.read()}") from None
 
         def token(client):
             form = urllib.parse.urlencode({
@@ -242,7 +248,6 @@ def stack():
         yield {
             "proxy": proxy, "admin": admin, "allowed": allowed.url, "other": other.url,
             "seen": seen, "token": token("spa"), "limited_token": token("spa-limited"),
-            "log": os.path.join(work, "gateway.log"),
         }
     finally:
         for p in procs:
@@ -253,6 +258,7 @@ def stack():
                 p.kill()
         for s in servers:
             s.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +320,7 @@ def test_allowed_origin_reads_the_backend_json_and_the_gateways_401(stack, page_
     assert json.loads(ok["body"]) == {"backend": "echo", "method": "GET", "path": "/cached/orders/1"}
     assert ok["headers"].get("x-request-id"), ok  # an exposed header is readable
     # The Authorization header made it a preflighted call; the gateway answered the preflight.
+    wait_for("the preflight counted", lambda: metric(stack, "cached", "CorsPreflight") > before)
     assert metric(stack, "cached", "CorsPreflight") == before + 1
     assert ("GET", "/cached/orders/1") in stack["seen"]
     assert not [m for m, _ in stack["seen"] if m == "OPTIONS"], "a preflight reached the backend"

@@ -2,7 +2,9 @@
 # Real client libraries against `portcullis idp`: MSAL (certificate and secret, https), authlib
 # (client_secret, private_key_jwt, jwt-bearer form + JSON, password + refresh) and curl.
 # Usage: tests/python/run.sh <path-to-portcullis-binary>
-# Env: PORTCULLIS_PY_VENV reuses a virtualenv (default: a fresh one under a temp dir).
+# Env: PORTCULLIS_PY_VENV reuses a virtualenv (default: a fresh one under a temp dir);
+# PORTCULLIS_PY_REQUIREMENTS and PORTCULLIS_PY_TESTS pick another requirements file and test file
+# (scripts/browser-tests: requirements-browser.txt, test_browser_cors.py).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-${PORTCULLIS_BIN:-}}"
@@ -20,7 +22,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 # Exact versions (requirements.txt, generated from requirements.in): a client-library release
 # cannot change CI without a change here.
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/${PORTCULLIS_PY_REQUIREMENTS:-requirements.txt}"
 cd "$here"
 # A generous backstop over the whole run (it takes seconds): a hang fails instead of stalling CI.
-timeout "${PORTCULLIS_PY_TIMEOUT:-600}" "$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" test_clients.py
+timeout "${PORTCULLIS_PY_TIMEOUT:-600}" "$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" "${PORTCULLIS_PY_TESTS:-test_clients.py}"

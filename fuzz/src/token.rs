@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_auth::{
     check_claims, evaluate, extract_token, failure_response, forward_headers, verify_token,
     AuthError, JoseAlg, KeySnapshot, Match, Policy, RequestParts, RolesRule, ScopesRule,
-    TokenSource, UnixTime, VerifiedToken, VerifyingKey,
+    TokenSource, UnixTime, Verified, VerifyingKey,
 };
 use serde_json::Value;
 
@@ -160,7 +160,7 @@ fn as_number(claims: &serde_json::Map<String, Value>, name: &str) -> Option<f64>
 }
 
 /// What must hold for a token `policy` accepted (the oracle of both token targets).
-pub fn check_accepted(token: &str, verified: &VerifiedToken, policy: &Policy) {
+pub fn check_accepted(token: &str, verified: &Verified, policy: &Policy) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(
         parts.len(),
@@ -280,17 +280,17 @@ fn evaluate_request(req: &RequestParts<'_>, policy: &Policy) {
         Ok(verified) => {
             let token = extract_token(req, &policy.token_source)
                 .expect("evaluate accepted what extract_token refuses");
-            check_accepted(&token, &verified.token, policy);
+            check_accepted(&token, &verified, policy);
         }
         Err(err) => check_rejected(&err, policy),
     }
 }
 
 /// `verify_token` + `check_claims` on a bare token; an accepted token goes through the oracle.
-pub fn verify_and_check(token: &str, policy: &Policy) -> Result<VerifiedToken, AuthError> {
+pub fn verify_and_check(token: &str, policy: &Policy) -> Result<Verified, AuthError> {
     let fx = fixture();
     let result = verify_token(token, &fx.keys, policy.require_signed_tokens)
-        .and_then(|v| check_claims(&v, policy, &fx.keys, NOW).map(|()| v));
+        .and_then(|v| check_claims(&std::sync::Arc::new(v), policy, &fx.keys, NOW));
     trace(policy, &result);
     let verified = result?;
     check_accepted(token, &verified, policy);

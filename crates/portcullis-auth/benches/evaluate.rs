@@ -151,6 +151,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("reference: SHA-256 of 1 KiB", |b| {
         b.iter(|| <sha2::Sha256 as sha2::Digest>::digest(black_box(&kib)))
     });
+    let verified = std::sync::Arc::new(verified);
     c.bench_function("check_claims (cache-hit path)", |b| {
         b.iter(|| check_claims(black_box(&verified), &policy, &keys, NOW).unwrap())
     });

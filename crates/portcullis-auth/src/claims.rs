@@ -10,7 +10,10 @@
 
 use std::borrow::Cow;
 
+use std::sync::Arc;
+
 use crate::json::{Claim, Claims, Elements};
+use crate::Verified;
 use crate::{AuthError, ClaimKind, KeySnapshot, Match, Policy, UnixTime, VerifiedToken};
 
 /// A claim seen as a list of strings (string split by a separator, array of strings, scalar as text).
@@ -114,13 +117,14 @@ fn not_allowed(claim: &str, value: Option<Claim<'_>>, kind: ClaimKind) -> AuthEr
     }
 }
 
-/// Apply the policy's time and claim rules to a verified token.
+/// Apply the policy's time and claim rules to a token whose signature was checked. The only way to
+/// get a [`Verified`]: what `forward-claims` and claim-keyed rate limits read.
 pub fn check_claims(
-    token: &VerifiedToken,
+    token: &Arc<VerifiedToken>,
     policy: &Policy,
     keys: &KeySnapshot,
     now: UnixTime,
-) -> Result<(), AuthError> {
+) -> Result<Verified, AuthError> {
     check_lifetime(token, policy, now)?;
     check_issuer(token, policy, keys)?;
     let claims = &token.claims;
@@ -128,7 +132,10 @@ pub fn check_claims(
     check_client_application(claims, &policy.client_application_ids)?;
     check_required_claims(claims, policy)?;
     check_scopes(claims, policy)?;
-    check_roles(claims, policy)
+    check_roles(claims, policy)?;
+    Ok(Verified {
+        token: Arc::clone(token),
+    })
 }
 
 /// exp (required per policy), nbf and iat, all with clock skew: expired when `now >= exp + skew`,

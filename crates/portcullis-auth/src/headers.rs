@@ -18,7 +18,7 @@
 use http::{HeaderName, HeaderValue};
 
 use crate::json::Claim;
-use crate::{Policy, VerifiedToken};
+use crate::{Policy, Verified};
 
 /// Why a claim present in the token is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,19 +117,23 @@ pub fn claim_to_header_value(value: Claim<'_>) -> Option<HeaderValue> {
 /// Every `forward-claims` header whose claim the token holds (not null): the value to set, or
 /// why it is refused (the header is then not set).
 pub fn claim_headers<'a>(
-    token: &'a VerifiedToken,
+    verified: &'a Verified,
     policy: &'a Policy,
 ) -> impl Iterator<Item = (&'a HeaderName, Result<HeaderValue, Unforwardable>)> + 'a {
-    policy.forward_claims.iter().filter_map(|(header, claim)| {
-        let value = claim_header_value(token.claims.lookup(claim)?).transpose()?;
-        Some((header, value))
-    })
+    let claims = &verified.token().claims;
+    policy
+        .forward_claims
+        .iter()
+        .filter_map(move |(header, claim)| {
+            let value = claim_header_value(claims.lookup(claim)?).transpose()?;
+            Some((header, value))
+        })
 }
 
 /// The headers to set on the upstream request for a verified token (claims absent or refused:
 /// header not set).
-pub fn forward_headers(token: &VerifiedToken, policy: &Policy) -> Vec<(HeaderName, HeaderValue)> {
-    claim_headers(token, policy)
+pub fn forward_headers(verified: &Verified, policy: &Policy) -> Vec<(HeaderName, HeaderValue)> {
+    claim_headers(verified, policy)
         .filter_map(|(header, value)| Some((header.clone(), value.ok()?)))
         .collect()
 }

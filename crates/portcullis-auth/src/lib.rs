@@ -45,11 +45,30 @@ pub use token::{
 
 use std::sync::Arc;
 
-/// The result of a successful [`evaluate`]: the only value that may feed `forward-claims`.
+/// A token that passed the signature check **and** the policy's time and claim rules: made only by
+/// [`check_claims`] (so by [`evaluate`] too), the only value that may feed `forward-claims` and
+/// claim-keyed rate limits. ([`VerifiedToken`] is the earlier stage: signature checked, rules not
+/// yet applied.)
 #[derive(Debug, Clone)]
 pub struct Verified {
-    /// The verified token (claims parsed once, signature checked). Shared with the token cache.
-    pub token: Arc<VerifiedToken>,
+    token: Arc<VerifiedToken>,
+}
+
+impl Verified {
+    /// The token (claims parsed once). Shared with the token cache.
+    pub fn token(&self) -> &Arc<VerifiedToken> {
+        &self.token
+    }
+}
+
+/// Read access to the token's claims and metadata; there is no way back from a token to a
+/// `Verified` but [`check_claims`].
+impl std::ops::Deref for Verified {
+    type Target = VerifiedToken;
+
+    fn deref(&self) -> &VerifiedToken {
+        &self.token
+    }
 }
 
 /// Full evaluation of one request against one policy: extract, verify, check claims.
@@ -63,6 +82,5 @@ pub fn evaluate(
 ) -> Result<Verified, AuthError> {
     let raw = extract_token(req, &policy.token_source)?;
     let token = Arc::new(verify_token(&raw, keys, policy.require_signed_tokens)?);
-    check_claims(&token, policy, keys, now)?;
-    Ok(Verified { token })
+    check_claims(&token, policy, keys, now)
 }

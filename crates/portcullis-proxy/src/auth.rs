@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use portcullis_auth::{
     check_claims, extract_token, verify_token, AuthError, KeySnapshot, Policy, RequestParts,
-    UnixTime, VerifiedToken,
+    UnixTime, Verified,
 };
 
 use crate::cache::{CacheKey, TokenCache};
@@ -40,7 +40,7 @@ pub async fn authenticate(
     keys: &KeyStore,
     policy_idx: usize,
     cache: &TokenCache,
-) -> Result<Arc<VerifiedToken>, AuthError> {
+) -> Result<Verified, AuthError> {
     let raw = extract_token(parts, &policy.token_source)?;
     let now = unix_now();
     let snapshot = keys.snapshot(policy_idx);
@@ -66,10 +66,9 @@ pub fn verify_and_check(
     now: UnixTime,
     cache: &TokenCache,
     key: Option<&CacheKey>,
-) -> Result<Arc<VerifiedToken>, AuthError> {
+) -> Result<Verified, AuthError> {
     if let Some(token) = key.and_then(|k| cache.get(k, keys)) {
-        check_claims(&token, policy, keys, now)?;
-        return Ok(token);
+        return check_claims(&token, policy, keys, now);
     }
     verify_fresh(raw, policy, keys, now, cache, key)
 }
@@ -82,11 +81,11 @@ fn verify_fresh(
     now: UnixTime,
     cache: &TokenCache,
     key: Option<&CacheKey>,
-) -> Result<Arc<VerifiedToken>, AuthError> {
+) -> Result<Verified, AuthError> {
     let token = Arc::new(verify_token(raw, keys, policy.require_signed_tokens)?);
-    check_claims(&token, policy, keys, now)?;
+    let verified = check_claims(&token, policy, keys, now)?;
     if let Some(key) = key {
         cache.insert(*key, raw.len(), &token, now);
     }
-    Ok(token)
+    Ok(verified)
 }

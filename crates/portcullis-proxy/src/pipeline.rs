@@ -121,15 +121,15 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
                     .with_label_values(&[policy.name.as_str(), result])
                     .observe(started.elapsed().as_secs_f64());
                 match outcome {
-                    Ok(token) => {
+                    Ok(verified) => {
                         let req = session.req_header_mut();
-                        for (name, value) in claim_headers(&token, policy) {
+                        for (name, value) in claim_headers(&verified, policy) {
                             match value {
                                 Ok(value) => req.insert_header(name.clone(), value)?,
                                 Err(why) => gw.claim_refused(route, policy, name, why),
                             }
                         }
-                        ctx.token = Some(token);
+                        ctx.identity = Some(verified);
                     }
                     Err(err) if policy.report_only => {
                         ctx.reason = Some(err.reason());
@@ -190,9 +190,9 @@ fn counter_key(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default(),
         CounterKey::Claim(claim) => ctx
-            .token
+            .identity
             .as_ref()
-            .and_then(|t| t.claims.lookup(claim))
+            .and_then(|v| v.token().claims.lookup(claim))
             .and_then(claim_to_header_value)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default(),

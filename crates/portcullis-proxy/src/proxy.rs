@@ -28,7 +28,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use portcullis_auth::{Policy, Unforwardable, VerifiedToken};
+use portcullis_auth::{Policy, Unforwardable, Verified};
 
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::limits::LocalStore;
@@ -86,8 +86,8 @@ pub struct Ctx {
     pub(crate) response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Counts waiting for the response (increment conditions, bandwidth).
     pub(crate) pending: Vec<Pending>,
-    /// The verified token, once validate-jwt has passed.
-    pub(crate) token: Option<Arc<VerifiedToken>>,
+    /// The verified identity, once validate-jwt has passed.
+    pub(crate) identity: Option<Verified>,
 }
 
 impl Generation {
@@ -181,7 +181,7 @@ impl ProxyHttp for Gateway {
             host: None,
             response_headers: Vec::new(),
             pending: Vec::new(),
-            token: None,
+            identity: None,
         }
     }
 

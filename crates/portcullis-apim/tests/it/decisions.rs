@@ -287,7 +287,7 @@ fn run_case(c: &Case, failures: &mut Vec<String>) {
             ));
         }
         if let Ok(verified) = &result {
-            let set = forward_headers(&verified.token, policy);
+            let set = forward_headers(verified, policy);
             for (h, v) in &t.forwards {
                 let found = set
                     .iter()

@@ -109,7 +109,9 @@ fn forward_headers_follow_the_policy() {
         (HeaderName::from_static("x-missing"), "tid".into()),
         (HeaderName::from_static("x-evil"), "evil".into()),
     ];
-    let h = forward_headers(&t, &p);
+    let keys = snapshot(vec![hmac_key(None)]);
+    let v = portcullis_auth::check_claims(&std::sync::Arc::new(t), &p, &keys, NOW).unwrap();
+    let h = forward_headers(&v, &p);
     let h: Vec<(String, String)> = h
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use portcullis_auth::{KeySnapshot, Policy, RequestParts, UnixTime, VerifiedToken, VerifyingKey};
+use portcullis_auth::{KeySnapshot, Policy, RequestParts, UnixTime, VerifyingKey};
 use rcgen::{KeyPair, SignatureAlgorithm};
 use serde_json::{json, Value};
 
@@ -122,10 +122,9 @@ pub fn check(
     token: &str,
     keys: &KeySnapshot,
     policy: &Policy,
-) -> Result<VerifiedToken, portcullis_auth::AuthError> {
+) -> Result<portcullis_auth::Verified, portcullis_auth::AuthError> {
     let t = portcullis_auth::verify_token(token, keys, policy.require_signed_tokens)?;
-    portcullis_auth::check_claims(&t, policy, keys, NOW)?;
-    Ok(t)
+    portcullis_auth::check_claims(&std::sync::Arc::new(t), policy, keys, NOW)
 }
 
 /// Request parts with the given headers and query.

@@ -59,7 +59,7 @@ async fn discovery_issuer_differing_from_configured_one() {
         );
         let check = |iss: &str| {
             let t = portcullis_auth::verify_token(&token(&key, iss), &snap, true).unwrap();
-            check_claims(&t, &pm.policy, &snap, now)
+            check_claims(&std::sync::Arc::new(t), &pm.policy, &snap, now)
         };
         if idx == 0 {
             // The policy's own issuers win; the discovered one is not accepted for it.

@@ -21,7 +21,7 @@ fn lc() -> KeyLifecycle {
 fn evaluate(run: &Running, m: &Model, idx: usize, token: &str) -> Result<(), AuthError> {
     let snap = run.store.snapshot(idx);
     let t = portcullis_auth::verify_token(token, &snap, true)?;
-    check_claims(&t, &m.policies[idx].policy, &snap, NOW)
+    check_claims(&std::sync::Arc::new(t), &m.policies[idx].policy, &snap, NOW).map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,10 @@ pub use diag::{Diagnostic, Severity};
 pub use model::*;
 pub use portcullis_route::{Normalization, RouteMatch};
 pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
-pub use server::{DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_CACHE_ENTRIES};
+pub use server::{
+    DEFAULT_RATE_LIMIT_STORE_POOL_SIZE, DEFAULT_RATE_LIMIT_STORE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_TOKEN_CACHE_ENTRIES,
+};
 pub use statements::{AnyOr, Cors, CounterKey, IncrementCondition, Limit, LimitKind, Statement};
 pub use vars::Lookup;
 

@@ -38,6 +38,44 @@ pub struct Server {
     /// Peers whose `X-Forwarded-*` headers are kept (extended); from any other peer they are
     /// overwritten. Empty by default: the gateway is the edge.
     pub trusted_proxies: Vec<IpNet>,
+    /// Where rate-limit and quota counters live (`rate-limit-store`); start-only.
+    pub rate_limit_store: RateLimitStore,
+}
+
+/// `server.rate-limit-store`: where the counters of `rate-limit`, `rate-limit-by-key` and
+/// `quota-by-key` live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RateLimitStore {
+    /// In the gateway process (the default): each replica counts on its own.
+    #[default]
+    InProcess,
+    /// A Redis server shared by every replica.
+    Redis(RedisStore),
+}
+
+/// A Redis rate-limit store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStore {
+    /// `redis://[user:password@]host[:port][/db]` as written (may hold a password: never log it).
+    pub url: String,
+    /// The URL with any password replaced by `***`, for logs.
+    pub display: String,
+    /// What a request gets when Redis cannot answer (`rate-limit-store-failure`, default open).
+    pub failure: StoreFailure,
+    /// Bound on one counter operation, connecting included (`rate-limit-store-timeout`).
+    pub timeout: std::time::Duration,
+    /// Multiplexed connections to Redis (`rate-limit-store-pool-size`).
+    pub pool_size: usize,
+}
+
+/// `rate-limit-store-failure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Allow the call uncounted (and count a store error).
+    #[default]
+    Open,
+    /// Answer 503.
+    Closed,
 }
 
 /// An address range: `10.0.0.0/8`, `2001:db8::/32`, or one address (`/32`, `/128`).

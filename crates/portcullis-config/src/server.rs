@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use portcullis_route::{EscapedSlashes, Normalization, PathParameters};
 
-use crate::model::{IpNet, Listener, Server, Tls};
+use crate::model::{IpNet, Listener, RateLimitStore, RedisStore, Server, StoreFailure, Tls};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
@@ -16,12 +16,22 @@ const SERVER_KEYS: &[&str] = &[
     "threads",
     "path-normalisation",
     "trusted-proxies",
+    "rate-limit-store",
+    "rate-limit-store-failure",
+    "rate-limit-store-timeout",
+    "rate-limit-store-pool-size",
 ];
 
 /// Verified-token cache size when `token-cache` is not given.
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 100_000;
 /// Shutdown grace when `shutdown-grace` is not given.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Bound on one Redis counter operation when `rate-limit-store-timeout` is not given.
+pub const DEFAULT_RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Multiplexed Redis connections when `rate-limit-store-pool-size` is not given.
+pub const DEFAULT_RATE_LIMIT_STORE_POOL_SIZE: usize = 4;
+/// Longest `rate-limit-store-timeout`: a request waits this long at most per limit.
+const MAX_RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads `server:`; `doc` is where the document starts (for "missing" errors).
 pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
@@ -33,6 +43,7 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         threads: None,
         normalisation: Normalization::default(),
         trusted_proxies: Vec::new(),
+        rate_limit_store: RateLimitStore::InProcess,
     };
     let Some(f) = node.and_then(|n| Fields::new(cx, n, "server", SERVER_KEYS)) else {
         let pos = node.map_or(doc, |n| n.pos);
@@ -78,7 +89,149 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
     if let Some(n) = f.get("trusted-proxies") {
         server.trusted_proxies = trusted_proxies(cx, n);
     }
+    server.rate_limit_store = rate_limit_store(cx, &f);
     server
+}
+
+/// `rate-limit-store: in-process | redis://[user:password@]host[:port][/db]` and its knobs
+/// (`rate-limit-store-failure`, `-timeout`, `-pool-size`), which need a Redis store.
+fn rate_limit_store(cx: &mut Cx, f: &Fields<'_>) -> RateLimitStore {
+    let mut redis = match f.get("rate-limit-store") {
+        Some(n) => match walk::non_empty(cx, n, "rate-limit-store") {
+            Some("in-process") | None => None,
+            Some(text) => redis_url(cx, n, text.trim()).map(|(url, display)| {
+                (
+                    n,
+                    RedisStore {
+                        url,
+                        display,
+                        failure: StoreFailure::Open,
+                        timeout: DEFAULT_RATE_LIMIT_STORE_TIMEOUT,
+                        pool_size: DEFAULT_RATE_LIMIT_STORE_POOL_SIZE,
+                    },
+                )
+            }),
+        },
+        None => None,
+    };
+    // Knobs need a Redis store (an invalid URL still counts: its error is already reported).
+    let store_given = f.get("rate-limit-store").is_some_and(
+        |n| !matches!(&n.kind, Kind::Str { value, .. } if value.trim() == "in-process"),
+    );
+    let mut failure_node = None;
+    for key in [
+        "rate-limit-store-failure",
+        "rate-limit-store-timeout",
+        "rate-limit-store-pool-size",
+    ] {
+        let Some(n) = f.get(key) else { continue };
+        if !store_given {
+            cx.error(
+                n.pos,
+                format!("`{key}` needs a Redis store: add `rate-limit-store: redis://host:port`"),
+            );
+            continue;
+        }
+        let store = redis.as_mut().map(|(_, r)| r);
+        match key {
+            "rate-limit-store-failure" => {
+                failure_node = Some(n);
+                let failure = match walk::string(cx, n, key) {
+                    Some("open") => Some(StoreFailure::Open),
+                    Some("closed") => Some(StoreFailure::Closed),
+                    Some(other) => {
+                        cx.error(
+                            n.pos,
+                            format!("`{key}` must be `open` or `closed`, found `{other}`"),
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                if let (Some(store), Some(failure)) = (store, failure) {
+                    store.failure = failure;
+                }
+            }
+            "rate-limit-store-timeout" => {
+                let timeout = walk::duration(cx, n, key).and_then(|d| {
+                    if d.is_zero() || d > MAX_RATE_LIMIT_STORE_TIMEOUT {
+                        cx.error(n.pos, format!("`{key}` must be from 1ms to 10s"));
+                        return None;
+                    }
+                    Some(d)
+                });
+                if let (Some(store), Some(timeout)) = (store, timeout) {
+                    store.timeout = timeout;
+                }
+            }
+            _ => {
+                let size =
+                    walk::integer_in(cx, n, key, 1, 64).and_then(|v| usize::try_from(v).ok());
+                if let (Some(store), Some(size)) = (store, size) {
+                    store.pool_size = size;
+                }
+            }
+        }
+    }
+    match redis {
+        Some((n, store)) => {
+            if store.failure == StoreFailure::Open {
+                cx.warning(
+                    failure_node.map_or(n.pos, |f| f.pos),
+                    "rate-limit-store-failure: open (the default): while Redis cannot answer, \
+                     rate limits and quotas are not enforced (calls pass, counted in \
+                     portcullis_rate_limit_store_errors_total); `closed` answers 503 instead",
+                );
+            }
+            RateLimitStore::Redis(store)
+        }
+        None => RateLimitStore::InProcess,
+    }
+}
+
+/// Checks a Redis URL; returns it and a form without the password, for logs.
+fn redis_url(cx: &mut Cx, node: &Node, text: &str) -> Option<(String, String)> {
+    let bad = |cx: &mut Cx, why: &str| {
+        cx.error(
+            node.pos,
+            format!("`rate-limit-store` must be `in-process` or `redis://host[:port][/db]`: {why}"),
+        );
+        None
+    };
+    let Ok(url) = url::Url::parse(text) else {
+        return bad(cx, &format!("`{text}` is not a URL"));
+    };
+    match url.scheme() {
+        "redis" => {}
+        "rediss" => return bad(cx, "TLS to Redis (`rediss://`) is not supported"),
+        other => return bad(cx, &format!("unsupported scheme `{other}`")),
+    }
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return bad(cx, "the URL has no host");
+    };
+    let db = url.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return bad(cx, &format!("the database `{db}` is not a number"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return bad(cx, "query strings and fragments are not supported");
+    }
+    let port = url.port().unwrap_or(6379);
+    let mut display = String::from("redis://");
+    if !url.username().is_empty() {
+        display.push_str(url.username());
+        if url.password().is_some() {
+            display.push_str(":***");
+        }
+        display.push('@');
+    } else if url.password().is_some() {
+        display.push_str(":***@");
+    }
+    display.push_str(&format!("{host}:{port}"));
+    if !db.is_empty() {
+        display.push_str(&format!("/{db}"));
+    }
+    Some((text.to_owned(), display))
 }
 
 /// `path-normalisation: { escaped-slashes: reject | keep, path-parameters: reject | strip }`.

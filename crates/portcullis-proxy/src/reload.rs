@@ -18,8 +18,10 @@
 //! `portcullis_config_reload_failures_total` counts the attempt.
 //!
 //! Not reloadable (bound or sized at start): `server.listen` (addresses and TLS files), `server.admin`,
-//! `server.threads`, `server.token-cache-max-entries`, `server.shutdown-grace`. A reload that changes
-//! them logs a warning naming each and keeps the running values; the rest of the file is applied.
+//! `server.threads`, `server.token-cache-max-entries`, `server.shutdown-grace`,
+//! `server.rate-limit-store` and its knobs (the store lives on the gateway, so counters outlive
+//! reloads). A reload that changes them logs a warning naming each and keeps the running values;
+//! the rest of the file is applied.
 //! `server.trusted-proxies` is per generation, so it reloads.
 //!
 //! Why a polling watcher and not inotify (`notify`): the watched thing is the *path* as the operator
@@ -353,6 +355,10 @@ impl Reloader {
             (
                 "server.shutdown-grace",
                 old.shutdown_grace != new.shutdown_grace,
+            ),
+            (
+                "server.rate-limit-store",
+                old.rate_limit_store != new.rate_limit_store,
             ),
         ];
         for (key, _) in changed.iter().filter(|(_, c)| *c) {

@@ -51,6 +51,7 @@ fn model(routes: Vec<Route>) -> Model {
             threads: Some(1),
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
+            rate_limit_store: Default::default(),
         },
         policies: Vec::new(),
         routes,

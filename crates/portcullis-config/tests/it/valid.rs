@@ -101,6 +101,86 @@ fn server_block_every_key() {
 }
 
 #[test]
+fn rate_limit_store_redis_with_knobs_and_the_fail_open_warning() {
+    use portcullis_config::{RateLimitStore, RedisStore, StoreFailure};
+    let (m, _) = load_ok(&format!("{SERVER}{}", route("none")));
+    assert_eq!(m.server.rate_limit_store, RateLimitStore::InProcess);
+
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\n  rate-limit-store: redis://:s3cret@10.0.0.5/2\n{}",
+        route("none")
+    );
+    let (m, warnings) = load_ok(&yaml);
+    assert_eq!(
+        m.server.rate_limit_store,
+        RateLimitStore::Redis(RedisStore {
+            url: "redis://:s3cret@10.0.0.5/2".into(),
+            display: "redis://:***@10.0.0.5:6379/2".into(),
+            failure: StoreFailure::Open,
+            timeout: Duration::from_millis(100),
+            pool_size: 4,
+        })
+    );
+    // Fail-open (the default) is a warning where the store is named.
+    let rendered = crate::render(&warnings);
+    assert!(
+        rendered
+            .contains("gateway.yaml:3:21: warning: rate-limit-store-failure: open (the default)"),
+        "{rendered}"
+    );
+
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\n  rate-limit-store: redis://127.0.0.1:6380\n  rate-limit-store-failure: closed\n  rate-limit-store-timeout: 250ms\n  rate-limit-store-pool-size: 8\n{}",
+        route("none")
+    );
+    let (m, warnings) = load_ok(&yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let RateLimitStore::Redis(store) = m.server.rate_limit_store else {
+        panic!("not redis");
+    };
+    assert_eq!(store.display, "redis://127.0.0.1:6380");
+    assert_eq!(store.failure, StoreFailure::Closed);
+    assert_eq!(store.timeout, Duration::from_millis(250));
+    assert_eq!(store.pool_size, 8);
+}
+
+/// The diagnostics of an invalid `yaml`, rendered.
+fn refused(yaml: &str) -> String {
+    crate::render(&portcullis_config::load_str_with(yaml, Path::new("g.yaml"), &vars).unwrap_err())
+}
+
+#[test]
+fn rate_limit_store_knobs_need_a_redis_store() {
+    for store in ["", "  rate-limit-store: in-process\n"] {
+        let yaml = format!(
+            "server:\n  listen: 127.0.0.1:0\n{store}  rate-limit-store-failure: closed\n{}",
+            route("none")
+        );
+        let rendered = refused(&yaml);
+        assert!(
+            rendered.contains("`rate-limit-store-failure` needs a Redis store"),
+            "{rendered}"
+        );
+    }
+    for bad in [
+        "http://cache:6379",
+        "redis://",
+        "redis://cache/zero",
+        "redis://cache?db=1",
+    ] {
+        let yaml = format!(
+            "server:\n  listen: 127.0.0.1:0\n  rate-limit-store: \"{bad}\"\n{}",
+            route("none")
+        );
+        let rendered = refused(&yaml);
+        assert!(
+            rendered.contains("g.yaml:3:21: error: `rate-limit-store` must be"),
+            "{bad}: {rendered}"
+        );
+    }
+}
+
+#[test]
 fn validate_jwt_defaults_follow_apim() {
     let (m, _) = load_ok(&policy_yaml(
         "    validate-jwt:\n      openid-config: [{ url: \"https://idp.example/.well-known/openid-configuration\" }]\n      audiences: [api://a]\n",

@@ -74,6 +74,7 @@ pub fn model(policies: Vec<PolicyModel>) -> Model {
             threads: None,
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
+            rate_limit_store: Default::default(),
         },
         policies,
         routes: Vec::new(),

@@ -59,6 +59,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             threads: Some(1),
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
+            rate_limit_store: Default::default(),
         },
         policies: policies
             .into_iter()

@@ -44,6 +44,14 @@ pub enum BuildError {
     /// The key store could not be built.
     #[error("key store: {0}")]
     KeyStore(#[from] portcullis_jwks::JwksError),
+    /// The rate-limit store could not be set up (`server.rate-limit-store`).
+    #[error("rate-limit store {url}: {detail}")]
+    RateLimitStore {
+        /// The store's URL, without its password.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// Metrics registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -1,4 +1,7 @@
-//! Counters for `rate-limit`, `rate-limit-by-key` and `quota-by-key`, and the in-process store.
+//! Counters for `rate-limit`, `rate-limit-by-key` and `quota-by-key`: the window arithmetic
+//! ([`decide`]), the in-process store ([`LocalStore`]), the Redis store ([`RedisStore`], see
+//! `redis_store.rs`) and the [`Store`] the gateway holds (one of them, chosen at start by
+//! `server.rate-limit-store`; it outlives config reloads).
 //!
 //! **Semantics.** A rate limit is a sliding window of `renewal-period` seconds (APIM documents a
 //! sliding window), approximated the way Cloudflare and nginx-style limiters do: counters of the
@@ -21,6 +24,14 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
+
+use portcullis_config::{RateLimitStore, StoreFailure};
+
+use crate::error::BuildError;
+
+mod redis_store;
+
+pub use redis_store::{RedisStore, StoreError, KEY_PREFIX, RECONNECT_BACKOFF, WARN_EVERY};
 
 /// Shards of the in-process store.
 const SHARDS: usize = 64;
@@ -157,6 +168,74 @@ pub enum Counted {
     Yes(Verdict),
     /// No room for a new key: not counted, allowed.
     Untracked,
+    /// The store did not answer (Redis down, slow or erroring): counted in
+    /// `portcullis_rate_limit_store_errors_total`; the caller applies [`Store::fail_closed`].
+    Failed(StoreError),
+}
+
+/// Where the gateway's counters live (`server.rate-limit-store`).
+#[derive(Debug)]
+pub enum Store {
+    /// In this process (the default).
+    Local(LocalStore),
+    /// In Redis, shared by every replica.
+    Redis {
+        /// The connections and the script (boxed: the enum is built once, and the in-process
+        /// variant stays small).
+        store: Box<RedisStore>,
+        /// `rate-limit-store-failure: closed`: a call Redis could not count is refused (503).
+        fail_closed: bool,
+    },
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::Local(LocalStore::default())
+    }
+}
+
+impl Store {
+    /// The store the config asks for; `errors` counts Redis failures.
+    pub fn build(
+        model: &RateLimitStore,
+        errors: prometheus::IntCounterVec,
+    ) -> Result<Store, BuildError> {
+        match model {
+            RateLimitStore::InProcess => Ok(Store::default()),
+            RateLimitStore::Redis(r) => {
+                let store = RedisStore::new(&r.url, &r.display, r.pool_size, r.timeout, errors)
+                    .map_err(|e| BuildError::RateLimitStore {
+                        url: r.display.clone(),
+                        detail: e.to_string(),
+                    })?;
+                Ok(Store::Redis {
+                    store: Box::new(store),
+                    fail_closed: r.failure == StoreFailure::Closed,
+                })
+            }
+        }
+    }
+
+    /// Count (or look at) one hit. The in-process store answers without awaiting anything;
+    /// `now_ms` is the gateway's clock, which the Redis store ignores (it uses Redis's).
+    #[inline]
+    pub async fn hit(&self, hit: &Hit<'_>, now_ms: u64) -> Counted {
+        match self {
+            Store::Local(local) => local.hit(hit, now_ms),
+            Store::Redis { store, .. } => store.hit(hit).await,
+        }
+    }
+
+    /// Whether a call the store could not count is refused.
+    pub fn fail_closed(&self) -> bool {
+        matches!(
+            self,
+            Store::Redis {
+                fail_closed: true,
+                ..
+            }
+        )
+    }
 }
 
 impl LocalStore {
@@ -201,7 +280,7 @@ mod tests {
     fn verdict(c: Counted) -> Verdict {
         match c {
             Counted::Yes(v) => v,
-            Counted::Untracked => panic!("untracked"),
+            other => panic!("{other:?}"),
         }
     }
 

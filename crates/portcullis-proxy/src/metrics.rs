@@ -39,6 +39,9 @@ pub struct Metrics {
     pub token_cache: CacheMetrics,
     /// `portcullis_rate_limit_untracked_total`: calls a full rate-limit store could not count.
     pub rate_limit_untracked: IntCounter,
+    /// `portcullis_rate_limit_store_errors_total{error}`: calls the Redis rate-limit store could
+    /// not count (`unavailable`, `timeout`, `reply`), answered per `rate-limit-store-failure`.
+    pub rate_limit_store_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -103,6 +106,11 @@ impl Metrics {
             "Calls not counted because the in-process rate-limit store had no room for a new key (allowed).",
         )?;
         registry.register(Box::new(rate_limit_untracked.clone()))?;
+        let rate_limit_store_errors = counters(
+            "portcullis_rate_limit_store_errors_total",
+            "Calls the Redis rate-limit store could not count, by error (unavailable, timeout, reply); allowed under rate-limit-store-failure: open, refused with 503 under closed.",
+            &["error"],
+        )?;
         Ok(Metrics {
             registry,
             requests,
@@ -111,6 +119,7 @@ impl Metrics {
             claim_headers_refused,
             token_cache,
             rate_limit_untracked,
+            rate_limit_store_errors,
         })
     }
 

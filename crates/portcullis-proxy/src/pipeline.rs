@@ -21,7 +21,7 @@ use crate::auth::{authenticate, unix_now_ms};
 use crate::cors;
 use crate::limits::{Counted, Hit};
 use crate::proxy::{Ctx, Gateway};
-use crate::respond::{quota_exceeded, rate_limited, Answer, Quota};
+use crate::respond::{quota_exceeded, rate_limit_store_unavailable, rate_limited, Answer, Quota};
 
 /// One step of a policy.
 #[derive(Debug, Clone)]
@@ -165,7 +165,7 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
             }
             Step::Limit(limit) => {
                 let key = counter_key(limit, session, ctx, &generation.trusted_proxies);
-                if let Some(answer) = apply_limit(gw, limit, key, ctx) {
+                if let Some(answer) = apply_limit(gw, limit, key, ctx).await {
                     return Ok(Some(answer));
                 }
             }
@@ -213,8 +213,14 @@ fn period_ms(limit: &Limit) -> u64 {
     u64::try_from(limit.renewal_period.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Check (and, for an unconditional count, add) one call; `Some`: the refusal.
-fn apply_limit(gw: &Gateway, limit: &Arc<Limit>, key: String, ctx: &mut Ctx) -> Option<Answer> {
+/// Check (and, for an unconditional count, add) one call; `Some`: the refusal. A call the store
+/// could not count passes (fail-open) or is refused with 503 (`rate-limit-store-failure: closed`).
+async fn apply_limit(
+    gw: &Gateway,
+    limit: &Arc<Limit>,
+    key: String,
+    ctx: &mut Ctx,
+) -> Option<Answer> {
     let now = unix_now_ms();
     let sliding = limit.kind != LimitKind::QuotaByKey;
     let unconditional = limit.increment_condition == portcullis_config::IncrementCondition::Any;
@@ -229,10 +235,14 @@ fn apply_limit(gw: &Gateway, limit: &Arc<Limit>, key: String, ctx: &mut Ctx) -> 
             sliding: false,
             commit: false,
         };
-        if let Counted::Yes(v) = gw.limits.hit(&look, now) {
-            if !v.allowed {
+        match gw.limits.hit(&look, now).await {
+            Counted::Yes(v) if !v.allowed => {
                 return Some(quota_exceeded(Quota::Bandwidth, v.retry_after_ms));
             }
+            Counted::Failed(_) if gw.limits.fail_closed() => {
+                return Some(rate_limit_store_unavailable());
+            }
+            _ => {}
         }
     }
     if let Some(calls) = limit.calls {
@@ -245,12 +255,16 @@ fn apply_limit(gw: &Gateway, limit: &Arc<Limit>, key: String, ctx: &mut Ctx) -> 
             sliding,
             commit: unconditional,
         };
-        let verdict = match gw.limits.hit(&hit, now) {
+        let verdict = match gw.limits.hit(&hit, now).await {
             Counted::Yes(v) => v,
             Counted::Untracked => {
                 gw.metrics.rate_limit_untracked.inc();
                 return None;
             }
+            Counted::Failed(_) if gw.limits.fail_closed() => {
+                return Some(rate_limit_store_unavailable());
+            }
+            Counted::Failed(_) => return None,
         };
         let mut headers = Vec::new();
         if let Some(name) = &limit.remaining_calls_header_name {
@@ -283,7 +297,7 @@ fn apply_limit(gw: &Gateway, limit: &Arc<Limit>, key: String, ctx: &mut Ctx) -> 
 
 /// At the end of a request: the counts that waited for the response (increment conditions,
 /// bandwidth). `status` is the response status; `bytes` the body bytes sent to the client.
-pub fn outbound_count(gw: &Gateway, ctx: &mut Ctx, status: u16, bytes: usize) {
+pub async fn outbound_count(gw: &Gateway, ctx: &mut Ctx, status: u16, bytes: usize) {
     let now = unix_now_ms();
     for p in ctx.pending.drain(..) {
         let limit = &p.limit;
@@ -300,7 +314,7 @@ pub fn outbound_count(gw: &Gateway, ctx: &mut Ctx, status: u16, bytes: usize) {
                 sliding: limit.kind != LimitKind::QuotaByKey,
                 commit: true,
             };
-            let _ = gw.limits.hit(&hit, now);
+            let _ = gw.limits.hit(&hit, now).await;
         }
         if limit.bandwidth_kb.is_some() {
             let id = format!("{}/kb", limit.id);
@@ -314,7 +328,7 @@ pub fn outbound_count(gw: &Gateway, ctx: &mut Ctx, status: u16, bytes: usize) {
                 sliding: false,
                 commit: true,
             };
-            let _ = gw.limits.hit(&hit, now);
+            let _ = gw.limits.hit(&hit, now).await;
         }
     }
 }

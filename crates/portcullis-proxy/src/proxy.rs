@@ -31,7 +31,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_auth::{Policy, Unforwardable, Verified};
 
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
-use crate::limits::LocalStore;
+use crate::limits::Store;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Pending};
 use crate::reload::{Current, Generation};
@@ -51,8 +51,9 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Requests in flight (graceful shutdown waits for zero).
     pub inflight: Arc<AtomicUsize>,
-    /// Rate-limit and quota counters (outlive reloads: statement ids are stable).
-    pub limits: Arc<LocalStore>,
+    /// Rate-limit and quota counters, in process or on Redis (`server.rate-limit-store`, built at
+    /// start; they outlive reloads: statement ids are stable).
+    pub limits: Arc<Store>,
 }
 
 /// Decrements the in-flight count when the request's context is dropped, whatever path it took.
@@ -351,7 +352,7 @@ impl ProxyHttp for Gateway {
             .or(ctx.status)
             .unwrap_or(0);
         if !ctx.pending.is_empty() {
-            pipeline::outbound_count(self, ctx, status, session.body_bytes_sent());
+            pipeline::outbound_count(self, ctx, status, session.body_bytes_sent()).await;
         }
         let route = ctx
             .generation

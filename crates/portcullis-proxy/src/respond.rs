@@ -102,6 +102,24 @@ pub fn rate_limited(retry_after_secs: u64, header: HeaderName) -> Answer {
         .with(header, HeaderValue::from(retry_after_secs))
 }
 
+/// Reason of a call refused because the rate-limit store could not count it
+/// (`rate-limit-store-failure: closed`).
+pub const REASON_RATE_LIMIT_STORE_UNAVAILABLE: &str = "RateLimitStoreUnavailable";
+/// Message of that answer.
+pub const RATE_LIMIT_STORE_UNAVAILABLE_MESSAGE: &str =
+    "Rate limit store is unavailable. Try again later.";
+
+/// 503 for a call the rate-limit store could not count under `rate-limit-store-failure: closed`,
+/// with `Retry-After: 1`.
+pub fn rate_limit_store_unavailable() -> Answer {
+    Answer::json(
+        503,
+        REASON_RATE_LIMIT_STORE_UNAVAILABLE,
+        RATE_LIMIT_STORE_UNAVAILABLE_MESSAGE,
+    )
+    .with(http::header::RETRY_AFTER, HeaderValue::from(1u32))
+}
+
 /// What a quota ran out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quota {
@@ -186,6 +204,11 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
             500,
             crate::metrics::REASON_PROXY_ERROR,
             proxy_failure_message(500),
+        ),
+        (
+            503,
+            REASON_RATE_LIMIT_STORE_UNAVAILABLE,
+            RATE_LIMIT_STORE_UNAVAILABLE_MESSAGE,
         ),
         (200, REASON_CORS_PREFLIGHT, ""),
         (200, REASON_CORS_UNMATCHED, ""),

@@ -167,7 +167,10 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         current: current.clone(),
         metrics: metrics.clone(),
         inflight: inflight.clone(),
-        limits: Arc::new(crate::limits::LocalStore::default()),
+        limits: Arc::new(crate::limits::Store::build(
+            &model.server.rate_limit_store,
+            metrics.rate_limit_store_errors.clone(),
+        )?),
     };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -1,10 +1,12 @@
-//! Test and demo helpers: a recording echo backend, a JWKS/discovery server, port-0 helpers and
-//! readiness waits. Real HTTP over loopback; nothing here mocks the thing under test.
+//! Test and demo helpers: a recording echo backend, a JWKS/discovery server, a real
+//! `redis-server`, port-0 helpers and readiness waits. Real HTTP (and RESP) over loopback; nothing
+//! here mocks the thing under test.
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod fixtures;
 pub mod jwks_server;
 pub mod ports;
+pub mod redis;
 pub mod shipped;
 pub mod wait;

@@ -13,6 +13,7 @@ mod key_fetch;
 mod logs;
 mod pipeline;
 mod profiles;
+mod redis_limits;
 mod reload;
 mod routing_tricks;
 mod support;

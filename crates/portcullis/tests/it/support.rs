@@ -136,6 +136,13 @@ impl InProcess {
         self.addrs.admin.unwrap()
     }
 
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.admin());
+        let resp = reqwest::get(url).await.unwrap();
+        resp.text().await.unwrap()
+    }
+
     /// Polls `/readyz` until 200 (bounded): the gateway's own readiness, not a guess.
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();

@@ -221,3 +221,40 @@ async fn redis_killed_and_restarted_mid_run() {
     assert_eq!(call(&client, &open_url, "b").await.status(), 429);
     assert_eq!(call(&client, &closed_url, "b").await.status(), 429);
 }
+
+/// A gateway starts, and is ready, while its Redis is not there; fail-open calls pass, counted
+/// as store errors.
+#[tokio::test]
+async fn a_gateway_starts_without_its_redis() {
+    let backend = Backend::start().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        r#"server:
+  listen: "127.0.0.1:0"
+  admin: "127.0.0.1:0"
+  threads: 1
+  rate-limit-store: "redis://127.0.0.1:{port}"
+policies:
+  limited:
+    rate-limit: {{ calls: 1, renewal-period: 60 }}
+routes:
+  - {{ name: api, match: {{ path-prefix: / }}, upstream: "{}", policy: limited }}
+"#,
+        backend.url()
+    );
+    let gw = gateway(&text);
+    gw.wait_ready().await;
+    let client = Client::new();
+    let base = format!("http://{}", gw.proxy());
+    for _ in 0..2 {
+        assert_eq!(call(&client, &base, "a").await.status(), 200);
+    }
+    assert_eq!(
+        metric(&gw, "portcullis_rate_limit_store_errors_total").await,
+        2
+    );
+}

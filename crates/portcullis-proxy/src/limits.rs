@@ -13,12 +13,15 @@
 //! period than a true sliding log would. Quotas (`quota-by-key`) use plain fixed windows, as APIM's
 //! renewal periods do.
 //!
-//! **Store.** 64 shards, each a mutex over a map from a 64-bit hash of (statement id, counter key)
-//! to two counters; a request takes one shard lock for a few nanoseconds. Entries older than two
-//! periods are swept when a shard fills; at most [`MAX_ENTRIES_PER_SHARD`] live keys per shard
-//! (about a million in all): beyond that a new key is not counted (fail-open) and
+//! **In-process store.** 64 shards, each a mutex over a map from a 64-bit hash of (statement id,
+//! counter key) to two counters; a request takes one shard lock for a few nanoseconds. Entries
+//! older than two periods are swept when a shard fills; at most [`MAX_ENTRIES_PER_SHARD`] live
+//! keys per shard (about a million in all): beyond that a new key is not counted (fail-open) and
 //! `portcullis_rate_limit_untracked_total` says so. Two keys whose 64-bit hashes collide share a
 //! counter (odds about 2^-64 per pair).
+//!
+//! **Redis store.** The same arithmetic in one Lua script, for several replicas: see
+//! `redis_store.rs` for keys, clock, exactness, connections and failures.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;

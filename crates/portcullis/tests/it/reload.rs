@@ -351,14 +351,18 @@ async fn restart_only_settings_are_kept_with_a_warning_and_the_rest_applies() {
     let (_dir, file) = config_dir(&key, &config(&route("orders", "/api", &backend, "none")));
     let gw = Running::start(&file).await;
 
-    // Another admin address and thread count (restart only) plus a route change (reloadable).
+    // Another admin address, thread count and rate-limit store (restart only) plus a route
+    // change (reloadable).
     let changed = config(&route("orders", "/api", &backend, "orders"))
         .replace("  admin: \"127.0.0.1:0\"\n", "  admin: \"127.0.0.1:1\"\n")
-        .replace("  threads: 1\n", "  threads: 2\n");
+        .replace(
+            "  threads: 1\n",
+            "  threads: 2\n  rate-limit-store: redis://127.0.0.1:1\n",
+        );
     std::fs::write(&file, changed).unwrap();
     gw.wait_metric(OK, 1.0).await;
     let log = gw.log();
-    for key in ["server.admin", "server.threads"] {
+    for key in ["server.admin", "server.threads", "server.rate-limit-store"] {
         assert!(
             log.lines()
                 .any(|l| l.contains("WARN") && l.contains(&format!("{key} changed"))),

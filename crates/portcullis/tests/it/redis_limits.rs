@@ -8,11 +8,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use portcullis_testkit::backend::Backend;
+use portcullis_testkit::ports::ClosedPort;
 use portcullis_testkit::redis::{RedisServer, Reply};
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
 
 use crate::support::{Gateway, InProcess};
+
+/// A generous bound on one call while Redis is gone (15 times the 200 ms store timeout, so a slow
+/// machine passes): a call that waited on the dead Redis would not return within it.
+const NO_HANG: Duration = Duration::from_secs(3);
 
 /// A gateway on `redis` with `extra` server keys: one route whose policy allows `calls` per
 /// 300 s per `X-Client` header.
@@ -153,11 +158,7 @@ async fn redis_killed_and_restarted_mid_run() {
         let started = Instant::now();
         let r = call(&client, &open_url, "a").await;
         assert_eq!(r.status(), 200, "fail-open serves the limited caller");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < NO_HANG, "{:?}", started.elapsed());
     }
     assert_eq!(backend.request_count(), forwarded + 3);
     let errors = metric(&open, "portcullis_rate_limit_store_errors_total").await;
@@ -166,11 +167,7 @@ async fn redis_killed_and_restarted_mid_run() {
         let started = Instant::now();
         let r = call(&client, &closed_url, caller).await;
         assert_eq!(r.status(), 503);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < NO_HANG, "{:?}", started.elapsed());
         assert_eq!(header(&r, "retry-after").as_deref(), Some("1"));
         let body: Value = r.json().await.unwrap();
         assert_eq!(
@@ -227,23 +224,21 @@ async fn redis_killed_and_restarted_mid_run() {
 #[tokio::test]
 async fn a_gateway_starts_without_its_redis() {
     let backend = Backend::start().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Reserved for the test's lifetime, never listening: connections are refused.
+    let dead = ClosedPort::reserve().unwrap();
     let text = format!(
         r#"server:
   listen: "127.0.0.1:0"
   admin: "127.0.0.1:0"
   threads: 1
-  rate-limit-store: "redis://127.0.0.1:{port}"
+  rate-limit-store: "redis://{}"
 policies:
   limited:
     rate-limit: {{ calls: 1, renewal-period: 60 }}
 routes:
   - {{ name: api, match: {{ path-prefix: / }}, upstream: "{}", policy: limited }}
 "#,
+        dead.addr(),
         backend.url()
     );
     let gw = gateway(&text);

@@ -137,6 +137,34 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// A policy's place in [`Model::policies`]: the one id every per-policy table is indexed by (the
+/// gateway's policies and pipelines, the key store's snapshots, the token cache's scopes), so a
+/// route cannot be handed an index into the wrong table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyId(usize);
+
+impl PolicyId {
+    /// The id of the policy at `index` in [`Model::policies`].
+    pub const fn new(index: usize) -> PolicyId {
+        PolicyId(index)
+    }
+
+    /// Its index in [`Model::policies`] (and in every table built from them, in the same order).
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl Model {
+    /// The id of the policy named `name`.
+    pub fn policy_id(&self, name: &str) -> Option<PolicyId> {
+        self.policies
+            .iter()
+            .position(|p| p.policy.name == name)
+            .map(PolicyId)
+    }
+}
+
 /// A policy: the compiled auth policy plus where its keys come from.
 #[derive(Debug, Clone)]
 pub struct PolicyModel {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use portcullis_auth::{KeySnapshot, VerifyingKey};
-use portcullis_config::{KeyLifecycle, KeySource, Model};
+use portcullis_config::{KeyLifecycle, KeySource, Model, PolicyId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -209,23 +209,23 @@ impl KeyStore {
         store
     }
 
-    /// The current keys of the policy at `policy_idx` (its index in `Model::policies`).
-    /// Lock-free and await-free. An index out of range gets an empty, unavailable snapshot.
-    pub fn snapshot(&self, policy_idx: usize) -> Arc<KeySnapshot> {
-        match self.snapshots.get(policy_idx) {
+    /// The current keys of a policy. Lock-free and await-free. An id out of range gets an empty,
+    /// unavailable snapshot.
+    pub fn snapshot(&self, policy: PolicyId) -> Arc<KeySnapshot> {
+        match self.snapshots.get(policy.index()) {
             Some(slot) => slot.load_full(),
             None => self.missing.clone(),
         }
     }
 
-    /// Index of the policy named `name` (for [`KeyStore::snapshot`]).
-    pub fn policy_index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+    /// Id of the policy named `name` (for [`KeyStore::snapshot`]).
+    pub fn policy_id(&self, name: &str) -> Option<PolicyId> {
+        self.by_name.get(name).copied().map(PolicyId::new)
     }
 
     /// The current keys of the policy named `name`.
     pub fn snapshot_by_name(&self, name: &str) -> Option<Arc<KeySnapshot>> {
-        self.policy_index(name).map(|i| self.snapshot(i))
+        self.policy_id(name).map(|id| self.snapshot(id))
     }
 
     /// True when every remote source has usable keys (fetched, not beyond max-stale). Static
@@ -248,11 +248,15 @@ impl KeyStore {
     /// Returns the policy's snapshot afterwards; if it still lacks the kid, the token fails with
     /// `TokenSignatureKeyNotFound` (or `KeysUnavailable` when the snapshot is unavailable). A
     /// waiting caller is bounded by the fetch timeouts.
-    pub async fn refetch_for_unknown_kid(&self, policy_idx: usize, kid: &str) -> Arc<KeySnapshot> {
-        let Some(policy) = self.policies.get(policy_idx) else {
+    pub async fn refetch_for_unknown_kid(
+        &self,
+        policy_id: PolicyId,
+        kid: &str,
+    ) -> Arc<KeySnapshot> {
+        let Some(policy) = self.policies.get(policy_id.index()) else {
             return self.missing.clone();
         };
-        let current = self.snapshot(policy_idx);
+        let current = self.snapshot(policy_id);
         if current.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) {
             return current;
         }
@@ -260,7 +264,7 @@ impl KeyStore {
         for &idx in &policy.sources {
             self.refetch_source(idx).await;
         }
-        self.snapshot(policy_idx)
+        self.snapshot(policy_id)
     }
 
     async fn refetch_source(&self, idx: usize) {

@@ -81,14 +81,16 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("token_cache");
     for (alg, token) in &cases {
         let check = |cache: &TokenCache| {
-            let key = cache.key(0, black_box(token));
+            let key = cache.key(portcullis_config::PolicyId::new(0), black_box(token));
             verify_and_check(token, &policy, &keys, NOW, cache, key.as_ref()).unwrap()
         };
         check(&cache);
         group.bench_function(format!("{alg}/hit"), |b| b.iter(|| check(&cache)));
         group.bench_function(format!("{alg}/miss"), |b| {
             b.iter_custom(|iters| {
-                let key = cache.key(0, token).unwrap();
+                let key = cache
+                    .key(portcullis_config::PolicyId::new(0), token)
+                    .unwrap();
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     cache.invalidate(&key);

@@ -10,6 +10,8 @@ use portcullis_auth::{
     UnixTime, Verified,
 };
 
+use portcullis_config::PolicyId;
+
 use crate::cache::{CacheKey, TokenCache};
 use crate::KeyStore;
 
@@ -38,16 +40,16 @@ pub async fn authenticate(
     parts: &RequestParts<'_>,
     policy: &Policy,
     keys: &KeyStore,
-    policy_idx: usize,
+    policy_id: PolicyId,
     cache: &TokenCache,
 ) -> Result<Verified, AuthError> {
     let raw = extract_token(parts, &policy.token_source)?;
     let now = unix_now();
-    let snapshot = keys.snapshot(policy_idx);
-    let key = cache.key(policy_idx, &raw);
+    let snapshot = keys.snapshot(policy_id);
+    let key = cache.key(policy_id, &raw);
     match verify_and_check(&raw, policy, &snapshot, now, cache, key.as_ref()) {
         Err(AuthError::TokenSignatureKeyNotFound { kid: Some(kid) }) => {
-            let refreshed = keys.refetch_for_unknown_kid(policy_idx, &kid).await;
+            let refreshed = keys.refetch_for_unknown_kid(policy_id, &kid).await;
             // The lookup already missed: verify against the new keys (and cache on success).
             verify_fresh(&raw, policy, &refreshed, now, cache, key.as_ref())
         }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use moka::notification::RemovalCause;
 use moka::Expiry;
 use portcullis_auth::{JoseAlg, KeySnapshot, UnixTime, VerifiedToken, VerifyingKey};
-use portcullis_config::{KeySource, Model};
+use portcullis_config::{KeySource, Model, PolicyId};
 use prometheus::{IntCounter, IntCounterVec};
 use sha2::{Digest, Sha256};
 
@@ -190,11 +190,11 @@ impl TokenCache {
         self.inner.is_some()
     }
 
-    /// The key of `raw` under the policy at `policy_idx`; `None` when the cache is off (or the
+    /// The key of `raw` under `policy`; `None` when the cache is off (or the
     /// index is unknown: never shared with another policy).
-    pub fn key(&self, policy_idx: usize, raw: &str) -> Option<CacheKey> {
+    pub fn key(&self, policy: PolicyId, raw: &str) -> Option<CacheKey> {
         self.inner.as_ref()?;
-        let scope = self.scopes.get(policy_idx)?;
+        let scope = self.scopes.get(policy.index())?;
         let mut h = Sha256::new();
         h.update(scope.0);
         h.update(raw.as_bytes());
@@ -327,15 +327,18 @@ mod tests {
     #[test]
     fn keys_differ_by_token_and_by_scope() {
         let c = TokenCache::with_scopes(10, vec![scope(1), scope(2)], metrics());
-        let a = c.key(0, "a.b.c").unwrap();
-        assert_eq!(a, c.key(0, "a.b.c").unwrap());
-        assert_ne!(a, c.key(0, "a.b.d").unwrap());
-        assert_ne!(a, c.key(0, "a.x.c").unwrap());
-        assert_ne!(a, c.key(1, "a.b.c").unwrap());
-        assert!(c.key(2, "a.b.c").is_none(), "unknown policy index");
+        let a = c.key(PolicyId::new(0), "a.b.c").unwrap();
+        assert_eq!(a, c.key(PolicyId::new(0), "a.b.c").unwrap());
+        assert_ne!(a, c.key(PolicyId::new(0), "a.b.d").unwrap());
+        assert_ne!(a, c.key(PolicyId::new(0), "a.x.c").unwrap());
+        assert_ne!(a, c.key(PolicyId::new(1), "a.b.c").unwrap());
+        assert!(
+            c.key(PolicyId::new(2), "a.b.c").is_none(),
+            "unknown policy index"
+        );
         let off = TokenCache::with_scopes(0, vec![scope(1)], metrics());
         assert!(!off.enabled());
-        assert!(off.key(0, "a.b.c").is_none());
+        assert!(off.key(PolicyId::new(0), "a.b.c").is_none());
     }
 
     #[test]
@@ -345,7 +348,7 @@ mod tests {
         let k1 = hmac("k1", b"secret-one-secret-one-secret-one");
         let k2 = hmac("k2", b"secret-two-secret-two-secret-two");
         let now = UnixTime(1_000);
-        let key = c.key(0, "t").unwrap();
+        let key = c.key(PolicyId::new(0), "t").unwrap();
         c.insert(key, 1, &token(&k1, Some(2_000.0)), now);
         let with_k1 = KeySnapshot::new(vec![k1.clone(), k2.clone()]);
         assert!(c.get(&key, &with_k1).is_some());
@@ -363,13 +366,13 @@ mod tests {
         let k1 = hmac("k1", b"secret-one-secret-one-secret-one");
         let snap = KeySnapshot::new(vec![k1.clone()]);
         let now = UnixTime(1_000);
-        let key = c.key(0, "expired").unwrap();
+        let key = c.key(PolicyId::new(0), "expired").unwrap();
         c.insert(key, 1, &token(&k1, Some(1_001.0)), now);
         assert!(c.get(&key, &snap).is_none());
         let mut unsigned = (*token(&k1, Some(2_000.0))).clone();
         unsigned.key_fingerprint = None;
         unsigned.alg = None;
-        let key = c.key(0, "unsigned").unwrap();
+        let key = c.key(PolicyId::new(0), "unsigned").unwrap();
         c.insert(key, 1, &Arc::new(unsigned), now);
         assert!(c.get(&key, &snap).is_none());
     }

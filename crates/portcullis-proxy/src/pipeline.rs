@@ -82,15 +82,13 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
     let Some(route) = ctx.route.and_then(|i| generation.routes.get(i)) else {
         return Ok(None);
     };
-    let Some(policy_idx) = route.policy else {
+    let Some(policy_id) = route.policy else {
         return Ok(None);
     };
-    let (Some(policy), Some(pipeline)) = (
-        generation.policies.get(policy_idx),
-        generation.pipelines.get(policy_idx),
-    ) else {
+    let Some(runtime) = generation.policy(policy_id) else {
         return Ok(None);
     };
+    let (policy, pipeline) = (&runtime.policy, &runtime.pipeline);
     if let Some(c) = &pipeline.cors {
         match cors::evaluate(c, session.req_header()) {
             cors::Verdict::Answer(a) => return Ok(Some(a)),
@@ -111,7 +109,7 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
                     &parts,
                     policy,
                     &generation.keys,
-                    policy_idx,
+                    policy_id,
                     &generation.token_cache,
                 )
                 .await;

@@ -97,7 +97,7 @@ impl Generation {
     }
 
     fn route_policy(&self, route: &Route) -> Option<&Arc<Policy>> {
-        self.policies.get(route.policy?)
+        self.policy(route.policy?).map(|p| &p.policy)
     }
 }
 

@@ -50,7 +50,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use portcullis_auth::Policy;
-use portcullis_config::{Diagnostic, IpNet, Model, Server, Severity};
+use portcullis_config::{Diagnostic, IpNet, Model, PolicyId, Server, Severity};
 use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -74,10 +74,9 @@ pub struct Generation {
     pub number: u64,
     /// Routes in file order.
     pub routes: Routes,
-    /// Policies by index (the key store uses the same indices).
-    pub policies: Vec<Arc<Policy>>,
-    /// Each policy's inbound steps, by the same index.
-    pub pipelines: Vec<crate::pipeline::Pipeline>,
+    /// Each policy's token check and inbound steps, by [`PolicyId`] (the key store and the
+    /// token cache use the same ids).
+    policies: Vec<PolicyRuntime>,
     /// Headers no client may send.
     pub identity: IdentityHeaders,
     /// `server.trusted-proxies`: peers whose X-Forwarded-* are kept.
@@ -88,7 +87,21 @@ pub struct Generation {
     pub token_cache: TokenCache,
 }
 
+/// What a policy is at run time.
+#[derive(Debug)]
+pub struct PolicyRuntime {
+    /// The token check (validate-jwt and the claim rules).
+    pub policy: Arc<Policy>,
+    /// The inbound statements in order.
+    pub pipeline: crate::pipeline::Pipeline,
+}
+
 impl Generation {
+    /// The policy with this id.
+    pub fn policy(&self, id: PolicyId) -> Option<&PolicyRuntime> {
+        self.policies.get(id.index())
+    }
+
     /// Build from a checked model and its key store (whose policy indices match `model.policies`).
     /// Resolves upstream host names: blocking.
     pub fn build(
@@ -116,11 +129,13 @@ impl Generation {
         Generation {
             number,
             routes,
-            policies: model.policies.iter().map(|p| p.policy.clone()).collect(),
-            pipelines: model
+            policies: model
                 .policies
                 .iter()
-                .map(crate::pipeline::Pipeline::from_model)
+                .map(|p| PolicyRuntime {
+                    policy: p.policy.clone(),
+                    pipeline: crate::pipeline::Pipeline::from_model(p),
+                })
                 .collect(),
             identity: IdentityHeaders::from_model(model),
             trusted_proxies: model.server.trusted_proxies.clone(),
@@ -134,9 +149,7 @@ impl Generation {
 
 /// The routes of `model`, upstream host names resolved (blocking).
 fn build_routes(model: &Model) -> Result<Routes, BuildError> {
-    Routes::build(model, |name| {
-        model.policies.iter().position(|p| p.policy.name == name)
-    })
+    Routes::build(model)
 }
 
 /// The generation requests read: one lock-free load per request.

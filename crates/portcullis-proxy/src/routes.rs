@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method};
 use pingora_http::RequestHeader;
-use portcullis_config::{Model, Route as RouteModel, Statement, Upstream};
+use portcullis_config::{Model, PolicyId, Route as RouteModel, Statement, Upstream};
 use portcullis_route::{
     canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
 };
@@ -43,8 +43,8 @@ pub struct Route {
     matcher: RouteMatch,
     /// Its policy has a `cors` statement: a preflight is matched by the method it asks about.
     cors: bool,
-    /// Index into the gateway's policies (`None`: anonymous).
-    pub policy: Option<usize>,
+    /// The route's policy (`None`: anonymous).
+    pub policy: Option<PolicyId>,
     /// Upstream read timeout.
     pub timeout: Duration,
     /// Upstream connect timeout.
@@ -86,11 +86,8 @@ fn resolve(up: &Upstream, route: &str) -> Result<SocketAddr, BuildError> {
 }
 
 impl Routes {
-    /// Build from the model; `policy_index` maps a policy name to its index.
-    pub fn build(
-        model: &Model,
-        policy_index: impl Fn(&str) -> Option<usize>,
-    ) -> Result<Routes, BuildError> {
+    /// Build from the model (policies named by routes resolve to their [`PolicyId`]).
+    pub fn build(model: &Model) -> Result<Routes, BuildError> {
         let routes = model
             .routes
             .iter()
@@ -100,7 +97,7 @@ impl Routes {
                     .as_deref()
                     .and_then(|n| model.policies.iter().find(|p| p.policy.name == n))
                     .is_some_and(|p| p.inbound.iter().any(|s| matches!(s, Statement::Cors(_))));
-                Route::build(r, &policy_index, cors)
+                Route::build(r, model, cors)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Routes {
@@ -171,17 +168,17 @@ impl Routes {
 }
 
 impl Route {
-    fn build(
-        r: &RouteModel,
-        policy_index: impl Fn(&str) -> Option<usize>,
-        cors: bool,
-    ) -> Result<Route, BuildError> {
+    fn build(r: &RouteModel, model: &Model, cors: bool) -> Result<Route, BuildError> {
         let policy = match &r.policy {
             None => None,
-            Some(name) => Some(policy_index(name).ok_or_else(|| BuildError::UnknownPolicy {
-                route: r.name.clone(),
-                policy: name.clone(),
-            })?),
+            Some(name) => Some(
+                model
+                    .policy_id(name)
+                    .ok_or_else(|| BuildError::UnknownPolicy {
+                        route: r.name.clone(),
+                        policy: name.clone(),
+                    })?,
+            ),
         };
         if r.upstreams.is_empty() {
             return Err(BuildError::NoUpstream(r.name.clone()));

@@ -51,7 +51,7 @@ async fn discovery_issuer_differing_from_configured_one() {
     assert_eq!(server.hits(DISCOVERY_PATH), 1);
     let now = UnixTime(1_700_000_000);
     for (idx, pm) in m.policies.iter().enumerate() {
-        let snap = run.store.snapshot(idx);
+        let snap = run.store.snapshot(portcullis_config::PolicyId::new(idx));
         assert_eq!(
             &*snap.issuers,
             std::slice::from_ref(&discovered),
@@ -80,10 +80,18 @@ async fn discovery_issuer_differing_from_configured_one() {
     server.update(DISCOVERY_PATH, |ep| {
         ep.body = EndpointBody::Fixed(format!(r#"{{"jwks_uri":"{}"}}"#, server.jwks_url()).into())
     });
-    run.store.refetch_for_unknown_kid(1, "other").await;
+    run.store
+        .refetch_for_unknown_kid(portcullis_config::PolicyId::new(1), "other")
+        .await;
     assert_eq!(run.failures("invalid"), 1.0);
     assert!(run.store.is_ready());
-    assert_eq!(run.store.snapshot(1).keys.len(), 1);
+    assert_eq!(
+        run.store
+            .snapshot(portcullis_config::PolicyId::new(1))
+            .keys
+            .len(),
+        1
+    );
     run.stop().await;
 }
 
@@ -96,7 +104,7 @@ async fn jwks_that_is_not_json() {
     let failures = || run.failures("invalid");
     wait_until(ms(5000), "a few failed fetches", || failures() >= 3.0).await;
     assert!(!run.store.is_ready());
-    let snap = run.store.snapshot(0);
+    let snap = run.store.snapshot(portcullis_config::PolicyId::new(0));
     assert!(snap.unavailable && snap.keys.is_empty());
     let stray = TestKey::rsa("k1").unwrap();
     assert_eq!(
@@ -106,7 +114,9 @@ async fn jwks_that_is_not_json() {
     // The other policy is unaffected.
     let store = run.store.clone();
     wait_until(ms(3000), "good policy has keys", move || {
-        !store.snapshot(1).unavailable
+        !store
+            .snapshot(portcullis_config::PolicyId::new(1))
+            .unavailable
     })
     .await;
     assert!(verify(&run.store, 1, &token(&good_key, "i")).is_ok());
@@ -142,7 +152,10 @@ async fn jwks_of_50_mb_is_cut_off_while_streaming() {
         let t = Instant::now();
         let snap = run
             .store
-            .refetch_for_unknown_kid(0, &format!("x{announce_length}"))
+            .refetch_for_unknown_kid(
+                portcullis_config::PolicyId::new(0),
+                &format!("x{announce_length}"),
+            )
             .await;
         let took = t.elapsed();
         assert_eq!(too_large(), before + 1.0);
@@ -171,7 +184,9 @@ async fn jwks_that_never_answers_times_out() {
     // Meanwhile the other issuer's policy works; the hanging one answers KeysUnavailable.
     let store = run.store.clone();
     wait_until(ms(3000), "good policy has keys", move || {
-        !store.snapshot(1).unavailable
+        !store
+            .snapshot(portcullis_config::PolicyId::new(1))
+            .unavailable
     })
     .await;
     assert!(verify(&run.store, 1, &token(&good_key, "i")).is_ok());
@@ -182,7 +197,12 @@ async fn jwks_that_never_answers_times_out() {
     );
     // An unknown-kid lookup waits at most for the in-flight fetch's timeout.
     let t = Instant::now();
-    assert!(run.store.refetch_for_unknown_kid(0, "k").await.unavailable);
+    assert!(
+        run.store
+            .refetch_for_unknown_kid(portcullis_config::PolicyId::new(0), "k")
+            .await
+            .unavailable
+    );
     assert!(t.elapsed() < ms(2500), "bounded: {:?}", t.elapsed());
     println!(
         "never answers: first timeout after {first:?}; unknown-kid lookup bounded at {:?}",
@@ -218,7 +238,9 @@ async fn redirects_are_followed_up_to_the_bound() {
     .await;
     let store = run.store.clone();
     wait_until(ms(3000), "moved JWKS fetched", move || {
-        !store.snapshot(0).unavailable
+        !store
+            .snapshot(portcullis_config::PolicyId::new(0))
+            .unavailable
     })
     .await;
     assert!(verify(&run.store, 0, &token(&key, "i")).is_ok());
@@ -233,6 +255,10 @@ async fn redirects_are_followed_up_to_the_bound() {
         hits >= 6.0 && hits <= 6.0 * fetches,
         "{hits} hits, {fetches} fetches"
     );
-    assert!(run.store.snapshot(1).unavailable);
+    assert!(
+        run.store
+            .snapshot(portcullis_config::PolicyId::new(1))
+            .unavailable
+    );
     run.stop().await;
 }

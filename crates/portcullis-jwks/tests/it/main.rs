@@ -204,7 +204,11 @@ pub fn verify(
     policy_idx: usize,
     token: &str,
 ) -> Result<VerifiedToken, portcullis_auth::AuthError> {
-    portcullis_auth::verify_token(token, &store.snapshot(policy_idx), true)
+    portcullis_auth::verify_token(
+        token,
+        &store.snapshot(portcullis_config::PolicyId::new(policy_idx)),
+        true,
+    )
 }
 
 /// Log to the test's output when RUST_LOG is set.

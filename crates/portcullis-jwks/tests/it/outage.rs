@@ -26,7 +26,7 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
     let mut served_while_down = 0u32;
     // Generous deadline (20 s for a 2 s max-stale): it only has to happen.
     let unavailable_after = wait_until(ms(20_000), "keys unavailable after max-stale", || {
-        let snap = store.snapshot(0);
+        let snap = store.snapshot(portcullis_config::PolicyId::new(0));
         if snap.unavailable {
             return true;
         }
@@ -58,7 +58,7 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
     let (connect_before, timeouts_before) = (run.failures("connect"), run.failures("timeout"));
     assert!(
         run.store
-            .refetch_for_unknown_kid(0, "nope")
+            .refetch_for_unknown_kid(portcullis_config::PolicyId::new(0), "nope")
             .await
             .unavailable
     );
@@ -85,7 +85,11 @@ async fn stale_keys_serve_until_max_stale_then_unavailable_then_recover() {
     let healthy_at = Instant::now();
     let recovered_after = wait_until(ms(10_000), "keys recovered", move || store.is_ready()).await;
     assert!(verify(&run.store, 0, &t1).is_ok());
-    assert!(!run.store.snapshot(0).unavailable);
+    assert!(
+        !run.store
+            .snapshot(portcullis_config::PolicyId::new(0))
+            .unavailable
+    );
     assert_eq!(run.metric("portcullis_jwks_keys", &[]), 1.0);
     println!(
         "outage: token validated {served_while_down} times while the IdP was down; unavailable {unavailable_after:?} after it went down (max-stale {max_stale:?}); recovered {recovered_after:?} after it was healthy (total outage {:?}, since healthy {:?})",

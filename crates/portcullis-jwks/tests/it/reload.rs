@@ -28,9 +28,16 @@ async fn rebuild_carries_over_existing_sources() {
     ]);
     let rebuilt = run.store.rebuild(&second);
     // Carried-over keys are there before anything is fetched; the new source is not yet.
-    assert_eq!(rebuilt.policy_index("p"), Some(1));
+    assert_eq!(
+        rebuilt.policy_id("p"),
+        Some(portcullis_config::PolicyId::new(1))
+    );
     assert!(verify(&rebuilt, 1, &token(&ka, "i")).is_ok());
-    assert!(rebuilt.snapshot(0).unavailable);
+    assert!(
+        rebuilt
+            .snapshot(portcullis_config::PolicyId::new(0))
+            .unavailable
+    );
     assert!(!rebuilt.is_ready());
 
     run.stop().await;
@@ -46,7 +53,11 @@ async fn rebuild_carries_over_existing_sources() {
         "no refetch of the carried-over source"
     );
     // Out-of-range index fails closed.
-    assert!(rebuilt.snapshot(7).unavailable);
+    assert!(
+        rebuilt
+            .snapshot(portcullis_config::PolicyId::new(7))
+            .unavailable
+    );
     tx.send(true).unwrap();
     task.await.unwrap();
 }

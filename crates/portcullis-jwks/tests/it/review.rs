@@ -19,7 +19,7 @@ fn lc() -> KeyLifecycle {
 
 /// Verify against policy `idx`'s snapshot, then its claim rules: what the proxy does.
 fn evaluate(run: &Running, m: &Model, idx: usize, token: &str) -> Result<(), AuthError> {
-    let snap = run.store.snapshot(idx);
+    let snap = run.store.snapshot(portcullis_config::PolicyId::new(idx));
     let t = portcullis_auth::verify_token(token, &snap, true)?;
     check_claims(&std::sync::Arc::new(t), &m.policies[idx].policy, &snap, NOW).map(|_| ())
 }
@@ -109,7 +109,7 @@ async fn symmetric_keys_in_a_fetched_jwks_are_ignored() {
     let run = Running::start(&m).await;
     run.wait_ready().await;
     for idx in 0..2 {
-        let snap = run.store.snapshot(idx);
+        let snap = run.store.snapshot(portcullis_config::PolicyId::new(idx));
         assert_eq!(snap.keys.len(), 1, "only the RSA key is served");
         assert!(verify(&run.store, idx, &token(&rsa, server.issuer())).is_ok());
         assert_eq!(
@@ -151,10 +151,17 @@ async fn the_issuer_check_fails_closed_until_the_discovery_issuer_is_known() {
     let run = Running::start(&m).await;
     let store = run.store.clone();
     wait_until(ms(3000), "the JWKS keys are served", move || {
-        !store.snapshot(0).keys.is_empty()
+        !store
+            .snapshot(portcullis_config::PolicyId::new(0))
+            .keys
+            .is_empty()
     })
     .await;
-    assert!(run.store.snapshot(0).issuers.is_empty());
+    assert!(run
+        .store
+        .snapshot(portcullis_config::PolicyId::new(0))
+        .issuers
+        .is_empty());
     // The key verifies the signature, but no issuer can be checked yet: refused, not let through.
     assert_eq!(
         evaluate(&run, &m, 0, &token(&key, "https://anyone.example/")),

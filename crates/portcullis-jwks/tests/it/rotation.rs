@@ -16,7 +16,10 @@ async fn new_key_is_accepted_on_its_first_request() {
     let ready_in = started.elapsed();
     let issuer = server.issuer().to_owned();
     assert_eq!(
-        &*run.store.snapshot(0).issuers,
+        &*run
+            .store
+            .snapshot(portcullis_config::PolicyId::new(0))
+            .issuers,
         std::slice::from_ref(&issuer)
     );
     assert!(verify(&run.store, 0, &token(&k1, &issuer)).is_ok());
@@ -35,7 +38,10 @@ async fn new_key_is_accepted_on_its_first_request() {
         }
     );
     let started = Instant::now();
-    let snap = run.store.refetch_for_unknown_kid(0, "k2").await;
+    let snap = run
+        .store
+        .refetch_for_unknown_kid(portcullis_config::PolicyId::new(0), "k2")
+        .await;
     let took = started.elapsed();
     let verified = portcullis_auth::verify_token(&t2, &snap, true).expect("k2 accepted");
     assert_eq!(verified.kid.as_deref(), Some("k2"));
@@ -43,9 +49,17 @@ async fn new_key_is_accepted_on_its_first_request() {
     assert_eq!(server.hits(JWKS_PATH), jwks_before + 1);
     // k1 still validates, and the published snapshot now has both keys.
     assert!(verify(&run.store, 0, &token(&k1, &issuer)).is_ok());
-    assert_eq!(run.store.snapshot(0).keys.len(), 2);
+    assert_eq!(
+        run.store
+            .snapshot(portcullis_config::PolicyId::new(0))
+            .keys
+            .len(),
+        2
+    );
     // A second request with k2 needs no fetch at all.
-    run.store.refetch_for_unknown_kid(0, "k2").await;
+    run.store
+        .refetch_for_unknown_kid(portcullis_config::PolicyId::new(0), "k2")
+        .await;
     assert_eq!(server.hits(JWKS_PATH), jwks_before + 1);
     println!("rotation: ready in {ready_in:?}; k2 accepted on first request after one refetch of {took:?}");
     run.stop().await;
@@ -73,7 +87,9 @@ async fn removed_key_stops_validating_after_the_next_refresh() {
     // The refresh-interval is an hour: only max-age=1 can bring a refresh within this generous
     // deadline. What matters is that k1 leaves with a refresh, not how fast the machine is.
     wait_until(ms(20_000), "k1 removed from the snapshot", move || {
-        !store.snapshot(0).contains_fingerprint(fp1)
+        !store
+            .snapshot(portcullis_config::PolicyId::new(0))
+            .contains_fingerprint(fp1)
     })
     .await;
     assert!(
@@ -103,10 +119,18 @@ async fn abandoned_refetch_does_not_start_a_cooldown() {
     server.set_keys(&[&k1, &k2]);
     server.update(JWKS_PATH, |ep| ep.delay = ms(300));
     // The first request with k2 is dropped mid-fetch (its client went away).
-    let abandoned = tokio::time::timeout(ms(50), run.store.refetch_for_unknown_kid(0, "k2")).await;
+    let abandoned = tokio::time::timeout(
+        ms(50),
+        run.store
+            .refetch_for_unknown_kid(portcullis_config::PolicyId::new(0), "k2"),
+    )
+    .await;
     assert!(abandoned.is_err());
     // The next one still refetches (no 30 s cooldown was left behind) and gets k2.
-    let snap = run.store.refetch_for_unknown_kid(0, "k2").await;
+    let snap = run
+        .store
+        .refetch_for_unknown_kid(portcullis_config::PolicyId::new(0), "k2")
+        .await;
     assert!(portcullis_auth::verify_token(&token(&k2, "i"), &snap, true).is_ok());
     assert_eq!(
         run.metric("portcullis_jwks_refetch_suppressed_total", &[]),

@@ -11,7 +11,11 @@ async fn storm(store: &Arc<KeyStore>, n: usize) -> Duration {
     for _ in 0..n {
         let store = store.clone();
         let kid = format!("made-up-{:016x}", rand::random::<u64>());
-        tasks.spawn(async move { store.refetch_for_unknown_kid(0, &kid).await });
+        tasks.spawn(async move {
+            store
+                .refetch_for_unknown_kid(portcullis_config::PolicyId::new(0), &kid)
+                .await
+        });
     }
     while let Some(snap) = tasks.join_next().await {
         assert!(!snap.unwrap().unavailable);

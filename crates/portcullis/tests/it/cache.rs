@@ -210,13 +210,15 @@ async fn a_cached_token_still_faces_each_routes_rules() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_that_expires_while_cached_is_rejected() {
     let f = fixture(1000).await;
-    let claims = f.claims(2);
+    // 4 s of life: long enough for a loaded CI machine to send a second request before exp (2 s
+    // was seen failing under a parallel release build), short enough to keep the test quick.
+    let claims = f.claims(4);
     let exp = claims["exp"].as_i64().unwrap();
     let token = f.key.sign(&claims).unwrap();
     assert_eq!(f.get("/api/orders", &token).await.0, 200);
     // Poll (bounded) until the gateway refuses it; every 200 on the way is a cache hit, and none
     // may come from a request sent at or after exp.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let (status, body) = loop {
         let sent = now();
         let (status, body) = f.get("/api/orders", &token).await;

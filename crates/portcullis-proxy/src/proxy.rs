@@ -304,8 +304,13 @@ impl ProxyHttp for Gateway {
             }
         }
         for (name, value) in &ctx.response_headers {
-            // The gateway's CORS decision replaces the backend's own, if it sent one.
-            response.insert_header(name.clone(), value.clone())?;
+            if name == http::header::VARY {
+                // Added to the backend's Vary (Accept-Encoding...), never replacing it.
+                response.append_header(name.clone(), value.clone())?;
+            } else {
+                // The gateway's CORS decision replaces the backend's own, if it sent one.
+                response.insert_header(name.clone(), value.clone())?;
+            }
         }
         Ok(())
     }

@@ -95,7 +95,7 @@ pub async fn start(mode: Mode, oracle: Arc<Oracle>) -> Running {
                 };
                 let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
                 *response.status_mut() = status;
-                if matches!(mode, Mode::VerifyClosingEvery(every) if n % every == 0) {
+                if matches!(mode, Mode::VerifyClosingEvery(every) if n.is_multiple_of(every)) {
                     response
                         .headers_mut()
                         .insert(hyper::header::CONNECTION, "close".parse().unwrap());

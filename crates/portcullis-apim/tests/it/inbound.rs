@@ -62,6 +62,8 @@ enum S {
     Cors,
     Jwt,
     Lim(LimitKind, Option<u64>, u64, CounterKey, Ic),
+    Ip(portcullis_config::IpFilter),
+    Check(portcullis_config::CheckHeader),
 }
 
 fn shape(pm: &PolicyModel) -> Vec<S> {
@@ -77,6 +79,8 @@ fn shape(pm: &PolicyModel) -> Vec<S> {
                 l.counter_key.clone(),
                 l.increment_condition,
             ),
+            Statement::IpFilter(f) => S::Ip((**f).clone()),
+            Statement::CheckHeader(c) => S::Check((**c).clone()),
         })
         .collect()
 }
@@ -402,3 +406,4 @@ fn increment_conditions_map_exactly_or_to_a_wider_value_with_a_report() {
         load(&conv, "c.yaml");
     }
 }
+

@@ -245,3 +245,53 @@ async fn check_header_answers_with_the_configured_status_and_message() {
     );
     assert_eq!(s.backend.request_count(), 3);
 }
+
+/// An APIM policy with both statements, converted by `import-apim`, decides the same calls through
+/// the gateway: the caller (127.0.0.1) is inside the allowed range, the forbidden address is
+/// another, and the header needs one of the listed values.
+#[tokio::test]
+async fn imported_apim_checks_decide_the_same_end_to_end() {
+    let backend = Backend::start().unwrap();
+    let xml = r#"<policies><inbound>
+        <ip-filter action="allow">
+            <address-range from="127.0.0.1" to="127.0.0.3" />
+        </ip-filter>
+        <ip-filter action="forbid"><address>127.0.0.2</address></ip-filter>
+        <check-header name="X-Tenant" failed-check-httpcode="403" failed-check-error-message="Unknown tenant" ignore-case="true">
+            <value>contoso</value>
+        </check-header>
+    </inbound></policies>"#;
+    let route: portcullis_apim::RouteSpec = format!("api=/api={}", backend.url()).parse().unwrap();
+    let conv = portcullis_apim::convert(xml, "admin.xml", &[route]).unwrap();
+    assert!(
+        conv.diagnostics
+            .iter()
+            .all(|d| d.kind != portcullis_apim::Kind::Unsupported),
+        "{:?}",
+        conv.diagnostics
+    );
+    let text = conv
+        .yaml
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"");
+    let (model, _) = portcullis_config::load_str(&text, Path::new("admin.yaml"))
+        .unwrap_or_else(|d| panic!("config rejected: {d:?}\n{text}"));
+    let s = Setup {
+        gateway: InProcess::start(&model).await,
+        backend,
+        client: Client::new(),
+    };
+    let ok = s.get("/api/x", &[("X-Tenant", "CONTOSO")]).await;
+    assert_eq!(ok.status(), 200);
+    let wrong = s.get("/api/x", &[("X-Tenant", "fabrikam")]).await;
+    assert_eq!(
+        refusal(wrong).await,
+        (
+            403,
+            json!({"statusCode": 403, "message": "Unknown tenant"}),
+            None
+        )
+    );
+    assert_eq!(s.backend.request_count(), 1);
+    assert_eq!(s.backend.requests()[0].header("x-tenant"), Some("CONTOSO"));
+}

@@ -131,11 +131,12 @@ impl Converter {
             "check-header" => self.check_header(el),
             "choose" => self.choose(el),
             "cors" => self.cors(el),
+            "ip-filter" => self.ip_filter(el),
             "rate-limit" | "rate-limit-by-key" | "quota-by-key" => self.limit(el),
             other => self.unsupported(
                 el.pos,
                 other,
-                "no gateway.yaml equivalent (converted: validate-jwt, validate-azure-ad-token, claim forwarding, cors, rate-limit, rate-limit-by-key, quota-by-key)",
+                "no gateway.yaml equivalent (converted: validate-jwt, validate-azure-ad-token, claim forwarding, cors, rate-limit, rate-limit-by-key, quota-by-key, check-header, ip-filter)",
             ),
         }
     }
@@ -646,27 +647,6 @@ impl Converter {
             forward.remove(pos);
         }
         forward.push((header, claim, el.pos));
-    }
-
-    fn check_header(&mut self, el: &Element) {
-        let name = el.attr("name").map_or("", |a| a.value.as_str());
-        let values: Vec<&str> = el
-            .children
-            .iter()
-            .filter(|c| c.name == "value")
-            .map(Element::trimmed_text)
-            .collect();
-        let code = el
-            .attr("failed-check-httpcode")
-            .map_or("", |a| a.value.as_str());
-        self.unsupported(
-            el.pos,
-            "check-header",
-            format!(
-                "gateway.yaml has no header check: requests whose {name} header is missing or not one of [{}] are not rejected (APIM answers {code})",
-                values.join(", ")
-            ),
-        );
     }
 
     /// An attribute value that must not be an expression; reported and `None` when it is.

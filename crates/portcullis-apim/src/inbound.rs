@@ -1,4 +1,5 @@
-//! `cors`, `rate-limit`, `rate-limit-by-key` and `quota-by-key` -> statements of the policy's
+//! `cors`, `rate-limit`, `rate-limit-by-key`, `quota-by-key`, `check-header` and `ip-filter` ->
+//! statements of the policy's
 //! ordered `inbound:` list, in APIM's document order (validate-jwt takes its place in the list).
 //!
 //! Why an ordered list: APIM runs a policy's statements in document order, and the order matters
@@ -6,6 +7,8 @@
 //! `sub` after it keys on the verified claim). A counter key read from a token claim is tied to the
 //! converted token check that validates that token and always lands after it: before validate-jwt,
 //! APIM would key on the unverified token, which any caller can forge.
+
+use std::net::IpAddr;
 
 use crate::convert::Converter;
 use crate::expr::{self, JwtSource, KeyRead};
@@ -432,6 +435,196 @@ impl Converter {
             );
         }
         let entry = Entry::new("cors", Node::Map(entries)).comment(self.origin(el.pos));
+        self.steps.push(Step {
+            pos: el.pos,
+            place: Place::Shared,
+            entry: Some(entry),
+        });
+    }
+
+    /// `check-header` -> `check-header:` (name, values, ignore-case, failed-check-httpcode,
+    /// failed-check-error-message). A `<value>` that is an expression is left out (the check gets
+    /// stricter, reported); with no value left the statement is not converted (it would get looser).
+    pub(crate) fn check_header(&mut self, el: &Element) {
+        let (mut name, mut code, mut message, mut ignore_case) = (None, None, None, None);
+        for a in &el.attrs {
+            match a.name.as_str() {
+                "name" => {
+                    name = self
+                        .plain(a)
+                        .map(str::trim)
+                        .and_then(|t| self.header_name(a, t))
+                }
+                "failed-check-httpcode" => code = self.integer(a, 400, 599),
+                "failed-check-error-message" => message = self.plain(a).map(str::to_owned),
+                "ignore-case" => ignore_case = self.boolean(a),
+                "id" => self.note(a.pos, "id", "policy ids are not kept"),
+                other => self.unsupported(a.pos, other, "not a check-header attribute"),
+            }
+        }
+        let mut values = Vec::new();
+        let mut dropped = false;
+        for child in &el.children {
+            if child.name != "value" {
+                self.unsupported(child.pos, &child.name, "not a check-header element");
+                continue;
+            }
+            let text = child.trimmed_text();
+            if expr::is_expression(text) {
+                dropped = true;
+                self.unsupported(
+                    child.pos,
+                    "value",
+                    "policy expressions are not evaluated; left out (callers sending this value are refused)",
+                );
+            } else {
+                values.push(text.to_owned());
+            }
+        }
+        let mut missing = Vec::new();
+        if name.is_none() {
+            missing.push("name");
+        }
+        if code.is_none() {
+            missing.push("failed-check-httpcode");
+        }
+        if message.is_none() {
+            missing.push("failed-check-error-message");
+        }
+        if dropped && values.is_empty() {
+            missing.push("literal value");
+        }
+        let (Some(name), Some(code), Some(message)) = (name, code, message) else {
+            return self.not_checked(el, &missing);
+        };
+        if !missing.is_empty() {
+            return self.not_checked(el, &missing);
+        }
+        let mut entries = vec![Entry::new("name", Node::str(name))];
+        if !values.is_empty() {
+            entries.push(Entry::new("values", Node::strings(values)));
+        }
+        if let Some(b) = ignore_case {
+            entries.push(Entry::new("ignore-case", Node::Bool(b)));
+        }
+        entries.push(Entry::new("failed-check-httpcode", Node::Int(code)));
+        entries.push(Entry::new("failed-check-error-message", Node::str(message)));
+        self.shared(el, "check-header", entries);
+    }
+
+    fn not_checked(&mut self, el: &Element, missing: &[&str]) {
+        self.unsupported(
+            el.pos,
+            &el.name,
+            format!(
+                "not converted (no usable {}): the gateway does not check these calls",
+                missing.join(", ")
+            ),
+        );
+    }
+
+    fn header_name(&mut self, a: &Attr, text: &str) -> Option<String> {
+        match header(text) {
+            Ok(h) => Some(h),
+            Err(why) => {
+                self.unsupported(a.pos, &a.name, why);
+                None
+            }
+        }
+    }
+
+    /// `ip-filter` -> `ip-filter:` (action, addresses, address-ranges). An address that is an
+    /// expression or not an IP address is left out and reported.
+    pub(crate) fn ip_filter(&mut self, el: &Element) {
+        let mut action = None;
+        for a in &el.attrs {
+            match a.name.as_str() {
+                "action" => match self.plain(a).map(str::trim) {
+                    Some(v @ ("allow" | "forbid")) => action = Some(v),
+                    Some(v) => self.unsupported(
+                        a.pos,
+                        "action",
+                        format!("\"{v}\" is neither allow nor forbid"),
+                    ),
+                    None => {}
+                },
+                "id" => self.note(a.pos, "id", "policy ids are not kept"),
+                other => self.unsupported(a.pos, other, "not an ip-filter attribute"),
+            }
+        }
+        let effect = if action == Some("forbid") {
+            "this caller is not refused"
+        } else {
+            "this caller is refused"
+        };
+        let (mut addresses, mut ranges) = (Vec::new(), Vec::new());
+        for child in &el.children {
+            match child.name.as_str() {
+                "address" => {
+                    let text = child.trimmed_text();
+                    if expr::is_expression(text) {
+                        self.unsupported(
+                            child.pos,
+                            "address",
+                            format!("policy expressions are not evaluated; left out ({effect})"),
+                        );
+                    } else if text.parse::<IpAddr>().is_ok() {
+                        addresses.push(text.to_owned());
+                    } else {
+                        self.unsupported(
+                            child.pos,
+                            "address",
+                            format!("\"{text}\" is not an IP address; left out"),
+                        );
+                    }
+                }
+                "address-range" => {
+                    let end = |name: &str| {
+                        child
+                            .attr(name)
+                            .map(|a| a.value.trim())
+                            .filter(|v| !expr::is_expression(v))
+                            .and_then(|v| v.parse::<IpAddr>().ok())
+                    };
+                    match (end("from"), end("to")) {
+                        (Some(from), Some(to))
+                            if from.is_ipv4() == to.is_ipv4() && from <= to =>
+                        {
+                            let range = vec![
+                                Entry::new("from", Node::str(from.to_string())),
+                                Entry::new("to", Node::str(to.to_string())),
+                            ];
+                            ranges.push(Item::new(Node::Map(range)));
+                        }
+                        _ => self.unsupported(
+                            child.pos,
+                            "address-range",
+                            format!("`from` and `to` must be IP addresses of one family, `from` first (expressions are not evaluated); left out ({effect})"),
+                        ),
+                    }
+                }
+                other => self.unsupported(child.pos, other, "not an ip-filter element"),
+            }
+        }
+        let Some(action) = action else {
+            return self.not_checked(el, &["action"]);
+        };
+        if addresses.is_empty() && ranges.is_empty() {
+            return self.not_checked(el, &["address or address-range"]);
+        }
+        let mut entries = vec![Entry::new("action", Node::str(action))];
+        if !addresses.is_empty() {
+            entries.push(Entry::new("addresses", Node::strings(addresses)));
+        }
+        if !ranges.is_empty() {
+            entries.push(Entry::new("address-ranges", Node::Seq(ranges)));
+        }
+        self.shared(el, "ip-filter", entries);
+    }
+
+    /// A statement every converted policy runs, in document order.
+    fn shared(&mut self, el: &Element, key: &str, entries: Vec<Entry>) {
+        let entry = Entry::new(key, Node::Map(entries)).comment(self.origin(el.pos));
         self.steps.push(Step {
             pos: el.pos,
             place: Place::Shared,

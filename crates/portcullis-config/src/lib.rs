@@ -30,7 +30,10 @@ pub use server::{
     DEFAULT_RATE_LIMIT_STORE_POOL_SIZE, DEFAULT_RATE_LIMIT_STORE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_TOKEN_CACHE_ENTRIES,
 };
-pub use statements::{AnyOr, Cors, CounterKey, IncrementCondition, Limit, LimitKind, Statement};
+pub use statements::{
+    AnyOr, CheckHeader, Cors, CounterKey, HeaderCheck, IncrementCondition, IpFilter, Limit,
+    LimitKind, Statement,
+};
 pub use vars::Lookup;
 
 use std::path::Path;

@@ -26,6 +26,8 @@ const POLICY_KEYS: &[&str] = &[
     "rate-limit",
     "rate-limit-by-key",
     "quota-by-key",
+    "ip-filter",
+    "check-header",
     "inbound",
 ];
 
@@ -130,7 +132,8 @@ fn read_one(cx: &mut Cx, name: &str, node: &Node) -> PolicyModel {
     };
     let validates = inbound.iter().any(|s| matches!(s, Statement::ValidateJwt));
     let written = f.key("validate-jwt").is_some() || f.key("validate-azure-ad-token").is_some();
-    if !validates && inbound.is_empty() && !written && f.get("inbound").is_none() {
+    let any_statement = statements::KEYED.iter().any(|k| f.key(k).is_some());
+    if !validates && inbound.is_empty() && !any_statement && f.get("inbound").is_none() {
         cx.error(
             f.pos,
             format!("{section} needs `validate-jwt` or `validate-azure-ad-token`"),
@@ -150,8 +153,8 @@ fn read_one(cx: &mut Cx, name: &str, node: &Node) -> PolicyModel {
     compiled(policy, key_sources, inbound)
 }
 
-/// The keyed form, in its fixed order: cors, validate-jwt, rate-limit, rate-limit-by-key...,
-/// quota-by-key....
+/// The keyed form, in its fixed order: ip-filter, cors, check-header, validate-jwt, rate-limit,
+/// rate-limit-by-key..., quota-by-key....
 fn keyed(
     cx: &mut Cx,
     name: &str,
@@ -161,8 +164,14 @@ fn keyed(
 ) -> Vec<Statement> {
     let section = format!("policy `{name}`");
     let mut out = Vec::new();
+    if let Some(n) = f.get("ip-filter") {
+        out.extend(statements::ip_filter(cx, n).map(|c| Statement::IpFilter(Arc::new(c))));
+    }
     if let Some(n) = f.get("cors") {
         out.extend(statements::cors(cx, n).map(|c| Statement::Cors(Arc::new(c))));
+    }
+    if let Some(n) = f.get("check-header") {
+        out.extend(statements::check_header(cx, n).map(|c| Statement::CheckHeader(Arc::new(c))));
     }
     match (f.get("validate-jwt"), f.get("validate-azure-ad-token")) {
         (Some(jwt), None) => {
@@ -229,6 +238,11 @@ fn ordered(
         };
         match *key {
             "cors" => out.extend(statements::cors(cx, body).map(|c| Statement::Cors(Arc::new(c)))),
+            "ip-filter" => out
+                .extend(statements::ip_filter(cx, body).map(|c| Statement::IpFilter(Arc::new(c)))),
+            "check-header" => out.extend(
+                statements::check_header(cx, body).map(|c| Statement::CheckHeader(Arc::new(c))),
+            ),
             "validate-jwt" | "validate-azure-ad-token" => {
                 if let Some(first) = validation {
                     cx.error(

@@ -6,17 +6,20 @@
 //!   run in list order (what `import-apim` writes, preserving APIM's order).
 //! - **Keyed** (the first form, still valid): `cors:`, `validate-jwt:` (or
 //!   `validate-azure-ad-token:`), `rate-limit:`, `rate-limit-by-key:` (one or a list) and
-//!   `quota-by-key:` (one or a list) as policy keys, run in this fixed order:
-//!   cors, validate-jwt, rate-limit, rate-limit-by-key..., quota-by-key....
+//!   `quota-by-key:` (one or a list), `ip-filter:` and `check-header:` as policy keys, run in this
+//!   fixed order: ip-filter, cors, check-header, validate-jwt, rate-limit, rate-limit-by-key...,
+//!   quota-by-key... (the caller's address first: it costs nothing and needs nothing else).
 //!
 //! Whatever the order, a CORS preflight runs only the `cors` statement (as in APIM), so preflights
 //! never need a token. A statement keyed on a claim must come after `validate-jwt`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, Method};
 
+use crate::model::IpNet;
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node};
 
@@ -30,6 +33,96 @@ pub enum Statement {
     ValidateJwt,
     /// `rate-limit`, `rate-limit-by-key`, `quota-by-key`.
     Limit(Arc<Limit>),
+    /// `ip-filter`.
+    IpFilter(Arc<IpFilter>),
+    /// `check-header`.
+    CheckHeader(Arc<CheckHeader>),
+}
+
+/// APIM's `ip-filter`: `allow` passes only the listed callers, `forbid` refuses them (403).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpFilter {
+    /// `action`: `true` for `allow`, `false` for `forbid`.
+    pub allow: bool,
+    /// `address` elements (a single address, or a CIDR range).
+    pub addresses: Vec<IpNet>,
+    /// `address-range` elements, `from` to `to` inclusive, both of one family.
+    pub ranges: Vec<(IpAddr, IpAddr)>,
+}
+
+impl IpFilter {
+    /// Whether `ip` is listed (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn lists(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.addresses.iter().any(|n| n.contains(ip))
+            || self.ranges.iter().any(|(from, to)| match (from, to, ip) {
+                (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(x)) => (*a..=*b).contains(&x),
+                (IpAddr::V6(a), IpAddr::V6(b), IpAddr::V6(x)) => (*a..=*b).contains(&x),
+                _ => false,
+            })
+    }
+
+    /// Whether a caller at `ip` may pass (an unknown address passes only a `forbid` filter).
+    pub fn permits(&self, ip: Option<IpAddr>) -> bool {
+        match ip {
+            Some(ip) => self.lists(ip) == self.allow,
+            None => !self.allow,
+        }
+    }
+}
+
+/// APIM's `check-header`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckHeader {
+    /// `name`.
+    pub name: HeaderName,
+    /// `value` elements: any one passes; empty: the header must only be present.
+    pub values: Vec<String>,
+    /// `ignore-case` (default false): compare the values case-insensitively.
+    pub ignore_case: bool,
+    /// `failed-check-httpcode`.
+    pub failed_check_httpcode: u16,
+    /// `failed-check-error-message`.
+    pub failed_check_error_message: String,
+}
+
+/// Why a request failed a `check-header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// The header is present with an allowed value (or any value when none is listed).
+    Passed,
+    /// The header is absent.
+    NotFound,
+    /// The header is present, but none of its values is listed.
+    ValueNotAllowed,
+}
+
+impl CheckHeader {
+    /// Checks a request's headers.
+    pub fn check(&self, headers: &http::HeaderMap) -> HeaderCheck {
+        let mut present = headers.get_all(&self.name).iter().peekable();
+        if present.peek().is_none() {
+            return HeaderCheck::NotFound;
+        }
+        if self.values.is_empty() {
+            return HeaderCheck::Passed;
+        }
+        let ok = present.any(|v| {
+            let v = v.as_bytes();
+            self.values.iter().any(|want| {
+                if self.ignore_case {
+                    want.as_bytes().eq_ignore_ascii_case(v)
+                } else {
+                    want.as_bytes() == v
+                }
+            })
+        });
+        if ok {
+            HeaderCheck::Passed
+        } else {
+            HeaderCheck::ValueNotAllowed
+        }
+    }
 }
 
 /// `*` or a list.
@@ -160,7 +253,176 @@ pub(crate) const KEYED: &[&str] = &[
     "rate-limit",
     "rate-limit-by-key",
     "quota-by-key",
+    "ip-filter",
+    "check-header",
 ];
+
+/// Reads `ip-filter`.
+pub(crate) fn ip_filter(cx: &mut Cx, node: &Node) -> Option<IpFilter> {
+    let f = Fields::new(
+        cx,
+        node,
+        "ip-filter",
+        &["action", "addresses", "address-ranges"],
+    )?;
+    let errors = cx.errors();
+    let allow = match f.get("action") {
+        Some(n) => match walk::string(cx, n, "action") {
+            Some("allow") => true,
+            Some("forbid") => false,
+            Some(other) => {
+                cx.error(
+                    n.pos,
+                    format!("ip-filter `action` must be `allow` or `forbid`, found `{other}`"),
+                );
+                false
+            }
+            None => false,
+        },
+        None => {
+            cx.error(f.pos, "ip-filter needs `action` (`allow` or `forbid`)");
+            false
+        }
+    };
+    let mut addresses = Vec::new();
+    if let Some(n) = f.get("addresses") {
+        let items = walk::list(cx, n, "addresses").unwrap_or_default();
+        if items.is_empty() && matches!(n.kind, Kind::Seq(_)) {
+            cx.error(n.pos, "`addresses` is empty");
+        }
+        for item in items {
+            let Some(text) = walk::non_empty(cx, item, "address") else {
+                continue;
+            };
+            match IpNet::parse(text) {
+                Some(net) => addresses.push(net),
+                None => cx.error(
+                    item.pos,
+                    format!("`{text}` is not an IP address (or `address/prefix`)"),
+                ),
+            }
+        }
+    }
+    let mut ranges = Vec::new();
+    if let Some(n) = f.get("address-ranges") {
+        let items = walk::list(cx, n, "address-ranges").unwrap_or_default();
+        if items.is_empty() && matches!(n.kind, Kind::Seq(_)) {
+            cx.error(n.pos, "`address-ranges` is empty");
+        }
+        for item in items {
+            let Some(r) = Fields::new(cx, item, "address-range", &["from", "to"]) else {
+                continue;
+            };
+            let mut end = |key: &str| match r.get(key) {
+                Some(n) => walk::non_empty(cx, n, key).and_then(|t| {
+                    t.parse::<IpAddr>().ok().map(|ip| (n, ip)).or_else(|| {
+                        cx.error(n.pos, format!("`{t}` is not an IP address"));
+                        None
+                    })
+                }),
+                None => {
+                    cx.error(r.pos, format!("an address range needs `{key}`"));
+                    None
+                }
+            };
+            let (from, to) = (end("from"), end("to"));
+            let (Some((_, from)), Some((to_node, to))) = (from, to) else {
+                continue;
+            };
+            let (from, to) = (from.to_canonical(), to.to_canonical());
+            if from.is_ipv4() != to.is_ipv4() {
+                cx.error(
+                    to_node.pos,
+                    format!(
+                        "an address range is one family: `{from}` to `{to}` mixes IPv4 and IPv6"
+                    ),
+                );
+            } else if from > to {
+                cx.error(
+                    to_node.pos,
+                    format!("an address range runs upwards: `{from}` is after `{to}`"),
+                );
+            } else {
+                ranges.push((from, to));
+            }
+        }
+    }
+    if f.get("addresses").is_none() && f.get("address-ranges").is_none() {
+        cx.error(
+            f.pos,
+            "ip-filter needs `addresses`, `address-ranges` or both",
+        );
+    }
+    let filter = IpFilter {
+        allow,
+        addresses,
+        ranges,
+    };
+    (cx.errors() == errors).then_some(filter)
+}
+
+/// Reads `check-header`.
+pub(crate) fn check_header(cx: &mut Cx, node: &Node) -> Option<CheckHeader> {
+    let keys = [
+        "name",
+        "values",
+        "ignore-case",
+        "failed-check-httpcode",
+        "failed-check-error-message",
+    ];
+    let f = Fields::new(cx, node, "check-header", &keys)?;
+    let errors = cx.errors();
+    let name = match f.get("name") {
+        Some(n) => walk::non_empty(cx, n, "name").and_then(|t| header_name(cx, n, t)),
+        None => {
+            cx.error(f.pos, "check-header needs `name` (the header to check)");
+            None
+        }
+    };
+    let values = match f.get("values") {
+        Some(n) => {
+            let before = cx.errors();
+            let values = walk::string_list(cx, n, "values");
+            if values.is_empty() && cx.errors() == before {
+                cx.error(
+                    n.pos,
+                    "`values` is empty: leave it out to require only that the header is present",
+                );
+            }
+            values
+        }
+        None => Vec::new(),
+    };
+    let ignore_case = f
+        .get("ignore-case")
+        .and_then(|n| walk::boolean(cx, n, "ignore-case"))
+        .unwrap_or(false);
+    let status = match f.get("failed-check-httpcode") {
+        Some(n) => walk::failure_status(cx, n, "failed-check-httpcode"),
+        None => {
+            cx.error(
+                f.pos,
+                "check-header needs `failed-check-httpcode` (400-599)",
+            );
+            None
+        }
+    };
+    let message = match f.get("failed-check-error-message") {
+        Some(n) => walk::string(cx, n, "failed-check-error-message").map(str::to_owned),
+        None => {
+            cx.error(f.pos, "check-header needs `failed-check-error-message`");
+            None
+        }
+    };
+    let check = CheckHeader {
+        name: name?,
+        values,
+        ignore_case,
+        failed_check_httpcode: status?,
+        failed_check_error_message: message?,
+    };
+    (cx.errors() == errors).then_some(check)
+}
 
 /// Longest `renewal-period` of a rate limit (APIM: 300 s).
 const MAX_RATE_PERIOD: u64 = 300;

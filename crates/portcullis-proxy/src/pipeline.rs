@@ -15,13 +15,18 @@ use http::HeaderValue;
 use pingora_error::Result;
 use pingora_proxy::Session;
 use portcullis_auth::{claim_headers, claim_to_header_value, failure_response, RequestParts};
-use portcullis_config::{CounterKey, Limit, LimitKind, PolicyModel, Statement};
+use portcullis_config::{
+    CheckHeader, CounterKey, HeaderCheck, IpFilter, Limit, LimitKind, PolicyModel, Statement,
+};
 
 use crate::auth::{authenticate, unix_now_ms};
 use crate::cors;
 use crate::limits::{Counted, Hit};
 use crate::proxy::{Ctx, Gateway};
-use crate::respond::{quota_exceeded, rate_limit_store_unavailable, rate_limited, Answer, Quota};
+use crate::respond::{
+    caller_ip_forbidden, header_check_failed, quota_exceeded, rate_limit_store_unavailable,
+    rate_limited, Answer, Quota,
+};
 
 /// One step of a policy.
 #[derive(Debug, Clone)]
@@ -32,6 +37,10 @@ pub enum Step {
     ValidateJwt,
     /// `rate-limit`, `rate-limit-by-key`, `quota-by-key`.
     Limit(Arc<Limit>),
+    /// `ip-filter` on the client address (`server.trusted-proxies` honoured).
+    IpFilter(Arc<IpFilter>),
+    /// `check-header`.
+    CheckHeader(Arc<CheckHeader>),
 }
 
 /// A policy's steps in order.
@@ -51,6 +60,8 @@ impl Pipeline {
                 Statement::Cors(c) => Step::Cors(c.clone()),
                 Statement::ValidateJwt => Step::ValidateJwt,
                 Statement::Limit(l) => Step::Limit(l.clone()),
+                Statement::IpFilter(f) => Step::IpFilter(f.clone()),
+                Statement::CheckHeader(c) => Step::CheckHeader(c.clone()),
             })
             .collect();
         let cors = steps.iter().find_map(|s| match s {
@@ -161,6 +172,16 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
                     }
                 }
             }
+            Step::IpFilter(filter) => {
+                let ip = client_ip(session, &generation.trusted_proxies);
+                if !filter.permits(ip) {
+                    return Ok(Some(caller_ip_forbidden()));
+                }
+            }
+            Step::CheckHeader(check) => match check.check(&session.req_header().headers) {
+                HeaderCheck::Passed => {}
+                failed => return Ok(Some(header_check_failed(check, failed))),
+            },
             Step::Limit(limit) => {
                 let key = counter_key(limit, session, ctx, &generation.trusted_proxies);
                 if let Some(answer) = apply_limit(gw, limit, key, ctx).await {
@@ -194,17 +215,20 @@ fn counter_key(
             .and_then(claim_to_header_value)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default(),
-        CounterKey::ClientIp => {
-            let peer = session
-                .downstream_session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
-            crate::identity::client_ip(session.req_header(), peer, trusted)
-                .map(|ip: IpAddr| ip.to_canonical().to_string())
-                .unwrap_or_default()
-        }
+        CounterKey::ClientIp => client_ip(session, trusted)
+            .map(|ip| ip.to_canonical().to_string())
+            .unwrap_or_default(),
     }
+}
+
+/// The client's address: the peer's, or the one a trusted proxy forwarded.
+fn client_ip(session: &Session, trusted: &[portcullis_config::IpNet]) -> Option<IpAddr> {
+    let peer = session
+        .downstream_session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    crate::identity::client_ip(session.req_header(), peer, trusted)
 }
 
 fn period_ms(limit: &Limit) -> u64 {

@@ -90,6 +90,40 @@ impl Answer {
     }
 }
 
+/// Reason of an `ip-filter` refusal.
+pub const REASON_CALLER_IP_NOT_ALLOWED: &str = "CallerIpNotAllowed";
+/// Message of an `ip-filter` refusal (APIM's status text; APIM does not document its body).
+pub const CALLER_IP_FORBIDDEN_MESSAGE: &str = "Forbidden";
+/// Reason of a `check-header` refusal: the header is absent.
+pub const REASON_HEADER_NOT_FOUND: &str = "HeaderNotFound";
+/// Reason of a `check-header` refusal: no listed value.
+pub const REASON_HEADER_VALUE_NOT_ALLOWED: &str = "HeaderValueNotAllowed";
+
+/// `ip-filter` refused the caller's address: 403.
+pub fn caller_ip_forbidden() -> Answer {
+    Answer::json(
+        403,
+        REASON_CALLER_IP_NOT_ALLOWED,
+        CALLER_IP_FORBIDDEN_MESSAGE,
+    )
+}
+
+/// `check-header` failed: the configured status and message.
+pub fn header_check_failed(
+    check: &portcullis_config::CheckHeader,
+    why: portcullis_config::HeaderCheck,
+) -> Answer {
+    let reason = match why {
+        portcullis_config::HeaderCheck::NotFound => REASON_HEADER_NOT_FOUND,
+        _ => REASON_HEADER_VALUE_NOT_ALLOWED,
+    };
+    Answer::json(
+        check.failed_check_httpcode,
+        reason,
+        &check.failed_check_error_message,
+    )
+}
+
 /// Reason of a `rate-limit` / `rate-limit-by-key` refusal (APIM's `RateLimitExceeded`).
 pub const REASON_RATE_LIMITED: &str = "RateLimitExceeded";
 /// Reason of a `quota-by-key` refusal.
@@ -177,6 +211,12 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
         AuthError::KeysUnavailable,
     ];
     out.extend(auth.iter().map(|e| (401, e.reason(), e.default_message())));
+    // check-header: the configured status and message (listed, like the token answers, under 401).
+    out.extend(
+        [REASON_HEADER_NOT_FOUND, REASON_HEADER_VALUE_NOT_ALLOWED]
+            .iter()
+            .map(|r| (401, *r, String::new())),
+    );
     out.extend(
         portcullis_route::Refusal::ALL
             .iter()
@@ -209,6 +249,11 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
             503,
             REASON_RATE_LIMIT_STORE_UNAVAILABLE,
             RATE_LIMIT_STORE_UNAVAILABLE_MESSAGE,
+        ),
+        (
+            403,
+            REASON_CALLER_IP_NOT_ALLOWED,
+            CALLER_IP_FORBIDDEN_MESSAGE,
         ),
         (200, REASON_CORS_PREFLIGHT, ""),
         (200, REASON_CORS_UNMATCHED, ""),

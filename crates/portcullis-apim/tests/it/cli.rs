@@ -36,7 +36,7 @@ fn exit_codes_follow_the_conversion() {
     let written = std::fs::read_to_string(&yaml).unwrap();
     assert!(written.contains("validate-jwt:"), "{written}");
     assert_eq!(
-        import(&[&corpus_path("14-check-header.xml"), "-o", o]),
+        import(&[&corpus_path("23-admin-ip-filter.xml"), "-o", o]),
         ExitCode::from(3)
     );
     assert_eq!(

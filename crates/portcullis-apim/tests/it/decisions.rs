@@ -447,8 +447,9 @@ fn cases() -> Vec<Case> {
             ])
         },
         case("14-check-header.xml", vec![
-            tok("valid token, no X-Tenant header", Hs(HS_A), hs(json!({})), reject("HeaderNotFound"))
-                .differs(ACCEPT, "check-header has no gateway.yaml equivalent; the converter reports it as unsupported"),
+            // The token check only: the converted check-header is evaluated in inbound.rs
+            // (statement semantics) and end to end in crates/portcullis/tests/it/checks.rs.
+            tok("valid token", Hs(HS_A), hs(json!({})), ACCEPT),
             tok("bad signature", Hs(HS_WRONG), hs(json!({})), reject("TokenSignatureInvalid")),
         ]),
         case("15-named-values.xml", vec![
@@ -485,6 +486,11 @@ fn cases() -> Vec<Case> {
         case("22-claim-keys.xml", vec![
             tok("valid", Hs(HS_A), hs(json!({})), ACCEPT),
             tok("bad signature", Hs(HS_WRONG), hs(json!({})), reject("TokenSignatureInvalid")),
+        ]),
+        // The token check only; ip-filter and check-header: inbound.rs and checks.rs (see above).
+        case("23-admin-ip-filter.xml", vec![
+            tok("valid", Hs(HS_A), claims("https://sts.contoso.test/", "api://admin", json!({})), ACCEPT),
+            tok("other audience", Hs(HS_A), hs(json!({})), reject("TokenAudienceNotAllowed")),
         ]),
     ]
 }

@@ -1,6 +1,6 @@
-//! cors, rate-limit, rate-limit-by-key and quota-by-key: the converted YAML is loaded by
-//! `portcullis_config` (what `portcullis check` runs) and the statements it compiles to are
-//! compared with the APIM document, in order.
+//! cors, rate-limit, rate-limit-by-key, quota-by-key, check-header and ip-filter: the converted
+//! YAML is loaded by `portcullis_config` (what `portcullis check` runs) and the statements it
+//! compiles to are compared with the APIM document, in order.
 
 use std::path::Path;
 use std::time::Duration;
@@ -62,6 +62,8 @@ enum S {
     Cors,
     Jwt,
     Lim(LimitKind, Option<u64>, u64, CounterKey, Ic),
+    Ip(portcullis_config::IpFilter),
+    Check(portcullis_config::CheckHeader),
 }
 
 fn shape(pm: &PolicyModel) -> Vec<S> {
@@ -77,6 +79,8 @@ fn shape(pm: &PolicyModel) -> Vec<S> {
                 l.counter_key.clone(),
                 l.increment_condition,
             ),
+            Statement::IpFilter(f) => S::Ip((**f).clone()),
+            Statement::CheckHeader(c) => S::Check((**c).clone()),
         })
         .collect()
 }
@@ -401,4 +405,100 @@ fn increment_conditions_map_exactly_or_to_a_wider_value_with_a_report() {
         );
         load(&conv, "c.yaml");
     }
+}
+
+#[test]
+fn ip_filter_and_check_header_convert_in_document_order() {
+    use std::net::IpAddr;
+    let (conv, model) = converted("23-admin-ip-filter");
+    let pm = routed(&model);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut kinds = Vec::new();
+    for s in &pm.inbound {
+        kinds.push(match s {
+            Statement::IpFilter(f) if f.allow => "allow",
+            Statement::IpFilter(_) => "forbid",
+            Statement::CheckHeader(_) => "check-header",
+            Statement::ValidateJwt => "validate-jwt",
+            other => panic!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        kinds,
+        [
+            "allow",
+            "forbid",
+            "check-header",
+            "validate-jwt",
+            "check-header"
+        ]
+    );
+    let Statement::IpFilter(allow) = &pm.inbound[0] else {
+        unreachable!()
+    };
+    // The same callers pass as in APIM, except the expression's address (left out: refused).
+    for (passes, addr) in [
+        (true, "203.0.113.7"),
+        (false, "203.0.113.8"),
+        (true, "198.51.100.0"),
+        (true, "198.51.100.255"),
+        (false, "198.51.101.0"),
+        (true, "2001:db8::1f"),
+        (false, "2001:db8::20"),
+    ] {
+        assert_eq!(allow.permits(Some(ip(addr))), passes, "{addr}");
+    }
+    let Statement::IpFilter(forbid) = &pm.inbound[1] else {
+        unreachable!()
+    };
+    assert!(!forbid.permits(Some(ip("198.51.100.66"))));
+    assert!(forbid.permits(Some(ip("198.51.100.65"))));
+    let Statement::CheckHeader(tenant) = &pm.inbound[2] else {
+        unreachable!()
+    };
+    assert_eq!(tenant.name.as_str(), "x-tenant");
+    assert_eq!(tenant.values, ["contoso"]);
+    assert!(!tenant.ignore_case);
+    assert_eq!(
+        (
+            tenant.failed_check_httpcode,
+            tenant.failed_check_error_message.as_str()
+        ),
+        (401, "Tenant required")
+    );
+    let Statement::CheckHeader(version) = &pm.inbound[4] else {
+        unreachable!()
+    };
+    assert!(version.values.is_empty() && version.ignore_case);
+    assert_eq!(version.failed_check_httpcode, 400);
+    // The two expressions are reported, with their lines.
+    assert_eq!(
+        unsupported(&conv),
+        vec![(10, "address".to_owned()), (17, "value".to_owned())]
+    );
+}
+
+#[test]
+fn unusable_checks_are_reported_not_converted() {
+    let xml = r#"<policies><inbound>
+<check-header name="X-A" failed-check-httpcode="@(401)" failed-check-error-message="m" ignore-case="true" />
+<check-header name="X-B" failed-check-httpcode="401" failed-check-error-message="m" ignore-case="true"><value>@(context.Variables["v"])</value></check-header>
+<ip-filter action='@(context.Variables["a"])'><address>10.0.0.1</address></ip-filter>
+<ip-filter action="allow"><address>10.0.0.300</address><address-range from="10.0.0.9" to="10.0.0.1" /><address-range from="10.0.0.1" to="::1" /></ip-filter>
+</inbound></policies>"#;
+    let conv = convert(xml, "bad.xml", &[]).unwrap();
+    assert!(!conv.yaml.contains("check-header:"), "{}", conv.yaml);
+    assert!(!conv.yaml.contains("ip-filter:"), "{}", conv.yaml);
+    let lines: Vec<usize> = unsupported(&conv).iter().map(|(l, _)| *l).collect();
+    // Each statement: its attribute or child, then the statement itself.
+    for line in 2..=5 {
+        assert!(lines.contains(&line), "line {line} not reported: {lines:?}");
+    }
+    assert_eq!(
+        unsupported(&conv)
+            .iter()
+            .filter(|(_, s)| s == "check-header" || s == "ip-filter")
+            .count(),
+        4
+    );
 }

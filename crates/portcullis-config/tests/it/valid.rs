@@ -683,3 +683,91 @@ fn trusted_proxies_are_addresses_or_ranges() {
     assert!(messages[0].contains("`10.0.0.0/33` is not an IP address or CIDR range"));
     assert!(messages[1].contains("`proxy.local` is not an IP address or CIDR range"));
 }
+
+#[test]
+fn ip_filter_and_check_header_read_back_in_their_place() {
+    use portcullis_config::{HeaderCheck, IpNet, Statement};
+    use std::net::IpAddr;
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // Keyed form: fixed order ip-filter, cors, check-header, validate-jwt.
+    let (m, _) = load_ok(&policy_yaml(
+        "    check-header: { name: X-Tenant, values: [a, B], ignore-case: true, failed-check-httpcode: 401, failed-check-error-message: nope }\n    cors: { allowed-origins: [\"https://a.example\"] }\n    ip-filter:\n      action: forbid\n      addresses: [\"10.0.0.1\", \"2001:db8::/32\"]\n      address-ranges: [{ from: 192.0.2.10, to: 192.0.2.20 }, { from: \"fe80::1\", to: \"fe80::ff\" }]\n    validate-jwt:\n      openid-config: [{ url: \"https://idp.example/.well-known/openid-configuration\" }]\n      audiences: [api://orders]\n",
+    ));
+    let inbound = &m.policies[0].inbound;
+    let kinds: Vec<&str> = inbound
+        .iter()
+        .map(|s| match s {
+            Statement::IpFilter(_) => "ip-filter",
+            Statement::Cors(_) => "cors",
+            Statement::CheckHeader(_) => "check-header",
+            Statement::ValidateJwt => "validate-jwt",
+            Statement::Limit(_) => "limit",
+        })
+        .collect();
+    assert_eq!(kinds, ["ip-filter", "cors", "check-header", "validate-jwt"]);
+    let Statement::IpFilter(f) = &inbound[0] else {
+        panic!()
+    };
+    assert!(!f.allow);
+    assert_eq!(f.addresses[1], IpNet::parse("2001:db8::/32").unwrap());
+    for (listed, addr) in [
+        (true, "10.0.0.1"),
+        (false, "10.0.0.2"),
+        (true, "::ffff:10.0.0.1"),
+        (true, "2001:db8:1::5"),
+        (true, "192.0.2.10"),
+        (true, "192.0.2.20"),
+        (false, "192.0.2.21"),
+        (false, "192.0.2.9"),
+        (true, "fe80::80"),
+        (false, "fe80::100"),
+    ] {
+        assert_eq!(f.lists(ip(addr)), listed, "{addr}");
+        assert_eq!(f.permits(Some(ip(addr))), !listed, "{addr}");
+    }
+    assert!(f.permits(None), "forbid: an unknown address is not listed");
+    let Statement::CheckHeader(c) = &inbound[2] else {
+        panic!()
+    };
+    assert_eq!(c.name.as_str(), "x-tenant");
+    assert_eq!(
+        (
+            c.failed_check_httpcode,
+            c.failed_check_error_message.as_str()
+        ),
+        (401, "nope")
+    );
+    let headers = |v: &[&str]| {
+        let mut h = http::HeaderMap::new();
+        for v in v {
+            h.append("x-tenant", v.parse().unwrap());
+        }
+        h
+    };
+    assert_eq!(c.check(&headers(&[])), HeaderCheck::NotFound);
+    assert_eq!(c.check(&headers(&["b"])), HeaderCheck::Passed);
+    assert_eq!(c.check(&headers(&["c", "A"])), HeaderCheck::Passed);
+    assert_eq!(c.check(&headers(&["c"])), HeaderCheck::ValueNotAllowed);
+
+    // Ordered form: list order, and allow with no address known refuses.
+    let (m, _) = load_ok(&policy_yaml(
+        "    inbound:\n      - check-header: { name: x-a, failed-check-httpcode: 400, failed-check-error-message: m }\n      - ip-filter: { action: allow, addresses: [\"127.0.0.1\"] }\n",
+    ));
+    let inbound = &m.policies[0].inbound;
+    assert!(matches!(inbound[0], Statement::CheckHeader(_)));
+    let Statement::IpFilter(f) = &inbound[1] else {
+        panic!()
+    };
+    assert!(f.permits(Some(ip("127.0.0.1"))));
+    assert!(!f.permits(Some(ip("127.0.0.2"))));
+    assert!(!f.permits(None));
+    let Statement::CheckHeader(c) = &inbound[0] else {
+        panic!()
+    };
+    assert!(c.values.is_empty());
+    assert_eq!(c.check(&headers(&[])), HeaderCheck::NotFound);
+    let mut any = http::HeaderMap::new();
+    any.insert("x-a", "".parse().unwrap());
+    assert_eq!(c.check(&any), HeaderCheck::Passed, "present is enough");
+    assert!(!c.ignore_case);
+}

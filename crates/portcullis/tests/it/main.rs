@@ -4,6 +4,7 @@
 mod adversarial;
 mod cache;
 mod check;
+mod checks;
 mod forwarding;
 mod gateway;
 mod https;

@@ -95,6 +95,8 @@ struct Shared {
     failure: Mutex<Failure>,
     /// `true`: answers wait (after being recorded) until it is `false` again.
     held: tokio::sync::watch::Sender<bool>,
+    /// Headers added to every answer (`set_response_header`).
+    extra: Mutex<Vec<(http::HeaderName, http::HeaderValue)>>,
 }
 
 impl Default for Shared {
@@ -104,6 +106,7 @@ impl Default for Shared {
             delay_ms: AtomicU64::default(),
             failure: Mutex::default(),
             held: tokio::sync::watch::Sender::new(false),
+            extra: Mutex::default(),
         }
     }
 }
@@ -204,6 +207,17 @@ impl Backend {
     pub fn set_failure(&self, failure: Failure) {
         *lock(&self.shared.failure) = failure;
     }
+
+    /// Add this header to every answer from now on (a backend's own `Vary`, say). Names or values
+    /// that are not valid HTTP are ignored.
+    pub fn set_response_header(&self, name: &str, value: &str) {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            lock(&self.shared.extra).push((n, v));
+        }
+    }
 }
 
 impl Drop for Backend {
@@ -290,6 +304,9 @@ async fn answer(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    for (name, value) in lock(&shared.extra).iter() {
+        response.headers_mut().append(name.clone(), value.clone());
+    }
     Ok(response)
 }
 

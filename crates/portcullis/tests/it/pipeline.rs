@@ -187,7 +187,8 @@ async fn cors_preflights_never_need_a_token_and_errors_are_readable() {
         body,
         json!({"statusCode": 401, "message": "JWT not present."})
     );
-    // With a token, the backend's answer carries them too.
+    // With a token, the backend's answer carries them too; its own Vary is kept, Origin added.
+    s.backend.set_response_header("vary", "Accept-Encoding");
     let token = s.token("alice");
     let r = s
         .call(Method::GET, "/api/orders", &[("Origin", APP)], Some(&token))
@@ -196,6 +197,17 @@ async fn cors_preflights_never_need_a_token_and_errors_are_readable() {
     assert_eq!(
         header(&r, "access-control-allow-origin").as_deref(),
         Some(APP)
+    );
+    let vary: Vec<&str> = r
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        vary,
+        ["Accept-Encoding", "Origin"],
+        "the backend's Vary kept"
     );
     assert_eq!(s.backend.request_count(), 1);
     // From an origin that is not allowed: a GET ends with an empty 200, never forwarded

@@ -187,6 +187,15 @@ impl PolicyModel {
         }
     }
 
+    /// The policy's `cors` statement, if any (run before the others, and it makes preflights match
+    /// by the method they ask about).
+    pub fn cors(&self) -> Option<&Arc<crate::statements::Cors>> {
+        self.inbound.iter().find_map(|s| match s {
+            crate::statements::Statement::Cors(c) => Some(c),
+            _ => None,
+        })
+    }
+
     /// Whether the policy checks a token.
     pub fn validates_tokens(&self) -> bool {
         self.inbound

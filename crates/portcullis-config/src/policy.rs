@@ -13,24 +13,6 @@ use crate::statements::{self, CounterKey, LimitKind, Statement};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
-const POLICY_KEYS: &[&str] = &[
-    "validate-jwt",
-    "validate-azure-ad-token",
-    "scopes",
-    "roles",
-    "forward-claims",
-    "mode",
-    "insufficient-scope-httpcode",
-    "forward-token",
-    "cors",
-    "rate-limit",
-    "rate-limit-by-key",
-    "quota-by-key",
-    "ip-filter",
-    "check-header",
-    "inbound",
-];
-
 /// Policy-level rules that belong to the token check.
 const TOKEN_RULES: &[&str] = &[
     "scopes",
@@ -108,7 +90,9 @@ fn read_one(cx: &mut Cx, name: &str, node: &Node) -> PolicyModel {
     let mut policy = Policy::new(name);
     let mut key_sources = Vec::new();
     let section = format!("policy `{name}`");
-    let Some(f) = Fields::new(cx, node, &section, POLICY_KEYS) else {
+    // Every statement of the keyed form, the token check's rules, and `inbound`.
+    let keys = [statements::KEYED, TOKEN_RULES, &["inbound"]].concat();
+    let Some(f) = Fields::new(cx, node, &section, &keys) else {
         if node.kind == Kind::Null {
             cx.error(node.pos, format!("{section} is empty: add validate-jwt"));
         }

@@ -245,6 +245,13 @@ pub struct Limit {
     pub total_calls_header_name: Option<HeaderName>,
 }
 
+impl Limit {
+    /// Rate limits count in a sliding window, quotas in fixed ones.
+    pub fn sliding(&self) -> bool {
+        self.kind != LimitKind::QuotaByKey
+    }
+}
+
 /// Policy keys that are statements in the keyed form.
 pub(crate) const KEYED: &[&str] = &[
     "cors",

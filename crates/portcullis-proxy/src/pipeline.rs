@@ -7,6 +7,7 @@
 //! hook. As in APIM, a CORS preflight runs the `cors` step only, and `cors` is evaluated before the
 //! other steps whatever its place, so the gateway's own 401/403/429 carry the CORS headers.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,9 +15,9 @@ use std::time::Instant;
 use http::HeaderValue;
 use pingora_error::Result;
 use pingora_proxy::Session;
-use portcullis_auth::{claim_headers, claim_to_header_value, failure_response, RequestParts};
+use portcullis_auth::{claim_headers, claim_to_header_value, RequestParts};
 use portcullis_config::{
-    CheckHeader, CounterKey, HeaderCheck, IpFilter, Limit, LimitKind, PolicyModel, Statement,
+    CheckHeader, CounterKey, HeaderCheck, IpFilter, Limit, PolicyModel, Statement,
 };
 
 use crate::auth::{authenticate, unix_now_ms};
@@ -25,7 +26,7 @@ use crate::limits::{Counted, Hit};
 use crate::proxy::{Ctx, Gateway};
 use crate::respond::{
     caller_ip_forbidden, header_check_failed, quota_exceeded, rate_limit_store_unavailable,
-    rate_limited, Answer, Quota,
+    rate_limited, token_rejected, Answer, Quota,
 };
 
 /// One step of a policy.
@@ -36,7 +37,7 @@ pub enum Step {
     /// `validate-jwt` with the policy's claim rules.
     ValidateJwt,
     /// `rate-limit`, `rate-limit-by-key`, `quota-by-key`.
-    Limit(Arc<Limit>),
+    Limit(Arc<LimitStep>),
     /// `ip-filter` on the client address (`server.trusted-proxies` honoured).
     IpFilter(Arc<IpFilter>),
     /// `check-header`.
@@ -59,29 +60,68 @@ impl Pipeline {
             .map(|s| match s {
                 Statement::Cors(c) => Step::Cors(c.clone()),
                 Statement::ValidateJwt => Step::ValidateJwt,
-                Statement::Limit(l) => Step::Limit(l.clone()),
+                Statement::Limit(l) => Step::Limit(Arc::new(LimitStep::new(l))),
                 Statement::IpFilter(f) => Step::IpFilter(f.clone()),
                 Statement::CheckHeader(c) => Step::CheckHeader(c.clone()),
             })
             .collect();
-        let cors = steps.iter().find_map(|s| match s {
-            Step::Cors(c) => Some(c.clone()),
-            _ => None,
-        });
-        Pipeline { steps, cors }
+        Pipeline {
+            steps,
+            cors: p.cors().cloned(),
+        }
+    }
+}
+
+/// A limit statement with what its counters need, derived once: its window and the id of its
+/// bandwidth counter.
+#[derive(Debug)]
+pub struct LimitStep {
+    limit: Arc<Limit>,
+    period_ms: u64,
+    /// `policy#n/kb`: the bandwidth counter's id (quotas with `bandwidth`).
+    kb_id: String,
+}
+
+impl LimitStep {
+    fn new(limit: &Arc<Limit>) -> LimitStep {
+        LimitStep {
+            limit: limit.clone(),
+            period_ms: u64::try_from(limit.renewal_period.as_millis()).unwrap_or(u64::MAX),
+            kb_id: format!("{}/kb", limit.id),
+        }
     }
 
-    /// Whether the policy has a `cors` statement (preflights are then matched by the method they
-    /// ask about).
-    pub fn has_cors(&self) -> bool {
-        self.cors.is_some()
+    /// A hit on the calls counter.
+    fn calls<'a>(&'a self, key: &'a str, cap: u64, commit: bool) -> Hit<'a> {
+        Hit {
+            id: &self.limit.id,
+            key,
+            period_ms: self.period_ms,
+            limit: cap,
+            amount: self.limit.increment_count,
+            sliding: self.limit.sliding(),
+            commit,
+        }
+    }
+
+    /// A hit on the bandwidth counter (fixed window, kilobytes).
+    fn kilobytes<'a>(&'a self, key: &'a str, cap: u64, amount: u64, commit: bool) -> Hit<'a> {
+        Hit {
+            id: &self.kb_id,
+            key,
+            period_ms: self.period_ms,
+            limit: cap,
+            amount,
+            sliding: false,
+            commit,
+        }
     }
 }
 
 /// A count to make once the response status (and size) is known.
 #[derive(Debug)]
 pub struct Pending {
-    limit: Arc<Limit>,
+    step: Arc<LimitStep>,
     key: String,
     /// Count a call (the increment condition held at response time).
     calls: bool,
@@ -157,19 +197,7 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
                             "report-only: request would have been rejected; forwarded"
                         );
                     }
-                    Err(err) => {
-                        let rendered = failure_response(&err, policy);
-                        let mut answer = Answer {
-                            status: rendered.status,
-                            reason: err.reason(),
-                            body: Some(rendered.body),
-                            headers: Vec::new(),
-                        };
-                        if let Ok(v) = HeaderValue::from_str(&rendered.www_authenticate) {
-                            answer = answer.with(http::header::WWW_AUTHENTICATE, v);
-                        }
-                        return Ok(Some(answer));
-                    }
+                    Err(err) => return Ok(Some(token_rejected(&err, policy))),
                 }
             }
             Step::IpFilter(filter) => {
@@ -182,9 +210,9 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
                 HeaderCheck::Passed => {}
                 failed => return Ok(Some(header_check_failed(check, failed))),
             },
-            Step::Limit(limit) => {
-                let key = counter_key(limit, session, ctx, &generation.trusted_proxies);
-                if let Some(answer) = apply_limit(gw, limit, key, ctx).await {
+            Step::Limit(step) => {
+                let key = counter_key(&step.limit, session, ctx, &generation.trusted_proxies);
+                if let Some(answer) = apply_limit(gw, step, key, ctx).await {
                     return Ok(Some(answer));
                 }
             }
@@ -193,31 +221,31 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
     Ok(None)
 }
 
-/// The counter key of a request for a statement.
-fn counter_key(
-    limit: &Limit,
-    session: &Session,
+/// The counter key of a request for a statement (borrowed when it is a constant or a header).
+fn counter_key<'a>(
+    limit: &'a Limit,
+    session: &'a Session,
     ctx: &Ctx,
     trusted: &[portcullis_config::IpNet],
-) -> String {
+) -> Cow<'a, str> {
     match &limit.counter_key {
-        CounterKey::Constant(c) => c.clone(),
+        CounterKey::Constant(c) => Cow::Borrowed(c),
         CounterKey::Header(name) => session
             .req_header()
             .headers
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default(),
+            .map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes())),
         CounterKey::Claim(claim) => ctx
             .identity
             .as_ref()
             .and_then(|v| v.token().claims.lookup(claim))
             .and_then(claim_to_header_value)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default(),
-        CounterKey::ClientIp => client_ip(session, trusted)
-            .map(|ip| ip.to_canonical().to_string())
-            .unwrap_or_default(),
+            .map_or(Cow::Borrowed(""), |v| {
+                Cow::Owned(String::from_utf8_lossy(v.as_bytes()).into_owned())
+            }),
+        CounterKey::ClientIp => client_ip(session, trusted).map_or(Cow::Borrowed(""), |ip| {
+            Cow::Owned(ip.to_canonical().to_string())
+        }),
     }
 }
 
@@ -231,33 +259,23 @@ fn client_ip(session: &Session, trusted: &[portcullis_config::IpNet]) -> Option<
     crate::identity::client_ip(session.req_header(), peer, trusted)
 }
 
-fn period_ms(limit: &Limit) -> u64 {
-    u64::try_from(limit.renewal_period.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Check (and, for an unconditional count, add) one call; `Some`: the refusal. A call the store
 /// could not count passes (fail-open) or is refused with 503 (`rate-limit-store-failure: closed`).
 async fn apply_limit(
     gw: &Gateway,
-    limit: &Arc<Limit>,
-    key: String,
+    step: &Arc<LimitStep>,
+    key: Cow<'_, str>,
     ctx: &mut Ctx,
 ) -> Option<Answer> {
+    let limit = &step.limit;
     let now = unix_now_ms();
-    let sliding = limit.kind != LimitKind::QuotaByKey;
     let unconditional = limit.increment_condition == portcullis_config::IncrementCondition::Any;
     if let Some(bandwidth) = limit.bandwidth_kb {
-        let id = format!("{}/kb", limit.id);
-        let look = Hit {
-            id: &id,
-            key: &key,
-            period_ms: period_ms(limit),
-            limit: bandwidth,
-            amount: 1,
-            sliding: false,
-            commit: false,
-        };
-        match gw.limits.hit(&look, now).await {
+        match gw
+            .limits
+            .hit(&step.kilobytes(&key, bandwidth, 1, false), now)
+            .await
+        {
             Counted::Yes(v) if !v.allowed => {
                 return Some(quota_exceeded(Quota::Bandwidth, v.retry_after_ms));
             }
@@ -268,16 +286,11 @@ async fn apply_limit(
         }
     }
     if let Some(calls) = limit.calls {
-        let hit = Hit {
-            id: &limit.id,
-            key: &key,
-            period_ms: period_ms(limit),
-            limit: calls,
-            amount: limit.increment_count,
-            sliding,
-            commit: unconditional,
-        };
-        let verdict = match gw.limits.hit(&hit, now).await {
+        let verdict = match gw
+            .limits
+            .hit(&step.calls(&key, calls, unconditional), now)
+            .await
+        {
             Counted::Yes(v) => v,
             Counted::Untracked => {
                 gw.metrics.rate_limit_untracked.inc();
@@ -297,7 +310,7 @@ async fn apply_limit(
         }
         if !verdict.allowed {
             let secs = verdict.retry_after_ms.div_ceil(1000).max(1);
-            let mut answer = if sliding {
+            let mut answer = if limit.sliding() {
                 rate_limited(secs, limit.retry_after_header_name.clone())
             } else {
                 quota_exceeded(Quota::Calls, verdict.retry_after_ms)
@@ -309,8 +322,8 @@ async fn apply_limit(
     }
     if !unconditional || limit.bandwidth_kb.is_some() {
         ctx.pending.push(Pending {
-            limit: limit.clone(),
-            key,
+            step: step.clone(),
+            key: key.into_owned(),
             calls: !unconditional && limit.calls.is_some(),
         });
     }
@@ -322,35 +335,22 @@ async fn apply_limit(
 pub async fn outbound_count(gw: &Gateway, ctx: &mut Ctx, status: u16, bytes: usize) {
     let now = unix_now_ms();
     for p in ctx.pending.drain(..) {
-        let limit = &p.limit;
-        if !limit.increment_condition.counts(status) {
+        let step = &p.step;
+        if !step.limit.increment_condition.counts(status) {
             continue;
         }
         if p.calls {
-            let hit = Hit {
-                id: &limit.id,
-                key: &p.key,
-                period_ms: period_ms(limit),
-                limit: u64::MAX,
-                amount: limit.increment_count,
-                sliding: limit.kind != LimitKind::QuotaByKey,
-                commit: true,
-            };
-            let _ = gw.limits.hit(&hit, now).await;
+            let _ = gw
+                .limits
+                .hit(&step.calls(&p.key, u64::MAX, true), now)
+                .await;
         }
-        if limit.bandwidth_kb.is_some() {
-            let id = format!("{}/kb", limit.id);
+        if step.limit.bandwidth_kb.is_some() {
             let kb = u64::try_from(bytes.div_ceil(1024)).unwrap_or(u64::MAX);
-            let hit = Hit {
-                id: &id,
-                key: &p.key,
-                period_ms: period_ms(limit),
-                limit: u64::MAX,
-                amount: kb,
-                sliding: false,
-                commit: true,
-            };
-            let _ = gw.limits.hit(&hit, now).await;
+            let _ = gw
+                .limits
+                .hit(&step.kilobytes(&p.key, u64::MAX, kb, true), now)
+                .await;
         }
     }
 }

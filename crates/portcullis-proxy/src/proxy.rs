@@ -110,7 +110,7 @@ impl Gateway {
         ctx.status = Some(answer.status);
         send(
             session,
-            &answer,
+            answer,
             &ctx.response_headers,
             ctx.request_id.as_ref(),
         )
@@ -334,7 +334,7 @@ impl ProxyHttp for Gateway {
                 let answer = Answer::json(status, reason, proxy_failure_message(status));
                 let sent = send(
                     session,
-                    &answer,
+                    answer,
                     &ctx.response_headers,
                     ctx.request_id.as_ref(),
                 )

@@ -129,11 +129,38 @@ pub const REASON_RATE_LIMITED: &str = "RateLimitExceeded";
 /// Reason of a `quota-by-key` refusal.
 pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
 
+/// APIM's rate-limit message (`secs` is a number, or `<n>` in the catalogue).
+fn rate_limit_message(secs: impl std::fmt::Display) -> String {
+    format!("Rate limit is exceeded. Try again in {secs} seconds.")
+}
+
 /// 429 for a rate limit, APIM's message, `Retry-After` (or the statement's header name).
 pub fn rate_limited(retry_after_secs: u64, header: HeaderName) -> Answer {
-    let message = format!("Rate limit is exceeded. Try again in {retry_after_secs} seconds.");
-    Answer::json(429, REASON_RATE_LIMITED, &message)
-        .with(header, HeaderValue::from(retry_after_secs))
+    Answer::json(
+        429,
+        REASON_RATE_LIMITED,
+        &rate_limit_message(retry_after_secs),
+    )
+    .with(header, HeaderValue::from(retry_after_secs))
+}
+
+/// The token check failed: the policy's status and message (`failure_response`, the auth core's
+/// one mapping), with `WWW-Authenticate`.
+pub fn token_rejected(
+    err: &portcullis_auth::AuthError,
+    policy: &portcullis_auth::Policy,
+) -> Answer {
+    let rendered = portcullis_auth::failure_response(err, policy);
+    let answer = Answer {
+        status: rendered.status,
+        reason: err.reason(),
+        body: Some(rendered.body),
+        headers: Vec::new(),
+    };
+    match HeaderValue::from_str(&rendered.www_authenticate) {
+        Ok(v) => answer.with(http::header::WWW_AUTHENTICATE, v),
+        Err(_) => answer,
+    }
 }
 
 /// Reason of a call refused because the rate-limit store could not count it
@@ -163,16 +190,20 @@ pub enum Quota {
     Bandwidth,
 }
 
-/// 403 for a quota, APIM's message (`hh:mm:ss` until the period renews).
-pub fn quota_exceeded(quota: Quota, renews_in_ms: u64) -> Answer {
-    let secs = renews_in_ms.div_ceil(1000);
-    let clock = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+/// APIM's quota message (`clock` is `hh:mm:ss`, or `<hh:mm:ss>` in the catalogue).
+fn quota_message(quota: Quota, clock: &str) -> String {
     let what = match quota {
         Quota::Calls => "call volume",
         Quota::Bandwidth => "bandwidth",
     };
-    let message = format!("Out of {what} quota. Quota will be replenished in {clock}.");
-    Answer::json(403, REASON_QUOTA_EXCEEDED, &message)
+    format!("Out of {what} quota. Quota will be replenished in {clock}.")
+}
+
+/// 403 for a quota, APIM's message (`hh:mm:ss` until the period renews).
+pub fn quota_exceeded(quota: Quota, renews_in_ms: u64) -> Answer {
+    let secs = renews_in_ms.div_ceil(1000);
+    let clock = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    Answer::json(403, REASON_QUOTA_EXCEEDED, &quota_message(quota, &clock))
 }
 
 /// The message of a proxy failure's status.
@@ -226,26 +257,6 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
         (404, crate::metrics::REASON_NO_ROUTE, NO_ROUTE_MESSAGE),
         (431, REASON_HEADERS_TOO_LARGE, HEADERS_TOO_LARGE_MESSAGE),
         (
-            502,
-            crate::metrics::REASON_UPSTREAM_UNAVAILABLE,
-            proxy_failure_message(502),
-        ),
-        (
-            504,
-            crate::metrics::REASON_UPSTREAM_TIMEOUT,
-            proxy_failure_message(504),
-        ),
-        (
-            400,
-            crate::metrics::REASON_PROXY_ERROR,
-            proxy_failure_message(400),
-        ),
-        (
-            500,
-            crate::metrics::REASON_PROXY_ERROR,
-            proxy_failure_message(500),
-        ),
-        (
             503,
             REASON_RATE_LIMIT_STORE_UNAVAILABLE,
             RATE_LIMIT_STORE_UNAVAILABLE_MESSAGE,
@@ -259,22 +270,24 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
         (200, REASON_CORS_UNMATCHED, ""),
     ];
     out.extend(fixed.iter().map(|(s, r, m)| (*s, *r, (*m).to_owned())));
-    let templated = [
-        (
-            rate_limited(0, http::header::RETRY_AFTER),
-            ("0 seconds", "<n> seconds"),
-        ),
-        (quota_exceeded(Quota::Calls, 0), ("00:00:00", "<hh:mm:ss>")),
-        (
-            quota_exceeded(Quota::Bandwidth, 0),
-            ("00:00:00", "<hh:mm:ss>"),
-        ),
+    let proxy_failures = [
+        (502, crate::metrics::REASON_UPSTREAM_UNAVAILABLE),
+        (504, crate::metrics::REASON_UPSTREAM_TIMEOUT),
+        (400, crate::metrics::REASON_PROXY_ERROR),
+        (500, crate::metrics::REASON_PROXY_ERROR),
     ];
-    for (answer, (from, to)) in templated {
-        let body: serde_json::Value =
-            serde_json::from_str(answer.body.as_deref().unwrap_or("{}")).unwrap_or_default();
-        let message = body["message"].as_str().unwrap_or("").replace(from, to);
-        out.push((answer.status, answer.reason, message));
+    out.extend(
+        proxy_failures
+            .iter()
+            .map(|&(s, r)| (s, r, proxy_failure_message(s).to_owned())),
+    );
+    out.push((429, REASON_RATE_LIMITED, rate_limit_message("<n>")));
+    for quota in [Quota::Calls, Quota::Bandwidth] {
+        out.push((
+            403,
+            REASON_QUOTA_EXCEEDED,
+            quota_message(quota, "<hh:mm:ss>"),
+        ));
     }
     out
 }
@@ -283,17 +296,21 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
 /// request id. Keep-alive is kept; `HEAD` gets the header only.
 pub async fn send(
     session: &mut Session,
-    answer: &Answer,
+    answer: Answer,
     also: &[(HeaderName, HeaderValue)],
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
     let mut header = ResponseHeader::build(answer.status, Some(4 + answer.headers.len()))?;
-    let body = answer.body.as_deref().unwrap_or("");
-    if answer.body.is_some() {
+    let json = answer.body.is_some();
+    let body = answer.body.unwrap_or_default();
+    if json {
         header.insert_header(http::header::CONTENT_TYPE, APPLICATION_JSON)?;
     }
     header.set_content_length(body.len())?;
-    for (name, value) in answer.headers.iter().chain(also) {
+    for (name, value) in answer.headers {
+        header.append_header(name, value)?;
+    }
+    for (name, value) in also {
         header.append_header(name.clone(), value.clone())?;
     }
     if let Some(id) = request_id {
@@ -305,7 +322,7 @@ pub async fn send(
         .await?;
     if !head_only {
         session
-            .write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true)
+            .write_response_body(Some(Bytes::from(body)), true)
             .await?;
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method};
 use pingora_http::RequestHeader;
-use portcullis_config::{Model, PolicyId, Route as RouteModel, Statement, Upstream};
+use portcullis_config::{Model, PolicyId, Route as RouteModel, Upstream};
 use portcullis_route::{
     canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
 };
@@ -91,14 +91,7 @@ impl Routes {
         let routes = model
             .routes
             .iter()
-            .map(|r| {
-                let cors = r
-                    .policy
-                    .as_deref()
-                    .and_then(|n| model.policies.iter().find(|p| p.policy.name == n))
-                    .is_some_and(|p| p.inbound.iter().any(|s| matches!(s, Statement::Cors(_))));
-                Route::build(r, model, cors)
-            })
+            .map(|r| Route::build(r, model))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Routes {
             routes,
@@ -168,7 +161,7 @@ impl Routes {
 }
 
 impl Route {
-    fn build(r: &RouteModel, model: &Model, cors: bool) -> Result<Route, BuildError> {
+    fn build(r: &RouteModel, model: &Model) -> Result<Route, BuildError> {
         let policy = match &r.policy {
             None => None,
             Some(name) => Some(
@@ -180,6 +173,9 @@ impl Route {
                     })?,
             ),
         };
+        let cors = policy
+            .and_then(|id| model.policies.get(id.index()))
+            .is_some_and(|p| p.cors().is_some());
         if r.upstreams.is_empty() {
             return Err(BuildError::NoUpstream(r.name.clone()));
         }

@@ -15,6 +15,8 @@ use http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
     ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
+use std::sync::Arc;
+
 use http::{HeaderName, HeaderValue, Method};
 use pingora_http::RequestHeader;
 use portcullis_config::{AnyOr, Cors};
@@ -94,67 +96,91 @@ fn joined<'a>(items: impl Iterator<Item = &'a str>) -> Option<HeaderValue> {
         .flatten()
 }
 
-/// Evaluate the statement for a request.
-pub fn evaluate(cors: &Cors, req: &RequestHeader) -> Verdict {
-    let Some(origin) = req.headers.get(ORIGIN) else {
-        return Verdict::Continue(Vec::new());
-    };
-    let vary_origin = (VARY, HeaderValue::from_static("Origin"));
-    let origin_ok = origin_allowed(cors, origin);
-    if is_preflight(req) {
-        let requested = req.headers.get(ACCESS_CONTROL_REQUEST_METHOD);
-        let requested_headers = req.headers.get(ACCESS_CONTROL_REQUEST_HEADERS);
-        let method_ok = requested.is_some_and(|m| method_allowed(cors, m.as_bytes()));
-        let vary = HeaderValue::from_static(
-            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-        );
-        if !(origin_ok && method_ok && headers_allowed(cors, requested_headers)) {
-            return Verdict::Answer(Answer::empty(200, REASON_CORS_UNMATCHED).with(VARY, vary));
-        }
-        let mut answer = Answer::empty(200, REASON_CORS_PREFLIGHT)
-            .with(ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin(cors, origin));
-        if cors.allow_credentials {
-            answer = answer.with(
-                ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-        }
-        let methods = match &cors.allowed_methods {
-            AnyOr::Any => requested.cloned(),
+/// A `cors` statement with the header values it always sends, built once per config.
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    cors: Arc<Cors>,
+    /// `Access-Control-Allow-Methods` for a listed `allowed-methods` (`None`: `*`, echoed).
+    allow_methods: Option<HeaderValue>,
+    /// `Access-Control-Expose-Headers` (`None`: none listed).
+    expose_headers: Option<HeaderValue>,
+}
+
+impl CorsPolicy {
+    /// Derive the fixed header values of a statement.
+    pub fn new(cors: Arc<Cors>) -> CorsPolicy {
+        let allow_methods = match &cors.allowed_methods {
+            AnyOr::Any => None,
             AnyOr::List(list) => joined(list.iter().map(Method::as_str)),
         };
-        if let Some(methods) = methods {
-            answer = answer.with(ACCESS_CONTROL_ALLOW_METHODS, methods);
+        let expose_headers = joined(cors.expose_headers.iter().map(String::as_str));
+        CorsPolicy {
+            cors,
+            allow_methods,
+            expose_headers,
         }
-        if let Some(headers) = requested_headers {
-            answer = answer.with(ACCESS_CONTROL_ALLOW_HEADERS, headers.clone());
-        }
-        if let Some(age) = cors.preflight_result_max_age {
-            answer = answer.with(ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
-        }
-        return Verdict::Answer(answer.with(VARY, vary));
     }
-    if !origin_ok {
-        let simple = req.method == Method::GET || req.method == Method::HEAD;
-        if cors.terminate_unmatched_request && simple {
-            return Verdict::Answer(
-                Answer::empty(200, REASON_CORS_UNMATCHED).with(vary_origin.0, vary_origin.1),
+
+    /// Evaluate the statement for a request.
+    pub fn evaluate(&self, req: &RequestHeader) -> Verdict {
+        let cors = &*self.cors;
+        let Some(origin) = req.headers.get(ORIGIN) else {
+            return Verdict::Continue(Vec::new());
+        };
+        let vary_origin = (VARY, HeaderValue::from_static("Origin"));
+        let origin_ok = origin_allowed(cors, origin);
+        if is_preflight(req) {
+            let requested = req.headers.get(ACCESS_CONTROL_REQUEST_METHOD);
+            let requested_headers = req.headers.get(ACCESS_CONTROL_REQUEST_HEADERS);
+            let method_ok = requested.is_some_and(|m| method_allowed(cors, m.as_bytes()));
+            let vary = HeaderValue::from_static(
+                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
             );
+            if !(origin_ok && method_ok && headers_allowed(cors, requested_headers)) {
+                return Verdict::Answer(Answer::empty(200, REASON_CORS_UNMATCHED).with(VARY, vary));
+            }
+            let mut answer = Answer::empty(200, REASON_CORS_PREFLIGHT)
+                .with(ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin(cors, origin));
+            if cors.allow_credentials {
+                answer = answer.with(
+                    ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+            let methods = self.allow_methods.clone().or_else(|| requested.cloned());
+            if let Some(methods) = methods {
+                answer = answer.with(ACCESS_CONTROL_ALLOW_METHODS, methods);
+            }
+            if let Some(headers) = requested_headers {
+                answer = answer.with(ACCESS_CONTROL_ALLOW_HEADERS, headers.clone());
+            }
+            if let Some(age) = cors.preflight_result_max_age {
+                answer = answer.with(ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
+            }
+            return Verdict::Answer(answer.with(VARY, vary));
         }
-        return Verdict::Continue(vec![vary_origin]);
+        if !origin_ok {
+            let simple = req.method == Method::GET || req.method == Method::HEAD;
+            if cors.terminate_unmatched_request && simple {
+                return Verdict::Answer(
+                    Answer::empty(200, REASON_CORS_UNMATCHED).with(vary_origin.0, vary_origin.1),
+                );
+            }
+            return Verdict::Continue(vec![vary_origin]);
+        }
+        let mut headers = vec![(ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin(cors, origin))];
+        if cors.allow_credentials {
+            headers.push((
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            ));
+        }
+        if let Some(expose) = &self.expose_headers {
+            headers.push((ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone()));
+        }
+        headers.push(vary_origin);
+        Verdict::Continue(headers)
     }
-    let mut headers = vec![(ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin(cors, origin))];
-    if cors.allow_credentials {
-        headers.push((
-            ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        ));
-    }
-    if let Some(expose) = joined(cors.expose_headers.iter().map(String::as_str)) {
-        headers.push((ACCESS_CONTROL_EXPOSE_HEADERS, expose));
-    }
-    headers.push(vary_origin);
-    Verdict::Continue(headers)
 }
 
 #[cfg(test)]
@@ -199,7 +225,7 @@ mod tests {
                 ("Access-Control-Request-Headers", "Authorization"),
             ],
         );
-        let Verdict::Answer(a) = evaluate(&cors(), &ok) else {
+        let Verdict::Answer(a) = CorsPolicy::new(Arc::new(cors())).evaluate(&ok) else {
             panic!("a preflight is answered")
         };
         assert_eq!(a.reason, REASON_CORS_PREFLIGHT);
@@ -229,7 +255,7 @@ mod tests {
                     ("Access-Control-Request-Headers", bad.2),
                 ],
             );
-            let Verdict::Answer(a) = evaluate(&cors(), &r) else {
+            let Verdict::Answer(a) = CorsPolicy::new(Arc::new(cors())).evaluate(&r) else {
                 panic!("an unmatched preflight is answered too")
             };
             assert_eq!(a.reason, REASON_CORS_UNMATCHED, "{bad:?}");
@@ -240,7 +266,7 @@ mod tests {
     #[test]
     fn actual_requests() {
         let r = req("GET", &[("Origin", "https://APP.local")]);
-        let Verdict::Continue(h) = evaluate(&cors(), &r) else {
+        let Verdict::Continue(h) = CorsPolicy::new(Arc::new(cors())).evaluate(&r) else {
             panic!("an allowed origin goes on")
         };
         assert!(h
@@ -250,15 +276,18 @@ mod tests {
             .iter()
             .any(|(n, v)| n == ACCESS_CONTROL_EXPOSE_HEADERS && v == "X-Request-Id"));
         let evil_get = req("GET", &[("Origin", "https://evil.local")]);
-        assert!(matches!(evaluate(&cors(), &evil_get), Verdict::Answer(_)));
+        assert!(matches!(
+            CorsPolicy::new(Arc::new(cors())).evaluate(&evil_get),
+            Verdict::Answer(_)
+        ));
         let evil_post = req("POST", &[("Origin", "https://evil.local")]);
-        let Verdict::Continue(h) = evaluate(&cors(), &evil_post) else {
+        let Verdict::Continue(h) = CorsPolicy::new(Arc::new(cors())).evaluate(&evil_post) else {
             panic!("an unmatched POST goes on without CORS headers")
         };
         assert!(!h.iter().any(|(n, _)| n == ACCESS_CONTROL_ALLOW_ORIGIN));
         let mut open = cors();
         open.allowed_origins = AnyOr::Any;
-        let Verdict::Continue(h) = evaluate(&open, &r) else {
+        let Verdict::Continue(h) = CorsPolicy::new(Arc::new(open)).evaluate(&r) else {
             panic!()
         };
         assert!(h

@@ -32,8 +32,8 @@ use crate::respond::{
 /// One step of a policy.
 #[derive(Debug, Clone)]
 pub enum Step {
-    /// `cors` (run first; see the module docs).
-    Cors(Arc<portcullis_config::Cors>),
+    /// `cors`: evaluated before the other steps ([`Pipeline`] holds it; see the module docs).
+    Cors,
     /// `validate-jwt` with the policy's claim rules.
     ValidateJwt,
     /// `rate-limit`, `rate-limit-by-key`, `quota-by-key`.
@@ -48,7 +48,7 @@ pub enum Step {
 #[derive(Debug, Clone, Default)]
 pub struct Pipeline {
     steps: Vec<Step>,
-    cors: Option<Arc<portcullis_config::Cors>>,
+    cors: Option<cors::CorsPolicy>,
 }
 
 impl Pipeline {
@@ -58,7 +58,7 @@ impl Pipeline {
             .inbound
             .iter()
             .map(|s| match s {
-                Statement::Cors(c) => Step::Cors(c.clone()),
+                Statement::Cors(_) => Step::Cors,
                 Statement::ValidateJwt => Step::ValidateJwt,
                 Statement::Limit(l) => Step::Limit(Arc::new(LimitStep::new(l))),
                 Statement::IpFilter(f) => Step::IpFilter(f.clone()),
@@ -67,7 +67,7 @@ impl Pipeline {
             .collect();
         Pipeline {
             steps,
-            cors: p.cors().cloned(),
+            cors: p.cors().map(|c| cors::CorsPolicy::new(c.clone())),
         }
     }
 }
@@ -141,14 +141,14 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
     };
     let (policy, pipeline) = (&runtime.policy, &runtime.pipeline);
     if let Some(c) = &pipeline.cors {
-        match cors::evaluate(c, session.req_header()) {
+        match c.evaluate(session.req_header()) {
             cors::Verdict::Answer(a) => return Ok(Some(a)),
             cors::Verdict::Continue(headers) => ctx.response_headers.extend(headers),
         }
     }
     for step in &pipeline.steps {
         match step {
-            Step::Cors(_) => {}
+            Step::Cors => {}
             Step::ValidateJwt => {
                 let started = Instant::now();
                 let req = session.req_header();

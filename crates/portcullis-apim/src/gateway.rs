@@ -81,26 +81,45 @@ pub fn render(conv: &Converter, file: &str, routes: &[RouteSpec]) -> String {
         .enumerate()
         .map(|(i, p)| policy_entry(conv, i, p))
         .collect();
-    // cors or limits without a token check: a policy of those statements alone
+    // statements without a token check: a policy of those statements alone
     let mut statements_only = false;
     if conv.policies.is_empty() {
         let items = inbound_of(&conv.steps, None, || Item::new(Node::Map(Vec::new())));
-        if !items.is_empty() {
+        let outbound = outbound_of(conv);
+        if !items.is_empty() || outbound.is_some() {
             statements_only = true;
-            policies.push(Entry::new(
-                conv.stem(),
-                Node::Map(vec![Entry::new("inbound", Node::Seq(items))]),
-            ));
+            let mut entries = Vec::new();
+            if !items.is_empty() {
+                entries.push(Entry::new("inbound", Node::Seq(items)));
+            }
+            entries.extend(outbound);
+            policies.push(Entry::new(conv.stem(), Node::Map(entries)));
         }
     }
-    let body = write_document(&[
-        server,
-        Entry::new("policies", Node::Map(policies)),
-        Entry::new(
-            "routes",
-            Node::Seq(route_items(conv, routes, statements_only)),
-        ),
-    ]);
+    let mut document = vec![server];
+    if !conv.backends.is_empty() {
+        let backends = conv
+            .backends
+            .iter()
+            .map(|(id, pos)| {
+                Entry::new(
+                    id.as_str(),
+                    Node::Map(vec![Entry::new("url", Node::str(DEFAULT_UPSTREAM))]),
+                )
+                .comment(format!(
+                    "APIM backend \"{id}\" ({}): fill in its URL",
+                    conv.origin(*pos)
+                ))
+            })
+            .collect();
+        document.push(Entry::new("backends", Node::Map(backends)));
+    }
+    document.push(Entry::new("policies", Node::Map(policies)));
+    document.push(Entry::new(
+        "routes",
+        Node::Seq(route_items(conv, routes, statements_only)),
+    ));
+    let body = write_document(&document);
     let mut out = format!(
         "# Converted from {file} by `portcullis import-apim`; check it with `portcullis check -c <this file>`.\n"
     );
@@ -134,7 +153,19 @@ fn policy_entry(conv: &Converter, index: usize, p: &PolicyOut) -> Entry {
     if let Some(pos) = p.forward_token_off {
         entries.push(Entry::new("forward-token", Node::Bool(false)).comment(conv.origin(pos)));
     }
+    entries.extend(outbound_of(conv));
     Entry::new(p.name.as_str(), Node::Map(entries))
+}
+
+/// `outbound:` with every converted outbound statement (the same for every policy).
+fn outbound_of(conv: &Converter) -> Option<Entry> {
+    let items: Vec<Item> = conv
+        .out_steps
+        .iter()
+        .filter_map(|s| s.entry.clone())
+        .map(|e| Item::new(Node::Map(vec![e])))
+        .collect();
+    (!items.is_empty()).then(|| Entry::new("outbound", Node::Seq(items)))
 }
 
 fn route_items(conv: &Converter, routes: &[RouteSpec], statements_only: bool) -> Vec<Item> {
@@ -163,6 +194,21 @@ fn route_items(conv: &Converter, routes: &[RouteSpec], statements_only: bool) ->
             .map(|r| route(&r.name, &r.path_prefix, &r.upstream, policy))
             .collect()
     };
+    let mut params: Vec<&str> = Vec::new();
+    for (p, _) in &conv.params {
+        if !params.contains(&p.as_str()) {
+            params.push(p);
+        }
+    }
+    if !params.is_empty() {
+        let list: Vec<String> = params.iter().map(|p| format!("{{{p}}}")).collect();
+        for item in &mut items {
+            item.comments.push(format!(
+                "The policy reads the URL-template parameters {}: give the route a template path (match: {{ path: /orders/{{id}} }} or --route NAME=/orders/{{id}}=URL).",
+                list.join(", ")
+            ));
+        }
+    }
     if !others.is_empty() {
         if let Some(first) = items.first_mut() {
             first.comments.push(format!(

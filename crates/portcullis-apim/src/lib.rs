@@ -14,6 +14,8 @@ pub mod expr;
 mod fields;
 pub mod gateway;
 mod inbound;
+pub mod sources;
+mod transform;
 pub mod xml;
 pub mod yaml;
 
@@ -29,6 +31,44 @@ pub struct Conversion {
     pub yaml: String,
     /// Everything not converted, and caveats, sorted by position.
     pub diagnostics: Vec<Diagnostic>,
+    /// How many statements were converted, and which were not.
+    pub summary: Summary,
+}
+
+/// The statement count printed after the diagnostics:
+/// `converted 11/12 statements; dropped: line 34 <send-request>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Statement elements in the document (every policy element in a section, fragment or
+    /// choose branch, except `<base />`).
+    pub total: usize,
+    /// Those converted (including those with an unsupported part).
+    pub converted: usize,
+    /// Those left out: position and element name, in document order.
+    pub dropped: Vec<(Pos, String)>,
+    /// Those converted with an unsupported part (an attribute or value left out, a condition not
+    /// evaluated).
+    pub incomplete: Vec<(Pos, String)>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "converted {}/{} statements", self.converted, self.total)?;
+        let list = |items: &[(Pos, String)]| {
+            items
+                .iter()
+                .map(|(p, n)| format!("line {} <{n}>", p.line))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.dropped.is_empty() {
+            write!(f, "; dropped: {}", list(&self.dropped))?;
+        }
+        if !self.incomplete.is_empty() {
+            write!(f, "; incomplete: {}", list(&self.incomplete))?;
+        }
+        Ok(())
+    }
 }
 
 impl Conversion {
@@ -37,12 +77,16 @@ impl Conversion {
         self.diagnostics.iter().all(|d| d.kind == Kind::Note)
     }
 
-    /// The diagnostics as lines `file:line:col: unsupported <what>: <reason>`.
+    /// The diagnostics as lines `file:line:col: unsupported <what>: <reason>`, then the summary
+    /// line (`file: converted 11/12 statements; dropped: line 34 <send-request>`).
     pub fn report(&self, file: &str) -> String {
-        self.diagnostics
+        let mut out: String = self
+            .diagnostics
             .iter()
             .map(|d| format!("{}\n", d.display(file)))
-            .collect()
+            .collect();
+        out.push_str(&format!("{file}: {}\n", self.summary));
+        out
     }
 }
 
@@ -55,5 +99,25 @@ pub fn convert(xml: &str, file: &str, routes: &[RouteSpec]) -> Result<Conversion
     let yaml = gateway::render(&conv, file, routes);
     let mut diagnostics = conv.diags;
     diagnostics.sort_by_key(|d| d.pos);
-    Ok(Conversion { yaml, diagnostics })
+    let mut tally = conv.tally;
+    tally.sort_by_key(|t| t.pos);
+    let summary = Summary {
+        total: tally.len(),
+        converted: tally.iter().filter(|t| t.emitted).count(),
+        dropped: tally
+            .iter()
+            .filter(|t| !t.emitted)
+            .map(|t| (t.pos, t.name.clone()))
+            .collect(),
+        incomplete: tally
+            .iter()
+            .filter(|t| t.emitted && t.partial)
+            .map(|t| (t.pos, t.name.clone()))
+            .collect(),
+    };
+    Ok(Conversion {
+        yaml,
+        diagnostics,
+        summary,
+    })
 }

@@ -52,7 +52,7 @@ pub fn run(args: ImportArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_XML);
         }
     };
-    eprint!("{}", conv.report(&file));
+    eprint!("{}", conv.stderr(&file));
     let written = match &args.output {
         Some(out) => std::fs::write(out, &conv.yaml)
             .map_err(|e| format!("{}: cannot write: {e}", out.display())),

@@ -77,16 +77,18 @@ impl Conversion {
         self.diagnostics.iter().all(|d| d.kind == Kind::Note)
     }
 
-    /// The diagnostics as lines `file:line:col: unsupported <what>: <reason>`, then the summary
-    /// line (`file: converted 11/12 statements; dropped: line 34 <send-request>`).
+    /// The diagnostics as lines `file:line:col: unsupported <what>: <reason>`.
     pub fn report(&self, file: &str) -> String {
-        let mut out: String = self
-            .diagnostics
+        self.diagnostics
             .iter()
             .map(|d| format!("{}\n", d.display(file)))
-            .collect();
-        out.push_str(&format!("{file}: {}\n", self.summary));
-        out
+            .collect()
+    }
+
+    /// What `import-apim` prints on stderr: the diagnostics, then the summary line
+    /// (`file: converted 11/12 statements; dropped: line 34 <send-request>`).
+    pub fn stderr(&self, file: &str) -> String {
+        format!("{}{file}: {}\n", self.report(file), self.summary)
     }
 }
 

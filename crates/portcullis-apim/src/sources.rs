@@ -233,7 +233,7 @@ fn interpolation(c: &mut Cursor<'_>) -> Option<Vec<Part>> {
                 }
                 parts.extend(hole);
                 // skip past the closing brace
-                while let Some((j, _)) = chars.next() {
+                for (j, _) in chars.by_ref() {
                     if j == end {
                         break;
                     }
@@ -371,8 +371,8 @@ fn comparison(c: &mut Cursor<'_>) -> Option<(String, bool, bool)> {
     if c.eat(".Equals(") {
         let lit = c.string()?;
         let ignore = c.eat(",StringComparison.OrdinalIgnoreCase");
-        if !ignore && c.eat(",StringComparison.Ordinal") {
-            // the default
+        if !ignore {
+            c.eat(",StringComparison.Ordinal"); // the default comparison
         }
         return c.eat(")").then_some((lit, false, ignore));
     }
@@ -414,7 +414,7 @@ fn atom(c: &mut Cursor<'_>) -> Option<Cond> {
         return status(c);
     }
     let saved = c.0;
-    if let Some((token, name)) = claims_of(c) {
+    if let Some(token) = claims_of(c) {
         if c.eat("ContainsKey(") {
             return close(c).map(|n| Cond::ClaimPresent(token, n));
         }
@@ -428,23 +428,24 @@ fn atom(c: &mut Cursor<'_>) -> Option<Cond> {
                 return c.eat(")").then_some(Cond::ClaimContains(token, claim, v));
             }
         }
-        let _ = name;
     }
     c.0 = saved;
+    c.eat("(string)");
     let (src, default) = source(c)?;
+    c.eat(".ToString()");
     let (lit, negated, ignore) = comparison(c)?;
     compare(src, default, lit, negated, ignore)
 }
 
-/// A token followed by `.Claims.` (for `ContainsKey` and `[..].Contains`).
-fn claims_of(c: &mut Cursor<'_>) -> Option<(JwtSource, ())> {
+/// A token followed by `.Claims.` or `.Claims[` (for `ContainsKey` and `[..].Contains`).
+fn claims_of(c: &mut Cursor<'_>) -> Option<JwtSource> {
     let token = jwt_source(c)?;
     c.accessor();
     c.eat("Claims").then_some(())?;
     if c.0.starts_with('[') {
-        return Some((token, ()));
+        return Some(token);
     }
-    c.accessor().then_some((token, ()))
+    c.accessor().then_some(token)
 }
 
 /// `"x")` -> x
@@ -668,6 +669,10 @@ mod tests {
                 r#"@(context.Request.Headers.GetValueOrDefault("X", "").Equals("a", StringComparison.OrdinalIgnoreCase))"#
             ),
             Some(Cond::Header("X".into(), "a".into(), true))
+        );
+        assert_eq!(
+            condition(r#"@((string)context.Variables["tier"] == "gold")"#),
+            Some(Cond::Variable("tier".into(), "gold".into()))
         );
     }
 

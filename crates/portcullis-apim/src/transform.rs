@@ -770,7 +770,7 @@ impl Converter {
             return self.unsupported(
                 el.pos,
                 "choose",
-                format!("left out with the {n} statements in its branches: APIM runs the branch whose condition holds, and running another one (or all) is not the same"),
+                format!("left out with the {n} statement(s) in its branches: APIM runs the branch whose condition holds, and running another one (or all) is not the same"),
             );
         }
         self.nested += 1;
@@ -802,6 +802,9 @@ impl Converter {
                 }
                 headers.extend(st.headers);
                 list.push(Item::new(Node::Map(vec![entry])));
+            }
+            if cond.is_none() && list.is_empty() {
+                continue; // an empty otherwise does nothing
             }
             items.push(Item::new(Node::Map(match cond {
                 Some(c) => vec![Entry::new("when", c), Entry::new("steps", Node::Seq(list))],
@@ -938,6 +941,18 @@ impl Converter {
                         .collect(),
                 ),
             ),
+            Cond::Any(items) if items.iter().all(|i| matches!(i, Cond::Status(_))) => {
+                let mut all: Vec<u16> = items
+                    .iter()
+                    .flat_map(|i| match i {
+                        Cond::Status(l) => l.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                all.sort_unstable();
+                all.dedup();
+                self.cond_node(&Cond::Status(all), pos, reads)?
+            }
             Cond::All(items) | Cond::Any(items) => {
                 let key = if matches!(c, Cond::All(_)) {
                     "all"

@@ -213,12 +213,13 @@ impl Converter {
     }
 
     /// Whether a converted `set-header` statement before this one sets `name` (then a claim read
-    /// into it stays a statement, keeping APIM's order, instead of becoming forward-claims).
+    /// into it stays a statement, keeping APIM's order, instead of becoming forward-claims; a
+    /// delete before it is what forward-claims does anyway).
     fn set_before(&self, name: &str) -> bool {
         self.steps
             .iter()
             .flat_map(|s| &s.headers)
-            .any(|h| h.name.eq_ignore_ascii_case(name))
+            .any(|h| !h.delete && h.name.eq_ignore_ascii_case(name))
     }
 
     /// `value: ...` or `values: [...]`; false (reported) when a value is not converted.

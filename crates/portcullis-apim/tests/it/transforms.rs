@@ -280,3 +280,152 @@ fn partner_api_unsupported() {
         }),
     );
 }
+
+/// Convert an inline document (named `p.xml`).
+fn inline(xml: &str) -> (portcullis_apim::Conversion, Value) {
+    let conv = portcullis_apim::convert(xml, "p.xml", &[]).unwrap();
+    let value: Value = serde_saphyr::from_str(&conv.yaml).unwrap();
+    (conv, value)
+}
+
+const KEY: &str = "<issuer-signing-keys><key>/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg=</key></issuer-signing-keys>";
+
+#[test]
+fn literal_dollar_braces_are_escaped_and_named_values_pass_through() {
+    let (conv, v) =
+        inline("<set-header name=\"X-T\"><value>cost ${price} {{tier}}</value></set-header>");
+    assert!(conv.is_complete(), "{}", conv.stderr("p.xml"));
+    assert_eq!(
+        v["policies"]["p"]["inbound"][0]["set-header"]["value"],
+        json!("cost $${price} {{tier}}")
+    );
+}
+
+#[test]
+fn a_header_forwarded_from_a_claim_is_not_set_by_another_statement() {
+    let (conv, v) = inline(&format!(
+        "<policies><inbound>\n<validate-jwt header-name=\"Authorization\" output-token-variable-name=\"jwt\">{KEY}</validate-jwt>\n<set-header name=\"X-User\" exists-action=\"delete\" />\n<set-header name=\"X-User\"><value>@(((Jwt)context.Variables[\"jwt\"]).Subject)</value></set-header>\n<set-header name=\"x-user\"><value>spoofed</value></set-header>\n</inbound></policies>"
+    ));
+    let p = &v["policies"]["p"];
+    assert_eq!(p["forward-claims"], json!({"X-User": "sub"}));
+    assert_eq!(p.get("inbound"), None, "{}", conv.yaml);
+    let err = conv.stderr("p.xml");
+    assert!(
+        err.contains("p.xml:3:1: note set-header: left out: forward-claims (line 4) removes the client's X-User itself"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "p.xml:5:1: unsupported set-header: left out: x-user carries a verified claim"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        conv.summary.to_string(),
+        "converted 3/4 statements; dropped: line 5 <set-header>"
+    );
+}
+
+#[test]
+fn claim_reads_go_after_the_token_check_or_are_left_out() {
+    // read before validate-jwt: moved after it (APIM would read the unverified token)
+    let (conv, v) = inline(&format!(
+        "<policies><inbound>\n<set-header name=\"X-Tenant\"><value>@(\"t-\" + context.Request.Headers.GetValueOrDefault(\"Authorization\",\"\").AsJwt()?.Claims.GetValueOrDefault(\"tid\", \"\"))</value></set-header>\n<validate-jwt header-name=\"Authorization\">{KEY}</validate-jwt>\n</inbound></policies>"
+    ));
+    let inbound = &v["policies"]["p"]["inbound"];
+    assert!(inbound[0].get("validate-jwt").is_some(), "{}", conv.yaml);
+    assert_eq!(inbound[1]["set-header"]["value"], json!("t-${claim:tid}"));
+    assert_eq!(
+        conv.summary.to_string(),
+        "converted 2/2 statements; incomplete: line 2 <set-header>"
+    );
+    // no token check validates that token: left out
+    let (conv, v) = inline(
+        "<set-header name=\"X-Sub\"><value>@(\"u-\" + context.Request.Headers.GetValueOrDefault(\"Authorization\",\"\").AsJwt()?.Subject)</value></set-header>",
+    );
+    assert_eq!(v["policies"], json!({}), "{}", conv.yaml);
+    assert_eq!(
+        conv.summary.to_string(),
+        "converted 0/1 statements; dropped: line 1 <set-header>"
+    );
+}
+
+#[test]
+fn variables_must_be_set_before_they_are_read() {
+    let (conv, v) = inline(
+        "<fragment>\n<choose><when condition=\"@(context.Request.Method == &quot;POST&quot;)\"><set-variable name=\"w\" value=\"yes\" /></when></choose>\n<set-header name=\"X-W\"><value>@((string)context.Variables[\"w\"])</value></set-header>\n<set-variable name=\"n\" value=\"1\" />\n<set-header name=\"X-N\"><value>@(context.Variables.GetValueOrDefault&lt;string&gt;(\"n\", \"0\"))</value></set-header>\n</fragment>",
+    );
+    let err = conv.stderr("p.xml");
+    assert!(
+        err.contains("p.xml:3:24: unsupported value: variable \"w\" is not set by a converted set-variable before it"),
+        "{err}"
+    );
+    let inbound = v["policies"]["p"]["inbound"].as_array().unwrap();
+    assert_eq!(inbound.len(), 3, "{}", conv.yaml);
+    assert_eq!(inbound[2]["set-header"]["value"], json!("${var:n|0}"));
+}
+
+#[test]
+fn outbound_takes_only_outbound_statements_and_no_claims() {
+    let (conv, v) = inline(&format!(
+        "<policies><inbound><validate-jwt header-name=\"Authorization\" output-token-variable-name=\"jwt\">{KEY}</validate-jwt></inbound>\n<outbound>\n<set-header name=\"X-Sub\"><value>@(((Jwt)context.Variables[\"jwt\"]).Subject)</value></set-header>\n<rewrite-uri template=\"/x\" />\n<choose><when condition=\"@(context.Response.StatusCode == 404)\"><set-header name=\"X-Missing\"><value>1</value></set-header></when></choose>\n</outbound></policies>"
+    ));
+    let err = conv.stderr("p.xml");
+    assert!(
+        err.contains("p.xml:3:26: unsupported value: claims are read in inbound statements only"),
+        "{err}"
+    );
+    assert!(
+        err.contains("p.xml:4:1: unsupported rewrite-uri: not converted in <outbound>"),
+        "{err}"
+    );
+    assert_eq!(
+        v["policies"]["p"]["outbound"],
+        json!([{"choose": [{"when": {"status": [404]}, "steps": [{"set-header": {"name": "X-Missing", "value": "1"}}]}]}])
+    );
+    // a response status in inbound has no meaning: the choose is left out with its statement
+    let (conv, _) = inline(
+        "<choose><when condition=\"@(context.Response.StatusCode == 200)\"><set-header name=\"X\"><value>1</value></set-header></when></choose>",
+    );
+    assert_eq!(
+        conv.summary.to_string(),
+        "converted 0/2 statements; dropped: line 1 <choose>, line 1 <set-header>"
+    );
+}
+
+#[test]
+fn statements_in_a_choose_holding_a_token_check_are_not_made_unconditional() {
+    let (conv, v) = inline(&format!(
+        "<policies><inbound><choose>\n<when condition=\"@(context.Request.Method == &quot;GET&quot;)\"><validate-jwt header-name=\"Authorization\">{KEY}</validate-jwt>\n<set-header name=\"X-Read\"><value>1</value></set-header>\n<return-response><set-status code=\"204\" /></return-response></when>\n</choose></inbound></policies>"
+    ));
+    assert_eq!(
+        conv.summary.to_string(),
+        "converted 2/4 statements; dropped: line 3 <set-header>, line 4 <return-response>; incomplete: line 1 <choose>"
+    );
+    assert!(v["policies"]["p"].get("inbound").is_none(), "{}", conv.yaml);
+}
+
+#[test]
+fn statements_after_an_answer_never_run() {
+    let (conv, v) = inline(
+        "<fragment>\n<return-response><set-status code=\"410\" reason=\"Gone\" /></return-response>\n<set-header name=\"X\"><value>1</value></set-header>\n<send-request mode=\"new\" />\n</fragment>",
+    );
+    assert!(conv.is_complete(), "{}", conv.stderr("p.xml"));
+    assert_eq!(conv.summary.to_string(), "converted 3/3 statements");
+    assert_eq!(
+        v["policies"]["p"]["inbound"],
+        json!([{"return-response": {"status": 410, "reason": "Gone"}}])
+    );
+}
+
+#[test]
+fn framing_headers_and_unknown_shapes_are_left_out() {
+    let (conv, v) = inline(
+        "<fragment>\n<set-header name=\"Transfer-Encoding\"><value>chunked</value></set-header>\n<set-header name=\"X-Up\"><value>@(context.Request.Headers.GetValueOrDefault(\"X\",\"\").ToUpper())</value></set-header>\n<set-query-parameter name=\"q\" exists-action=\"sometimes\"><value>1</value></set-query-parameter>\n<set-backend-service base-url=\"@(context.Variables[&quot;u&quot;])\" />\n</fragment>",
+    );
+    assert_eq!(v["policies"], json!({}), "{}", conv.yaml);
+    assert_eq!(
+        conv.summary.to_string(),
+        "converted 0/4 statements; dropped: line 2 <set-header>, line 3 <set-header>, line 4 <set-query-parameter>, line 5 <set-backend-service>"
+    );
+}

@@ -1067,7 +1067,9 @@ pub(crate) fn identifier(s: &str) -> bool {
 
 /// A query parameter or claim name usable inside `${...}` (no `}`, `|`, `$`, controls).
 fn plain_name(s: &str) -> bool {
-    !s.is_empty() && !s.contains(['}', '|', '$', '{']) && !s.chars().any(char::is_control)
+    !s.is_empty()
+        && !s.contains(['}', '|', '$', '{'])
+        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// The `{name}` parameters of a rewrite-uri template (not `{{named values}}` or `${...}`).

@@ -231,7 +231,7 @@ impl Converter {
     ) -> bool {
         let mut out = Vec::new();
         for v in values {
-            match self.value_text(&v.text, v.pos, "value", reads) {
+            match self.value_text(v.trimmed_text(), v.pos, "value", reads) {
                 Some(t) => out.push(t),
                 None => return false,
             }
@@ -280,6 +280,7 @@ impl Converter {
         } else {
             text
         };
+        // a literal is kept as written (element texts arrive trimmed)
         let Some(parts) = sources::value(text) else {
             self.unsupported(pos, subject, SHAPES);
             return None;
@@ -578,7 +579,7 @@ impl Converter {
                     }
                     let mut values = Vec::new();
                     for v in &s.values {
-                        match self.value_text(&v.text, v.pos, "value", &mut reads) {
+                        match self.value_text(v.trimmed_text(), v.pos, "value", &mut reads) {
                             Some(t) => values.push(t),
                             None => return self.left_out(el),
                         }
@@ -860,11 +861,10 @@ impl Converter {
             )
         };
         let outbound = self.section == Section::Outbound;
-        let claim = |this: &mut Self, token: &JwtSource, reads: &mut Vec<JwtSource>| {
+        let claim = |token: &JwtSource, reads: &mut Vec<JwtSource>| {
             if outbound {
                 return Err("claim conditions are inbound only".to_owned());
             }
-            let _ = this;
             reads.push(token.clone());
             Ok(())
         };
@@ -894,15 +894,15 @@ impl Converter {
             Cond::QueryPresent(q) => one("query-present", Node::str(q.as_str())),
             Cond::Query(q, v) => named("query", q, "equals", v),
             Cond::ClaimEquals(t, n, v) => {
-                claim(self, t, reads)?;
+                claim(t, reads)?;
                 named("claim", n, "equals", v)
             }
             Cond::ClaimContains(t, n, v) => {
-                claim(self, t, reads)?;
+                claim(t, reads)?;
                 named("claim", n, "contains", v)
             }
             Cond::ClaimPresent(t, n) => {
-                claim(self, t, reads)?;
+                claim(t, reads)?;
                 one("claim-present", Node::str(n.as_str()))
             }
             Cond::Variable(v, value) => {

@@ -30,6 +30,28 @@ const FRAMING: [&str; 8] = [
     "proxy-connection",
 ];
 
+/// Headers the gateway sets on the request from the connection (`X-Forwarded-*` and the like);
+/// gateway.yaml's inbound `set-header` refuses them.
+const CONNECTION: [&str; 6] = [
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// A header name as gateway.yaml compares them: lower case, `_` as `-`.
+fn normalised(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Whether the gateway sets `name` on the request itself from the connection.
+fn connection_header(name: &str) -> bool {
+    let n = normalised(name);
+    (n.len() > 12 && n.starts_with("x-forwarded-")) || CONNECTION.contains(&n.as_str())
+}
+
 const SHAPES: &str = "this expression is not converted (see docs/import-apim.md for the shapes); the statement is left out";
 
 /// `exists-action`.
@@ -161,6 +183,13 @@ impl Converter {
             );
         }
         let inbound = self.section == Section::Inbound;
+        if inbound && connection_header(&s.name) {
+            return self.unsupported(
+                el.pos,
+                "set-header",
+                format!("{} describes the client connection: the gateway sets it on the request itself (see server.trusted-proxies in docs/configuration.md); left out", s.name),
+            );
+        }
         let top = inbound && self.nested == 0;
         if top && s.action == Action::Delete && self.delete_token_header(el, &s.name) {
             return;
@@ -638,8 +667,18 @@ impl Converter {
                 .collect();
             entries.push(Entry::new("headers", Node::Map(map)));
         }
-        if let Some(b) = body {
-            entries.push(Entry::new("body", Node::str(b)));
+        match body {
+            Some(b) if matches!(status, Some(204 | 304)) && !b.is_empty() => {
+                if let Some(set_body) = el.children.iter().find(|c| c.name == "set-body") {
+                    self.note(
+                        set_body.pos,
+                        "set-body",
+                        "left out: a 204 or 304 answer has no body (HTTP drops it in APIM too)",
+                    );
+                }
+            }
+            Some(b) => entries.push(Entry::new("body", Node::str(b))),
+            None => {}
         }
         let Some(place) = self.place_of(&reads, el) else {
             return;
@@ -976,11 +1015,7 @@ impl Converter {
         let forwarded: Vec<(String, Pos)> = self
             .policies
             .iter()
-            .flat_map(|p| {
-                p.forward
-                    .iter()
-                    .map(|(h, _, pos)| (h.to_ascii_lowercase(), *pos))
-            })
+            .flat_map(|p| p.forward.iter().map(|(h, _, pos)| (normalised(h), *pos)))
             .collect();
         if forwarded.is_empty() {
             return;
@@ -988,9 +1023,7 @@ impl Converter {
         for i in 0..self.steps.len() {
             let headers = self.steps[i].headers.clone();
             for h in headers {
-                let Some((_, at)) = forwarded
-                    .iter()
-                    .find(|(f, _)| f.eq_ignore_ascii_case(&h.name))
+                let Some((_, at)) = forwarded.iter().find(|(f, _)| *f == normalised(&h.name))
                 else {
                     continue;
                 };

@@ -141,7 +141,7 @@ fn versioned_rewrite() {
                 {"choose": [{"steps": [{"rewrite-uri": {"template": "/v3/orders/{orderId}"}}], "when": {"header": {"equals": "2024-05-01", "name": "Api-Version"}}}, {"otherwise": [{"rewrite-uri": {"copy-unmatched-params": false, "template": "/v2/orders/{orderId}"}}]}]},
                 {"set-query-parameter": {"exists-action": "override", "name": "api-version", "value": "${var:apiVersion}"}},
                 {"set-header": {"exists-action": "delete", "name": "Api-Version"}},
-                {"set-header": {"exists-action": "override", "name": "X-Forwarded-Path", "value": "${path}"}}
+                {"set-header": {"exists-action": "override", "name": "X-Requested-Path", "value": "${path}"}}
             ],
             "outbound": [
                 {"set-header": {"exists-action": "override", "name": "Api-Supported-Versions", "values": ["2023-01-01", "2024-05-01"]}},
@@ -428,4 +428,35 @@ fn framing_headers_and_unknown_shapes_are_left_out() {
         conv.summary.to_string(),
         "converted 0/4 statements; dropped: line 2 <set-header>, line 3 <set-header>, line 4 <set-query-parameter>, line 5 <set-backend-service>"
     );
+}
+
+#[test]
+fn connection_headers_are_the_gateways_and_empty_answers_have_no_body() {
+    let (conv, v) = inline(
+        "<fragment>\n<set-header name=\"X-Forwarded-Host\"><value>api.example</value></set-header>\n<set-header name=\"X_Real_IP\"><value>@(context.Request.IpAddress)</value></set-header>\n<return-response><set-status code=\"204\" /><set-body>ignored</set-body></return-response>\n</fragment>",
+    );
+    let err = conv.stderr("p.xml");
+    assert!(
+        err.contains(
+            "p.xml:2:1: unsupported set-header: X-Forwarded-Host describes the client connection"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("p.xml:4:43: note set-body: left out: a 204 or 304 answer has no body"),
+        "{err}"
+    );
+    assert_eq!(
+        conv.summary.to_string(),
+        "converted 1/3 statements; dropped: line 2 <set-header>, line 3 <set-header>"
+    );
+    assert_eq!(
+        v["policies"]["p"]["inbound"],
+        json!([{"return-response": {"status": 204}}])
+    );
+    // outbound: the response's own headers, which the gateway does not set
+    let (conv, _) = inline(
+        "<policies><outbound><set-header name=\"X-Forwarded-Host\"><value>x</value></set-header></outbound></policies>",
+    );
+    assert!(conv.is_complete(), "{}", conv.stderr("p.xml"));
 }

@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use error::BuildError;
+pub use metrics::count_dropped_log_lines;
 pub use server::{
     announce, bind, install_crypto_provider, run_model, Addresses, BoundGateway, RunOptions,
 };

@@ -4,6 +4,8 @@
 //! Label sets are bounded: route names come from the config, statuses are HTTP codes, reasons are
 //! the fixed `AuthError::reason()` codes plus a few gateway ones.
 
+use std::sync::OnceLock;
+
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::cache::CacheMetrics;
@@ -21,6 +23,19 @@ pub const REASON_UPSTREAM_TIMEOUT: &str = "UpstreamTimeout";
 pub const REASON_PROXY_ERROR: &str = "ProxyError";
 /// Route label for requests no route matched.
 pub const ROUTE_NONE: &str = "-";
+
+/// Reads how many log lines the process' log queue dropped (set once by the binary, which owns
+/// logging for every subcommand).
+type DroppedLines = Box<dyn Fn() -> u64 + Send + Sync>;
+
+static DROPPED_LOG_LINES: OnceLock<DroppedLines> = OnceLock::new();
+
+/// Where `portcullis_log_lines_dropped_total` reads its value: the binary's non-blocking log
+/// writer, which drops (and counts) lines when its queue is full rather than block a request. The
+/// first call wins.
+pub fn count_dropped_log_lines(source: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = DROPPED_LOG_LINES.set(Box::new(source));
+}
 
 /// The gateway's metrics.
 #[derive(Debug, Clone)]
@@ -42,6 +57,9 @@ pub struct Metrics {
     /// `portcullis_rate_limit_store_errors_total{error}`: calls the Redis rate-limit store could
     /// not count (`unavailable`, `timeout`, `reply`), answered per `rate-limit-store-failure`.
     pub rate_limit_store_errors: IntCounterVec,
+    /// `portcullis_log_lines_dropped_total`: log lines dropped because the log queue was full
+    /// (synced from the log writer's own count when `/metrics` is rendered).
+    log_lines_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -111,6 +129,11 @@ impl Metrics {
             "Calls the Redis rate-limit store could not count, by error (unavailable, timeout, reply); allowed under rate-limit-store-failure: open, refused with 503 under closed.",
             &["error"],
         )?;
+        let log_lines_dropped = IntCounter::new(
+            "portcullis_log_lines_dropped_total",
+            "Log lines (access lines included) dropped because the log writer's queue was full: stderr could not keep up.",
+        )?;
+        registry.register(Box::new(log_lines_dropped.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -120,6 +143,7 @@ impl Metrics {
             token_cache,
             rate_limit_untracked,
             rate_limit_store_errors,
+            log_lines_dropped,
         })
     }
 
@@ -130,6 +154,12 @@ impl Metrics {
 
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> Vec<u8> {
+        if let Some(dropped) = DROPPED_LOG_LINES.get() {
+            let (now, shown) = (dropped(), self.log_lines_dropped.get());
+            if now > shown {
+                self.log_lines_dropped.inc_by(now - shown);
+            }
+        }
         let mut out = Vec::with_capacity(4096);
         let encoder = prometheus::TextEncoder::new();
         if let Err(e) = prometheus::Encoder::encode(&encoder, &self.registry.gather(), &mut out) {

@@ -1,6 +1,7 @@
 //! The `portcullis` binary: clap owns every flag (pingora's own option parser never sees them),
 //! each subcommand hands its typed arguments to the crate that does the work.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -52,7 +53,15 @@ enum Command {
 /// instead. Checked by the binary's `logs` end-to-end tests at `debug` and `trace`.
 const HEADER_DUMPING_TARGETS: [&str; 2] = ["pingora_proxy", "pingora_core::protocols"];
 
-fn init_logging(format: LogFormat) {
+/// Lines the log queue holds before new ones are dropped (and counted) instead of blocking.
+const LOG_QUEUE_LINES: usize = 64 * 1024;
+
+/// Logs go to stderr through a bounded queue drained by one writer thread, so a request never
+/// waits on a write: the access line (one per request, on by default) costs its formatting and
+/// a queue push on the request thread; the writer batches lines into one `write` per drain. A full
+/// queue drops lines and counts them (`portcullis_log_lines_dropped_total`) rather than slowing
+/// requests. Colour codes only when stderr is a terminal. The returned guard flushes on drop.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     for target in HEADER_DUMPING_TARGETS {
@@ -60,18 +69,30 @@ fn init_logging(format: LogFormat) {
             filter = filter.add_directive(cap);
         }
     }
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .thread_name("portcullis-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
+    let dropped = writer.error_counter();
+    portcullis_proxy::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let _flush_logs_at_exit = init_logging(cli.log_format);
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => portcullis_proxy::run(args),

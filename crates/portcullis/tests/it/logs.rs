@@ -1,7 +1,8 @@
 //! End-to-end tests: tokens never reach the logs. The gateway binary runs at `debug` level (what a
 //! user turns on to investigate) and at `trace`, in text and in JSON format, and sees valid, expired, tampered and
 //! garbage tokens in the header and in the query; afterwards no part of any token's payload or
-//! signature appears anywhere in what it wrote.
+//! signature appears anywhere in what it wrote. And the access log (on by default) never holds a
+//! request up: a gateway whose stderr nobody reads keeps serving.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Stdio;
@@ -177,4 +178,70 @@ async fn tokens_never_appear_in_json_logs_at_debug_level() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_never_appear_in_logs_even_when_pingora_is_asked_for_trace() {
     tokens_stay_out_of_the_logs(&[], "trace,pingora_proxy=trace,pingora_core=trace").await;
+}
+
+/// The default access log is written off the request path: with stderr a pipe nobody reads (its
+/// buffer fills after a few hundred lines), the gateway still answers thousands of requests, and
+/// once the pipe is read every line arrives, without colour codes (stderr is not a terminal).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_stderr_does_not_hold_requests_up() {
+    const REQUESTS: usize = 3000;
+    let backend = Backend::start().unwrap();
+    let config = format!(
+        r#"server:
+  listen: "127.0.0.1:0"
+  admin: "127.0.0.1:0"
+routes:
+  - name: open
+    match: {{ path-prefix: /open }}
+    upstream: {backend}
+    policy: none
+"#,
+        backend = backend.url(),
+    );
+    let client = reqwest::Client::new();
+    let mut gw = Gateway::run_with(
+        &config,
+        &client,
+        &[],
+        &[("RUST_LOG", "info")],
+        Stdio::piped(),
+    )
+    .await;
+    let stderr = gw.take_stderr().unwrap();
+    // ~200 bytes a line: 3000 lines are ten times what a pipe buffers.
+    for i in 0..REQUESTS {
+        let resp = client
+            .get(format!("{}/open/item-{i}", gw.proxy))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} did not complete: {e}"));
+        assert_eq!(resp.status(), 200, "request {i}");
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("portcullis_log_lines_dropped_total 0"),
+        "the queue had room for every line: {metrics}"
+    );
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut { stderr }, &mut text).unwrap();
+        text
+    });
+    let status = gw.stop();
+    assert!(status.success(), "the gateway exited with {status}");
+    let logged = reader.join().unwrap();
+    let lines = logged
+        .lines()
+        .filter(|l| l.contains("route=\"open\"") && l.contains("/open/item-"))
+        .count();
+    assert_eq!(
+        lines, REQUESTS,
+        "every access line arrives once the pipe is read"
+    );
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a non-terminal log"
+    );
 }

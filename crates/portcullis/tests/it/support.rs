@@ -245,6 +245,11 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The child's stderr, when it was spawned with `Stdio::piped()`.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
     /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.client

@@ -1,5 +1,6 @@
 //! `portcullis import-apim FILE [--route NAME=PATH_PREFIX=UPSTREAM ...] [-o OUT]`: reads the file,
-//! converts, writes the YAML (stdout or `-o`), prints every diagnostic on stderr.
+//! converts, writes the YAML (stdout or `-o`), prints every diagnostic on stderr and, last, the
+//! summary line (`converted 11/12 statements; dropped: line 34 <send-request>`).
 //!
 //! Exit codes: 0 fully converted, 3 partially converted (something was reported unsupported),
 //! 2 invalid XML (with file:line:col), 1 the file could not be read or the output written.

@@ -1,7 +1,9 @@
 //! The walk over an APIM policy document: sections, statements, and the conversion of validate-jwt,
 //! validate-azure-ad-token, set-header (claims -> forward-claims) and `<set-header exists-action=
-//! "delete">` of the token header (-> forward-token: false). cors and the rate limits are converted
-//! in [`crate::inbound`]; every statement is recorded as a [`Step`] in document order. Everything
+//! "delete">` of the token header (-> forward-token: false). cors, the rate limits, check-header and
+//! ip-filter are converted in [`crate::inbound`], the request and response statements and `choose`
+//! in [`crate::transform`]; every statement is recorded as a [`Step`] in document order, and every
+//! statement element as a [`Tally`] for the summary (converted, dropped, incomplete). Everything
 //! else is reported.
 //!
 //! Why fail closed: when a value cannot be converted, the output must not accept more than APIM did.

@@ -4,7 +4,8 @@
 //! as XML; pasting the XML and getting a working gateway.yaml is the shortest road. The conversion is
 //! pure ([`convert`]: text in, YAML text and diagnostics out); the command ([`run`]) reads the file
 //! and writes the result. Nothing is dropped silently: every element, attribute or expression that
-//! has no gateway.yaml equivalent is reported as `file:line:col: unsupported <what>: <reason>`.
+//! has no gateway.yaml equivalent is reported as `file:line:col: unsupported <what>: <reason>`, and
+//! the [`Summary`] counts the statements converted and names those left out.
 #![warn(missing_docs)]
 
 mod cli;

@@ -259,13 +259,11 @@ routes:
 
 
 def test_msal_on_behalf_of_through_the_gateway(idp, gateway):
-    # The user signs in to the SPA (a public client; resource-owner password, the user flow the dev
-    # token server has) and gets a token for the BFF's API.
-    spa = msal.PublicClientApplication(
-        "spa", authority=idp["issuer"], validate_authority=False, instance_discovery=False,
-    )
-    user = spa.acquire_token_by_username_password("alice", "alice-pw", scopes=["api://bff/access_as_user"])
-    assert "access_token" in user, user
+    # The user signs in to the SPA (a public client) with the user flow the dev token server has,
+    # resource-owner password (authlib; MSAL's own ROPC first probes Entra's user-realm endpoint on
+    # port 443), and gets a token for the BFF's API.
+    spa = OAuth2Session("spa", token_endpoint_auth_method="none", scope="api://bff/access_as_user")
+    user = spa.fetch_token(discovery(idp)["token_endpoint"], username="alice", password="alice-pw")
     assert verify(idp, user["access_token"], aud="api://bff")["sub"] == "alice"
 
     # The BFF, a confidential client, exchanges it on behalf of alice for the downstream API,

@@ -139,26 +139,22 @@ impl KeySet {
                         ))
                     }
                 };
-                // A key whose `alg` names no signature algorithm (RSA-OAEP, ...) verifies
-                // nothing: `alg` is kept as given, and no JWS alg equals it.
-                let alg = jwk
-                    .common
-                    .key_algorithm
-                    .map(|a| Algorithm::try_from(a).map_err(|_| a));
-                Ok(VerifyKey {
+                // A key whose `alg` names no signature algorithm this accepts (RSA-OAEP, ...)
+                // verifies nothing: it is left out.
+                let alg = match jwk.common.key_algorithm.map(Algorithm::try_from) {
+                    None => None,
+                    Some(Ok(a)) => Some(a),
+                    Some(Err(_)) => return Ok(None),
+                };
+                Ok(Some(VerifyKey {
                     kid: jwk.common.key_id.clone(),
-                    alg: match alg {
-                        None => None,
-                        Some(Ok(a)) => Some(a),
-                        Some(Err(_)) => return Ok(None),
-                    },
+                    alg,
                     x5t: thumb(&jwk.common.x509_sha1_fingerprint),
                     x5t_s256: thumb(&jwk.common.x509_sha256_fingerprint),
                     kind,
                     key: DecodingKey::from_jwk(jwk)
                         .map_err(|e| IdpError::Key(format!("jwks: {e}")))?,
-                })
-                .map(Some)
+                }))
             })
             .filter_map(Result::transpose)
             .collect::<Result<Vec<_>, _>>()

@@ -8,49 +8,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use portcullis_idp::{IdpConfig, MintRequest, SigningAlg};
 use serde_json::Value;
 
+use portcullis_testkit::idp_keys::{write_key_files, IDP_YAML as CONFIG, RESOURCES};
+
 use crate::{post_form, start_yaml};
 
-/// Writes a fresh PKCS#8 PEM private key of `alg`'s kind to `dir/name`.
-pub fn write_key(dir: &std::path::Path, name: &str, alg: &'static rcgen::SignatureAlgorithm) {
-    let pair = rcgen::KeyPair::generate_for(alg).unwrap();
-    std::fs::write(dir.join(name), pair.serialize_pem()).unwrap();
+fn write_keys(dir: &std::path::Path) {
+    write_key_files(dir).unwrap();
 }
-
-/// One key file of each type, none with an `alg`; resources for every algorithm; a dotnet-sts
-/// client (RS512 under the thumbprint kid).
-const CONFIG: &str = r#"
-listen: "127.0.0.1:0"
-issuer: "http://127.0.0.1:{port}/realm"
-signing-keys:
-  - { id: rsa, private-key-file: rsa.pem }
-  - { id: p256, private-key-file: p256.pem }
-  - { id: p384, private-key-file: p384.pem }
-  - { id: ed, private-key-file: ed.pem }
-resources:
-  "api://rs256": {}
-  "api://ps256": { signing-alg: PS256 }
-  "api://es256": { signing-alg: ES256 }
-  "api://es384": { signing-alg: ES384 }
-  "api://eddsa": { signing-alg: EdDSA }
-clients:
-  - { client-id: c, client-secret: s, auth-method: client_secret_post }
-  - { client-id: sts, client-secret: s, auth-method: client_secret_post, profile: dotnet-sts }
-"#;
-
-pub fn write_keys(dir: &std::path::Path) {
-    write_key(dir, "rsa.pem", &rcgen::PKCS_RSA_SHA256);
-    write_key(dir, "p256.pem", &rcgen::PKCS_ECDSA_P256_SHA256);
-    write_key(dir, "p384.pem", &rcgen::PKCS_ECDSA_P384_SHA384);
-    write_key(dir, "ed.pem", &rcgen::PKCS_ED25519);
-}
-
-pub const RESOURCES: [(&str, &str); 5] = [
-    ("api://rs256", "RS256"),
-    ("api://ps256", "PS256"),
-    ("api://es256", "ES256"),
-    ("api://es384", "ES384"),
-    ("api://eddsa", "EdDSA"),
-];
 
 #[test]
 fn key_type_comes_from_the_pem_when_alg_is_left_out() {

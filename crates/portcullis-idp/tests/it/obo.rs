@@ -128,6 +128,17 @@ async fn obo_keeps_the_user_and_names_the_calling_client() {
     f.handle.shutdown().await;
 }
 
+/// why, client id, secret, assertion, status, `error`, Entra's `error_codes[0]`.
+type Refusal<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    u16,
+    &'a str,
+    Option<u64>,
+);
+
 #[tokio::test]
 async fn obo_refusals_answer_as_entra_does() {
     let f = fixture().await;
@@ -171,7 +182,7 @@ async fn obo_refusals_answer_as_entra_does() {
     };
 
     let down = "api://downstream/.default";
-    let cases: [(&str, &str, &str, &str, u16, &str, Option<u64>); 11] = [
+    let cases: [Refusal<'_>; 11] = [
         (
             "expired",
             "bff",

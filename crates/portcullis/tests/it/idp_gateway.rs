@@ -7,6 +7,7 @@
 
 use portcullis_idp::{IdpConfig, IdpHandle, MintRequest};
 use portcullis_testkit::backend::Backend;
+use portcullis_testkit::idp_keys::{write_key_files, IDP_YAML, RESOURCES};
 use serde_json::Value;
 
 use crate::support::Gateway;
@@ -143,56 +144,20 @@ users:
     idp.shutdown().await;
 }
 
-const ALGS: [(&str, &str); 5] = [
-    ("api://rs256", "RS256"),
-    ("api://ps256", "PS256"),
-    ("api://es256", "ES256"),
-    ("api://es384", "ES384"),
-    ("api://eddsa", "EdDSA"),
-];
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_idp_algorithm_passes_a_gateway_that_honours_the_jwk_alg() {
     let dir = tempfile::tempdir().unwrap();
-    for (file, alg) in [
-        ("rsa.pem", &rcgen::PKCS_RSA_SHA256),
-        ("p256.pem", &rcgen::PKCS_ECDSA_P256_SHA256),
-        ("p384.pem", &rcgen::PKCS_ECDSA_P384_SHA384),
-        ("ed.pem", &rcgen::PKCS_ED25519),
-    ] {
-        let pair = rcgen::KeyPair::generate_for(alg).unwrap();
-        std::fs::write(dir.path().join(file), pair.serialize_pem()).unwrap();
-    }
     // Key files without `alg`: the PEM says what each key is.
-    let idp = start(
-        r#"
-listen: "127.0.0.1:0"
-issuer: "http://127.0.0.1:{port}/realm"
-signing-keys:
-  - { id: rsa, private-key-file: rsa.pem }
-  - { id: p256, private-key-file: p256.pem }
-  - { id: p384, private-key-file: p384.pem }
-  - { id: ed, private-key-file: ed.pem }
-resources:
-  "api://rs256": {}
-  "api://ps256": { signing-alg: PS256 }
-  "api://es256": { signing-alg: ES256 }
-  "api://es384": { signing-alg: ES384 }
-  "api://eddsa": { signing-alg: EdDSA }
-clients:
-  - { client-id: c, client-secret: s, auth-method: client_secret_post }
-"#,
-        dir.path(),
-    )
-    .await;
+    write_key_files(dir.path()).unwrap();
+    let idp = start(IDP_YAML, dir.path()).await;
     let backend = Backend::start().unwrap();
-    let audiences: Vec<&str> = ALGS.iter().map(|(a, _)| *a).collect();
+    let audiences: Vec<&str> = RESOURCES.iter().map(|(a, _)| *a).collect();
     let gw = Gateway::run(
         &gateway_yaml(&idp.discovery_url(), &audiences, &backend),
         &reqwest::Client::new(),
     )
     .await;
-    for (resource, alg) in ALGS {
+    for (resource, alg) in RESOURCES {
         let (status, body) = post(
             &idp.token_endpoint(),
             &[
@@ -221,7 +186,7 @@ clients:
             header["kid"]
         );
     }
-    assert_eq!(backend.request_count(), ALGS.len());
+    assert_eq!(backend.request_count(), RESOURCES.len());
 
     // The same RSA key signing PS256 under the kid its JWK publishes as RS256 (what the server
     // did before JWKs were published per algorithm): valid signature, refused for the alg.
@@ -238,7 +203,7 @@ clients:
     let forged = mislabelled.mint(&req).unwrap();
     let (status, _) = gw.call("/api/x", &forged).await;
     assert_eq!(status, 401, "a token whose alg is not its JWK's passed");
-    assert_eq!(backend.request_count(), ALGS.len());
+    assert_eq!(backend.request_count(), RESOURCES.len());
     mislabelled.shutdown().await;
     idp.shutdown().await;
 }

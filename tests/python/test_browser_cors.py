@@ -25,9 +25,8 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 from playwright.sync_api import sync_playwright
-
-from harness import (
-    TIMEOUT, Processes, Server, client_credentials_token, get, wait_for,
+from stack import (
+    TIMEOUT, Server, client_credentials_token, get, start_gateway, start_idp, stop, wait_for,
 )
 
 CHROMIUM = os.environ.get("PORTCULLIS_CHROMIUM", "/usr/bin/chromium")
@@ -145,25 +144,33 @@ class Page(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def stack():
+    bin_ = os.environ["PORTCULLIS_BIN"]
     work = tempfile.mkdtemp(prefix="portcullis-browser-")
-    procs, servers = Processes(work), []
+    procs, servers = [], []
     try:
-        urls = procs.idp(IDP_YAML)
+        idp, urls = start_idp(bin_, work, IDP_YAML)
+        procs.append(idp)
+
         seen = []
         backend = Server(backend_handler(seen))
         allowed, other = Server(Page), Server(Page)
         servers += [backend, allowed, other]
-        proxies, admin = procs.gateway(gateway_yaml(allowed.url, backend.url, urls["discovery"]))
+
+        gw, proxy, admin = start_gateway(
+            bin_, work, gateway_yaml(allowed.url, backend.url, urls["discovery"])
+        )
+        procs.append(gw)
 
         def token(client):
             return client_credentials_token(urls["token"], client, "spa-secret")
 
         yield {
-            "proxy": proxies[0], "admin": admin, "allowed": allowed.url, "other": other.url,
+            "proxy": proxy, "admin": admin, "allowed": allowed.url, "other": other.url,
             "seen": seen, "token": token("spa"), "limited_token": token("spa-limited"),
         }
     finally:
-        procs.stop()
+        for p in procs:
+            stop(p)
         for s in servers:
             s.close()
         shutil.rmtree(work, ignore_errors=True)

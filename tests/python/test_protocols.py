@@ -13,6 +13,8 @@ What they prove:
   lacks the role `PERMISSION_DENIED`, both with the gateway's message, and the backend sees neither.
 """
 import json
+import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 import threading
@@ -24,7 +26,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import serve
 
-from harness import TIMEOUT, Processes, client_credentials_token
+from stack import (
+    TIMEOUT, client_credentials_token, start_gateway_listeners, start_idp, stop,
+)
 
 IDP_YAML = """
 listen: "127.0.0.1:0"
@@ -154,13 +158,18 @@ class GrpcBackend:
 
 @pytest.fixture(scope="module")
 def stack():
+    bin_ = os.environ["PORTCULLIS_BIN"]
     work = tempfile.mkdtemp(prefix="portcullis-protocols-")
-    procs, backends = Processes(work), []
+    procs, backends = [], []
     try:
-        urls = procs.idp(IDP_YAML)
+        idp, urls = start_idp(bin_, work, IDP_YAML)
+        procs.append(idp)
         ws, rpc = WsBackend(), GrpcBackend()
         backends += [ws, rpc]
-        proxies, admin = procs.gateway(gateway_yaml(urls["discovery"], ws.url, rpc.url))
+        gw, proxies, _ = start_gateway_listeners(
+            bin_, work, gateway_yaml(urls["discovery"], ws.url, rpc.url)
+        )
+        procs.append(gw)
         token = client_credentials_token(urls["token"], "hub-client", "s3cret")
         yield {
             "ws_proxy": proxies[0].replace("http://", "ws://"),
@@ -168,9 +177,11 @@ def stack():
             "token": token, "ws": ws, "rpc": rpc,
         }
     finally:
-        procs.stop()
+        for p in reversed(procs):
+            stop(p)
         for b in backends:
             b.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ WebSockets

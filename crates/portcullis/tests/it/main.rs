@@ -9,6 +9,7 @@ mod forwarding;
 mod gateway;
 mod https;
 mod idp;
+mod idp_gateway;
 mod idp_warnings;
 mod key_fetch;
 mod logs;

@@ -320,15 +320,7 @@ pub async fn send(
         header.insert_header(http::header::CONTENT_TYPE, APPLICATION_JSON)?;
     }
     header.set_content_length(body.len())?;
-    for (name, value) in answer.headers {
-        header.append_header(name, value)?;
-    }
-    for (name, value) in also {
-        header.append_header(name.clone(), value.clone())?;
-    }
-    if let Some(id) = request_id {
-        header.insert_header(crate::identity::X_REQUEST_ID, id.clone())?;
-    }
+    add_headers(&mut header, answer.headers, also, request_id)?;
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(header), head_only)
@@ -337,6 +329,25 @@ pub async fn send(
         session
             .write_response_body(Some(Bytes::from(body)), true)
             .await?;
+    }
+    Ok(())
+}
+
+/// An answer's own headers, then `also`, then the request id.
+fn add_headers(
+    header: &mut ResponseHeader,
+    own: Vec<(HeaderName, HeaderValue)>,
+    also: &[(HeaderName, HeaderValue)],
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
+    for (name, value) in own {
+        header.append_header(name, value)?;
+    }
+    for (name, value) in also {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    if let Some(id) = request_id {
+        header.insert_header(crate::identity::X_REQUEST_ID, id.clone())?;
     }
     Ok(())
 }
@@ -406,15 +417,7 @@ fn grpc_failure(
     // No body; over HTTP/1.1 this keeps the connection reusable (Envoy's gRPC local replies
     // carry it too).
     header.set_content_length(0)?;
-    for (name, value) in answer.headers {
-        header.append_header(name, value)?;
-    }
-    for (name, value) in also {
-        header.append_header(name.clone(), value.clone())?;
-    }
-    if let Some(id) = request_id {
-        header.insert_header(crate::identity::X_REQUEST_ID, id.clone())?;
-    }
+    add_headers(&mut header, answer.headers, also, request_id)?;
     Ok(header)
 }
 

@@ -1,10 +1,12 @@
 """Pieces shared by the Python tests that run the gateway itself: a thread-served loopback HTTP
 server (backends, pages), bounded waits, and `portcullis run` started from a gateway.yaml and
 waited on until /readyz says its keys are loaded. Everything on free loopback ports."""
+import json
 import os
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from http.server import ThreadingHTTPServer
 
@@ -59,9 +61,38 @@ def get(url):
         return r.status, r.read().decode()
 
 
+def start_idp(bin_, work, yaml_text):
+    """Writes work/idp.yaml and runs `portcullis idp` on it. Returns (process, its URLs by name:
+    `discovery`, `token`, ...); the caller terminates it."""
+    with open(os.path.join(work, "idp.yaml"), "w") as f:
+        f.write(yaml_text)
+    idp = subprocess.Popen(
+        [bin_, "idp", "-c", "idp.yaml"], cwd=work, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True,
+    )
+    lines = read_lines_until(idp, "token:", "portcullis idp")
+    return idp, {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in lines)}
+
+
+def client_credentials_token(token_url, client, secret, scope="api://orders/.default"):
+    """An access token from a token endpoint: client credentials, the secret in the form."""
+    form = urllib.parse.urlencode({
+        "grant_type": "client_credentials", "client_id": client,
+        "client_secret": secret, "scope": scope,
+    }).encode()
+    with urllib.request.urlopen(token_url, data=form, timeout=TIMEOUT) as r:
+        return json.load(r)["access_token"]
+
+
 def start_gateway(bin_, work, yaml_text):
     """Writes work/gateway.yaml, runs `portcullis run` on it (log in work/gateway.log) and waits
     for /readyz. Returns (process, first proxy URL, admin URL); the caller terminates it."""
+    gw, proxies, admin = start_gateway_listeners(bin_, work, yaml_text)
+    return gw, proxies[0], admin
+
+
+def start_gateway_listeners(bin_, work, yaml_text):
+    """As `start_gateway`, with every proxy listener's URL, in config order."""
     with open(os.path.join(work, "gateway.yaml"), "w") as f:
         f.write(yaml_text)
     with open(os.path.join(work, "gateway.log"), "w") as log:
@@ -71,7 +102,7 @@ def start_gateway(bin_, work, yaml_text):
         )
     banner = read_lines_until(gw, "", "portcullis run")[0]
     fields = dict(w.split("=", 1) for w in banner.split() if "=" in w)
-    proxy, admin = fields["proxy"].split(",")[0], fields["admin"]
+    proxies, admin = fields["proxy"].split(","), fields["admin"]
 
     def ready():
         try:
@@ -85,7 +116,7 @@ def start_gateway(bin_, work, yaml_text):
         gw.kill()
         with open(os.path.join(work, "gateway.log")) as log:
             raise AssertionError(f"gateway not ready; its log:\n{log.read()}") from None
-    return gw, proxy, admin
+    return gw, proxies, admin
 
 
 def stop(proc):

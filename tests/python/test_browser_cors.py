@@ -19,16 +19,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 from playwright.sync_api import sync_playwright
-from stack import TIMEOUT, Server, get, read_lines_until, start_gateway, stop, wait_for
+from stack import (
+    TIMEOUT, Server, client_credentials_token, get, start_gateway, start_idp, stop, wait_for,
+)
 
 CHROMIUM = os.environ.get("PORTCULLIS_CHROMIUM", "/usr/bin/chromium")
 # The flags this machine needs (no sandbox as root, no GPU, no QUIC, no background connections to
@@ -149,15 +148,8 @@ def stack():
     work = tempfile.mkdtemp(prefix="portcullis-browser-")
     procs, servers = [], []
     try:
-        with open(os.path.join(work, "idp.yaml"), "w") as f:
-            f.write(IDP_YAML)
-        idp = subprocess.Popen(
-            [bin_, "idp", "-c", "idp.yaml"], cwd=work, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True,
-        )
+        idp, urls = start_idp(bin_, work, IDP_YAML)
         procs.append(idp)
-        lines = read_lines_until(idp, "token:", "portcullis idp")
-        urls = {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in lines)}
 
         seen = []
         backend = Server(backend_handler(seen))
@@ -170,12 +162,7 @@ def stack():
         procs.append(gw)
 
         def token(client):
-            form = urllib.parse.urlencode({
-                "grant_type": "client_credentials", "client_id": client,
-                "client_secret": "spa-secret", "scope": "api://orders/.default",
-            }).encode()
-            with urllib.request.urlopen(urls["token"], data=form, timeout=TIMEOUT) as r:
-                return json.load(r)["access_token"]
+            return client_credentials_token(urls["token"], client, "spa-secret")
 
         yield {
             "proxy": proxy, "admin": admin, "allowed": allowed.url, "other": other.url,

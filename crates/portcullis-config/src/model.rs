@@ -126,6 +126,9 @@ pub struct Listener {
     pub addr: String,
     /// TLS cert and key (PEM files) for https.
     pub tls: Option<Tls>,
+    /// Plain listener: also accept HTTP/2 with prior knowledge (h2c), as gRPC clients speak it
+    /// on insecure channels. TLS listeners negotiate h2 by ALPN whatever this says.
+    pub h2c: bool,
 }
 
 /// TLS files.
@@ -280,6 +283,23 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Replace the matched path-prefix with this (after strip).
     pub rewrite_prefix: Option<String>,
+    /// HTTP version spoken to the upstreams.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Idle timeout of an upgraded (WebSocket) connection: closed after this long without a byte
+    /// in either direction (replaces `timeout` once the upgrade is requested).
+    pub websocket_idle_timeout: Duration,
+}
+
+/// `upstream-protocol`: how the gateway talks to a route's upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default; WebSocket upgrades need it).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`; https upstreams only).
+    H2,
+    /// HTTP/2 with prior knowledge over plain TCP (http upstreams only): gRPC servers without TLS.
+    H2c,
 }
 
 /// An upstream from `http://host:port` or `https://host:port`.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use portcullis_route::{canonical_host, canonical_path, Normalization, RouteMatch};
 
-use crate::model::{Route, Upstream};
+use crate::model::{Route, Upstream, UpstreamProtocol};
 use crate::walk::{self, suggest, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
@@ -19,6 +19,8 @@ const ROUTE_KEYS: &[&str] = &[
     "strip-prefix",
     "rewrite-prefix",
     "policy",
+    "upstream-protocol",
+    "websocket-idle-timeout",
 ];
 const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods", "case-sensitive"];
 
@@ -26,6 +28,9 @@ const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods", "case-se
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upstream connect timeout when `connect-timeout` is not given.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle timeout of an upgraded connection when `websocket-idle-timeout` is not given (long
+/// enough for SignalR's and browsers' keep-alive pings, 15-30 s, to keep a socket open).
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A route and where it is written.
 struct Placed {
@@ -114,7 +119,15 @@ fn read_one(
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         strip_prefix: false,
         rewrite_prefix: None,
+        upstream_protocol: UpstreamProtocol::Http1,
+        websocket_idle_timeout: f
+            .get("websocket-idle-timeout")
+            .and_then(|n| walk::positive_duration(cx, n, "websocket-idle-timeout"))
+            .unwrap_or(DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
     };
+    if let Some(n) = f.get("upstream-protocol") {
+        route.upstream_protocol = upstream_protocol(cx, n, &route.upstreams).unwrap_or_default();
+    }
     if let Some(m) = f.get("match") {
         read_match(cx, m, &mut route, normalisation);
     }
@@ -375,4 +388,40 @@ fn prefix_rewrites(cx: &mut Cx, f: &Fields<'_>, route: &mut Route, normalisation
             cx.error(n.pos, "rewrite-prefix needs match.path-prefix");
         }
     }
+}
+
+/// `upstream-protocol: http1 | h2 | h2c`; h2 needs https upstreams (ALPN), h2c plain ones.
+fn upstream_protocol(cx: &mut Cx, node: &Node, upstreams: &[Upstream]) -> Option<UpstreamProtocol> {
+    let protocol = match walk::string(cx, node, "upstream-protocol")? {
+        "http1" => UpstreamProtocol::Http1,
+        "h2" => UpstreamProtocol::H2,
+        "h2c" => UpstreamProtocol::H2c,
+        other => {
+            cx.error(
+                node.pos,
+                format!("`upstream-protocol` must be `http1`, `h2` or `h2c`, found `{other}`"),
+            );
+            return None;
+        }
+    };
+    let wrong = match protocol {
+        UpstreamProtocol::H2 => upstreams.iter().find(|u| !u.tls).map(|u| {
+            format!(
+                "`h2` is HTTP/2 over TLS, but `{}` is http: use `h2c` for HTTP/2 without TLS",
+                u.url
+            )
+        }),
+        UpstreamProtocol::H2c => upstreams.iter().find(|u| u.tls).map(|u| {
+            format!(
+                "`h2c` is HTTP/2 without TLS, but `{}` is https: use `h2`",
+                u.url
+            )
+        }),
+        UpstreamProtocol::Http1 => None,
+    };
+    if let Some(message) = wrong {
+        cx.error(node.pos, message);
+        return None;
+    }
+    Some(protocol)
 }

@@ -24,11 +24,13 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
+use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_auth::{Policy, Unforwardable, Verified};
+use portcullis_config::UpstreamProtocol;
 
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::limits::Store;
@@ -214,7 +216,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let generation = ctx.generation.clone();
         let route = generation
             .route(ctx)
@@ -228,8 +230,21 @@ impl ProxyHttp for Gateway {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no peer"))?;
         let mut http_peer = HttpPeer::new(peer.addr, peer.tls, peer.sni.clone());
         http_peer.options.connection_timeout = Some(route.connect_timeout);
-        http_peer.options.read_timeout = Some(route.timeout);
-        http_peer.options.write_timeout = Some(route.timeout);
+        // An upgrade (WebSocket) keeps the connection for as long as either side talks: pingora
+        // restarts the upstream read on every byte from either direction, so the read timeout is
+        // the connection's idle timeout.
+        let timeout = if session.is_upgrade_req() {
+            route.websocket_idle_timeout
+        } else {
+            route.timeout
+        };
+        http_peer.options.read_timeout = Some(timeout);
+        http_peer.options.write_timeout = Some(timeout);
+        http_peer.options.alpn = match route.upstream_protocol {
+            UpstreamProtocol::Http1 => ALPN::H1,
+            // h2 over TLS by ALPN; over plain TCP, a minimum version of 2 is prior knowledge (h2c).
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
+        };
         Ok(Box::new(http_peer))
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method};
 use pingora_http::RequestHeader;
-use portcullis_config::{Model, PolicyId, Route as RouteModel, Upstream};
+use portcullis_config::{Model, PolicyId, Route as RouteModel, Upstream, UpstreamProtocol};
 use portcullis_route::{
     canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
 };
@@ -49,6 +49,10 @@ pub struct Route {
     pub timeout: Duration,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// HTTP version spoken to the upstreams.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Idle timeout of an upgraded (WebSocket) connection, both directions.
+    pub websocket_idle_timeout: Duration,
     strip_prefix: bool,
     rewrite_prefix: Option<String>,
     peers: Vec<Peer>,
@@ -198,6 +202,8 @@ impl Route {
             policy,
             timeout: r.timeout,
             connect_timeout: r.connect_timeout,
+            upstream_protocol: r.upstream_protocol,
+            websocket_idle_timeout: r.websocket_idle_timeout,
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.clone(),
             peers,

@@ -14,10 +14,12 @@
 //!   method and host canonical forms.
 //! - [`matcher`]: [`RouteMatch`] (host, exact path or path prefix, methods, case sensitivity),
 //!   its `matches` and its `covers` (shadowing).
+//! - [`query`]: raw query editing (`set-query-parameter`, `rewrite-uri`'s unmatched parameters).
 //! - [`template`]: URL templates in route paths (`/orders/{id}`, `/files/{*path}`).
 #![warn(missing_docs)]
 
 pub mod matcher;
+pub mod query;
 pub mod target;
 pub mod template;
 

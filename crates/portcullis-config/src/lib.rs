@@ -17,6 +17,7 @@ mod policy;
 mod routes;
 mod server;
 pub mod statements;
+pub mod transforms;
 pub mod vars;
 mod walk;
 mod yaml;
@@ -34,6 +35,7 @@ pub use statements::{
     AnyOr, CheckHeader, Cors, CounterKey, HeaderCheck, IncrementCondition, IpFilter, Limit,
     LimitKind, Statement,
 };
+pub use transforms::{Examples, MockResponse, Piece, RewriteUri, SetQueryParameter};
 pub use vars::Lookup;
 
 use std::path::Path;
@@ -72,6 +74,8 @@ pub fn load_str_with(text: &str, path: &Path, lookup: Lookup<'_>) -> LoadResult 
     let mut cx = Cx {
         diags: Diags::new(path.display().to_string()),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        backends: Vec::new(),
+        named_backends: 0,
     };
     let mut root = match yaml::parse(text) {
         Ok(root) => root,
@@ -93,13 +97,34 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
     let doc = Pos { line: 1, col: 1 };
     let f = match &root.kind {
         Kind::Null => None,
-        _ => Fields::new(cx, root, "the document", &["server", "policies", "routes"]),
+        _ => Fields::new(
+            cx,
+            root,
+            "the document",
+            &["server", "backends", "policies", "routes"],
+        ),
     };
     let get = |key: &str| f.as_ref().and_then(|f| f.get(key));
     let server = server::read(cx, get("server"), doc);
+    cx.backends = transforms::read_backends(cx, get("backends"));
+    cx.named_backends = cx.backends.len();
     let named = policy::read_all(cx, get("policies"));
     let names: Vec<&str> = named.iter().map(|p| p.model.policy.name.as_str()).collect();
-    let routes = routes::read_all(cx, get("routes"), &names, doc, &server.normalisation);
+    let params_used = |policy: &str| {
+        named
+            .iter()
+            .find(|p| p.model.policy.name == policy)
+            .map(|p| p.model.route_params_used())
+            .unwrap_or_default()
+    };
+    let routes = routes::read_all(
+        cx,
+        get("routes"),
+        &names,
+        &params_used,
+        doc,
+        &server.normalisation,
+    );
     for p in &named {
         let name = p.model.policy.name.as_str();
         if !routes.iter().any(|r| r.policy.as_deref() == Some(name)) {
@@ -111,5 +136,6 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
         server,
         policies: named.into_iter().map(|p| p.model).collect(),
         routes,
+        backends: std::mem::take(&mut cx.backends),
     }
 }

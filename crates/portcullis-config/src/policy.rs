@@ -209,10 +209,21 @@ fn ordered(
         cx.error(node.pos, "`inbound` is empty");
     }
     let mut validation: Option<crate::yaml::Pos> = None;
+    let known = [statements::KEYED, crate::transforms::KEYS].concat();
+    let mut answered: Option<crate::yaml::Pos> = None;
     for item in items {
-        let Some(f) = Fields::new(cx, item, "inbound statement", statements::KEYED) else {
+        let Some(f) = Fields::new(cx, item, "inbound statement", &known) else {
             continue;
         };
+        if let (Some(at), Some((_, k, _))) = (answered, f.entries().first()) {
+            cx.error(
+                k.pos,
+                format!(
+                    "unreachable: the mock-response at line {} answers every request before this statement",
+                    at.line
+                ),
+            );
+        }
         let [(key, k, body)] = f.entries() else {
             cx.error(
                 f.pos,
@@ -245,6 +256,12 @@ fn ordered(
                     crate::azure::read(cx, body, policy, key_sources);
                 }
                 out.push(Statement::ValidateJwt);
+            }
+            other if crate::transforms::KEYS.contains(&other) => {
+                if other == "mock-response" {
+                    answered = Some(k.pos);
+                }
+                out.extend(crate::transforms::read(cx, other, body));
             }
             other => {
                 if let Some(kind) = statements::limit_kind(other) {

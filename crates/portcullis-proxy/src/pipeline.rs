@@ -17,16 +17,18 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 use portcullis_auth::{claim_headers, claim_to_header_value, RequestParts};
 use portcullis_config::{
-    CheckHeader, CounterKey, HeaderCheck, IpFilter, Limit, PolicyModel, Statement,
+    BackendId, CheckHeader, CounterKey, HeaderCheck, IpFilter, Limit, MockResponse, Piece,
+    PolicyModel, RewriteUri, SetQueryParameter, Statement,
 };
+use portcullis_route::query;
 
 use crate::auth::{authenticate, unix_now_ms};
 use crate::cors;
 use crate::limits::{Counted, Hit};
-use crate::proxy::{Ctx, Gateway};
+use crate::proxy::{Ctx, Gateway, TargetEdit};
 use crate::respond::{
-    caller_ip_forbidden, header_check_failed, quota_exceeded, rate_limit_store_unavailable,
-    rate_limited, token_rejected, Answer, Quota,
+    caller_ip_forbidden, header_check_failed, invalid_rewrite, mock_response, quota_exceeded,
+    rate_limit_store_unavailable, rate_limited, token_rejected, Answer, Quota,
 };
 
 /// One step of a policy.
@@ -42,6 +44,14 @@ pub enum Step {
     IpFilter(Arc<IpFilter>),
     /// `check-header`.
     CheckHeader(Arc<CheckHeader>),
+    /// `set-query-parameter` on the query to forward.
+    SetQueryParameter(Arc<SetQueryParameter>),
+    /// `rewrite-uri`: the path (and query) to forward.
+    RewriteUri(Arc<RewriteUri>),
+    /// `set-backend-service`: where to forward.
+    SetBackendService(BackendId),
+    /// `mock-response`: the answer, with its content type checked once.
+    MockResponse(Arc<MockResponse>, HeaderValue),
 }
 
 /// A policy's steps in order.
@@ -63,6 +73,14 @@ impl Pipeline {
                 Statement::Limit(l) => Step::Limit(Arc::new(LimitStep::new(l))),
                 Statement::IpFilter(f) => Step::IpFilter(f.clone()),
                 Statement::CheckHeader(c) => Step::CheckHeader(c.clone()),
+                Statement::SetQueryParameter(s) => Step::SetQueryParameter(s.clone()),
+                Statement::RewriteUri(r) => Step::RewriteUri(r.clone()),
+                Statement::SetBackendService(id) => Step::SetBackendService(*id),
+                Statement::MockResponse(m) => Step::MockResponse(
+                    m.clone(),
+                    HeaderValue::from_str(&m.content_type)
+                        .unwrap_or(HeaderValue::from_static("application/json")),
+                ),
             })
             .collect();
         Pipeline {
@@ -216,9 +234,98 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
                     return Ok(Some(answer));
                 }
             }
+            Step::SetQueryParameter(set) => {
+                let edit = target(ctx, session);
+                let values: Vec<&str> = set.values.iter().map(String::as_str).collect();
+                edit.query = query::edit(edit.query.as_deref(), &set.name, &values, set.exists_action);
+            }
+            Step::RewriteUri(rewrite) => {
+                let normalisation = generation.routes.normalisation();
+                let Some((path, query)) = rewritten(rewrite, ctx, session, normalisation) else {
+                    tracing::warn!(
+                        route = %route.name,
+                        policy = %policy.name,
+                        template = %rewrite.template,
+                        "rewrite-uri: the rewritten path cannot be made canonical; refused"
+                    );
+                    return Ok(Some(invalid_rewrite()));
+                };
+                let edit = target(ctx, session);
+                edit.path = Some(path);
+                edit.query = query;
+            }
+            Step::SetBackendService(id) => ctx.backend = Some(*id),
+            Step::MockResponse(mock, content_type) => {
+                let example = route
+                    .examples
+                    .as_deref()
+                    .and_then(|e| e.find(mock.status_code, &mock.content_type));
+                return Ok(Some(mock_response(
+                    mock.status_code,
+                    content_type.clone(),
+                    example,
+                )));
+            }
         }
     }
     Ok(None)
+}
+
+/// The request's target edits, started from the request's own query on first use.
+fn target<'c>(ctx: &'c mut Ctx, session: &Session) -> &'c mut TargetEdit {
+    ctx.target.get_or_insert_with(|| {
+        Box::new(TargetEdit {
+            path: None,
+            query: session.req_header().uri.query().map(str::to_owned),
+        })
+    })
+}
+
+/// `rewrite-uri`'s path (canonical) and query; `None` when the path cannot be made canonical.
+fn rewritten(
+    rewrite: &RewriteUri,
+    ctx: &Ctx,
+    session: &Session,
+    normalisation: &portcullis_route::Normalization,
+) -> Option<(String, Option<String>)> {
+    let param = |name: &str| {
+        ctx.params
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let mut path = String::with_capacity(64);
+    for piece in &rewrite.path {
+        match piece {
+            Piece::Text(t) => path.push_str(t),
+            // The canonical segment text: already encoded for a path.
+            Piece::Param(n) => path.push_str(param(n)),
+        }
+    }
+    let path = portcullis_route::canonical_path(&path, normalisation)
+        .ok()?
+        .into_owned();
+    let current = match &ctx.target {
+        Some(t) => t.query.as_deref(),
+        None => session.req_header().uri.query(),
+    };
+    let mut q = String::new();
+    if let Some(pieces) = &rewrite.query {
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => q.push_str(t),
+                Piece::Param(n) => {
+                    // A path segment's text may hold `&`, `=`, `+`: re-encoded for a query.
+                    let decoded = query::decode(param(n));
+                    query::push_encoded(&mut q, &decoded);
+                }
+            }
+        }
+    }
+    if rewrite.copy_unmatched_params {
+        query::copy_unmatched(&mut q, current, &rewrite.named);
+    }
+    Some((path, (!q.is_empty()).then_some(q)))
 }
 
 /// The counter key of a request for a statement (borrowed when it is a constant or a header).

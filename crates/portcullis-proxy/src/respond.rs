@@ -90,6 +90,30 @@ impl Answer {
     }
 }
 
+/// Reason of a `mock-response` answer.
+pub const REASON_MOCK_RESPONSE: &str = "MockResponse";
+/// Reason of a `rewrite-uri` whose result cannot be made canonical (400, never forwarded).
+pub const REASON_INVALID_REWRITE: &str = "InvalidRewrite";
+/// Message of that answer.
+pub const INVALID_REWRITE_MESSAGE: &str =
+    "Bad request. The rewritten request target is not a valid path.";
+
+/// `mock-response`: the status, the content type, and the route's OpenAPI example (or nothing).
+pub fn mock_response(status: u16, content_type: HeaderValue, example: Option<&str>) -> Answer {
+    Answer {
+        status,
+        reason: REASON_MOCK_RESPONSE,
+        body: Some(example.unwrap_or_default().to_owned()),
+        headers: vec![(http::header::CONTENT_TYPE, content_type)],
+    }
+}
+
+/// `rewrite-uri` produced a target that cannot be made canonical (a `..` above the root from a
+/// value, an encoded slash...): 400, never forwarded.
+pub fn invalid_rewrite() -> Answer {
+    Answer::json(400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE)
+}
+
 /// Reason of an `ip-filter` refusal.
 pub const REASON_CALLER_IP_NOT_ALLOWED: &str = "CallerIpNotAllowed";
 /// Message of an `ip-filter` refusal (APIM's status text; APIM does not document its body).
@@ -267,6 +291,8 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
             CALLER_IP_FORBIDDEN_MESSAGE,
         ),
         (200, REASON_CORS_PREFLIGHT, ""),
+        (200, REASON_MOCK_RESPONSE, ""),
+        (400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE),
         (200, REASON_CORS_UNMATCHED, ""),
     ];
     out.extend(fixed.iter().map(|(s, r, m)| (*s, *r, (*m).to_owned())));
@@ -301,7 +327,12 @@ pub async fn send(
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
     let mut header = ResponseHeader::build(answer.status, Some(4 + answer.headers.len()))?;
-    let json = answer.body.is_some();
+    // A body is JSON unless the answer names its own type (mock-response).
+    let json = answer.body.is_some()
+        && !answer
+            .headers
+            .iter()
+            .any(|(n, _)| n == http::header::CONTENT_TYPE);
     let body = answer.body.unwrap_or_default();
     if json {
         header.insert_header(http::header::CONTENT_TYPE, APPLICATION_JSON)?;

@@ -34,6 +34,7 @@ fn route(name: &str, prefix: &str, upstreams: Vec<Upstream>) -> Route {
         connect_timeout: Duration::from_secs(1),
         strip_prefix: false,
         rewrite_prefix: None,
+        openapi: None,
     }
 }
 
@@ -55,6 +56,7 @@ fn model(routes: Vec<Route>) -> Model {
         },
         policies: Vec::new(),
         routes,
+        backends: Vec::new(),
     }
 }
 

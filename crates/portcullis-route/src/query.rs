@@ -38,10 +38,14 @@ pub fn push_encoded(out: &mut String, text: &str) {
     out.extend(utf8_percent_encode(text, COMPONENT));
 }
 
-/// The percent-decoded name of a raw `name=value` pair (invalid UTF-8 kept lossily).
+/// Percent-decoded text (invalid UTF-8 kept lossily).
+pub fn decode(text: &str) -> Cow<'_, str> {
+    percent_decode_str(text).decode_utf8_lossy()
+}
+
+/// The percent-decoded name of a raw `name=value` pair.
 pub fn pair_name(pair: &str) -> Cow<'_, str> {
-    let raw = pair.split_once('=').map_or(pair, |(n, _)| n);
-    percent_decode_str(raw).decode_utf8_lossy()
+    decode(pair.split_once('=').map_or(pair, |(n, _)| n))
 }
 
 /// The raw `&`-separated pairs of a query, empty ones skipped.

@@ -40,6 +40,7 @@ pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> 
         connect_timeout: Duration::from_secs(1),
         strip_prefix: false,
         rewrite_prefix: None,
+        openapi: None,
     }
 }
 
@@ -66,6 +67,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             .map(|(policy, key_sources)| PolicyModel::validate_only(Arc::new(policy), key_sources))
             .collect(),
         routes,
+        backends: Vec::new(),
     }
 }
 

@@ -172,7 +172,10 @@ fn read_match(cx: &mut Cx, node: &Node, route: &mut Route, normalisation: &Norma
         .and_then(|n| path(cx, n, "path-prefix", normalisation));
     let templated = |p: &Option<String>| p.as_deref().is_some_and(|p| p.contains('{'));
     if templated(&m.path) || templated(&m.path_prefix) {
-        let pos = f.get("path").or(f.get("path-prefix")).map_or(f.pos, |n| n.pos);
+        let pos = f
+            .get("path")
+            .or(f.get("path-prefix"))
+            .map_or(f.pos, |n| n.pos);
         if m.path.is_some() && m.path_prefix.is_some() {
             cx.error(
                 pos,

@@ -155,7 +155,9 @@ fn base_url(cx: &mut Cx, node: &Node, what: &str) -> Option<Backend> {
     {
         cx.error(
             node.pos,
-            format!("`{what}` must be scheme://host[:port][/path] (no query or credentials): `{text}`"),
+            format!(
+                "`{what}` must be scheme://host[:port][/path] (no query or credentials): `{text}`"
+            ),
         );
         return None;
     }
@@ -331,7 +333,10 @@ fn rewrite_uri(cx: &mut Cx, node: &Node) -> Option<RewriteUri> {
         .and_then(|n| walk::boolean(cx, n, "copy-unmatched-params"))
         .unwrap_or(true);
     let Some(t) = f.get("template") else {
-        cx.error(f.pos, "rewrite-uri needs `template` (a path starting with `/`)");
+        cx.error(
+            f.pos,
+            "rewrite-uri needs `template` (a path starting with `/`)",
+        );
         return None;
     };
     let text = walk::non_empty(cx, t, "template")?;
@@ -343,7 +348,10 @@ fn rewrite_uri(cx: &mut Cx, node: &Node) -> Option<RewriteUri> {
         return None;
     }
     if text.contains('#') {
-        cx.error(t.pos, format!("`template` must not carry a fragment: `{text}`"));
+        cx.error(
+            t.pos,
+            format!("`template` must not carry a fragment: `{text}`"),
+        );
         return None;
     }
     let (path_text, query_text) = match text.split_once('?') {
@@ -383,7 +391,9 @@ fn rewrite_uri(cx: &mut Cx, node: &Node) -> Option<RewriteUri> {
                 if name.contains(['{', '}']) {
                     cx.error(
                         t.pos,
-                        format!("a query parameter name of `template` cannot be a parameter: `{pair}`"),
+                        format!(
+                            "a query parameter name of `template` cannot be a parameter: `{pair}`"
+                        ),
                     );
                 }
                 named.push(name.into_owned());
@@ -485,7 +495,10 @@ fn mock_response(cx: &mut Cx, node: &Node) -> Option<MockResponse> {
 pub(crate) fn read_openapi(cx: &mut Cx, node: &Node) -> Option<Examples> {
     let f = Fields::new(cx, node, "openapi", &["spec", "operation"])?;
     let (Some(spec), Some(op)) = (f.get("spec"), f.get("operation")) else {
-        cx.error(f.pos, "openapi needs `spec` (a file) and `operation` (an operationId)");
+        cx.error(
+            f.pos,
+            "openapi needs `spec` (a file) and `operation` (an operationId)",
+        );
         return None;
     };
     let file = walk::non_empty(cx, spec, "spec")?;
@@ -583,9 +596,21 @@ mod tests {
         let e = Examples {
             operation: "op".to_owned(),
             responses: vec![
-                ("2XX".to_owned(), "application/json".to_owned(), "r".to_owned()),
-                ("default".to_owned(), "text/plain".to_owned(), "d".to_owned()),
-                ("201".to_owned(), "application/json".to_owned(), "x".to_owned()),
+                (
+                    "2XX".to_owned(),
+                    "application/json".to_owned(),
+                    "r".to_owned(),
+                ),
+                (
+                    "default".to_owned(),
+                    "text/plain".to_owned(),
+                    "d".to_owned(),
+                ),
+                (
+                    "201".to_owned(),
+                    "application/json".to_owned(),
+                    "x".to_owned(),
+                ),
             ],
         };
         assert_eq!(e.find(201, "application/json"), Some("x"));

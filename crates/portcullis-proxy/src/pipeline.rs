@@ -237,11 +237,17 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
             Step::SetQueryParameter(set) => {
                 let edit = target(ctx, session);
                 let values: Vec<&str> = set.values.iter().map(String::as_str).collect();
-                edit.query = query::edit(edit.query.as_deref(), &set.name, &values, set.exists_action);
+                edit.query =
+                    query::edit(edit.query.as_deref(), &set.name, &values, set.exists_action);
             }
             Step::RewriteUri(rewrite) => {
                 let normalisation = generation.routes.normalisation();
-                let Some((path, query)) = rewritten(rewrite, ctx, session, normalisation) else {
+                let current = match &ctx.target {
+                    Some(t) => t.query.as_deref(),
+                    None => session.req_header().uri.query(),
+                };
+                let Some((path, query)) = rewritten(rewrite, &ctx.params, current, normalisation)
+                else {
                     tracing::warn!(
                         route = %route.name,
                         policy = %policy.name,
@@ -282,14 +288,15 @@ fn target<'c>(ctx: &'c mut Ctx, session: &Session) -> &'c mut TargetEdit {
 }
 
 /// `rewrite-uri`'s path (canonical) and query; `None` when the path cannot be made canonical.
+/// `current` is the query as the earlier statements left it.
 fn rewritten(
     rewrite: &RewriteUri,
-    ctx: &Ctx,
-    session: &Session,
+    params: &[(Arc<str>, String)],
+    current: Option<&str>,
     normalisation: &portcullis_route::Normalization,
 ) -> Option<(String, Option<String>)> {
     let param = |name: &str| {
-        ctx.params
+        params
             .iter()
             .find(|(n, _)| &**n == name)
             .map_or("", |(_, v)| v.as_str())
@@ -305,10 +312,6 @@ fn rewritten(
     let path = portcullis_route::canonical_path(&path, normalisation)
         .ok()?
         .into_owned();
-    let current = match &ctx.target {
-        Some(t) => t.query.as_deref(),
-        None => session.req_header().uri.query(),
-    };
     let mut q = String::new();
     if let Some(pieces) = &rewrite.query {
         for piece in pieces {
@@ -459,5 +462,59 @@ pub async fn outbound_count(gw: &Gateway, ctx: &mut Ctx, status: u16, bytes: usi
                 .hit(&step.kilobytes(&p.key, u64::MAX, kb, true), now)
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn rewrite(path: Vec<Piece>, query: Option<Vec<Piece>>, copy: bool) -> RewriteUri {
+        RewriteUri {
+            template: String::new(),
+            path,
+            query,
+            named: vec!["x".to_owned()],
+            copy_unmatched_params: copy,
+        }
+    }
+
+    fn text(t: &str) -> Piece {
+        Piece::Text(t.to_owned())
+    }
+
+    fn param(n: &str) -> Piece {
+        Piece::Param(Arc::from(n))
+    }
+
+    #[test]
+    fn rewrite_inserts_parameters_and_refuses_what_is_not_canonical() {
+        let n = portcullis_route::Normalization::default();
+        let r = rewrite(
+            vec![text("/v2/"), param("id")],
+            Some(vec![text("x="), param("id")]),
+            true,
+        );
+        let params = vec![(Arc::from("id"), "a&b=c".to_owned())];
+        let (path, query) = rewritten(&r, &params, Some("x=1&y=%7e"), &n).unwrap();
+        assert_eq!(path, "/v2/a&b=c");
+        assert_eq!(query.as_deref(), Some("x=a%26b%3Dc&y=%7e"));
+        // A value that climbs (never from a canonical capture, but from a value source) is
+        // refused, never forwarded.
+        let r = rewrite(
+            vec![text("/v2/"), param("id"), text("/../../..")],
+            None,
+            false,
+        );
+        let params = vec![(Arc::from("id"), "a".to_owned())];
+        assert!(rewritten(&r, &params, None, &n).is_none());
+        let params = vec![(Arc::from("id"), "..".to_owned())];
+        let r = rewrite(vec![text("/"), param("id")], None, false);
+        assert!(rewritten(&r, &params, None, &n).is_none());
+        // An absent parameter is empty; the path is canonicalised.
+        let r = rewrite(vec![text("/a/"), param("zz"), text("/b")], None, true);
+        let (path, query) = rewritten(&r, &[], Some("q"), &n).unwrap();
+        assert_eq!((path.as_str(), query.as_deref()), ("/a/b", Some("q")));
     }
 }

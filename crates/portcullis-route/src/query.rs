@@ -140,13 +140,16 @@ mod tests {
             e("a", &["4", "5"], QueryEdit::Append).as_deref(),
             Some("a=%7e&b=1+2&a=3&c&a=4&a=5")
         );
-        assert_eq!(
-            e("a", &[], QueryEdit::Delete).as_deref(),
-            Some("b=1+2&c")
-        );
+        assert_eq!(e("a", &[], QueryEdit::Delete).as_deref(), Some("b=1+2&c"));
         assert_eq!(edit(Some("a=1"), "a", &[], QueryEdit::Delete), None);
         assert_eq!(
-            edit(Some("api%2Dversion=1"), "api-version", &["2"], QueryEdit::Override).as_deref(),
+            edit(
+                Some("api%2Dversion=1"),
+                "api-version",
+                &["2"],
+                QueryEdit::Override
+            )
+            .as_deref(),
             Some("api-version=2")
         );
         assert_eq!(

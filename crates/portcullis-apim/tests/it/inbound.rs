@@ -81,6 +81,7 @@ fn shape(pm: &PolicyModel) -> Vec<S> {
             ),
             Statement::IpFilter(f) => S::Ip((**f).clone()),
             Statement::CheckHeader(c) => S::Check((**c).clone()),
+            other => panic!("the importer wrote {other:?}"),
         })
         .collect()
 }

@@ -702,6 +702,7 @@ fn ip_filter_and_check_header_read_back_in_their_place() {
             Statement::CheckHeader(_) => "check-header",
             Statement::ValidateJwt => "validate-jwt",
             Statement::Limit(_) => "limit",
+            _ => "other",
         })
         .collect();
     assert_eq!(kinds, ["ip-filter", "cors", "check-header", "validate-jwt"]);

@@ -117,8 +117,8 @@ impl RouteMatch {
         }
         let prefix_templated = templated.is_some_and(PathTemplate::is_prefix);
         if let Some(exact) = &self.path {
-            if !(templated.is_some() && !prefix_templated)
-                && !is_exact(trimmed(exact), path, self.case_sensitive)
+            let exact_templated = templated.is_some() && !prefix_templated;
+            if !exact_templated && !is_exact(trimmed(exact), path, self.case_sensitive)
             {
                 return false;
             }

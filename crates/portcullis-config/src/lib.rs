@@ -17,7 +17,7 @@ mod policy;
 mod routes;
 mod server;
 pub mod statements;
-pub mod transforms;
+pub mod upstream;
 pub mod vars;
 mod walk;
 mod yaml;
@@ -35,7 +35,7 @@ pub use statements::{
     AnyOr, CheckHeader, Cors, CounterKey, HeaderCheck, IncrementCondition, IpFilter, Limit,
     LimitKind, Statement,
 };
-pub use transforms::{Examples, MockResponse, Piece, RewriteUri, SetQueryParameter};
+pub use upstream::{Examples, MockResponse, Piece, RewriteUri, SetQueryParameter};
 pub use vars::Lookup;
 
 use std::path::Path;
@@ -106,7 +106,7 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
     };
     let get = |key: &str| f.as_ref().and_then(|f| f.get(key));
     let server = server::read(cx, get("server"), doc);
-    cx.backends = transforms::read_backends(cx, get("backends"));
+    cx.backends = upstream::read_backends(cx, get("backends"));
     cx.named_backends = cx.backends.len();
     let named = policy::read_all(cx, get("policies"));
     let names: Vec<&str> = named.iter().map(|p| p.model.policy.name.as_str()).collect();

@@ -333,7 +333,7 @@ pub struct Route {
     pub rewrite_prefix: Option<String>,
     /// `openapi: {spec, operation}`: the operation's response examples, read at load (what
     /// `mock-response` answers with).
-    pub openapi: Option<Arc<crate::transforms::Examples>>,
+    pub openapi: Option<Arc<crate::upstream::Examples>>,
 }
 
 /// An upstream from `http://host:port` or `https://host:port`.

@@ -209,7 +209,7 @@ fn ordered(
         cx.error(node.pos, "`inbound` is empty");
     }
     let mut validation: Option<crate::yaml::Pos> = None;
-    let known = [statements::KEYED, crate::transforms::KEYS].concat();
+    let known = [statements::KEYED, crate::upstream::KEYS].concat();
     let mut answered: Option<crate::yaml::Pos> = None;
     for item in items {
         let Some(f) = Fields::new(cx, item, "inbound statement", &known) else {
@@ -257,11 +257,11 @@ fn ordered(
                 }
                 out.push(Statement::ValidateJwt);
             }
-            other if crate::transforms::KEYS.contains(&other) => {
+            other if crate::upstream::KEYS.contains(&other) => {
                 if other == "mock-response" {
                     answered = Some(k.pos);
                 }
-                out.extend(crate::transforms::read(cx, other, body));
+                out.extend(crate::upstream::read(cx, other, body));
             }
             other => {
                 if let Some(kind) = statements::limit_kind(other) {

@@ -123,7 +123,7 @@ fn read_one(
         rewrite_prefix: None,
         openapi: f
             .get("openapi")
-            .and_then(|n| crate::transforms::read_openapi(cx, n))
+            .and_then(|n| crate::upstream::read_openapi(cx, n))
             .map(Arc::new),
     };
     if let Some(m) = f.get("match") {

@@ -37,14 +37,14 @@ pub enum Statement {
     IpFilter(Arc<IpFilter>),
     /// `check-header`.
     CheckHeader(Arc<CheckHeader>),
-    /// `set-query-parameter` (see [`crate::transforms`]).
-    SetQueryParameter(Arc<crate::transforms::SetQueryParameter>),
+    /// `set-query-parameter` (see [`crate::upstream`]).
+    SetQueryParameter(Arc<crate::upstream::SetQueryParameter>),
     /// `rewrite-uri`.
-    RewriteUri(Arc<crate::transforms::RewriteUri>),
+    RewriteUri(Arc<crate::upstream::RewriteUri>),
     /// `set-backend-service`: the backend, resolved from `base-url` or `backend-id`.
     SetBackendService(crate::model::BackendId),
     /// `mock-response`: answers without the backend.
-    MockResponse(Arc<crate::transforms::MockResponse>),
+    MockResponse(Arc<crate::upstream::MockResponse>),
 }
 
 /// APIM's `ip-filter`: `allow` passes only the listed callers, `forbid` refuses them (403).

@@ -17,6 +17,7 @@ mod policy;
 mod routes;
 mod server;
 pub mod statements;
+pub mod values;
 pub mod vars;
 mod walk;
 mod yaml;
@@ -34,6 +35,7 @@ pub use statements::{
     AnyOr, CheckHeader, Cors, CounterKey, HeaderCheck, IncrementCondition, IpFilter, Limit,
     LimitKind, Statement,
 };
+pub use values::{Part, Source, Value, ValueError};
 pub use vars::Lookup;
 
 use std::path::Path;

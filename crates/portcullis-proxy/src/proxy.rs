@@ -89,6 +89,13 @@ pub struct Ctx {
     pub(crate) pending: Vec<Pending>,
     /// The verified identity, once validate-jwt has passed.
     pub(crate) identity: Option<Verified>,
+    /// The chosen route's URL-template captures: name, canonical (percent-encoded) text. Empty
+    /// (no allocation) for a route without parameters.
+    #[allow(dead_code)] // read by the transformation statements (next commit)
+    pub(crate) params: Vec<(Arc<str>, String)>,
+    /// The request's variables (`set-variable`); empty unless the policy sets some.
+    #[allow(dead_code)] // read by the transformation statements (next commit)
+    pub(crate) vars: crate::values::Vars,
 }
 
 impl Generation {
@@ -140,6 +147,31 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// A value of a transformation statement not used because it is invalid where it goes: a
+    /// WARN (never the value: it may carry a secret) and a count.
+    #[allow(dead_code)] // used by the transformation statements (next commit)
+    pub(crate) fn value_refused(
+        &self,
+        route: &Route,
+        policy: &Policy,
+        statement: &str,
+        why: crate::values::Refused,
+    ) {
+        self.metrics
+            .transform_values_refused
+            .with_label_values(&[policy.name.as_str(), statement, why.reason()])
+            .inc();
+        tracing::warn!(
+            route = %route.name,
+            policy = %policy.name,
+            statement,
+            reason = why.reason(),
+            "value not used: it is invalid where it goes"
+        );
+    }
+}
+
 /// 504 for timeouts, 502 for an unreachable or misbehaving upstream.
 fn upstream_status(e: &Error) -> (u16, &'static str) {
     match e.etype() {
@@ -183,6 +215,8 @@ impl ProxyHttp for Gateway {
             response_headers: Vec::new(),
             pending: Vec::new(),
             identity: None,
+            params: Vec::new(),
+            vars: Vec::new(),
         }
     }
 

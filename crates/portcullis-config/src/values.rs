@@ -301,7 +301,6 @@ fn source_part(inner: &str) -> Result<Part, String> {
 }
 
 /// Reads a value from a string node; a parse error is reported at the node.
-#[allow(dead_code)] // the statements that read values come next
 pub(crate) fn value(cx: &mut Cx, node: &Node, what: &str) -> Option<Value> {
     let text = walk::string(cx, node, what)?;
     match Value::parse(text) {

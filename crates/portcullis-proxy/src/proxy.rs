@@ -36,8 +36,8 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
-    headers_too_large, proxy_failure_message, send, Answer, HEADERS_TOO_LARGE_MESSAGE,
-    NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
+    headers_too_large, proxy_failure_message, render, send, write, Answer,
+    HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
 };
 use crate::routes::Route;
 
@@ -91,10 +91,8 @@ pub struct Ctx {
     pub(crate) identity: Option<Verified>,
     /// The chosen route's URL-template captures: name, canonical (percent-encoded) text. Empty
     /// (no allocation) for a route without parameters.
-    #[allow(dead_code)] // read by the transformation statements (next commit)
     pub(crate) params: Vec<(Arc<str>, String)>,
     /// The request's variables (`set-variable`); empty unless the policy sets some.
-    #[allow(dead_code)] // read by the transformation statements (next commit)
     pub(crate) vars: crate::values::Vars,
 }
 
@@ -112,16 +110,17 @@ impl Gateway {
     /// Write an answer of the gateway's own (the one renderer, `respond::send`), with the headers
     /// this request's answers carry, and record its status and reason. `Ok(true)`: the request
     /// ends here (pingora's `request_filter` contract).
+    /// A `return-response` answer is a response of the policy's: its outbound statements run on
+    /// it, as on the backend's.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Result<bool> {
         ctx.reason = Some(answer.reason);
         ctx.status = Some(answer.status);
-        send(
-            session,
-            answer,
-            &ctx.response_headers,
-            ctx.request_id.as_ref(),
-        )
-        .await?;
+        let from_statement = answer.from_statement;
+        let (mut header, body) = render(answer, &ctx.response_headers, ctx.request_id.as_ref())?;
+        if from_statement {
+            pipeline::outbound(self, session, ctx, &mut header);
+        }
+        write(session, header, body).await?;
         Ok(true)
     }
 
@@ -150,7 +149,6 @@ impl Gateway {
 impl Gateway {
     /// A value of a transformation statement not used because it is invalid where it goes: a
     /// WARN (never the value: it may carry a secret) and a count.
-    #[allow(dead_code)] // used by the transformation statements (next commit)
     pub(crate) fn value_refused(
         &self,
         route: &Route,
@@ -328,7 +326,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -346,6 +344,7 @@ impl ProxyHttp for Gateway {
                 response.insert_header(name.clone(), value.clone())?;
             }
         }
+        pipeline::outbound(self, session, ctx, response);
         Ok(())
     }
 

@@ -210,6 +210,9 @@ pub struct PolicyModel {
     /// The inbound statements in the order they run (see `statements`); `ValidateJwt` marks where
     /// `policy` is evaluated, and a policy without it checks no token.
     pub inbound: Vec<crate::statements::Statement>,
+    /// The outbound statements in order: run on the backend's response (and on a
+    /// `return-response` answer), never on the gateway's own error answers.
+    pub outbound: Vec<crate::statements::Statement>,
 }
 
 impl PolicyModel {
@@ -219,6 +222,7 @@ impl PolicyModel {
             policy,
             key_sources,
             inbound: vec![crate::statements::Statement::ValidateJwt],
+            outbound: Vec::new(),
         }
     }
 

@@ -39,8 +39,8 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
-    headers_too_large, proxy_failure_message, send, Answer, HEADERS_TOO_LARGE_MESSAGE,
-    NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
+    headers_too_large, proxy_failure_message, render, send, write, Answer,
+    HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
 };
 use crate::routes::{with_base, Route};
 
@@ -92,9 +92,11 @@ pub struct Ctx {
     pub(crate) pending: Vec<Pending>,
     /// The verified identity, once validate-jwt has passed.
     pub(crate) identity: Option<Verified>,
-    /// The URL-template parameters of the route's match (name, canonical segment text); empty
-    /// (no allocation) for a route without a template.
+    /// The chosen route's URL-template captures: name, canonical (percent-encoded) text. Empty
+    /// (no allocation) for a route without parameters.
     pub(crate) params: Vec<(Arc<str>, String)>,
+    /// The request's variables (`set-variable`); empty unless the policy sets some.
+    pub(crate) vars: crate::values::Vars,
     /// `set-backend-service`: the backend this request goes to instead of the route's upstreams.
     pub(crate) backend: Option<BackendId>,
     /// What `rewrite-uri` / `set-query-parameter` made of the target (`None`: untouched).
@@ -125,16 +127,17 @@ impl Gateway {
     /// Write an answer of the gateway's own (the one renderer, `respond::send`), with the headers
     /// this request's answers carry, and record its status and reason. `Ok(true)`: the request
     /// ends here (pingora's `request_filter` contract).
+    /// A `return-response` answer is a response of the policy's: its outbound statements run on
+    /// it, as on the backend's.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Result<bool> {
         ctx.reason = Some(answer.reason);
         ctx.status = Some(answer.status);
-        send(
-            session,
-            answer,
-            &ctx.response_headers,
-            ctx.request_id.as_ref(),
-        )
-        .await?;
+        let from_statement = answer.from_statement;
+        let (mut header, body) = render(answer, &ctx.response_headers, ctx.request_id.as_ref())?;
+        if from_statement {
+            pipeline::outbound(self, session, ctx, &mut header);
+        }
+        write(session, header, body).await?;
         Ok(true)
     }
 
@@ -156,6 +159,30 @@ impl Gateway {
             header = %header,
             reason = why.reason(),
             "claim not forwarded: its value cannot be carried unambiguously in a header"
+        );
+    }
+}
+
+impl Gateway {
+    /// A value of a transformation statement not used because it is invalid where it goes: a
+    /// WARN (never the value: it may carry a secret) and a count.
+    pub(crate) fn value_refused(
+        &self,
+        route: &Route,
+        policy: &Policy,
+        statement: &str,
+        why: crate::values::Refused,
+    ) {
+        self.metrics
+            .transform_values_refused
+            .with_label_values(&[policy.name.as_str(), statement, why.reason()])
+            .inc();
+        tracing::warn!(
+            route = %route.name,
+            policy = %policy.name,
+            statement,
+            reason = why.reason(),
+            "value not used: it is invalid where it goes"
         );
     }
 }
@@ -204,6 +231,7 @@ impl ProxyHttp for Gateway {
             pending: Vec::new(),
             identity: None,
             params: Vec::new(),
+            vars: Vec::new(),
             backend: None,
             target: None,
         }
@@ -356,7 +384,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -374,6 +402,7 @@ impl ProxyHttp for Gateway {
                 response.insert_header(name.clone(), value.clone())?;
             }
         }
+        pipeline::outbound(self, session, ctx, response);
         Ok(())
     }
 

@@ -60,6 +60,11 @@ pub struct Answer {
     pub body: Option<String>,
     /// Headers of this answer.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Written by a policy statement (`return-response`) rather than the gateway: the body is
+    /// sent as written (no JSON content type), and the policy's outbound statements run on it.
+    pub from_statement: bool,
+    /// The reason phrase (`None`: the status's standard one).
+    pub phrase: Option<String>,
 }
 
 impl Answer {
@@ -70,6 +75,8 @@ impl Answer {
             reason,
             body: Some(json_error_body(status, message)),
             headers: Vec::new(),
+            from_statement: false,
+            phrase: None,
         }
     }
 
@@ -80,6 +87,8 @@ impl Answer {
             reason,
             body: None,
             headers: Vec::new(),
+            from_statement: false,
+            phrase: None,
         }
     }
 
@@ -105,6 +114,8 @@ pub fn mock_response(status: u16, content_type: HeaderValue, example: Option<&st
         reason: REASON_MOCK_RESPONSE,
         body: Some(example.unwrap_or_default().to_owned()),
         headers: vec![(http::header::CONTENT_TYPE, content_type)],
+        from_statement: true,
+        phrase: None,
     }
 }
 
@@ -180,6 +191,8 @@ pub fn token_rejected(
         reason: err.reason(),
         body: Some(rendered.body),
         headers: Vec::new(),
+        from_statement: false,
+        phrase: None,
     };
     match HeaderValue::from_str(&rendered.www_authenticate) {
         Ok(v) => answer.with(http::header::WWW_AUTHENTICATE, v),
@@ -293,6 +306,7 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
         (200, REASON_CORS_PREFLIGHT, ""),
         (200, REASON_MOCK_RESPONSE, ""),
         (400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE),
+        (200, REASON_RETURN_RESPONSE, ""),
         (200, REASON_CORS_UNMATCHED, ""),
     ];
     out.extend(fixed.iter().map(|(s, r, m)| (*s, *r, (*m).to_owned())));
@@ -318,6 +332,27 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
     out
 }
 
+/// Reason (logs, metrics) of a `return-response` answer.
+pub const REASON_RETURN_RESPONSE: &str = "ReturnResponse";
+
+/// A `return-response` statement's answer: its status, reason phrase, headers and body (already
+/// rendered for the request).
+pub fn statement_answer(
+    status: u16,
+    phrase: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: String,
+) -> Answer {
+    Answer {
+        status,
+        reason: REASON_RETURN_RESPONSE,
+        body: Some(body),
+        headers,
+        from_statement: true,
+        phrase,
+    }
+}
+
 /// Write `answer`, then `also` (headers every response of this request carries: CORS), and the
 /// request id. Keep-alive is kept; `HEAD` gets the header only.
 pub async fn send(
@@ -326,18 +361,29 @@ pub async fn send(
     also: &[(HeaderName, HeaderValue)],
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
+    let (header, body) = render(answer, also, request_id)?;
+    write(session, header, body).await
+}
+
+/// The response header and body of `answer` (see [`send`]).
+pub fn render(
+    answer: Answer,
+    also: &[(HeaderName, HeaderValue)],
+    request_id: Option<&HeaderValue>,
+) -> Result<(ResponseHeader, String)> {
     let mut header = ResponseHeader::build(answer.status, Some(4 + answer.headers.len()))?;
-    // A body is JSON unless the answer names its own type (mock-response).
-    let json = answer.body.is_some()
-        && !answer
-            .headers
-            .iter()
-            .any(|(n, _)| n == http::header::CONTENT_TYPE);
+    let json = answer.body.is_some() && !answer.from_statement;
     let body = answer.body.unwrap_or_default();
     if json {
         header.insert_header(http::header::CONTENT_TYPE, APPLICATION_JSON)?;
     }
-    header.set_content_length(body.len())?;
+    if let Some(phrase) = &answer.phrase {
+        header.set_reason_phrase(Some(phrase))?;
+    }
+    // 204 and 304 carry no Content-Length (RFC 9110 8.6); every other answer says its length.
+    if !matches!(answer.status, 204 | 304) {
+        header.set_content_length(body.len())?;
+    }
     for (name, value) in answer.headers {
         header.append_header(name, value)?;
     }
@@ -347,6 +393,11 @@ pub async fn send(
     if let Some(id) = request_id {
         header.insert_header(crate::identity::X_REQUEST_ID, id.clone())?;
     }
+    Ok((header, body))
+}
+
+/// Write a rendered answer (see [`render`]).
+pub async fn write(session: &mut Session, header: ResponseHeader, body: String) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(header), head_only)

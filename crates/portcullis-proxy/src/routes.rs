@@ -278,6 +278,12 @@ impl Route {
         self.matcher.captures(path)
     }
 
+    /// Whether the route compares paths byte for byte (`case-sensitive: true`); path conditions
+    /// of its policy compare as it does.
+    pub fn case_sensitive(&self) -> bool {
+        self.matcher.case_sensitive
+    }
+
     /// Number of peers.
     pub fn peer_count(&self) -> usize {
         self.peers.len()

@@ -118,8 +118,7 @@ impl RouteMatch {
         let prefix_templated = templated.is_some_and(PathTemplate::is_prefix);
         if let Some(exact) = &self.path {
             let exact_templated = templated.is_some() && !prefix_templated;
-            if !exact_templated && !is_exact(trimmed(exact), path, self.case_sensitive)
-            {
+            if !exact_templated && !is_exact(trimmed(exact), path, self.case_sensitive) {
                 return false;
             }
         }

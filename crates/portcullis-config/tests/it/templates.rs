@@ -187,7 +187,7 @@ routes:
     has(&e, "15:44:", "unknown backend `legacyy`");
     has(&e, "16:30:", "exactly one of `base-url` and `backend-id`");
     has(&e, "17:39:", "`status-code`");
-    has(&e, "18:9:", "unreachable: the mock-response at line 17");
+    has(&e, "18:9:", "is never reached: the mock-response at line 17");
 }
 
 #[test]

@@ -408,7 +408,9 @@ fn statement(
         "return-response" => transforms::return_response(cx, body, scope)
             .map(|s| Statement::ReturnResponse(Arc::new(s))),
         "choose" => choose(cx, body, scope, id).map(|c| Statement::Choose(Arc::new(c))),
-        other if crate::upstream::KEYS.contains(&other) => crate::upstream::read(cx, other, body),
+        other if crate::upstream::KEYS.contains(&other) => {
+            crate::upstream::read(cx, other, body, scope)
+        }
         other => {
             let kind = statements::limit_kind(other)?;
             let limit = statements::limit(cx, body, kind, id.to_owned())?;

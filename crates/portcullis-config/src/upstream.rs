@@ -14,6 +14,8 @@ use portcullis_route::query::QueryEdit;
 use portcullis_route::{canonical_path, is_param_name, Normalization};
 
 use crate::model::{Backend, BackendId, Upstream};
+use crate::transforms::Scope;
+use crate::values::{Part, Value};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node};
 
@@ -32,8 +34,8 @@ pub struct SetQueryParameter {
     pub name: String,
     /// `exists-action` (default override).
     pub exists_action: QueryEdit,
-    /// `value` or `values` (empty for delete); percent-encoded when set.
-    pub values: Vec<String>,
+    /// `value` or `values` (empty for delete), with `${...}` sources; percent-encoded when set.
+    pub values: Vec<Value>,
 }
 
 /// A piece of a `rewrite-uri` template.
@@ -43,6 +45,8 @@ pub enum Piece {
     Text(String),
     /// `{name}`: a parameter of the route's URL template.
     Param(Arc<str>),
+    /// A `${...}` source ([`Part::Source`]): percent-encoded as a path segment / query value.
+    Source(Part),
 }
 
 /// APIM's `rewrite-uri`.
@@ -69,7 +73,7 @@ impl RewriteUri {
             .chain(self.query.iter().flatten())
             .filter_map(|p| match p {
                 Piece::Param(n) => Some(n),
-                Piece::Text(_) => None,
+                Piece::Text(_) | Piece::Source(_) => None,
             })
     }
 }
@@ -190,13 +194,19 @@ fn base_url(cx: &mut Cx, node: &Node, what: &str) -> Option<Backend> {
 }
 
 /// One statement of this module (`key` is one of [`KEYS`]).
-pub(crate) fn read(cx: &mut Cx, key: &str, body: &Node) -> Option<crate::Statement> {
+/// `scope` checks the order rules of the `${...}` sources they read.
+pub(crate) fn read(
+    cx: &mut Cx,
+    key: &str,
+    body: &Node,
+    scope: &mut Scope<'_>,
+) -> Option<crate::Statement> {
     use crate::Statement;
     match key {
         "set-query-parameter" => {
-            set_query_parameter(cx, body).map(|s| Statement::SetQueryParameter(Arc::new(s)))
+            set_query_parameter(cx, body, scope).map(|s| Statement::SetQueryParameter(Arc::new(s)))
         }
-        "rewrite-uri" => rewrite_uri(cx, body).map(|s| Statement::RewriteUri(Arc::new(s))),
+        "rewrite-uri" => rewrite_uri(cx, body, scope).map(|s| Statement::RewriteUri(Arc::new(s))),
         "set-backend-service" => set_backend_service(cx, body).map(Statement::SetBackendService),
         "mock-response" => mock_response(cx, body).map(|s| Statement::MockResponse(Arc::new(s))),
         _ => None,
@@ -223,7 +233,11 @@ fn exists_action(cx: &mut Cx, f: &Fields<'_>) -> Option<QueryEdit> {
     }
 }
 
-fn set_query_parameter(cx: &mut Cx, node: &Node) -> Option<SetQueryParameter> {
+fn set_query_parameter(
+    cx: &mut Cx,
+    node: &Node,
+    scope: &mut Scope<'_>,
+) -> Option<SetQueryParameter> {
     let keys = ["name", "exists-action", "value", "values"];
     let f = Fields::new(cx, node, "set-query-parameter", &keys)?;
     let errors = cx.errors();
@@ -240,15 +254,13 @@ fn set_query_parameter(cx: &mut Cx, node: &Node) -> Option<SetQueryParameter> {
             cx.error(n.pos, "`value` and `values`: use one");
             Vec::new()
         }
-        (Some(n), None) => walk::string(cx, n, "value")
-            .map(|v| vec![v.to_owned()])
-            .unwrap_or_default(),
+        (Some(n), None) => scope.value(cx, n, "value").into_iter().collect(),
         (None, Some(n)) => {
             let before = cx.errors();
-            let values: Vec<String> = walk::list(cx, n, "values")
+            let values: Vec<Value> = walk::list(cx, n, "values")
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|i| walk::string(cx, i, "values").map(str::to_owned))
+                .filter_map(|i| scope.value(cx, i, "values"))
                 .collect();
             if values.is_empty() && cx.errors() == before {
                 cx.error(n.pos, "`values` is empty");
@@ -276,8 +288,28 @@ fn set_query_parameter(cx: &mut Cx, node: &Node) -> Option<SetQueryParameter> {
     (cx.errors() == errors).then_some(statement)
 }
 
-/// Split template text into literal pieces and `{name}` parameters.
-fn pieces(cx: &mut Cx, node: &Node, text: &str) -> Option<Vec<Piece>> {
+/// Split template text into literal pieces, `{name}` parameters and `${...}` sources.
+fn pieces(cx: &mut Cx, node: &Node, text: &str, scope: &mut Scope<'_>) -> Option<Vec<Piece>> {
+    let value = match Value::parse(text) {
+        Ok(v) => v,
+        Err(e) => {
+            cx.error(node.pos, format!("`template`: {}", e.message));
+            return None;
+        }
+    };
+    scope.value_reads(cx, node.pos, "template", &value);
+    let mut out = Vec::new();
+    for part in value.parts() {
+        match part {
+            Part::Literal(t) => out.extend(params_in(cx, node, t)?),
+            source => out.push(Piece::Source(source.clone())),
+        }
+    }
+    Some(out)
+}
+
+/// Split literal template text into text and `{name}` parameters.
+fn params_in(cx: &mut Cx, node: &Node, text: &str) -> Option<Vec<Piece>> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find(['{', '}']) {
@@ -315,12 +347,12 @@ fn placeholder(pieces: &[Piece]) -> String {
         .iter()
         .map(|p| match p {
             Piece::Text(t) => t.as_str(),
-            Piece::Param(_) => "x",
+            Piece::Param(_) | Piece::Source(_) => "x",
         })
         .collect()
 }
 
-fn rewrite_uri(cx: &mut Cx, node: &Node) -> Option<RewriteUri> {
+fn rewrite_uri(cx: &mut Cx, node: &Node, scope: &mut Scope<'_>) -> Option<RewriteUri> {
     let f = Fields::new(
         cx,
         node,
@@ -358,7 +390,7 @@ fn rewrite_uri(cx: &mut Cx, node: &Node) -> Option<RewriteUri> {
         Some((p, q)) => (p, Some(q)),
         None => (text, None),
     };
-    let path = pieces(cx, t, path_text)?;
+    let path = pieces(cx, t, path_text, scope)?;
     let shape = placeholder(&path);
     match canonical_path(&shape, &Normalization::default()) {
         Ok(c) if c == shape => {}
@@ -378,7 +410,7 @@ fn rewrite_uri(cx: &mut Cx, node: &Node) -> Option<RewriteUri> {
     let query = match query_text {
         None => None,
         Some(q) => {
-            let pieces = pieces(cx, t, q)?;
+            let pieces = pieces(cx, t, q, scope)?;
             let literal = placeholder(&pieces);
             if !literal.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
                 cx.error(
@@ -388,7 +420,7 @@ fn rewrite_uri(cx: &mut Cx, node: &Node) -> Option<RewriteUri> {
             }
             for pair in portcullis_route::query::pairs(q) {
                 let name = portcullis_route::query::pair_name(pair);
-                if name.contains(['{', '}']) {
+                if name.contains(['{', '}', '$']) {
                     cx.error(
                         t.pos,
                         format!(

@@ -289,8 +289,17 @@ impl<'r> Run<'r> {
                     return Ok(Some(answer));
                 }
                 Step::SetQueryParameter(set) => {
+                    let view = view(session, ctx, generation);
+                    let rendered: Vec<Cow<'_, str>> =
+                        set.values.iter().map(|v| view.render(v)).collect();
+                    if let Some(why) = rendered.iter().find_map(|v| values::no_controls(v).err()) {
+                        let label = format!("set-query-parameter {}", set.name);
+                        gw.value_refused(route, policy, &label, why);
+                        continue;
+                    }
+                    let rendered: Vec<String> = rendered.into_iter().map(Cow::into_owned).collect();
+                    let values: Vec<&str> = rendered.iter().map(String::as_str).collect();
                     let edit = target(ctx, session);
-                    let values: Vec<&str> = set.values.iter().map(String::as_str).collect();
                     edit.query =
                         query::edit(edit.query.as_deref(), &set.name, &values, set.exists_action);
                 }
@@ -300,9 +309,12 @@ impl<'r> Run<'r> {
                         Some(t) => t.query.as_deref(),
                         None => session.req_header().uri.query(),
                     };
-                    let Some((path, query)) =
-                        rewritten(rewrite, &ctx.params, current, normalisation)
-                    else {
+                    let Some((path, query)) = rewritten(
+                        rewrite,
+                        current,
+                        normalisation,
+                        &view(session, ctx, generation),
+                    ) else {
                         tracing::warn!(
                             route = %route.name,
                             policy = %policy.name,
@@ -683,6 +695,20 @@ fn return_response(
     statement_answer(r.status, r.reason.clone(), headers, body)
 }
 
+/// One `${...}` source of a template (its fallback when absent or empty).
+fn source<'a>(view: &View<'a>, part: &'a portcullis_config::Part) -> Cow<'a, str> {
+    match part {
+        portcullis_config::Part::Literal(t) => Cow::Borrowed(t.as_str()),
+        portcullis_config::Part::Source { source, fallback } => {
+            let v = view.source(source);
+            match fallback {
+                Some(f) if v.is_empty() => Cow::Borrowed(f.as_str()),
+                _ => v,
+            }
+        }
+    }
+}
+
 /// The request's target edits, started from the request's own query on first use.
 fn target<'c>(ctx: &'c mut Ctx, session: &Session) -> &'c mut TargetEdit {
     ctx.target.get_or_insert_with(|| {
@@ -694,15 +720,15 @@ fn target<'c>(ctx: &'c mut Ctx, session: &Session) -> &'c mut TargetEdit {
 }
 
 /// `rewrite-uri`'s path (canonical) and query; `None` when the path cannot be made canonical.
-/// `current` is the query as the earlier statements left it.
+/// `current` is the query as the earlier statements left it; `view` renders `${...}` sources.
 fn rewritten(
     rewrite: &RewriteUri,
-    params: &[(Arc<str>, String)],
     current: Option<&str>,
     normalisation: &portcullis_route::Normalization,
+    view: &View<'_>,
 ) -> Option<(String, Option<String>)> {
     let param = |name: &str| {
-        params
+        view.params
             .iter()
             .find(|(n, _)| &**n == name)
             .map_or("", |(_, v)| v.as_str())
@@ -713,6 +739,7 @@ fn rewritten(
             Piece::Text(t) => path.push_str(t),
             // The canonical segment text: already encoded for a path.
             Piece::Param(n) => path.push_str(param(n)),
+            Piece::Source(part) => query::push_encoded(&mut path, &source(view, part)),
         }
     }
     let path = portcullis_route::canonical_path(&path, normalisation)
@@ -728,6 +755,7 @@ fn rewritten(
                     let decoded = query::decode(param(n));
                     query::push_encoded(&mut q, &decoded);
                 }
+                Piece::Source(part) => query::push_encoded(&mut q, &source(view, part)),
             }
         }
     }
@@ -898,33 +926,64 @@ mod tests {
         Piece::Param(Arc::from(n))
     }
 
+    fn run(
+        r: &RewriteUri,
+        params: &[(Arc<str>, String)],
+        target: &str,
+        current: Option<&str>,
+    ) -> Option<(String, Option<String>)> {
+        let req = pingora_http::RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        let vars = Vec::new();
+        let view = View {
+            req: &req,
+            peer: None,
+            trusted: &[],
+            params,
+            identity: None,
+            vars: &vars,
+        };
+        rewritten(
+            r,
+            current,
+            &portcullis_route::Normalization::default(),
+            &view,
+        )
+    }
+
     #[test]
     fn rewrite_inserts_parameters_and_refuses_what_is_not_canonical() {
-        let n = portcullis_route::Normalization::default();
         let r = rewrite(
             vec![text("/v2/"), param("id")],
             Some(vec![text("x="), param("id")]),
             true,
         );
         let params = vec![(Arc::from("id"), "a&b=c".to_owned())];
-        let (path, query) = rewritten(&r, &params, Some("x=1&y=%7e"), &n).unwrap();
+        let (path, query) = run(&r, &params, "/", Some("x=1&y=%7e")).unwrap();
         assert_eq!(path, "/v2/a&b=c");
         assert_eq!(query.as_deref(), Some("x=a%26b%3Dc&y=%7e"));
-        // A value that climbs (never from a canonical capture, but from a value source) is
-        // refused, never forwarded.
+        // A value that climbs (from a query source) is refused, never forwarded.
+        let p = portcullis_config::Value::parse("${query:p}").unwrap();
+        let source = p.parts()[0].clone();
         let r = rewrite(
-            vec![text("/v2/"), param("id"), text("/../../..")],
+            vec![text("/v2/"), Piece::Source(source.clone())],
             None,
             false,
         );
-        let params = vec![(Arc::from("id"), "a".to_owned())];
-        assert!(rewritten(&r, &params, None, &n).is_none());
-        let params = vec![(Arc::from("id"), "..".to_owned())];
-        let r = rewrite(vec![text("/"), param("id")], None, false);
-        assert!(rewritten(&r, &params, None, &n).is_none());
+        assert!(run(&r, &[], "/?p=..%2F..%2F..", None).is_none());
+        assert!(run(&r, &[], "/?p=%2e%2e", None).is_some(), "/v2/.. is /");
+        let r = rewrite(vec![text("/"), Piece::Source(source)], None, false);
+        assert!(run(&r, &[], "/?p=..", None).is_none());
+        // A source is encoded as one segment: its `/` becomes `%2F`, refused as in requests.
+        let r = rewrite(
+            vec![text("/a/"), Piece::Source(p.parts()[0].clone())],
+            None,
+            false,
+        );
+        assert!(run(&r, &[], "/?p=x/y", None).is_none());
+        assert_eq!(run(&r, &[], "/?p=x%20y", None).unwrap().0, "/a/x%20y");
         // An absent parameter is empty; the path is canonicalised.
         let r = rewrite(vec![text("/a/"), param("zz"), text("/b")], None, true);
-        let (path, query) = rewritten(&r, &[], Some("q"), &n).unwrap();
+        let (path, query) = run(&r, &[], "/", Some("q")).unwrap();
         assert_eq!((path.as_str(), query.as_deref()), ("/a/b", Some("q")));
     }
 }

@@ -133,7 +133,7 @@ fn statements_become_the_model() {
         (
             "api-version",
             QueryEdit::Skip,
-            vec!["2024-01-01".to_owned()]
+            vec![portcullis_config::Value::literal("2024-01-01")]
         )
     );
     let Statement::RewriteUri(r) = &s[3] else {
@@ -187,7 +187,11 @@ routes:
     has(&e, "15:44:", "unknown backend `legacyy`");
     has(&e, "16:30:", "exactly one of `base-url` and `backend-id`");
     has(&e, "17:39:", "`status-code`");
-    has(&e, "18:9:", "is never reached: the mock-response at line 17");
+    has(
+        &e,
+        "18:9:",
+        "is never reached: the mock-response at line 17",
+    );
 }
 
 #[test]
@@ -234,4 +238,29 @@ fn openapi_examples_are_read_at_load_and_mistakes_reported() {
             .any(|d| d.line == 6 && d.message.contains("cannot read OpenAPI document")),
         "{e:?}"
     );
+}
+
+#[test]
+fn sources_in_templates_and_query_values_follow_the_order_rules() {
+    let yaml = r#"policies:
+  p:
+    inbound:
+      - rewrite-uri: { template: "/v2/${var:tenant}/{id}" }
+      - set-query-parameter: { name: sub, value: "${claim:sub}" }
+      - set-variable: { name: tenant, value: "${header:X-Tenant|public}" }
+      - rewrite-uri: { template: "/v2/${var:tenant}/{id}?t=${query:t|x}" }
+      - set-query-parameter: { name: t, value: "${var:tenant}" }
+      - rewrite-uri: { template: "/v2/${nope:x}" }
+routes:
+  - { name: r, match: { path: "/o/{id}" }, upstream: "http://127.0.0.1:1", policy: p }
+"#;
+    let e = errors(yaml);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    has(
+        &e,
+        "6:34:",
+        "reads variable `tenant` before any set-variable",
+    );
+    has(&e, "7:50:", "reads claim `sub` before validate-jwt");
+    has(&e, "11:34:", "nope");
 }

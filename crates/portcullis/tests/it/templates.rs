@@ -60,6 +60,12 @@ policies:
     inbound:
       - set-backend-service: { base-url: "SECOND/base" }
       - rewrite-uri: { template: "/r/{id}", copy-unmatched-params: false }
+  rewrite-src:
+    inbound:
+      - rewrite-uri: { template: "/${query:seg}/{id}?who=${header:X-User|anon}" }
+  query-src:
+    inbound:
+      - set-query-parameter: { name: who, exists-action: append, value: "${header:X-User|anon}" }
   mock:
     inbound:
       - mock-response: { status-code: 200, content-type: application/json }
@@ -82,6 +88,8 @@ routes:
   - { name: query, match: { path: /q }, upstream: "FIRST", policy: query-edits }
   - { name: legacy, match: { path-prefix: /old }, strip-prefix: true, upstream: "FIRST", policy: to-legacy }
   - { name: base, match: { path: "/b/{id}" }, upstream: "FIRST", policy: to-base-url }
+  - { name: src, match: { path: "/src/{id}" }, upstream: "FIRST", policy: rewrite-src }
+  - { name: qs, match: { path: /qs }, upstream: "FIRST", policy: query-src }
   - { name: mock, match: { path: "/mock/{id}" }, openapi: { spec: spec.yaml, operation: getOrder }, upstream: "FIRST", policy: mock }
   - { name: mock-text, match: { path: /mock-text }, openapi: { spec: spec.yaml, operation: getOrder }, upstream: "FIRST", policy: mock-text }
   - { name: mock-404, match: { path: /mock-404 }, openapi: { spec: spec.yaml, operation: getOrder }, upstream: "FIRST", policy: mock-404 }
@@ -123,13 +131,22 @@ impl Setup {
     }
 
     async fn call(&self, method: Method, target: &str) -> (u16, Option<String>, String) {
-        let resp = self
+        self.call_with(method, target, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<String>, String) {
+        let mut req = self
             .client
-            .request(method, format!("http://{}{target}", self.gateway.proxy()))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap();
+            .request(method, format!("http://{}{target}", self.gateway.proxy()));
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let resp = req.timeout(Duration::from_secs(10)).send().await.unwrap();
         let status = resp.status().as_u16();
         let ct = resp
             .headers()
@@ -140,9 +157,18 @@ impl Setup {
 
     /// GET `target`: it must reach `backend` exactly once; what the backend received.
     async fn forwarded(&self, target: &str, backend: &Backend) -> RecordedRequest {
+        self.forwarded_with(target, &[], backend).await
+    }
+
+    async fn forwarded_with(
+        &self,
+        target: &str,
+        headers: &[(&str, &str)],
+        backend: &Backend,
+    ) -> RecordedRequest {
         self.first.clear();
         self.second.clear();
-        let (status, _, body) = self.call(Method::GET, target).await;
+        let (status, _, body) = self.call_with(Method::GET, target, headers).await;
         assert_eq!(status, 200, "{target}: {body}");
         let mut got = backend.requests();
         assert_eq!(got.len(), 1, "{target}: {got:?}");
@@ -290,4 +316,53 @@ async fn a_parameter_cannot_climb_out_of_the_rewrite() {
     let (status, _, body) = s.call(Method::GET, "/orders/..%2f..%2fadmin").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(s.first.request_count(), 0);
+}
+
+#[tokio::test]
+async fn sources_in_rewrites_and_query_values_are_encoded_and_a_climbing_value_is_refused() {
+    let s = Setup::start().await;
+    // A `${...}` source is one percent-encoded path segment / query value.
+    let r = s
+        .forwarded_with("/src/7?seg=v%202&z=1", &[("X-User", "a b&c=d")], &s.first)
+        .await;
+    assert_eq!(
+        target(&r),
+        pair("/v%202/7", Some("who=a%20b%26c%3Dd&seg=v%202&z=1"))
+    );
+    let r = s.forwarded("/src/7?seg=ok", &s.first).await;
+    assert_eq!(target(&r), pair("/ok/7", Some("who=anon&seg=ok")));
+    // A value that climbs above the root, or that holds a slash, is answered 400 and never
+    // forwarded.
+    s.first.clear();
+    for bad in [
+        "/src/7?seg=..",
+        "/src/7?seg=%2e%2e",
+        "/src/7?seg=a%2F..%2F..",
+        "/src/7?seg=a/b",
+    ] {
+        let (status, ct, body) = s.call(Method::GET, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(ct.as_deref(), Some("application/json"));
+        assert!(
+            body.contains("The rewritten request target is not a valid path."),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(
+        s.first.request_count(),
+        0,
+        "a refused rewrite was forwarded"
+    );
+    let metrics = s.gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"{reason="InvalidRewrite",route="src",status="400"} 4"#),
+        "{metrics}"
+    );
+    // set-query-parameter with a source: encoded, appended after the rest.
+    let r = s
+        .forwarded_with("/qs?who=x&k", &[("X-User", "b&c")], &s.first)
+        .await;
+    assert_eq!(target(&r), pair("/qs", Some("who=x&k&who=b%26c")));
+    let r = s.forwarded("/qs", &s.first).await;
+    assert_eq!(target(&r), pair("/qs", Some("who=anon")));
 }

@@ -18,6 +18,41 @@ pub struct Model {
     pub policies: Vec<PolicyModel>,
     /// Routes in file order (first match wins).
     pub routes: Vec<Route>,
+    /// Backends `set-backend-service` sends requests to: the `backends:` section in file order,
+    /// then each distinct `base-url` of a `set-backend-service` (indexed by [`BackendId`]).
+    pub backends: Vec<Backend>,
+}
+
+/// A backend's place in [`Model::backends`] (and in the runtime's resolved table, same order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(usize);
+
+impl BackendId {
+    /// The id of the backend at `index` in [`Model::backends`].
+    pub const fn new(index: usize) -> BackendId {
+        BackendId(index)
+    }
+
+    /// Its index in [`Model::backends`].
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// A backend of `backends:` (or a `set-backend-service` `base-url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Its key in `backends:`, or the `base-url` as written.
+    pub name: String,
+    /// Where it is (scheme, host, port; resolved by the runtime at build time).
+    pub upstream: Upstream,
+    /// The URL's path, prefixed to the upstream path (`""` for none; canonical, no trailing
+    /// slash).
+    pub base_path: String,
+    /// Read timeout (`None`: the route's).
+    pub timeout: Option<Duration>,
+    /// Connect timeout (`None`: the route's).
+    pub connect_timeout: Option<Duration>,
 }
 
 /// server: block.
@@ -178,6 +213,9 @@ pub struct PolicyModel {
     /// The inbound statements in the order they run (see `statements`); `ValidateJwt` marks where
     /// `policy` is evaluated, and a policy without it checks no token.
     pub inbound: Vec<crate::statements::Statement>,
+    /// The outbound statements in order: run on the backend's response (and on a
+    /// `return-response` answer), never on the gateway's own error answers.
+    pub outbound: Vec<crate::statements::Statement>,
 }
 
 impl PolicyModel {
@@ -187,6 +225,7 @@ impl PolicyModel {
             policy,
             key_sources,
             inbound: vec![crate::statements::Statement::ValidateJwt],
+            outbound: Vec::new(),
         }
     }
 
@@ -197,6 +236,22 @@ impl PolicyModel {
             crate::statements::Statement::Cors(c) => Some(c),
             _ => None,
         })
+    }
+
+    /// The URL-template parameters the policy's statements use (`{id}` in a `rewrite-uri`): a
+    /// route without them gets empty values, which `check` warns about.
+    pub fn route_params_used(&self) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
+        for s in &self.inbound {
+            if let crate::statements::Statement::RewriteUri(r) = s {
+                for p in r.params() {
+                    if !out.contains(p) {
+                        out.push(p.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether the policy checks a token.
@@ -288,6 +343,9 @@ pub struct Route {
     /// Idle timeout of an upgraded (WebSocket) connection: closed after this long without a byte
     /// in either direction (replaces `timeout` once the upgrade is requested).
     pub websocket_idle_timeout: Duration,
+    /// `openapi: {spec, operation}`: the operation's response examples, read at load (what
+    /// `mock-response` answers with).
+    pub openapi: Option<Arc<crate::upstream::Examples>>,
 }
 
 /// `upstream-protocol`: how the gateway talks to a route's upstreams.

@@ -61,6 +61,11 @@ pub struct Answer {
     pub body: Option<String>,
     /// Headers of this answer.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Written by a policy statement (`return-response`) rather than the gateway: the body is
+    /// sent as written (no JSON content type), and the policy's outbound statements run on it.
+    pub from_statement: bool,
+    /// The reason phrase (`None`: the status's standard one).
+    pub phrase: Option<String>,
 }
 
 impl Answer {
@@ -71,6 +76,8 @@ impl Answer {
             reason,
             body: Some(json_error_body(status, message)),
             headers: Vec::new(),
+            from_statement: false,
+            phrase: None,
         }
     }
 
@@ -81,6 +88,8 @@ impl Answer {
             reason,
             body: None,
             headers: Vec::new(),
+            from_statement: false,
+            phrase: None,
         }
     }
 
@@ -89,6 +98,32 @@ impl Answer {
         self.headers.push((name, value));
         self
     }
+}
+
+/// Reason of a `mock-response` answer.
+pub const REASON_MOCK_RESPONSE: &str = "MockResponse";
+/// Reason of a `rewrite-uri` whose result cannot be made canonical (400, never forwarded).
+pub const REASON_INVALID_REWRITE: &str = "InvalidRewrite";
+/// Message of that answer.
+pub const INVALID_REWRITE_MESSAGE: &str =
+    "Bad request. The rewritten request target is not a valid path.";
+
+/// `mock-response`: the status, the content type, and the route's OpenAPI example (or nothing).
+pub fn mock_response(status: u16, content_type: HeaderValue, example: Option<&str>) -> Answer {
+    Answer {
+        status,
+        reason: REASON_MOCK_RESPONSE,
+        body: Some(example.unwrap_or_default().to_owned()),
+        headers: vec![(http::header::CONTENT_TYPE, content_type)],
+        from_statement: true,
+        phrase: None,
+    }
+}
+
+/// `rewrite-uri` produced a target that cannot be made canonical (a `..` above the root from a
+/// value, an encoded slash...): 400, never forwarded.
+pub fn invalid_rewrite() -> Answer {
+    Answer::json(400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE)
 }
 
 /// Reason of an `ip-filter` refusal.
@@ -157,6 +192,8 @@ pub fn token_rejected(
         reason: err.reason(),
         body: Some(rendered.body),
         headers: Vec::new(),
+        from_statement: false,
+        phrase: None,
     };
     match HeaderValue::from_str(&rendered.www_authenticate) {
         Ok(v) => answer.with(http::header::WWW_AUTHENTICATE, v),
@@ -268,6 +305,9 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
             CALLER_IP_FORBIDDEN_MESSAGE,
         ),
         (200, REASON_CORS_PREFLIGHT, ""),
+        (200, REASON_MOCK_RESPONSE, ""),
+        (400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE),
+        (200, REASON_RETURN_RESPONSE, ""),
         (200, REASON_CORS_UNMATCHED, ""),
     ];
     out.extend(fixed.iter().map(|(s, r, m)| (*s, *r, (*m).to_owned())));
@@ -293,6 +333,27 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
     out
 }
 
+/// Reason (logs, metrics) of a `return-response` answer.
+pub const REASON_RETURN_RESPONSE: &str = "ReturnResponse";
+
+/// A `return-response` statement's answer: its status, reason phrase, headers and body (already
+/// rendered for the request).
+pub fn statement_answer(
+    status: u16,
+    phrase: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: String,
+) -> Answer {
+    Answer {
+        status,
+        reason: REASON_RETURN_RESPONSE,
+        body: Some(body),
+        headers,
+        from_statement: true,
+        phrase,
+    }
+}
+
 /// Write `answer`, then `also` (headers every response of this request carries: CORS), and the
 /// request id. Keep-alive is kept; `HEAD` gets the header only. A failure answer to a gRPC
 /// request is written the way gRPC clients read failures ([`grpc_failure`]).
@@ -302,7 +363,7 @@ pub async fn send(
     also: &[(HeaderName, HeaderValue)],
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
-    if answer.status >= 400 && is_grpc(session.req_header()) {
+    if answer.status >= 400 && !answer.from_statement && is_grpc(session.req_header()) {
         let header = Box::new(grpc_failure(answer, also, request_id)?);
         // Trailers-only means one HEADERS frame that ends the stream. pingora's session writer
         // drops the end flag for HTTP/2 and ends the stream later with an empty DATA frame, which
@@ -313,14 +374,35 @@ pub async fn send(
             _ => session.write_response_header(header, true).await,
         };
     }
+    let (header, body) = render(answer, also, request_id)?;
+    write(session, header, body).await
+}
+
+/// The response header and body of `answer` (see [`send`]).
+pub fn render(
+    answer: Answer,
+    also: &[(HeaderName, HeaderValue)],
+    request_id: Option<&HeaderValue>,
+) -> Result<(ResponseHeader, String)> {
     let mut header = ResponseHeader::build(answer.status, Some(4 + answer.headers.len()))?;
-    let json = answer.body.is_some();
+    let json = answer.body.is_some() && !answer.from_statement;
     let body = answer.body.unwrap_or_default();
     if json {
         header.insert_header(http::header::CONTENT_TYPE, APPLICATION_JSON)?;
     }
-    header.set_content_length(body.len())?;
+    if let Some(phrase) = &answer.phrase {
+        header.set_reason_phrase(Some(phrase))?;
+    }
+    // 204 and 304 carry no Content-Length (RFC 9110 8.6); every other answer says its length.
+    if !matches!(answer.status, 204 | 304) {
+        header.set_content_length(body.len())?;
+    }
     add_headers(&mut header, answer.headers, also, request_id)?;
+    Ok((header, body))
+}
+
+/// Write a rendered answer (see [`render`]).
+pub async fn write(session: &mut Session, header: ResponseHeader, body: String) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(header), head_only)

@@ -36,6 +36,7 @@ fn route(name: &str, prefix: &str, upstreams: Vec<Upstream>) -> Route {
         rewrite_prefix: None,
         upstream_protocol: Default::default(),
         websocket_idle_timeout: Duration::from_secs(600),
+        openapi: None,
     }
 }
 
@@ -58,6 +59,7 @@ fn model(routes: Vec<Route>) -> Model {
         },
         policies: Vec::new(),
         routes,
+        backends: Vec::new(),
     }
 }
 

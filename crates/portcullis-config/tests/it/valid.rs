@@ -697,11 +697,8 @@ fn ip_filter_and_check_header_read_back_in_their_place() {
     let kinds: Vec<&str> = inbound
         .iter()
         .map(|s| match s {
-            Statement::IpFilter(_) => "ip-filter",
-            Statement::Cors(_) => "cors",
-            Statement::CheckHeader(_) => "check-header",
-            Statement::ValidateJwt => "validate-jwt",
             Statement::Limit(_) => "limit",
+            other => other.element(),
         })
         .collect();
     assert_eq!(kinds, ["ip-filter", "cors", "check-header", "validate-jwt"]);

@@ -19,3 +19,4 @@ mod redis_limits;
 mod reload;
 mod routing_tricks;
 mod support;
+mod templates;

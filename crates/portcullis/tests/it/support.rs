@@ -42,6 +42,7 @@ pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> 
         rewrite_prefix: None,
         upstream_protocol: Default::default(),
         websocket_idle_timeout: Duration::from_secs(600),
+        openapi: None,
     }
 }
 
@@ -69,6 +70,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             .map(|(policy, key_sources)| PolicyModel::validate_only(Arc::new(policy), key_sources))
             .collect(),
         routes,
+        backends: Vec::new(),
     }
 }
 

@@ -18,3 +18,4 @@ mod redis_limits;
 mod reload;
 mod routing_tricks;
 mod support;
+mod transforms;

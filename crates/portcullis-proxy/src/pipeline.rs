@@ -359,6 +359,11 @@ fn view<'a>(session: &'a Session, ctx: &'a Ctx, generation: &'a Generation) -> V
 /// The policy's `outbound` steps, on a response to the client: the backend's (from
 /// `response_filter`) or a `return-response` answer; never the gateway's own error answers.
 pub fn outbound(gw: &Gateway, session: &Session, ctx: &mut Ctx, response: &mut ResponseHeader) {
+    // Most policies have no outbound steps: look before taking a reference to the generation.
+    let any = Run::of(gw, &ctx.generation, ctx).is_some_and(|(_, p)| !p.outbound.is_empty());
+    if !any {
+        return;
+    }
     let generation = ctx.generation.clone();
     if let Some((run, pipeline)) = Run::of(gw, &generation, ctx) {
         run.outbound(session, ctx, response, &pipeline.outbound);

@@ -877,3 +877,19 @@ fn a_variable_set_in_a_branch_stays_in_the_branch() {
         "g.yaml:9:45: error: `value` reads variable `v` before any set-variable sets it\n"
     );
 }
+
+#[test]
+fn an_outbound_list_goes_with_the_keyed_form_too() {
+    let (m, _) = load_ok(&policy_yaml(
+        "    validate-jwt:\n      issuer-signing-keys: [{ base64: \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==\" }]\n      issuers: [https://idp.example]\n    outbound:\n      - set-header: { name: X-Sub, value: \"${claim:sub}\" }\n",
+    ));
+    assert_eq!(m.policies[0].outbound.len(), 1);
+    // Transformation statements are not policy keys.
+    let errors = refused(&policy_yaml(
+        "    set-header: { name: X-A, value: b }\n    validate-jwt: { issuers: [x] }\n",
+    ));
+    assert!(
+        errors.contains("g.yaml:5:5: error: unknown key `set-header`"),
+        "{errors}"
+    );
+}

@@ -58,6 +58,7 @@ async fn set_header_sets_appends_deletes_and_skips_with_values_from_the_request(
       - set-header: { name: X-Literal, value: "cost $${price}" }
       - set-header: { name: X-Cookie-Like, values: ["a=1", "b=2"] }
       - set-header: { name: Set-Cookie, values: ["a=1", "b=2"] }
+      - set-header: { name: Host, value: backend.internal }
 "#;
     let s = Setup::start(&config(inbound, "")).await;
     let token = s.token_with_roles("alice", &["admin", "reader"]);
@@ -96,8 +97,11 @@ async fn set_header_sets_appends_deletes_and_skips_with_values_from_the_request(
     // Several values: one line joined with `,`, except the headers APIM keeps apart.
     assert_eq!(got.header_values("x-cookie-like"), ["a=1,b=2"]);
     assert_eq!(got.header_values("set-cookie"), ["a=1", "b=2"]);
-    // What the gateway itself forwards is untouched.
+    // What the gateway itself forwards is untouched; `Host` is the statement's, the forwarded
+    // host the client's.
     assert_eq!(got.header_values("x-user-id"), ["alice"]);
+    assert_eq!(got.header_values("host"), ["backend.internal"]);
+    assert_eq!(got.header_values("x-forwarded-host"), ["API.Example:8080"]);
 
     // Without the optional inputs: the fallbacks, and empty values for absent sources.
     let r = s.call(Method::GET, "/api/orders", &[], Some(&token)).await;

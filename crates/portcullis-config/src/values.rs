@@ -74,24 +74,6 @@ pub enum Source {
     QueryString,
 }
 
-impl Source {
-    /// How it is written, for messages: `header:X-Tenant`, `client-ip`.
-    pub fn describe(&self) -> String {
-        match self {
-            Source::Header(n) => format!("header:{n}"),
-            Source::Query(n) => format!("query:{n}"),
-            Source::Param(n) => format!("param:{n}"),
-            Source::Claim(n) => format!("claim:{n}"),
-            Source::Var(n) => format!("var:{n}"),
-            Source::ClientIp => "client-ip".to_owned(),
-            Source::Method => "method".to_owned(),
-            Source::Path => "path".to_owned(),
-            Source::Host => "host".to_owned(),
-            Source::QueryString => "query".to_owned(),
-        }
-    }
-}
-
 /// Why a value's text does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueError {

@@ -13,7 +13,9 @@
 //!   the route's connect and read timeouts.
 //! - `fail_to_connect`: passive health (mark the peer down) and a retry on another peer.
 //! - `upstream_request_filter`: path rewrite, X-Forwarded-*, the token dropped per policy.
-//! - `response_filter`: X-Request-Id on the response.
+//! - `response_filter`: X-Request-Id and the headers every answer carries (CORS, remaining calls)
+//!   on the response, then the policy's outbound statements (also run on `return-response`
+//!   answers, never on the gateway's own error answers).
 //! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
 //! - `suppress_error_log`: a client that hung up mid-request is logged by `logging`, not as an ERROR.
 //! - `logging`: one line and one counter per request, whatever path it took.

@@ -135,7 +135,7 @@ impl Value {
                     offset: start,
                     message: format!(
                         "unclosed `${{` in `{}`: end the source with `}}` (a literal `${{` is written `$${{`)",
-                        &at[..at.len().min(40)]
+                        at.char_indices().nth(40).map_or(at, |(i, _)| &at[..i])
                     ),
                 });
             };
@@ -374,6 +374,11 @@ mod tests {
             ("${client-ip:x}", 0, "takes no name"),
             ("${header:X|${var:y}}", 0, "fallback is literal"),
             ("$${ok} ${", 7, "unclosed"),
+            (
+                "${header:ééééééééééééééééééééééééééééééééééééééééé",
+                0,
+                "unclosed",
+            ),
         ] {
             let e = Value::parse(text).unwrap_err();
             assert_eq!(e.offset, offset, "{text}: {e:?}");

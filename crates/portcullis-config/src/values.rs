@@ -386,6 +386,33 @@ mod tests {
         }
     }
 
+    /// Every short combination of the pieces the parser looks at parses or errs, never panics,
+    /// and an error's offset points at a `${`.
+    #[test]
+    fn never_panics() {
+        let pieces = [
+            "$", "{", "}", "|", ":", "\u{e9}", "a", "header", "var", "query",
+        ];
+        let mut text = String::new();
+        let mut digits = [0usize; 5];
+        loop {
+            text.clear();
+            for d in digits {
+                text.push_str(pieces[d]);
+            }
+            if let Err(e) = Value::parse(&text) {
+                assert!(text[e.offset..].starts_with("${"), "{text:?}: {e:?}");
+            }
+            let Some(i) = digits.iter().position(|d| *d + 1 < pieces.len()) else {
+                break;
+            };
+            digits[i] += 1;
+            for d in &mut digits[..i] {
+                *d = 0;
+            }
+        }
+    }
+
     #[test]
     fn identifiers() {
         assert!(is_identifier("tenant_id-2"));

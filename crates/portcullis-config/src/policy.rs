@@ -451,7 +451,7 @@ fn choose(cx: &mut Cx, node: &Node, scope: &mut Scope<'_>, id: &str) -> Option<C
             if b + 1 != items.len() {
                 cx.error(k.pos, "`otherwise` is the last branch of a choose");
             }
-            let mut inner = scope.borrow();
+            let mut inner = scope.branch();
             otherwise = branch_steps(cx, f.get("otherwise"), k, &mut inner, &here, "otherwise");
             scope.params.append(&mut inner.params);
             continue;
@@ -469,7 +469,7 @@ fn choose(cx: &mut Cx, node: &Node, scope: &mut Scope<'_>, id: &str) -> Option<C
             vars: &scope.vars,
         };
         let when = conditions::condition(cx, when, &place);
-        let mut inner = scope.borrow();
+        let mut inner = scope.branch();
         let steps = match f.key("steps") {
             Some(k) => branch_steps(cx, f.get("steps"), k, &mut inner, &here, "steps"),
             None => {

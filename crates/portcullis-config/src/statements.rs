@@ -11,7 +11,9 @@
 //!   quota-by-key... (the caller's address first: it costs nothing and needs nothing else).
 //!
 //! Whatever the order, a CORS preflight runs only the `cors` statement (as in APIM), so preflights
-//! never need a token. A statement keyed on a claim must come after `validate-jwt`.
+//! never need a token. A statement keyed on a claim must come after `validate-jwt`. The
+//! transformation statements (`set-variable`, `set-header`, `return-response`, `choose`) exist only
+//! in the ordered form (and the `outbound:` list): see `transforms`.
 
 use std::net::IpAddr;
 use std::sync::Arc;

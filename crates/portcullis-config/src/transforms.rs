@@ -475,7 +475,7 @@ pub(crate) fn return_response(
 
 impl<'a> Scope<'a> {
     /// A copy for a nested list (a `choose` branch): what it sets stays in the branch.
-    pub fn borrow(&self) -> Scope<'a> {
+    pub fn branch(&self) -> Scope<'a> {
         Scope {
             policy: self.policy,
             outbound: self.outbound,

@@ -74,24 +74,6 @@ pub enum Source {
     QueryString,
 }
 
-impl Source {
-    /// How it is written, for messages: `header:X-Tenant`, `client-ip`.
-    pub fn describe(&self) -> String {
-        match self {
-            Source::Header(n) => format!("header:{n}"),
-            Source::Query(n) => format!("query:{n}"),
-            Source::Param(n) => format!("param:{n}"),
-            Source::Claim(n) => format!("claim:{n}"),
-            Source::Var(n) => format!("var:{n}"),
-            Source::ClientIp => "client-ip".to_owned(),
-            Source::Method => "method".to_owned(),
-            Source::Path => "path".to_owned(),
-            Source::Host => "host".to_owned(),
-            Source::QueryString => "query".to_owned(),
-        }
-    }
-}
-
 /// Why a value's text does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueError {
@@ -153,7 +135,7 @@ impl Value {
                     offset: start,
                     message: format!(
                         "unclosed `${{` in `{}`: end the source with `}}` (a literal `${{` is written `$${{`)",
-                        &at[..at.len().min(40)]
+                        at.char_indices().nth(40).map_or(at, |(i, _)| &at[..i])
                     ),
                 });
             };
@@ -392,10 +374,42 @@ mod tests {
             ("${client-ip:x}", 0, "takes no name"),
             ("${header:X|${var:y}}", 0, "fallback is literal"),
             ("$${ok} ${", 7, "unclosed"),
+            (
+                "${header:ééééééééééééééééééééééééééééééééééééééééé",
+                0,
+                "unclosed",
+            ),
         ] {
             let e = Value::parse(text).unwrap_err();
             assert_eq!(e.offset, offset, "{text}: {e:?}");
             assert!(e.message.contains(says), "{text}: {}", e.message);
+        }
+    }
+
+    /// Every short combination of the pieces the parser looks at parses or errs, never panics,
+    /// and an error's offset points at a `${`.
+    #[test]
+    fn never_panics() {
+        let pieces = [
+            "$", "{", "}", "|", ":", "\u{e9}", "a", "header", "var", "query",
+        ];
+        let mut text = String::new();
+        let mut digits = [0usize; 5];
+        loop {
+            text.clear();
+            for d in digits {
+                text.push_str(pieces[d]);
+            }
+            if let Err(e) = Value::parse(&text) {
+                assert!(text[e.offset..].starts_with("${"), "{text:?}: {e:?}");
+            }
+            let Some(i) = digits.iter().position(|d| *d + 1 < pieces.len()) else {
+                break;
+            };
+            digits[i] += 1;
+            for d in &mut digits[..i] {
+                *d = 0;
+            }
         }
     }
 

@@ -2,9 +2,10 @@
 //!
 //! Each step sees the request, the client address and the verified token once `validate-jwt` has
 //! run, and either passes (possibly adding headers every answer to the request carries, or a count
-//! to make when the response is known) or answers ([`Answer`]). The proxy's hooks call [`inbound`]
-//! once and [`outbound_count`] once; a new statement kind is a new [`Step`] arm here, never a new
-//! hook. As in APIM, a CORS preflight runs the `cors` step only, and `cors` is evaluated before the
+//! to make when the response is known) or answers ([`Answer`]). A `choose` runs its branch's steps
+//! through the same loop. The proxy's hooks call [`inbound`] once, [`outbound`] once on the
+//! response to the client (the backend's, or a `return-response` answer) and [`outbound_count`]
+//! once; a new statement kind is a new [`Step`] arm here, never a new hook. As in APIM, a CORS preflight runs the `cors` step only, and `cors` is evaluated before the
 //! other steps whatever its place, so the gateway's own 401/403/429 carry the CORS headers.
 
 use std::borrow::Cow;
@@ -428,6 +429,11 @@ fn view<'a>(session: &'a Session, ctx: &'a Ctx, generation: &'a Generation) -> V
 /// The policy's `outbound` steps, on a response to the client: the backend's (from
 /// `response_filter`) or a `return-response` answer; never the gateway's own error answers.
 pub fn outbound(gw: &Gateway, session: &Session, ctx: &mut Ctx, response: &mut ResponseHeader) {
+    // Most policies have no outbound steps: look before taking a reference to the generation.
+    let any = Run::of(gw, &ctx.generation, ctx).is_some_and(|(_, p)| !p.outbound.is_empty());
+    if !any {
+        return;
+    }
     let generation = ctx.generation.clone();
     if let Some((run, pipeline)) = Run::of(gw, &generation, ctx) {
         run.outbound(session, ctx, response, &pipeline.outbound);

@@ -15,7 +15,9 @@
 //! - `fail_to_connect`: passive health (mark the peer down) and a retry on another peer.
 //! - `upstream_request_filter`: path rewrite (rewrite-uri, else strip/rewrite-prefix; then the
 //!   backend's base path), the edited query, X-Forwarded-*, the token dropped per policy.
-//! - `response_filter`: X-Request-Id on the response.
+//! - `response_filter`: X-Request-Id and the headers every answer carries (CORS, remaining calls)
+//!   on the response, then the policy's outbound statements (also run on `return-response` and
+//!   `mock-response` answers, never on the gateway's own error answers).
 //! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
 //! - `suppress_error_log`: a client that hung up mid-request is logged by `logging`, not as an ERROR.
 //! - `logging`: one line and one counter per request, whatever path it took.
@@ -32,8 +34,8 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_auth::{Policy, Unforwardable, Verified};
-use portcullis_config::UpstreamProtocol;
 use portcullis_config::BackendId;
+use portcullis_config::UpstreamProtocol;
 
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::limits::Store;

@@ -768,3 +768,128 @@ fn ip_filter_and_check_header_read_back_in_their_place() {
     assert_eq!(c.check(&any), HeaderCheck::Passed, "present is enough");
     assert!(!c.ignore_case);
 }
+
+#[test]
+fn transformation_statements_and_their_model() {
+    use portcullis_config::{
+        ClaimTest, Condition, ExistsAction, Part, Source, Statement, Test, Value,
+    };
+    let (m, warnings) = load_ok(&policy_yaml(
+        r#"    inbound:
+      - set-variable: { name: tenant, value: "${header:X-Tenant|public}" }
+      - validate-jwt:
+          issuer-signing-keys: [{ base64: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==" }]
+          issuers: [https://idp.example]
+      - set-header: { name: X-Tags, exists-action: append, values: [a, "${var:tenant}"] }
+      - set-header: { name: X-Debug, exists-action: delete }
+      - choose:
+          - when: { claim: { name: roles, contains: admin, ignore-case: true } }
+            steps:
+              - set-variable: { name: inner, value: "${query:inner|x}" }
+              - rate-limit-by-key: { calls: 5, renewal-period: 60, counter-key: { claim: sub } }
+          - otherwise:
+              - return-response: { status: 403, headers: { X-Why: [a, b] }, body: "no ${claim:sub}" }
+      - set-header: { name: Host, value: backend.internal }
+    outbound:
+      - set-header: { name: X-Tenant, exists-action: skip, value: "${var:tenant}" }
+      - choose: [ { when: { status: [200, 201] }, steps: [ { set-header: { name: X-Ok, value: "1" } } ] } ]
+"#,
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let p = &m.policies[0];
+    let kinds: Vec<&str> = p.inbound.iter().map(Statement::element).collect();
+    assert_eq!(
+        kinds,
+        [
+            "set-variable",
+            "validate-jwt",
+            "set-header",
+            "set-header",
+            "choose",
+            "set-header"
+        ]
+    );
+    let Statement::SetHeader(tags) = &p.inbound[2] else {
+        panic!()
+    };
+    assert_eq!(tags.action, ExistsAction::Append);
+    assert_eq!(tags.values[0], Value::literal("a"));
+    assert_eq!(
+        tags.values[1].parts(),
+        [Part::Source {
+            source: Source::Var("tenant".into()),
+            fallback: None
+        }]
+    );
+    let Statement::SetHeader(debug) = &p.inbound[3] else {
+        panic!()
+    };
+    assert_eq!(
+        (debug.action, debug.values.len()),
+        (ExistsAction::Delete, 0)
+    );
+    let Statement::Choose(choose) = &p.inbound[4] else {
+        panic!()
+    };
+    assert_eq!(
+        choose.branches[0].when,
+        Condition::Claim(
+            "roles".to_owned(),
+            ClaimTest::Contains(Test {
+                values: vec!["admin".to_owned()],
+                ignore_case: true
+            })
+        )
+    );
+    // A limit inside a branch has a counter id of its own.
+    let Statement::Limit(limit) = &choose.branches[0].steps[1] else {
+        panic!()
+    };
+    assert_eq!(limit.id, "p#4.0.1");
+    let Statement::ReturnResponse(r) = &choose.otherwise[0] else {
+        panic!()
+    };
+    assert_eq!(r.status, 403);
+    assert_eq!(r.headers[0].0, "x-why");
+    assert_eq!(r.headers[0].1.len(), 2);
+    assert_eq!(r.body.claims().collect::<Vec<_>>(), ["sub"]);
+    assert_eq!(p.outbound.len(), 2);
+    let Statement::Choose(out) = &p.outbound[1] else {
+        panic!()
+    };
+    assert_eq!(out.branches[0].when, Condition::Status(vec![200, 201]));
+    assert!(out.otherwise.is_empty());
+}
+
+#[test]
+fn a_variable_set_in_a_branch_stays_in_the_branch() {
+    let text = policy_yaml(
+        r#"    inbound:
+      - choose:
+          - when: { method: GET }
+            steps: [ { set-variable: { name: v, value: x } }, { set-header: { name: X-In, value: "${var:v}" } } ]
+      - set-header: { name: X-After, value: "${var:v}" }
+"#,
+    );
+    let errors = refused(&text);
+    assert_eq!(
+        errors,
+        "g.yaml:9:45: error: `value` reads variable `v` before any set-variable sets it\n"
+    );
+}
+
+#[test]
+fn an_outbound_list_goes_with_the_keyed_form_too() {
+    let (m, _) = load_ok(&policy_yaml(
+        "    validate-jwt:\n      issuer-signing-keys: [{ base64: \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==\" }]\n      issuers: [https://idp.example]\n    outbound:\n      - set-header: { name: X-Sub, value: \"${claim:sub}\" }\n",
+    ));
+    assert_eq!(m.policies[0].outbound.len(), 1);
+    // Transformation statements are not policy keys.
+    let errors = refused(&policy_yaml(
+        "    set-header: { name: X-A, value: b }\n    validate-jwt: { issuers: [x] }\n",
+    ));
+    assert!(
+        errors.contains("g.yaml:5:5: error: unknown key `set-header`"),
+        "{errors}"
+    );
+}

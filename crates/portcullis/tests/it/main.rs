@@ -20,3 +20,4 @@ mod reload;
 mod routing_tricks;
 mod support;
 mod templates;
+mod transforms;

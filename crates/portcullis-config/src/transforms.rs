@@ -367,13 +367,8 @@ fn settable(
         return None;
     }
     if !outbound {
-        if is_connection_header(n) {
-            cx.error(
-                pos,
-                format!("`{n}` describes the client connection: the gateway sets it on the way to the backend (see server.trusted-proxies)"),
-            );
-            return None;
-        }
+        // Connection headers (`X-Forwarded-Host`...) are allowed: the statement is applied after
+        // the gateway has set its own (an operator's value, never the client's copy).
         if identity_headers.contains(&normalise(n)) {
             cx.error(
                 pos,

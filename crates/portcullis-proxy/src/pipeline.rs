@@ -75,6 +75,31 @@ pub enum Step {
 pub struct HeaderStep {
     set: Arc<SetHeader>,
     label: String,
+    /// A header the gateway sets from the connection (`X-Forwarded-*`, ...): applied after the
+    /// gateway has set its own, so the policy's statement has the last word (as in APIM).
+    connection: bool,
+}
+
+/// An inbound `set-header` of a connection header, rendered, waiting for the gateway's own
+/// forwarding headers ([`apply_forwarding_overrides`]).
+#[derive(Debug)]
+pub struct ForwardingOverride {
+    step: Arc<HeaderStep>,
+    rendered: Option<Vec<HeaderValue>>,
+}
+
+/// Applies the policy's `set-header`s of connection headers to the upstream request, after the
+/// gateway's `X-Forwarded-*`: `override` replaces the gateway's value, `skip` keeps it, `append`
+/// adds to it, `delete` removes it. The value is the operator's (a literal, or a source the policy
+/// names), never the client's own copy: that was removed before.
+pub fn apply_forwarding_overrides(
+    upstream: &mut RequestHeader,
+    overrides: Vec<ForwardingOverride>,
+) -> Result<()> {
+    for o in overrides {
+        set_header(upstream, &o.step.set, o.rendered)?;
+    }
+    Ok(())
 }
 
 /// A `choose` as steps.
@@ -117,6 +142,7 @@ fn steps(statements: &[Statement]) -> Vec<Step> {
             Statement::SetHeader(h) => Step::SetHeader(Arc::new(HeaderStep {
                 set: h.clone(),
                 label: format!("set-header {}", h.name),
+                connection: portcullis_config::is_connection_header(h.name.as_str()),
             })),
             Statement::ReturnResponse(r) => Step::ReturnResponse(r.clone()),
             Statement::Choose(c) => Step::Choose(Arc::new(ChooseStep {
@@ -282,7 +308,14 @@ impl<'r> Run<'r> {
                 Step::SetHeader(step) => {
                     let rendered =
                         render_header(gw, route, policy, step, view(session, ctx, generation));
-                    set_header(session.req_header_mut(), &step.set, rendered)?;
+                    if step.connection {
+                        ctx.forwarding_overrides.push(ForwardingOverride {
+                            step: step.clone(),
+                            rendered,
+                        });
+                    } else {
+                        set_header(session.req_header_mut(), &step.set, rendered)?;
+                    }
                 }
                 Step::ReturnResponse(r) => {
                     let answer =

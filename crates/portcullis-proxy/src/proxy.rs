@@ -105,6 +105,8 @@ pub struct Ctx {
     pub(crate) backend: Option<BackendId>,
     /// What `rewrite-uri` / `set-query-parameter` made of the target (`None`: untouched).
     pub(crate) target: Option<Box<TargetEdit>>,
+    /// Inbound `set-header`s of `X-Forwarded-*` and the like, applied after the gateway's own.
+    pub(crate) forwarding_overrides: Vec<pipeline::ForwardingOverride>,
 }
 
 /// The upstream target as the pipeline's statements left it.
@@ -238,6 +240,7 @@ impl ProxyHttp for Gateway {
             vars: Vec::new(),
             backend: None,
             target: None,
+            forwarding_overrides: Vec::new(),
         }
     }
 
@@ -400,7 +403,12 @@ impl ProxyHttp for Gateway {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.port()),
         };
-        set_forwarded(upstream, &conn, &ctx.generation.trusted_proxies)
+        set_forwarded(upstream, &conn, &ctx.generation.trusted_proxies)?;
+        if !ctx.forwarding_overrides.is_empty() {
+            let overrides = std::mem::take(&mut ctx.forwarding_overrides);
+            pipeline::apply_forwarding_overrides(upstream, overrides)?;
+        }
+        Ok(())
     }
 
     async fn response_filter(

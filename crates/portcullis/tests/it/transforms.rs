@@ -377,3 +377,45 @@ async fn a_policy_without_transformations_forwards_as_before() {
     assert_eq!(got.header_values("x-debug"), ["1"]);
     assert_eq!(got.query.as_deref(), Some("q=1"));
 }
+
+/// A policy may set the forwarding headers the gateway sets itself (APIM policies set
+/// `X-Forwarded-Host` to the public host): the statement applies after the gateway's own, so
+/// `override` wins, `skip` keeps the gateway's value, `append` adds to it, `delete` removes it;
+/// the client's copies never reach the backend either way.
+#[tokio::test]
+async fn set_header_of_forwarding_headers_has_the_last_word() {
+    let inbound = r#"      - set-header: { name: X-Forwarded-Host, exists-action: override, value: api.contoso.example }
+      - set-header: { name: X-Forwarded-Proto, exists-action: skip, value: https }
+      - set-header: { name: X-Forwarded-For, exists-action: append, value: "${header:X-Edge-Ip|none}" }
+      - set-header: { name: X-Forwarded-Port, exists-action: delete }
+      - set-header: { name: X-Real-IP, exists-action: override, value: "${client-ip}" }
+"#;
+    let s = Setup::start(&config(inbound, "")).await;
+    let token = s.token_with_roles("alice", &[]);
+    let spoofed = [
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-Port", "1"),
+        ("X-Real-IP", "6.6.6.6"),
+        ("X-Edge-Ip", "10.1.2.3"),
+    ];
+    let r: Response = s.call(Method::GET, "/api/x", &spoofed, Some(&token)).await;
+    assert_eq!(r.status(), 200);
+    let got = received(&s);
+    assert_eq!(
+        got.header_values("x-forwarded-host"),
+        ["api.contoso.example"]
+    );
+    assert_eq!(
+        got.header_values("x-forwarded-proto"),
+        ["http"],
+        "skip keeps the gateway's"
+    );
+    assert_eq!(
+        got.header_values("x-forwarded-for"),
+        ["127.0.0.1,10.1.2.3"],
+        "append adds to the gateway's value, never the client's"
+    );
+    assert!(got.header_values("x-forwarded-port").is_empty());
+    assert_eq!(got.header_values("x-real-ip"), ["127.0.0.1"]);
+}

@@ -11,6 +11,7 @@
 
 mod azure;
 pub mod diag;
+mod groups;
 mod keys;
 pub mod model;
 mod policy;

@@ -156,6 +156,11 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
                     headers: &req.headers,
                     query: req.uri.query(),
                 };
+                // token-optional: no token at all passes with no identity (the client's copies of
+                // the identity headers were stripped before the pipeline); a present one is checked.
+                if policy.token_optional && policy.token_source.absent(&parts) {
+                    continue;
+                }
                 let outcome = authenticate(
                     &parts,
                     policy,

@@ -92,16 +92,7 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
         lifecycle,
     });
     if cx.errors() == errors_before && !node.has_unresolved() {
-        let scope = format!("policy `{}`", policy.name);
-        policy::coverage_warnings(
-            cx,
-            &f,
-            &scope,
-            &policy.issuers,
-            &policy.audiences,
-            &policy.client_application_ids,
-            sources,
-        );
+        policy::coverage_warnings(cx, &f, policy, sources);
     }
 }
 

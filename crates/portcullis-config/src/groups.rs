@@ -134,15 +134,7 @@ pub(crate) fn any_of(
                 );
             } else {
                 let scope = format!("any-of group {} of policy `{}`", i + 1, policy.name);
-                policy::coverage_warnings(
-                    cx,
-                    &g,
-                    &scope,
-                    &group.issuers,
-                    &group.audiences,
-                    &[],
-                    own,
-                );
+                policy::rules_coverage(cx, &g, &scope, &group.issuers, &group.audiences, &[], own);
                 multi_tenant_warning(cx, &g, &group, own);
             }
         }

@@ -566,16 +566,7 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     policy.tenants = rules.tenants;
     policy.required_claims = rules.required_claims;
     if cx.errors() == errors_before && !node.has_unresolved() {
-        let scope = format!("policy `{}`", policy.name);
-        coverage_warnings(
-            cx,
-            &f,
-            &scope,
-            &policy.issuers,
-            &policy.audiences,
-            &policy.client_application_ids,
-            sources,
-        );
+        coverage_warnings(cx, &f, policy, sources);
         let own = Requirements {
             issuers: policy.issuers.clone(),
             tenants: policy.tenants.clone(),
@@ -661,9 +652,28 @@ pub(crate) fn attribute_issuers(policy_issuers: &[String], sources: &mut [KeySou
     }
 }
 
+/// [`rules_coverage`] for a policy's single requirement group.
+pub(crate) fn coverage_warnings(
+    cx: &mut Cx,
+    f: &Fields<'_>,
+    policy: &Policy,
+    sources: &[KeySource],
+) {
+    let scope = format!("policy `{}`", policy.name);
+    rules_coverage(
+        cx,
+        f,
+        &scope,
+        &policy.issuers,
+        &policy.audiences,
+        &policy.client_application_ids,
+        sources,
+    );
+}
+
 /// Warnings about checks that cannot happen: no keys, remote keys without audiences, no issuers.
 /// `scope` names what is checked ("policy `x`", "any-of group 2 of policy `x`").
-pub(crate) fn coverage_warnings(
+pub(crate) fn rules_coverage(
     cx: &mut Cx,
     f: &Fields<'_>,
     scope: &str,

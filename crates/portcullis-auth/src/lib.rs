@@ -17,6 +17,7 @@ mod b64;
 pub mod claims;
 pub mod error;
 pub mod headers;
+pub mod issuer;
 pub mod json;
 pub mod keys;
 pub mod policy;
@@ -29,12 +30,14 @@ pub use error::{AuthError, ClaimKind};
 pub use headers::{
     claim_header_value, claim_headers, claim_to_header_value, forward_headers, Unforwardable,
 };
+pub use issuer::{is_template, is_tenant_id, issuer_matches, TENANT_PLACEHOLDER};
 pub use json::{Claim, Claims};
 pub use keys::{
-    parse_jwks, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey, VerifyingKey,
+    parse_jwks, DiscoveredIssuers, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey,
+    VerifyingKey,
 };
 pub use policy::{
-    ClaimRule, Match, Policy, RolesRule, ScopesRule, TokenSource, DEFAULT_ROLES_CLAIM,
+    ClaimRule, Match, Policy, Requirements, RolesRule, ScopesRule, TokenSource, DEFAULT_ROLES_CLAIM,
 };
 pub use response::{failure_response, FailureResponse};
 pub use time::UnixTime;

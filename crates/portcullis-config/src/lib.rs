@@ -12,6 +12,7 @@
 mod azure;
 pub mod conditions;
 pub mod diag;
+mod groups;
 mod keys;
 pub mod model;
 mod policy;

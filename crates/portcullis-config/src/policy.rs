@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use http::HeaderName;
-use portcullis_auth::{ClaimRule, Match, Policy, RolesRule, ScopesRule, TokenSource};
+use portcullis_auth::{ClaimRule, Match, Policy, Requirements, RolesRule, ScopesRule, TokenSource};
 
 use crate::conditions::{self, Place};
+use crate::groups;
 use crate::keys;
 use crate::model::{KeyLifecycle, KeySource, PolicyModel};
 use crate::statements::{self, CounterKey, LimitKind, Statement};
@@ -40,6 +41,9 @@ const JWT_KEYS: &[&str] = &[
     "audiences",
     "issuers",
     "required-claims",
+    "tenants",
+    "any-of",
+    "token-optional",
     "unknown-kid-cooldown",
     "refresh-interval",
     "min-refresh-interval",
@@ -203,6 +207,7 @@ fn read_one(
         claim_keys_follow_validation(cx, &f, &inbound);
     }
     policy_rules(cx, &f, &mut policy);
+    crate::groups::optional_token_warnings(cx, &f, &policy, &inbound);
     (compiled(policy, key_sources, inbound, outbound), params)
 }
 
@@ -808,25 +813,25 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     if let Some(n) = f.get("clock-skew") {
         policy.clock_skew = clock_skew(cx, n).unwrap_or(0);
     }
+    policy.token_optional = groups::token_optional(cx, &f);
     let base = keys::lifecycle(cx, &f, KeyLifecycle::default());
-    if let Some(n) = f.get("openid-config") {
-        for item in walk::list(cx, n, "openid-config").unwrap_or(&[]) {
-            sources.extend(keys::openid_config(cx, item, base));
-        }
+    if let Some(n) = f.get("any-of") {
+        groups::any_of(cx, &f, n, base, policy, sources);
+        return;
     }
-    if let Some(n) = f.get("issuer-signing-keys") {
-        for item in walk::list(cx, n, "issuer-signing-keys").unwrap_or(&[]) {
-            sources.extend(keys::signing_key(cx, item, base));
-        }
-    }
-    policy.audiences = list_field(cx, &f, "audiences");
-    policy.issuers = list_field(cx, &f, "issuers");
-    attribute_issuers(&policy.issuers, sources);
-    if let Some(n) = f.get("required-claims") {
-        policy.required_claims = required_claims(cx, n);
-    }
+    let rules = groups::requirements(cx, &f, base, policy.token_optional, sources);
+    policy.audiences = rules.audiences;
+    policy.issuers = rules.issuers;
+    policy.tenants = rules.tenants;
+    policy.required_claims = rules.required_claims;
     if cx.errors() == errors_before && !node.has_unresolved() {
         coverage_warnings(cx, &f, policy, sources);
+        let own = Requirements {
+            issuers: policy.issuers.clone(),
+            tenants: policy.tenants.clone(),
+            ..Requirements::default()
+        };
+        groups::multi_tenant_warning(cx, &f, &own, sources);
     }
 }
 
@@ -894,7 +899,7 @@ fn clock_skew(cx: &mut Cx, node: &Node) -> Option<u64> {
 /// (Entra v1 tokens checked with the v2 document, Google's two spellings), unless the entry names
 /// its own. With several entries each document's keys speak only for its own issuer and its
 /// entry's `issuers`, so one identity provider's key cannot mint another's tokens.
-fn attribute_issuers(policy_issuers: &[String], sources: &mut [KeySource]) {
+pub(crate) fn attribute_issuers(policy_issuers: &[String], sources: &mut [KeySource]) {
     let mut discovery = sources.iter_mut().filter_map(|s| match s {
         KeySource::OpenIdConfig { issuers, .. } => Some(issuers),
         _ => None,
@@ -906,43 +911,59 @@ fn attribute_issuers(policy_issuers: &[String], sources: &mut [KeySource]) {
     }
 }
 
-fn list_field(cx: &mut Cx, f: &Fields<'_>, key: &str) -> Vec<String> {
-    f.get(key)
-        .map(|n| walk::string_list(cx, n, key))
-        .unwrap_or_default()
-}
-
-/// Warnings about checks that cannot happen: no keys, remote keys without audiences, no issuers.
+/// [`rules_coverage`] for a policy's single requirement group.
 pub(crate) fn coverage_warnings(
     cx: &mut Cx,
     f: &Fields<'_>,
     policy: &Policy,
     sources: &[KeySource],
 ) {
-    let name = &policy.name;
+    let scope = format!("policy `{}`", policy.name);
+    rules_coverage(
+        cx,
+        f,
+        &scope,
+        &policy.issuers,
+        &policy.audiences,
+        &policy.client_application_ids,
+        sources,
+    );
+}
+
+/// Warnings about checks that cannot happen: no keys, remote keys without audiences, no issuers.
+/// `scope` names what is checked ("policy `x`", "any-of group 2 of policy `x`").
+pub(crate) fn rules_coverage(
+    cx: &mut Cx,
+    f: &Fields<'_>,
+    scope: &str,
+    issuers: &[String],
+    audiences: &[String],
+    client_application_ids: &[String],
+    sources: &[KeySource],
+) {
     if sources.is_empty() {
         cx.warning(
             f.pos,
-            format!("policy `{name}` has no key sources (openid-config or issuer-signing-keys): no token can validate"),
+            format!("{scope} has no key sources (openid-config or issuer-signing-keys): no token can validate"),
         );
         return;
     }
     let remote = sources
         .iter()
         .any(|s| !matches!(s, KeySource::Static { .. }));
-    if remote && policy.audiences.is_empty() && policy.client_application_ids.is_empty() {
+    if remote && audiences.is_empty() && client_application_ids.is_empty() {
         cx.warning(
             f.pos,
-            format!("policy `{name}` takes remote keys but checks no audience: tokens the issuer minted for any other API are accepted"),
+            format!("{scope} takes remote keys but checks no audience: tokens the issuer minted for any other API are accepted"),
         );
     }
     let discovered = sources
         .iter()
         .any(|s| matches!(s, KeySource::OpenIdConfig { .. }));
-    if policy.issuers.is_empty() && !discovered {
+    if issuers.is_empty() && !discovered {
         cx.warning(
             f.pos,
-            format!("policy `{name}` cannot check the issuer: add `issuers` or an openid-config"),
+            format!("{scope} cannot check the issuer: add `issuers` or an openid-config"),
         );
     }
 }

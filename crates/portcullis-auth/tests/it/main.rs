@@ -5,6 +5,7 @@ mod algorithms;
 mod claims;
 mod extract;
 mod fuzz_regressions;
+mod groups;
 mod headers;
 mod hostile;
 mod keys;

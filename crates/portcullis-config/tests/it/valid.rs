@@ -537,23 +537,41 @@ fn azure_ad_authority_override_and_default_header() {
 }
 
 #[test]
-fn azure_ad_multi_tenant_uses_common_keys_and_warns_about_the_issuer() {
+fn azure_ad_multi_tenant_checks_the_issuer_template_and_warns_without_tenants() {
     let (m, w) = load_ok(&policy_yaml(
         "    validate-azure-ad-token:\n      tenant-id: organizations\n      client-application-ids: [11111111-1111-1111-1111-111111111111]\n",
     ));
-    assert!(m.policies[0].policy.issuers.is_empty());
-    let KeySource::JwksUri { url, .. } = &m.policies[0].key_sources[0] else {
+    let templates = [
+        "https://sts.windows.net/{tenantid}/",
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+    ];
+    assert_eq!(m.policies[0].policy.issuers, templates);
+    assert!(m.policies[0].policy.tenants.is_empty());
+    let KeySource::OpenIdConfig { url, issuers, .. } = &m.policies[0].key_sources[0] else {
         panic!()
     };
     assert_eq!(
         url,
-        "https://login.microsoftonline.com/organizations/discovery/v2.0/keys"
+        "https://login.microsoftonline.com/organizations/v2.0/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        issuers, &templates,
+        "the document's keys speak for the templates"
     );
     assert!(
         w.iter()
-            .any(|d| d.message.contains("issuer cannot be checked")),
+            .any(|d| d.message.contains("list the tenants you serve")),
         "{w:?}"
     );
+    // With `tenants` (upper case in the file, lower-cased as Entra writes tid): no warning.
+    let (m, w) = load_ok(&policy_yaml(
+        "    validate-azure-ad-token:\n      tenant-id: common\n      audiences: [api://a]\n      tenants: [72F988BF-86F1-41AF-91AB-2D7CD011DB47]\n",
+    ));
+    assert_eq!(
+        m.policies[0].policy.tenants,
+        ["72f988bf-86f1-41af-91ab-2d7cd011db47"]
+    );
+    assert!(w.is_empty(), "{w:?}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod checks;
 mod forwarding;
 mod gateway;
 mod https;
+mod identity;
 mod idp;
 mod idp_gateway;
 mod idp_warnings;

@@ -18,6 +18,7 @@ pub mod claims;
 pub mod error;
 pub mod headers;
 pub mod json;
+pub mod jwe;
 pub mod keys;
 pub mod policy;
 pub mod response;
@@ -30,6 +31,7 @@ pub use headers::{
     claim_header_value, claim_headers, claim_to_header_value, forward_headers, Unforwardable,
 };
 pub use json::{Claim, Claims};
+pub use jwe::{ContentEncryption, DecryptionKey, DecryptionKeys, KeyManagement};
 pub use keys::{
     parse_jwks, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey, VerifyingKey,
 };
@@ -39,8 +41,9 @@ pub use policy::{
 pub use response::{failure_response, FailureResponse};
 pub use time::UnixTime;
 pub use token::{
-    extract_token, query_without_param, verify_signature, verify_token, JoseAlg, RequestParts,
-    VerifiedJws, VerifiedToken, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS, MAX_TOKEN_BYTES,
+    extract_token, query_without_param, verify_signature, verify_token, verify_token_decrypting,
+    JoseAlg, RequestParts, VerifiedJws, VerifiedToken, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS,
+    MAX_TOKEN_BYTES,
 };
 
 use std::sync::Arc;
@@ -81,6 +84,11 @@ pub fn evaluate(
     now: UnixTime,
 ) -> Result<Verified, AuthError> {
     let raw = extract_token(req, &policy.token_source)?;
-    let token = Arc::new(verify_token(&raw, keys, policy.require_signed_tokens)?);
+    let token = Arc::new(verify_token_decrypting(
+        &raw,
+        keys,
+        &policy.decryption_keys,
+        policy.require_signed_tokens,
+    )?);
     check_claims(&token, policy, keys, now)
 }

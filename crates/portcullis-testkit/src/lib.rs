@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod fixtures;
+pub mod jwe;
 pub mod jwks_server;
 pub mod ports;
 pub mod redis;

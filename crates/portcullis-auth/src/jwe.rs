@@ -363,8 +363,13 @@ impl DecryptionKey {
                 )))
             }
         };
-        let private = PrivateDecryptingKey::from_pkcs8(&pkcs8)
-            .map_err(|e| key_err(format!("not a usable RSA private key: {e}")))?;
+        let private =
+            PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|e| match e.to_string() {
+                small if small == "TooSmall" => {
+                    key_err(format!("the RSA key is shorter than {MIN_RSA_BITS} bits"))
+                }
+                other => key_err(format!("not a usable RSA private key: {other}")),
+            })?;
         let bits = private.key_size_bits();
         if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
             return Err(key_err(format!(

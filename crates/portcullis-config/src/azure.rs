@@ -36,6 +36,7 @@ const AAD_KEYS: &[&str] = &[
     "backend-application-ids",
     "audiences",
     "required-claims",
+    "decryption-keys",
 ];
 
 /// Which tenant(s) a policy accepts.
@@ -63,6 +64,7 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
     if let Some(n) = f.get("required-claims") {
         policy.required_claims = policy::required_claims(cx, n);
     }
+    policy::decryption_keys(cx, &f, policy);
     let Some(tenant) = tenant(cx, &f) else {
         return;
     };

@@ -35,6 +35,7 @@ const JWT_KEYS: &[&str] = &[
     "output-token-variable-name",
     "openid-config",
     "issuer-signing-keys",
+    "decryption-keys",
     "audiences",
     "issuers",
     "required-claims",
@@ -560,6 +561,7 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
             sources.extend(keys::signing_key(cx, item, base));
         }
     }
+    decryption_keys(cx, &f, policy);
     policy.audiences = list_field(cx, &f, "audiences");
     policy.issuers = list_field(cx, &f, "issuers");
     attribute_issuers(&policy.issuers, sources);
@@ -568,6 +570,14 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     }
     if cx.errors() == errors_before && !node.has_unresolved() {
         coverage_warnings(cx, &f, policy, sources);
+    }
+}
+
+/// `decryption-keys` (validate-jwt and validate-azure-ad-token): encrypted tokens are decrypted
+/// with these before the nested signed token is verified.
+pub(crate) fn decryption_keys(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
+    if let Some(n) = f.get("decryption-keys") {
+        policy.decryption_keys = portcullis_auth::DecryptionKeys::new(keys::decryption_keys(cx, n));
     }
 }
 

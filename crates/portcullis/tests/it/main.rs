@@ -10,6 +10,7 @@ mod gateway;
 mod https;
 mod idp;
 mod idp_warnings;
+mod jwe;
 mod key_fetch;
 mod logs;
 mod pipeline;

@@ -21,7 +21,7 @@ use portcullis_auth::jwe::decrypt;
 use portcullis_auth::{verify_token_decrypting, DecryptionKey, DecryptionKeys, Policy};
 use serde_json::Value;
 
-use crate::token::{check_accepted, fixture, NOW};
+use crate::token::{canonical_segment, check_accepted, fixture, NOW};
 
 /// The symmetric decryption keys: byte `i` of the key of length `n` is `n + i` (no `alg`: each
 /// serves AES key wrap and `dir` as its length allows). make-jwe-seeds.py uses the same rule.
@@ -47,18 +47,6 @@ fn keys() -> &'static (DecryptionKeys, Policy) {
     })
 }
 
-fn strict_segment(segment: &str, token: &str) -> Vec<u8> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .unwrap_or_else(|_| panic!("decrypted a JWE with a non-base64url segment: {token:?}"));
-    assert_eq!(
-        URL_SAFE_NO_PAD.encode(&bytes),
-        segment,
-        "decrypted a JWE with a non-canonical segment: {token:?}"
-    );
-    bytes
-}
-
 /// The JWE target: the first byte picks the bit flipped by the mutation check, the rest is the
 /// token.
 pub fn run_jwe(data: &[u8]) {
@@ -74,17 +62,17 @@ pub fn run_jwe(data: &[u8]) {
         Ok(decrypted) => {
             let parts: Vec<&str> = token.split('.').collect();
             assert_eq!(parts.len(), 5, "decrypted a token without five segments");
-            let header: Value = serde_json::from_slice(&strict_segment(parts[0], token))
+            let header: Value = serde_json::from_slice(&canonical_segment(parts[0], "JWE header", token))
                 .unwrap_or_else(|e| panic!("decrypted a header serde_json cannot read ({e})"));
             assert_eq!(header["alg"], decrypted.alg.name(), "{token:?}");
             assert_eq!(header["enc"], decrypted.enc.name(), "{token:?}");
             assert!(header.get("zip").is_none() && header.get("crit").is_none());
             for part in &parts[1..] {
-                strict_segment(part, token);
+                canonical_segment(part, "JWE segment", token);
             }
             // Flip one bit of the IV, ciphertext or tag: authentication must fail.
             let segment = 2 + usize::from(flip % 3);
-            let mut bytes = strict_segment(parts[segment], token);
+            let mut bytes = canonical_segment(parts[segment], "JWE segment", token);
             if !bytes.is_empty() {
                 let at = usize::from(flip / 3) % bytes.len();
                 bytes[at] ^= 1 << (flip % 8);

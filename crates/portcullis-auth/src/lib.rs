@@ -19,6 +19,7 @@ pub mod error;
 pub mod headers;
 pub mod issuer;
 pub mod json;
+pub mod jwe;
 pub mod keys;
 pub mod policy;
 pub mod response;
@@ -32,6 +33,7 @@ pub use headers::{
 };
 pub use issuer::{is_template, is_tenant_id, issuer_matches, TENANT_PLACEHOLDER};
 pub use json::{Claim, Claims};
+pub use jwe::{ContentEncryption, DecryptionKey, DecryptionKeys, KeyManagement};
 pub use keys::{
     parse_jwks, DiscoveredIssuers, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey,
     VerifyingKey,
@@ -42,8 +44,9 @@ pub use policy::{
 pub use response::{failure_response, FailureResponse};
 pub use time::UnixTime;
 pub use token::{
-    extract_token, query_without_param, verify_signature, verify_token, JoseAlg, RequestParts,
-    VerifiedJws, VerifiedToken, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS, MAX_TOKEN_BYTES,
+    extract_token, query_without_param, verify_signature, verify_token, verify_token_decrypting,
+    JoseAlg, RequestParts, VerifiedJws, VerifiedToken, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS,
+    MAX_TOKEN_BYTES,
 };
 
 use std::sync::Arc;
@@ -84,6 +87,11 @@ pub fn evaluate(
     now: UnixTime,
 ) -> Result<Verified, AuthError> {
     let raw = extract_token(req, &policy.token_source)?;
-    let token = Arc::new(verify_token(&raw, keys, policy.require_signed_tokens)?);
+    let token = Arc::new(verify_token_decrypting(
+        &raw,
+        keys,
+        &policy.decryption_keys,
+        policy.require_signed_tokens,
+    )?);
     check_claims(&token, policy, keys, now)
 }

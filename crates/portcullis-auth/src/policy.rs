@@ -112,6 +112,8 @@ pub struct Policy {
     pub require_expiration_time: bool,
     /// Signature required (APIM default true). `false` accepts `alg: none` tokens: an escape hatch.
     pub require_signed_tokens: bool,
+    /// `decryption-keys`: encrypted tokens (JWE) are decrypted with these; empty: refused.
+    pub decryption_keys: crate::jwe::DecryptionKeys,
     /// Allowed clock difference in seconds, applied to exp and nbf.
     pub clock_skew: u64,
     /// Allowed issuers: exact match, or a template holding `{tenantid}`, which matches when the
@@ -166,6 +168,7 @@ impl Policy {
             },
             require_expiration_time: true,
             require_signed_tokens: true,
+            decryption_keys: crate::jwe::DecryptionKeys::default(),
             clock_skew: 0,
             issuers: Vec::new(),
             tenants: Vec::new(),

@@ -40,6 +40,7 @@ const AAD_KEYS: &[&str] = &[
     "required-claims",
     "tenants",
     "token-optional",
+    "decryption-keys",
 ];
 
 /// Which tenant(s) a policy accepts.
@@ -72,6 +73,7 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
         }
     }
     policy.tenants = groups::tenants(cx, &f);
+    policy::decryption_keys(cx, &f, policy);
     let Some(tenant) = tenant(cx, &f) else {
         return;
     };

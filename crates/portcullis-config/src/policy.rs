@@ -38,6 +38,7 @@ const JWT_KEYS: &[&str] = &[
     "output-token-variable-name",
     "openid-config",
     "issuer-signing-keys",
+    "decryption-keys",
     "audiences",
     "issuers",
     "required-claims",
@@ -815,6 +816,7 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     }
     policy.token_optional = groups::token_optional(cx, &f);
     let base = keys::lifecycle(cx, &f, KeyLifecycle::default());
+    decryption_keys(cx, &f, policy);
     if let Some(n) = f.get("any-of") {
         groups::any_of(cx, &f, n, base, policy, sources);
         return;
@@ -832,6 +834,14 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
             ..Requirements::default()
         };
         groups::multi_tenant_warning(cx, &f, &own, sources);
+    }
+}
+
+/// `decryption-keys` (validate-jwt and validate-azure-ad-token): encrypted tokens are decrypted
+/// with these before the nested signed token is verified.
+pub(crate) fn decryption_keys(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
+    if let Some(n) = f.get("decryption-keys") {
+        policy.decryption_keys = portcullis_auth::DecryptionKeys::new(keys::decryption_keys(cx, n));
     }
 }
 

@@ -277,6 +277,7 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
             kind: ClaimKind::Claim,
         },
         AuthError::JwtInvalid { detail: "" },
+        AuthError::TokenDecryptionFailed { detail: "" },
         AuthError::KeysUnavailable,
     ];
     out.extend(auth.iter().map(|e| (401, e.reason(), e.default_message())));

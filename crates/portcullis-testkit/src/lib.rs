@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod fixtures;
 pub mod idp_keys;
+pub mod jwe;
 pub mod jwks_server;
 pub mod ports;
 pub mod redis;

@@ -911,3 +911,44 @@ fn an_outbound_list_goes_with_the_keyed_form_too() {
         "{errors}"
     );
 }
+
+#[test]
+fn decryption_keys_in_validate_jwt_and_validate_azure_ad_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = portcullis_testkit::jwe::RsaEncryptionKey::generate().unwrap();
+    std::fs::write(dir.path().join("enc.pem"), rsa.private_pem().unwrap()).unwrap();
+    let yaml = format!(
+        "{SERVER}policies:
+  jwt:
+    validate-jwt:
+      issuers: [https://sts.example/]
+      audiences: [api://orders]
+      issuer-signing-keys: [{{ base64: c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA== }}]
+      decryption-keys:
+        - {{ value: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=, alg: A256KW, id: k1 }}
+        - {{ value: AAECAwQFBgcICQoLDA0ODw==, alg: dir, enc: A128GCM }}
+        - {{ file: enc.pem, alg: RSA-OAEP-256, enc: [A256GCM, A128CBC-HS256] }}
+  aad:
+    validate-azure-ad-token:
+      tenant-id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+      client-application-ids: [11111111-2222-3333-4444-555555555555]
+      decryption-keys: [{{ file: enc.pem }}]
+{}",
+        route("jwt")
+    );
+    let (m, _) = load_in(dir.path(), &yaml);
+    let keys = &m.policies[0].policy.decryption_keys;
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys[0].kid.as_deref(), Some("k1"));
+    assert_eq!(keys[0].alg, Some(portcullis_auth::KeyManagement::A256KW));
+    assert_eq!(keys[1].enc, [portcullis_auth::ContentEncryption::A128GCM]);
+    assert_eq!(keys[2].enc.len(), 2);
+    assert_eq!(m.policies[1].policy.decryption_keys.len(), 1);
+    assert!(m.policies[1].policy.decryption_keys[0].alg.is_none());
+    // The model's debug output (what a log line could show) never carries key material.
+    let debug = format!("{:?}", m.policies[0].policy);
+    assert!(
+        !debug.contains("AAECAwQF") && !debug.contains("PRIVATE"),
+        "{debug}"
+    );
+}

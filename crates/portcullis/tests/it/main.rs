@@ -12,6 +12,7 @@ mod identity;
 mod idp;
 mod idp_gateway;
 mod idp_warnings;
+mod jwe;
 mod key_fetch;
 mod logs;
 mod pipeline;

@@ -11,9 +11,13 @@
 //!   canonical base64url, the payload parses to the same claims with plain serde_json, and the time,
 //!   issuer and audience claims hold. Unsigned tokens pass only under `require-signed-tokens: false`,
 //!   with `alg: none` and an empty signature;
+//! - encrypted tokens (JWE): one failure reason, only canonical and authenticated JWEs decrypt,
+//!   and what the token core accepts from one is a nested token the plain-token oracle accepts
+//!   (see `jwe`);
 //! - config: `load_str_with` never panics and is deterministic;
 //! - APIM import: `convert` never panics, its YAML is well-formed, and loading it never panics.
 
 pub mod apim;
 pub mod config;
+pub mod jwe;
 pub mod token;

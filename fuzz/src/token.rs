@@ -140,7 +140,7 @@ pub fn sign_hmac(header: &str, claims: &str) -> String {
 }
 
 /// Decode a segment that must be canonical unpadded base64url.
-fn canonical_segment(segment: &str, what: &str, token: &str) -> Vec<u8> {
+pub(crate) fn canonical_segment(segment: &str, what: &str, token: &str) -> Vec<u8> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .unwrap_or_else(|_| panic!("accepted a token whose {what} is not base64url: {token:?}"));

@@ -1,6 +1,7 @@
 """Starts `portcullis idp` (binary from $PORTCULLIS_BIN) on port 0 with a generated https
 certificate, and the key material the clients use: a client certificate (MSAL, private_key_jwt),
-a JWK for authlib's private_key_jwt and an RSA JWK for the jwt-bearer grant."""
+a JWK for authlib's private_key_jwt and an RSA JWK for the jwt-bearer grant. The SPA, the BFF
+and the downstream API are the on-behalf-of cast."""
 import datetime
 import json
 import os
@@ -49,6 +50,8 @@ https: { listen: "127.0.0.1:0", generate: true }
 issuer: "https://127.0.0.1:{https-port}/realm"
 resources:
   "api://orders": { scopes: [orders.read, orders.write], token-lifetime: 300 }
+  "api://bff": { scopes: [access_as_user] }
+  "api://downstream": { scopes: [data.read], signing-alg: PS256 }
 clients:
   - { client-id: svc-secret, client-secret: "s3cret", auth-method: client_secret_basic,
       default-resource: "api://orders", profile: entra-v2, roles: [Orders.Reader] }
@@ -62,8 +65,13 @@ clients:
   - { client-id: svc-assert, auth-method: none, assertion-jwks-file: assert-jwks.json,
       grant-types: ["urn:ietf:params:oauth:grant-type:jwt-bearer", refresh_token],
       default-resource: "api://orders", profile: dotnet-sts, roles: [Reader] }
+  - { client-id: spa, auth-method: none, grant-types: [password], default-resource: "api://bff",
+      profile: entra-v2 }
+  - { client-id: bff, client-secret: "bff-secret", auth-method: client_secret_post, profile: entra-v2,
+      identifier-uris: ["api://bff"], on-behalf-of: ["api://downstream"] }
 users:
-  - { username: alice, password: "alice-pw", roles: [orders-reader] }
+  - { username: alice, password: "alice-pw", roles: [orders-reader],
+      resource-roles: { "api://downstream": [Data.Reader] }, claims: { name: Alice Example } }
 """
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Real client libraries against `portcullis idp`: MSAL (certificate and secret, https), authlib
-# (client_secret, private_key_jwt, jwt-bearer form + JSON, password + refresh) and curl.
+# Real client libraries against `portcullis idp`: MSAL (certificate and secret, https; on-behalf-of
+# through `portcullis run`), authlib (client_secret, private_key_jwt, jwt-bearer form + JSON,
+# password + refresh) and curl.
 # Usage: tests/python/run.sh <path-to-portcullis-binary>
 # Env: PORTCULLIS_PY_VENV reuses a virtualenv (default: a fresh one under a temp dir);
 # PORTCULLIS_PY_REQUIREMENTS and PORTCULLIS_PY_TESTS pick another requirements file and test file

@@ -19,16 +19,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import threading
 import time
-import urllib.parse
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from playwright.sync_api import sync_playwright
+from stack import (
+    TIMEOUT, Server, client_credentials_token, get, start_gateway, start_idp, stop, wait_for,
+)
 
 CHROMIUM = os.environ.get("PORTCULLIS_CHROMIUM", "/usr/bin/chromium")
 # The flags this machine needs (no sandbox as root, no GPU, no QUIC, no background connections to
@@ -42,7 +41,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TIMEOUT = 10  # seconds, for every wait below
 
 IDP_YAML = """
 listen: "127.0.0.1:0"
@@ -112,31 +110,6 @@ FETCH_JS = """async ([url, headers]) => {
 }"""
 
 
-def wait_for(what, check):
-    """Poll `check` until it returns a truthy value, for at most TIMEOUT seconds."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {TIMEOUT}s waiting for {what}")
-        time.sleep(0.02)
-
-
-class Server:
-    """A ThreadingHTTPServer on a free loopback port, in a thread."""
-
-    def __init__(self, handler):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def backend_handler(seen):
     class Backend(BaseHTTPRequestHandler):
         def _answer(self):
@@ -169,81 +142,27 @@ class Page(BaseHTTPRequestHandler):
         pass
 
 
-def read_lines_until(proc, last_key, what):
-    """Read `key: value` or `k=v` lines from a child's stdout until `last_key` (bounded)."""
-    info, done = {}, threading.Event()
-
-    def reader():
-        for line in proc.stdout:
-            info.setdefault("lines", []).append(line)
-            if line.startswith(last_key):
-                break
-        done.set()
-
-    threading.Thread(target=reader, daemon=True).start()
-    if not done.wait(TIMEOUT) or not any(l.startswith(last_key) for l in info.get("lines", [])):
-        proc.kill()
-        raise AssertionError(f"{what} did not start: {info.get('lines')}")
-    return info["lines"]
-
-
-def get(url):
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
-        return r.status, r.read().decode()
-
-
 @pytest.fixture(scope="module")
 def stack():
     bin_ = os.environ["PORTCULLIS_BIN"]
     work = tempfile.mkdtemp(prefix="portcullis-browser-")
     procs, servers = [], []
     try:
-        with open(os.path.join(work, "idp.yaml"), "w") as f:
-            f.write(IDP_YAML)
-        idp = subprocess.Popen(
-            [bin_, "idp", "-c", "idp.yaml"], cwd=work, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True,
-        )
+        idp, urls = start_idp(bin_, work, IDP_YAML)
         procs.append(idp)
-        lines = read_lines_until(idp, "token:", "portcullis idp")
-        urls = {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in lines)}
 
         seen = []
         backend = Server(backend_handler(seen))
         allowed, other = Server(Page), Server(Page)
         servers += [backend, allowed, other]
 
-        with open(os.path.join(work, "gateway.yaml"), "w") as f:
-            f.write(gateway_yaml(allowed.url, backend.url, urls["discovery"]))
-        with open(os.path.join(work, "gateway.log"), "w") as log:
-            gw = subprocess.Popen(
-                [bin_, "run", "-c", "gateway.yaml"], cwd=work, stdout=subprocess.PIPE,
-                stderr=log, text=True,
-            )
+        gw, proxy, admin = start_gateway(
+            bin_, work, gateway_yaml(allowed.url, backend.url, urls["discovery"])
+        )
         procs.append(gw)
-        banner = read_lines_until(gw, "", "portcullis run")[0]
-        fields = dict(w.split("=", 1) for w in banner.split() if "=" in w)
-        proxy, admin = fields["proxy"].split(",")[0], fields["admin"]
-
-        def ready():
-            try:
-                return get(f"{admin}/readyz")[0] == 200
-            except OSError:
-                return False
-
-        try:
-            wait_for("the gateway's /readyz (keys loaded)", ready)
-        except AssertionError:
-            with open(os.path.join(work, "gateway.log")) as log:
-                raise AssertionError(f"gateway not ready; its log:\n{log.read()}") from None
 
         def token(client):
-            form = urllib.parse.urlencode({
-                "grant_type": "client_credentials", "client_id": client,
-                "client_secret": "spa-secret", "scope": "api://orders/.default",
-            }).encode()
-            with urllib.request.urlopen(urls["token"], data=form, timeout=TIMEOUT) as r:
-                return json.load(r)["access_token"]
+            return client_credentials_token(urls["token"], client, "spa-secret")
 
         yield {
             "proxy": proxy, "admin": admin, "allowed": allowed.url, "other": other.url,
@@ -251,11 +170,7 @@ def stack():
         }
     finally:
         for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
         for s in servers:
             s.close()
         shutil.rmtree(work, ignore_errors=True)

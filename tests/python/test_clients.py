@@ -1,10 +1,12 @@
 """Each client library and flow a developer would use against the dev token server; every
 access token is verified with authlib against the server's JWKS (the STS one by hand: its alg
-is an XML-DSig URI)."""
+is an XML-DSig URI). MSAL's on-behalf-of flow also goes through the gateway to a backend."""
 import base64
 import json
+import os
 import subprocess
 import time
+from http.server import BaseHTTPRequestHandler
 
 import msal
 import pytest
@@ -12,6 +14,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.jose import JsonWebKey, jwt
 from authlib.oauth2.rfc7523 import JWTBearerGrant, PrivateKeyJWT
+from stack import Server, start_gateway, stop
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
@@ -202,3 +205,101 @@ def test_curl_form_bodies(idp):
                          json.dumps({"grant_type": JWT_BEARER, "client_id": "svc-assert",
                                      "assertion": _connection_assertion(idp, url)}), url)
     assert status == 200, body
+
+
+# ---- on-behalf-of: SPA user token -> BFF exchanges it with MSAL -> gateway -> backend
+
+DEFAULT_TENANT = "7d3c1b9a-0c5e-4f2a-9b61-2f6d8e4a1c00"  # the dev token server's default tenant-id
+
+
+def recording_backend(seen):
+    class Backend(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            body = b'{"backend": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Backend
+
+
+@pytest.fixture(scope="module")
+def gateway(idp):
+    """`portcullis run` in front of a recording backend: /downstream needs a token whose audience
+    is api://downstream and forwards the user's identity. Keys come through the idp's plain-http
+    Entra v2 discovery for the default tenant (its issuer is the one Entra v2 tokens carry)."""
+    seen = []
+    backend = Server(recording_backend(seen))
+    discovery = f"{idp['http']}/{DEFAULT_TENANT}/v2.0/.well-known/openid-configuration"
+    yaml_text = f"""
+server:
+  listen: "127.0.0.1:0"
+  admin: "127.0.0.1:0"
+policies:
+  downstream:
+    validate-jwt:
+      openid-config: [{{ url: "{discovery}" }}]
+      audiences: ["api://downstream"]
+    forward-claims: {{ X-User: sub, X-Oid: oid, X-Name: name, X-Client: azp, X-Roles: roles, X-Scopes: scp }}
+routes:
+  - {{ name: downstream, match: {{ path-prefix: /downstream }}, upstream: "{backend.url}", policy: downstream }}
+"""
+    proc, proxy, _ = start_gateway(os.environ["PORTCULLIS_BIN"], idp["work"], yaml_text)
+    try:
+        yield {"proxy": proxy, "seen": seen}
+    finally:
+        stop(proc)
+        backend.close()
+
+
+def test_msal_on_behalf_of_through_the_gateway(idp, gateway):
+    # The user signs in to the SPA (a public client) with the user flow the dev token server has,
+    # resource-owner password (authlib; MSAL's own ROPC first probes Entra's user-realm endpoint on
+    # port 443), and gets a token for the BFF's API.
+    spa = OAuth2Session("spa", token_endpoint_auth_method="none", scope="api://bff/access_as_user")
+    user = spa.fetch_token(discovery(idp)["token_endpoint"], username="alice", password="alice-pw")
+    assert verify(idp, user["access_token"], aud="api://bff")["sub"] == "alice"
+
+    # The BFF, a confidential client, exchanges it on behalf of alice for the downstream API,
+    # with MSAL's own OBO call, unchanged.
+    bff = msal.ConfidentialClientApplication(
+        "bff", authority=idp["issuer"], client_credential="bff-secret",
+        validate_authority=False, instance_discovery=False,
+    )
+    result = bff.acquire_token_on_behalf_of(user["access_token"], scopes=["api://downstream/.default"])
+    assert "access_token" in result, result
+    obo = result["access_token"]
+    claims = verify(idp, obo, aud="api://downstream")
+    assert (claims["sub"], claims["azp"], claims["roles"]) == ("alice", "bff", ["Data.Reader"])
+
+    # Through the gateway: the downstream route takes the OBO token, not the user's BFF token.
+    def call(token):
+        return requests.get(f"{gateway['proxy']}/downstream/data",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    assert call(user["access_token"]).status_code == 401
+    before = len(gateway["seen"])
+    resp = call(obo)
+    assert resp.status_code == 200, resp.text
+    seen = gateway["seen"][before:]
+    assert len(seen) == 1, seen
+    headers = seen[0]
+    assert headers["x-user"] == "alice" and headers["x-oid"] == "alice"
+    assert headers["x-name"] == "Alice Example"
+    assert headers["x-client"] == "bff"
+    assert headers["x-roles"] == "Data.Reader"
+    assert headers["x-scopes"] == "data.read"
+
+    # A client the user's token was not issued to cannot exchange it: Entra's answer.
+    other = msal.ConfidentialClientApplication(
+        "svc-post", authority=idp["issuer"], client_credential="p0st",
+        validate_authority=False, instance_discovery=False,
+    )
+    refused = other.acquire_token_on_behalf_of(user["access_token"], scopes=["api://downstream/.default"])
+    assert refused.get("error") == "unauthorized_client", refused

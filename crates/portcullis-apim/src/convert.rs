@@ -518,11 +518,7 @@ impl Converter {
         match child.name.as_str() {
             "audiences" => self.string_list(p, child, "audience", "audiences"),
             "required-claims" => self.required_claims(p, child),
-            "decryption-keys" => self.unsupported(
-                child.pos,
-                "decryption-keys",
-                "encrypted tokens (JWE) are not supported by the gateway; encrypted tokens will be rejected",
-            ),
+            "decryption-keys" => self.decryption_keys(p, child),
             "zumo-master-key" => self.unsupported(
                 child.pos,
                 "zumo-master-key",
@@ -654,25 +650,68 @@ impl Converter {
                 entries.push(Entry::new("n", Node::str(n)));
                 entries.push(Entry::new("e", Node::str(e)));
             }
-            (None, None) => {
-                let text = key.trimmed_text();
-                if expr::is_expression(text) {
-                    self.unsupported(key.pos, "key", EXPRESSION);
-                    return None;
-                }
-                if text.is_empty() {
-                    self.unsupported(key.pos, "key", "has no key material");
-                    return None;
-                }
-                let b64: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-                entries.push(Entry::new("base64", Node::str(b64)));
-            }
+            (None, None) => entries.push(Entry::new("base64", Node::str(self.inline_key(key)?))),
             _ => {
                 self.unsupported(key.pos, "key", "n and e must be given together");
                 return None;
             }
         }
         Some(Node::Map(entries))
+    }
+
+    /// A `<key>`'s inline base64 text, whitespace removed; reported when empty or an expression.
+    fn inline_key(&mut self, key: &Element) -> Option<String> {
+        let text = key.trimmed_text();
+        if expr::is_expression(text) {
+            self.unsupported(key.pos, "key", EXPRESSION);
+            return None;
+        }
+        if text.is_empty() {
+            self.unsupported(key.pos, "key", "has no key material");
+            return None;
+        }
+        Some(text.chars().filter(|c| !c.is_whitespace()).collect())
+    }
+
+    /// `<decryption-keys>`: an inline base64 key becomes `- value: ...` (with its `id`); a
+    /// `certificate-id` names APIM's certificate store, which the gateway cannot read: reported,
+    /// with the PEM file entry to write instead.
+    fn decryption_keys(&mut self, p: &mut PolicyOut, el: &Element) {
+        for key in &el.children {
+            if key.name != "key" {
+                self.unsupported(key.pos, &key.name, "not a decryption-keys element");
+                continue;
+            }
+            let mut id = None;
+            let mut certificate = false;
+            for a in &key.attrs {
+                match a.name.as_str() {
+                    "id" => id = self.plain(a),
+                    "certificate-id" => {
+                        certificate = true;
+                        self.unsupported(
+                            a.pos,
+                            "certificate-id",
+                            format!("APIM certificates are not available to the gateway: export the private key of certificate \"{}\" as PEM and add `- file: <path>` to decryption-keys", a.value),
+                        );
+                    }
+                    other => self.unsupported(a.pos, other, "not a decryption key attribute"),
+                }
+            }
+            if certificate {
+                continue;
+            }
+            let Some(value) = self.inline_key(key) else {
+                continue;
+            };
+            let mut entries: Vec<Entry> = id
+                .map(|v| Entry::new("id", Node::str(v)))
+                .into_iter()
+                .collect();
+            entries.push(Entry::new("value", Node::str(value)));
+            let item = Item::new(Node::Map(entries)).comment(self.origin(key.pos));
+            p.fields.push("decryption-keys", item, "");
+        }
     }
 
     /// `<audiences><audience>..</audience></audiences>` and the like.

@@ -18,6 +18,7 @@ const ORDER: &[&str] = &[
     "clock-skew",
     "openid-config",
     "issuer-signing-keys",
+    "decryption-keys",
     "client-application-ids",
     "backend-application-ids",
     "audiences",

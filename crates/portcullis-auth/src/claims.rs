@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::json::{Claim, Claims, Elements};
 use crate::Verified;
-use crate::{AuthError, ClaimKind, KeySnapshot, Match, Policy, UnixTime, VerifiedToken};
+use crate::{AuthError, ClaimKind, ClaimRule, KeySnapshot, Match, Policy, UnixTime, VerifiedToken};
 
 /// A claim seen as a list of strings (string split by a separator, array of strings, scalar as text).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +119,10 @@ fn not_allowed(claim: &str, value: Option<Claim<'_>>, kind: ClaimKind) -> AuthEr
 
 /// Apply the policy's time and claim rules to a token whose signature was checked. The only way to
 /// get a [`Verified`]: what `forward-claims` and claim-keyed rate limits read.
+///
+/// With `any-of`, the issuer, audience and required-claims rules are those of one group, and the
+/// token must satisfy one group entirely (with a key of that group); otherwise the failure is
+/// that of the closest group ([`check_any_of`]). Lifetime, scopes and roles are the policy's.
 pub fn check_claims(
     token: &Arc<VerifiedToken>,
     policy: &Policy,
@@ -126,16 +130,91 @@ pub fn check_claims(
     now: UnixTime,
 ) -> Result<Verified, AuthError> {
     check_lifetime(token, policy, now)?;
-    check_issuer(token, policy, keys)?;
+    if policy.any_of.is_empty() {
+        let rules = Rules {
+            issuers: &policy.issuers,
+            tenants: &policy.tenants,
+            audiences: &policy.audiences,
+            client_application_ids: &policy.client_application_ids,
+            required_claims: &policy.required_claims,
+            group: None,
+        };
+        rules.check(token, keys).map_err(|(_, e)| e)?;
+    } else {
+        check_any_of(token, policy, keys)?;
+    }
     let claims = &token.claims;
-    check_audience(claims, &policy.audiences)?;
-    check_client_application(claims, &policy.client_application_ids)?;
-    check_required_claims(claims, policy)?;
     check_scopes(claims, policy)?;
     check_roles(claims, policy)?;
     Ok(Verified {
         token: Arc::clone(token),
     })
+}
+
+/// The rules of one requirement group: the policy's own (the keyed form), or one `any-of` entry.
+struct Rules<'p> {
+    issuers: &'p [String],
+    tenants: &'p [String],
+    audiences: &'p [String],
+    client_application_ids: &'p [String],
+    required_claims: &'p [ClaimRule],
+    /// The `any-of` group index; `None` for the policy's single group.
+    group: Option<usize>,
+}
+
+/// How far a token got through a group's rules before one failed: the closest group is the one
+/// that got furthest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Issuer,
+    Audience,
+    ClientApplication,
+    RequiredClaims,
+}
+
+impl Rules<'_> {
+    /// Issuer (with tenants and the key binding), audience, client application, required claims,
+    /// in that order; a failure says at which stage.
+    fn check(&self, token: &VerifiedToken, keys: &KeySnapshot) -> Result<(), (Stage, AuthError)> {
+        let claims = &token.claims;
+        check_issuer(token, self, keys).map_err(|e| (Stage::Issuer, e))?;
+        check_audience(claims, self.audiences).map_err(|e| (Stage::Audience, e))?;
+        check_client_application(claims, self.client_application_ids)
+            .map_err(|e| (Stage::ClientApplication, e))?;
+        check_required_claims(claims, self.required_claims).map_err(|e| (Stage::RequiredClaims, e))
+    }
+}
+
+/// `any-of`: the first group the token satisfies entirely lets it through. Otherwise the failure
+/// of the closest group: the one whose rules the token got furthest through (issuer, then
+/// audience, then required claims), the first listed among equals. So a token of issuer A with
+/// B's audience fails with A's audience failure, and a token no group's issuer (or keys) accept
+/// fails with the first group's issuer failure.
+fn check_any_of(
+    token: &VerifiedToken,
+    policy: &Policy,
+    keys: &KeySnapshot,
+) -> Result<(), AuthError> {
+    let mut closest: Option<(Stage, AuthError)> = None;
+    for (g, group) in policy.any_of.iter().enumerate() {
+        let rules = Rules {
+            issuers: &group.issuers,
+            tenants: &group.tenants,
+            audiences: &group.audiences,
+            client_application_ids: &[],
+            required_claims: &group.required_claims,
+            group: Some(g),
+        };
+        match rules.check(token, keys) {
+            Ok(()) => return Ok(()),
+            Err(failure) => {
+                if closest.as_ref().is_none_or(|(stage, _)| failure.0 > *stage) {
+                    closest = Some(failure);
+                }
+            }
+        }
+    }
+    Err(closest.map_or(AuthError::TokenIssuerNotAllowed, |(_, e)| e))
 }
 
 /// exp (required per policy), nbf and iat, all with clock skew: expired when `now >= exp + skew`,
@@ -164,50 +243,71 @@ fn check_lifetime(token: &VerifiedToken, policy: &Policy, now: UnixTime) -> Resu
     }
 }
 
-/// Exact match against the policy's issuers, else the discovered ones; neither: not checked.
-/// While a discovery issuer is still unknown (and the policy lists none), a token whose `iss` is
-/// not among the known ones fails closed with `KeysUnavailable`. Then the key that verified the
-/// token must speak for its `iss` (keys of a discovery document are bound to its issuer, so one
-/// identity provider's key cannot mint tokens in another's name).
+/// Against the group's issuers, else its discovered ones; neither: not checked. An issuer is an
+/// exact string or a `{tenantid}` template matched with the token's `tid`
+/// ([`crate::issuer_matches`]). While a discovery issuer is still unknown (and the group lists
+/// none), a token whose `iss` is not among the known ones fails closed with `KeysUnavailable`.
+/// Then `tenants`, when listed, must hold the token's `tid`. Then the key that verified the token
+/// must speak for its `iss` (keys of a discovery document are bound to its issuer, so one
+/// identity provider's key cannot mint tokens in another's name) and, under `any-of`, belong to
+/// the group.
 fn check_issuer(
     token: &VerifiedToken,
-    policy: &Policy,
+    rules: &Rules<'_>,
     keys: &KeySnapshot,
 ) -> Result<(), AuthError> {
     let iss = token.claims.get("iss").and_then(Claim::as_str);
-    let discovered = policy.issuers.is_empty();
-    let allowed: &[String] = if discovered {
-        &keys.issuers
-    } else {
-        &policy.issuers
+    let tid = token.claims.get("tid").and_then(Claim::as_str);
+    let discovered = rules.issuers.is_empty();
+    let (allowed, pending): (&[String], bool) = match (discovered, rules.group) {
+        (false, _) => (rules.issuers, false),
+        (true, None) => (&keys.issuers, keys.issuers_pending),
+        (true, Some(g)) => keys
+            .groups
+            .get(g)
+            .map_or((&[], true), |d| (&d.issuers, d.pending)),
     };
-    let listed = iss.is_some_and(|iss| allowed.iter().any(|a| a == iss));
+    let listed = iss.is_some_and(|iss| allowed.iter().any(|a| crate::issuer_matches(a, iss, tid)));
     if !listed {
-        if discovered && keys.issuers_pending {
+        if pending {
             return Err(AuthError::KeysUnavailable);
         }
         if !allowed.is_empty() {
             return Err(AuthError::TokenIssuerNotAllowed);
         }
     }
-    if key_speaks_for(token, keys, iss) {
+    let tenant_listed =
+        rules.tenants.is_empty() || tid.is_some_and(|tid| rules.tenants.iter().any(|t| t == tid));
+    if !tenant_listed {
+        return Err(AuthError::TokenIssuerNotAllowed);
+    }
+    if key_speaks_for(token, keys, rules.group, iss, tid) {
         Ok(())
     } else {
         Err(AuthError::TokenIssuerNotAllowed)
     }
 }
 
-/// Whether a key of the snapshot with the material that verified the token speaks for `iss`.
-/// Unsigned tokens (accepted only under `require-signed-tokens: false`) have no key to ask.
-/// The same material may be published by several sources: any of them speaking for `iss` is
-/// enough. No such key in the snapshot at all: refused (fail closed).
-fn key_speaks_for(token: &VerifiedToken, keys: &KeySnapshot, iss: Option<&str>) -> bool {
+/// Whether a key of the snapshot with the material that verified the token speaks for `iss` (and,
+/// under `any-of`, was published by the group's own sources). Unsigned tokens (accepted only
+/// under `require-signed-tokens: false`) have no key to ask. The same material may be published
+/// by several sources: any of them speaking for `iss` is enough. No such key in the snapshot at
+/// all: refused (fail closed).
+fn key_speaks_for(
+    token: &VerifiedToken,
+    keys: &KeySnapshot,
+    group: Option<usize>,
+    iss: Option<&str>,
+    tid: Option<&str>,
+) -> bool {
     let Some(fingerprint) = token.key_fingerprint else {
         return true;
     };
-    keys.keys
-        .iter()
-        .any(|k| k.fingerprint == fingerprint && k.speaks_for(iss))
+    keys.keys.iter().any(|k| {
+        k.fingerprint == fingerprint
+            && group.is_none_or(|g| k.in_group(g))
+            && k.speaks_for(iss, tid)
+    })
 }
 
 /// `aud` (a string or an array of strings) must contain one of the audiences, when any are given.
@@ -252,8 +352,7 @@ fn present<'c>(claims: &'c Claims, name: &str) -> Option<Claim<'c>> {
 }
 
 /// required-claims: every missing (or `null`) claim is named in one error; then each rule's values.
-fn check_required_claims(claims: &Claims, policy: &Policy) -> Result<(), AuthError> {
-    let rules = &policy.required_claims;
+fn check_required_claims(claims: &Claims, rules: &[ClaimRule]) -> Result<(), AuthError> {
     if rules.iter().any(|r| present(claims, &r.name).is_none()) {
         let missing = rules
             .iter()

@@ -61,6 +61,14 @@ pub enum AuthError {
         /// Short internal detail for logs (never contains the token).
         detail: &'static str,
     },
+    /// An encrypted token (JWE) could not be decrypted: malformed, an algorithm no decryption key
+    /// accepts, `zip`, `crit`, or any cryptographic failure (wrong key, tag, wrap, padding). One
+    /// reason and one message for all of them, so the answer is no decryption oracle.
+    #[error("Token decryption failed. Access denied.")]
+    TokenDecryptionFailed {
+        /// Short internal detail for logs (never key material or token bytes).
+        detail: &'static str,
+    },
     /// The issuer's keys could not be obtained (never fetched, or stale beyond max-stale).
     #[error("Signing keys are unavailable. Access denied.")]
     KeysUnavailable,
@@ -80,6 +88,7 @@ impl AuthError {
             AuthError::TokenClaimNotFound { .. } => "TokenClaimNotFound",
             AuthError::TokenClaimValueNotAllowed { .. } => "TokenClaimValueNotAllowed",
             AuthError::JwtInvalid { .. } => "JwtInvalid",
+            AuthError::TokenDecryptionFailed { .. } => "TokenDecryptionFailed",
             AuthError::KeysUnavailable => "KeysUnavailable",
         }
     }

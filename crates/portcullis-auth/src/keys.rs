@@ -59,7 +59,12 @@ pub struct VerifyingKey {
     /// The issuers this key speaks for: a token it verified is accepted only when its `iss` is one
     /// of these (keys of an `openid-config` source are bound to that document's issuer). `None`:
     /// not bound, the policy's issuer rule alone decides (static keys, `jwks-uri` sources).
+    /// Entries may be `{tenantid}` templates ([`crate::issuer_matches`]).
     pub issuers: Option<Arc<[String]>>,
+    /// The `any-of` groups whose key sources published this key: bit `g` for group `g` (at most
+    /// 64 groups). A key verifies a token for group `g` only when bit `g` is set, so one group's
+    /// keys never satisfy another group. `0` in a policy without `any-of` (not consulted).
+    pub groups: u64,
     pub(crate) decoding: jsonwebtoken::DecodingKey,
 }
 
@@ -71,6 +76,7 @@ impl std::fmt::Debug for VerifyingKey {
             .field("family", &self.family)
             .field("source", &self.source)
             .field("issuers", &self.issuers)
+            .field("groups", &self.groups)
             .finish_non_exhaustive()
     }
 }
@@ -314,6 +320,7 @@ impl Material {
             fingerprint: fingerprint(self.family, &self.identity),
             source: Arc::from(source),
             issuers: None,
+            groups: 0,
             decoding: self.decoding,
         })
     }
@@ -398,6 +405,7 @@ impl VerifyingKey {
             fingerprint: fingerprint(KeyFamily::Hmac, secret),
             source: Arc::from(source),
             issuers: None,
+            groups: 0,
             decoding: DecodingKey::from_secret(secret),
         }
     }
@@ -410,12 +418,23 @@ impl VerifyingKey {
         }
     }
 
-    /// Whether a token verified by this key may claim `iss`.
-    pub fn speaks_for(&self, iss: Option<&str>) -> bool {
+    /// Whether a token verified by this key may claim `iss` (with `tid`, for `{tenantid}`
+    /// templates among the issuers it is bound to).
+    pub fn speaks_for(&self, iss: Option<&str>, tid: Option<&str>) -> bool {
         match &self.issuers {
             None => true,
-            Some(bound) => iss.is_some_and(|iss| bound.iter().any(|b| b == iss)),
+            Some(bound) => {
+                iss.is_some_and(|iss| bound.iter().any(|b| crate::issuer_matches(b, iss, tid)))
+            }
         }
+    }
+
+    /// Whether this key was published by a key source of `any-of` group `group`.
+    pub fn in_group(&self, group: usize) -> bool {
+        u32::try_from(group)
+            .ok()
+            .and_then(|g| 1u64.checked_shl(g))
+            .is_some_and(|bit| self.groups & bit != 0)
     }
 
     /// False for an empty HMAC secret: HMAC accepts empty keys, so anyone could sign with one; such a
@@ -469,6 +488,19 @@ pub struct KeySnapshot {
     /// told its issuer. A policy that lists no `issuers` then fails closed (`KeysUnavailable`)
     /// for any token whose `iss` is not among the issuers already known.
     pub issuers_pending: bool,
+    /// Per `any-of` group (in order): the issuers its discovery documents named, and whether one
+    /// of them has not answered yet (the group-level `issuers` and `issuers_pending`). Empty for
+    /// a policy without `any-of`.
+    pub groups: Arc<[DiscoveredIssuers]>,
+}
+
+/// What a group's discovery documents told about their issuers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoveredIssuers {
+    /// Issuers learned (used when the group lists none).
+    pub issuers: Vec<String>,
+    /// At least one of the group's discovery sources has not told its issuer yet.
+    pub pending: bool,
 }
 
 impl KeySnapshot {
@@ -479,6 +511,7 @@ impl KeySnapshot {
             issuers: Arc::from(Vec::new()),
             unavailable: false,
             issuers_pending: false,
+            groups: Arc::from(Vec::new()),
         }
     }
 

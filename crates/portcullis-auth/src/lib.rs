@@ -17,7 +17,9 @@ mod b64;
 pub mod claims;
 pub mod error;
 pub mod headers;
+pub mod issuer;
 pub mod json;
+pub mod jwe;
 pub mod keys;
 pub mod policy;
 pub mod response;
@@ -29,18 +31,22 @@ pub use error::{AuthError, ClaimKind};
 pub use headers::{
     claim_header_value, claim_headers, claim_to_header_value, forward_headers, Unforwardable,
 };
+pub use issuer::{is_template, is_tenant_id, issuer_matches, TENANT_PLACEHOLDER};
 pub use json::{Claim, Claims};
+pub use jwe::{ContentEncryption, DecryptionKey, DecryptionKeys, KeyManagement};
 pub use keys::{
-    parse_jwks, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey, VerifyingKey,
+    parse_jwks, DiscoveredIssuers, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey,
+    VerifyingKey,
 };
 pub use policy::{
-    ClaimRule, Match, Policy, RolesRule, ScopesRule, TokenSource, DEFAULT_ROLES_CLAIM,
+    ClaimRule, Match, Policy, Requirements, RolesRule, ScopesRule, TokenSource, DEFAULT_ROLES_CLAIM,
 };
 pub use response::{failure_response, FailureResponse};
 pub use time::UnixTime;
 pub use token::{
-    extract_token, query_without_param, verify_signature, verify_token, JoseAlg, RequestParts,
-    VerifiedJws, VerifiedToken, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS, MAX_TOKEN_BYTES,
+    extract_token, query_without_param, verify_signature, verify_token, verify_token_decrypting,
+    JoseAlg, RequestParts, VerifiedJws, VerifiedToken, MAX_HEADER_BYTES, MAX_HEADER_MEMBERS,
+    MAX_TOKEN_BYTES,
 };
 
 use std::sync::Arc;
@@ -81,6 +87,11 @@ pub fn evaluate(
     now: UnixTime,
 ) -> Result<Verified, AuthError> {
     let raw = extract_token(req, &policy.token_source)?;
-    let token = Arc::new(verify_token(&raw, keys, policy.require_signed_tokens)?);
+    let token = Arc::new(verify_token_decrypting(
+        &raw,
+        keys,
+        &policy.decryption_keys,
+        policy.require_signed_tokens,
+    )?);
     check_claims(&token, policy, keys, now)
 }

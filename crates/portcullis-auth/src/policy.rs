@@ -24,6 +24,21 @@ pub enum TokenSource {
     },
 }
 
+impl TokenSource {
+    /// Whether the request carries no token at all where this source reads one: no such header
+    /// (not even an empty one), or no query parameter of that name (matched as
+    /// [`crate::extract_token`] matches it, percent-decoded). Decides `token-optional`: a present
+    /// but empty or malformed token is not absent, it is a bad token.
+    pub fn absent(&self, req: &crate::RequestParts<'_>) -> bool {
+        match self {
+            TokenSource::Header { name, .. } => !req.headers.contains_key(name),
+            TokenSource::Query { name } => req
+                .query
+                .is_none_or(|q| crate::query_without_param(q, name).is_none()),
+        }
+    }
+}
+
 /// `match` in required-claims, scopes and roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Match {
@@ -67,6 +82,25 @@ pub struct RolesRule {
     pub claim: String,
 }
 
+/// One alternative of `any-of` (Envoy's `requires_any`): its own issuers, audiences, tenants and
+/// claim rules, checked together. A token passes the policy's token check when it satisfies one
+/// group entirely, with a key of that group (see [`crate::VerifyingKey::groups`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Requirements {
+    /// Allowed issuers (exact match, or a `{tenantid}` template). Empty: the issuers of the
+    /// group's discovery documents.
+    pub issuers: Vec<String>,
+    /// Allowed audiences. Empty: not checked.
+    pub audiences: Vec<String>,
+    /// Allowed tenants (lower-case GUIDs) for the token's `tid`. Empty: any.
+    pub tenants: Vec<String>,
+    /// required-claims.
+    pub required_claims: Vec<ClaimRule>,
+    /// Which of the policy's key sources (indexes into the config model's list) are this group's:
+    /// the key store tags their keys with the group. The auth core does not read it.
+    pub key_sources: std::ops::Range<usize>,
+}
+
 /// A compiled policy. Plain data; cheap to share behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -78,17 +112,32 @@ pub struct Policy {
     pub require_expiration_time: bool,
     /// Signature required (APIM default true). `false` accepts `alg: none` tokens: an escape hatch.
     pub require_signed_tokens: bool,
+    /// `decryption-keys`: encrypted tokens (JWE) are decrypted with these; empty: refused.
+    pub decryption_keys: crate::jwe::DecryptionKeys,
     /// Allowed clock difference in seconds, applied to exp and nbf.
     pub clock_skew: u64,
-    /// Allowed issuers (exact match). Empty: the key snapshot's discovered issuers; if those are empty
-    /// too, the issuer is not checked (`check` warns).
+    /// Allowed issuers: exact match, or a template holding `{tenantid}`, which matches when the
+    /// token's `tid` (a lower-case GUID) put in its place gives `iss` exactly (see
+    /// [`crate::issuer_matches`]). Empty: the key snapshot's discovered issuers; if those are
+    /// empty too, the issuer is not checked (`check` warns).
     pub issuers: Vec<String>,
+    /// `tenants`: when not empty, the token's `tid` must be one of these lower-case GUIDs (else
+    /// `TokenIssuerNotAllowed`). Restricts multi-tenant (`{tenantid}`) issuers to known tenants.
+    pub tenants: Vec<String>,
     /// Allowed audiences; the token's aud (string or array) must contain one. Empty: not checked.
     pub audiences: Vec<String>,
     /// validate-azure-ad-token's client-application-ids, checked against `azp`, else `appid`.
     pub client_application_ids: Vec<String>,
     /// required-claims.
     pub required_claims: Vec<ClaimRule>,
+    /// `any-of`: requirement groups. Empty: the single group above (`issuers`, `tenants`,
+    /// `audiences`, `client_application_ids`, `required_claims`). Not empty: those are empty and
+    /// a token must satisfy one of these entirely.
+    pub any_of: Vec<Requirements>,
+    /// `token-optional` (Envoy's `allow_missing`): a request that carries no token at all (no
+    /// token header, or no token query parameter) passes without an identity; a token that is
+    /// present is checked as always. Absence: [`TokenSource::absent`].
+    pub token_optional: bool,
     /// scopes rule.
     pub scopes: Option<ScopesRule>,
     /// roles rule.
@@ -119,11 +168,15 @@ impl Policy {
             },
             require_expiration_time: true,
             require_signed_tokens: true,
+            decryption_keys: crate::jwe::DecryptionKeys::default(),
             clock_skew: 0,
             issuers: Vec::new(),
+            tenants: Vec::new(),
             audiences: Vec::new(),
             client_application_ids: Vec::new(),
             required_claims: Vec::new(),
+            any_of: Vec::new(),
+            token_optional: false,
             scopes: None,
             roles: None,
             forward_claims: Vec::new(),

@@ -386,8 +386,59 @@ fn has_ascii_whitespace(bytes: &[u8]) -> bool {
     })
 }
 
-/// Parse and verify a compact JWS against the snapshot.
+/// Parse and verify a compact JWS against the snapshot. An encrypted token (five segments) is
+/// refused as invalid: see [`verify_token_decrypting`] for a policy with `decryption-keys`.
 pub fn verify_token(
+    token: &str,
+    keys: &KeySnapshot,
+    require_signed_tokens: bool,
+) -> Result<VerifiedToken, AuthError> {
+    verify_token_decrypting(token, keys, &[], require_signed_tokens)
+}
+
+/// [`verify_token`], and a compact JWE is first decrypted with `decryption` (see [`crate::jwe`]):
+/// its plaintext must then be a nested compact JWS, verified exactly like a plain one (the same
+/// key selection, the algorithm from the key). A plaintext that is a bare claims set is accepted
+/// only when `require_signed_tokens` is false, and is then an unsigned token. A plain JWS is
+/// accepted as before: decryption keys do not make encryption mandatory (as in APIM).
+pub fn verify_token_decrypting(
+    token: &str,
+    keys: &KeySnapshot,
+    decryption: &[crate::jwe::DecryptionKey],
+    require_signed_tokens: bool,
+) -> Result<VerifiedToken, AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid("token too large"));
+    }
+    if !crate::jwe::is_compact_jwe(token) {
+        return verify_jws_token(token, keys, require_signed_tokens);
+    }
+    if decryption.is_empty() {
+        return Err(invalid(
+            "encrypted token (JWE) but the policy has no decryption-keys",
+        ));
+    }
+    let decrypted = crate::jwe::decrypt(token, decryption)?;
+    let inner = std::str::from_utf8(&decrypted.plaintext)
+        .map_err(|_| invalid("decrypted payload is not text"))?;
+    if inner.starts_with('{') && !decrypted.nested_jwt {
+        if require_signed_tokens {
+            return Err(invalid(
+                "encrypted token carries no signed JWT (require-signed-tokens)",
+            ));
+        }
+        return verified_claims(VerifiedJws {
+            payload: inner.as_bytes().to_vec(),
+            alg: None,
+            kid: None,
+            key_fingerprint: None,
+        });
+    }
+    verify_jws_token(inner, keys, require_signed_tokens)
+}
+
+/// A compact JWS: an empty payload is refused before the signature is looked at.
+fn verify_jws_token(
     token: &str,
     keys: &KeySnapshot,
     require_signed_tokens: bool,
@@ -396,7 +447,11 @@ pub fn verify_token(
     if seg.payload.is_empty() {
         return Err(invalid("empty payload"));
     }
-    let jws = verify_segments(&seg, keys, require_signed_tokens)?;
+    verified_claims(verify_segments(&seg, keys, require_signed_tokens)?)
+}
+
+/// The claims of a verified JWS: a strict JSON object with numeric `exp`/`nbf`/`iat`.
+fn verified_claims(jws: VerifiedJws) -> Result<VerifiedToken, AuthError> {
     let text =
         String::from_utf8(jws.payload).map_err(|_| invalid("claims are not a JSON object"))?;
     let claims = Claims::parse(text).map_err(|_| invalid("claims are not a JSON object"))?;
@@ -485,9 +540,15 @@ fn check_b64(segment: &str) -> Result<(), AuthError> {
 }
 
 /// The JOSE header fields we act on.
-struct JoseHeader<'h> {
-    alg: Cow<'h, str>,
-    kid: Option<String>,
+pub(crate) struct JoseHeader<'h> {
+    pub(crate) alg: Cow<'h, str>,
+    pub(crate) kid: Option<String>,
+    /// JWE content encryption (`enc`).
+    pub(crate) enc: Option<Cow<'h, str>>,
+    /// Content type (`cty`).
+    pub(crate) cty: Option<Cow<'h, str>>,
+    /// A `zip` member is present (JWE compression: refused).
+    pub(crate) zip: bool,
 }
 
 /// Largest decoded JOSE header accepted, in bytes. Real headers (`alg`, `kid`, `typ`, `x5t`, perhaps
@@ -500,6 +561,35 @@ pub const MAX_HEADER_MEMBERS: usize = 64;
 
 /// The longest base64url header segment that can decode to [`MAX_HEADER_BYTES`].
 const MAX_HEADER_SEGMENT: usize = (MAX_HEADER_BYTES * 4).div_ceil(3);
+
+/// A JWE's protected header, owned (for [`crate::jwe`]); the error is a log detail.
+pub(crate) struct JweHeader {
+    pub(crate) alg: String,
+    pub(crate) kid: Option<String>,
+    pub(crate) enc: Option<String>,
+    pub(crate) cty: Option<String>,
+    pub(crate) zip: bool,
+}
+
+/// Decode and parse a JWE's protected header segment with the JWS header's strictness (size bound,
+/// strict base64url, no duplicate members, no `crit`).
+pub(crate) fn parse_jwe_header(segment: &str) -> Result<JweHeader, &'static str> {
+    if segment.len() > MAX_HEADER_SEGMENT {
+        return Err("header too large");
+    }
+    let bytes = crate::b64::decode(segment).ok_or("header is not base64url")?;
+    let header = parse_header(&bytes).map_err(|e| match e {
+        AuthError::JwtInvalid { detail } => detail,
+        _ => "header is not a valid JOSE header",
+    })?;
+    Ok(JweHeader {
+        alg: header.alg.into_owned(),
+        kid: header.kid,
+        enc: header.enc.map(Cow::into_owned),
+        cty: header.cty.map(Cow::into_owned),
+        zip: header.zip,
+    })
+}
 
 /// Parse the header JSON: an object with a string `alg`, optional string `kid`, no `crit` or `b64`,
 /// no duplicate member names, at most [`MAX_HEADER_MEMBERS`] members. Header-carried keys (`jku`,
@@ -539,6 +629,7 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
         let mut seen = SeenNames::new();
         let mut alg: Option<Cow<'de, str>> = None;
         let mut kid = None;
+        let (mut enc, mut cty, mut zip) = (None, None, false);
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if seen.len == MAX_HEADER_MEMBERS {
                 *self.too_many = true;
@@ -551,6 +642,12 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
             match key.as_ref() {
                 "alg" => alg = Some(map.next_value::<Cow<'de, str>>()?),
                 "kid" => kid = Some(map.next_value::<String>()?),
+                "enc" => enc = Some(map.next_value::<Cow<'de, str>>()?),
+                "cty" => cty = Some(map.next_value::<Cow<'de, str>>()?),
+                "zip" => {
+                    zip = true;
+                    map.next_value::<StrictIgnored>()?;
+                }
                 "crit" | "b64" => return Err(de::Error::custom("crit/b64 not supported")),
                 // Parsed, not skipped: keeps the nesting limit and duplicate checks in force.
                 _ => {
@@ -560,7 +657,13 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
             seen.push(tag, key);
         }
         let alg = alg.ok_or_else(|| de::Error::custom("missing alg"))?;
-        Ok(JoseHeader { alg, kid })
+        Ok(JoseHeader {
+            alg,
+            kid,
+            enc,
+            cty,
+            zip,
+        })
     }
 }
 

@@ -5,15 +5,17 @@
 //! With an `authority:` override (the dev token server standing in for Entra) the issuers are
 //! `{authority}/<tid>/` and `{authority}/<tid>/v2.0`.
 //!
-//! `common` and `organizations` accept tokens of any tenant, so no issuer can be fixed, and the auth
-//! core matches issuers exactly (no `{tenantid}` pattern). Such a policy takes its keys from
-//! `{authority}/<common|organizations>/discovery/v2.0/keys` (a JWKS, so no discovered issuer
-//! template is enforced), leaves the issuer unchecked (warned), and must name
+//! `common` and `organizations` accept tokens of any tenant. Their discovery documents publish the
+//! issuer template `https://login.microsoftonline.com/{tenantid}/v2.0`, and so does the policy:
+//! its issuers are the v1 and v2 templates, matched with the token's `tid` (a lower-case GUID put
+//! in place of `{tenantid}` must give `iss` exactly), and the document's keys are bound to them.
+//! `tenants:` narrows the tenants accepted (warned when absent), and such a policy must name
 //! `client-application-ids`, `backend-application-ids` or `audiences` so that only tokens minted
 //! for this API pass.
 
-use portcullis_auth::Policy;
+use portcullis_auth::{Policy, TENANT_PLACEHOLDER};
 
+use crate::groups;
 use crate::keys::{self, LIFECYCLE_KEYS};
 use crate::model::{KeyLifecycle, KeySource};
 use crate::policy;
@@ -36,6 +38,9 @@ const AAD_KEYS: &[&str] = &[
     "backend-application-ids",
     "audiences",
     "required-claims",
+    "tenants",
+    "token-optional",
+    "decryption-keys",
 ];
 
 /// Which tenant(s) a policy accepts.
@@ -60,38 +65,46 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
     policy.client_application_ids = ids(cx, &f, "client-application-ids");
     policy.audiences = ids(cx, &f, "backend-application-ids");
     policy.audiences.extend(ids(cx, &f, "audiences"));
+    policy.token_optional = groups::token_optional(cx, &f);
     if let Some(n) = f.get("required-claims") {
         policy.required_claims = policy::required_claims(cx, n);
+        if let (true, Some(k)) = (policy.token_optional, f.key("required-claims")) {
+            cx.warning(k.pos, groups::optional_rule("required-claims"));
+        }
     }
+    policy.tenants = groups::tenants(cx, &f);
+    policy::decryption_keys(cx, &f, policy);
     let Some(tenant) = tenant(cx, &f) else {
         return;
     };
     let base = authority.as_deref().unwrap_or(DEFAULT_AUTHORITY);
-    match tenant {
-        Tenant::One(tid) => {
-            policy.issuers = issuers(authority.as_deref(), &tid);
-            // The v2 document names the v2 issuer; its keys sign the tenant's v1 tokens too.
-            sources.push(KeySource::OpenIdConfig {
-                url: format!("{base}/{tid}/v2.0/.well-known/openid-configuration"),
-                issuers: policy.issuers.clone(),
-                lifecycle,
-            });
-            if cx.errors() == errors_before && !node.has_unresolved() {
-                policy::coverage_warnings(cx, &f, policy, sources);
-            }
-        }
+    let tid = match tenant {
+        Tenant::One(tid) => tid,
         Tenant::Any(which) => {
-            sources.push(KeySource::JwksUri {
-                url: format!("{base}/{which}/discovery/v2.0/keys"),
-                lifecycle,
-            });
             any_tenant_checks(cx, &f, policy, which);
+            which.to_owned()
         }
+    };
+    policy.issuers = issuers(authority.as_deref(), &tid);
+    // The v2 document names the v2 issuer (for common/organizations the v2 template); its keys
+    // sign the tenant's (or every tenant's) v1 tokens too.
+    sources.push(KeySource::OpenIdConfig {
+        url: format!("{base}/{tid}/v2.0/.well-known/openid-configuration"),
+        issuers: policy.issuers.clone(),
+        lifecycle,
+    });
+    if cx.errors() == errors_before && !node.has_unresolved() {
+        policy::coverage_warnings(cx, &f, policy, sources);
     }
 }
 
-/// The v1 and v2 issuers of a tenant.
+/// The v1 and v2 issuers of a tenant (`common`/`organizations`: the `{tenantid}` templates).
 fn issuers(authority: Option<&str>, tid: &str) -> Vec<String> {
+    let tid = if tid == "common" || tid == "organizations" {
+        TENANT_PLACEHOLDER
+    } else {
+        tid
+    };
     match authority {
         None => vec![
             format!("{V1_ISSUER_HOST}/{tid}/"),
@@ -107,10 +120,10 @@ fn any_tenant_checks(cx: &mut Cx, f: &Fields<'_>, policy: &Policy, which: &str) 
             f.pos,
             format!("tenant-id `{which}` accepts tokens of every Entra tenant: set client-application-ids, backend-application-ids or audiences"),
         );
-    } else {
+    } else if policy.tenants.is_empty() {
         cx.warning(
             f.pos,
-            format!("tenant-id `{which}`: the issuer cannot be checked (any tenant); restrict tenants with required-claims on `tid`"),
+            format!("tenant-id `{which}` accepts tokens of every Entra tenant: list the tenants you serve in `tenants:`"),
         );
     }
 }

@@ -1,12 +1,13 @@
-//! Key sources: `openid-config` and `issuer-signing-keys` entries.
+//! Key sources: `openid-config` and `issuer-signing-keys` entries, and `decryption-keys`.
 //!
-//! Static key material (jwks-file, n/e, certificate-file, base64) is read and parsed here, with the
-//! auth core's own parsers, so a bad key fails `check` instead of the first request.
+//! Static key material (jwks-file, n/e, certificate-file, base64, decryption keys) is read and
+//! parsed here, with the auth core's own parsers, so a bad key fails `check` instead of the first
+//! request. Diagnostics name the entry and the file, never the key material.
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine as _};
-use portcullis_auth::VerifyingKey;
+use portcullis_auth::{ContentEncryption, DecryptionKey, KeyManagement, VerifyingKey};
 
 use crate::model::{KeyLifecycle, KeySource};
 use crate::walk::{self, Cx, Fields};
@@ -278,6 +279,100 @@ fn hmac(cx: &mut Cx, node: &Node, id: Option<String>) -> Option<KeySource> {
         label,
         keys: vec![key],
     })
+}
+
+const DECRYPTION_KEY_FIELDS: &[&str] = &["value", "file", "id", "alg", "enc"];
+
+/// `decryption-keys`: `[{ value: <base64 symmetric key> | file: <RSA private key PEM>, id?, alg?,
+/// enc? }]`, tried in order (APIM's `decryption-keys`: inline base64 keys, or a certificate's
+/// private key, here a PEM file).
+pub(crate) fn decryption_keys(cx: &mut Cx, node: &Node) -> Vec<DecryptionKey> {
+    let Some(items) = walk::list(cx, node, "decryption-keys") else {
+        return Vec::new();
+    };
+    if items.is_empty() {
+        cx.error(
+            node.pos,
+            "empty `decryption-keys`: list at least one key, or remove the key",
+        );
+    }
+    items
+        .iter()
+        .filter_map(|item| decryption_key(cx, item))
+        .collect()
+}
+
+fn decryption_key(cx: &mut Cx, node: &Node) -> Option<DecryptionKey> {
+    let f = Fields::new(cx, node, "decryption-keys entry", DECRYPTION_KEY_FIELDS)?;
+    let errors_before = cx.errors();
+    let id = f.text(cx, "id");
+    let alg = f.get("alg").and_then(|n| {
+        let name = walk::non_empty(cx, n, "alg")?.trim();
+        KeyManagement::parse_configured(name)
+            .map_err(|e| cx.error(n.pos, e.0))
+            .ok()
+    });
+    let enc = f.get("enc").map(|n| enc_list(cx, n)).unwrap_or_default();
+    let material = match (f.get("value"), f.get("file")) {
+        (Some(v), None) => Some((v, true)),
+        (None, Some(p)) => Some((p, false)),
+        (Some(_), Some(p)) => {
+            cx.error(
+                p.pos,
+                "decryption key has both `value` and `file`: one key per entry",
+            );
+            None
+        }
+        (None, None) => {
+            cx.error(
+                f.pos,
+                "decryption key needs `value` (base64 symmetric key) or `file` (RSA private key PEM)",
+            );
+            None
+        }
+    };
+    let (node, symmetric) = material?;
+    if cx.errors() != errors_before {
+        return None;
+    }
+    if symmetric {
+        let text = walk::non_empty(cx, node, "value")?;
+        let Some(secret) = decode_base64(text.trim()) else {
+            cx.error(
+                node.pos,
+                "decryption key `value` is not base64 (standard or URL-safe alphabet)",
+            );
+            return None;
+        };
+        let label = format!("decryption key kid={}", id.as_deref().unwrap_or("(none)"));
+        DecryptionKey::symmetric(id, &secret, alg, enc, &label)
+            .map_err(|e| cx.error(node.pos, format!("decryption key `value`: {e}")))
+            .ok()
+    } else {
+        let path = walk::non_empty(cx, node, "file")?;
+        let bytes = cx.read_file(node, "decryption key file", path)?;
+        let label = format!("decryption key file {path}");
+        DecryptionKey::rsa_from_pem(id, &bytes, alg, enc, &label)
+            .map_err(|e| cx.error(node.pos, format!("decryption key file `{path}`: {e}")))
+            .ok()
+    }
+}
+
+/// `enc`: one content encryption name or a list of them.
+fn enc_list(cx: &mut Cx, node: &Node) -> Vec<ContentEncryption> {
+    let items: Vec<&Node> = match &node.kind {
+        crate::yaml::Kind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let name = walk::non_empty(cx, item, "enc")?.trim();
+            ContentEncryption::parse_configured(name)
+                .map_err(|e| cx.error(item.pos, e.0))
+                .ok()
+        })
+        .collect()
 }
 
 /// Standard or URL-safe alphabet, padding optional.

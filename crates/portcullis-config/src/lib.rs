@@ -10,18 +10,24 @@
 #![warn(missing_docs)]
 
 mod azure;
+pub mod conditions;
 pub mod diag;
+mod groups;
 mod keys;
 pub mod model;
 mod policy;
 mod routes;
 mod server;
 pub mod statements;
+pub mod transforms;
+pub mod upstream;
+pub mod values;
 pub mod vars;
 mod walk;
 mod yaml;
 
 pub use azure::DEFAULT_AUTHORITY;
+pub use conditions::{ClaimTest, Condition, Test};
 pub use diag::{Diagnostic, Severity};
 pub use model::*;
 pub use portcullis_route::{Normalization, RouteMatch};
@@ -34,6 +40,11 @@ pub use statements::{
     AnyOr, CheckHeader, Cors, CounterKey, HeaderCheck, IncrementCondition, IpFilter, Limit,
     LimitKind, Statement,
 };
+pub use transforms::{
+    is_connection_header, Branch, Choose, ExistsAction, ReturnResponse, SetHeader, SetVariable,
+};
+pub use upstream::{Examples, MockResponse, Piece, RewriteUri, SetQueryParameter};
+pub use values::{Part, Source, Value, ValueError};
 pub use vars::Lookup;
 
 use std::path::Path;
@@ -72,6 +83,8 @@ pub fn load_str_with(text: &str, path: &Path, lookup: Lookup<'_>) -> LoadResult 
     let mut cx = Cx {
         diags: Diags::new(path.display().to_string()),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        backends: Vec::new(),
+        named_backends: 0,
     };
     let mut root = match yaml::parse(text) {
         Ok(root) => root,
@@ -93,23 +106,79 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
     let doc = Pos { line: 1, col: 1 };
     let f = match &root.kind {
         Kind::Null => None,
-        _ => Fields::new(cx, root, "the document", &["server", "policies", "routes"]),
+        _ => Fields::new(
+            cx,
+            root,
+            "the document",
+            &["server", "backends", "policies", "routes"],
+        ),
     };
     let get = |key: &str| f.as_ref().and_then(|f| f.get(key));
     let server = server::read(cx, get("server"), doc);
+    cx.backends = upstream::read_backends(cx, get("backends"));
+    cx.named_backends = cx.backends.len();
     let named = policy::read_all(cx, get("policies"));
     let names: Vec<&str> = named.iter().map(|p| p.model.policy.name.as_str()).collect();
-    let routes = routes::read_all(cx, get("routes"), &names, doc, &server.normalisation);
+    let params_used = |policy: &str| {
+        named
+            .iter()
+            .find(|p| p.model.policy.name == policy)
+            .map(|p| p.model.route_params_used())
+            .unwrap_or_default()
+    };
+    let routes = routes::read_all(
+        cx,
+        get("routes"),
+        &names,
+        &params_used,
+        doc,
+        &server.normalisation,
+    );
     for p in &named {
         let name = p.model.policy.name.as_str();
-        if !routes.iter().any(|r| r.policy.as_deref() == Some(name)) {
+        let users: Vec<&Route> = routes
+            .iter()
+            .filter(|r| r.policy.as_deref() == Some(name))
+            .collect();
+        if users.is_empty() {
             cx.warning(p.pos, format!("policy `{name}` is not used by any route"));
         }
+        params_warnings(cx, &p.params, name, &users);
     }
     Model {
         source: path.to_path_buf(),
         server,
         policies: named.into_iter().map(|p| p.model).collect(),
         routes,
+        backends: std::mem::take(&mut cx.backends),
+    }
+}
+
+/// `${param:x}` in a policy used by a route whose path has no `{x}` (or `{*x}`): the value is
+/// always empty there, which is almost certainly a mistake.
+fn params_warnings(
+    cx: &mut Cx,
+    params: &[(std::sync::Arc<str>, Pos)],
+    policy: &str,
+    users: &[&Route],
+) {
+    for (param, pos) in params {
+        let has = |r: &&&Route| {
+            [&r.matcher.path, &r.matcher.path_prefix]
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    p.contains(&format!("{{{param}}}")) || p.contains(&format!("{{*{param}}}"))
+                })
+        };
+        for route in users.iter().filter(|r| !has(r)) {
+            cx.warning(
+                *pos,
+                format!(
+                    "policy `{policy}` reads `${{param:{param}}}` but route `{}` has no `{{{param}}}` in its path: the value is always empty there",
+                    route.name
+                ),
+            );
+        }
     }
 }

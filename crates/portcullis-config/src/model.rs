@@ -18,6 +18,41 @@ pub struct Model {
     pub policies: Vec<PolicyModel>,
     /// Routes in file order (first match wins).
     pub routes: Vec<Route>,
+    /// Backends `set-backend-service` sends requests to: the `backends:` section in file order,
+    /// then each distinct `base-url` of a `set-backend-service` (indexed by [`BackendId`]).
+    pub backends: Vec<Backend>,
+}
+
+/// A backend's place in [`Model::backends`] (and in the runtime's resolved table, same order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(usize);
+
+impl BackendId {
+    /// The id of the backend at `index` in [`Model::backends`].
+    pub const fn new(index: usize) -> BackendId {
+        BackendId(index)
+    }
+
+    /// Its index in [`Model::backends`].
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// A backend of `backends:` (or a `set-backend-service` `base-url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Its key in `backends:`, or the `base-url` as written.
+    pub name: String,
+    /// Where it is (scheme, host, port; resolved by the runtime at build time).
+    pub upstream: Upstream,
+    /// The URL's path, prefixed to the upstream path (`""` for none; canonical, no trailing
+    /// slash).
+    pub base_path: String,
+    /// Read timeout (`None`: the route's).
+    pub timeout: Option<Duration>,
+    /// Connect timeout (`None`: the route's).
+    pub connect_timeout: Option<Duration>,
 }
 
 /// server: block.
@@ -126,6 +161,9 @@ pub struct Listener {
     pub addr: String,
     /// TLS cert and key (PEM files) for https.
     pub tls: Option<Tls>,
+    /// Plain listener: also accept HTTP/2 with prior knowledge (h2c), as gRPC clients speak it
+    /// on insecure channels. TLS listeners negotiate h2 by ALPN whatever this says.
+    pub h2c: bool,
 }
 
 /// TLS files.
@@ -175,6 +213,9 @@ pub struct PolicyModel {
     /// The inbound statements in the order they run (see `statements`); `ValidateJwt` marks where
     /// `policy` is evaluated, and a policy without it checks no token.
     pub inbound: Vec<crate::statements::Statement>,
+    /// The outbound statements in order: run on the backend's response (and on a
+    /// `return-response` answer), never on the gateway's own error answers.
+    pub outbound: Vec<crate::statements::Statement>,
 }
 
 impl PolicyModel {
@@ -184,6 +225,7 @@ impl PolicyModel {
             policy,
             key_sources,
             inbound: vec![crate::statements::Statement::ValidateJwt],
+            outbound: Vec::new(),
         }
     }
 
@@ -194,6 +236,22 @@ impl PolicyModel {
             crate::statements::Statement::Cors(c) => Some(c),
             _ => None,
         })
+    }
+
+    /// The URL-template parameters the policy's statements use (`{id}` in a `rewrite-uri`): a
+    /// route without them gets empty values, which `check` warns about.
+    pub fn route_params_used(&self) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
+        for s in &self.inbound {
+            if let crate::statements::Statement::RewriteUri(r) = s {
+                for p in r.params() {
+                    if !out.contains(p) {
+                        out.push(p.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether the policy checks a token.
@@ -280,6 +338,26 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Replace the matched path-prefix with this (after strip).
     pub rewrite_prefix: Option<String>,
+    /// HTTP version spoken to the upstreams.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Idle timeout of an upgraded (WebSocket) connection: closed after this long without a byte
+    /// in either direction (replaces `timeout` once the upgrade is requested).
+    pub websocket_idle_timeout: Duration,
+    /// `openapi: {spec, operation}`: the operation's response examples, read at load (what
+    /// `mock-response` answers with).
+    pub openapi: Option<Arc<crate::upstream::Examples>>,
+}
+
+/// `upstream-protocol`: how the gateway talks to a route's upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default; WebSocket upgrades need it).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`; https upstreams only).
+    H2,
+    /// HTTP/2 with prior knowledge over plain TCP (http upstreams only): gRPC servers without TLS.
+    H2c,
 }
 
 /// An upstream from `http://host:port` or `https://host:port`.

@@ -5,11 +5,14 @@
 use std::sync::Arc;
 
 use http::HeaderName;
-use portcullis_auth::{ClaimRule, Match, Policy, RolesRule, ScopesRule, TokenSource};
+use portcullis_auth::{ClaimRule, Match, Policy, Requirements, RolesRule, ScopesRule, TokenSource};
 
+use crate::conditions::{self, Place};
+use crate::groups;
 use crate::keys;
 use crate::model::{KeyLifecycle, KeySource, PolicyModel};
 use crate::statements::{self, CounterKey, LimitKind, Statement};
+use crate::transforms::{self, Branch, Choose, Scope};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
@@ -35,9 +38,13 @@ const JWT_KEYS: &[&str] = &[
     "output-token-variable-name",
     "openid-config",
     "issuer-signing-keys",
+    "decryption-keys",
     "audiences",
     "issuers",
     "required-claims",
+    "tenants",
+    "any-of",
+    "token-optional",
     "unknown-kid-cooldown",
     "refresh-interval",
     "min-refresh-interval",
@@ -62,6 +69,8 @@ const RESERVED_HEADERS: &[&str] = &[
 pub(crate) struct Named {
     pub pos: Pos,
     pub model: PolicyModel,
+    /// The URL-template parameters its values read, and where.
+    pub params: Vec<(Arc<str>, Pos)>,
 }
 
 /// Reads `policies:`.
@@ -69,6 +78,7 @@ pub(crate) fn read_all(cx: &mut Cx, node: Option<&Node>) -> Vec<Named> {
     let Some(f) = node.and_then(|n| Fields::open(cx, n, "policies")) else {
         return Vec::new();
     };
+    let identity_headers = identity_headers(&f);
     let mut out = Vec::new();
     for (name, key, body) in f.entries() {
         if name.trim().is_empty() || name.eq_ignore_ascii_case("none") {
@@ -78,25 +88,67 @@ pub(crate) fn read_all(cx: &mut Cx, node: Option<&Node>) -> Vec<Named> {
             );
             continue;
         }
+        let (model, params) = read_one(cx, name, body, &identity_headers);
         out.push(Named {
             pos: key.pos,
-            model: read_one(cx, name, body),
+            model,
+            params,
         });
     }
     out
 }
 
-fn read_one(cx: &mut Cx, name: &str, node: &Node) -> PolicyModel {
+/// Every header named in any policy's `forward-claims`, normalised: read before the statements,
+/// which must not set them.
+fn identity_headers(f: &Fields<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (_, _, body) in f.entries() {
+        let Kind::Map(entries) = &body.kind else {
+            continue;
+        };
+        let claims = entries.iter().filter(
+            |(k, _)| matches!(&k.kind, Kind::Str { value, .. } if value == "forward-claims"),
+        );
+        for (_, claims) in claims {
+            if let Kind::Map(headers) = &claims.kind {
+                for (h, _) in headers {
+                    if let Kind::Str { value, .. } = &h.kind {
+                        out.push(transforms::normalise(value));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn read_one(
+    cx: &mut Cx,
+    name: &str,
+    node: &Node,
+    identity_headers: &[String],
+) -> (PolicyModel, Vec<(Arc<str>, Pos)>) {
     let mut policy = Policy::new(name);
     let mut key_sources = Vec::new();
     let section = format!("policy `{name}`");
-    // Every statement of the keyed form, the token check's rules, and `inbound`.
-    let keys = [statements::KEYED, TOKEN_RULES, &["inbound"]].concat();
+    // Every statement of the keyed form, the token check's rules, `inbound` and `outbound`.
+    let keys = [statements::KEYED, TOKEN_RULES, &["inbound", "outbound"]].concat();
     let Some(f) = Fields::new(cx, node, &section, &keys) else {
         if node.kind == Kind::Null {
             cx.error(node.pos, format!("{section} is empty: add validate-jwt"));
         }
-        return compiled(policy, key_sources, Vec::new());
+        return (
+            compiled(policy, key_sources, Vec::new(), Vec::new()),
+            Vec::new(),
+        );
+    };
+    let mut scope = Scope {
+        policy: name,
+        outbound: false,
+        validated: false,
+        vars: Vec::new(),
+        identity_headers,
+        params: Vec::new(),
     };
     let inbound = match f.get("inbound") {
         Some(list) => {
@@ -110,14 +162,34 @@ fn read_one(cx: &mut Cx, name: &str, node: &Node) -> PolicyModel {
                     );
                 }
             }
-            ordered(cx, name, list, &mut policy, &mut key_sources)
+            let mut top = Top {
+                policy: &mut policy,
+                key_sources: &mut key_sources,
+                validation: None,
+            };
+            ordered(cx, list, &mut scope, Some(&mut top))
         }
         None => keyed(cx, name, &f, &mut policy, &mut key_sources),
     };
+    let outbound = match f.get("outbound") {
+        Some(list) => {
+            let mut scope = Scope {
+                outbound: true,
+                validated: inbound.iter().any(|s| matches!(s, Statement::ValidateJwt)),
+                params: std::mem::take(&mut scope.params),
+                ..scope
+            };
+            let out = ordered(cx, list, &mut scope, None);
+            (out, scope.params)
+        }
+        None => (Vec::new(), scope.params),
+    };
+    let (outbound, params) = outbound;
     let validates = inbound.iter().any(|s| matches!(s, Statement::ValidateJwt));
     let written = f.key("validate-jwt").is_some() || f.key("validate-azure-ad-token").is_some();
     let any_statement = statements::KEYED.iter().any(|k| f.key(k).is_some());
-    if !validates && inbound.is_empty() && !any_statement && f.get("inbound").is_none() {
+    let listed = f.get("inbound").is_some() || f.get("outbound").is_some();
+    if !validates && inbound.is_empty() && !any_statement && !listed {
         cx.error(
             f.pos,
             format!("{section} needs `validate-jwt` or `validate-azure-ad-token`"),
@@ -132,9 +204,12 @@ fn read_one(cx: &mut Cx, name: &str, node: &Node) -> PolicyModel {
             }
         }
     }
-    claim_keys_follow_validation(cx, &f, &inbound);
+    if f.get("inbound").is_none() {
+        claim_keys_follow_validation(cx, &f, &inbound);
+    }
     policy_rules(cx, &f, &mut policy);
-    compiled(policy, key_sources, inbound)
+    crate::groups::optional_token_warnings(cx, &f, &policy, &inbound);
+    (compiled(policy, key_sources, inbound, outbound), params)
 }
 
 /// The keyed form, in its fixed order: ip-filter, cors, check-header, validate-jwt, rate-limit,
@@ -193,42 +268,106 @@ fn keyed(
     out
 }
 
-/// The ordered form: `inbound: [ {statement: body}, ... ]`.
+/// What only the policy's own `inbound` list may hold: the token check.
+struct Top<'p> {
+    policy: &'p mut Policy,
+    key_sources: &'p mut Vec<KeySource>,
+    /// Where the token check is written (a policy has one).
+    validation: Option<Pos>,
+}
+
+/// The ordered form: `inbound: [ {statement: body}, ... ]`, an `outbound` list (`top` is `None`
+/// and `scope.outbound` is set) or a `choose` branch (`top` is `None`).
 fn ordered(
     cx: &mut Cx,
-    name: &str,
     node: &Node,
-    policy: &mut Policy,
-    key_sources: &mut Vec<KeySource>,
+    scope: &mut Scope<'_>,
+    top: Option<&mut Top<'_>>,
 ) -> Vec<Statement> {
-    let mut out = Vec::new();
-    let Some(items) = walk::list(cx, node, "inbound") else {
-        return out;
+    let what = if scope.outbound {
+        "outbound"
+    } else {
+        "inbound"
+    };
+    let Some(items) = walk::list(cx, node, what) else {
+        return Vec::new();
     };
     if items.is_empty() {
-        cx.error(node.pos, "`inbound` is empty");
+        cx.error(node.pos, format!("`{what}` is empty"));
     }
-    let mut validation: Option<crate::yaml::Pos> = None;
-    for item in items {
-        let Some(f) = Fields::new(cx, item, "inbound statement", statements::KEYED) else {
+    list(cx, items, scope, top, &format!("{}#", scope.policy))
+}
+
+/// The statements of a list, in order. `id` prefixes the counter ids of its limits (`policy#`,
+/// `policy#3.1.` inside a `choose`), so every limit of a policy has its own, stable across
+/// reloads.
+fn list(
+    cx: &mut Cx,
+    items: &[Node],
+    scope: &mut Scope<'_>,
+    mut top: Option<&mut Top<'_>>,
+    id: &str,
+) -> Vec<Statement> {
+    let keys = [
+        statements::KEYED,
+        statements::ORDERED_ONLY,
+        crate::upstream::KEYS,
+    ]
+    .concat();
+    let what = if scope.outbound {
+        "an outbound statement"
+    } else {
+        "an inbound statement"
+    };
+    let mut out = Vec::new();
+    let mut answered: Option<(Pos, &str)> = None;
+    for (index, item) in items.iter().enumerate() {
+        let Some(f) = Fields::new(cx, item, what, &keys) else {
             continue;
         };
         let [(key, k, body)] = f.entries() else {
             cx.error(
                 f.pos,
-                "an inbound statement is one key: `- cors: {...}`, `- validate-jwt: {...}` ...",
+                format!("{what} is one key: `- set-header: {{...}}`, `- choose: [...]` ..."),
             );
+            continue;
+        };
+        if let Some((pos, by)) = answered {
+            cx.error(
+                k.pos,
+                format!(
+                    "`{key}` is never reached: the {by} at line {} answers first",
+                    pos.line
+                ),
+            );
+        }
+        if scope.outbound && !statements::OUTBOUND.contains(key) {
+            cx.error(
+                k.pos,
+                format!("`{key}` is not an outbound statement (outbound: set-header, set-variable, choose)"),
+            );
+            continue;
+        }
+        let policy_level = matches!(*key, "cors" | "validate-jwt" | "validate-azure-ad-token");
+        let Some(top) = top.as_deref_mut().filter(|_| policy_level) else {
+            if policy_level {
+                cx.error(
+                    k.pos,
+                    format!("`{key}` applies to the whole policy: it cannot be inside `choose`"),
+                );
+                continue;
+            }
+            let here = format!("{id}{index}");
+            out.extend(statement(cx, key, k, body, scope, &here));
+            if *key == "return-response" || *key == "mock-response" {
+                answered = answered.or(Some((k.pos, key)));
+            }
             continue;
         };
         match *key {
             "cors" => out.extend(statements::cors(cx, body).map(|c| Statement::Cors(Arc::new(c)))),
-            "ip-filter" => out
-                .extend(statements::ip_filter(cx, body).map(|c| Statement::IpFilter(Arc::new(c)))),
-            "check-header" => out.extend(
-                statements::check_header(cx, body).map(|c| Statement::CheckHeader(Arc::new(c))),
-            ),
-            "validate-jwt" | "validate-azure-ad-token" => {
-                if let Some(first) = validation {
+            _ => {
+                if let Some(first) = top.validation {
                     cx.error(
                         k.pos,
                         format!(
@@ -238,26 +377,146 @@ fn ordered(
                     );
                     continue;
                 }
-                validation = Some(k.pos);
+                top.validation = Some(k.pos);
                 if *key == "validate-jwt" {
-                    validate_jwt(cx, body, policy, key_sources);
+                    validate_jwt(cx, body, top.policy, top.key_sources);
                 } else {
-                    crate::azure::read(cx, body, policy, key_sources);
+                    crate::azure::read(cx, body, top.policy, top.key_sources);
                 }
+                scope.validated = true;
                 out.push(Statement::ValidateJwt);
-            }
-            other => {
-                if let Some(kind) = statements::limit_kind(other) {
-                    let id = format!("{name}#{}", out.len());
-                    out.extend(
-                        statements::limit(cx, body, kind, id)
-                            .map(|l| Statement::Limit(Arc::new(l))),
-                    );
-                }
             }
         }
     }
     out
+}
+
+/// One statement other than the policy-level ones (cors, the token check).
+fn statement(
+    cx: &mut Cx,
+    key: &str,
+    k: &Node,
+    body: &Node,
+    scope: &mut Scope<'_>,
+    id: &str,
+) -> Option<Statement> {
+    match key {
+        "ip-filter" => statements::ip_filter(cx, body).map(|c| Statement::IpFilter(Arc::new(c))),
+        "check-header" => {
+            statements::check_header(cx, body).map(|c| Statement::CheckHeader(Arc::new(c)))
+        }
+        "set-variable" => {
+            transforms::set_variable(cx, body, scope).map(|s| Statement::SetVariable(Arc::new(s)))
+        }
+        "set-header" => {
+            transforms::set_header(cx, body, scope).map(|s| Statement::SetHeader(Arc::new(s)))
+        }
+        "return-response" => transforms::return_response(cx, body, scope)
+            .map(|s| Statement::ReturnResponse(Arc::new(s))),
+        "choose" => choose(cx, body, scope, id).map(|c| Statement::Choose(Arc::new(c))),
+        other if crate::upstream::KEYS.contains(&other) => {
+            crate::upstream::read(cx, other, body, scope)
+        }
+        other => {
+            let kind = statements::limit_kind(other)?;
+            let limit = statements::limit(cx, body, kind, id.to_owned())?;
+            if let (CounterKey::Claim(c), false) = (&limit.counter_key, scope.validated) {
+                cx.error(
+                    k.pos,
+                    format!(
+                        "{other} keyed on claim `{c}` runs before validate-jwt (or without it): put it after the token check"
+                    ),
+                );
+            }
+            Some(Statement::Limit(Arc::new(limit)))
+        }
+    }
+}
+
+/// Reads `choose: [ {when, steps}, ..., {otherwise} ]`.
+fn choose(cx: &mut Cx, node: &Node, scope: &mut Scope<'_>, id: &str) -> Option<Choose> {
+    let items = walk::list(cx, node, "choose")?;
+    if items.is_empty() {
+        cx.error(node.pos, "`choose` is empty: list `when` branches");
+        return None;
+    }
+    let errors = cx.errors();
+    let mut branches = Vec::new();
+    let mut otherwise = Vec::new();
+    for (b, item) in items.iter().enumerate() {
+        let Some(f) = Fields::new(cx, item, "a choose branch", &["when", "steps", "otherwise"])
+        else {
+            continue;
+        };
+        let here = format!("{id}.{b}.");
+        if let Some(k) = f.key("otherwise") {
+            if f.key("when").is_some() || f.key("steps").is_some() {
+                cx.error(k.pos, "`otherwise` stands alone: `- otherwise: [...]`");
+                continue;
+            }
+            if b + 1 != items.len() {
+                cx.error(k.pos, "`otherwise` is the last branch of a choose");
+            }
+            let mut inner = scope.branch();
+            otherwise = branch_steps(cx, f.get("otherwise"), k, &mut inner, &here, "otherwise");
+            scope.params.append(&mut inner.params);
+            continue;
+        }
+        let Some(when) = f.get("when") else {
+            cx.error(
+                f.pos,
+                "a choose branch needs `when` (a condition) and `steps`, or is `otherwise`",
+            );
+            continue;
+        };
+        let place = Place {
+            outbound: scope.outbound,
+            validated: scope.validated,
+            vars: &scope.vars,
+        };
+        let when = conditions::condition(cx, when, &place);
+        let mut inner = scope.branch();
+        let steps = match f.key("steps") {
+            Some(k) => branch_steps(cx, f.get("steps"), k, &mut inner, &here, "steps"),
+            None => {
+                cx.error(f.pos, "a choose branch needs `steps`");
+                Vec::new()
+            }
+        };
+        scope.params.append(&mut inner.params);
+        if let Some(when) = when {
+            branches.push(Branch { when, steps });
+        }
+    }
+    if branches.is_empty() && cx.errors() == errors {
+        cx.error(node.pos, "a choose needs at least one `when` branch");
+    }
+    (cx.errors() == errors).then_some(Choose {
+        branches,
+        otherwise,
+    })
+}
+
+/// A branch's statements (`steps` or `otherwise`), in a scope of their own.
+fn branch_steps(
+    cx: &mut Cx,
+    node: Option<&Node>,
+    key: &Node,
+    scope: &mut Scope<'_>,
+    id: &str,
+    what: &str,
+) -> Vec<Statement> {
+    let Some(node) = node else {
+        cx.error(key.pos, format!("`{what}` is empty"));
+        return Vec::new();
+    };
+    let Some(items) = walk::list(cx, node, what) else {
+        return Vec::new();
+    };
+    if items.is_empty() {
+        cx.error(node.pos, format!("`{what}` is empty"));
+    }
+    list(cx, items, scope, None, id)
 }
 
 /// A counter keyed on a claim needs the verified token: it must come after validate-jwt.
@@ -282,11 +541,17 @@ fn claim_keys_follow_validation(cx: &mut Cx, f: &Fields<'_>, inbound: &[Statemen
     }
 }
 
-fn compiled(policy: Policy, key_sources: Vec<KeySource>, inbound: Vec<Statement>) -> PolicyModel {
+fn compiled(
+    policy: Policy,
+    key_sources: Vec<KeySource>,
+    inbound: Vec<Statement>,
+    outbound: Vec<Statement>,
+) -> PolicyModel {
     PolicyModel {
         policy: Arc::new(policy),
         key_sources,
         inbound,
+        outbound,
     }
 }
 
@@ -549,25 +814,34 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     if let Some(n) = f.get("clock-skew") {
         policy.clock_skew = clock_skew(cx, n).unwrap_or(0);
     }
+    policy.token_optional = groups::token_optional(cx, &f);
     let base = keys::lifecycle(cx, &f, KeyLifecycle::default());
-    if let Some(n) = f.get("openid-config") {
-        for item in walk::list(cx, n, "openid-config").unwrap_or(&[]) {
-            sources.extend(keys::openid_config(cx, item, base));
-        }
+    decryption_keys(cx, &f, policy);
+    if let Some(n) = f.get("any-of") {
+        groups::any_of(cx, &f, n, base, policy, sources);
+        return;
     }
-    if let Some(n) = f.get("issuer-signing-keys") {
-        for item in walk::list(cx, n, "issuer-signing-keys").unwrap_or(&[]) {
-            sources.extend(keys::signing_key(cx, item, base));
-        }
-    }
-    policy.audiences = list_field(cx, &f, "audiences");
-    policy.issuers = list_field(cx, &f, "issuers");
-    attribute_issuers(&policy.issuers, sources);
-    if let Some(n) = f.get("required-claims") {
-        policy.required_claims = required_claims(cx, n);
-    }
+    let rules = groups::requirements(cx, &f, base, policy.token_optional, sources);
+    policy.audiences = rules.audiences;
+    policy.issuers = rules.issuers;
+    policy.tenants = rules.tenants;
+    policy.required_claims = rules.required_claims;
     if cx.errors() == errors_before && !node.has_unresolved() {
         coverage_warnings(cx, &f, policy, sources);
+        let own = Requirements {
+            issuers: policy.issuers.clone(),
+            tenants: policy.tenants.clone(),
+            ..Requirements::default()
+        };
+        groups::multi_tenant_warning(cx, &f, &own, sources);
+    }
+}
+
+/// `decryption-keys` (validate-jwt and validate-azure-ad-token): encrypted tokens are decrypted
+/// with these before the nested signed token is verified.
+pub(crate) fn decryption_keys(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
+    if let Some(n) = f.get("decryption-keys") {
+        policy.decryption_keys = portcullis_auth::DecryptionKeys::new(keys::decryption_keys(cx, n));
     }
 }
 
@@ -635,7 +909,7 @@ fn clock_skew(cx: &mut Cx, node: &Node) -> Option<u64> {
 /// (Entra v1 tokens checked with the v2 document, Google's two spellings), unless the entry names
 /// its own. With several entries each document's keys speak only for its own issuer and its
 /// entry's `issuers`, so one identity provider's key cannot mint another's tokens.
-fn attribute_issuers(policy_issuers: &[String], sources: &mut [KeySource]) {
+pub(crate) fn attribute_issuers(policy_issuers: &[String], sources: &mut [KeySource]) {
     let mut discovery = sources.iter_mut().filter_map(|s| match s {
         KeySource::OpenIdConfig { issuers, .. } => Some(issuers),
         _ => None,
@@ -647,43 +921,59 @@ fn attribute_issuers(policy_issuers: &[String], sources: &mut [KeySource]) {
     }
 }
 
-fn list_field(cx: &mut Cx, f: &Fields<'_>, key: &str) -> Vec<String> {
-    f.get(key)
-        .map(|n| walk::string_list(cx, n, key))
-        .unwrap_or_default()
-}
-
-/// Warnings about checks that cannot happen: no keys, remote keys without audiences, no issuers.
+/// [`rules_coverage`] for a policy's single requirement group.
 pub(crate) fn coverage_warnings(
     cx: &mut Cx,
     f: &Fields<'_>,
     policy: &Policy,
     sources: &[KeySource],
 ) {
-    let name = &policy.name;
+    let scope = format!("policy `{}`", policy.name);
+    rules_coverage(
+        cx,
+        f,
+        &scope,
+        &policy.issuers,
+        &policy.audiences,
+        &policy.client_application_ids,
+        sources,
+    );
+}
+
+/// Warnings about checks that cannot happen: no keys, remote keys without audiences, no issuers.
+/// `scope` names what is checked ("policy `x`", "any-of group 2 of policy `x`").
+pub(crate) fn rules_coverage(
+    cx: &mut Cx,
+    f: &Fields<'_>,
+    scope: &str,
+    issuers: &[String],
+    audiences: &[String],
+    client_application_ids: &[String],
+    sources: &[KeySource],
+) {
     if sources.is_empty() {
         cx.warning(
             f.pos,
-            format!("policy `{name}` has no key sources (openid-config or issuer-signing-keys): no token can validate"),
+            format!("{scope} has no key sources (openid-config or issuer-signing-keys): no token can validate"),
         );
         return;
     }
     let remote = sources
         .iter()
         .any(|s| !matches!(s, KeySource::Static { .. }));
-    if remote && policy.audiences.is_empty() && policy.client_application_ids.is_empty() {
+    if remote && audiences.is_empty() && client_application_ids.is_empty() {
         cx.warning(
             f.pos,
-            format!("policy `{name}` takes remote keys but checks no audience: tokens the issuer minted for any other API are accepted"),
+            format!("{scope} takes remote keys but checks no audience: tokens the issuer minted for any other API are accepted"),
         );
     }
     let discovered = sources
         .iter()
         .any(|s| matches!(s, KeySource::OpenIdConfig { .. }));
-    if policy.issuers.is_empty() && !discovered {
+    if issuers.is_empty() && !discovered {
         cx.warning(
             f.pos,
-            format!("policy `{name}` cannot check the issuer: add `issuers` or an openid-config"),
+            format!("{scope} cannot check the issuer: add `issuers` or an openid-config"),
         );
     }
 }

@@ -1,11 +1,12 @@
 //! `routes:`: matching, upstreams, timeouts, the policy each route enforces, and the checks that
 //! catch a route that can never match.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_route::{canonical_host, canonical_path, Normalization, RouteMatch};
+use portcullis_route::{canonical_host, canonical_path, Normalization, PathTemplate, RouteMatch};
 
-use crate::model::{Route, Upstream};
+use crate::model::{Route, Upstream, UpstreamProtocol};
 use crate::walk::{self, suggest, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
@@ -19,6 +20,9 @@ const ROUTE_KEYS: &[&str] = &[
     "strip-prefix",
     "rewrite-prefix",
     "policy",
+    "upstream-protocol",
+    "websocket-idle-timeout",
+    "openapi",
 ];
 const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods", "case-sensitive"];
 
@@ -26,6 +30,9 @@ const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods", "case-se
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upstream connect timeout when `connect-timeout` is not given.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle timeout of an upgraded connection when `websocket-idle-timeout` is not given (long
+/// enough for SignalR's and browsers' keep-alive pings, 15-30 s, to keep a socket open).
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A route and where it is written.
 struct Placed {
@@ -35,11 +42,15 @@ struct Placed {
     clean: bool,
 }
 
+/// The URL-template parameters a policy's statements use, by policy name.
+pub(crate) type ParamsUsed<'a> = &'a dyn Fn(&str) -> Vec<Arc<str>>;
+
 /// Reads `routes:`; `policies` are the names a route may refer to.
 pub(crate) fn read_all(
     cx: &mut Cx,
     node: Option<&Node>,
     policies: &[&str],
+    params_used: ParamsUsed<'_>,
     doc: Pos,
     normalisation: &Normalization,
 ) -> Vec<Route> {
@@ -53,7 +64,7 @@ pub(crate) fn read_all(
     let mut placed: Vec<Placed> = Vec::new();
     for item in items {
         let errors_before = cx.errors();
-        let Some(mut p) = read_one(cx, item, policies, normalisation) else {
+        let Some(mut p) = read_one(cx, item, policies, params_used, normalisation) else {
             continue;
         };
         p.clean = cx.errors() == errors_before;
@@ -88,6 +99,7 @@ fn read_one(
     cx: &mut Cx,
     node: &Node,
     policies: &[&str],
+    params_used: ParamsUsed<'_>,
     normalisation: &Normalization,
 ) -> Option<Placed> {
     let f = Fields::new(cx, node, "route", ROUTE_KEYS)?;
@@ -114,11 +126,36 @@ fn read_one(
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         strip_prefix: false,
         rewrite_prefix: None,
+        upstream_protocol: UpstreamProtocol::Http1,
+        websocket_idle_timeout: f
+            .get("websocket-idle-timeout")
+            .and_then(|n| walk::positive_duration(cx, n, "websocket-idle-timeout"))
+            .unwrap_or(DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
+        openapi: f
+            .get("openapi")
+            .and_then(|n| crate::upstream::read_openapi(cx, n))
+            .map(Arc::new),
     };
+    if let Some(n) = f.get("upstream-protocol") {
+        route.upstream_protocol = upstream_protocol(cx, n, &route.upstreams).unwrap_or_default();
+    }
     if let Some(m) = f.get("match") {
         read_match(cx, m, &mut route, normalisation);
     }
     prefix_rewrites(cx, &f, &mut route, normalisation);
+    if let (Some(policy), Some(n)) = (&route.policy, f.get("policy")) {
+        let template = route.matcher.template.as_deref();
+        for param in params_used(policy) {
+            if !template.is_some_and(|t| t.has(&param)) {
+                cx.warning(
+                    n.pos,
+                    format!(
+                        "policy `{policy}` uses the URL-template parameter `{param}`, which this route's match has no `{{{param}}}` for: it is empty here"
+                    ),
+                );
+            }
+        }
+    }
     Some(Placed {
         pos,
         route: Route {
@@ -146,7 +183,23 @@ fn read_match(cx: &mut Cx, node: &Node, route: &mut Route, normalisation: &Norma
     m.path_prefix = f
         .get("path-prefix")
         .and_then(|n| path(cx, n, "path-prefix", normalisation));
-    if let (Some(p), Some(prefix)) = (&m.path, &m.path_prefix) {
+    let templated = |p: &Option<String>| p.as_deref().is_some_and(|p| p.contains('{'));
+    if templated(&m.path) || templated(&m.path_prefix) {
+        let pos = f
+            .get("path")
+            .or(f.get("path-prefix"))
+            .map_or(f.pos, |n| n.pos);
+        if m.path.is_some() && m.path_prefix.is_some() {
+            cx.error(
+                pos,
+                "a URL template goes in `path` or `path-prefix`, not with both: drop `path-prefix`",
+            );
+            m.path_prefix = None;
+        }
+        if let Err(e) = m.compile() {
+            cx.error(pos, e.to_string());
+        }
+    } else if let (Some(p), Some(prefix)) = (&m.path, &m.path_prefix) {
         let under = RouteMatch {
             path_prefix: Some(prefix.clone()),
             case_sensitive: m.case_sensitive,
@@ -220,6 +273,9 @@ fn path(cx: &mut Cx, node: &Node, what: &str, normalisation: &Normalization) -> 
         );
         return None;
     }
+    if text.contains(['{', '}']) {
+        return template(cx, node, what, text, normalisation);
+    }
     match canonical_path(text, normalisation) {
         Ok(c) if c == text => Some(text.to_owned()),
         Ok(c) => {
@@ -236,6 +292,49 @@ fn path(cx: &mut Cx, node: &Node, what: &str, normalisation: &Normalization) -> 
                     "route can never match: every request for `{text}` is refused ({})",
                     refusal.reason()
                 ),
+            );
+            None
+        }
+    }
+}
+
+/// A route path with `{name}` segments: a valid template whose literal segments are canonical.
+fn template(
+    cx: &mut Cx,
+    node: &Node,
+    what: &str,
+    text: &str,
+    normalisation: &Normalization,
+) -> Option<String> {
+    if what == "rewrite-prefix" {
+        cx.error(
+            node.pos,
+            format!("`rewrite-prefix` is a literal path (no URL template): `{text}`"),
+        );
+        return None;
+    }
+    let parsed = match PathTemplate::parse(text, what == "path-prefix") {
+        Ok(Some(t)) => t,
+        Ok(None) => return Some(text.to_owned()),
+        Err(e) => {
+            cx.error(node.pos, format!("`{what}`: {e}"));
+            return None;
+        }
+    };
+    let shape = parsed.placeholder_path();
+    let written = if text.len() > 1 && text.ends_with('/') {
+        &text[..text.len() - 1]
+    } else {
+        text
+    };
+    match canonical_path(&shape, normalisation) {
+        Ok(c) if c == shape && written.matches('/').count() == shape.matches('/').count() => {
+            Some(text.to_owned())
+        }
+        Ok(_) | Err(_) => {
+            cx.error(
+                node.pos,
+                format!("`{what}` is not in canonical form (requests are matched on their canonical path; no empty, `.` or `..` segments, escapes only where needed): `{text}`"),
             );
             None
         }
@@ -375,4 +474,40 @@ fn prefix_rewrites(cx: &mut Cx, f: &Fields<'_>, route: &mut Route, normalisation
             cx.error(n.pos, "rewrite-prefix needs match.path-prefix");
         }
     }
+}
+
+/// `upstream-protocol: http1 | h2 | h2c`; h2 needs https upstreams (ALPN), h2c plain ones.
+fn upstream_protocol(cx: &mut Cx, node: &Node, upstreams: &[Upstream]) -> Option<UpstreamProtocol> {
+    let protocol = match walk::string(cx, node, "upstream-protocol")? {
+        "http1" => UpstreamProtocol::Http1,
+        "h2" => UpstreamProtocol::H2,
+        "h2c" => UpstreamProtocol::H2c,
+        other => {
+            cx.error(
+                node.pos,
+                format!("`upstream-protocol` must be `http1`, `h2` or `h2c`, found `{other}`"),
+            );
+            return None;
+        }
+    };
+    let wrong = match protocol {
+        UpstreamProtocol::H2 => upstreams.iter().find(|u| !u.tls).map(|u| {
+            format!(
+                "`h2` is HTTP/2 over TLS, but `{}` is http: use `h2c` for HTTP/2 without TLS",
+                u.url
+            )
+        }),
+        UpstreamProtocol::H2c => upstreams.iter().find(|u| u.tls).map(|u| {
+            format!(
+                "`h2c` is HTTP/2 without TLS, but `{}` is https: use `h2`",
+                u.url
+            )
+        }),
+        UpstreamProtocol::Http1 => None,
+    };
+    if let Some(message) = wrong {
+        cx.error(node.pos, message);
+        return None;
+    }
+    Some(protocol)
 }

@@ -337,7 +337,11 @@ fn listeners(cx: &mut Cx, f: &Fields<'_>) -> Vec<Listener> {
 
 fn listener(cx: &mut Cx, node: &Node) -> Option<Listener> {
     if let Kind::Str { value, .. } = &node.kind {
-        return addr(cx, node, "listen", value).map(|addr| Listener { addr, tls: None });
+        return addr(cx, node, "listen", value).map(|addr| Listener {
+            addr,
+            tls: None,
+            h2c: false,
+        });
     }
     if node.kind == Kind::Unresolved {
         return None;
@@ -352,14 +356,27 @@ fn listener(cx: &mut Cx, node: &Node) -> Option<Listener> {
         );
         return None;
     }
-    let f = Fields::new(cx, node, "listen entry", &["addr", "tls"])?;
+    let f = Fields::new(cx, node, "listen entry", &["addr", "tls", "h2c"])?;
     let Some(a) = f.get("addr") else {
         cx.error(f.pos, "listen entry needs `addr`");
         return None;
     };
     let addr = walk::string(cx, a, "addr").and_then(|s| addr(cx, a, "addr", s))?;
     let tls = f.get("tls").and_then(|t| tls(cx, t));
-    Some(Listener { addr, tls })
+    let h2c = match f.get("h2c") {
+        Some(n) => {
+            let on = walk::boolean(cx, n, "h2c").unwrap_or(false);
+            if on && f.get("tls").is_some() {
+                cx.error(
+                    n.pos,
+                    "`h2c` is for plain listeners: a TLS listener offers HTTP/2 by ALPN already",
+                );
+            }
+            on
+        }
+        None => false,
+    };
+    Some(Listener { addr, tls, h2c })
 }
 
 fn tls(cx: &mut Cx, node: &Node) -> Option<Tls> {

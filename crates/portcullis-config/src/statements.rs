@@ -11,7 +11,9 @@
 //!   quota-by-key... (the caller's address first: it costs nothing and needs nothing else).
 //!
 //! Whatever the order, a CORS preflight runs only the `cors` statement (as in APIM), so preflights
-//! never need a token. A statement keyed on a claim must come after `validate-jwt`.
+//! never need a token. A statement keyed on a claim must come after `validate-jwt`. The
+//! transformation statements (`set-variable`, `set-header`, `return-response`, `choose`) exist only
+//! in the ordered form (and the `outbound:` list): see `transforms`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,6 +39,43 @@ pub enum Statement {
     IpFilter(Arc<IpFilter>),
     /// `check-header`.
     CheckHeader(Arc<CheckHeader>),
+    /// `set-query-parameter` (see [`crate::upstream`]).
+    SetQueryParameter(Arc<crate::upstream::SetQueryParameter>),
+    /// `rewrite-uri`.
+    RewriteUri(Arc<crate::upstream::RewriteUri>),
+    /// `set-backend-service`: the backend, resolved from `base-url` or `backend-id`.
+    SetBackendService(crate::model::BackendId),
+    /// `mock-response`: answers without the backend.
+    MockResponse(Arc<crate::upstream::MockResponse>),
+    /// `set-variable`.
+    SetVariable(Arc<crate::transforms::SetVariable>),
+    /// `set-header` (inbound: on the request to the backend; outbound: on the response).
+    SetHeader(Arc<crate::transforms::SetHeader>),
+    /// `return-response`: answer without calling the backend.
+    ReturnResponse(Arc<crate::transforms::ReturnResponse>),
+    /// `choose`: the first branch whose condition holds.
+    Choose(Arc<crate::transforms::Choose>),
+}
+
+impl Statement {
+    /// The APIM element name.
+    pub fn element(&self) -> &'static str {
+        match self {
+            Statement::Cors(_) => "cors",
+            Statement::ValidateJwt => "validate-jwt",
+            Statement::Limit(l) => l.kind.element(),
+            Statement::IpFilter(_) => "ip-filter",
+            Statement::CheckHeader(_) => "check-header",
+            Statement::SetVariable(_) => "set-variable",
+            Statement::SetHeader(_) => "set-header",
+            Statement::ReturnResponse(_) => "return-response",
+            Statement::Choose(_) => "choose",
+            Statement::SetQueryParameter(_) => "set-query-parameter",
+            Statement::RewriteUri(_) => "rewrite-uri",
+            Statement::SetBackendService(_) => "set-backend-service",
+            Statement::MockResponse(_) => "mock-response",
+        }
+    }
 }
 
 /// APIM's `ip-filter`: `allow` passes only the listed callers, `forbid` refuses them (403).
@@ -263,6 +302,13 @@ pub(crate) const KEYED: &[&str] = &[
     "ip-filter",
     "check-header",
 ];
+
+/// Statements that exist only in the ordered `inbound:` list (and `outbound:`), never as keys.
+pub(crate) const ORDERED_ONLY: &[&str] =
+    &["set-variable", "set-header", "return-response", "choose"];
+
+/// Statements an `outbound:` list may hold.
+pub(crate) const OUTBOUND: &[&str] = &["set-variable", "set-header", "choose"];
 
 /// Reads `ip-filter`.
 pub(crate) fn ip_filter(cx: &mut Cx, node: &Node) -> Option<IpFilter> {
@@ -559,7 +605,8 @@ fn origin(cx: &mut Cx, node: &Node, text: &str) -> Option<String> {
     Some(text.to_ascii_lowercase())
 }
 
-fn header_name(cx: &mut Cx, node: &Node, text: &str) -> Option<HeaderName> {
+/// A header name, reported at `node` when it is not one.
+pub(crate) fn header_name(cx: &mut Cx, node: &Node, text: &str) -> Option<HeaderName> {
     HeaderName::from_bytes(text.as_bytes()).ok().or_else(|| {
         cx.error(node.pos, format!("`{text}` is not a header name"));
         None

@@ -13,6 +13,11 @@ use crate::yaml::{Kind, Node, Pos};
 pub(crate) struct Cx {
     pub diags: Diags,
     pub base_dir: PathBuf,
+    /// `backends:` (the first `named_backends`), then each distinct `set-backend-service`
+    /// `base-url` as the policies are read: becomes [`crate::Model::backends`].
+    pub backends: Vec<crate::model::Backend>,
+    /// How many of `backends` come from `backends:` (what `backend-id` may name).
+    pub named_backends: usize,
 }
 
 impl Cx {

@@ -51,7 +51,8 @@ pub struct TokenArgs {
     /// Token profile (default: the config's).
     #[arg(long, value_enum)]
     pub profile: Option<Profile>,
-    /// Signing algorithm (RS256, PS256, ES256, EdDSA; the config needs a key of that type).
+    /// Signing algorithm (RS256, PS256, ES256, ES384, EdDSA; default: the first signing key's).
+    /// The config must publish a JWK for it: a key with that alg, or a resource signed with it.
     #[arg(long, value_parser = parse_alg)]
     pub alg: Option<SigningAlg>,
     /// Client id (azp / appid / client_id claims).
@@ -64,7 +65,7 @@ pub struct TokenArgs {
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
     serde_json::from_value(Value::String(s.to_owned()))
-        .map_err(|_| format!("{s:?}: expected RS256, PS256, ES256 or EdDSA"))
+        .map_err(|_| format!("{s:?}: expected RS256, PS256, ES256, ES384 or EdDSA"))
 }
 
 fn parse_claim(s: &str) -> Result<(String, Value), String> {

@@ -30,19 +30,46 @@ pub enum SigningAlg {
     PS256,
     /// ECDSA P-256 with SHA-256.
     ES256,
+    /// ECDSA P-384 with SHA-384.
+    ES384,
     /// Ed25519.
     EdDSA,
 }
 
-/// The kind of key an algorithm needs; one signing key per kind is current.
+/// The kind of key an algorithm needs; one signing key per kind is current. Read from the PEM
+/// when a key's `alg` is omitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyKind {
     /// RSA (RS256, PS256, RS512 for the dotnet-sts profile).
     Rsa,
-    /// EC P-256.
-    Ec,
-    /// Ed25519.
-    Ed,
+    /// EC P-256 (ES256).
+    P256,
+    /// EC P-384 (ES384).
+    P384,
+    /// Ed25519 (EdDSA).
+    Ed25519,
+}
+
+impl KeyKind {
+    /// The algorithm a key of this kind signs with when none is configured.
+    pub fn default_alg(self) -> SigningAlg {
+        match self {
+            Self::Rsa => SigningAlg::RS256,
+            Self::P256 => SigningAlg::ES256,
+            Self::P384 => SigningAlg::ES384,
+            Self::Ed25519 => SigningAlg::EdDSA,
+        }
+    }
+
+    /// How a message names the kind ("an RSA key").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Rsa => "an RSA key (RS256 or PS256)",
+            Self::P256 => "an EC P-256 key (ES256)",
+            Self::P384 => "an EC P-384 key (ES384)",
+            Self::Ed25519 => "an Ed25519 key (EdDSA)",
+        }
+    }
 }
 
 impl SigningAlg {
@@ -50,8 +77,20 @@ impl SigningAlg {
     pub fn kind(self) -> KeyKind {
         match self {
             Self::RS256 | Self::PS256 => KeyKind::Rsa,
-            Self::ES256 => KeyKind::Ec,
-            Self::EdDSA => KeyKind::Ed,
+            Self::ES256 => KeyKind::P256,
+            Self::ES384 => KeyKind::P384,
+            Self::EdDSA => KeyKind::Ed25519,
+        }
+    }
+
+    /// The JOSE name (`RS256`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::PS256 => "PS256",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
         }
     }
 
@@ -61,6 +100,7 @@ impl SigningAlg {
             Self::RS256 => jsonwebtoken::Algorithm::RS256,
             Self::PS256 => jsonwebtoken::Algorithm::PS256,
             Self::ES256 => jsonwebtoken::Algorithm::ES256,
+            Self::ES384 => jsonwebtoken::Algorithm::ES384,
             Self::EdDSA => jsonwebtoken::Algorithm::EdDSA,
         }
     }
@@ -175,8 +215,7 @@ struct RawHttps {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawKey {
     id: String,
-    #[serde(default = "default_alg")]
-    alg: SigningAlg,
+    alg: Option<SigningAlg>,
     private_key_file: Option<PathBuf>,
 }
 
@@ -214,6 +253,10 @@ struct RawClient {
     roles: Vec<String>,
     #[serde(default)]
     claims: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    identifier_uris: Vec<String>,
+    #[serde(default)]
+    on_behalf_of: Vec<String>,
 }
 
 fn default_grants() -> Vec<GrantType> {
@@ -228,6 +271,8 @@ struct RawUser {
     profile: Option<Profile>,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    resource_roles: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     claims: serde_json::Map<String, serde_json::Value>,
 }
@@ -250,9 +295,9 @@ pub struct HttpsConfig {
 /// A configured signing key.
 #[derive(Debug, Clone)]
 pub struct KeyConfig {
-    /// `kid`.
+    /// `kid` (of the JWK for `alg`; other algorithms the key signs get `<id>-<ALG>`).
     pub id: String,
-    /// Algorithm (decides the key type).
+    /// Algorithm (decides the key type); from the PEM's key type when the file leaves it out.
     pub alg: SigningAlg,
     /// PKCS#8 PEM file; generated and written when absent. `None`: in memory only.
     pub private_key_file: Option<PathBuf>,
@@ -307,6 +352,25 @@ pub struct Client {
     pub roles: Vec<String>,
     /// Extra claims copied into its tokens.
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Audiences that name this client besides its client id (Entra's Application ID URIs): a
+    /// user token to one of them may be exchanged by this client on-behalf-of the user.
+    pub identifier_uris: Vec<String>,
+    /// Resources (names or audiences) this client may get on-behalf-of tokens for; empty: none.
+    pub on_behalf_of: Vec<String>,
+}
+
+impl Client {
+    /// Whether an `aud` value names this client (its id or an identifier URI).
+    pub fn is_audience(&self, aud: &str) -> bool {
+        aud == self.client_id || self.identifier_uris.iter().any(|u| u == aud)
+    }
+
+    /// Whether the client may get on-behalf-of tokens for `resource`.
+    pub fn may_act_for(&self, resource: &Resource) -> bool {
+        self.on_behalf_of
+            .iter()
+            .any(|r| *r == resource.name || *r == resource.audience)
+    }
 }
 
 /// A user for the password grant.
@@ -320,8 +384,20 @@ pub struct User {
     pub profile: Option<Profile>,
     /// Roles.
     pub roles: Vec<String>,
+    /// Roles for particular resources (by name or audience), instead of `roles`.
+    pub resource_roles: BTreeMap<String, Vec<String>>,
     /// Extra claims copied into their tokens.
     pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl User {
+    /// The user's roles in tokens for `resource`: its `resource-roles` entry, else `roles`.
+    pub fn roles_for(&self, resource: &Resource) -> &[String] {
+        self.resource_roles
+            .get(&resource.name)
+            .or_else(|| self.resource_roles.get(&resource.audience))
+            .unwrap_or(&self.roles)
+    }
 }
 
 /// The checked dev token server configuration.
@@ -423,15 +499,23 @@ impl IdpConfig {
                 profile: None,
                 roles: vec![],
                 claims: serde_json::Map::new(),
+                identifier_uris: vec![],
+                on_behalf_of: vec![],
             }],
             users: vec![User {
                 username: "alice".into(),
                 password: "alice".into(),
                 profile: None,
                 roles: vec!["orders-reader".into()],
+                resource_roles: BTreeMap::new(),
                 claims: serde_json::Map::new(),
             }],
         }
+    }
+
+    /// A configured user by name.
+    pub fn user(&self, username: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.username == username)
     }
 
     /// Looks a resource up by name or audience.
@@ -465,12 +549,8 @@ fn check(raw: RawConfig, base: &Path) -> Result<IdpConfig, IdpError> {
     } else {
         raw.signing_keys
             .into_iter()
-            .map(|k| KeyConfig {
-                id: k.id,
-                alg: k.alg,
-                private_key_file: k.private_key_file.map(|p| base.join(p)),
-            })
-            .collect()
+            .map(|k| check_key(k, base))
+            .collect::<Result<Vec<_>, _>>()?
     };
     let resources = raw
         .resources
@@ -483,11 +563,15 @@ fn check(raw: RawConfig, base: &Path) -> Result<IdpConfig, IdpError> {
             .any(|k| k.alg.kind() == r.signing_alg.kind())
         {
             return Err(IdpError::Config(format!(
-                "resources.{}.signing-alg: {:?} needs a signing key of that type in signing-keys",
-                r.name, r.signing_alg
+                "resources.{}.signing-alg: {} needs a signing key of that type in signing-keys \
+                 ({})",
+                r.name,
+                r.signing_alg.name(),
+                r.signing_alg.kind().describe()
             )));
         }
     }
+    check_kids(&signing_keys, &resources)?;
     let clients = raw
         .clients
         .into_iter()
@@ -506,19 +590,114 @@ fn check(raw: RawConfig, base: &Path) -> Result<IdpConfig, IdpError> {
             "refresh-token-lifetime",
             DEFAULT_REFRESH_LIFETIME,
         )?,
-        resources,
-        clients,
         users: raw
             .users
             .into_iter()
-            .map(|u| User {
-                username: u.username,
-                password: u.password,
-                profile: u.profile,
-                roles: u.roles,
-                claims: u.claims,
-            })
-            .collect(),
+            .map(|u| check_user(u, &resources))
+            .collect::<Result<Vec<_>, _>>()?,
+        resources,
+        clients,
+    })
+}
+
+/// The algorithm of a configured key: `alg` when given (it must fit the key in an existing
+/// file), else the key type of the existing PEM file, else RS256 (a fresh RSA key is generated).
+fn check_key(k: RawKey, base: &Path) -> Result<KeyConfig, IdpError> {
+    let private_key_file = k.private_key_file.map(|p| base.join(p));
+    let fail = |msg: String| IdpError::Config(format!("signing-keys[{}]: {msg}", k.id));
+    let found = match &private_key_file {
+        Some(path) if path.exists() => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("private-key-file {}: {e}", path.display())))?;
+            let kind = crate::keys::kind_of_pem(&pem)
+                .map_err(|e| fail(format!("private-key-file {}: {e}", path.display())))?;
+            Some((path, kind))
+        }
+        _ => None,
+    };
+    let alg = match (k.alg, found) {
+        (Some(alg), Some((path, kind))) if alg.kind() != kind => {
+            return Err(fail(format!(
+                "alg: {} does not fit the key in {}, {}; give a fitting alg or leave alg out",
+                alg.name(),
+                path.display(),
+                kind.describe()
+            )))
+        }
+        (Some(alg), _) => alg,
+        (None, Some((_, kind))) => kind.default_alg(),
+        (None, None) => SigningAlg::RS256,
+    };
+    Ok(KeyConfig {
+        id: k.id,
+        alg,
+        private_key_file,
+    })
+}
+
+/// Every kid the JWKS will publish is distinct (key ids and the `<id>-<ALG>` ones for the
+/// further algorithms a signer signs).
+fn check_kids(keys: &[KeyConfig], resources: &[Resource]) -> Result<(), IdpError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        for (kid, _) in key_algs(keys, resources, i) {
+            if !seen.insert(kid.clone()) {
+                return Err(IdpError::Config(format!(
+                    "signing-keys[{}]: kid {kid:?} is published twice (key ids must be unique; a key \
+                     that signs several algorithms also publishes <id>-<ALG>)",
+                    key.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The (kid, algorithm) pairs key `index` is published under: its own `alg` under its id, and,
+/// when it is the signer of its kind (the first key of that kind), every other algorithm of that
+/// kind a resource is signed with under `<id>-<ALG>`.
+pub fn key_algs(
+    keys: &[KeyConfig],
+    resources: &[Resource],
+    index: usize,
+) -> Vec<(String, SigningAlg)> {
+    let key = &keys[index];
+    let kind = key.alg.kind();
+    let mut algs = vec![(key.id.clone(), key.alg)];
+    if keys[..index].iter().all(|k| k.alg.kind() != kind) {
+        for r in resources {
+            let alg = r.signing_alg;
+            if alg.kind() == kind && !algs.iter().any(|(_, a)| *a == alg) {
+                algs.push((derived_kid(&key.id, alg), alg));
+            }
+        }
+    }
+    algs
+}
+
+/// The kid of a key's JWK for an algorithm other than its own.
+pub fn derived_kid(id: &str, alg: SigningAlg) -> String {
+    format!("{id}-{}", alg.name())
+}
+
+fn check_user(u: RawUser, resources: &[Resource]) -> Result<User, IdpError> {
+    if let Some(r) = u
+        .resource_roles
+        .keys()
+        .find(|r| !resources.iter().any(|x| &x.name == *r || &x.audience == *r))
+    {
+        return Err(IdpError::Config(format!(
+            "users[{}].resource-roles: {r:?} is not in resources",
+            u.username
+        )));
+    }
+    Ok(User {
+        username: u.username,
+        password: u.password,
+        profile: u.profile,
+        roles: u.roles,
+        resource_roles: u.resource_roles,
+        claims: u.claims,
     })
 }
 
@@ -607,10 +786,15 @@ fn check_client(c: RawClient, base: &Path, resources: &[Resource]) -> Result<Cli
     if c.grant_types.contains(&GrantType::JwtBearer) && assertion_keys.is_none() {
         return fail("the jwt-bearer grant needs assertion-jwks or assertion-jwks-file");
     }
-    if let Some(r) = &c.default_resource {
-        if !resources.iter().any(|x| &x.name == r || &x.audience == r) {
-            return fail(&format!("default-resource {r:?} is not in resources"));
-        }
+    let known = |r: &String| resources.iter().any(|x| &x.name == r || &x.audience == r);
+    if let Some(r) = c.default_resource.as_ref().filter(|r| !known(r)) {
+        return fail(&format!("default-resource {r:?} is not in resources"));
+    }
+    if let Some(r) = c.on_behalf_of.iter().find(|r| !known(r)) {
+        return fail(&format!("on-behalf-of: {r:?} is not in resources"));
+    }
+    if !c.on_behalf_of.is_empty() && matches!(c.auth_method, AuthMethod::None) {
+        return fail("on-behalf-of needs a confidential client (auth-method other than none)");
     }
     Ok(Client {
         client_id: c.client_id,
@@ -623,5 +807,7 @@ fn check_client(c: RawClient, base: &Path, resources: &[Resource]) -> Result<Cli
         profile: c.profile,
         roles: c.roles,
         claims: c.claims,
+        identifier_uris: c.identifier_uris,
+        on_behalf_of: c.on_behalf_of,
     })
 }

@@ -1,5 +1,6 @@
 //! The token endpoint: client authentication (secret in Basic header or body, private_key_jwt),
-//! the grants (client_credentials, password, refresh_token, RFC 7523 jwt-bearer), resource and
+//! the grants (client_credentials, password, refresh_token, RFC 7523 jwt-bearer; its
+//! on-behalf-of use lives in `obo`), resource and
 //! scope resolution, and RFC 6749 §5.2 error responses. No I/O: the server hands in parameters.
 
 use std::collections::HashMap;
@@ -7,7 +8,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use crate::config::{AuthMethod, Client, GrantType, Resource};
+use crate::config::{AuthMethod, Client, GrantType, Resource, User};
 use crate::profile::{Profile, TokenSpec};
 use crate::state::{Idp, LoadedClient, RefreshGrant};
 
@@ -33,19 +34,33 @@ pub struct OAuthError {
     pub description: String,
     /// Answer with `WWW-Authenticate: Basic` (the client tried Basic authentication).
     pub basic_challenge: bool,
+    /// Entra's AADSTS code, sent as `error_codes` (and prefixed to the description) like Entra
+    /// does; only where this server imitates a specific Entra answer (on-behalf-of).
+    pub aadsts: Option<u32>,
 }
 
 impl OAuthError {
-    fn new(error: &'static str, description: impl Into<String>) -> Self {
+    /// A 400 answer.
+    pub(crate) fn new(error: &'static str, description: impl Into<String>) -> Self {
         Self {
             status: 400,
             error,
             description: description.into(),
             basic_challenge: false,
+            aadsts: None,
         }
     }
 
-    fn client(description: impl Into<String>, basic: bool) -> Self {
+    /// A 400 answer carrying an Entra AADSTS code.
+    pub(crate) fn entra(error: &'static str, code: u32, description: impl Into<String>) -> Self {
+        Self {
+            aadsts: Some(code),
+            ..Self::new(error, format!("AADSTS{code}: {}", description.into()))
+        }
+    }
+
+    /// A 401 `invalid_client`.
+    pub(crate) fn client(description: impl Into<String>, basic: bool) -> Self {
         Self {
             status: 401,
             basic_challenge: basic,
@@ -55,7 +70,11 @@ impl OAuthError {
 
     /// The JSON body.
     pub fn body(&self) -> Value {
-        json!({"error": self.error, "error_description": self.description})
+        let mut body = json!({"error": self.error, "error_description": self.description});
+        if let Some(code) = self.aadsts {
+            body["error_codes"] = json!([code]);
+        }
+        body
     }
 }
 
@@ -73,14 +92,14 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
-    fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .get(name)
             .map(String::as_str)
             .filter(|s| !s.is_empty())
     }
 
-    fn require(&self, name: &str) -> Result<&str, OAuthError> {
+    pub(crate) fn require(&self, name: &str) -> Result<&str, OAuthError> {
         self.param(name)
             .ok_or_else(|| OAuthError::new("invalid_request", format!("missing parameter {name}")))
     }
@@ -193,8 +212,8 @@ fn check_client_assertion<'a>(
         .client_keys
         .as_ref()
         .ok_or_else(|| OAuthError::client("client has no registered assertion keys", false))?;
-    let claims =
-        crate::assertion::verify(assertion, keys, now).map_err(|e| OAuthError::client(e, false))?;
+    let claims = crate::assertion::verify(assertion, keys, now)
+        .map_err(|e| OAuthError::client(e.to_string(), false))?;
     let text = |n: &str| claims.get(n).and_then(Value::as_str);
     if text("iss") != Some(id.as_str()) || text("sub") != Some(id.as_str()) {
         return Err(OAuthError::client(
@@ -247,14 +266,17 @@ fn check_audience(
 }
 
 /// Everything needed to issue, whatever the grant.
-struct Grant {
-    subject: String,
-    username: Option<String>,
-    roles: Vec<String>,
-    claims: Map<String, Value>,
-    profile: Profile,
-    refreshable: bool,
-    app_only: bool,
+pub(crate) struct Grant<'a> {
+    pub(crate) subject: String,
+    pub(crate) username: Option<String>,
+    /// Roles, unless `user` is set: then the user's roles for the resource.
+    pub(crate) roles: Vec<String>,
+    /// The configured user the token is about (password, on-behalf-of).
+    pub(crate) user: Option<&'a User>,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) profile: Profile,
+    pub(crate) refreshable: bool,
+    pub(crate) app_only: bool,
 }
 
 /// Handles one token request; returns the JSON response body.
@@ -268,6 +290,11 @@ pub fn handle(idp: &Idp, req: &TokenRequest, now: u64) -> Result<Value, OAuthErr
     })?;
     let auth = authenticate(idp, req, now as f64)?;
     let client = &auth.client.client;
+    if grant_type == GrantType::JwtBearer {
+        if let Some(usage) = req.param("requested_token_use") {
+            return crate::obo::exchange(idp, req, client, auth.strength, usage, now);
+        }
+    }
     if !client.grant_types.contains(&grant_type) {
         return Err(OAuthError::new(
             "unauthorized_client",
@@ -279,6 +306,7 @@ pub fn handle(idp: &Idp, req: &TokenRequest, now: u64) -> Result<Value, OAuthErr
         GrantType::ClientCredentials => Grant {
             subject: client.client_id.clone(),
             username: None,
+            user: None,
             roles: client.roles.clone(),
             claims: client.claims.clone(),
             profile: default_profile,
@@ -293,12 +321,12 @@ pub fn handle(idp: &Idp, req: &TokenRequest, now: u64) -> Result<Value, OAuthErr
     respond(idp, client, auth.strength, grant, resource, scopes, now)
 }
 
-fn password_grant(
-    idp: &Idp,
+fn password_grant<'a>(
+    idp: &'a Idp,
     req: &TokenRequest,
     client: &Client,
     profile: Profile,
-) -> Result<Grant, OAuthError> {
+) -> Result<Grant<'a>, OAuthError> {
     let username = req.require("username")?;
     let password = req.require("password")?;
     let user = idp
@@ -312,7 +340,8 @@ fn password_grant(
     Ok(Grant {
         subject: user.username.clone(),
         username: Some(user.username.clone()),
-        roles: user.roles.clone(),
+        user: Some(user),
+        roles: Vec::new(),
         claims,
         profile: user.profile.unwrap_or(profile),
         refreshable: true,
@@ -320,20 +349,20 @@ fn password_grant(
     })
 }
 
-fn jwt_bearer_grant(
+fn jwt_bearer_grant<'a>(
     idp: &Idp,
     req: &TokenRequest,
     client: &LoadedClient,
     profile: Profile,
     now: u64,
-) -> Result<Grant, OAuthError> {
+) -> Result<Grant<'a>, OAuthError> {
     let assertion = req.require("assertion")?;
     let keys = client
         .assertion_keys
         .as_ref()
         .ok_or_else(|| OAuthError::new("invalid_grant", "client has no assertion keys"))?;
     let claims = crate::assertion::verify(assertion, keys, now as f64)
-        .map_err(|e| OAuthError::new("invalid_grant", e))?;
+        .map_err(|e| OAuthError::new("invalid_grant", e.to_string()))?;
     check_audience(idp, req, &claims).map_err(|e| OAuthError::new("invalid_grant", e))?;
     let subject = claims
         .get("sub")
@@ -347,6 +376,7 @@ fn jwt_bearer_grant(
     Ok(Grant {
         subject: subject.to_owned(),
         username: None,
+        user: None,
         roles: client.client.roles.clone(),
         claims: extra,
         profile,
@@ -381,6 +411,7 @@ fn refresh_grant(
     let grant = Grant {
         subject: stored.subject,
         username: stored.username,
+        user: None,
         roles: stored.roles,
         claims: stored.claims,
         profile: stored.profile,
@@ -407,7 +438,7 @@ fn lookup_resource<'a>(idp: &'a Idp, name: &str) -> Result<&'a Resource, OAuthEr
 /// Picks the resource (`resource=`, `audience=`, `scope=X/.default`, `scope=X/name`, the
 /// client's default-resource, or the only one) and the granted scopes (the requested ones, which
 /// must exist, else all of the resource's).
-fn resolve_target<'a>(
+pub(crate) fn resolve_target<'a>(
     idp: &'a Idp,
     req: &TokenRequest,
     client: &Client,
@@ -452,22 +483,28 @@ fn resolve_target<'a>(
     Ok((resource, scopes))
 }
 
-fn respond(
+/// Signs the access token (and stores a refresh token when the grant and client allow one);
+/// returns the token response body.
+pub(crate) fn respond(
     idp: &Idp,
     client: &Client,
     strength: &'static str,
-    grant: Grant,
+    grant: Grant<'_>,
     resource: &Resource,
     scopes: Vec<String>,
     now: u64,
 ) -> Result<Value, OAuthError> {
+    let roles = match grant.user {
+        Some(user) => user.roles_for(resource).to_vec(),
+        None => grant.roles,
+    };
     let spec = TokenSpec {
         subject: &grant.subject,
         client_id: Some(&client.client_id),
         username: grant.username.as_deref(),
         audience: &resource.audience,
         scopes: &scopes,
-        roles: &grant.roles,
+        roles: &roles,
         extra: &grant.claims,
         tenant: &idp.config.tenant_id,
         lifetime: resource.token_lifetime,
@@ -479,6 +516,7 @@ fn respond(
         .issue(grant.profile, &spec, resource.signing_alg)
         .map_err(|e| OAuthError {
             status: 500,
+            aadsts: None,
             ..OAuthError::new("server_error", e.to_string())
         })?;
     let lifetime = resource.token_lifetime.as_secs();
@@ -500,7 +538,7 @@ fn respond(
             client_id: client.client_id.clone(),
             subject: grant.subject,
             username: grant.username,
-            roles: grant.roles,
+            roles,
             claims: grant.claims,
             resource: resource.name.clone(),
             scopes,

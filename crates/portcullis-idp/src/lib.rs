@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod grants;
 mod keys;
+mod obo;
 mod profile;
 mod server;
 mod state;

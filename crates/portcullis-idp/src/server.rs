@@ -209,6 +209,7 @@ async fn read_params(
         error: "invalid_request",
         description: d.into(),
         basic_challenge: false,
+        aadsts: None,
     };
     let (parts, body) = req.into_parts();
     let bytes = Limited::new(body, MAX_BODY)

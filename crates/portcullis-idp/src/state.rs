@@ -9,9 +9,9 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Map, Value};
 
 use crate::assertion::KeySet;
-use crate::config::{Client, IdpConfig, KeyKind, SigningAlg};
+use crate::config::{key_algs, Client, IdpConfig, KeyKind, SigningAlg};
 use crate::error::IdpError;
-use crate::keys::{alg_name, KeyRing, SigningKey, XMLDSIG_RSA_SHA512};
+use crate::keys::{KeyRing, SigningKey, XMLDSIG_RSA_SHA512};
 use crate::profile::{self, Issuers, Profile, TokenSpec};
 
 /// A client with its verification keys loaded once at start.
@@ -65,7 +65,7 @@ pub struct MintRequest {
     pub ttl: Duration,
     /// Profile (default: the config's).
     pub profile: Option<Profile>,
-    /// Algorithm (default RS256).
+    /// Algorithm (default: the audience's resource's `signing-alg`, else the first key's).
     pub alg: Option<SigningAlg>,
     /// Client id (`azp`, `appid`, `client_id`).
     pub client_id: Option<String>,
@@ -110,7 +110,11 @@ impl Idp {
         let keys = config
             .signing_keys
             .iter()
-            .map(SigningKey::load_or_generate)
+            .enumerate()
+            .map(|(i, k)| {
+                let algs = key_algs(&config.signing_keys, &config.resources, i);
+                SigningKey::load_or_generate(k, algs)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let load = |s: &Option<crate::config::KeySource>| s.as_ref().map(KeySet::load).transpose();
         let clients = config
@@ -159,8 +163,10 @@ impl Idp {
         }
     }
 
-    /// Signs a token of `profile` for `spec`; `alg` picks the key type (the STS profile always
-    /// signs RS512 with the RSA key and names the algorithm by its XML-DSig URI).
+    /// Signs a token of `profile` for `spec`; `alg` picks the key (the signer of its kind) and
+    /// the kid (that key's JWK for `alg`; an algorithm no JWK is published for is refused, so a
+    /// token never names a JWK whose `alg` differs). The STS profile always signs RS512 with the
+    /// RSA key under its thumbprint kid and names the algorithm by its XML-DSig URI.
     pub fn issue(
         &self,
         profile: Profile,
@@ -182,7 +188,17 @@ impl Idp {
             let header = json!({"alg": XMLDSIG_RSA_SHA512, "kid": kid, "typ": "JWT"});
             return key.sign(&header, &claims, jsonwebtoken::Algorithm::RS512);
         }
-        let header = json!({"alg": alg_name(alg.jose()), "kid": key.id, "typ": "JWT"});
+        let kid =
+            key.kid_for(alg).ok_or_else(|| {
+                IdpError::Sign(format!(
+                "no JWK is published for {} (key {} publishes {}): give a signing key alg: {0} or \
+                 a resource signing-alg: {0}",
+                alg.name(),
+                key.id,
+                key.algs().map(SigningAlg::name).collect::<Vec<_>>().join(", ")
+            ))
+            })?;
+        let header = json!({"alg": alg.name(), "kid": kid, "typ": "JWT"});
         key.sign(&header, &claims, alg.jose())
     }
 
@@ -203,7 +219,16 @@ impl Idp {
             app_only: false,
         };
         let profile = req.profile.unwrap_or(self.config.profile);
-        self.issue(profile, &spec, req.alg.unwrap_or(SigningAlg::RS256))
+        self.issue(profile, &spec, self.mint_alg(req))
+    }
+
+    /// The algorithm a minted token is signed with: the requested one, else the resource's
+    /// whose audience it is for, else the first signing key's.
+    fn mint_alg(&self, req: &MintRequest) -> SigningAlg {
+        req.alg
+            .or_else(|| self.config.resource(&req.audience).map(|r| r.signing_alg))
+            .or_else(|| self.config.signing_keys.first().map(|k| k.alg))
+            .unwrap_or(SigningAlg::RS256)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use portcullis_auth::{KeySnapshot, VerifyingKey};
+use portcullis_auth::{DiscoveredIssuers, KeySnapshot, VerifyingKey};
 use portcullis_config::{KeyLifecycle, KeySource, Model, PolicyId};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -46,15 +46,43 @@ pub enum JwksError {
 #[derive(Debug)]
 struct PolicyKeys {
     name: String,
-    /// Keys of its static sources (jwks-file, n/e, certificate-file, base64).
+    /// Keys of its static sources (jwks-file, n/e, certificate-file, base64), tagged with their
+    /// `any-of` group.
     static_keys: Vec<VerifyingKey>,
-    /// Indexes into `KeyStore::sources`.
-    sources: Vec<usize>,
-    /// Per entry of `sources`: the issuers its keys speak for besides the discovered one
-    /// (openid-config sources; see `KeySource::OpenIdConfig::issuers`).
-    extra_issuers: Vec<Vec<String>>,
-    /// The policy's configured `issuers` (to warn about a differing discovery issuer).
-    issuers: Vec<String>,
+    /// Its remote sources.
+    sources: Vec<PolicySource>,
+    /// Number of `any-of` groups (0: the keyed single-group form).
+    groups: usize,
+}
+
+/// A remote source as one policy uses it.
+#[derive(Debug)]
+struct PolicySource {
+    /// Index into `KeyStore::sources`.
+    idx: usize,
+    /// The issuers its keys speak for besides the discovered one (openid-config sources; see
+    /// `KeySource::OpenIdConfig::issuers`).
+    extra_issuers: Vec<String>,
+    /// The `any-of` groups that list it (bit per group; 0 without `any-of`).
+    groups: u64,
+    /// The configured `issuers` of each group (or of the policy) that uses it, to warn about a
+    /// differing discovery issuer; an empty list there means the discovered issuer is enforced.
+    configured: Vec<Vec<String>>,
+}
+
+/// The `any-of` group bits of the policy's key source at `index` in `pm.key_sources`, and the
+/// issuers configured where it is listed (the group's, or the policy's without `any-of`).
+fn source_scope(pm: &portcullis_config::PolicyModel, index: usize) -> (u64, &[String]) {
+    let policy = &pm.policy;
+    policy
+        .any_of
+        .iter()
+        .enumerate()
+        .find(|(_, group)| group.key_sources.contains(&index))
+        .map_or((0, policy.issuers.as_slice()), |(g, group)| {
+            let bit = u32::try_from(g).ok().and_then(|g| 1u64.checked_shl(g));
+            (bit.unwrap_or(0), group.issuers.as_slice())
+        })
 }
 
 /// Keys for every policy of a [`Model`], kept fresh.
@@ -138,12 +166,16 @@ impl KeyStore {
                 name: pm.policy.name.clone(),
                 static_keys: Vec::new(),
                 sources: Vec::new(),
-                extra_issuers: Vec::new(),
-                issuers: pm.policy.issuers.clone(),
+                groups: pm.policy.any_of.len(),
             };
-            for source in &pm.key_sources {
+            for (index, source) in pm.key_sources.iter().enumerate() {
+                let (groups, configured) = source_scope(pm, index);
                 if let KeySource::Static { keys, .. } = source {
-                    policy.static_keys.extend(keys.iter().cloned());
+                    policy.static_keys.extend(keys.iter().map(|k| {
+                        let mut key = k.clone();
+                        key.groups = groups;
+                        key
+                    }));
                 }
                 let Some((id, lifecycle)) = SourceId::of(source) else {
                     continue;
@@ -154,7 +186,7 @@ impl KeyStore {
                         idx
                     }
                     None => {
-                        let label = issuer_label(&id, &policy.issuers);
+                        let label = issuer_label(&id, configured);
                         found.push((id, lifecycle, label));
                         found.len() - 1
                     }
@@ -163,12 +195,18 @@ impl KeyStore {
                     KeySource::OpenIdConfig { issuers, .. } => issuers.as_slice(),
                     _ => &[],
                 };
-                match policy.sources.iter().position(|&known| known == idx) {
-                    Some(at) => policy.extra_issuers[at].extend_from_slice(extra),
-                    None => {
-                        policy.sources.push(idx);
-                        policy.extra_issuers.push(extra.to_vec());
+                match policy.sources.iter_mut().find(|s| s.idx == idx) {
+                    Some(known) => {
+                        known.extra_issuers.extend_from_slice(extra);
+                        known.groups |= groups;
+                        known.configured.push(configured.to_vec());
                     }
+                    None => policy.sources.push(PolicySource {
+                        idx,
+                        extra_issuers: extra.to_vec(),
+                        groups,
+                        configured: vec![configured.to_vec()],
+                    }),
                 }
             }
             policies.push(policy);
@@ -261,8 +299,8 @@ impl KeyStore {
             return current;
         }
         tracing::debug!(policy = %policy.name, kid, "unknown kid: refetching keys");
-        for &idx in &policy.sources {
-            self.refetch_source(idx).await;
+        for source in &policy.sources {
+            self.refetch_source(source.idx).await;
         }
         self.snapshot(policy_id)
     }
@@ -383,21 +421,26 @@ impl KeyStore {
         self.update_metrics(idx);
     }
 
-    /// A policy that lists issuers checks tokens against those, not the discovered one; say so
-    /// when the discovery document names an issuer the policy does not list.
+    /// A policy (or `any-of` group) that lists issuers checks tokens against those, not the
+    /// discovered one; say so when the discovery document names an issuer it does not list.
     fn check_discovered_issuer(&self, idx: usize, discovered: &str) {
-        for policy in self.policies.iter().filter(|p| p.sources.contains(&idx)) {
-            if !policy.issuers.is_empty() && !policy.issuers.iter().any(|i| i == discovered) {
-                tracing::warn!(policy = %policy.name, source = %self.sources[idx].id.url,
-                    discovered, configured = ?policy.issuers,
-                    "discovery issuer is not among the policy's issuers; the configured issuers are enforced");
+        for policy in &self.policies {
+            let Some(source) = policy.sources.iter().find(|s| s.idx == idx) else {
+                continue;
+            };
+            for configured in &source.configured {
+                if !configured.is_empty() && !configured.iter().any(|i| i == discovered) {
+                    tracing::warn!(policy = %policy.name, source = %self.sources[idx].id.url,
+                        discovered, configured = ?configured,
+                        "discovery issuer is not among the policy's issuers; the configured issuers are enforced");
+                }
             }
         }
     }
 
     fn publish_users(&self, idx: usize) {
         for (p, policy) in self.policies.iter().enumerate() {
-            if policy.sources.contains(&idx) {
+            if policy.sources.iter().any(|s| s.idx == idx) {
                 self.publish_policy(p);
             }
         }
@@ -406,24 +449,35 @@ impl KeyStore {
     /// Rebuild and publish the snapshot of policy `p` from its sources' current state. Keys of
     /// an openid-config source are bound to the issuers they speak for (the discovered one plus
     /// the source's extra issuers for this policy); a key published by several sources speaks for
-    /// the issuers of each.
+    /// the issuers of each, and belongs to the `any-of` groups of each.
     fn publish_policy(&self, p: usize) {
         let policy = &self.policies[p];
         let now = Instant::now();
         let mut keys = policy.static_keys.clone();
         let mut issuers: Vec<String> = Vec::new();
+        let mut groups = vec![DiscoveredIssuers::default(); policy.groups];
         let mut unavailable = false;
         let mut issuers_pending = false;
-        for (&idx, extra) in policy.sources.iter().zip(&policy.extra_issuers) {
-            let src = &self.sources[idx];
+        for source in &policy.sources {
+            let src = &self.sources[source.idx];
             let st = src.state();
             let discovery = src.id.kind == RemoteKind::OpenIdConfig;
+            let in_source = |g: &usize| {
+                u32::try_from(*g)
+                    .ok()
+                    .and_then(|g| 1u64.checked_shl(g))
+                    .is_some_and(|bit| source.groups & bit != 0)
+            };
             if let Some(issuer) = &st.issuer {
-                if !issuers.contains(issuer) {
-                    issuers.push(issuer.clone());
+                push_new(&mut issuers, issuer);
+                for g in (0..groups.len()).filter(in_source) {
+                    push_new(&mut groups[g].issuers, issuer);
                 }
             } else if discovery {
                 issuers_pending = true;
+                for g in (0..groups.len()).filter(in_source) {
+                    groups[g].pending = true;
+                }
             }
             let Some(usable) = st.usable_keys(now, src.lifecycle.max_stale) else {
                 unavailable = true;
@@ -431,10 +485,8 @@ impl KeyStore {
             };
             let binding: Option<Arc<[String]>> = discovery.then(|| {
                 let mut speaks_for: Vec<String> = st.issuer.iter().cloned().collect();
-                for issuer in extra {
-                    if !speaks_for.contains(issuer) {
-                        speaks_for.push(issuer.clone());
-                    }
+                for issuer in &source.extra_issuers {
+                    push_new(&mut speaks_for, issuer);
                 }
                 speaks_for.into()
             });
@@ -443,10 +495,20 @@ impl KeyStore {
                     .iter_mut()
                     .find(|k| k.fingerprint == key.fingerprint && k.kid == key.kid);
                 match (same, &binding) {
-                    (Some(known), Some(bound)) => merge_binding(known, bound),
-                    (Some(known), None) => known.issuers = None,
-                    (None, Some(bound)) => keys.push(key.clone().bound_to(bound.clone())),
-                    (None, None) => keys.push(key.clone()),
+                    (Some(known), Some(bound)) => {
+                        merge_binding(known, bound);
+                        known.groups |= source.groups;
+                    }
+                    (Some(known), None) => {
+                        known.issuers = None;
+                        known.groups |= source.groups;
+                    }
+                    (None, binding) => {
+                        let mut key = key.clone();
+                        key.issuers = binding.clone();
+                        key.groups = source.groups;
+                        keys.push(key);
+                    }
                 }
             }
         }
@@ -455,6 +517,7 @@ impl KeyStore {
             issuers: issuers.into(),
             unavailable,
             issuers_pending,
+            groups: groups.into(),
         }));
     }
 
@@ -493,6 +556,12 @@ impl KeyStore {
             .with_label_values(&labels)
             .set(i64::try_from(usable).unwrap_or(i64::MAX));
         self.metrics.age.with_label_values(&labels).set(age);
+    }
+}
+
+fn push_new(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|known| known == item) {
+        list.push(item.to_owned());
     }
 }
 

@@ -196,7 +196,7 @@ pub fn load(source: &KeySource) -> Result<Identity, KeyError> {
         path: key_file.clone(),
         source: e,
     })?;
-    let alg = source.alg.or(from_idp.map(|c| c.alg));
+    let alg = source.alg.or(from_idp.and_then(|c| c.alg));
     let (key, alg) = parse_key(&bytes, alg).map_err(|message| KeyError::Key {
         path: key_file,
         message,
@@ -327,7 +327,8 @@ impl<'de> Deserialize<'de> for FirstResource {
 struct IdpSubset {
     issuer: String,
     kid: String,
-    alg: Alg,
+    /// `None`: the key file's type decides, as the dev token server does.
+    alg: Option<Alg>,
     key_file: PathBuf,
     audience: Option<String>,
 }
@@ -358,7 +359,7 @@ impl IdpSubset {
         Ok(IdpSubset {
             issuer: issuer(raw.issuer.as_deref(), raw.listen.as_deref()),
             kid: key.id,
-            alg: key.alg.unwrap_or(Alg::RS256),
+            alg: key.alg,
             key_file: base.join(file),
             audience: raw.resources.0,
         })
@@ -396,7 +397,7 @@ mod tests {
         let s = IdpSubset::load(&yaml).unwrap();
         assert_eq!(s.issuer, "http://127.0.0.1:9000/realm");
         assert_eq!(s.kid, "k1");
-        assert_eq!(s.alg, Alg::RS256);
+        assert_eq!(s.alg, None);
         assert_eq!(s.key_file, dir.path().join("keys/k1.pem"));
         assert_eq!(s.audience.as_deref(), Some("api://zz"));
     }

@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
         VerifyingKey::from_hmac_secret(Some("hs".into()), secret, "bench"),
     ]);
     let policy = policy();
-    let scope = KeyScope::of(&[], true);
+    let scope = KeyScope::of(&[], &[], true);
     let cache = TokenCache::with_scopes(10_000, vec![scope], metrics());
     let off = TokenCache::with_scopes(0, vec![scope], metrics());
     let cases = [

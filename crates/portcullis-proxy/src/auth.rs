@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use portcullis_auth::{
-    check_claims, extract_token, verify_token, AuthError, KeySnapshot, Policy, RequestParts,
-    UnixTime, Verified,
+    check_claims, extract_token, verify_token_decrypting, AuthError, KeySnapshot, Policy,
+    RequestParts, UnixTime, Verified,
 };
 
 use portcullis_config::PolicyId;
@@ -84,7 +84,12 @@ fn verify_fresh(
     cache: &TokenCache,
     key: Option<&CacheKey>,
 ) -> Result<Verified, AuthError> {
-    let token = Arc::new(verify_token(raw, keys, policy.require_signed_tokens)?);
+    let token = Arc::new(verify_token_decrypting(
+        raw,
+        keys,
+        &policy.decryption_keys,
+        policy.require_signed_tokens,
+    )?);
     let verified = check_claims(&token, policy, keys, now)?;
     if let Some(key) = key {
         cache.insert(*key, raw.len(), &token, now);

@@ -10,6 +10,15 @@
 //!   sources and of `require-signed-tokens`, so a token verified for policy A is never a hit for a
 //!   policy B whose keys differ (policies with the same sources share entries; their claim rules
 //!   still run separately).
+//! - **Encrypted tokens (JWE)**: keyed on the JWE as received, and the key scope also digests the
+//!   policy's `decryption-keys` (material fingerprint, kid, alg, enc). A hit therefore needs the
+//!   very bytes that were decrypted and verified before, under the same decryption keys: decryption
+//!   is deterministic, so skipping it returns what it would return. Any change to the JWE (header,
+//!   wrapped key, IV, ciphertext, tag) is a different key and a full decryption; a policy without
+//!   those decryption keys never hits (it would refuse the JWE). What the entry keeps and re-checks
+//!   is the *inner* JWS's verifying key, exactly as for a plain token. Failures, decryption ones
+//!   included, are never cached, so the cache answers no question an attacker could not already
+//!   ask, and its hit/miss timing only tells apart tokens that were already accepted.
 //! - **Value**: the `Arc<VerifiedToken>` (claims parsed once) with the kid and the fingerprint of
 //!   the key that verified it.
 //! - **Key rotation**: on every hit the verifying key (kid + fingerprint, usable for the token's
@@ -34,7 +43,9 @@ use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
 use moka::Expiry;
-use portcullis_auth::{JoseAlg, KeySnapshot, UnixTime, VerifiedToken, VerifyingKey};
+use portcullis_auth::{
+    DecryptionKey, JoseAlg, KeyManagement, KeySnapshot, UnixTime, VerifiedToken, VerifyingKey,
+};
 use portcullis_config::{KeySource, Model, PolicyId};
 use prometheus::{IntCounter, IntCounterVec};
 use sha2::{Digest, Sha256};
@@ -52,14 +63,28 @@ pub struct KeyScope([u8; 32]);
 
 impl KeyScope {
     /// Digest of the key sources (kind and URL of remote ones; kid, alg, family and fingerprint of
-    /// static keys) and of `require-signed-tokens`.
-    pub fn of(sources: &[KeySource], require_signed_tokens: bool) -> KeyScope {
+    /// static keys), of the decryption keys (kid, alg, enc, fingerprint) and of
+    /// `require-signed-tokens`.
+    pub fn of(
+        sources: &[KeySource],
+        decryption: &[DecryptionKey],
+        require_signed_tokens: bool,
+    ) -> KeyScope {
         let mut h = Sha256::new();
         h.update([u8::from(require_signed_tokens)]);
         let field = |h: &mut Sha256, bytes: &[u8]| {
             h.update((bytes.len() as u64).to_be_bytes());
             h.update(bytes);
         };
+        for key in decryption {
+            field(&mut h, b"decryption");
+            field(&mut h, key.kid.as_deref().unwrap_or("").as_bytes());
+            field(&mut h, key.alg.map_or("", KeyManagement::name).as_bytes());
+            for enc in &key.enc {
+                field(&mut h, enc.name().as_bytes());
+            }
+            h.update(key.fingerprint.to_be_bytes());
+        }
         for source in sources {
             match source {
                 KeySource::OpenIdConfig { url, .. } => {
@@ -150,7 +175,13 @@ impl TokenCache {
         let scopes = model
             .policies
             .iter()
-            .map(|p| KeyScope::of(&p.key_sources, p.policy.require_signed_tokens))
+            .map(|p| {
+                KeyScope::of(
+                    &p.key_sources,
+                    &p.policy.decryption_keys,
+                    p.policy.require_signed_tokens,
+                )
+            })
             .collect();
         Self::with_scopes(model.server.token_cache_max_entries, scopes, metrics)
     }
@@ -398,17 +429,28 @@ mod tests {
             url: url.to_owned(),
             lifecycle: portcullis_config::KeyLifecycle::default(),
         };
-        let a = KeyScope::of(&[jwks("http://a/jwks")], true);
-        assert_eq!(a, KeyScope::of(&[jwks("http://a/jwks")], true));
-        assert_ne!(a, KeyScope::of(&[jwks("http://b/jwks")], true));
-        assert_ne!(a, KeyScope::of(&[jwks("http://a/jwks")], false));
+        let a = KeyScope::of(&[jwks("http://a/jwks")], &[], true);
+        assert_eq!(a, KeyScope::of(&[jwks("http://a/jwks")], &[], true));
+        assert_ne!(a, KeyScope::of(&[jwks("http://b/jwks")], &[], true));
+        assert_ne!(a, KeyScope::of(&[jwks("http://a/jwks")], &[], false));
         let fixed = |secret: &[u8]| KeySource::Static {
             label: "inline".to_owned(),
             keys: vec![hmac("k", secret)],
         };
         assert_ne!(
-            KeyScope::of(&[fixed(b"one-one-one-one-one-one-one-one!")], true),
-            KeyScope::of(&[fixed(b"two-two-two-two-two-two-two-two!")], true)
+            KeyScope::of(&[fixed(b"one-one-one-one-one-one-one-one!")], &[], true),
+            KeyScope::of(&[fixed(b"two-two-two-two-two-two-two-two!")], &[], true)
+        );
+        let decrypting = |secret: &[u8]| {
+            vec![DecryptionKey::symmetric(None, secret, None, vec![], "t").unwrap()]
+        };
+        assert_ne!(
+            a,
+            KeyScope::of(&[jwks("http://a/jwks")], &decrypting(&[1; 32]), true)
+        );
+        assert_ne!(
+            KeyScope::of(&[jwks("http://a/jwks")], &decrypting(&[1; 32]), true),
+            KeyScope::of(&[jwks("http://a/jwks")], &decrypting(&[2; 32]), true)
         );
     }
 }

@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use portcullis_auth::{query_without_param, TokenSource};
-use portcullis_config::{IpNet, Model};
+use portcullis_config::{is_connection_header, IpNet, Model};
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -138,32 +138,6 @@ pub struct Connection<'a> {
     pub host: Option<&'a HeaderValue>,
     /// The gateway's port the client connected to.
     pub port: Option<u16>,
-}
-
-/// Headers that describe the client connection or the original request: only the gateway may set
-/// them, since backends use them for client IP allow-lists, generated URLs and (IIS, Symfony)
-/// routing. Normalised names (lower case, `_` as `-`); every `x-forwarded-*` counts too.
-const CONNECTION_HEADERS: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
-/// Whether a (lower-case) header name is, in any `-`/`_` spelling, one the gateway owns.
-fn is_connection_header(name: &str) -> bool {
-    let same = |a: &[u8], b: &[u8]| {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(&x, &y)| x == y || (x == b'_' && y == b'-'))
-    };
-    let name = name.as_bytes();
-    let prefix = b"x-forwarded-";
-    (name.len() > prefix.len() && same(&name[..prefix.len()], prefix))
-        || CONNECTION_HEADERS.iter().any(|h| same(name, h.as_bytes()))
 }
 
 /// The forwarding headers of the upstream request, set from the gateway's own knowledge.

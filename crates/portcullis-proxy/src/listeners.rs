@@ -12,7 +12,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -38,7 +38,32 @@ pub struct Prebound<S> {
     inner: S,
     sockets: Vec<(String, TcpListener)>,
     drain: ShutdownWatch,
-    up: Option<Arc<AtomicBool>>,
+    up: Option<ServicesUp>,
+}
+
+/// Set once every proxy service has started accepting (the admin's readiness).
+#[derive(Clone)]
+pub struct ServicesUp {
+    /// Services still starting.
+    pending: Arc<AtomicUsize>,
+    /// True once none are.
+    up: Arc<AtomicBool>,
+}
+
+impl ServicesUp {
+    /// `services` services will start; `up` turns true when the last has.
+    pub fn new(services: usize, up: Arc<AtomicBool>) -> ServicesUp {
+        ServicesUp {
+            pending: Arc::new(AtomicUsize::new(services)),
+            up,
+        }
+    }
+
+    fn started(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.up.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl<S> Prebound<S> {
@@ -47,7 +72,7 @@ impl<S> Prebound<S> {
         inner: S,
         sockets: Vec<(String, TcpListener)>,
         drain: ShutdownWatch,
-        up: Option<Arc<AtomicBool>>,
+        up: Option<ServicesUp>,
     ) -> Self {
         Prebound {
             inner,
@@ -75,7 +100,7 @@ impl<S: ServiceWithDependents> ServiceWithDependents for Prebound<S> {
             }
         }
         if let Some(up) = &self.up {
-            up.store(true, Ordering::Release);
+            up.started();
         }
         self.inner
             .start_service(

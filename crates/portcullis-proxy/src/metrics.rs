@@ -50,6 +50,9 @@ pub struct Metrics {
     /// `portcullis_claim_headers_refused_total{policy, header, reason}`: forward-claims headers not
     /// set because the claim's value cannot be carried unambiguously.
     pub claim_headers_refused: IntCounterVec,
+    /// `portcullis_transform_values_refused_total{policy, statement, reason}`: values of
+    /// transformation statements not used because they are invalid where they go (see `values`).
+    pub transform_values_refused: IntCounterVec,
     /// `portcullis_token_cache_{hits,misses,evictions}_total`.
     pub token_cache: CacheMetrics,
     /// `portcullis_rate_limit_untracked_total`: calls a full rate-limit store could not count.
@@ -86,6 +89,11 @@ impl Metrics {
             "portcullis_claim_headers_refused_total",
             "forward-claims headers not set because the claim value cannot be carried unambiguously, by reason.",
             &["policy", "header", "reason"],
+        )?;
+        let transform_values_refused = counters(
+            "portcullis_transform_values_refused_total",
+            "Values of transformation statements (set-header ...) not used because they are invalid where they go (control characters, non-ASCII in a header), by reason.",
+            &["policy", "statement", "reason"],
         )?;
         let validation = HistogramVec::new(
             HistogramOpts::new(
@@ -140,6 +148,7 @@ impl Metrics {
             report_only,
             validation,
             claim_headers_refused,
+            transform_values_refused,
             token_cache,
             rate_limit_untracked,
             rate_limit_store_errors,

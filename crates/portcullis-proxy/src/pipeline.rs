@@ -2,32 +2,42 @@
 //!
 //! Each step sees the request, the client address and the verified token once `validate-jwt` has
 //! run, and either passes (possibly adding headers every answer to the request carries, or a count
-//! to make when the response is known) or answers ([`Answer`]). The proxy's hooks call [`inbound`]
-//! once and [`outbound_count`] once; a new statement kind is a new [`Step`] arm here, never a new
-//! hook. As in APIM, a CORS preflight runs the `cors` step only, and `cors` is evaluated before the
+//! to make when the response is known) or answers ([`Answer`]). A `choose` runs its branch's steps
+//! through the same loop. The proxy's hooks call [`inbound`] once, [`outbound`] once on the
+//! response to the client (the backend's, or a `return-response` answer) and [`outbound_count`]
+//! once; a new statement kind is a new [`Step`] arm here, never a new hook. As in APIM, a CORS preflight runs the `cors` step only, and `cors` is evaluated before the
 //! other steps whatever its place, so the gateway's own 401/403/429 carry the CORS headers.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-use portcullis_auth::{claim_headers, claim_to_header_value, RequestParts};
+use portcullis_auth::{claim_headers, claim_to_header_value, Policy, RequestParts};
 use portcullis_config::{
-    CheckHeader, CounterKey, HeaderCheck, IpFilter, Limit, PolicyModel, Statement,
+    BackendId, CheckHeader, ClaimTest, Condition, CounterKey, ExistsAction, HeaderCheck, IpFilter,
+    Limit, MockResponse, Piece, PolicyId, PolicyModel, ReturnResponse, RewriteUri, SetHeader,
+    SetQueryParameter, SetVariable, Statement,
 };
+use portcullis_route::query;
 
 use crate::auth::{authenticate, unix_now_ms};
 use crate::cors;
 use crate::limits::{Counted, Hit};
-use crate::proxy::{Ctx, Gateway};
+use crate::proxy::{Ctx, Gateway, TargetEdit};
+use crate::reload::Generation;
 use crate::respond::{
-    caller_ip_forbidden, header_check_failed, quota_exceeded, rate_limit_store_unavailable,
-    rate_limited, token_rejected, Answer, Quota,
+    caller_ip_forbidden, header_check_failed, invalid_rewrite, mock_response, quota_exceeded,
+    rate_limit_store_unavailable, rate_limited, statement_answer, token_rejected, Answer, Quota,
 };
+use crate::routes::Route;
+use crate::values::{self, View};
 
 /// One step of a policy.
 #[derive(Debug, Clone)]
@@ -42,34 +52,117 @@ pub enum Step {
     IpFilter(Arc<IpFilter>),
     /// `check-header`.
     CheckHeader(Arc<CheckHeader>),
+    /// `set-query-parameter` on the query to forward.
+    SetQueryParameter(Arc<SetQueryParameter>),
+    /// `rewrite-uri`: the path (and query) to forward.
+    RewriteUri(Arc<RewriteUri>),
+    /// `set-backend-service`: where to forward.
+    SetBackendService(BackendId),
+    /// `mock-response`: the answer, with its content type checked once.
+    MockResponse(Arc<MockResponse>, HeaderValue),
+    /// `set-variable`.
+    SetVariable(Arc<SetVariable>),
+    /// `set-header`: on the request to the backend (inbound) or the response (outbound).
+    SetHeader(Arc<HeaderStep>),
+    /// `return-response`: the request ends with the statement's answer.
+    ReturnResponse(Arc<ReturnResponse>),
+    /// `choose`: the steps of the first branch whose condition holds.
+    Choose(Arc<ChooseStep>),
+}
+
+/// A `set-header` with the label its refusals are counted under (`set-header x-name`).
+#[derive(Debug)]
+pub struct HeaderStep {
+    set: Arc<SetHeader>,
+    label: String,
+    /// A header the gateway sets from the connection (`X-Forwarded-*`, ...): applied after the
+    /// gateway has set its own, so the policy's statement has the last word (as in APIM).
+    connection: bool,
+}
+
+/// An inbound `set-header` of a connection header, rendered, waiting for the gateway's own
+/// forwarding headers ([`apply_forwarding_overrides`]).
+#[derive(Debug)]
+pub struct ForwardingOverride {
+    step: Arc<HeaderStep>,
+    rendered: Option<Vec<HeaderValue>>,
+}
+
+/// Applies the policy's `set-header`s of connection headers to the upstream request, after the
+/// gateway's `X-Forwarded-*`: `override` replaces the gateway's value, `skip` keeps it, `append`
+/// adds to it, `delete` removes it. The value is the operator's (a literal, or a source the policy
+/// names), never the client's own copy: that was removed before.
+pub fn apply_forwarding_overrides(
+    upstream: &mut RequestHeader,
+    overrides: Vec<ForwardingOverride>,
+) -> Result<()> {
+    for o in overrides {
+        set_header(upstream, &o.step.set, o.rendered)?;
+    }
+    Ok(())
+}
+
+/// A `choose` as steps.
+#[derive(Debug)]
+pub struct ChooseStep {
+    branches: Vec<(Condition, Vec<Step>)>,
+    otherwise: Vec<Step>,
 }
 
 /// A policy's steps in order.
 #[derive(Debug, Clone, Default)]
 pub struct Pipeline {
     steps: Vec<Step>,
+    /// The `outbound` steps (empty for most policies: nothing runs on the response).
+    outbound: Vec<Step>,
     cors: Option<cors::CorsPolicy>,
 }
 
 impl Pipeline {
     /// The steps of a checked policy.
     pub fn from_model(p: &PolicyModel) -> Pipeline {
-        let steps: Vec<Step> = p
-            .inbound
-            .iter()
-            .map(|s| match s {
-                Statement::Cors(_) => Step::Cors,
-                Statement::ValidateJwt => Step::ValidateJwt,
-                Statement::Limit(l) => Step::Limit(Arc::new(LimitStep::new(l))),
-                Statement::IpFilter(f) => Step::IpFilter(f.clone()),
-                Statement::CheckHeader(c) => Step::CheckHeader(c.clone()),
-            })
-            .collect();
         Pipeline {
-            steps,
+            steps: steps(&p.inbound),
+            outbound: steps(&p.outbound),
             cors: p.cors().map(|c| cors::CorsPolicy::new(c.clone())),
         }
     }
+}
+
+fn steps(statements: &[Statement]) -> Vec<Step> {
+    statements
+        .iter()
+        .map(|s| match s {
+            Statement::Cors(_) => Step::Cors,
+            Statement::ValidateJwt => Step::ValidateJwt,
+            Statement::Limit(l) => Step::Limit(Arc::new(LimitStep::new(l))),
+            Statement::IpFilter(f) => Step::IpFilter(f.clone()),
+            Statement::CheckHeader(c) => Step::CheckHeader(c.clone()),
+            Statement::SetVariable(v) => Step::SetVariable(v.clone()),
+            Statement::SetHeader(h) => Step::SetHeader(Arc::new(HeaderStep {
+                set: h.clone(),
+                label: format!("set-header {}", h.name),
+                connection: portcullis_config::is_connection_header(h.name.as_str()),
+            })),
+            Statement::ReturnResponse(r) => Step::ReturnResponse(r.clone()),
+            Statement::Choose(c) => Step::Choose(Arc::new(ChooseStep {
+                branches: c
+                    .branches
+                    .iter()
+                    .map(|b| (b.when.clone(), steps(&b.steps)))
+                    .collect(),
+                otherwise: steps(&c.otherwise),
+            })),
+            Statement::SetQueryParameter(s) => Step::SetQueryParameter(s.clone()),
+            Statement::RewriteUri(r) => Step::RewriteUri(r.clone()),
+            Statement::SetBackendService(id) => Step::SetBackendService(*id),
+            Statement::MockResponse(m) => Step::MockResponse(
+                m.clone(),
+                HeaderValue::from_str(&m.content_type)
+                    .unwrap_or(HeaderValue::from_static("application/json")),
+            ),
+        })
+        .collect()
 }
 
 /// A limit statement with what its counters need, derived once: its window and the id of its
@@ -127,98 +220,593 @@ pub struct Pending {
     calls: bool,
 }
 
+/// What the steps of one request run against: the request's config generation, route and
+/// policy.
+struct Run<'r> {
+    gw: &'r Gateway,
+    generation: &'r Generation,
+    route: &'r Route,
+    policy_id: PolicyId,
+    policy: &'r Arc<Policy>,
+}
+
 /// Run the route's policy. `Some(answer)`: the request ends here with that answer.
 pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<Option<Answer>> {
     let generation = ctx.generation.clone();
-    let Some(route) = ctx.route.and_then(|i| generation.routes.get(i)) else {
+    let Some((run, pipeline)) = Run::of(gw, &generation, ctx) else {
         return Ok(None);
     };
-    let Some(policy_id) = route.policy else {
-        return Ok(None);
-    };
-    let Some(runtime) = generation.policy(policy_id) else {
-        return Ok(None);
-    };
-    let (policy, pipeline) = (&runtime.policy, &runtime.pipeline);
     if let Some(c) = &pipeline.cors {
         match c.evaluate(session.req_header()) {
             cors::Verdict::Answer(a) => return Ok(Some(a)),
             cors::Verdict::Continue(headers) => ctx.response_headers.extend(headers),
         }
     }
-    for step in &pipeline.steps {
-        match step {
-            Step::Cors => {}
-            Step::ValidateJwt => {
-                let started = Instant::now();
-                let req = session.req_header();
-                let parts = RequestParts {
-                    headers: &req.headers,
-                    query: req.uri.query(),
-                };
-                let outcome = authenticate(
-                    &parts,
-                    policy,
-                    &generation.keys,
-                    policy_id,
-                    &generation.token_cache,
-                )
-                .await;
-                let result = if outcome.is_ok() { "ok" } else { "rejected" };
-                gw.metrics
-                    .validation
-                    .with_label_values(&[policy.name.as_str(), result])
-                    .observe(started.elapsed().as_secs_f64());
-                match outcome {
-                    Ok(verified) => {
-                        let req = session.req_header_mut();
-                        for (name, value) in claim_headers(&verified, policy) {
-                            match value {
-                                Ok(value) => req.insert_header(name.clone(), value)?,
-                                Err(why) => gw.claim_refused(route, policy, name, why),
-                            }
-                        }
-                        ctx.identity = Some(verified);
+    run.steps(session, ctx, &pipeline.steps).await
+}
+
+impl<'r> Run<'r> {
+    /// The request's route and policy in `generation`, with the policy's steps; `None` for an
+    /// anonymous route (or no route).
+    fn of(gw: &'r Gateway, generation: &'r Generation, ctx: &Ctx) -> Option<(Self, &'r Pipeline)> {
+        let route = ctx.route.and_then(|i| generation.routes.get(i))?;
+        let policy_id = route.policy?;
+        let runtime = generation.policy(policy_id)?;
+        let run = Run {
+            gw,
+            generation,
+            route,
+            policy_id,
+            policy: &runtime.policy,
+        };
+        Some((run, &runtime.pipeline))
+    }
+
+    /// A `choose` branch's steps, through the same loop (boxed: the loop is recursive; only a
+    /// `choose` that runs pays for the box).
+    fn branch<'a>(
+        &'a self,
+        session: &'a mut Session,
+        ctx: &'a mut Ctx,
+        steps: &'a [Step],
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Answer>>> + Send + 'a>> {
+        Box::pin(self.steps(session, ctx, steps))
+    }
+
+    async fn steps(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        steps: &[Step],
+    ) -> Result<Option<Answer>> {
+        let (gw, generation, route, policy) = (self.gw, self.generation, self.route, self.policy);
+        for step in steps {
+            match step {
+                Step::Cors => {}
+                Step::ValidateJwt => {
+                    if let Some(answer) = self.validate(session, ctx).await? {
+                        return Ok(Some(answer));
                     }
-                    Err(err) if policy.report_only => {
-                        ctx.reason = Some(err.reason());
-                        gw.metrics
-                            .report_only
-                            .with_label_values(&[
-                                route.name.as_str(),
-                                policy.name.as_str(),
-                                err.reason(),
-                            ])
-                            .inc();
+                }
+                Step::IpFilter(filter) => {
+                    let ip = client_ip(session, &generation.trusted_proxies);
+                    if !filter.permits(ip) {
+                        return Ok(Some(caller_ip_forbidden()));
+                    }
+                }
+                Step::CheckHeader(check) => match check.check(&session.req_header().headers) {
+                    HeaderCheck::Passed => {}
+                    failed => return Ok(Some(header_check_failed(check, failed))),
+                },
+                Step::Limit(step) => {
+                    let key = counter_key(&step.limit, session, ctx, &generation.trusted_proxies);
+                    if let Some(answer) = apply_limit(gw, step, key, ctx).await {
+                        return Ok(Some(answer));
+                    }
+                }
+                Step::SetVariable(set) => set_variable(session, ctx, generation, set),
+                Step::SetHeader(step) => {
+                    let rendered =
+                        render_header(gw, route, policy, step, view(session, ctx, generation));
+                    if step.connection {
+                        ctx.forwarding_overrides.push(ForwardingOverride {
+                            step: step.clone(),
+                            rendered,
+                        });
+                    } else {
+                        set_header(session.req_header_mut(), &step.set, rendered)?;
+                    }
+                }
+                Step::ReturnResponse(r) => {
+                    let answer =
+                        return_response(gw, route, policy, r, view(session, ctx, generation));
+                    return Ok(Some(answer));
+                }
+                Step::SetQueryParameter(set) => {
+                    let view = view(session, ctx, generation);
+                    let rendered: Vec<Cow<'_, str>> =
+                        set.values.iter().map(|v| view.render(v)).collect();
+                    if let Some(why) = rendered.iter().find_map(|v| values::no_controls(v).err()) {
+                        let label = format!("set-query-parameter {}", set.name);
+                        gw.value_refused(route, policy, &label, why);
+                        continue;
+                    }
+                    let rendered: Vec<String> = rendered.into_iter().map(Cow::into_owned).collect();
+                    let values: Vec<&str> = rendered.iter().map(String::as_str).collect();
+                    let edit = target(ctx, session);
+                    edit.query =
+                        query::edit(edit.query.as_deref(), &set.name, &values, set.exists_action);
+                }
+                Step::RewriteUri(rewrite) => {
+                    let normalisation = generation.routes.normalisation();
+                    let current = match &ctx.target {
+                        Some(t) => t.query.as_deref(),
+                        None => session.req_header().uri.query(),
+                    };
+                    let Some((path, query)) = rewritten(
+                        rewrite,
+                        current,
+                        normalisation,
+                        &view(session, ctx, generation),
+                    ) else {
                         tracing::warn!(
                             route = %route.name,
                             policy = %policy.name,
-                            reason = err.reason(),
-                            "report-only: request would have been rejected; forwarded"
+                            template = %rewrite.template,
+                            "rewrite-uri: the rewritten path cannot be made canonical; refused"
                         );
+                        return Ok(Some(invalid_rewrite()));
+                    };
+                    let edit = target(ctx, session);
+                    edit.path = Some(path);
+                    edit.query = query;
+                }
+                Step::SetBackendService(id) => ctx.backend = Some(*id),
+                Step::MockResponse(mock, content_type) => {
+                    let example = route
+                        .examples
+                        .as_deref()
+                        .and_then(|e| e.find(mock.status_code, &mock.content_type));
+                    return Ok(Some(mock_response(
+                        mock.status_code,
+                        content_type.clone(),
+                        example,
+                    )));
+                }
+                Step::Choose(choose) => {
+                    let status = None;
+                    let chosen = pick(choose, &view(session, ctx, generation), route, status);
+                    if let Some(steps) = chosen.filter(|s| !s.is_empty()) {
+                        if let Some(answer) = self.branch(session, ctx, steps).await? {
+                            return Ok(Some(answer));
+                        }
                     }
-                    Err(err) => return Ok(Some(token_rejected(&err, policy))),
                 }
             }
-            Step::IpFilter(filter) => {
-                let ip = client_ip(session, &generation.trusted_proxies);
-                if !filter.permits(ip) {
-                    return Ok(Some(caller_ip_forbidden()));
+        }
+        Ok(None)
+    }
+
+    /// `validate-jwt`: the token checked, the identity headers set; `Some`: the rejection.
+    async fn validate(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Option<Answer>> {
+        let (gw, generation, route, policy) = (self.gw, self.generation, self.route, self.policy);
+        let started = Instant::now();
+        let req = session.req_header();
+        let parts = RequestParts {
+            headers: &req.headers,
+            query: req.uri.query(),
+        };
+        // token-optional: no token at all passes with no identity (the client's copies of the
+        // identity headers were stripped before the pipeline); a present one is checked.
+        if policy.token_optional && policy.token_source.absent(&parts) {
+            return Ok(None);
+        }
+        let outcome = authenticate(
+            &parts,
+            policy,
+            &generation.keys,
+            self.policy_id,
+            &generation.token_cache,
+        )
+        .await;
+        let result = if outcome.is_ok() { "ok" } else { "rejected" };
+        gw.metrics
+            .validation
+            .with_label_values(&[policy.name.as_str(), result])
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(verified) => {
+                let req = session.req_header_mut();
+                for (name, value) in claim_headers(&verified, policy) {
+                    match value {
+                        Ok(value) => req.insert_header(name.clone(), value)?,
+                        Err(why) => gw.claim_refused(route, policy, name, why),
+                    }
                 }
+                ctx.identity = Some(verified);
             }
-            Step::CheckHeader(check) => match check.check(&session.req_header().headers) {
-                HeaderCheck::Passed => {}
-                failed => return Ok(Some(header_check_failed(check, failed))),
-            },
-            Step::Limit(step) => {
-                let key = counter_key(&step.limit, session, ctx, &generation.trusted_proxies);
-                if let Some(answer) = apply_limit(gw, step, key, ctx).await {
-                    return Ok(Some(answer));
+            Err(err) if policy.report_only => {
+                ctx.reason = Some(err.reason());
+                gw.metrics
+                    .report_only
+                    .with_label_values(&[route.name.as_str(), policy.name.as_str(), err.reason()])
+                    .inc();
+                tracing::warn!(
+                    route = %route.name,
+                    policy = %policy.name,
+                    reason = err.reason(),
+                    "report-only: request would have been rejected; forwarded"
+                );
+            }
+            Err(err) => return Ok(Some(token_rejected(&err, policy))),
+        }
+        Ok(None)
+    }
+}
+
+/// `set-variable`: the value rendered now, kept for the rest of the request.
+fn set_variable(session: &Session, ctx: &mut Ctx, generation: &Generation, set: &SetVariable) {
+    let value = view(session, ctx, generation)
+        .render(&set.value)
+        .into_owned();
+    values::set_var(&mut ctx.vars, &set.name, value);
+}
+
+/// The request as values and conditions read it.
+fn view<'a>(session: &'a Session, ctx: &'a Ctx, generation: &'a Generation) -> View<'a> {
+    View {
+        req: session.req_header(),
+        peer: peer(session),
+        trusted: &generation.trusted_proxies,
+        params: &ctx.params,
+        identity: ctx.identity.as_ref(),
+        vars: &ctx.vars,
+    }
+}
+
+/// The policy's `outbound` steps, on a response to the client: the backend's (from
+/// `response_filter`) or a `return-response` answer; never the gateway's own error answers.
+pub fn outbound(gw: &Gateway, session: &Session, ctx: &mut Ctx, response: &mut ResponseHeader) {
+    // Most policies have no outbound steps: look before taking a reference to the generation.
+    let any = Run::of(gw, &ctx.generation, ctx).is_some_and(|(_, p)| !p.outbound.is_empty());
+    if !any {
+        return;
+    }
+    let generation = ctx.generation.clone();
+    if let Some((run, pipeline)) = Run::of(gw, &generation, ctx) {
+        run.outbound(session, ctx, response, &pipeline.outbound);
+    }
+}
+
+impl Run<'_> {
+    fn outbound(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        response: &mut ResponseHeader,
+        steps: &[Step],
+    ) {
+        let (gw, generation, route, policy) = (self.gw, self.generation, self.route, self.policy);
+        for step in steps {
+            match step {
+                Step::SetVariable(set) => set_variable(session, ctx, generation, set),
+                Step::SetHeader(step) => {
+                    let rendered =
+                        render_header(gw, route, policy, step, view(session, ctx, generation));
+                    if let Err(e) = set_header(response, &step.set, rendered) {
+                        tracing::debug!(error = %e, header = %step.set.name, "outbound set-header failed");
+                    }
+                }
+                Step::Choose(choose) => {
+                    let status = Some(response.status.as_u16());
+                    let chosen = pick(choose, &view(session, ctx, generation), route, status);
+                    if let Some(steps) = chosen {
+                        self.outbound(session, ctx, response, steps);
+                    }
+                }
+                // `check` allows only the three above in outbound.
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The steps of the first branch whose condition holds (`otherwise` when none does).
+fn pick<'c>(
+    choose: &'c ChooseStep,
+    view: &View<'_>,
+    route: &Route,
+    status: Option<u16>,
+) -> Option<&'c [Step]> {
+    let case_sensitive = route.case_sensitive();
+    choose
+        .branches
+        .iter()
+        .find(|(when, _)| holds(when, view, case_sensitive, status))
+        .map(|(_, steps)| steps.as_slice())
+        .or(Some(choose.otherwise.as_slice()))
+}
+
+/// Whether a condition holds for the request (and, outbound, the response status).
+fn holds(cond: &Condition, view: &View<'_>, case_sensitive: bool, status: Option<u16>) -> bool {
+    let req = view.req;
+    match cond {
+        Condition::Method(methods) => methods.contains(&req.method),
+        Condition::HeaderPresent(name) => req.headers.contains_key(name),
+        Condition::Header(name, test) => req
+            .headers
+            .get_all(name)
+            .iter()
+            .any(|v| test.passes(&String::from_utf8_lossy(v.as_bytes()))),
+        Condition::QueryPresent(name) => view.query(name).is_some(),
+        Condition::Query(name, test) => view.query(name).is_some_and(|v| test.passes(&v)),
+        Condition::ClaimPresent(name) => view
+            .identity
+            .and_then(|v| v.token().claims.lookup(name))
+            .is_some_and(|c| !c.is_null()),
+        Condition::Claim(name, ClaimTest::Equals(test)) => {
+            view.claim(name).is_some_and(|v| test.passes(&v))
+        }
+        Condition::Claim(name, ClaimTest::Contains(test)) => {
+            let Some(claim) = view.identity.and_then(|v| v.token().claims.lookup(name)) else {
+                return false;
+            };
+            if claim.is_array() {
+                claim
+                    .elements()
+                    .any(|e| scalar(e).is_some_and(|t| test.passes(&t)))
+            } else {
+                scalar(claim).is_some_and(|t| t.split_whitespace().any(|w| test.passes(w)))
+            }
+        }
+        Condition::Variable(name, test) => {
+            values::var(view.vars, name).is_some_and(|v| test.passes(v))
+        }
+        Condition::PathPrefix(prefix) => {
+            let path = req.uri.path();
+            path.len() >= prefix.len()
+                && path.is_char_boundary(prefix.len())
+                && same(&path[..prefix.len()], prefix, case_sensitive)
+                && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+        }
+        Condition::Path(segments) => {
+            let mut parts = req.uri.path().split('/').skip(1);
+            segments.iter().all(|want| match (want, parts.next()) {
+                (Some(lit), Some(seg)) => same(seg, lit, case_sensitive),
+                (None, Some(seg)) => !seg.is_empty(),
+                (_, None) => false,
+            }) && parts.next().is_none()
+        }
+        Condition::Status(codes) => status.is_some_and(|s| codes.contains(&s)),
+        Condition::All(all) => all.iter().all(|c| holds(c, view, case_sensitive, status)),
+        Condition::Any(any) => any.iter().any(|c| holds(c, view, case_sensitive, status)),
+        Condition::Not(c) => !holds(c, view, case_sensitive, status),
+    }
+}
+
+fn same(a: &str, b: &str, case_sensitive: bool) -> bool {
+    if case_sensitive {
+        a == b
+    } else {
+        a.eq_ignore_ascii_case(b)
+    }
+}
+
+/// A string, number or boolean claim (or array element) as text.
+fn scalar(claim: portcullis_auth::Claim<'_>) -> Option<Cow<'_, str>> {
+    if let Some(s) = claim.as_str() {
+        return Some(Cow::Borrowed(s));
+    }
+    if let Some(n) = claim.as_number() {
+        return Some(Cow::Owned(n.to_string()));
+    }
+    claim.as_bool().map(|b| Cow::Owned(b.to_string()))
+}
+
+/// A `set-header`'s values for this request: `None` when one of them is refused (logged and
+/// counted; the header is then left unset).
+fn render_header(
+    gw: &Gateway,
+    route: &Route,
+    policy: &Policy,
+    step: &HeaderStep,
+    view: View<'_>,
+) -> Option<Vec<HeaderValue>> {
+    let mut out = Vec::with_capacity(step.set.values.len());
+    for value in &step.set.values {
+        match values::header_value(&view.render(value)) {
+            Ok(v) => out.push(v),
+            Err(why) => {
+                gw.value_refused(route, policy, &step.label, why);
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Headers of a request or a response, for `set-header`.
+trait Headers {
+    fn map(&self) -> &http::HeaderMap;
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
+    fn append(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
+    fn remove(&mut self, name: &HeaderName);
+}
+
+/// pingora's request and response headers have the same methods, but no common trait.
+macro_rules! headers_of {
+    ($($t:ty),*) => {$(
+        impl Headers for $t {
+            fn map(&self) -> &http::HeaderMap {
+                &self.headers
+            }
+            fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+                self.insert_header(name, value)
+            }
+            fn append(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+                self.append_header(name, value).map(|_| ())
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    )*};
+}
+
+headers_of!(RequestHeader, ResponseHeader);
+
+/// Applies a `set-header` as APIM does: several values are one line joined with `,` (separate
+/// lines for the headers whose values may hold a comma or a date, see
+/// [`SetHeader::separate_lines`]); `append` adds to the existing values. `rendered` is `None`
+/// when a value was refused: the header is left unset (an `override` removes the old one, so a
+/// client's own value never stands in for the refused one).
+fn set_header(
+    target: &mut impl Headers,
+    set: &SetHeader,
+    rendered: Option<Vec<HeaderValue>>,
+) -> Result<()> {
+    let name = &set.name;
+    let present = target.map().contains_key(name);
+    let Some(values) = rendered else {
+        if set.action == ExistsAction::Override {
+            target.remove(name);
+        }
+        return Ok(());
+    };
+    match set.action {
+        ExistsAction::Delete => target.remove(name),
+        ExistsAction::Skip if present => {}
+        ExistsAction::Append if set.separate_lines() => {
+            for v in values {
+                target.append(name.clone(), v)?;
+            }
+        }
+        ExistsAction::Append => {
+            let existing = target.map().get_all(name).iter().cloned();
+            if let Some(v) = joined(existing.chain(values)) {
+                target.insert(name.clone(), v)?;
+            }
+        }
+        ExistsAction::Override | ExistsAction::Skip => {
+            target.remove(name);
+            if set.separate_lines() {
+                for v in values {
+                    target.append(name.clone(), v)?;
+                }
+            } else if let Some(v) = joined(values.into_iter()) {
+                target.insert(name.clone(), v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Values joined with `,` into one (`None` for none).
+fn joined(mut values: impl Iterator<Item = HeaderValue>) -> Option<HeaderValue> {
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(first);
+    };
+    let mut bytes = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(values) {
+        bytes.push(b',');
+        bytes.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&bytes).ok()
+}
+
+/// A `return-response` answer for this request; a header whose value is refused is left out
+/// (logged and counted).
+fn return_response(
+    gw: &Gateway,
+    route: &Route,
+    policy: &Policy,
+    r: &ReturnResponse,
+    view: View<'_>,
+) -> Answer {
+    let mut headers = Vec::with_capacity(r.headers.len());
+    for (name, values) in &r.headers {
+        for value in values {
+            match values::header_value(&view.render(value)) {
+                Ok(v) => headers.push((name.clone(), v)),
+                Err(why) => {
+                    gw.value_refused(route, policy, &format!("return-response {name}"), why);
                 }
             }
         }
     }
-    Ok(None)
+    let body = view.render(&r.body).into_owned();
+    statement_answer(r.status, r.reason.clone(), headers, body)
+}
+
+/// One `${...}` source of a template (its fallback when absent or empty).
+fn source<'a>(view: &View<'a>, part: &'a portcullis_config::Part) -> Cow<'a, str> {
+    match part {
+        portcullis_config::Part::Literal(t) => Cow::Borrowed(t.as_str()),
+        portcullis_config::Part::Source { source, fallback } => {
+            let v = view.source(source);
+            match fallback {
+                Some(f) if v.is_empty() => Cow::Borrowed(f.as_str()),
+                _ => v,
+            }
+        }
+    }
+}
+
+/// The request's target edits, started from the request's own query on first use.
+fn target<'c>(ctx: &'c mut Ctx, session: &Session) -> &'c mut TargetEdit {
+    ctx.target.get_or_insert_with(|| {
+        Box::new(TargetEdit {
+            path: None,
+            query: session.req_header().uri.query().map(str::to_owned),
+        })
+    })
+}
+
+/// `rewrite-uri`'s path (canonical) and query; `None` when the path cannot be made canonical.
+/// `current` is the query as the earlier statements left it; `view` renders `${...}` sources.
+fn rewritten(
+    rewrite: &RewriteUri,
+    current: Option<&str>,
+    normalisation: &portcullis_route::Normalization,
+    view: &View<'_>,
+) -> Option<(String, Option<String>)> {
+    let param = |name: &str| {
+        view.params
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let mut path = String::with_capacity(64);
+    for piece in &rewrite.path {
+        match piece {
+            Piece::Text(t) => path.push_str(t),
+            // The canonical segment text: already encoded for a path.
+            Piece::Param(n) => path.push_str(param(n)),
+            Piece::Source(part) => query::push_encoded(&mut path, &source(view, part)),
+        }
+    }
+    let path = portcullis_route::canonical_path(&path, normalisation)
+        .ok()?
+        .into_owned();
+    let mut q = String::new();
+    if let Some(pieces) = &rewrite.query {
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => q.push_str(t),
+                Piece::Param(n) => {
+                    // A path segment's text may hold `&`, `=`, `+`: re-encoded for a query.
+                    let decoded = query::decode(param(n));
+                    query::push_encoded(&mut q, &decoded);
+                }
+                Piece::Source(part) => query::push_encoded(&mut q, &source(view, part)),
+            }
+        }
+    }
+    if rewrite.copy_unmatched_params {
+        query::copy_unmatched(&mut q, current, &rewrite.named);
+    }
+    Some((path, (!q.is_empty()).then_some(q)))
 }
 
 /// The counter key of a request for a statement (borrowed when it is a constant or a header).
@@ -249,14 +837,18 @@ fn counter_key<'a>(
     }
 }
 
-/// The client's address: the peer's, or the one a trusted proxy forwarded.
-fn client_ip(session: &Session, trusted: &[portcullis_config::IpNet]) -> Option<IpAddr> {
-    let peer = session
+/// The connection's peer address.
+fn peer(session: &Session) -> Option<IpAddr> {
+    session
         .downstream_session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    crate::identity::client_ip(session.req_header(), peer, trusted)
+        .map(|a| a.ip())
+}
+
+/// The client's address: the peer's, or the one a trusted proxy forwarded.
+fn client_ip(session: &Session, trusted: &[portcullis_config::IpNet]) -> Option<IpAddr> {
+    crate::identity::client_ip(session.req_header(), peer(session), trusted)
 }
 
 /// Check (and, for an unconditional count, add) one call; `Some`: the refusal. A call the store
@@ -352,5 +944,90 @@ pub async fn outbound_count(gw: &Gateway, ctx: &mut Ctx, status: u16, bytes: usi
                 .hit(&step.kilobytes(&p.key, u64::MAX, kb, true), now)
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn rewrite(path: Vec<Piece>, query: Option<Vec<Piece>>, copy: bool) -> RewriteUri {
+        RewriteUri {
+            template: String::new(),
+            path,
+            query,
+            named: vec!["x".to_owned()],
+            copy_unmatched_params: copy,
+        }
+    }
+
+    fn text(t: &str) -> Piece {
+        Piece::Text(t.to_owned())
+    }
+
+    fn param(n: &str) -> Piece {
+        Piece::Param(Arc::from(n))
+    }
+
+    fn run(
+        r: &RewriteUri,
+        params: &[(Arc<str>, String)],
+        target: &str,
+        current: Option<&str>,
+    ) -> Option<(String, Option<String>)> {
+        let req = pingora_http::RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        let vars = Vec::new();
+        let view = View {
+            req: &req,
+            peer: None,
+            trusted: &[],
+            params,
+            identity: None,
+            vars: &vars,
+        };
+        rewritten(
+            r,
+            current,
+            &portcullis_route::Normalization::default(),
+            &view,
+        )
+    }
+
+    #[test]
+    fn rewrite_inserts_parameters_and_refuses_what_is_not_canonical() {
+        let r = rewrite(
+            vec![text("/v2/"), param("id")],
+            Some(vec![text("x="), param("id")]),
+            true,
+        );
+        let params = vec![(Arc::from("id"), "a&b=c".to_owned())];
+        let (path, query) = run(&r, &params, "/", Some("x=1&y=%7e")).unwrap();
+        assert_eq!(path, "/v2/a&b=c");
+        assert_eq!(query.as_deref(), Some("x=a%26b%3Dc&y=%7e"));
+        // A value that climbs (from a query source) is refused, never forwarded.
+        let p = portcullis_config::Value::parse("${query:p}").unwrap();
+        let source = p.parts()[0].clone();
+        let r = rewrite(
+            vec![text("/v2/"), Piece::Source(source.clone())],
+            None,
+            false,
+        );
+        assert!(run(&r, &[], "/?p=..%2F..%2F..", None).is_none());
+        assert!(run(&r, &[], "/?p=%2e%2e", None).is_some(), "/v2/.. is /");
+        let r = rewrite(vec![text("/"), Piece::Source(source)], None, false);
+        assert!(run(&r, &[], "/?p=..", None).is_none());
+        // A source is encoded as one segment: its `/` becomes `%2F`, refused as in requests.
+        let r = rewrite(
+            vec![text("/a/"), Piece::Source(p.parts()[0].clone())],
+            None,
+            false,
+        );
+        assert!(run(&r, &[], "/?p=x/y", None).is_none());
+        assert_eq!(run(&r, &[], "/?p=x%20y", None).unwrap().0, "/a/x%20y");
+        // An absent parameter is empty; the path is canonicalised.
+        let r = rewrite(vec![text("/a/"), param("zz"), text("/b")], None, true);
+        let (path, query) = run(&r, &[], "/", Some("q")).unwrap();
+        assert_eq!((path.as_str(), query.as_deref()), ("/a/b", Some("q")));
     }
 }

@@ -5,15 +5,19 @@
 //!   the config [`Generation`] the request uses to its end: a reload swaps the generation for new
 //!   requests while this one finishes on the old; see `reload.rs`).
 //! - `request_filter`: request id, the header-size limit (431, see `respond.rs`), the request's
-//!   canonical form (method, host, target: 400 when it has none; see `routes.rs`), route match,
+//!   canonical form (method, host, target: 400 when it has none; see `routes.rs`), route match
+//!   (and, for a templated route, its URL-template parameters),
 //!   identity-header stripping (every route), the policy's evaluation, identity headers set from the verified claims. A rejection (or no route)
 //!   is written here with keep-alive intact and `Ok(true)` ends the request: no upstream is chosen,
 //!   the backend never sees it.
 //! - `upstream_peer`: round robin over the route's resolved peers, skipping those marked down, with
-//!   the route's connect and read timeouts.
+//!   the route's connect and read timeouts; or the backend `set-backend-service` chose.
 //! - `fail_to_connect`: passive health (mark the peer down) and a retry on another peer.
-//! - `upstream_request_filter`: path rewrite, X-Forwarded-*, the token dropped per policy.
-//! - `response_filter`: X-Request-Id on the response.
+//! - `upstream_request_filter`: path rewrite (rewrite-uri, else strip/rewrite-prefix; then the
+//!   backend's base path), the edited query, X-Forwarded-*, the token dropped per policy.
+//! - `response_filter`: X-Request-Id and the headers every answer carries (CORS, remaining calls)
+//!   on the response, then the policy's outbound statements (also run on `return-response` and
+//!   `mock-response` answers, never on the gateway's own error answers).
 //! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
 //! - `suppress_error_log`: a client that hung up mid-request is logged by `logging`, not as an ERROR.
 //! - `logging`: one line and one counter per request, whatever path it took.
@@ -24,11 +28,14 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
+use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_auth::{Policy, Unforwardable, Verified};
+use portcullis_config::BackendId;
+use portcullis_config::UpstreamProtocol;
 
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::limits::Store;
@@ -36,10 +43,10 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
-    headers_too_large, proxy_failure_message, send, Answer, HEADERS_TOO_LARGE_MESSAGE,
-    NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
+    headers_too_large, proxy_failure_message, render, send, write, Answer,
+    HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
 };
-use crate::routes::Route;
+use crate::routes::{with_base, Route};
 
 /// Everything the request path reads; shared by all workers.
 #[derive(Debug)]
@@ -89,6 +96,27 @@ pub struct Ctx {
     pub(crate) pending: Vec<Pending>,
     /// The verified identity, once validate-jwt has passed.
     pub(crate) identity: Option<Verified>,
+    /// The chosen route's URL-template captures: name, canonical (percent-encoded) text. Empty
+    /// (no allocation) for a route without parameters.
+    pub(crate) params: Vec<(Arc<str>, String)>,
+    /// The request's variables (`set-variable`); empty unless the policy sets some.
+    pub(crate) vars: crate::values::Vars,
+    /// `set-backend-service`: the backend this request goes to instead of the route's upstreams.
+    pub(crate) backend: Option<BackendId>,
+    /// What `rewrite-uri` / `set-query-parameter` made of the target (`None`: untouched).
+    pub(crate) target: Option<Box<TargetEdit>>,
+    /// Inbound `set-header`s of `X-Forwarded-*` and the like, applied after the gateway's own.
+    pub(crate) forwarding_overrides: Vec<pipeline::ForwardingOverride>,
+}
+
+/// The upstream target as the pipeline's statements left it.
+#[derive(Debug, Default)]
+pub(crate) struct TargetEdit {
+    /// The canonical path `rewrite-uri` produced (replaces strip/rewrite-prefix); `None`: the
+    /// request's.
+    pub(crate) path: Option<String>,
+    /// The query now (`None`: no query).
+    pub(crate) query: Option<String>,
 }
 
 impl Generation {
@@ -105,16 +133,17 @@ impl Gateway {
     /// Write an answer of the gateway's own (the one renderer, `respond::send`), with the headers
     /// this request's answers carry, and record its status and reason. `Ok(true)`: the request
     /// ends here (pingora's `request_filter` contract).
+    /// A `return-response` answer is a response of the policy's: its outbound statements run on
+    /// it, as on the backend's.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Result<bool> {
         ctx.reason = Some(answer.reason);
         ctx.status = Some(answer.status);
-        send(
-            session,
-            answer,
-            &ctx.response_headers,
-            ctx.request_id.as_ref(),
-        )
-        .await?;
+        let from_statement = answer.from_statement;
+        let (mut header, body) = render(answer, &ctx.response_headers, ctx.request_id.as_ref())?;
+        if from_statement {
+            pipeline::outbound(self, session, ctx, &mut header);
+        }
+        write(session, header, body).await?;
         Ok(true)
     }
 
@@ -136,6 +165,30 @@ impl Gateway {
             header = %header,
             reason = why.reason(),
             "claim not forwarded: its value cannot be carried unambiguously in a header"
+        );
+    }
+}
+
+impl Gateway {
+    /// A value of a transformation statement not used because it is invalid where it goes: a
+    /// WARN (never the value: it may carry a secret) and a count.
+    pub(crate) fn value_refused(
+        &self,
+        route: &Route,
+        policy: &Policy,
+        statement: &str,
+        why: crate::values::Refused,
+    ) {
+        self.metrics
+            .transform_values_refused
+            .with_label_values(&[policy.name.as_str(), statement, why.reason()])
+            .inc();
+        tracing::warn!(
+            route = %route.name,
+            policy = %policy.name,
+            statement,
+            reason = why.reason(),
+            "value not used: it is invalid where it goes"
         );
     }
 }
@@ -183,6 +236,11 @@ impl ProxyHttp for Gateway {
             response_headers: Vec::new(),
             pending: Vec::new(),
             identity: None,
+            params: Vec::new(),
+            vars: Vec::new(),
+            backend: None,
+            target: None,
+            forwarding_overrides: Vec::new(),
         }
     }
 
@@ -204,9 +262,18 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         ctx.host = req.headers.get(http::header::HOST).cloned();
-        if ctx.route.is_none() {
+        let Some(templated) = ctx.generation.route(ctx).map(Route::templated) else {
             let answer = Answer::json(404, metrics::REASON_NO_ROUTE, NO_ROUTE_MESSAGE);
             return self.answer(session, ctx, answer).await;
+        };
+        if templated {
+            // Only the chosen route's parameters, and only for a templated route.
+            let path = req.uri.path();
+            ctx.params = ctx
+                .generation
+                .route(ctx)
+                .map(|r| r.captures(path))
+                .unwrap_or_default();
         }
         match pipeline::inbound(self, session, ctx).await? {
             Some(answer) => self.answer(session, ctx, answer).await,
@@ -214,11 +281,28 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let generation = ctx.generation.clone();
         let route = generation
             .route(ctx)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        // An upgrade (WebSocket) keeps the connection for as long as either side talks: pingora
+        // restarts the upstream read on every byte from either direction, so the read timeout is
+        // the connection's idle timeout.
+        let upgrade = session.is_upgrade_req();
+        if let Some(backend) = ctx.backend.and_then(|id| generation.routes.backend(id)) {
+            let peer = &backend.peer;
+            let mut http_peer = HttpPeer::new(peer.addr, peer.tls, peer.sni.clone());
+            let timeout = match upgrade {
+                true => route.websocket_idle_timeout,
+                false => backend.timeout.unwrap_or(route.timeout),
+            };
+            http_peer.options.connection_timeout =
+                Some(backend.connect_timeout.unwrap_or(route.connect_timeout));
+            http_peer.options.read_timeout = Some(timeout);
+            http_peer.options.write_timeout = Some(timeout);
+            return Ok(Box::new(http_peer));
+        }
         ctx.peer = route.pick_peer(ctx.tried);
         if ctx.peer < 64 {
             ctx.tried |= 1 << ctx.peer;
@@ -228,8 +312,18 @@ impl ProxyHttp for Gateway {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no peer"))?;
         let mut http_peer = HttpPeer::new(peer.addr, peer.tls, peer.sni.clone());
         http_peer.options.connection_timeout = Some(route.connect_timeout);
-        http_peer.options.read_timeout = Some(route.timeout);
-        http_peer.options.write_timeout = Some(route.timeout);
+        let timeout = if upgrade {
+            route.websocket_idle_timeout
+        } else {
+            route.timeout
+        };
+        http_peer.options.read_timeout = Some(timeout);
+        http_peer.options.write_timeout = Some(timeout);
+        http_peer.options.alpn = match route.upstream_protocol {
+            UpstreamProtocol::Http1 => ALPN::H1,
+            // h2 over TLS by ALPN; over plain TCP, a minimum version of 2 is prior knowledge (h2c).
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
+        };
         Ok(Box::new(http_peer))
     }
 
@@ -240,7 +334,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(route) = ctx.generation.route(ctx) {
+        if let Some(backend) = ctx.backend.and_then(|id| ctx.generation.routes.backend(id)) {
+            // One peer: passive health marks it, and there is nothing else to retry on.
+            backend.mark_down();
+            e.set_retry(false);
+        } else if let Some(route) = ctx.generation.route(ctx) {
             route.mark_down(ctx.peer);
             let untried = (0..route.peer_count().min(64)).any(|i| ctx.tried & (1 << i) == 0);
             e.set_retry(untried);
@@ -254,11 +352,27 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(route) = ctx.generation.route(ctx) else {
+        let generation = ctx.generation.clone();
+        let Some(route) = generation.route(ctx) else {
             return Ok(());
         };
-        if let Some(path) = route.rewrite_path(upstream.uri.path()) {
-            let uri = match upstream.uri.query() {
+        let base = ctx
+            .backend
+            .and_then(|id| ctx.generation.routes.backend(id))
+            .map_or("", |b| b.base_path.as_str());
+        let edited = ctx.target.as_deref();
+        // rewrite-uri's path replaces strip/rewrite-prefix; otherwise the route's prefix rules.
+        let path = match edited.and_then(|t| t.path.clone()) {
+            Some(p) => Some(p),
+            None => route.rewrite_path(upstream.uri.path()),
+        };
+        if path.is_some() || edited.is_some() || !base.is_empty() {
+            let path = with_base(base, path.as_deref().unwrap_or(upstream.uri.path()));
+            let query = match edited {
+                Some(t) => t.query.as_deref(),
+                None => upstream.uri.query(),
+            };
+            let uri = match query {
                 Some(q) => format!("{path}?{q}"),
                 None => path,
             };
@@ -289,12 +403,17 @@ impl ProxyHttp for Gateway {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.port()),
         };
-        set_forwarded(upstream, &conn, &ctx.generation.trusted_proxies)
+        set_forwarded(upstream, &conn, &ctx.generation.trusted_proxies)?;
+        if !ctx.forwarding_overrides.is_empty() {
+            let overrides = std::mem::take(&mut ctx.forwarding_overrides);
+            pipeline::apply_forwarding_overrides(upstream, overrides)?;
+        }
+        Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -312,6 +431,7 @@ impl ProxyHttp for Gateway {
                 response.insert_header(name.clone(), value.clone())?;
             }
         }
+        pipeline::outbound(self, session, ctx, response);
         Ok(())
     }
 

@@ -13,6 +13,7 @@
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
+use pingora_core::protocols::http::ServerSession;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
@@ -60,6 +61,11 @@ pub struct Answer {
     pub body: Option<String>,
     /// Headers of this answer.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Written by a policy statement (`return-response`) rather than the gateway: the body is
+    /// sent as written (no JSON content type), and the policy's outbound statements run on it.
+    pub from_statement: bool,
+    /// The reason phrase (`None`: the status's standard one).
+    pub phrase: Option<String>,
 }
 
 impl Answer {
@@ -70,6 +76,8 @@ impl Answer {
             reason,
             body: Some(json_error_body(status, message)),
             headers: Vec::new(),
+            from_statement: false,
+            phrase: None,
         }
     }
 
@@ -80,6 +88,8 @@ impl Answer {
             reason,
             body: None,
             headers: Vec::new(),
+            from_statement: false,
+            phrase: None,
         }
     }
 
@@ -88,6 +98,32 @@ impl Answer {
         self.headers.push((name, value));
         self
     }
+}
+
+/// Reason of a `mock-response` answer.
+pub const REASON_MOCK_RESPONSE: &str = "MockResponse";
+/// Reason of a `rewrite-uri` whose result cannot be made canonical (400, never forwarded).
+pub const REASON_INVALID_REWRITE: &str = "InvalidRewrite";
+/// Message of that answer.
+pub const INVALID_REWRITE_MESSAGE: &str =
+    "Bad request. The rewritten request target is not a valid path.";
+
+/// `mock-response`: the status, the content type, and the route's OpenAPI example (or nothing).
+pub fn mock_response(status: u16, content_type: HeaderValue, example: Option<&str>) -> Answer {
+    Answer {
+        status,
+        reason: REASON_MOCK_RESPONSE,
+        body: Some(example.unwrap_or_default().to_owned()),
+        headers: vec![(http::header::CONTENT_TYPE, content_type)],
+        from_statement: true,
+        phrase: None,
+    }
+}
+
+/// `rewrite-uri` produced a target that cannot be made canonical (a `..` above the root from a
+/// value, an encoded slash...): 400, never forwarded.
+pub fn invalid_rewrite() -> Answer {
+    Answer::json(400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE)
 }
 
 /// Reason of an `ip-filter` refusal.
@@ -156,6 +192,8 @@ pub fn token_rejected(
         reason: err.reason(),
         body: Some(rendered.body),
         headers: Vec::new(),
+        from_statement: false,
+        phrase: None,
     };
     match HeaderValue::from_str(&rendered.www_authenticate) {
         Ok(v) => answer.with(http::header::WWW_AUTHENTICATE, v),
@@ -239,6 +277,7 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
             kind: ClaimKind::Claim,
         },
         AuthError::JwtInvalid { detail: "" },
+        AuthError::TokenDecryptionFailed { detail: "" },
         AuthError::KeysUnavailable,
     ];
     out.extend(auth.iter().map(|e| (401, e.reason(), e.default_message())));
@@ -267,6 +306,9 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
             CALLER_IP_FORBIDDEN_MESSAGE,
         ),
         (200, REASON_CORS_PREFLIGHT, ""),
+        (200, REASON_MOCK_RESPONSE, ""),
+        (400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE),
+        (200, REASON_RETURN_RESPONSE, ""),
         (200, REASON_CORS_UNMATCHED, ""),
     ];
     out.extend(fixed.iter().map(|(s, r, m)| (*s, *r, (*m).to_owned())));
@@ -292,30 +334,76 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
     out
 }
 
+/// Reason (logs, metrics) of a `return-response` answer.
+pub const REASON_RETURN_RESPONSE: &str = "ReturnResponse";
+
+/// A `return-response` statement's answer: its status, reason phrase, headers and body (already
+/// rendered for the request).
+pub fn statement_answer(
+    status: u16,
+    phrase: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: String,
+) -> Answer {
+    Answer {
+        status,
+        reason: REASON_RETURN_RESPONSE,
+        body: Some(body),
+        headers,
+        from_statement: true,
+        phrase,
+    }
+}
+
 /// Write `answer`, then `also` (headers every response of this request carries: CORS), and the
-/// request id. Keep-alive is kept; `HEAD` gets the header only.
+/// request id. Keep-alive is kept; `HEAD` gets the header only. A failure answer to a gRPC
+/// request is written the way gRPC clients read failures ([`grpc_failure`]).
 pub async fn send(
     session: &mut Session,
     answer: Answer,
     also: &[(HeaderName, HeaderValue)],
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
+    if answer.status >= 400 && !answer.from_statement && is_grpc(session.req_header()) {
+        let header = Box::new(grpc_failure(answer, also, request_id)?);
+        // Trailers-only means one HEADERS frame that ends the stream. pingora's session writer
+        // drops the end flag for HTTP/2 and ends the stream later with an empty DATA frame, which
+        // gRPC clients read as a response without a status ("Stream removed"): write to the h2
+        // stream directly. (No downstream modules are configured whose filters this skips.)
+        return match &mut *session.downstream_session {
+            ServerSession::H2(h2) => h2.write_response_header(header, true),
+            _ => session.write_response_header(header, true).await,
+        };
+    }
+    let (header, body) = render(answer, also, request_id)?;
+    write(session, header, body).await
+}
+
+/// The response header and body of `answer` (see [`send`]).
+pub fn render(
+    answer: Answer,
+    also: &[(HeaderName, HeaderValue)],
+    request_id: Option<&HeaderValue>,
+) -> Result<(ResponseHeader, String)> {
     let mut header = ResponseHeader::build(answer.status, Some(4 + answer.headers.len()))?;
-    let json = answer.body.is_some();
+    let json = answer.body.is_some() && !answer.from_statement;
     let body = answer.body.unwrap_or_default();
     if json {
         header.insert_header(http::header::CONTENT_TYPE, APPLICATION_JSON)?;
     }
-    header.set_content_length(body.len())?;
-    for (name, value) in answer.headers {
-        header.append_header(name, value)?;
+    if let Some(phrase) = &answer.phrase {
+        header.set_reason_phrase(Some(phrase))?;
     }
-    for (name, value) in also {
-        header.append_header(name.clone(), value.clone())?;
+    // 204 and 304 carry no Content-Length (RFC 9110 8.6); every other answer says its length.
+    if !matches!(answer.status, 204 | 304) {
+        header.set_content_length(body.len())?;
     }
-    if let Some(id) = request_id {
-        header.insert_header(crate::identity::X_REQUEST_ID, id.clone())?;
-    }
+    add_headers(&mut header, answer.headers, also, request_id)?;
+    Ok((header, body))
+}
+
+/// Write a rendered answer (see [`render`]).
+pub async fn write(session: &mut Session, header: ResponseHeader, body: String) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(header), head_only)
@@ -328,10 +416,144 @@ pub async fn send(
     Ok(())
 }
 
+/// An answer's own headers, then `also`, then the request id.
+fn add_headers(
+    header: &mut ResponseHeader,
+    own: Vec<(HeaderName, HeaderValue)>,
+    also: &[(HeaderName, HeaderValue)],
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
+    for (name, value) in own {
+        header.append_header(name, value)?;
+    }
+    for (name, value) in also {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    if let Some(id) = request_id {
+        header.insert_header(crate::identity::X_REQUEST_ID, id.clone())?;
+    }
+    Ok(())
+}
+
+/// A gRPC request (`application/grpc`, `application/grpc+proto`, `application/grpc-web`...).
+pub fn is_grpc(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC status for a failure answer's HTTP status. gRPC's HTTP mapping
+/// (`doc/http-grpc-status-mapping.md`), except where the gateway knows more than a status code:
+/// its 429 is a rate limit or quota (`RESOURCE_EXHAUSTED`, not the retry-inviting `UNAVAILABLE`),
+/// its 400 a malformed request (`INVALID_ARGUMENT`), its 504 an upstream timeout
+/// (`DEADLINE_EXCEEDED`).
+pub fn grpc_status(http_status: u16) -> u16 {
+    match http_status {
+        400 => 3,             // INVALID_ARGUMENT
+        401 => 16,            // UNAUTHENTICATED
+        403 => 7,             // PERMISSION_DENIED
+        404 => 12,            // UNIMPLEMENTED: no route for this method
+        413 | 429 | 431 => 8, // RESOURCE_EXHAUSTED
+        502 | 503 => 14,      // UNAVAILABLE
+        504 => 4,             // DEADLINE_EXCEEDED
+        _ => 2,               // UNKNOWN
+    }
+}
+
+/// `grpc-message`: the text percent-encoded as gRPC requires (bytes outside printable ASCII, and
+/// `%`).
+fn grpc_message(text: &str) -> HeaderValue {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A failure answer as a gRPC "trailers-only" response: HTTP 200, `content-type:
+/// application/grpc`, `grpc-status` and `grpc-message` in the one header block that ends the
+/// stream. A gRPC client cannot read a 401 with a JSON body (it reports "unexpected HTTP status"
+/// or a missing status); this it reads as `UNAUTHENTICATED` with the gateway's message. The
+/// answer's own headers (`WWW-Authenticate`, `Retry-After`) and `also` are kept.
+fn grpc_failure(
+    answer: Answer,
+    also: &[(HeaderName, HeaderValue)],
+    request_id: Option<&HeaderValue>,
+) -> Result<ResponseHeader> {
+    let message = answer
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut header = ResponseHeader::build(200, Some(5 + answer.headers.len()))?;
+    header.insert_header(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    )?;
+    header.insert_header("grpc-status", HeaderValue::from(grpc_status(answer.status)))?;
+    header.insert_header("grpc-message", grpc_message(&message))?;
+    // No body; over HTTP/1.1 this keeps the connection reusable (Envoy's gRPC local replies
+    // carry it too).
+    header.set_content_length(0)?;
+    add_headers(&mut header, answer.headers, also, request_id)?;
+    Ok(header)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn grpc_failures_carry_the_status_a_grpc_client_reads() {
+        let answer = token_missing_like();
+        let header = grpc_failure(answer, &[], None).unwrap();
+        assert_eq!(header.status, 200);
+        assert_eq!(header.headers["content-type"], "application/grpc");
+        assert_eq!(header.headers["grpc-status"], "16");
+        assert_eq!(
+            header.headers["grpc-message"],
+            "JWT 100%25 missing%0A%C3%A9"
+        );
+        assert_eq!(header.headers["www-authenticate"], "Bearer");
+        assert_eq!(header.headers["content-length"], "0");
+        let codes: Vec<u16> = [400, 401, 403, 404, 429, 431, 502, 503, 504, 500, 418]
+            .into_iter()
+            .map(grpc_status)
+            .collect();
+        assert_eq!(codes, [3, 16, 7, 12, 8, 8, 14, 14, 4, 2, 2]);
+    }
+
+    fn token_missing_like() -> Answer {
+        let mut answer = Answer::json(401, "TokenMissing", "JWT 100% missing\né");
+        answer.headers.push((
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        ));
+        answer
+    }
+
+    #[test]
+    fn grpc_requests_are_recognised_by_content_type() {
+        let mut req = RequestHeader::build("POST", b"/pkg.Svc/Call", None).unwrap();
+        assert!(!is_grpc(&req));
+        for ct in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc-web+proto",
+        ] {
+            req.insert_header("content-type", ct).unwrap();
+            assert!(is_grpc(&req), "{ct}");
+        }
+        req.insert_header("content-type", "application/json")
+            .unwrap();
+        assert!(!is_grpc(&req));
+    }
 
     /// `docs/errors.md` lists every answer the renderer can write: for each, a table row with its
     /// reason and its message (and its status, for the gateway's own answers).

@@ -7,12 +7,15 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method};
 use pingora_http::RequestHeader;
-use portcullis_config::{Model, PolicyId, Route as RouteModel, Upstream};
+use portcullis_config::{
+    Backend as BackendModel, BackendId, Examples, Model, PolicyId, Route as RouteModel, Upstream,
+    UpstreamProtocol,
+};
 use portcullis_route::{
     canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
 };
@@ -49,10 +52,39 @@ pub struct Route {
     pub timeout: Duration,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// HTTP version spoken to the upstreams.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Idle timeout of an upgraded (WebSocket) connection, both directions.
+    pub websocket_idle_timeout: Duration,
     strip_prefix: bool,
     rewrite_prefix: Option<String>,
     peers: Vec<Peer>,
     next: AtomicUsize,
+    /// The `openapi:` examples `mock-response` answers with.
+    pub examples: Option<Arc<Examples>>,
+}
+
+/// A backend of `backends:` or a `set-backend-service` `base-url`, resolved.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its name (logs).
+    pub name: String,
+    /// The one peer.
+    pub peer: Peer,
+    /// Prefixed to the upstream path (`""`: none).
+    pub base_path: String,
+    /// Read timeout (`None`: the route's).
+    pub timeout: Option<Duration>,
+    /// Connect timeout (`None`: the route's).
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Backend {
+    /// Passive health, as for a route's peers: skip it for [`PEER_COOLDOWN`] (it is the only
+    /// peer, so this only shows in its metrics of health; the request is not retried elsewhere).
+    pub fn mark_down(&self) {
+        self.peer.mark_down();
+    }
 }
 
 /// Routes in file order, and how request targets are canonicalised for them.
@@ -60,6 +92,8 @@ pub struct Route {
 pub struct Routes {
     routes: Vec<Route>,
     normalisation: Normalization,
+    /// [`portcullis_config::Model::backends`], resolved, by [`BackendId`].
+    backends: Vec<Backend>,
 }
 
 fn epoch() -> Instant {
@@ -69,6 +103,22 @@ fn epoch() -> Instant {
 
 fn now_ms() -> u64 {
     u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Peer {
+    fn new(up: &Upstream, owner: &str) -> Result<Peer, BuildError> {
+        Ok(Peer {
+            addr: resolve(up, owner)?,
+            tls: up.tls,
+            sni: up.host.clone(),
+            down_until_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn mark_down(&self) {
+        let until = now_ms().saturating_add(PEER_COOLDOWN.as_millis() as u64);
+        self.down_until_ms.store(until, Ordering::Relaxed);
+    }
 }
 
 fn resolve(up: &Upstream, route: &str) -> Result<SocketAddr, BuildError> {
@@ -93,10 +143,34 @@ impl Routes {
             .iter()
             .map(|r| Route::build(r, model))
             .collect::<Result<Vec<_>, _>>()?;
+        let backends = model
+            .backends
+            .iter()
+            .map(|b: &BackendModel| {
+                Ok(Backend {
+                    name: b.name.clone(),
+                    peer: Peer::new(&b.upstream, &format!("backend {}", b.name))?,
+                    base_path: b.base_path.clone(),
+                    timeout: b.timeout,
+                    connect_timeout: b.connect_timeout,
+                })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
         Ok(Routes {
             routes,
             normalisation: model.server.normalisation,
+            backends,
         })
+    }
+
+    /// How request targets (and rewritten ones) are canonicalised.
+    pub fn normalisation(&self) -> &Normalization {
+        &self.normalisation
+    }
+
+    /// A backend by id.
+    pub fn backend(&self, id: BackendId) -> Option<&Backend> {
+        self.backends.get(id.index())
     }
 
     /// The first route matching a canonical method, host and path, with its index.
@@ -182,14 +256,7 @@ impl Route {
         let peers = r
             .upstreams
             .iter()
-            .map(|up| {
-                Ok(Peer {
-                    addr: resolve(up, &r.name)?,
-                    tls: up.tls,
-                    sni: up.host.clone(),
-                    down_until_ms: AtomicU64::new(0),
-                })
-            })
+            .map(|up| Peer::new(up, &r.name))
             .collect::<Result<Vec<_>, BuildError>>()?;
         Ok(Route {
             name: r.name.clone(),
@@ -198,11 +265,30 @@ impl Route {
             policy,
             timeout: r.timeout,
             connect_timeout: r.connect_timeout,
+            upstream_protocol: r.upstream_protocol,
+            websocket_idle_timeout: r.websocket_idle_timeout,
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.clone(),
             peers,
             next: AtomicUsize::new(0),
+            examples: r.openapi.clone(),
         })
+    }
+
+    /// Whether the route's match has a URL template (only then are parameters captured).
+    pub fn templated(&self) -> bool {
+        self.matcher.template.is_some()
+    }
+
+    /// The URL-template parameters of the canonical path this route matched.
+    pub fn captures(&self, path: &str) -> Vec<(Arc<str>, String)> {
+        self.matcher.captures(path)
+    }
+
+    /// Whether the route compares paths byte for byte (`case-sensitive: true`); path conditions
+    /// of its policy compare as it does.
+    pub fn case_sensitive(&self) -> bool {
+        self.matcher.case_sensitive
     }
 
     /// Number of peers.
@@ -235,8 +321,7 @@ impl Route {
     /// Passive health: skip this peer for [`PEER_COOLDOWN`].
     pub fn mark_down(&self, idx: usize) {
         if let Some(peer) = self.peers.get(idx) {
-            let until = now_ms().saturating_add(PEER_COOLDOWN.as_millis() as u64);
-            peer.down_until_ms.store(until, Ordering::Relaxed);
+            peer.mark_down();
         }
     }
 
@@ -250,6 +335,17 @@ impl Route {
         let base = self.rewrite_prefix.as_deref().unwrap_or("/");
         Some(join_path(base, rest))
     }
+}
+
+/// `base` (a base path without trailing slash, or `""`) before `path` (starting with `/`).
+pub fn with_base(base: &str, path: &str) -> String {
+    if base.is_empty() {
+        return path.to_owned();
+    }
+    let mut out = String::with_capacity(base.len() + path.len());
+    out.push_str(base);
+    out.push_str(path);
+    out
 }
 
 fn join_path(base: &str, rest: &str) -> String {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs as PingoraRunArgs, Server, ShutdownWatch};
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::error::BuildError;
-use crate::listeners::{bind as bind_socket, Prebound};
+use crate::listeners::{bind as bind_socket, Prebound, ServicesUp};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{arm_sighup, Generation, Reloader};
@@ -163,23 +164,37 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let (drain_tx, drain_rx) = watch::channel(false);
 
-    let gateway = Gateway {
+    let limits = Arc::new(crate::limits::Store::build(
+        &model.server.rate_limit_store,
+        metrics.rate_limit_store_errors.clone(),
+    )?);
+    let gateway = || Gateway {
         current: current.clone(),
         metrics: metrics.clone(),
         inflight: inflight.clone(),
-        limits: Arc::new(crate::limits::Store::build(
-            &model.server.rate_limit_store,
-            metrics.rate_limit_store_errors.clone(),
-        )?),
+        limits: limits.clone(),
     };
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "portcullis proxy",
-    );
-    let mut sockets = Vec::new();
+    // pingora's h2c switch is per service, and it costs a peek at the first 24 bytes of every
+    // request on the connection: listeners with `h2c: true` get a service of their own, so the
+    // others do not pay for it.
+    let mut proxies: [Option<(_, Vec<_>)>; 2] = [None, None];
     let mut proxy_addrs = Vec::new();
     for listener in &model.server.listen {
+        let (proxy, sockets) = proxies[usize::from(listener.h2c)].get_or_insert_with(|| {
+            let name = if listener.h2c {
+                "portcullis proxy (h2c)"
+            } else {
+                "portcullis proxy"
+            };
+            let mut proxy =
+                pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway(), name);
+            if let (true, Some(app)) = (listener.h2c, proxy.app_logic_mut()) {
+                let mut options = HttpServerOptions::default();
+                options.h2c = true;
+                app.server_options = Some(options);
+            }
+            (proxy, Vec::new())
+        });
         let (socket, local) = bind_socket(&listener.addr)?;
         let key = local.to_string();
         match &listener.tls {
@@ -192,12 +207,15 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         proxy_addrs.push((local, listener.tls.is_some()));
         sockets.push((key, socket));
     }
-    server.add_service(Prebound::new(
-        proxy,
-        sockets,
-        drain_rx.clone(),
-        Some(listeners_up.clone()),
-    ));
+    let started = ServicesUp::new(proxies.iter().flatten().count(), listeners_up.clone());
+    for (proxy, sockets) in proxies.into_iter().flatten() {
+        server.add_service(Prebound::new(
+            proxy,
+            sockets,
+            drain_rx.clone(),
+            Some(started.clone()),
+        ));
+    }
 
     let admin_addr = match &model.server.admin {
         Some(addr) => Some(add_admin(

@@ -34,6 +34,9 @@ fn route(name: &str, prefix: &str, upstreams: Vec<Upstream>) -> Route {
         connect_timeout: Duration::from_secs(1),
         strip_prefix: false,
         rewrite_prefix: None,
+        upstream_protocol: Default::default(),
+        websocket_idle_timeout: Duration::from_secs(600),
+        openapi: None,
     }
 }
 
@@ -44,6 +47,7 @@ fn model(routes: Vec<Route>) -> Model {
             listen: vec![Listener {
                 addr: "127.0.0.1:0".to_owned(),
                 tls: None,
+                h2c: false,
             }],
             admin: Some("127.0.0.1:0".to_owned()),
             token_cache_max_entries: 0,
@@ -55,6 +59,7 @@ fn model(routes: Vec<Route>) -> Model {
         },
         policies: Vec::new(),
         routes,
+        backends: Vec::new(),
     }
 }
 

@@ -14,13 +14,18 @@
 //!   method and host canonical forms.
 //! - [`matcher`]: [`RouteMatch`] (host, exact path or path prefix, methods, case sensitivity),
 //!   its `matches` and its `covers` (shadowing).
+//! - [`query`]: raw query editing (`set-query-parameter`, `rewrite-uri`'s unmatched parameters).
+//! - [`template`]: URL templates in route paths (`/orders/{id}`, `/files/{*path}`).
 #![warn(missing_docs)]
 
 pub mod matcher;
+pub mod query;
 pub mod target;
+pub mod template;
 
 pub use matcher::RouteMatch;
 pub use target::{
     canonical_host, canonical_path, canonicalize, check_method, EscapedSlashes, Normalization,
     PathParameters, Refusal, Target,
 };
+pub use template::{is_param_name, PathTemplate, Segment, TemplateError};

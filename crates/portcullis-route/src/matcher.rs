@@ -12,8 +12,15 @@
 //!   case-insensitively, as ASP.NET Core and IIS do).
 //! - `methods`: exact, case-sensitive tokens; `HEAD` also matches a route that lists `GET`. No list
 //!   matches every method.
+//! - URL templates (`/orders/{id}`, `path-prefix: /tenants/{t}/api`, `/files/{*path}`): see
+//!   [`crate::template`]; set by [`RouteMatch::compile`]. A route without one takes exactly the
+//!   literal code path above (no template work per request).
+
+use std::sync::Arc;
 
 use http::Method;
+
+use crate::template::{Pat, PathTemplate, Shape, TemplateError};
 
 /// A route's `match:` section, with host and paths in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -28,6 +35,9 @@ pub struct RouteMatch {
     pub methods: Vec<Method>,
     /// Compare paths byte for byte instead of ASCII-case-insensitively.
     pub case_sensitive: bool,
+    /// The URL template of `path` (or, without `path`, of `path_prefix`) when it has `{...}`
+    /// segments: matched instead of that string. Set by [`RouteMatch::compile`].
+    pub template: Option<Arc<PathTemplate>>,
 }
 
 /// A path without its one trailing slash (`/` stays `/`).
@@ -62,6 +72,33 @@ fn is_exact(exact: &str, path: &str, case_sensitive: bool) -> bool {
 }
 
 impl RouteMatch {
+    /// Parse the URL template of `path` (or of `path_prefix` without `path`), if it has one. A
+    /// route with templates in both `path` and `path_prefix` is refused (one would be ignored).
+    pub fn compile(&mut self) -> Result<(), TemplateError> {
+        let exact = match &self.path {
+            Some(p) => PathTemplate::parse(p, false)?,
+            None => None,
+        };
+        let prefix = match &self.path_prefix {
+            Some(p) => PathTemplate::parse(p, true)?,
+            None => None,
+        };
+        self.template = match (exact, prefix) {
+            (Some(_), Some(_)) => return Err(TemplateError::BothTemplated),
+            (t, None) | (None, t) => t.map(Arc::new),
+        };
+        Ok(())
+    }
+
+    /// The parameters of a canonical path this route matched (name, canonical segment text), in
+    /// template order; empty for a route without a template.
+    pub fn captures(&self, path: &str) -> Vec<(Arc<str>, String)> {
+        self.template
+            .as_ref()
+            .and_then(|t| t.captures(path, self.case_sensitive))
+            .unwrap_or_default()
+    }
+
     /// Whether a request (canonical method, host and path) matches.
     pub fn matches(&self, method: &Method, host: Option<&str>, path: &str) -> bool {
         if let Some(want) = &self.host {
@@ -72,13 +109,21 @@ impl RouteMatch {
         if !path.starts_with('/') {
             return false;
         }
+        let templated = self.template.as_deref();
+        if let Some(t) = templated {
+            if !t.matches(path, self.case_sensitive) {
+                return false;
+            }
+        }
+        let prefix_templated = templated.is_some_and(PathTemplate::is_prefix);
         if let Some(exact) = &self.path {
-            if !is_exact(trimmed(exact), path, self.case_sensitive) {
+            let exact_templated = templated.is_some() && !prefix_templated;
+            if !exact_templated && !is_exact(trimmed(exact), path, self.case_sensitive) {
                 return false;
             }
         }
         if let Some(prefix) = &self.path_prefix {
-            if !under(trimmed(prefix), path, self.case_sensitive) {
+            if !prefix_templated && !under(trimmed(prefix), path, self.case_sensitive) {
                 return false;
             }
         }
@@ -94,8 +139,13 @@ impl RouteMatch {
 
     /// The part of a matched path below the route's prefix (for `strip-prefix`): `/files/a` under
     /// `/files` is `/a`; under `/` it is the whole path. `None` without a prefix.
+    /// With a templated prefix, what the template matched (`/tenants/a/api/x` under
+    /// `/tenants/{t}/api` is `/x`).
     pub fn below_prefix<'p>(&self, path: &'p str) -> Option<&'p str> {
         let prefix = trimmed(self.path_prefix.as_deref()?);
+        if let Some(t) = self.template.as_deref().filter(|t| t.is_prefix()) {
+            return path.get(t.matched_len(path, self.case_sensitive)?..);
+        }
         if prefix == "/" {
             return Some(path);
         }
@@ -110,38 +160,43 @@ impl RouteMatch {
         host && methods && self.covers_path(later)
     }
 
+    /// The paths this route accepts, as segment patterns (see [`Shape`]). `path` is narrower than
+    /// `path_prefix` when both are given (the config checks it lies inside), so it is used first.
+    fn shape(&self) -> Shape<'_> {
+        if let Some(t) = self.template.as_deref().filter(|t| !t.is_prefix()) {
+            return Shape::template(t);
+        }
+        if let Some(p) = &self.path {
+            return Shape::literal(p, true);
+        }
+        if let Some(t) = self.template.as_deref() {
+            return Shape::template(t);
+        }
+        Shape::literal(self.path_prefix.as_deref().unwrap_or("/"), false)
+    }
+
     fn covers_path(&self, later: &RouteMatch) -> bool {
-        let mine = self.path.as_deref().or(self.path_prefix.as_deref());
-        // A case-sensitive pattern with letters does not cover a case-insensitive later route:
+        let (mine, theirs) = (self.shape(), later.shape());
+        // A case-sensitive literal with letters does not cover a case-insensitive later route:
         // the later one also matches the other spellings.
-        if self.case_sensitive
-            && !later.case_sensitive
-            && mine.is_some_and(|p| p.bytes().any(|b| b.is_ascii_alphabetic()))
-        {
-            return false;
-        }
         let cs = self.case_sensitive && later.case_sensitive;
-        // The paths `later` matches, as a pattern: exact `L` means {L, L/}; prefix `Q` means Q and
-        // below (Q's own constraint when it has both is narrower, so use the exact path first).
-        let (later_exact, later_prefix) = match (&later.path, &later.path_prefix) {
-            (Some(p), _) => (Some(trimmed(p)), None),
-            (None, Some(q)) => (None, Some(trimmed(q))),
-            (None, None) => (None, Some("/")),
+        let strict = self.case_sensitive && !later.case_sensitive;
+        let seg = |a: &Pat<'_>, b: &Pat<'_>| match (a, b) {
+            (Pat::Any, _) => true,
+            (Pat::Lit(_), Pat::Any) => false,
+            (Pat::Lit(x), Pat::Lit(y)) => {
+                !(strict && x.bytes().any(|c| c.is_ascii_alphabetic()))
+                    && same(x.as_bytes(), y.as_bytes(), cs)
+            }
         };
-        match (&self.path, &self.path_prefix) {
-            (Some(p), _) => {
-                later_exact.is_some_and(|l| same(l.as_bytes(), trimmed(p).as_bytes(), cs))
-            }
-            (None, Some(prefix)) => {
-                let prefix = trimmed(prefix);
-                match (later_exact, later_prefix) {
-                    (Some(l), _) => under(prefix, l, cs),
-                    (None, Some(q)) => under(prefix, q, cs),
-                    (None, None) => false,
-                }
-            }
-            (None, None) => true,
-        }
+        let lengths = if mine.exact {
+            // Exactly these segments: only an exact later route of the same length is inside.
+            theirs.exact && theirs.segs.len() == mine.segs.len()
+        } else {
+            // This prefix and below: a later route whose own segments start with it.
+            theirs.segs.len() >= mine.segs.len()
+        };
+        lengths && mine.segs.iter().zip(&theirs.segs).all(|(a, b)| seg(a, b))
     }
 }
 

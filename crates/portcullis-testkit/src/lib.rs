@@ -5,6 +5,8 @@
 
 pub mod backend;
 pub mod fixtures;
+pub mod idp_keys;
+pub mod jwe;
 pub mod jwks_server;
 pub mod ports;
 pub mod redis;

@@ -34,6 +34,9 @@ const HS_A: &str = "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg=";
 const HS_B: &str = "KlQbjNMQTPov4uTTjxHxFZ7fZDJBFaFP2KdlkmFmT/Y=";
 const HS_NAMED: &str = "V99eVrvSteZ1WCl6btPdXCWXNvFFXgle0sTtgPMNDepZPz8pbcG3eto7epZ/hjJy";
 const HS_WRONG: &str = "Vu1mfaUgcu//CZ6cmESN7ciZsMAgJOVdxMA7ddOqUR4=";
+/// The inline decryption keys of 17-certificate-and-decryption.xml and 24-azure-decryption-keys.xml.
+const ENC_32: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const ENC_16: &str = "AAECAwQFBgcICQoLDA0ODw==";
 /// kid under which the discovery key of openid-config corpora is published.
 const OIDC_KID: &str = "oidc-1";
 
@@ -71,6 +74,8 @@ struct Tok {
     /// The gateway's decision where it knowingly differs from APIM, and why.
     gateway: Option<(Decision, &'static str)>,
     forwards: Vec<(&'static str, &'static str)>,
+    /// Sent as a JWE: (alg, enc, base64 symmetric key) around the signed token.
+    sealed: Option<(&'static str, &'static str, &'static str)>,
 }
 
 fn tok(label: &'static str, signer: Signer, claims: Value, apim: Decision) -> Tok {
@@ -83,6 +88,7 @@ fn tok(label: &'static str, signer: Signer, claims: Value, apim: Decision) -> To
         apim,
         gateway: None,
         forwards: Vec::new(),
+        sealed: None,
     }
 }
 
@@ -97,6 +103,10 @@ impl Tok {
     }
     fn differs(mut self, gateway: Decision, why: &'static str) -> Tok {
         self.gateway = Some((gateway, why));
+        self
+    }
+    fn sealed(mut self, alg: &'static str, enc: &'static str, key: &'static str) -> Tok {
+        self.sealed = Some((alg, enc, key));
         self
     }
     fn forwards(mut self, headers: &[(&'static str, &'static str)]) -> Tok {
@@ -172,7 +182,22 @@ fn mint(t: &Tok) -> String {
     };
     let mut header = Header::new(alg);
     header.kid = t.kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, &t.claims, &key).unwrap()
+    let signed = jsonwebtoken::encode(&header, &t.claims, &key).unwrap();
+    match t.sealed {
+        None => signed,
+        Some((alg, enc, secret)) => {
+            use base64::engine::general_purpose::STANDARD;
+            use portcullis_testkit::jwe::{encrypt, EncryptionKey};
+            let secret = STANDARD.decode(secret).unwrap();
+            let header = json!({ "alg": alg, "enc": enc, "cty": "JWT" });
+            encrypt(
+                &header,
+                &EncryptionKey::Symmetric(&secret),
+                signed.as_bytes(),
+            )
+            .unwrap()
+        }
+    }
 }
 
 /// The key snapshot the key store would hold: static keys from the model, plus the discovery key
@@ -466,6 +491,9 @@ fn cases() -> Vec<Case> {
         case("17-certificate-and-decryption.xml", vec![
             tok("inline key by id", Hs(HS_A), claims("i", "api://payments", json!({})), ACCEPT).kid("hmac-1"),
             tok("other audience", Hs(HS_A), claims("i", "api://other", json!({})), reject("TokenAudienceNotAllowed")).kid("hmac-1"),
+            tok("encrypted with the inline decryption key", Hs(HS_A), claims("i", "api://payments", json!({})), ACCEPT).kid("hmac-1").sealed("A256KW", "A128CBC-HS256", ENC_32),
+            tok("encrypted, other audience inside", Hs(HS_A), claims("i", "api://other", json!({})), reject("TokenAudienceNotAllowed")).kid("hmac-1").sealed("dir", "A256GCM", ENC_32),
+            tok("encrypted with another key", Hs(HS_A), claims("i", "api://payments", json!({})), reject("TokenDecryptionFailed")).kid("hmac-1").sealed("A256KW", "A256GCM", HS_WRONG),
         ]),
         case("18-fragment.xml", vec![
             tok("unsigned with svc", Unsigned, claims("i", "a", json!({"svc": "billing", "exp": null})), ACCEPT).place(Place::Raw("x-internal-token")).forwards(&[("X-Service", "billing")]),
@@ -487,6 +515,15 @@ fn cases() -> Vec<Case> {
             tok("valid", Hs(HS_A), hs(json!({})), ACCEPT),
             tok("bad signature", Hs(HS_WRONG), hs(json!({})), reject("TokenSignatureInvalid")),
         ]),
+        Case {
+            discovered: &[V1_ISS, V2_ISS],
+            ..case("24-azure-decryption-keys.xml", vec![
+                tok("encrypted v2 token", RsOidc, v2(API_APP, json!({"azp": CLIENT_APP})), ACCEPT).kid(OIDC_KID).sealed("A128KW", "A256GCM", ENC_16),
+                tok("plain v2 token", RsOidc, v2(API_APP, json!({"azp": CLIENT_APP})), ACCEPT).kid(OIDC_KID),
+                tok("encrypted, other client inside", RsOidc, v2(API_APP, json!({"azp": "99999999-2222-4333-8444-555555555555"})), reject("TokenClaimValueNotAllowed")).kid(OIDC_KID).sealed("dir", "A128GCM", ENC_16),
+                tok("alg A256KW, which the 16-byte key cannot be", RsOidc, v2(API_APP, json!({"azp": CLIENT_APP})), reject("TokenDecryptionFailed")).kid(OIDC_KID).sealed("A256KW", "A256GCM", ENC_16),
+            ])
+        },
         // The token check only; ip-filter and check-header: inbound.rs and checks.rs (see above).
         case("23-admin-ip-filter.xml", vec![
             tok("valid", Hs(HS_A), claims("https://sts.contoso.test/", "api://admin", json!({})), ACCEPT),

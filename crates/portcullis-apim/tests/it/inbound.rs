@@ -64,6 +64,8 @@ enum S {
     Lim(LimitKind, Option<u64>, u64, CounterKey, Ic),
     Ip(portcullis_config::IpFilter),
     Check(portcullis_config::CheckHeader),
+    /// A statement the importer does not write (yet).
+    Other(&'static str),
 }
 
 fn shape(pm: &PolicyModel) -> Vec<S> {
@@ -81,6 +83,7 @@ fn shape(pm: &PolicyModel) -> Vec<S> {
             ),
             Statement::IpFilter(f) => S::Ip((**f).clone()),
             Statement::CheckHeader(c) => S::Check((**c).clone()),
+            other => S::Other(other.element()),
         })
         .collect()
 }

@@ -13,10 +13,7 @@ fn demo_vars(name: &str) -> Option<String> {
 }
 
 /// Files whose point is a warned-about choice, and the warning they must give.
-const EXPECTED_WARNINGS: &[(&str, &str)] = &[
-    ("report-only.yaml", "report-only"),
-    ("entra-multi-tenant.yaml", "issuer cannot be checked"),
-];
+const EXPECTED_WARNINGS: &[(&str, &str)] = &[("report-only.yaml", "report-only")];
 
 /// The shipped gateway configs under `dir` (the one list: portcullis_testkit::shipped).
 fn shipped(dir: &str) -> Vec<PathBuf> {

@@ -5,6 +5,7 @@
 mod files;
 mod golden;
 mod review;
+mod templates;
 mod valid;
 
 use std::path::Path;

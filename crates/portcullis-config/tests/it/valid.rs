@@ -537,23 +537,41 @@ fn azure_ad_authority_override_and_default_header() {
 }
 
 #[test]
-fn azure_ad_multi_tenant_uses_common_keys_and_warns_about_the_issuer() {
+fn azure_ad_multi_tenant_checks_the_issuer_template_and_warns_without_tenants() {
     let (m, w) = load_ok(&policy_yaml(
         "    validate-azure-ad-token:\n      tenant-id: organizations\n      client-application-ids: [11111111-1111-1111-1111-111111111111]\n",
     ));
-    assert!(m.policies[0].policy.issuers.is_empty());
-    let KeySource::JwksUri { url, .. } = &m.policies[0].key_sources[0] else {
+    let templates = [
+        "https://sts.windows.net/{tenantid}/",
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+    ];
+    assert_eq!(m.policies[0].policy.issuers, templates);
+    assert!(m.policies[0].policy.tenants.is_empty());
+    let KeySource::OpenIdConfig { url, issuers, .. } = &m.policies[0].key_sources[0] else {
         panic!()
     };
     assert_eq!(
         url,
-        "https://login.microsoftonline.com/organizations/discovery/v2.0/keys"
+        "https://login.microsoftonline.com/organizations/v2.0/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        issuers, &templates,
+        "the document's keys speak for the templates"
     );
     assert!(
         w.iter()
-            .any(|d| d.message.contains("issuer cannot be checked")),
+            .any(|d| d.message.contains("list the tenants you serve")),
         "{w:?}"
     );
+    // With `tenants` (upper case in the file, lower-cased as Entra writes tid): no warning.
+    let (m, w) = load_ok(&policy_yaml(
+        "    validate-azure-ad-token:\n      tenant-id: common\n      audiences: [api://a]\n      tenants: [72F988BF-86F1-41AF-91AB-2D7CD011DB47]\n",
+    ));
+    assert_eq!(
+        m.policies[0].policy.tenants,
+        ["72f988bf-86f1-41af-91ab-2d7cd011db47"]
+    );
+    assert!(w.is_empty(), "{w:?}");
 }
 
 #[test]
@@ -697,11 +715,8 @@ fn ip_filter_and_check_header_read_back_in_their_place() {
     let kinds: Vec<&str> = inbound
         .iter()
         .map(|s| match s {
-            Statement::IpFilter(_) => "ip-filter",
-            Statement::Cors(_) => "cors",
-            Statement::CheckHeader(_) => "check-header",
-            Statement::ValidateJwt => "validate-jwt",
             Statement::Limit(_) => "limit",
+            other => other.element(),
         })
         .collect();
     assert_eq!(kinds, ["ip-filter", "cors", "check-header", "validate-jwt"]);
@@ -770,4 +785,170 @@ fn ip_filter_and_check_header_read_back_in_their_place() {
     any.insert("x-a", "".parse().unwrap());
     assert_eq!(c.check(&any), HeaderCheck::Passed, "present is enough");
     assert!(!c.ignore_case);
+}
+
+#[test]
+fn transformation_statements_and_their_model() {
+    use portcullis_config::{
+        ClaimTest, Condition, ExistsAction, Part, Source, Statement, Test, Value,
+    };
+    let (m, warnings) = load_ok(&policy_yaml(
+        r#"    inbound:
+      - set-variable: { name: tenant, value: "${header:X-Tenant|public}" }
+      - validate-jwt:
+          issuer-signing-keys: [{ base64: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==" }]
+          issuers: [https://idp.example]
+      - set-header: { name: X-Tags, exists-action: append, values: [a, "${var:tenant}"] }
+      - set-header: { name: X-Debug, exists-action: delete }
+      - choose:
+          - when: { claim: { name: roles, contains: admin, ignore-case: true } }
+            steps:
+              - set-variable: { name: inner, value: "${query:inner|x}" }
+              - rate-limit-by-key: { calls: 5, renewal-period: 60, counter-key: { claim: sub } }
+          - otherwise:
+              - return-response: { status: 403, headers: { X-Why: [a, b] }, body: "no ${claim:sub}" }
+      - set-header: { name: Host, value: backend.internal }
+    outbound:
+      - set-header: { name: X-Tenant, exists-action: skip, value: "${var:tenant}" }
+      - choose: [ { when: { status: [200, 201] }, steps: [ { set-header: { name: X-Ok, value: "1" } } ] } ]
+"#,
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let p = &m.policies[0];
+    let kinds: Vec<&str> = p.inbound.iter().map(Statement::element).collect();
+    assert_eq!(
+        kinds,
+        [
+            "set-variable",
+            "validate-jwt",
+            "set-header",
+            "set-header",
+            "choose",
+            "set-header"
+        ]
+    );
+    let Statement::SetHeader(tags) = &p.inbound[2] else {
+        panic!()
+    };
+    assert_eq!(tags.action, ExistsAction::Append);
+    assert_eq!(tags.values[0], Value::literal("a"));
+    assert_eq!(
+        tags.values[1].parts(),
+        [Part::Source {
+            source: Source::Var("tenant".into()),
+            fallback: None
+        }]
+    );
+    let Statement::SetHeader(debug) = &p.inbound[3] else {
+        panic!()
+    };
+    assert_eq!(
+        (debug.action, debug.values.len()),
+        (ExistsAction::Delete, 0)
+    );
+    let Statement::Choose(choose) = &p.inbound[4] else {
+        panic!()
+    };
+    assert_eq!(
+        choose.branches[0].when,
+        Condition::Claim(
+            "roles".to_owned(),
+            ClaimTest::Contains(Test {
+                values: vec!["admin".to_owned()],
+                ignore_case: true
+            })
+        )
+    );
+    // A limit inside a branch has a counter id of its own.
+    let Statement::Limit(limit) = &choose.branches[0].steps[1] else {
+        panic!()
+    };
+    assert_eq!(limit.id, "p#4.0.1");
+    let Statement::ReturnResponse(r) = &choose.otherwise[0] else {
+        panic!()
+    };
+    assert_eq!(r.status, 403);
+    assert_eq!(r.headers[0].0, "x-why");
+    assert_eq!(r.headers[0].1.len(), 2);
+    assert_eq!(r.body.claims().collect::<Vec<_>>(), ["sub"]);
+    assert_eq!(p.outbound.len(), 2);
+    let Statement::Choose(out) = &p.outbound[1] else {
+        panic!()
+    };
+    assert_eq!(out.branches[0].when, Condition::Status(vec![200, 201]));
+    assert!(out.otherwise.is_empty());
+}
+
+#[test]
+fn a_variable_set_in_a_branch_stays_in_the_branch() {
+    let text = policy_yaml(
+        r#"    inbound:
+      - choose:
+          - when: { method: GET }
+            steps: [ { set-variable: { name: v, value: x } }, { set-header: { name: X-In, value: "${var:v}" } } ]
+      - set-header: { name: X-After, value: "${var:v}" }
+"#,
+    );
+    let errors = refused(&text);
+    assert_eq!(
+        errors,
+        "g.yaml:9:45: error: `value` reads variable `v` before any set-variable sets it\n"
+    );
+}
+
+#[test]
+fn an_outbound_list_goes_with_the_keyed_form_too() {
+    let (m, _) = load_ok(&policy_yaml(
+        "    validate-jwt:\n      issuer-signing-keys: [{ base64: \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==\" }]\n      issuers: [https://idp.example]\n    outbound:\n      - set-header: { name: X-Sub, value: \"${claim:sub}\" }\n",
+    ));
+    assert_eq!(m.policies[0].outbound.len(), 1);
+    // Transformation statements are not policy keys.
+    let errors = refused(&policy_yaml(
+        "    set-header: { name: X-A, value: b }\n    validate-jwt: { issuers: [x] }\n",
+    ));
+    assert!(
+        errors.contains("g.yaml:5:5: error: unknown key `set-header`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn decryption_keys_in_validate_jwt_and_validate_azure_ad_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = portcullis_testkit::jwe::RsaEncryptionKey::generate().unwrap();
+    std::fs::write(dir.path().join("enc.pem"), rsa.private_pem().unwrap()).unwrap();
+    let yaml = format!(
+        "{SERVER}policies:
+  jwt:
+    validate-jwt:
+      issuers: [https://sts.example/]
+      audiences: [api://orders]
+      issuer-signing-keys: [{{ base64: c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA== }}]
+      decryption-keys:
+        - {{ value: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=, alg: A256KW, id: k1 }}
+        - {{ value: AAECAwQFBgcICQoLDA0ODw==, alg: dir, enc: A128GCM }}
+        - {{ file: enc.pem, alg: RSA-OAEP-256, enc: [A256GCM, A128CBC-HS256] }}
+  aad:
+    validate-azure-ad-token:
+      tenant-id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+      client-application-ids: [11111111-2222-3333-4444-555555555555]
+      decryption-keys: [{{ file: enc.pem }}]
+{}",
+        route("jwt")
+    );
+    let (m, _) = load_in(dir.path(), &yaml);
+    let keys = &m.policies[0].policy.decryption_keys;
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys[0].kid.as_deref(), Some("k1"));
+    assert_eq!(keys[0].alg, Some(portcullis_auth::KeyManagement::A256KW));
+    assert_eq!(keys[1].enc, [portcullis_auth::ContentEncryption::A128GCM]);
+    assert_eq!(keys[2].enc.len(), 2);
+    assert_eq!(m.policies[1].policy.decryption_keys.len(), 1);
+    assert!(m.policies[1].policy.decryption_keys[0].alg.is_none());
+    // The model's debug output (what a log line could show) never carries key material.
+    let debug = format!("{:?}", m.policies[0].policy);
+    assert!(
+        !debug.contains("AAECAwQF") && !debug.contains("PRIVATE"),
+        "{debug}"
+    );
 }

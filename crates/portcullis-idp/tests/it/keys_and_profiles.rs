@@ -258,3 +258,19 @@ async fn profiles_shape_claims() {
     assert_eq!(plain["scope"], "orders.read orders.write");
     handle.shutdown().await;
 }
+
+#[test]
+fn shipped_idp_configs_load() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut files = vec![examples.join("idp.yaml")];
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let candidate = entry.unwrap().path().join("idp.yaml");
+        if candidate.is_file() {
+            files.push(candidate);
+        }
+    }
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
+        IdpConfig::load(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+}

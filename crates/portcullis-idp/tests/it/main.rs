@@ -1,9 +1,11 @@
 //! Integration tests of the dev token server: real HTTP over loopback against servers started on
 //! port 0, tokens verified independently with jsonwebtoken and the published JWKS.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod algs;
 mod grants;
 mod keys_and_profiles;
+mod obo;
 
 use std::collections::HashMap;
 
@@ -31,13 +33,20 @@ pub async fn jwks(handle: &IdpHandle) -> JwkSet {
         .unwrap()
 }
 
-/// Verifies a JOSE-alg token against the server's JWKS; returns the claims.
+/// Verifies a JOSE-alg token against the server's JWKS, as a verifier that honours the JWK's
+/// `alg` does (the JWK must name the token's algorithm); returns the claims.
 pub async fn verify(handle: &IdpHandle, token: &str, aud: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
     let set = jwks(handle).await;
     let jwk = set
         .find(header.kid.as_deref().unwrap())
         .expect("kid published");
+    let jwk_alg = jwk.common.key_algorithm.expect("the JWK names its alg");
+    assert_eq!(
+        jsonwebtoken::Algorithm::try_from(jwk_alg).ok(),
+        Some(header.alg),
+        "token alg vs its JWK's alg"
+    );
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[aud]);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);

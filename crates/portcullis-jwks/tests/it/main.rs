@@ -78,6 +78,7 @@ pub fn model(policies: Vec<PolicyModel>) -> Model {
         },
         policies,
         routes: Vec::new(),
+        backends: Vec::new(),
     }
 }
 

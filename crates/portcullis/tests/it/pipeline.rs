@@ -15,16 +15,18 @@ use crate::support::{self, InProcess};
 
 const APP: &str = "http://app.local:8000";
 
-struct Setup {
-    gateway: InProcess,
-    backend: Backend,
-    key: TestKey,
-    idp: JwksServer,
-    client: Client,
+/// A gateway started from YAML text (`DISCOVERY` and `BACKEND` replaced by the JWKS server's
+/// discovery URL and the recording backend's URL), with a key to sign tokens.
+pub(crate) struct Setup {
+    pub gateway: InProcess,
+    pub backend: Backend,
+    pub key: TestKey,
+    pub idp: JwksServer,
+    pub client: Client,
 }
 
 impl Setup {
-    async fn start(policies_and_routes: &str) -> Setup {
+    pub async fn start(policies_and_routes: &str) -> Setup {
         let idp = JwksServer::start().await.unwrap();
         let key = TestKey::rsa("k1").unwrap();
         idp.set_keys(&[&key]);
@@ -56,7 +58,7 @@ impl Setup {
             .unwrap()
     }
 
-    async fn call(
+    pub async fn call(
         &self,
         method: Method,
         path: &str,
@@ -77,7 +79,7 @@ impl Setup {
     }
 }
 
-fn header(r: &Response, name: &str) -> Option<String> {
+pub(crate) fn header(r: &Response, name: &str) -> Option<String> {
     r.headers()
         .get(name)
         .map(|v| v.to_str().unwrap().to_owned())

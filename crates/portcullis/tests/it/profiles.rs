@@ -320,14 +320,15 @@ async fn entra_multi_tenant_policy_checks_tenants_by_tid() {
     );
     let gw = Gateway::run(&text, &reqwest::Client::new()).await;
     let second_tenant = "0b5b3b2e-3c46-4d7b-8b56-9d1e1d3e4f50";
-    let good = mint(&idp, |r| {
-        r.audience = ENTRA_API_APP.into();
-        r.claims = claims(json!({ "tid": second_tenant }));
-    });
-    let stranger = mint(&idp, |r| {
-        r.audience = ENTRA_API_APP.into();
-        r.claims = claims(json!({ "tid": "11111111-2222-3333-4444-555555555555" }));
-    });
+    // The organizations document's issuer is a template: each token's iss names its own tenant.
+    let token_of = |tid: &str| {
+        mint(&idp, |r| {
+            r.audience = ENTRA_API_APP.into();
+            r.claims = claims(json!({ "tid": tid, "iss": format!("{origin}/{tid}/v2.0") }));
+        })
+    };
+    let good = token_of(second_tenant);
+    let stranger = token_of("11111111-2222-3333-4444-555555555555");
     exercise(
         &gw,
         &backend,
@@ -338,7 +339,7 @@ async fn entra_multi_tenant_policy_checks_tenants_by_tid() {
             "a tenant not in the list",
             stranger,
             401,
-            "TokenClaimValueNotAllowed",
+            "TokenIssuerNotAllowed",
         )],
     )
     .await;

@@ -107,6 +107,12 @@ impl Running {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once `done` holds for it (bounded polling): log lines are written by the
+    /// gateway's log thread, a moment after the event they describe.
+    async fn log_until(&self, done: impl Fn(&str) -> bool) -> String {
+        portcullis_testkit::wait::poll_text(500, || async { self.log() }, done).await
+    }
+
     async fn metrics(&self) -> String {
         let resp = self.client.get(self.admin("/metrics")).send().await;
         resp.unwrap().text().await.unwrap()
@@ -178,7 +184,8 @@ async fn rewriting_the_file_changes_a_routes_policy_without_restart() {
     assert_eq!(gw.metric(FAILED).await, 0.0);
     assert_eq!(gw.get("/api/1", None).await, 401);
     assert_eq!(gw.get("/api/1", Some(&token(&key))).await, 200);
-    assert!(gw.log().contains("config reloaded"), "{}", gw.log());
+    let log = gw.log_until(|l| l.contains("config reloaded")).await;
+    assert!(log.contains("config reloaded"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,7 +207,8 @@ async fn sighup_rereads_the_config_and_the_key_files_it_names() {
     gw.wait_metric(OK, 1.0).await;
     assert_eq!(gw.get("/api/1", Some(&token(&new_key))).await, 200);
     assert_eq!(gw.get("/api/1", Some(&token(&old_key))).await, 401);
-    assert!(gw.log().contains("SIGHUP"), "{}", gw.log());
+    let log = gw.log_until(|l| l.contains("SIGHUP")).await;
+    assert!(log.contains("SIGHUP"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,8 +229,12 @@ async fn an_invalid_config_is_rejected_with_file_line_col_and_the_old_one_keeps_
     // The old config serves: the policy still applies.
     assert_eq!(gw.get("/api/1", None).await, 401);
     assert_eq!(gw.get("/api/1", Some(&token(&key))).await, 200);
-    let log = gw.log();
     let file_name = file.display().to_string();
+    let log = gw
+        .log_until(|l| {
+            l.contains(&format!("{file_name}:2:3: error:")) && l.contains("no-such-policy")
+        })
+        .await;
     assert!(
         log.contains(&format!("{file_name}:2:3: error:")),
         "no diagnostic for the unknown key: {log}"
@@ -361,8 +373,11 @@ async fn restart_only_settings_are_kept_with_a_warning_and_the_rest_applies() {
         );
     std::fs::write(&file, changed).unwrap();
     gw.wait_metric(OK, 1.0).await;
-    let log = gw.log();
-    for key in ["server.admin", "server.threads", "server.rate-limit-store"] {
+    let keys = ["server.admin", "server.threads", "server.rate-limit-store"];
+    let log = gw
+        .log_until(|l| keys.iter().all(|k| l.contains(&format!("{k} changed"))))
+        .await;
+    for key in keys {
         assert!(
             log.lines()
                 .any(|l| l.contains("WARN") && l.contains(&format!("{key} changed"))),

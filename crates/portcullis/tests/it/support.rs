@@ -40,6 +40,9 @@ pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> 
         connect_timeout: Duration::from_secs(1),
         strip_prefix: false,
         rewrite_prefix: None,
+        upstream_protocol: Default::default(),
+        websocket_idle_timeout: Duration::from_secs(600),
+        openapi: None,
     }
 }
 
@@ -52,6 +55,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             listen: vec![Listener {
                 addr: "127.0.0.1:0".to_owned(),
                 tls: None,
+                h2c: false,
             }],
             admin: Some("127.0.0.1:0".to_owned()),
             token_cache_max_entries: 0,
@@ -66,6 +70,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             .map(|(policy, key_sources)| PolicyModel::validate_only(Arc::new(policy), key_sources))
             .collect(),
         routes,
+        backends: Vec::new(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The issue-15 statements (set-header in and out, set-query-parameter, rewrite-uri,
 //! set-backend-service, return-response, mock-response, set-variable, choose): each realistic corpus
-//! document 24-33 is converted, its summary checked against the one its header comment promises, and
+//! document 25-34 is converted, its summary checked against the one its header comment promises, and
 //! the emitted policy (parsed back from the YAML, comments aside) compared with what APIM does,
 //! statement by statement and in order. What each expectation encodes is in the XML's comment.
 
@@ -76,8 +76,8 @@ fn the_corpus_has_ten_realistic_documents() {
 #[test]
 fn backend_ids_become_backends_to_fill_in() {
     for (name, id) in [
-        ("24-bff-legacy.xml", "legacy-crm"),
-        ("29-multi-tenant-routing.xml", "fabrikam-pool"),
+        ("25-bff-legacy.xml", "legacy-crm"),
+        ("30-multi-tenant-routing.xml", "fabrikam-pool"),
     ] {
         let conv = corpus::convert(name);
         let value: Value = serde_saphyr::from_str(&conv.yaml).unwrap();
@@ -97,7 +97,7 @@ fn backend_ids_become_backends_to_fill_in() {
 
 #[test]
 fn url_template_parameters_are_pointed_out_on_the_route() {
-    let conv = corpus::convert("25-versioned-rewrite.xml");
+    let conv = corpus::convert("26-versioned-rewrite.xml");
     assert!(
         conv.yaml
             .contains("# The policy reads the URL-template parameters {orderId}: give the route a template path"),
@@ -109,7 +109,7 @@ fn url_template_parameters_are_pointed_out_on_the_route() {
 #[test]
 fn bff_legacy() {
     check(
-        "24-bff-legacy.xml",
+        "25-bff-legacy.xml",
         json!({
             "forward-claims": {"X-User-Id": "sub"},
             "inbound": [
@@ -134,7 +134,7 @@ fn bff_legacy() {
 #[test]
 fn versioned_rewrite() {
     check(
-        "25-versioned-rewrite.xml",
+        "26-versioned-rewrite.xml",
         json!({
             "inbound": [
                 {"set-variable": {"name": "apiVersion", "value": "${header:Api-Version|2023-01-01}"}},
@@ -154,7 +154,7 @@ fn versioned_rewrite() {
 #[test]
 fn mocked_operation() {
     check(
-        "26-mocked-operation.xml",
+        "27-mocked-operation.xml",
         json!({
             "inbound": [
                 {"cors": {"allow-credentials": false, "allowed-methods": ["GET"], "allowed-origins": ["http://localhost:5173"]}},
@@ -170,7 +170,7 @@ fn mocked_operation() {
 #[test]
 fn internal_admin() {
     check(
-        "27-internal-admin.xml",
+        "28-internal-admin.xml",
         json!({
             "forward-claims": {"X-Admin-Oid": "oid"},
             "inbound": [
@@ -187,7 +187,7 @@ fn internal_admin() {
 #[test]
 fn spa_cors_jwt_ratelimit() {
     check(
-        "28-spa-cors-jwt-ratelimit.xml",
+        "29-spa-cors-jwt-ratelimit.xml",
         json!({
             "forward-claims": {"X-User-Id": "sub"},
             "inbound": [
@@ -210,7 +210,7 @@ fn spa_cors_jwt_ratelimit() {
 #[test]
 fn multi_tenant_routing() {
     check(
-        "29-multi-tenant-routing.xml",
+        "30-multi-tenant-routing.xml",
         json!({
             "inbound": [
                 {"set-variable": {"name": "tenant", "value": "${header:X-Tenant-Id|shared}"}},
@@ -225,7 +225,7 @@ fn multi_tenant_routing() {
 #[test]
 fn response_hygiene() {
     check(
-        "30-response-hygiene.xml",
+        "31-response-hygiene.xml",
         json!({
             "outbound": [
                 {"set-header": {"exists-action": "delete", "name": "X-Powered-By"}},
@@ -241,7 +241,7 @@ fn response_hygiene() {
 #[test]
 fn maintenance_window() {
     check(
-        "31-maintenance-window.xml",
+        "32-maintenance-window.xml",
         json!({
             "inbound": [
                 {"choose": [{"steps": [{"set-header": {"exists-action": "override", "name": "X-Maintenance-Bypass", "value": "granted"}}], "when": {"header": {"equals": "{{maintenance-bypass-key}}", "name": "X-Maintenance-Bypass"}}}, {"otherwise": [{"return-response": {"body": "{\"statusCode\": 503, \"message\": \"Down for maintenance until 06:00 UTC\"}", "headers": {"Content-Type": "application/json", "Retry-After": "3600"}, "reason": "Service Unavailable", "status": 503}}]}]}
@@ -253,7 +253,7 @@ fn maintenance_window() {
 #[test]
 fn debug_headers() {
     check(
-        "32-debug-headers.xml",
+        "33-debug-headers.xml",
         json!({
             "inbound": [
                 {"choose": [{"steps": [{"set-header": {"exists-action": "override", "name": "X-Debug-Client-Ip", "value": "${client-ip}"}}, {"set-header": {"exists-action": "override", "name": "X-Debug-Request", "value": "${method} ${path} on ${host}"}}], "when": {"all": [{"header-present": "X-Debug"}, {"query": {"equals": "1", "name": "debug"}}]}}]},
@@ -270,7 +270,7 @@ fn debug_headers() {
 #[test]
 fn partner_api_unsupported() {
     check(
-        "33-partner-api-unsupported.xml",
+        "34-partner-api-unsupported.xml",
         json!({
             "inbound": [
                 {"validate-jwt": {"header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}]}},

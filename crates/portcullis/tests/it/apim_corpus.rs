@@ -1,4 +1,4 @@
-//! The realistic APIM corpus (crates/portcullis-apim/tests/corpus/24-33) end to end: each document
+//! The realistic APIM corpus (crates/portcullis-apim/tests/corpus/25-34) end to end: each document
 //! is converted by `import-apim` with a route to recording backends, loaded as `portcullis check`
 //! loads it, and driven through the real gateway; the backend must receive exactly the method,
 //! path, query and headers APIM would send, and the client the answer APIM would give.
@@ -105,7 +105,7 @@ async fn bff_in_front_of_a_legacy_service() {
     let legacy = Backend::start().unwrap();
     legacy.set_response_header("X-Powered-By", "Legacy/1.0");
     let gw = gateway(
-        "24-bff-legacy.xml",
+        "25-bff-legacy.xml",
         "/customers/{customerId}",
         &front.url(),
         &[(
@@ -149,7 +149,7 @@ async fn bff_in_front_of_a_legacy_service() {
 async fn versioned_api_rewrites_by_header() {
     let backend = Backend::start().unwrap();
     let gw = gateway(
-        "25-versioned-rewrite.xml",
+        "26-versioned-rewrite.xml",
         "/orders/{orderId}",
         &backend.url(),
         &[],
@@ -185,7 +185,7 @@ async fn versioned_api_rewrites_by_header() {
 #[tokio::test]
 async fn mocked_operation_never_reaches_the_backend() {
     let backend = Backend::start().unwrap();
-    let gw = gateway("26-mocked-operation.xml", "/", &backend.url(), &[], &[]).await;
+    let gw = gateway("27-mocked-operation.xml", "/", &backend.url(), &[], &[]).await;
     let r = get(&gw, "/anything", &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-mocked").as_deref(), Some("true"));
@@ -196,7 +196,7 @@ async fn mocked_operation_never_reaches_the_backend() {
 #[tokio::test]
 async fn admin_api_refuses_callers_outside_its_ranges() {
     let backend = Backend::start().unwrap();
-    let gw = gateway("27-internal-admin.xml", "/", &backend.url(), &[], &[]).await;
+    let gw = gateway("28-internal-admin.xml", "/", &backend.url(), &[], &[]).await;
     let r = get(&gw, "/admin/users", &[("X-Admin-Client", "ops-console")]).await;
     assert_eq!(r.status(), 403);
     assert_eq!(backend.request_count(), 0);
@@ -209,7 +209,7 @@ async fn tenants_are_routed_by_header() {
     let shared = Backend::start().unwrap();
     let fabrikam = Backend::start().unwrap();
     let gw = gateway(
-        "29-multi-tenant-routing.xml",
+        "30-multi-tenant-routing.xml",
         "/",
         &default.url(),
         &[
@@ -256,7 +256,7 @@ async fn response_headers_are_cleaned_up() {
     let backend = Backend::start().unwrap();
     backend.set_response_header("X-Powered-By", "ASP.NET");
     backend.set_response_header("X-AspNet-Version", "4.0.30319");
-    let gw = gateway("30-response-hygiene.xml", "/", &backend.url(), &[], &[]).await;
+    let gw = gateway("31-response-hygiene.xml", "/", &backend.url(), &[], &[]).await;
     let r = get(&gw, "/items", &[("X-Request-Id", "req-9")]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-powered-by"), None);
@@ -279,7 +279,7 @@ async fn response_headers_are_cleaned_up() {
 async fn maintenance_answers_unless_bypassed() {
     let backend = Backend::start().unwrap();
     let gw = gateway(
-        "31-maintenance-window.xml",
+        "32-maintenance-window.xml",
         "/",
         &backend.url(),
         &[],
@@ -306,7 +306,7 @@ async fn maintenance_answers_unless_bypassed() {
 async fn debug_headers_only_when_asked_for() {
     let backend = Backend::start().unwrap();
     backend.set_response_header("X-Debug-Echo", "internal");
-    let gw = gateway("32-debug-headers.xml", "/", &backend.url(), &[], &[]).await;
+    let gw = gateway("33-debug-headers.xml", "/", &backend.url(), &[], &[]).await;
     let r = get(&gw, "/p/q?debug=1&keep=2", &[("X-Debug", "1")]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-traced").as_deref(), Some("yes"));

@@ -30,26 +30,9 @@ const FRAMING: [&str; 8] = [
     "proxy-connection",
 ];
 
-/// Headers the gateway sets on the request from the connection (`X-Forwarded-*` and the like);
-/// gateway.yaml's inbound `set-header` refuses them.
-const CONNECTION: [&str; 6] = [
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
 /// A header name as gateway.yaml compares them: lower case, `_` as `-`.
 fn normalised(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
-}
-
-/// Whether the gateway sets `name` on the request itself from the connection.
-fn connection_header(name: &str) -> bool {
-    let n = normalised(name);
-    (n.len() > 12 && n.starts_with("x-forwarded-")) || CONNECTION.contains(&n.as_str())
 }
 
 const SHAPES: &str = "this expression is not converted (see docs/import-apim.md for the shapes); the statement is left out";
@@ -183,13 +166,6 @@ impl Converter {
             );
         }
         let inbound = self.section == Section::Inbound;
-        if inbound && connection_header(&s.name) {
-            return self.unsupported(
-                el.pos,
-                "set-header",
-                format!("{} describes the client connection: the gateway sets it on the request itself (see server.trusted-proxies in docs/configuration.md); left out", s.name),
-            );
-        }
         let top = inbound && self.nested == 0;
         if top && s.action == Action::Delete && self.delete_token_header(el, &s.name) {
             return;

@@ -1,4 +1,4 @@
-//! `portcullis import-apim FILE [--route NAME=PATH_PREFIX=UPSTREAM ...] [-o OUT]`: reads the file,
+//! `portcullis import-apim FILE [--route NAME=PATH=UPSTREAM ...] [-o OUT]`: reads the file,
 //! converts, writes the YAML (stdout or `-o`), prints every diagnostic on stderr and, last, the
 //! summary line (`converted 11/12 statements; dropped: line 34 <send-request>`).
 //!
@@ -27,9 +27,10 @@ pub const EXIT_PARTIAL: u8 = 3;
 pub struct ImportArgs {
     /// The APIM policy document (XML).
     pub file: PathBuf,
-    /// A route using the converted policy; repeatable. Without it: one catch-all route `/` to
+    /// A route using the converted policy; repeatable. PATH is a path prefix, or an operation's URL
+    /// template (`/orders/{id}`), matched as the whole path. Without it: one catch-all route `/` to
     /// http://127.0.0.1:3000, to edit.
-    #[arg(long = "route", value_name = "NAME=PATH_PREFIX=UPSTREAM")]
+    #[arg(long = "route", value_name = "NAME=PATH=UPSTREAM")]
     pub routes: Vec<RouteSpec>,
     /// Write the YAML here instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "OUT")]

@@ -98,12 +98,39 @@ fn backend_ids_become_backends_to_fill_in() {
 #[test]
 fn url_template_parameters_are_pointed_out_on_the_route() {
     let conv = corpus::convert("26-versioned-rewrite.xml");
-    assert!(
-        conv.yaml
-            .contains("# The policy reads the URL-template parameters {orderId}: give the route a template path"),
+    let hint = "# The policy reads the URL-template parameters {orderId}: give the route the operation's URL template (for example match: { path: /items/{orderId} }";
+    assert!(conv.yaml.contains(hint), "{}", conv.yaml);
+    // a route given with the operation's template matches the whole path and needs no hint
+    let xml = corpus::read("26-versioned-rewrite.xml");
+    let routes = [
+        "order=/orders/{orderId}=http://127.0.0.1:3001"
+            .parse()
+            .unwrap(),
+        "all=/api=http://127.0.0.1:3002".parse().unwrap(),
+    ];
+    let conv = portcullis_apim::convert(&xml, "26-versioned-rewrite.xml", &routes).unwrap();
+    let value: Value = serde_saphyr::from_str(&conv.yaml).unwrap();
+    assert_eq!(
+        value["routes"][0]["match"],
+        json!({"path": "/orders/{orderId}"})
+    );
+    assert_eq!(value["routes"][1]["match"], json!({"path-prefix": "/api"}));
+    assert_eq!(
+        conv.yaml.matches("# The policy reads").count(),
+        1,
         "{}",
         conv.yaml
     );
+    let text = conv.yaml;
+    let order = text.find("- name: \"order\"").unwrap();
+    let hint_at = text.find("# The policy reads").unwrap();
+    let all = text.find("- name: \"all\"").unwrap();
+    assert!(
+        order < hint_at && hint_at < all,
+        "the hint is on the prefix route\n{text}"
+    );
+    portcullis_config::load_str(&text, std::path::Path::new("r.yaml"))
+        .unwrap_or_else(|d| panic!("{d:?}\n{text}"));
 }
 
 #[test]

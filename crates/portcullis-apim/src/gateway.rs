@@ -264,7 +264,7 @@ fn route(spec: &RouteSpec, policy: &str) -> Item {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]

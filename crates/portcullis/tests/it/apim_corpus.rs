@@ -712,3 +712,51 @@ fn every_converted_corpus_document_passes_check() {
     }
     assert!(checked >= 33, "{checked} documents checked");
 }
+
+/// Corpus 13: identity to the backend from the verified token, a claim with APIM's default, the
+/// client's address (the client's own X-Client-Ip replaced), the token itself not forwarded.
+#[tokio::test]
+async fn identity_headers_from_the_token_and_the_connection() {
+    let backend = Backend::start().unwrap();
+    let gw = gateway("13-set-header-claims.xml", "/", &backend.url(), &[], &[]).await;
+    let now = crate::support::now();
+    let name = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name";
+    let named = token(json!({
+        "sub": "u-1", "oid": "oid-1", "tid": "t-1", "roles": ["a", "b"], "jti": "j-1",
+        "iss": "https://sts.contoso.test/", name: "Alice", "exp": now + 600,
+    }));
+    let r = get(
+        &gw,
+        "/me",
+        &[
+            ("Authorization", &format!("Bearer {named}")),
+            ("X-Client-Ip", "203.0.113.9"),
+            ("X-Name", "forged"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let got = only(&backend);
+    for (h, v) in [
+        ("x-user-oid", "oid-1"),
+        ("x-user-sub", "u-1"),
+        ("x-tenant", "t-1"),
+        ("x-roles", "a,b"),
+        ("x-issuer", "https://sts.contoso.test/"),
+        ("x-token-id", "j-1"),
+        ("x-name", "Alice"),
+        ("x-client-ip", "127.0.0.1"),
+    ] {
+        assert_eq!(got.header_values(h), [v], "{h}: {got:?}");
+    }
+    assert!(got.header_values("authorization").is_empty(), "{got:?}");
+    // no name claim: APIM's GetValueOrDefault default
+    let anonymous = token(json!({"sub": "u-2", "exp": now + 600}));
+    get(
+        &gw,
+        "/me",
+        &[("Authorization", &format!("Bearer {anonymous}"))],
+    )
+    .await;
+    assert_eq!(only(&backend).header_values("x-name"), ["anonymous"]);
+}

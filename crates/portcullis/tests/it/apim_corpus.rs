@@ -197,10 +197,17 @@ async fn versioned_api_rewrites_by_header() {
 async fn mocked_operation_never_reaches_the_backend() {
     let backend = Backend::start().unwrap();
     let gw = gateway("27-mocked-operation.xml", "/", &backend.url(), &[], &[]).await;
-    let r = get(&gw, "/anything", &[]).await;
+    let r = get(&gw, "/anything", &[("Origin", "http://localhost:5173")]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-mocked").as_deref(), Some("true"));
     assert_eq!(header(&r, "x-never"), None);
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:5173")
+    );
+    assert_eq!(header(&r, "content-type").as_deref(), Some("application/json"));
+    // no OpenAPI example on the route: an empty body
+    assert_eq!(r.text().await.unwrap(), "");
     assert_eq!(backend.request_count(), 0);
 }
 

@@ -205,7 +205,10 @@ async fn mocked_operation_never_reaches_the_backend() {
         header(&r, "access-control-allow-origin").as_deref(),
         Some("http://localhost:5173")
     );
-    assert_eq!(header(&r, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/json")
+    );
     // no OpenAPI example on the route: an empty body
     assert_eq!(r.text().await.unwrap(), "");
     assert_eq!(backend.request_count(), 0);

@@ -1,7 +1,9 @@
 //! The walk over an APIM policy document: sections, statements, and the conversion of validate-jwt,
 //! validate-azure-ad-token, set-header (claims -> forward-claims) and `<set-header exists-action=
-//! "delete">` of the token header (-> forward-token: false). cors and the rate limits are converted
-//! in [`crate::inbound`]; every statement is recorded as a [`Step`] in document order. Everything
+//! "delete">` of the token header (-> forward-token: false). cors, the rate limits, check-header and
+//! ip-filter are converted in [`crate::inbound`], the request and response statements and `choose`
+//! in [`crate::transform`]; every statement is recorded as a [`Step`] in document order, and every
+//! statement element as a [`Tally`] for the summary (converted, dropped, incomplete). Everything
 //! else is reported.
 //!
 //! Why fail closed: when a value cannot be converted, the output must not accept more than APIM did.
@@ -11,7 +13,7 @@
 use crate::diag::Diagnostic;
 use crate::expr::{self, ClaimRead, JwtSource, TokenRead};
 use crate::fields::Fields;
-use crate::inbound::{Place, Step};
+use crate::inbound::{Place, SetHeader, Step};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
 
@@ -40,6 +42,37 @@ pub struct PolicyOut {
     pub(crate) token_header: Option<String>,
 }
 
+/// One statement element of the document, for the summary.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Where the element is.
+    pub pos: Pos,
+    /// Its name.
+    pub name: String,
+    /// Something was written for it (or it needs nothing: `forward-request`, unreachable).
+    pub emitted: bool,
+    /// A part of it was reported unsupported.
+    pub partial: bool,
+}
+
+/// A change to summary entries after the fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Not written after all.
+    Dropped,
+    /// Written with an unsupported part.
+    Partial,
+}
+
+/// Which section's statements are being converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `<inbound>`, a fragment or bare statements.
+    Inbound,
+    /// `<outbound>`.
+    Outbound,
+}
+
 /// The state of one conversion.
 #[derive(Debug)]
 pub struct Converter {
@@ -49,6 +82,24 @@ pub struct Converter {
     pub policies: Vec<PolicyOut>,
     /// Every converted inbound statement (token checks, cors, limits) in document order.
     pub steps: Vec<Step>,
+    /// Every converted outbound statement in document order.
+    pub out_steps: Vec<Step>,
+    /// `backends:` entries from `set-backend-service backend-id`: id and where first named.
+    pub backends: Vec<(String, Pos)>,
+    /// Every statement element, for the summary.
+    pub tally: Vec<Tally>,
+    /// The statement being converted (its summary entry).
+    current: Option<usize>,
+    /// Variables set by converted `set-variable`s, one scope per enclosing list.
+    pub(crate) scopes: Vec<Vec<String>>,
+    /// The section being converted.
+    pub(crate) section: Section,
+    /// Depth of `choose` statements being converted as `choose:` (their steps are conditional).
+    pub(crate) nested: usize,
+    /// Depth of `choose` branches converted the old way (branches holding a token check).
+    pub(crate) split: usize,
+    /// URL-template parameters the output reads (`${param:x}`, `{x}` in rewrite-uri).
+    pub params: Vec<(String, Pos)>,
     /// Everything reported.
     pub diags: Vec<Diagnostic>,
 }
@@ -61,8 +112,88 @@ impl Converter {
             stem: policy_stem(file),
             policies: Vec::new(),
             steps: Vec::new(),
+            out_steps: Vec::new(),
+            backends: Vec::new(),
+            tally: Vec::new(),
+            current: None,
+            scopes: vec![Vec::new()],
+            section: Section::Inbound,
+            nested: 0,
+            split: 0,
+            params: Vec::new(),
             diags: Vec::new(),
         }
+    }
+
+    /// The list the current section's statements go to.
+    pub(crate) fn list(&mut self) -> &mut Vec<Step> {
+        match self.section {
+            Section::Inbound => &mut self.steps,
+            Section::Outbound => &mut self.out_steps,
+        }
+    }
+
+    /// Record a converted statement of the current section (and mark it written).
+    pub(crate) fn push_step(&mut self, pos: Pos, place: Place, entry: Entry) {
+        self.push_step_with(pos, place, entry, Vec::new(), Vec::new());
+    }
+
+    /// [`Self::push_step`] with the summary entries and `set-header`s nested in it.
+    pub(crate) fn push_step_with(
+        &mut self,
+        pos: Pos,
+        place: Place,
+        entry: Entry,
+        nested: Vec<usize>,
+        headers: Vec<SetHeader>,
+    ) {
+        let tallies: Vec<usize> = self.current.into_iter().chain(nested).collect();
+        self.emitted();
+        self.list().push(Step {
+            pos,
+            place,
+            entry: Some(entry),
+            tallies,
+            headers,
+        });
+    }
+
+    /// The current statement produced output.
+    pub(crate) fn emitted(&mut self) {
+        if let Some(t) = self.current.and_then(|i| self.tally.get_mut(i)) {
+            t.emitted = true;
+        }
+    }
+
+    /// Change summary entries after the fact.
+    pub(crate) fn mark(&mut self, tallies: &[usize], mark: Mark) {
+        for &i in tallies {
+            if let Some(t) = self.tally.get_mut(i) {
+                match mark {
+                    Mark::Dropped => t.emitted = false,
+                    Mark::Partial => t.partial = true,
+                }
+            }
+        }
+    }
+
+    /// Count `el` and the statements nested in it (choose branches) without converting them.
+    pub(crate) fn tally_of(&mut self, el: &Element, emitted: bool) -> Vec<usize> {
+        let mut out = vec![self.tally.len()];
+        self.tally.push(Tally {
+            pos: el.pos,
+            name: el.name.clone(),
+            emitted,
+            partial: false,
+        });
+        if el.name == "choose" {
+            for branch in &el.children {
+                for child in branch.children.iter().filter(|c| c.name != "base") {
+                    out.extend(self.tally_of(child, emitted));
+                }
+            }
+        }
+        out
     }
 
     /// `# from file:line`
@@ -76,6 +207,9 @@ impl Converter {
     }
 
     pub(crate) fn unsupported(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
+        if let Some(t) = self.current.and_then(|i| self.tally.get_mut(i)) {
+            t.partial = true;
+        }
         self.diags
             .push(Diagnostic::unsupported(pos, subject, reason));
     }
@@ -90,17 +224,25 @@ impl Converter {
             match root.name.as_str() {
                 "policies" => root.children.iter().for_each(|s| self.section(s)),
                 "fragment" => self.statements(&root.children),
-                _ => self.statement(root),
+                _ => {
+                    self.statement(root);
+                }
             }
         }
         self.bind_claim_keys();
+        self.check_forwarded_headers();
     }
 
     fn section(&mut self, section: &Element) {
         let reason = match section.name.as_str() {
             "inbound" => return self.statements(&section.children),
+            "outbound" => {
+                self.section = Section::Outbound;
+                self.statements(&section.children);
+                self.section = Section::Inbound;
+                return;
+            }
             "backend" => "backend policies are not converted: the gateway forwards to the route's upstream",
-            "outbound" => "outbound policies are not converted: the gateway passes responses through",
             "on-error" => "on-error is not converted: the gateway answers failures itself with {\"statusCode\", \"message\"} (failed-validation-httpcode and -error-message)",
             _ => {
                 return self.unsupported(
@@ -112,36 +254,95 @@ impl Converter {
         };
         for el in &section.children {
             let plain_forward = el.name == "forward-request" && el.attrs.is_empty();
-            if el.name != "base" && !plain_forward {
+            if el.name == "base" {
+                continue;
+            }
+            self.tally_of(el, plain_forward);
+            if !plain_forward {
                 self.unsupported(el.pos, &el.name, reason);
             }
         }
     }
 
-    fn statements(&mut self, els: &[Element]) {
-        els.iter().for_each(|el| self.statement(el));
-    }
-
-    fn statement(&mut self, el: &Element) {
-        match el.name.as_str() {
-            "base" => {}
-            "validate-jwt" => self.validate_jwt(el),
-            "validate-azure-ad-token" => self.validate_azure_ad_token(el),
-            "set-header" => self.set_header(el),
-            "check-header" => self.check_header(el),
-            "choose" => self.choose(el),
-            "cors" => self.cors(el),
-            "ip-filter" => self.ip_filter(el),
-            "rate-limit" | "rate-limit-by-key" | "quota-by-key" => self.limit(el),
-            other => self.unsupported(
-                el.pos,
-                other,
-                "no gateway.yaml equivalent (converted: validate-jwt, validate-azure-ad-token, claim forwarding, cors, rate-limit, rate-limit-by-key, quota-by-key, check-header, ip-filter)",
-            ),
+    /// One list of statements; those after a converted `return-response` or `mock-response` never
+    /// run (in APIM either) and are left out with a note.
+    pub(crate) fn statements(&mut self, els: &[Element]) {
+        let mut ended: Option<Pos> = None;
+        for el in els.iter().filter(|el| el.name != "base") {
+            if let Some(at) = ended {
+                self.tally_of(el, true);
+                self.note(
+                    el.pos,
+                    &el.name,
+                    format!(
+                        "left out: it never runs, APIM answers at line {} before it",
+                        at.line
+                    ),
+                );
+                continue;
+            }
+            let index = self.statement(el);
+            let answers = el.name == "return-response" || el.name == "mock-response";
+            if answers && self.tally[index].emitted {
+                ended = Some(el.pos);
+            }
         }
     }
 
+    /// Convert one statement element; returns its summary entry.
+    fn statement(&mut self, el: &Element) -> usize {
+        let index = self.tally.len();
+        self.tally.push(Tally {
+            pos: el.pos,
+            name: el.name.clone(),
+            emitted: false,
+            partial: false,
+        });
+        let outer = self.current.replace(index);
+        let outbound = self.section == Section::Outbound;
+        match el.name.as_str() {
+            "set-header" => self.set_header(el),
+            "set-variable" => self.set_variable(el),
+            "choose" => self.choose(el),
+            _ if outbound => self.unsupported(
+                el.pos,
+                &el.name,
+                "not converted in <outbound>: only set-header, set-variable and choose are",
+            ),
+            "validate-jwt" => self.validate_jwt(el),
+            "validate-azure-ad-token" => self.validate_azure_ad_token(el),
+            "check-header" => self.check_header(el),
+            "cors" => self.cors(el),
+            "ip-filter" => self.ip_filter(el),
+            "rate-limit" | "rate-limit-by-key" | "quota-by-key" => self.limit(el),
+            "set-query-parameter" => self.set_query_parameter(el),
+            "rewrite-uri" => self.rewrite_uri(el),
+            "set-backend-service" => self.set_backend_service(el),
+            "return-response" => self.return_response(el),
+            "mock-response" => self.mock_response(el),
+            other => self.unsupported(
+                el.pos,
+                other,
+                "no gateway.yaml equivalent (see the table in docs/import-apim.md)",
+            ),
+        }
+        self.current = outer;
+        index
+    }
+
     fn choose(&mut self, el: &Element) {
+        if self.split == 0 && !holds_token_check(el) {
+            return self.conditional(el);
+        }
+        self.emitted();
+        self.split += 1;
+        self.split_choose(el);
+        self.split -= 1;
+    }
+
+    /// The old conversion of a `choose` holding a token check: every branch's statements converted
+    /// as if unconditional, each token check a policy of its own (routes decide what they guard).
+    fn split_choose(&mut self, el: &Element) {
         for branch in &el.children {
             match branch.name.as_str() {
                 "when" => {
@@ -241,10 +442,13 @@ impl Converter {
 
     /// Record a converted token policy and its place among the inbound statements.
     fn push_policy(&mut self, p: PolicyOut) {
+        self.emitted();
         self.steps.push(Step {
             pos: p.pos,
             place: Place::Token(self.policies.len()),
             entry: None,
+            tallies: self.current.into_iter().collect(),
+            headers: Vec::new(),
         });
         self.policies.push(p);
     }
@@ -590,60 +794,25 @@ impl Converter {
         entries
     }
 
-    fn set_header(&mut self, el: &Element) {
-        let Some(name_attr) = el.attr("name") else {
-            return self.unsupported(el.pos, "set-header", "has no name");
-        };
-        let Some(header) = self.plain(name_attr).map(str::to_owned) else {
-            return;
-        };
-        let action = el.attr("exists-action");
-        for a in &el.attrs {
-            if a.name != "name" && a.name != "exists-action" {
-                self.unsupported(a.pos, &a.name, "not a set-header attribute");
-            }
-        }
-        match action.map(|a| a.value.as_str()) {
-            Some("delete") => return self.delete_header(el, &header),
-            None | Some("override") => {}
-            Some(other) => {
-                if let Some(a) = action {
-                    self.note(
-                        a.pos,
-                        "exists-action",
-                        format!("\"{other}\" becomes override: forward-claims always replaces the client's header"),
-                    );
-                }
-            }
-        }
-        let values: Vec<&Element> = el.children.iter().filter(|c| c.name == "value").collect();
-        match values.as_slice() {
-            [value] => self.forward_claim(el, value, header),
-            _ => self.unsupported(
-                el.pos,
-                "set-header",
-                "only a single <value> reading a claim of the validated token is converted (forward-claims)",
-            ),
-        }
-    }
-
-    fn delete_header(&mut self, el: &Element, header: &str) {
+    /// A delete of the token header of a converted policy -> `forward-token: false`; false when
+    /// no converted policy reads that header.
+    pub(crate) fn delete_token_header(&mut self, el: &Element, header: &str) -> bool {
         let policy = self.policies.iter_mut().rev().find(|p| {
             p.token_header
                 .as_deref()
                 .is_some_and(|h| h.eq_ignore_ascii_case(header))
         });
         match policy {
-            Some(p) => p.forward_token_off = Some(el.pos),
-            None => self.unsupported(
-                el.pos,
-                "set-header",
-                format!("deleting header {header} is only converted for the token header of a converted policy (forward-token: false)"),
-            ),
+            Some(p) => {
+                p.forward_token_off = Some(el.pos);
+                self.emitted();
+                true
+            }
+            None => false,
         }
     }
 
-    fn forward_claim(&mut self, el: &Element, value: &Element, header: String) {
+    pub(crate) fn forward_claim(&mut self, el: &Element, value: &Element, header: String) {
         let text = value.trimmed_text();
         let Some(read) = expr::claim_read(text) else {
             return self.unsupported(
@@ -678,6 +847,7 @@ impl Converter {
                 format!("the default \"{d}\" for an absent claim is not supported: the header is left unset"),
             );
         }
+        self.emitted();
         let forward = &mut self.policies[index].forward;
         if let Some(pos) = forward
             .iter()
@@ -728,6 +898,15 @@ impl Converter {
             }
         }
     }
+}
+
+/// Whether a `choose` holds a token check in any branch (at any depth).
+fn holds_token_check(el: &Element) -> bool {
+    el.children.iter().flat_map(|b| &b.children).any(|c| {
+        c.name == "validate-jwt"
+            || c.name == "validate-azure-ad-token"
+            || (c.name == "choose" && holds_token_check(c))
+    })
 }
 
 /// A policy name from the file name: `entra-v2.policy.xml` -> `entra-v2`.

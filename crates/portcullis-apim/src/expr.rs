@@ -235,7 +235,7 @@ fn operand(c: &mut Cursor<'_>) -> Option<Operand> {
 }
 
 /// `context.Request.Headers.GetValueOrDefault("H"[, "default"])` -> `H`.
-fn header_read(c: &mut Cursor<'_>) -> Option<String> {
+pub(crate) fn header_read(c: &mut Cursor<'_>) -> Option<String> {
     if c.eat("context.Request.Headers.GetValueOrDefault(") {
         c.args_close()
     } else {
@@ -243,7 +243,7 @@ fn header_read(c: &mut Cursor<'_>) -> Option<String> {
     }
 }
 
-fn jwt_source(c: &mut Cursor<'_>) -> Option<JwtSource> {
+pub(crate) fn jwt_source(c: &mut Cursor<'_>) -> Option<JwtSource> {
     if c.eat("((Jwt)context.Variables[") {
         let name = c.string()?;
         c.eat("])").then_some(JwtSource::Variable(name))
@@ -260,7 +260,7 @@ fn jwt_source(c: &mut Cursor<'_>) -> Option<JwtSource> {
 }
 
 /// `Subject` | `Issuer` | `Id` | `Claims["x"]` | `Claims.GetValueOrDefault("x"[, "d"])`.
-fn claim_accessor(c: &mut Cursor<'_>) -> Option<(String, Option<String>)> {
+pub(crate) fn claim_accessor(c: &mut Cursor<'_>) -> Option<(String, Option<String>)> {
     for (property, claim) in [("Subject", "sub"), ("Issuer", "iss"), ("Id", "jti")] {
         if c.eat(property) {
             return Some((claim.to_owned(), None));
@@ -285,7 +285,7 @@ fn claim_accessor(c: &mut Cursor<'_>) -> Option<(String, Option<String>)> {
 }
 
 /// The expression body without `@(` `)` and without whitespace outside literals.
-fn normalise(expr: &str) -> Option<String> {
+pub(crate) fn normalise(expr: &str) -> Option<String> {
     let body = expr.trim().strip_prefix("@(")?.strip_suffix(')')?;
     let mut out = String::with_capacity(body.len());
     let mut quote: Option<char> = None;
@@ -315,10 +315,10 @@ fn normalise(expr: &str) -> Option<String> {
 }
 
 /// A cursor over a normalised expression.
-struct Cursor<'s>(&'s str);
+pub(crate) struct Cursor<'s>(pub(crate) &'s str);
 
 impl Cursor<'_> {
-    fn eat(&mut self, lit: &str) -> bool {
+    pub(crate) fn eat(&mut self, lit: &str) -> bool {
         match self.0.strip_prefix(lit) {
             Some(rest) => {
                 self.0 = rest;
@@ -329,12 +329,12 @@ impl Cursor<'_> {
     }
 
     /// `?.` or `.`
-    fn accessor(&mut self) -> bool {
+    pub(crate) fn accessor(&mut self) -> bool {
         self.eat("?.") || self.eat(".")
     }
 
     /// A C# string literal (`"..."`, backslash escapes).
-    fn string(&mut self) -> Option<String> {
+    pub(crate) fn string(&mut self) -> Option<String> {
         let rest = self.0.strip_prefix('"')?;
         let mut out = String::new();
         let mut chars = rest.char_indices();
@@ -359,7 +359,7 @@ impl Cursor<'_> {
 
     /// `"name"[, "default"])` -> name (the default of a header or query read does not matter: an
     /// empty value is a missing token either way).
-    fn args_close(&mut self) -> Option<String> {
+    pub(crate) fn args_close(&mut self) -> Option<String> {
         let name = self.string()?;
         if self.eat(",") {
             self.string()?;
@@ -368,21 +368,21 @@ impl Cursor<'_> {
     }
 
     /// `.Replace("Bearer ", "")` or `.Split(' ').Last()` (or `.Split(' ')[1]`); true when eaten.
-    fn strip_scheme(&mut self) -> bool {
+    pub(crate) fn strip_scheme(&mut self) -> bool {
         self.eat(".Replace(\"Bearer \",\"\")")
             || self.eat(".Split(' ').Last()")
             || self.eat(".Split(' ')[1]")
     }
 
     /// A non-negative decimal integer.
-    fn integer(&mut self) -> Option<i64> {
+    pub(crate) fn integer(&mut self) -> Option<i64> {
         let digits = self.0.bytes().take_while(u8::is_ascii_digit).count();
         let n = self.0.get(..digits)?.parse().ok()?;
         self.0 = &self.0[digits..];
         Some(n)
     }
 
-    fn end(&self) -> Option<()> {
+    pub(crate) fn end(&self) -> Option<()> {
         self.0.is_empty().then_some(())
     }
 }

@@ -1,6 +1,12 @@
 //! The whole gateway.yaml around the converted policies: a `server:` block with the default
 //! listeners, the `policies:`, and the routes given on the command line (or one catch-all route to
 //! edit), with comments pointing back to the XML.
+//!
+//! A `--route` path with a `{param}` segment is an APIM operation's URL template: it is written as
+//! `match: { path: ... }` (the whole path), because APIM matches an operation's template against the
+//! whole path, and a prefix would let `/orders/1/anything` reach a policy written for `/orders/{id}`.
+//! The policy document itself never names the operation's template, so without such a route the
+//! output says which parameters the policy reads.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,20 +22,21 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 /// Upstream of the catch-all route emitted without `--route`.
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:3000";
 
-/// A route from `--route NAME=PATH_PREFIX=UPSTREAM`.
+/// A route from `--route NAME=PATH=UPSTREAM`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
     /// Route name.
     pub name: String,
-    /// Path prefix (starts with `/`).
-    pub path_prefix: String,
+    /// Path prefix, or an operation's URL template (a `{param}` segment) matched as the whole path
+    /// (starts with `/`).
+    pub path: String,
     /// `http://host:port` or `https://host:port`.
     pub upstream: String,
 }
 
-/// A `--route` value that is not `NAME=PATH_PREFIX=UPSTREAM`.
+/// A `--route` value that is not `NAME=PATH=UPSTREAM`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("route must be NAME=PATH_PREFIX=UPSTREAM (for example orders=/api/orders=http://127.0.0.1:3000): {0}")]
+#[error("route must be NAME=PATH=UPSTREAM (for example orders=/api/orders=http://127.0.0.1:3000 or order=/orders/{{id}}=http://127.0.0.1:3000): {0}")]
 pub struct RouteSpecError(&'static str);
 
 impl FromStr for RouteSpec {
@@ -45,7 +52,7 @@ impl FromStr for RouteSpec {
             return Err(RouteSpecError("empty name"));
         }
         if !prefix.starts_with('/') {
-            return Err(RouteSpecError("the path prefix must start with '/'"));
+            return Err(RouteSpecError("the path must start with '/'"));
         }
         if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
             return Err(RouteSpecError(
@@ -54,7 +61,7 @@ impl FromStr for RouteSpec {
         }
         Ok(RouteSpec {
             name: name.to_owned(),
-            path_prefix: prefix.to_owned(),
+            path: prefix.to_owned(),
             upstream: upstream.to_owned(),
         })
     }
@@ -62,7 +69,19 @@ impl FromStr for RouteSpec {
 
 impl fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}={}", self.name, self.path_prefix, self.upstream)
+        write!(f, "{}={}={}", self.name, self.path, self.upstream)
+    }
+}
+
+impl RouteSpec {
+    /// The URL-template parameter names of the path (`{id}`, `{*rest}` -> `id`, `rest`); none for a
+    /// plain prefix.
+    fn params(&self) -> Vec<&str> {
+        self.path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| name.trim_start_matches('*'))
+            .collect()
     }
 }
 
@@ -81,26 +100,45 @@ pub fn render(conv: &Converter, file: &str, routes: &[RouteSpec]) -> String {
         .enumerate()
         .map(|(i, p)| policy_entry(conv, i, p))
         .collect();
-    // cors or limits without a token check: a policy of those statements alone
+    // statements without a token check: a policy of those statements alone
     let mut statements_only = false;
     if conv.policies.is_empty() {
         let items = inbound_of(&conv.steps, None, || Item::new(Node::Map(Vec::new())));
-        if !items.is_empty() {
+        let outbound = outbound_of(conv);
+        if !items.is_empty() || outbound.is_some() {
             statements_only = true;
-            policies.push(Entry::new(
-                conv.stem(),
-                Node::Map(vec![Entry::new("inbound", Node::Seq(items))]),
-            ));
+            let mut entries = Vec::new();
+            if !items.is_empty() {
+                entries.push(Entry::new("inbound", Node::Seq(items)));
+            }
+            entries.extend(outbound);
+            policies.push(Entry::new(conv.stem(), Node::Map(entries)));
         }
     }
-    let body = write_document(&[
-        server,
-        Entry::new("policies", Node::Map(policies)),
-        Entry::new(
-            "routes",
-            Node::Seq(route_items(conv, routes, statements_only)),
-        ),
-    ]);
+    let mut document = vec![server];
+    if !conv.backends.is_empty() {
+        let backends = conv
+            .backends
+            .iter()
+            .map(|(id, pos)| {
+                Entry::new(
+                    id.as_str(),
+                    Node::Map(vec![Entry::new("url", Node::str(DEFAULT_UPSTREAM))]),
+                )
+                .comment(format!(
+                    "APIM backend \"{id}\" ({}): fill in its URL",
+                    conv.origin(*pos)
+                ))
+            })
+            .collect();
+        document.push(Entry::new("backends", Node::Map(backends)));
+    }
+    document.push(Entry::new("policies", Node::Map(policies)));
+    document.push(Entry::new(
+        "routes",
+        Node::Seq(route_items(conv, routes, statements_only)),
+    ));
+    let body = write_document(&document);
     let mut out = format!(
         "# Converted from {file} by `portcullis import-apim`; check it with `portcullis check -c <this file>`.\n"
     );
@@ -134,7 +172,19 @@ fn policy_entry(conv: &Converter, index: usize, p: &PolicyOut) -> Entry {
     if let Some(pos) = p.forward_token_off {
         entries.push(Entry::new("forward-token", Node::Bool(false)).comment(conv.origin(pos)));
     }
+    entries.extend(outbound_of(conv));
     Entry::new(p.name.as_str(), Node::Map(entries))
+}
+
+/// `outbound:` with every converted outbound statement (the same for every policy).
+fn outbound_of(conv: &Converter) -> Option<Entry> {
+    let items: Vec<Item> = conv
+        .out_steps
+        .iter()
+        .filter_map(|s| s.entry.clone())
+        .map(|e| Item::new(Node::Map(vec![e])))
+        .collect();
+    (!items.is_empty()).then(|| Entry::new("outbound", Node::Seq(items)))
 }
 
 fn route_items(conv: &Converter, routes: &[RouteSpec], statements_only: bool) -> Vec<Item> {
@@ -149,20 +199,41 @@ fn route_items(conv: &Converter, routes: &[RouteSpec], statements_only: bool) ->
         .skip(1)
         .map(|p| p.name.as_str())
         .collect();
-    let mut items: Vec<Item> = if routes.is_empty() {
-        vec![route(
-            "default",
-            "/",
-            DEFAULT_UPSTREAM,
-            policy,
-        )
-        .comment("A catch-all route to the default upstream: edit the path prefix and upstream (or use --route NAME=PATH_PREFIX=UPSTREAM).")]
-    } else {
-        routes
-            .iter()
-            .map(|r| route(&r.name, &r.path_prefix, &r.upstream, policy))
-            .collect()
+    let default = RouteSpec {
+        name: "default".to_owned(),
+        path: "/".to_owned(),
+        upstream: DEFAULT_UPSTREAM.to_owned(),
     };
+    let specs: Vec<&RouteSpec> = if routes.is_empty() {
+        vec![&default]
+    } else {
+        routes.iter().collect()
+    };
+    let mut items: Vec<Item> = specs.iter().map(|r| route(r, policy)).collect();
+    if routes.is_empty() {
+        items[0].comments.push("A catch-all route to the default upstream: edit the path prefix and upstream (or use --route NAME=PATH=UPSTREAM).".to_owned());
+    }
+    let mut params: Vec<&str> = Vec::new();
+    for (p, _) in &conv.params {
+        if !params.contains(&p.as_str()) {
+            params.push(p);
+        }
+    }
+    let template: String = params.iter().map(|p| format!("/{{{p}}}")).collect();
+    for (item, spec) in items.iter_mut().zip(specs) {
+        let has = spec.params();
+        let missing: Vec<String> = params
+            .iter()
+            .filter(|p| !has.contains(p))
+            .map(|p| format!("{{{p}}}"))
+            .collect();
+        if !missing.is_empty() {
+            item.comments.push(format!(
+                "The policy reads the URL-template parameters {}: give the route the operation's URL template (for example match: {{ path: /items{template} }}, or --route NAME=/items{template}=URL).",
+                missing.join(", ")
+            ));
+        }
+    }
     if !others.is_empty() {
         if let Some(first) = items.first_mut() {
             first.comments.push(format!(
@@ -174,21 +245,26 @@ fn route_items(conv: &Converter, routes: &[RouteSpec], statements_only: bool) ->
     items
 }
 
-fn route(name: &str, prefix: &str, upstream: &str, policy: &str) -> Item {
+fn route(spec: &RouteSpec, policy: &str) -> Item {
+    let key = if spec.params().is_empty() {
+        "path-prefix"
+    } else {
+        "path"
+    };
     Item::new(Node::Map(vec![
-        Entry::new("name", Node::str(name)),
+        Entry::new("name", Node::str(&spec.name)),
         Entry::new(
             "match",
-            Node::Map(vec![Entry::new("path-prefix", Node::str(prefix))]),
+            Node::Map(vec![Entry::new(key, Node::str(&spec.path))]),
         ),
-        Entry::new("upstream", Node::str(upstream)),
+        Entry::new("upstream", Node::str(&spec.upstream)),
         Entry::new("policy", Node::str(policy)),
     ]))
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -201,5 +277,23 @@ mod tests {
         assert!("orders=api=http://x".parse::<RouteSpec>().is_err());
         assert!("=/=http://x".parse::<RouteSpec>().is_err());
         assert!("a=/=ftp://x".parse::<RouteSpec>().is_err());
+    }
+
+    #[test]
+    fn a_template_path_is_the_whole_path() {
+        let r: RouteSpec = "o=/orders/{id}/files/{*rest}=http://x".parse().unwrap();
+        assert_eq!(r.params(), ["id", "rest"]);
+        let Node::Map(entries) = &route(&r, "p").value else {
+            panic!("not a map")
+        };
+        let Node::Map(m) = &entries[1].value else {
+            panic!("no match")
+        };
+        assert_eq!(m[0].key, "path");
+        let r: RouteSpec = "o=/api/orders=http://x".parse().unwrap();
+        assert!(r.params().is_empty());
+        // `{` inside a segment is not a parameter (gateway.yaml refuses such a template)
+        let r: RouteSpec = "o=/a/x{id}=http://x".parse().unwrap();
+        assert!(r.params().is_empty());
     }
 }

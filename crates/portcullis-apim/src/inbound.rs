@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use crate::convert::Converter;
+use crate::convert::{Converter, Mark};
 use crate::expr::{self, JwtSource, KeyRead};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
@@ -56,6 +56,23 @@ pub struct Step {
     pub place: Place,
     /// `cors: {...}` or `rate-limit-by-key: {...}` (None for a token check, written by the renderer).
     pub entry: Option<Entry>,
+    /// The statements it stands for in the summary (itself first, then those nested in it).
+    pub tallies: Vec<usize>,
+    /// The `set-header` statements in it (inbound): header, position, tally, whether a delete.
+    pub headers: Vec<SetHeader>,
+}
+
+/// A converted `set-header` statement, checked against `forward-claims` once all are known.
+#[derive(Debug, Clone)]
+pub struct SetHeader {
+    /// Header name as written.
+    pub name: String,
+    /// Where the element is.
+    pub pos: Pos,
+    /// Its summary entry.
+    pub tally: usize,
+    /// `exists-action="delete"`.
+    pub delete: bool,
 }
 
 /// The inbound list of policy `index`: its token check, the shared statements and the limits keyed
@@ -227,11 +244,7 @@ impl Converter {
             None => Place::Shared,
         };
         let entry = Entry::new(element, Node::Map(entries)).comment(self.origin(el.pos));
-        self.steps.push(Step {
-            pos: el.pos,
-            place,
-            entry: Some(entry),
-        });
+        self.push_step(el.pos, place, entry);
     }
 
     /// `calls`, `bandwidth`, `increment-count`: a positive integer or a named value.
@@ -435,11 +448,7 @@ impl Converter {
             );
         }
         let entry = Entry::new("cors", Node::Map(entries)).comment(self.origin(el.pos));
-        self.steps.push(Step {
-            pos: el.pos,
-            place: Place::Shared,
-            entry: Some(entry),
-        });
+        self.push_step(el.pos, Place::Shared, entry);
     }
 
     /// `check-header` -> `check-header:` (name, values, ignore-case, failed-check-httpcode,
@@ -523,7 +532,7 @@ impl Converter {
         );
     }
 
-    fn header_name(&mut self, a: &Attr, text: &str) -> Option<String> {
+    pub(crate) fn header_name(&mut self, a: &Attr, text: &str) -> Option<String> {
         match header(text) {
             Ok(h) => Some(h),
             Err(why) => {
@@ -623,13 +632,9 @@ impl Converter {
     }
 
     /// A statement every converted policy runs, in document order.
-    fn shared(&mut self, el: &Element, key: &str, entries: Vec<Entry>) {
+    pub(crate) fn shared(&mut self, el: &Element, key: &str, entries: Vec<Entry>) {
         let entry = Entry::new(key, Node::Map(entries)).comment(self.origin(el.pos));
-        self.steps.push(Step {
-            pos: el.pos,
-            place: Place::Shared,
-            entry: Some(entry),
-        });
+        self.push_step(el.pos, Place::Shared, entry);
     }
 
     /// The values of `<allowed-origins><origin>` and the like; `*` stands alone.
@@ -729,11 +734,13 @@ impl Converter {
             self.steps[i].place = match (before.is_empty(), after) {
                 (false, _) => Place::Bound(before),
                 (true, Some((p, at))) => {
-                    self.unsupported(
-                        pos,
-                        &element,
-                        format!("keyed on a token claim before validate-jwt (line {}): APIM would read the unverified token here, so any caller could pick its own counter; moved right after that token check, where the gateway keys on the verified claim (requests it rejects are not counted by this limit)", at.line),
-                    );
+                    let why = if element.contains("limit") || element == "quota-by-key" {
+                        format!("keyed on a token claim before validate-jwt (line {}): APIM would read the unverified token here, so any caller could pick its own counter; moved right after that token check, where the gateway keys on the verified claim (requests it rejects are not counted by this limit)", at.line)
+                    } else {
+                        format!("reads a token claim before validate-jwt (line {}): APIM would read the unverified token here, which any caller can forge; moved right after that token check, where the gateway reads the verified claim", at.line)
+                    };
+                    self.unsupported(pos, &element, why);
+                    self.mark(&self.steps[i].tallies.clone(), Mark::Partial);
                     Place::Bound(vec![*p])
                 }
                 (true, None) => {
@@ -741,11 +748,13 @@ impl Converter {
                         JwtSource::Variable(v) => format!("variable \"{v}\", which is not the output-token-variable-name of a converted validate-jwt or validate-azure-ad-token"),
                         JwtSource::Header(h) => format!("header {h}, which no converted validate-jwt or validate-azure-ad-token validates"),
                     };
-                    self.unsupported(
-                        pos,
-                        &element,
-                        format!("not converted: keyed on a claim of the token in {token}; the gateway keys limits only on verified claims"),
-                    );
+                    let why = if element.contains("limit") || element == "quota-by-key" {
+                        format!("not converted: keyed on a claim of the token in {token}; the gateway keys limits only on verified claims")
+                    } else {
+                        format!("not converted: reads a claim of the token in {token}; the gateway reads only verified claims")
+                    };
+                    self.unsupported(pos, &element, why);
+                    self.mark(&self.steps[i].tallies.clone(), Mark::Dropped);
                     Place::Dropped
                 }
             };
@@ -754,7 +763,7 @@ impl Converter {
 }
 
 /// An HTTP token (header names, methods).
-fn is_token(s: &str) -> bool {
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))

@@ -467,7 +467,8 @@ fn cases() -> Vec<Case> {
                 })), ACCEPT).forwards(&[
                     ("X-User-Oid", "oid-1"), ("X-User-Sub", "user-1"), ("X-Tenant", "tenant-a"),
                     ("X-Roles", "a,b"), ("X-Issuer", "https://sts.contoso.test/"), ("X-Token-Id", "token-9"),
-                    ("X-Name", "Alice"),
+                    // X-Name has a default ("anonymous"), which forward-claims cannot give: it is a
+                    // set-header with `${claim:...|anonymous}` (end to end: apim_corpus.rs)
                 ]),
             ])
         },
@@ -529,6 +530,30 @@ fn cases() -> Vec<Case> {
             tok("valid", Hs(HS_A), claims("https://sts.contoso.test/", "api://admin", json!({})), ACCEPT),
             tok("other audience", Hs(HS_A), hs(json!({})), reject("TokenAudienceNotAllowed")),
         ]),
+        // 25-34: the token check only; their statements: transforms.rs and the gateway's apim_corpus.
+        Case {
+            message: Some("Unauthorized"),
+            ..case("25-bff-legacy.xml", vec![
+                tok("valid", Hs(HS_A), claims("i", "crm-bff", json!({})), ACCEPT),
+                tok("other audience", Hs(HS_A), claims("i", "crm", json!({})), reject("TokenAudienceNotAllowed")),
+            ])
+        },
+        Case {
+            discovered: &[V1_ISS, V2_ISS],
+            ..case("28-internal-admin.xml", vec![
+                tok("v2 token for the admin API", RsOidc, v2("api://admin", json!({"roles": ["Admin.Write"], "oid": "oid-9"})), ACCEPT).kid(OIDC_KID),
+                tok("other audience", RsOidc, v2("api://orders", json!({})), reject("TokenAudienceNotAllowed")).kid(OIDC_KID),
+                tok("other tenant", RsOidc, claims("https://login.microsoftonline.com/ffffffff-4e5f-4a6b-8c7d-9e0f1a2b3c4d/v2.0", "api://admin", json!({})), reject("TokenIssuerNotAllowed")).kid(OIDC_KID),
+            ])
+        },
+        case("29-spa-cors-jwt-ratelimit.xml", vec![
+            tok("valid", Hs(HS_A), hs(json!({"azp": "spa"})), ACCEPT),
+            tok("bad signature", Hs(HS_WRONG), hs(json!({})), reject("TokenSignatureInvalid")),
+        ]),
+        case("34-partner-api-unsupported.xml", vec![
+            tok("valid", Hs(HS_A), hs(json!({"partner_id": "p-1"})), ACCEPT),
+            tok("bad signature", Hs(HS_WRONG), hs(json!({})), reject("TokenSignatureInvalid")),
+        ]),
     ]
 }
 
@@ -549,7 +574,9 @@ fn converted_configs_decide_like_apim() {
     let all = cases();
     let covered: std::collections::BTreeSet<&str> = all.iter().map(|c| c.doc).collect();
     for doc in corpus::documents() {
-        if doc != "19-invalid.xml" {
+        // a document without a token check has no decision to make
+        let checks_tokens = corpus::read(&doc).contains("<validate-");
+        if doc != "19-invalid.xml" && checks_tokens {
             assert!(
                 covered.contains(doc.as_str()),
                 "{doc} has no decision table"

@@ -64,11 +64,18 @@ fn claim_reads_of_unknown_tokens_are_reported() {
         r.contains("p.xml:4:22: unsupported set-header value: AsJwt() reads header Authorization"),
         "{r}"
     );
-    assert!(
-        r.contains("p.xml:5:1: unsupported set-header: only a single <value>"),
-        "{r}"
-    );
     assert!(!c.yaml.contains("forward-claims"), "{}", c.yaml);
+    // several static values: a set-header statement
+    assert!(
+        c.yaml
+            .contains("- set-header:\n          name: \"C\"\n          values:\n            - \"x\"\n            - \"y\"\n"),
+        "{}",
+        c.yaml
+    );
+    assert_eq!(
+        c.summary.to_string(),
+        "converted 2/4 statements; dropped: line 3 <set-header>, line 4 <set-header>"
+    );
 }
 
 #[test]
@@ -81,14 +88,17 @@ fn as_jwt_on_the_policys_custom_header_is_converted() {
 }
 
 #[test]
-fn deleting_another_header_is_reported() {
+fn deleting_another_header_is_a_set_header_statement() {
     let c = conv(&format!(
         "<validate-jwt header-name=\"Authorization\">{KEY}</validate-jwt><set-header name=\"Cookie\" exists-action=\"delete\" />"
     ));
+    assert!(c.is_complete(), "{}", report(&c));
     assert!(
-        report(&c).contains("unsupported set-header: deleting header Cookie"),
+        c.yaml.contains(
+            "- set-header:\n          name: \"Cookie\"\n          exists-action: \"delete\"\n"
+        ),
         "{}",
-        report(&c)
+        c.yaml
     );
     assert!(!c.yaml.contains("forward-token"));
 }
@@ -169,15 +179,16 @@ fn sections_other_than_inbound_are_reported_per_policy() {
         r.contains("unsupported forward-request: backend policies"),
         "{r}"
     );
-    assert!(
-        r.contains("unsupported set-header: outbound policies"),
-        "{r}"
-    );
     assert!(r.contains("unsupported extra: not a policy section"), "{r}");
     assert!(
-        c.yaml.contains("policies: {}\n") && c.yaml.contains("policy: \"none\""),
+        c.yaml.contains("  p:\n    outbound:\n      # from p.xml:1\n      - set-header:\n          name: \"X\"\n          value: \"v\"\n")
+            && c.yaml.contains("policy: \"p\""),
         "{}",
         c.yaml
+    );
+    assert_eq!(
+        c.summary.to_string(),
+        "converted 1/2 statements; dropped: line 1 <forward-request>"
     );
 }
 

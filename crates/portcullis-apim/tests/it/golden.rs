@@ -25,7 +25,7 @@ fn corpus_matches_golden_outputs() {
     for name in &docs {
         let stem = name.trim_end_matches(".xml");
         let (yaml, stderr) = match portcullis_apim::convert(&corpus::read(name), name, &[]) {
-            Ok(conv) => (Some(conv.yaml.clone()), conv.report(name)),
+            Ok(conv) => (Some(conv.yaml.clone()), conv.stderr(name)),
             Err(e) => (None, format!("{name}:{e}\n")),
         };
         let dir = corpus::dir();

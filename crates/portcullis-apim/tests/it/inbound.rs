@@ -124,8 +124,30 @@ fn six_statement_policy_converts_in_order_and_passes_check() {
             S::Lim(Rlbk, Some(100), 60, CounterKey::ClientIp, Ic::Any),
             S::Jwt,
             S::Lim(Rlbk, Some(10), 60, claim("sub"), Ic::Success),
+            S::Other("set-header"),
+            S::Other("set-backend-service"),
+            S::Other("rewrite-uri"),
         ]
     );
+    let Statement::SetHeader(host) = &pm.inbound[4] else {
+        unreachable!()
+    };
+    assert_eq!(host.name, "x-forwarded-host");
+    assert_eq!(host.action, portcullis_config::ExistsAction::Override);
+    assert_eq!(
+        host.values,
+        [portcullis_config::Value::parse("api.contoso.example").unwrap()]
+    );
+    let Statement::SetBackendService(id) = &pm.inbound[5] else {
+        unreachable!()
+    };
+    let backend = &model.backends[id.index()];
+    assert_eq!(backend.base_path, "/api");
+    let Statement::RewriteUri(rewrite) = &pm.inbound[6] else {
+        unreachable!()
+    };
+    assert_eq!(rewrite.template, "/v2/orders/{id}");
+    assert!(rewrite.copy_unmatched_params);
     let Statement::Cors(cors) = &pm.inbound[0] else {
         unreachable!()
     };
@@ -167,14 +189,12 @@ fn six_statement_policy_converts_in_order_and_passes_check() {
         Some("x-ratelimit-limit")
     );
     assert_eq!(pm.policy.audiences, ["api://orders"]);
-    // the next issue's statements, and only they, are reported as not converted
-    assert_eq!(
-        unsupported(&conv),
-        [
-            (44, "set-header value".to_owned()),
-            (46, "set-backend-service".to_owned()),
-            (47, "rewrite-uri".to_owned()),
-        ]
+    // all six statements (and the X-Forwarded-Host the policy sets) convert
+    assert_eq!(unsupported(&conv), []);
+    assert!(
+        conv.is_complete(),
+        "{}",
+        conv.report("20-inbound-pipeline.xml")
     );
 }
 

@@ -10,3 +10,4 @@ mod fuzz_regressions;
 mod golden;
 mod inbound;
 mod mutations;
+mod transforms;

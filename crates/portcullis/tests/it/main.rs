@@ -23,3 +23,4 @@ mod routing_tricks;
 mod support;
 mod templates;
 mod transforms;
+mod upstream_tls;

@@ -21,6 +21,7 @@ mod server;
 pub mod statements;
 pub mod transforms;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod values;
 pub mod vars;
 mod walk;
@@ -44,6 +45,7 @@ pub use transforms::{
     is_connection_header, Branch, Choose, ExistsAction, ReturnResponse, SetHeader, SetVariable,
 };
 pub use upstream::{Examples, MockResponse, Piece, RewriteUri, SetQueryParameter};
+pub use upstream_tls::{ClientIdentity, HostHeader, UpstreamTls};
 pub use values::{Part, Source, Value, ValueError};
 pub use vars::Lookup;
 

@@ -346,6 +346,10 @@ pub struct Route {
     /// `openapi: {spec, operation}`: the operation's response examples, read at load (what
     /// `mock-response` answers with).
     pub openapi: Option<Arc<crate::upstream::Examples>>,
+    /// `upstream-tls`: CA, client certificate, SNI and verification for https upstreams.
+    pub upstream_tls: Option<Arc<crate::upstream_tls::UpstreamTls>>,
+    /// `host-header`: the `Host` the upstream receives.
+    pub host_header: crate::upstream_tls::HostHeader,
 }
 
 /// `upstream-protocol`: how the gateway talks to a route's upstreams.

@@ -21,6 +21,8 @@ const ROUTE_KEYS: &[&str] = &[
     "rewrite-prefix",
     "policy",
     "upstream-protocol",
+    "upstream-tls",
+    "host-header",
     "websocket-idle-timeout",
     "openapi",
 ];
@@ -135,7 +137,16 @@ fn read_one(
             .get("openapi")
             .and_then(|n| crate::upstream::read_openapi(cx, n))
             .map(Arc::new),
+        upstream_tls: None,
+        host_header: f
+            .get("host-header")
+            .and_then(|n| crate::upstream_tls::host_header(cx, n))
+            .unwrap_or_default(),
     };
+    if let Some(n) = f.get("upstream-tls") {
+        route.upstream_tls =
+            crate::upstream_tls::upstream_tls(cx, n, &route.upstreams).map(Arc::new);
+    }
     if let Some(n) = f.get("upstream-protocol") {
         route.upstream_protocol = upstream_protocol(cx, n, &route.upstreams).unwrap_or_default();
     }

@@ -75,8 +75,9 @@ pub enum Step {
 pub struct HeaderStep {
     set: Arc<SetHeader>,
     label: String,
-    /// A header the gateway sets from the connection (`X-Forwarded-*`, ...): applied after the
-    /// gateway has set its own, so the policy's statement has the last word (as in APIM).
+    /// A header the gateway sets from the connection (`X-Forwarded-*`, ...) or `Host` (set by
+    /// `host-header`): applied after the gateway has set its own, so the policy's statement has
+    /// the last word (as in APIM).
     connection: bool,
 }
 
@@ -142,7 +143,8 @@ fn steps(statements: &[Statement]) -> Vec<Step> {
             Statement::SetHeader(h) => Step::SetHeader(Arc::new(HeaderStep {
                 set: h.clone(),
                 label: format!("set-header {}", h.name),
-                connection: portcullis_config::is_connection_header(h.name.as_str()),
+                connection: portcullis_config::is_connection_header(h.name.as_str())
+                    || h.name == http::header::HOST,
             })),
             Statement::ReturnResponse(r) => Step::ReturnResponse(r.clone()),
             Statement::Choose(c) => Step::Choose(Arc::new(ChooseStep {

@@ -35,7 +35,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_auth::{Policy, Unforwardable, Verified};
 use portcullis_config::BackendId;
-use portcullis_config::UpstreamProtocol;
+use portcullis_config::{HostHeader, UpstreamProtocol};
 
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::limits::Store;
@@ -324,6 +324,9 @@ impl ProxyHttp for Gateway {
             // h2 over TLS by ALPN; over plain TCP, a minimum version of 2 is prior knowledge (h2c).
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
         };
+        if let Some(tls) = &route.tls {
+            tls.apply(&mut http_peer);
+        }
         Ok(Box::new(http_peer))
     }
 
@@ -404,6 +407,21 @@ impl ProxyHttp for Gateway {
                 .map(|a| a.port()),
         };
         set_forwarded(upstream, &conn, &ctx.generation.trusted_proxies)?;
+        // `host-header`: the upstream's own name by default (what a host-routed backend needs);
+        // a set-header of `Host` (a forwarding override below) still has the last word.
+        let upstream_host = match &route.host_header {
+            HostHeader::Client => None,
+            HostHeader::Value(v) => HeaderValue::from_str(v).ok(),
+            HostHeader::Upstream => {
+                match ctx.backend.and_then(|id| ctx.generation.routes.backend(id)) {
+                    Some(backend) => Some(backend.peer.host.clone()),
+                    None => route.peer(ctx.peer).map(|p| p.host.clone()),
+                }
+            }
+        };
+        if let Some(host) = upstream_host {
+            upstream.insert_header(http::header::HOST, host)?;
+        }
         if !ctx.forwarding_overrides.is_empty() {
             let overrides = std::mem::take(&mut ctx.forwarding_overrides);
             pipeline::apply_forwarding_overrides(upstream, overrides)?;

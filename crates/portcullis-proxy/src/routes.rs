@@ -11,10 +11,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method};
+use pingora_core::protocols::tls::CaType;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
 use pingora_http::RequestHeader;
 use portcullis_config::{
-    Backend as BackendModel, BackendId, Examples, Model, PolicyId, Route as RouteModel, Upstream,
-    UpstreamProtocol,
+    Backend as BackendModel, BackendId, Examples, HostHeader, Model, PolicyId, Route as RouteModel,
+    Upstream, UpstreamProtocol, UpstreamTls,
 };
 use portcullis_route::{
     canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
@@ -34,8 +37,84 @@ pub struct Peer {
     pub tls: bool,
     /// SNI (the host as written).
     pub sni: String,
+    /// `host[:port]` as the upstream URL writes it (the default port left out): the `Host` it
+    /// receives under `host-header: upstream`.
+    pub host: HeaderValue,
     /// Milliseconds since [`epoch`] until which the peer is skipped (0: healthy).
     down_until_ms: AtomicU64,
+}
+
+/// A route's `upstream-tls`, in pingora's types (built once per config).
+pub struct PeerTls {
+    /// Trusted CAs instead of the platform's roots.
+    pub ca: Option<Arc<CaType>>,
+    /// The client certificate presented to upstreams that ask for one.
+    pub client: Option<Arc<CertKey>>,
+    /// Server name sent and verified instead of the URL's host.
+    pub sni: Option<String>,
+    /// `false`: any certificate is accepted.
+    pub verify: bool,
+    /// pingora's connection-pool group: pingora's reuse key covers the address, SNI, client
+    /// certificate and verification switches but not the trusted CAs, so without this a
+    /// connection verified against one route's CA would be reused by a route that trusts
+    /// another (or only the platform's roots).
+    group: u64,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls")
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .field("client", &self.client.is_some())
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .finish()
+    }
+}
+
+impl PeerTls {
+    fn build(tls: &UpstreamTls) -> PeerTls {
+        // The DER was parsed at load (`portcullis-config`): pingora's parsers, which unwrap, see
+        // only certificates that parse.
+        let ca = tls.ca.as_ref().map(|certs| {
+            let certs: Vec<WrappedX509> = certs
+                .iter()
+                .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                .collect();
+            Arc::<CaType>::from(certs)
+        });
+        let client = tls
+            .client
+            .as_ref()
+            .map(|id| Arc::new(CertKey::new(id.chain.clone(), id.key.clone())));
+        let group = tls.ca.as_ref().map_or(0, |certs| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            certs.hash(&mut h);
+            h.finish() | 1
+        });
+        PeerTls {
+            ca,
+            client,
+            sni: tls.sni.clone(),
+            verify: tls.verify,
+            group,
+        }
+    }
+
+    /// Applies to a peer about to be connected.
+    pub fn apply(&self, peer: &mut HttpPeer) {
+        if let Some(sni) = &self.sni {
+            peer.sni.clone_from(sni);
+        }
+        peer.options.ca.clone_from(&self.ca);
+        peer.group_key = self.group;
+        peer.client_cert_key.clone_from(&self.client);
+        if !self.verify {
+            peer.options.verify_cert = false;
+            peer.options.verify_hostname = false;
+        }
+    }
 }
 
 /// A built route.
@@ -56,6 +135,10 @@ pub struct Route {
     pub upstream_protocol: UpstreamProtocol,
     /// Idle timeout of an upgraded (WebSocket) connection, both directions.
     pub websocket_idle_timeout: Duration,
+    /// `upstream-tls`, built for pingora.
+    pub tls: Option<Arc<PeerTls>>,
+    /// `host-header`: the `Host` the upstream receives.
+    pub host_header: HostHeader,
     strip_prefix: bool,
     rewrite_prefix: Option<String>,
     peers: Vec<Peer>,
@@ -111,6 +194,7 @@ impl Peer {
             addr: resolve(up, owner)?,
             tls: up.tls,
             sni: up.host.clone(),
+            host: host_value(up),
             down_until_ms: AtomicU64::new(0),
         })
     }
@@ -267,6 +351,11 @@ impl Route {
             connect_timeout: r.connect_timeout,
             upstream_protocol: r.upstream_protocol,
             websocket_idle_timeout: r.websocket_idle_timeout,
+            tls: r
+                .upstream_tls
+                .as_deref()
+                .map(|t| Arc::new(PeerTls::build(t))),
+            host_header: r.host_header.clone(),
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.clone(),
             peers,
@@ -360,6 +449,17 @@ fn join_path(base: &str, rest: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `host[:port]` of an upstream URL, the port left out when it is the scheme's default.
+fn host_value(up: &Upstream) -> HeaderValue {
+    let default = if up.tls { 443 } else { 80 };
+    let text = if up.port == default {
+        up.host.clone()
+    } else {
+        format!("{}:{}", up.host, up.port)
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
 #[cfg(test)]

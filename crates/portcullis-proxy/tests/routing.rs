@@ -37,6 +37,8 @@ fn route(name: &str, prefix: &str, upstreams: Vec<Upstream>) -> Route {
         upstream_protocol: Default::default(),
         websocket_idle_timeout: Duration::from_secs(600),
         openapi: None,
+        upstream_tls: None,
+        host_header: Default::default(),
     }
 }
 

@@ -138,9 +138,22 @@ impl Backend {
         Backend::start_on("127.0.0.1:0")
     }
 
+    /// Start on `127.0.0.1:0`, speaking https with `tls` (a server certificate, and a client
+    /// certificate verifier when the test wants mTLS).
+    pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> Result<Backend, BackendError> {
+        Backend::start_with("127.0.0.1:0", Some(tokio_rustls::TlsAcceptor::from(tls)))
+    }
+
     /// Start on a given address (port 0 allowed). The socket is bound before this returns, so the
     /// backend is ready as soon as you have the handle.
     pub fn start_on(addr: &str) -> Result<Backend, BackendError> {
+        Backend::start_with(addr, None)
+    }
+
+    fn start_with(
+        addr: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<Backend, BackendError> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -152,7 +165,7 @@ impl Backend {
         let serve_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("backend-{}", addr.port()))
-            .spawn(move || runtime.block_on(serve(listener, serve_shared, stopped)))?;
+            .spawn(move || runtime.block_on(serve(listener, serve_shared, stopped, tls)))?;
         Ok(Backend {
             addr,
             shared,
@@ -169,6 +182,11 @@ impl Backend {
     /// `http://127.0.0.1:port`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:port` (for a backend started with [`Backend::start_tls`]).
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Every request received so far.
@@ -231,7 +249,12 @@ impl Drop for Backend {
     }
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: oneshot::Receiver<()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -251,12 +274,22 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: oneshot:
             },
         };
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(req, shared.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+            let http1 = hyper::server::conn::http1::Builder::new();
             // A `Failure::Close` answer ends the connection with an error: expected, not logged.
-            let _ = conn.await;
+            // A failed handshake (no client certificate, say) is the test's point: not logged.
+            match tls {
+                None => {
+                    let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
         });
     }
 }

@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod idp_keys;
 pub mod jwe;
 pub mod jwks_server;
+pub mod pki;
 pub mod ports;
 pub mod redis;
 pub mod shipped;

@@ -24,3 +24,4 @@ mod routing_tricks;
 mod support;
 mod templates;
 mod transforms;
+mod upstream_tls;

@@ -43,6 +43,8 @@ pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> 
         upstream_protocol: Default::default(),
         websocket_idle_timeout: Duration::from_secs(600),
         openapi: None,
+        upstream_tls: None,
+        host_header: Default::default(),
     }
 }
 

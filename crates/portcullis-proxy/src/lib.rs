@@ -24,6 +24,7 @@ pub mod respond;
 mod routes;
 mod server;
 mod shutdown;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -12,6 +12,7 @@ mod idp;
 mod idp_gateway;
 mod idp_warnings;
 mod key_fetch;
+mod listener_certs;
 mod logs;
 mod pipeline;
 mod profiles;

@@ -53,7 +53,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
         server: Server {
             listen: vec![Listener {
                 addr: "127.0.0.1:0".to_owned(),
-                tls: None,
+                tls: Vec::new(),
                 h2c: false,
             }],
             admin: Some("127.0.0.1:0".to_owned()),
@@ -265,6 +265,16 @@ impl Gateway {
             .await
             .unwrap()
     }
+}
+
+/// The value of an unlabelled metric in a `/metrics` text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// `portcullis [global_args] run -c config` with stdout piped (the ready banner is read from it).

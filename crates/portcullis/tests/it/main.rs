@@ -13,6 +13,7 @@ mod idp_gateway;
 mod idp_warnings;
 mod key_fetch;
 mod listener_certs;
+mod loadtest_tls;
 mod logs;
 mod pipeline;
 mod profiles;

@@ -185,6 +185,15 @@ issuer: "http://127.0.0.1:{port}/realm"
     portcullis_idp::start(config).await.unwrap()
 }
 
+/// A client that trusts the CA certificate(s) in `ca_pem` (besides the platform store).
+pub fn client_trusting(ca_pem: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap()
+}
+
 // ---------------------------------------------------------------- the binary as a child process
 
 /// `portcullis run -c FILE` as a child process, ready (keys loaded) when returned.

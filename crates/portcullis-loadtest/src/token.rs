@@ -173,14 +173,20 @@ impl TokenEndpoint {
             .map_err(|e| format!("token endpoint {}: {status}, not JSON: {e}", self.url))?;
         let text = |k: &str| body.get(k).and_then(Value::as_str);
         match text("access_token") {
-            Some(token) if status.is_success() => Ok(Fetched {
-                token: token.to_owned(),
-                lifetime: Duration::from_secs(
-                    body.get("expires_in")
-                        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-                        .unwrap_or(3600),
-                ),
-            }),
+            Some(token) if status.is_success() => {
+                let expires_in = body
+                    .get("expires_in")
+                    .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                    .unwrap_or(3600);
+                // A JWT's own `exp` is what gateways check, in whole seconds: it can end up to a
+                // second before `expires_in` says.
+                let lifetime = claim_u64(token, "exp")
+                    .map_or(expires_in, |exp| expires_in.min(exp.saturating_sub(now)));
+                Ok(Fetched {
+                    token: token.to_owned(),
+                    lifetime: Duration::from_secs(lifetime),
+                })
+            }
             _ => Err(format!(
                 "token endpoint {}: {status}: {} {}",
                 self.url,
@@ -207,15 +213,22 @@ pub fn derivable(token: &str) -> Vec<Kind> {
     }
 }
 
+/// Part `part` (0 header, 1 claims) of a JWS, decoded; `None` for anything else.
+fn jws_part(token: &str, part: usize) -> Option<Value> {
+    let text = token.split('.').nth(part)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(text).ok()?).ok()
+}
+
 /// The `alg` in a JWS header (report), `opaque` for anything else.
 pub fn alg_of(token: &str) -> String {
-    token
-        .split('.')
-        .next()
-        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
-        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+    jws_part(token, 0)
         .and_then(|h| h.get("alg")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| "opaque".to_owned())
+}
+
+/// A numeric claim of a JWS (unverified: only used to time the refresh).
+fn claim_u64(token: &str, name: &str) -> Option<u64> {
+    jws_part(token, 1)?.get(name)?.as_u64()
 }
 
 /// The request set's tokens for `plan`: the fetched token in every valid slot, broken copies of
@@ -264,6 +277,10 @@ mod tests {
         let sig = URL_SAFE_NO_PAD.encode([7u8, 8, 9]);
         let token = format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.{sig}");
         assert_eq!(alg_of(&token), "RS256");
+        assert_eq!(
+            claim_u64("eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjEyfQ.c2ln", "exp"),
+            Some(12)
+        );
         let bad = derive(&token, Kind::BadSignature, 0).unwrap();
         assert_eq!(
             bad,

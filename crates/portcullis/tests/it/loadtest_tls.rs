@@ -25,7 +25,7 @@ const KINDS_NEEDING_THE_KEY: [&str; 5] = [
     "not-yet-valid",
 ];
 
-/// The dev token server (https with a generated CA, tokens for `api://orders` living 2 s so a
+/// The dev token server (https with a generated CA, tokens for `api://orders` living 4 s so a
 /// short run sees a refresh), a client with a secret and one with a certificate; the gateway
 /// with an https listener (the idp's certificate for 127.0.0.1), a validating route `/api` and an
 /// anonymous one `/open`.
@@ -52,7 +52,7 @@ listen: "127.0.0.1:0"
 https: { listen: "127.0.0.1:0", generate: true, cert-file: tls/cert.pem, key-file: tls/key.pem, ca-file: tls/ca.pem }
 issuer: "http://127.0.0.1:{port}/realm"
 resources:
-  orders: { audience: "api://orders", scopes: [orders.read], token-lifetime: 2s }
+  orders: { audience: "api://orders", scopes: [orders.read], token-lifetime: 4s }
 clients:
   - { client-id: lt-secret, auth-method: client_secret_post, client-secret: s3cret-for-tests }
   - { client-id: lt-cert, auth-method: private_key_jwt, certificate-file: client.pem }
@@ -182,7 +182,7 @@ async fn client_secret_tokens_over_https_are_judged_per_kind() {
         "--client-secret",
         "s3cret-for-tests",
     ]);
-    args.extend(["--duration", "1500ms"]);
+    args.extend(["--duration", "2500ms"]);
     let (code, report, stderr) = loadtest(&args);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     assert_eq!(report["verdict"]["pass"], true);
@@ -192,7 +192,7 @@ async fn client_secret_tokens_over_https_are_judged_per_kind() {
     assert_eq!(setup["protocol"], "http/1.1");
     assert_eq!(setup["token_source"], endpoint.as_str());
     assert_eq!(setup["alg"], "RS256");
-    // Tokens live 2 s: refreshed after 1 s, within the run.
+    // Tokens live 4 s (3 to 4 by their `exp`): refreshed after half of that, within the run.
     assert!(setup["token_fetches"].as_u64().unwrap() >= 2, "{setup}");
     assert_eq!(report["errors"]["connect"], 0);
     assert!(!stderr.contains("s3cret-for-tests"), "{stderr}");

@@ -159,14 +159,15 @@ impl IpNet {
 pub struct Listener {
     /// `host:port` (port 0 allowed: the gateway reports the bound port).
     pub addr: String,
-    /// TLS cert and key (PEM files) for https.
-    pub tls: Option<Tls>,
+    /// Certificates (PEM files) for https; empty: plain HTTP. Several: the one whose DNS names
+    /// match the client's SNI is served, the first when none does.
+    pub tls: Vec<Tls>,
     /// Plain listener: also accept HTTP/2 with prior knowledge (h2c), as gRPC clients speak it
     /// on insecure channels. TLS listeners negotiate h2 by ALPN whatever this says.
     pub h2c: bool,
 }
 
-/// TLS files.
+/// One certificate of a TLS listener: its files.
 #[derive(Debug, Clone)]
 pub struct Tls {
     /// Certificate chain (PEM).

@@ -339,7 +339,7 @@ fn listener(cx: &mut Cx, node: &Node) -> Option<Listener> {
     if let Kind::Str { value, .. } = &node.kind {
         return addr(cx, node, "listen", value).map(|addr| Listener {
             addr,
-            tls: None,
+            tls: Vec::new(),
             h2c: false,
         });
     }
@@ -362,7 +362,10 @@ fn listener(cx: &mut Cx, node: &Node) -> Option<Listener> {
         return None;
     };
     let addr = walk::string(cx, a, "addr").and_then(|s| addr(cx, a, "addr", s))?;
-    let tls = f.get("tls").and_then(|t| tls(cx, t));
+    let tls = f
+        .get("tls")
+        .map(|t| certificates(cx, t))
+        .unwrap_or_default();
     let h2c = match f.get("h2c") {
         Some(n) => {
             let on = walk::boolean(cx, n, "h2c").unwrap_or(false);
@@ -377,6 +380,22 @@ fn listener(cx: &mut Cx, node: &Node) -> Option<Listener> {
         None => false,
     };
     Some(Listener { addr, tls, h2c })
+}
+
+/// `tls`: one `{cert, key}` pair or a list of them (chosen by SNI, the first is the default).
+fn certificates(cx: &mut Cx, node: &Node) -> Vec<Tls> {
+    match &node.kind {
+        Kind::Seq(items) => {
+            if items.is_empty() {
+                cx.error(
+                    node.pos,
+                    "`tls` lists no certificate: give `{cert, key}` or a list of them",
+                );
+            }
+            items.iter().filter_map(|item| tls(cx, item)).collect()
+        }
+        _ => tls(cx, node).into_iter().collect(),
+    }
 }
 
 fn tls(cx: &mut Cx, node: &Node) -> Option<Tls> {

@@ -4,12 +4,23 @@
 //! Exists because the load driver must keep up with wrk on one core; a general client stack
 //! (hyper) spends several times the CPU per request on things a load generator never needs
 //! (docs/loadtest.md has the measurement).
+//!
+//! The same connection runs over plain TCP or TLS ([`Stream`]); HTTP/2 targets use the `h2`
+//! crate instead ([`H2Conn`]), one request in flight per connection as for HTTP/1.1, so the two
+//! protocols are compared on equal terms.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -48,9 +59,158 @@ enum Framing {
     UntilClose,
 }
 
+/// Where to connect and how.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Server address (resolved once).
+    pub addr: SocketAddr,
+    /// TLS: the client config (ALPN included) and the name to send as SNI and to verify.
+    pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// HTTP/2 (over TLS: ALPN `h2`, required; plain: prior knowledge, h2c).
+    pub http2: bool,
+}
+
+/// A TCP connection, with or without TLS.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Connects (TCP_NODELAY on) and, for https, completes the TLS handshake; an HTTP/2
+    /// endpoint over TLS must negotiate `h2`.
+    pub async fn open(endpoint: &Endpoint) -> Result<Stream, ClientError> {
+        let tcp = TcpStream::connect(endpoint.addr)
+            .await
+            .map_err(ClientError::Connect)?;
+        tcp.set_nodelay(true).map_err(ClientError::Connect)?;
+        let Some((config, name)) = &endpoint.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(ClientError::Connect)?;
+        if endpoint.http2 && tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(ClientError::Connect(io::Error::other(
+                "the server did not negotiate HTTP/2 (ALPN h2)",
+            )));
+        }
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP/2 request without its body, built once per token.
+#[derive(Debug, Clone)]
+pub struct H2Request {
+    /// Method.
+    pub method: http::Method,
+    /// Absolute URI (`:scheme`, `:authority`, `:path`).
+    pub uri: http::Uri,
+    /// Headers (the token among them).
+    pub headers: http::HeaderMap,
+}
+
+/// One HTTP/2 connection; one request at a time on it.
+pub struct H2Conn {
+    send: h2::client::SendRequest<Bytes>,
+}
+
+impl H2Conn {
+    /// Connects, handshakes (TLS, then the HTTP/2 preface and settings) and spawns the
+    /// connection's driver task on the current runtime.
+    pub async fn connect(endpoint: &Endpoint) -> Result<H2Conn, ClientError> {
+        let stream = Stream::open(endpoint).await?;
+        let (send, connection) = h2::client::handshake(stream)
+            .await
+            .map_err(|e| ClientError::Connect(io::Error::other(e)))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(H2Conn { send })
+    }
+
+    /// Sends `request` (no body) and reads the response to its end.
+    pub async fn exchange(&mut self, request: &H2Request) -> Result<Response, ClientError> {
+        let mut send = self.send.clone().ready().await.map_err(h2_error)?;
+        let mut req = http::Request::new(());
+        *req.method_mut() = request.method.clone();
+        *req.uri_mut() = request.uri.clone();
+        *req.headers_mut() = request.headers.clone();
+        let (response, _) = send.send_request(req, true).map_err(h2_error)?;
+        let response = response.await.map_err(h2_error)?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(h2_error)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        self.send = send;
+        Ok(Response {
+            status,
+            keep_alive: true,
+        })
+    }
+}
+
+fn h2_error(e: h2::Error) -> ClientError {
+    if e.is_io() {
+        match e.into_io() {
+            Some(io) => ClientError::Io(io),
+            None => ClientError::Closed,
+        }
+    } else if e.is_go_away() || e.is_reset() {
+        ClientError::Closed
+    } else {
+        ClientError::Parse("HTTP/2 protocol error")
+    }
+}
+
 /// One keep-alive connection.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -59,12 +219,9 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Opens a connection (TCP_NODELAY on).
-    pub async fn connect(addr: SocketAddr) -> Result<Conn, ClientError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(ClientError::Connect)?;
-        stream.set_nodelay(true).map_err(ClientError::Connect)?;
+    /// Opens a connection (TCP_NODELAY on; the TLS handshake done for https).
+    pub async fn connect(endpoint: &Endpoint) -> Result<Conn, ClientError> {
+        let stream = Stream::open(endpoint).await?;
         Ok(Conn {
             stream,
             buf: vec![0; READ_CHUNK],
@@ -114,7 +271,10 @@ impl Conn {
         let reset = |e: &io::Error| {
             matches!(
                 e.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    // TLS without close_notify
+                    | io::ErrorKind::UnexpectedEof
             )
         };
         self.served > 0

@@ -4,32 +4,71 @@
 //! Open-loop latency is measured from the intended send time, so a stalled server shows up as
 //! latency instead of silently lowering the request rate (coordinated omission).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use crate::client::{ClientError, Conn, Response};
+use crate::client::{ClientError, Conn, Endpoint, H2Conn, H2Request, Response};
 use crate::mint::Kind;
 use crate::stats::Stats;
 
-/// The pre-serialised requests, one per token, and what each must get.
+/// The requests, one per token, and what each must get.
 pub struct Requests {
-    /// Complete HTTP/1.1 request bytes.
-    pub bytes: Vec<Box<[u8]>>,
+    /// The requests as sent.
+    pub wire: Wire,
     /// The kind of token each request carries.
     pub kinds: Vec<Kind>,
     /// Whether the method is HEAD (no response body).
     pub head: bool,
 }
 
+/// The requests in their protocol's form.
+pub enum Wire {
+    /// Complete HTTP/1.1 request bytes.
+    Http1(Vec<Box<[u8]>>),
+    /// HTTP/2 request heads.
+    Http2(Vec<H2Request>),
+}
+
+/// The request set a run sends, replaceable while it runs (tokens fetched from a token
+/// endpoint are refreshed before they expire). Connections check `version`, a read of a cache
+/// line that is only written on a refresh, and reload the set only when it moved, so the
+/// request path stays free of shared reference counting.
+pub struct RequestSet {
+    current: ArcSwap<Requests>,
+    version: AtomicU64,
+}
+
+impl RequestSet {
+    /// A set serving `requests`.
+    pub fn new(requests: Requests) -> RequestSet {
+        RequestSet {
+            current: ArcSwap::from_pointee(requests),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// Replace the requests (same slots and kinds, new tokens); connections pick it up at their
+    /// next request.
+    pub fn replace(&self, requests: Requests) {
+        self.current.store(Arc::new(requests));
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    fn load(&self) -> (u64, Arc<Requests>) {
+        let version = self.version.load(Ordering::Acquire);
+        (version, self.current.load_full())
+    }
+}
+
 /// How to drive.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Load {
-    /// Server address (resolved once).
-    pub addr: SocketAddr,
+    /// Where and how to connect.
+    pub endpoint: Endpoint,
     /// Concurrent connections.
     pub connections: usize,
     /// OS threads, each with its own runtime.
@@ -77,7 +116,7 @@ pub enum DriveError {
 
 struct Shared {
     load: Load,
-    requests: Arc<Requests>,
+    requests: Arc<RequestSet>,
     template: Stats,
     live: Arc<Live>,
 }
@@ -86,10 +125,10 @@ struct Shared {
 /// Returns the merged counters and the measured run time.
 pub fn drive(
     load: &Load,
-    requests: Arc<Requests>,
+    requests: Arc<RequestSet>,
     tick: &mut dyn FnMut(Duration, &Live),
 ) -> Result<(Stats, Duration), DriveError> {
-    if requests.bytes.is_empty() || load.connections == 0 {
+    if requests.load().1.kinds.is_empty() || load.connections == 0 {
         return Err(DriveError::Start("nothing to send".into()));
     }
     let threads = load.threads.clamp(1, load.connections);
@@ -153,7 +192,7 @@ fn run_thread(shared: &Arc<Shared>, thread: usize, start: Instant) -> Result<Sta
 
 /// Per-connection state that outlives the timed-out load loop.
 struct ConnState {
-    conn: Option<Conn>,
+    conn: Option<Connection>,
     opened: u64,
     in_flight_since: Option<Instant>,
 }
@@ -187,9 +226,9 @@ async fn load_loop(
     state: &mut ConnState,
 ) {
     let load = &shared.load;
-    let requests = &*shared.requests;
+    let (mut version, mut requests) = shared.requests.load();
     let counter = &shared.live.counters[thread];
-    let total = requests.bytes.len();
+    let total = requests.kinds.len();
     let interval = load
         .rate
         .map(|r| Duration::from_secs_f64(load.connections as f64 / r));
@@ -210,9 +249,12 @@ async fn load_loop(
             }
             _ => None,
         };
+        if shared.requests.version.load(Ordering::Acquire) != version {
+            (version, requests) = shared.requests.load();
+        }
         let sent = Instant::now();
         state.in_flight_since = Some(sent);
-        let result = exchange(load.addr, state, &requests.bytes[i], requests.head).await;
+        let result = exchange(&load.endpoint, state, &requests, i).await;
         let done = Instant::now();
         state.in_flight_since = None;
         match result {
@@ -238,31 +280,51 @@ async fn load_loop(
     }
 }
 
-/// One request on the connection, reconnecting first when needed; a request that met the
-/// server's idle close is resent once on a fresh connection.
+/// An open connection of either protocol.
+enum Connection {
+    Http1(Conn),
+    Http2(H2Conn),
+}
+
+/// Request `i` of `requests` on the connection, reconnecting first when needed; a request that
+/// met the server's idle close is resent once on a fresh connection.
 async fn exchange(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     state: &mut ConnState,
-    request: &[u8],
-    head: bool,
+    requests: &Requests,
+    i: usize,
 ) -> Result<Response, ClientError> {
     loop {
         if state.conn.is_none() {
             state.opened += 1;
-            state.conn = Some(Conn::connect(addr).await?);
+            state.conn = Some(match requests.wire {
+                Wire::Http1(_) => Connection::Http1(Conn::connect(endpoint).await?),
+                Wire::Http2(_) => Connection::Http2(H2Conn::connect(endpoint).await?),
+            });
         }
         let Some(conn) = state.conn.as_mut() else {
             continue;
         };
-        match conn.exchange(request, head).await {
+        let result = match (conn, &requests.wire) {
+            (Connection::Http1(c), Wire::Http1(bytes)) => {
+                c.exchange(&bytes[i], requests.head).await.map_err(|e| {
+                    let retry = c.idle_close(&e);
+                    (e, retry)
+                })
+            }
+            (Connection::Http2(c), Wire::Http2(heads)) => {
+                c.exchange(&heads[i]).await.map_err(|e| (e, false))
+            }
+            _ => Err((ClientError::Parse("protocol changed mid-run"), false)),
+        };
+        match result {
             Ok(response) => {
                 if !response.keep_alive {
                     state.conn = None;
                 }
                 return Ok(response);
             }
-            Err(err) => {
-                let retry = conn.idle_close(&err);
+            Err((err, retry)) => {
                 state.conn = None;
                 if !retry {
                     return Err(err);

@@ -1,4 +1,5 @@
-//! Load driver: mints valid and invalid tokens, drives keep-alive HTTP/1.1 load, counts correctness.
+//! Load driver: mints valid and invalid tokens (or fetches real ones from a token endpoint),
+//! drives keep-alive HTTP/1.1 or HTTP/2 load over plain TCP or TLS, counts correctness.
 //!
 //! `portcullis loadtest` exists so a gateway's speed is never reported without proof that it still
 //! validates: every response is checked against what its token deserves.
@@ -11,27 +12,73 @@ pub mod mint;
 pub mod plot;
 pub mod report;
 pub mod stats;
+pub mod tls;
+pub mod token;
 
 use std::io::IsTerminal;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rustls::pki_types::ServerName;
 
-use crate::driver::{Live, Load, Requests};
+use crate::client::{Endpoint, H2Request};
+use crate::driver::{Live, Load, RequestSet, Requests, Wire};
 use crate::keys::{Alg, Identity, KeyError, KeySource};
-use crate::mint::{ExtraClaims, Minted, Plan};
+use crate::mint::{ExtraClaims, Kind, Minted, Plan};
 use crate::report::{Report, Setup, EXIT_USAGE};
+use crate::token::{Credential, Fetched, TokenEndpoint};
 
 /// Command-line arguments of `portcullis loadtest`.
 #[derive(Debug, clap::Args)]
 pub struct LoadtestArgs {
-    /// Target URL (plain http://host:port/path?query).
+    /// Target URL: http:// or https://host:port/path?query.
     #[arg(long)]
     pub url: String,
+    /// Also trust the CA certificates in this PEM file (https target and token endpoint), besides
+    /// the platform's trust store.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the https target's certificate. Development only: a warning is printed and
+    /// the report says so. The token endpoint is verified regardless.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Speak HTTP/2: negotiated by ALPN (`h2`, required) for https, with prior knowledge (h2c)
+    /// for http.
+    #[arg(long)]
+    pub http2: bool,
+    /// Get real tokens from this OAuth 2.0 token endpoint (client credentials grant) instead of
+    /// minting them; refreshed before they expire.
+    #[arg(long, value_name = "URL", requires = "client_id",
+        conflicts_with_all = ["idp_config", "key", "kid", "iss", "aud", "alg", "scope", "roles", "claims"])]
+    pub token_endpoint: Option<String>,
+    /// `client_id` for the token endpoint.
+    #[arg(long, requires = "token_endpoint")]
+    pub client_id: Option<String>,
+    /// Client secret (prefer the environment variable: a flag shows in the process list).
+    #[arg(
+        long,
+        env = "PORTCULLIS_LOADTEST_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "token_endpoint",
+        conflicts_with = "client_cert"
+    )]
+    pub client_secret: Option<String>,
+    /// Client certificate (PEM): authenticate with a client assertion signed by --client-key.
+    #[arg(long, value_name = "PEM", requires_all = ["token_endpoint", "client_key"])]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// `scope` of the token request (Entra v2: `<resource>/.default`).
+    #[arg(long, value_name = "SCOPE", requires = "token_endpoint")]
+    pub token_scope: Option<String>,
+    /// `resource` of the token request (Entra v1, ADFS).
+    #[arg(long, value_name = "RESOURCE", requires = "token_endpoint")]
+    pub token_resource: Option<String>,
     /// The dev token server's idp.yaml: issuer, first signing key (and its id as kid), first
     /// resource's audience.
     #[arg(short = 'c', long = "config", value_name = "IDP_YAML")]
@@ -130,6 +177,9 @@ pub enum LoadtestError {
     /// Keys could not be loaded or used.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The token endpoint did not give a token.
+    #[error("{0}")]
+    Token(String),
     /// The load threads could not start.
     #[error(transparent)]
     Drive(#[from] driver::DriveError),
@@ -148,35 +198,79 @@ enum PlotFormat {
     Html,
 }
 
-/// Mints the tokens, drives the load and judges it; nothing is printed but progress.
+/// Mints (or fetches) the tokens, drives the load and judges it; nothing is printed but progress
+/// and the `--insecure` warning.
 pub fn execute(args: &LoadtestArgs) -> Result<Report, LoadtestError> {
     let target = Target::parse(args)?;
     plot_format(args)?;
-    let identity = keys::load(&KeySource {
-        idp_config: args.idp_config.clone(),
-        key_file: args.key.clone(),
-        kid: args.kid.clone(),
-        issuer: args.iss.clone(),
-        audience: args.aud.clone(),
-        alg: args.alg,
-    })?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let show = !args.quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-    let plan = Plan::new(args.tokens as usize, args.invalid);
-    let minted = mint(args, &identity, &plan, threads, show)?;
-    let requests = Arc::new(target.requests(args, &minted));
-    drop(minted);
+    if args.insecure && target.endpoint.tls.is_some() {
+        eprintln!(
+            "WARNING: --insecure: the certificate of {} is NOT verified; anyone on the path can \
+             read and answer these requests. For development only.",
+            args.url
+        );
+    }
     let load = Load {
-        addr: target.addr,
+        endpoint: target.endpoint.clone(),
         connections: args.connections,
         threads,
         duration: args.duration,
         rate: args.rate,
         timeout: args.timeout,
     };
-    let (stats, elapsed) = drive(&load, requests, show)?;
+    let (plan, source, stats, elapsed) = match token_endpoint(args)? {
+        None => {
+            let identity = keys::load(&KeySource {
+                idp_config: args.idp_config.clone(),
+                key_file: args.key.clone(),
+                kid: args.kid.clone(),
+                issuer: args.iss.clone(),
+                audience: args.aud.clone(),
+                alg: args.alg,
+            })?;
+            let plan = Plan::new(args.tokens as usize, args.invalid);
+            let minted = mint(args, &identity, &plan, threads, show)?;
+            let requests = Arc::new(RequestSet::new(target.requests(args, &minted)?));
+            drop(minted);
+            let (stats, elapsed) = drive(&load, requests, show)?;
+            let source = Source {
+                name: "minted".to_owned(),
+                alg: identity.alg.name().to_owned(),
+                fetches: 0,
+            };
+            (plan, source, stats, elapsed)
+        }
+        Some(endpoint) => {
+            let first = fetch(&endpoint)?;
+            let plan = Plan::with_kinds(
+                args.tokens as usize,
+                args.invalid,
+                token::derivable(&first.token),
+            );
+            let build =
+                |fetched: &Fetched| target.requests(args, &token::tokens(&fetched.token, &plan));
+            let requests = Arc::new(RequestSet::new(build(&first)?));
+            let alg = token::alg_of(&first.token);
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let (driven, fetches) = std::thread::scope(|s| {
+                let refresher = s.spawn(|| refresh(&endpoint, first, &requests, &build, stopped));
+                let driven = drive(&load, requests.clone(), show);
+                drop(stop);
+                (driven, refresher.join().unwrap_or(1))
+            });
+            let (stats, elapsed) = driven?;
+            let source = Source {
+                name: endpoint.url.clone(),
+                alg,
+                fetches,
+            };
+            (plan, source, stats, elapsed)
+        }
+    };
     let setup = Setup {
         url: args.url.clone(),
         connections: args.connections,
@@ -187,12 +281,107 @@ pub fn execute(args: &LoadtestArgs) -> Result<Report, LoadtestError> {
             "closed"
         },
         target_rate: args.rate,
-        alg: identity.alg.name(),
+        protocol: match (args.http2, target.endpoint.tls.is_some()) {
+            (false, _) => "http/1.1",
+            (true, true) => "h2",
+            (true, false) => "h2c",
+        },
+        tls: match (&target.endpoint.tls, args.insecure) {
+            (None, _) => "none",
+            (Some(_), false) => "verified",
+            (Some(_), true) => "insecure",
+        },
+        token_source: source.name,
+        token_fetches: source.fetches,
+        alg: source.alg,
         valid_tokens: plan.valid,
         invalid_tokens: plan.invalid,
+        kinds_produced: Kind::ALL
+            .iter()
+            .filter(|k| plan.produces(**k))
+            .map(|k| k.name())
+            .collect(),
         max_errors_percent: args.max_errors,
     };
     Ok(Report::new(setup, &stats, elapsed))
+}
+
+/// Where the run's tokens came from (report).
+struct Source {
+    name: String,
+    alg: String,
+    fetches: u64,
+}
+
+/// The token endpoint the flags describe, if any.
+fn token_endpoint(args: &LoadtestArgs) -> Result<Option<TokenEndpoint>, LoadtestError> {
+    let Some(url) = &args.token_endpoint else {
+        return Ok(None);
+    };
+    let credential =
+        match (&args.client_secret, &args.client_cert, &args.client_key) {
+            (Some(secret), None, _) => Credential::Secret(secret.clone()),
+            (None, Some(cert), Some(key)) => {
+                Credential::certificate(cert, key).map_err(LoadtestError::Usage)?
+            }
+            _ => return Err(LoadtestError::Usage(
+                "--token-endpoint needs --client-secret (or PORTCULLIS_LOADTEST_CLIENT_SECRET), \
+                 or --client-cert with --client-key"
+                    .into(),
+            )),
+        };
+    Ok(Some(TokenEndpoint {
+        url: url.clone(),
+        client_id: args.client_id.clone().unwrap_or_default(),
+        credential,
+        scope: args.token_scope.clone(),
+        resource: args.token_resource.clone(),
+        cacert: args.cacert.clone(),
+    }))
+}
+
+/// One token request, on a runtime of its own (the caller is a plain thread).
+fn fetch(endpoint: &TokenEndpoint) -> Result<Fetched, LoadtestError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoadtestError::Token(e.to_string()))?;
+    runtime
+        .block_on(endpoint.fetch(unix_now()))
+        .map_err(LoadtestError::Token)
+}
+
+/// Fetches a new token before the current one expires and swaps it into the request set, until
+/// `stop` is dropped. A failed fetch is logged and retried every second (the old token is sent
+/// meanwhile; once it expires the gateway's refusals show in the report). Returns the number of
+/// tokens fetched, the first included.
+fn refresh(
+    endpoint: &TokenEndpoint,
+    first: Fetched,
+    requests: &RequestSet,
+    build: &dyn Fn(&Fetched) -> Result<Requests, LoadtestError>,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> u64 {
+    let mut fetches = 1;
+    let mut next = Instant::now() + token::refresh_after(first.lifetime);
+    loop {
+        let wait = next.saturating_duration_since(Instant::now());
+        if stop.recv_timeout(wait) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            return fetches;
+        }
+        match fetch(endpoint).and_then(|f| build(&f).map(|r| (f, r))) {
+            Ok((fetched, built)) => {
+                requests.replace(built);
+                fetches += 1;
+                next = Instant::now() + token::refresh_after(fetched.lifetime);
+                tracing::info!(lifetime_s = fetched.lifetime.as_secs(), "token refreshed");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "token refresh failed; retrying in 1s");
+                next = Instant::now() + Duration::from_secs(1);
+            }
+        }
+    }
 }
 
 /// Prints the report (text or `--json`) and writes `--report FILE`.
@@ -272,7 +461,7 @@ fn mint(
 
 fn drive(
     load: &Load,
-    requests: Arc<Requests>,
+    requests: Arc<RequestSet>,
     show: bool,
 ) -> Result<(stats::Stats, Duration), LoadtestError> {
     let bar = progress_bar(
@@ -318,7 +507,8 @@ fn unix_now() -> u64 {
 
 /// Where requests go and what each looks like apart from its token.
 struct Target {
-    addr: SocketAddr,
+    endpoint: Endpoint,
+    scheme: &'static str,
     host: String,
     path: String,
 }
@@ -327,11 +517,11 @@ impl Target {
     fn parse(args: &LoadtestArgs) -> Result<Target, LoadtestError> {
         let usage = |m: String| LoadtestError::Usage(format!("--url {}: {m}", args.url));
         let url = url::Url::parse(&args.url).map_err(|e| usage(e.to_string()))?;
-        if url.scheme() != "http" {
-            return Err(usage(
-                "only http:// is supported (point it at a plain-HTTP listener)".into(),
-            ));
-        }
+        let scheme = match url.scheme() {
+            "http" => "http",
+            "https" => "https",
+            _ => return Err(usage("only http:// and https:// are supported".into())),
+        };
         let host = url.host_str().ok_or_else(|| usage("no host".into()))?;
         let port = url.port_or_known_default().unwrap_or(80);
         let addr = (host, port)
@@ -339,6 +529,23 @@ impl Target {
             .map_err(|e| usage(format!("cannot resolve: {e}")))?
             .next()
             .ok_or_else(|| usage("resolves to no address".into()))?;
+        let tls = if scheme == "https" {
+            let name = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
+                Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
+                _ => ServerName::try_from(host.to_owned()).map_err(|e| usage(e.to_string()))?,
+            };
+            let cacert = match &args.cacert {
+                Some(path) => tls::read_cacert(path).map_err(LoadtestError::Usage)?,
+                None => Vec::new(),
+            };
+            let alpn: &[&[u8]] = if args.http2 { &[b"h2"] } else { &[b"http/1.1"] };
+            let config =
+                tls::client_config(&cacert, args.insecure, alpn).map_err(LoadtestError::Usage)?;
+            Some((config, name))
+        } else {
+            None
+        };
         let host = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
@@ -347,53 +554,126 @@ impl Target {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        Ok(Target { addr, host, path })
+        Ok(Target {
+            endpoint: Endpoint {
+                addr,
+                tls,
+                http2: args.http2,
+            },
+            scheme,
+            host,
+            path,
+        })
     }
 
-    /// One pre-serialised request per minted token.
-    fn requests(&self, args: &LoadtestArgs, minted: &[Minted]) -> Requests {
-        let mut fixed = String::new();
-        if !args
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
-        {
-            fixed.push_str(&format!("Host: {}\r\n", self.host));
-        }
-        for (name, value) in &args.headers {
-            fixed.push_str(&format!("{name}: {value}\r\n"));
-        }
-        fixed.push_str("User-Agent: portcullis-loadtest\r\n");
+    /// One request per token: pre-serialised HTTP/1.1 bytes, or HTTP/2 heads.
+    fn requests(&self, args: &LoadtestArgs, minted: &[Minted]) -> Result<Requests, LoadtestError> {
         let scheme = if args.scheme.is_empty() {
             String::new()
         } else {
             format!("{} ", args.scheme)
         };
-        let bytes = minted
-            .iter()
-            .map(|m| {
-                let mut path = self.path.clone();
-                let mut auth = String::new();
-                match (&m.token, &args.query_param) {
-                    (Some(t), Some(param)) => {
-                        path.push(if path.contains('?') { '&' } else { '?' });
-                        path.push_str(&format!("{param}={t}"));
-                    }
-                    (Some(t), None) => {
-                        auth = format!("{}: {scheme}{t}\r\n", args.header_name);
-                    }
-                    (None, _) => {}
+        // (path with the token when it goes in the query, the token header's value)
+        let per_token = |m: &Minted| {
+            let mut path = self.path.clone();
+            let mut auth = None;
+            match (&m.token, &args.query_param) {
+                (Some(t), Some(param)) => {
+                    path.push(if path.contains('?') { '&' } else { '?' });
+                    path.push_str(&format!("{param}={t}"));
                 }
-                format!("{} {path} HTTP/1.1\r\n{fixed}{auth}\r\n", args.method)
-                    .into_bytes()
-                    .into_boxed_slice()
-            })
-            .collect();
-        Requests {
-            bytes,
+                (Some(t), None) => auth = Some(format!("{scheme}{t}")),
+                (None, _) => {}
+            }
+            (path, auth)
+        };
+        let wire = if args.http2 {
+            Wire::Http2(
+                minted
+                    .iter()
+                    .map(|m| {
+                        let (path, auth) = per_token(m);
+                        self.h2_request(args, &path, auth.as_deref())
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            let mut fixed = String::new();
+            if !args
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+            {
+                fixed.push_str(&format!("Host: {}\r\n", self.host));
+            }
+            for (name, value) in &args.headers {
+                fixed.push_str(&format!("{name}: {value}\r\n"));
+            }
+            fixed.push_str("User-Agent: portcullis-loadtest\r\n");
+            Wire::Http1(
+                minted
+                    .iter()
+                    .map(|m| {
+                        let (path, auth) = per_token(m);
+                        let auth = auth
+                            .map(|a| format!("{}: {a}\r\n", args.header_name))
+                            .unwrap_or_default();
+                        format!("{} {path} HTTP/1.1\r\n{fixed}{auth}\r\n", args.method)
+                            .into_bytes()
+                            .into_boxed_slice()
+                    })
+                    .collect(),
+            )
+        };
+        Ok(Requests {
+            wire,
             kinds: minted.iter().map(|m| m.kind).collect(),
             head: args.method.eq_ignore_ascii_case("HEAD"),
+        })
+    }
+
+    /// An HTTP/2 request head: a `Host` from `-H` becomes the `:authority`.
+    fn h2_request(
+        &self,
+        args: &LoadtestArgs,
+        path: &str,
+        auth: Option<&str>,
+    ) -> Result<H2Request, LoadtestError> {
+        use http::header::{HeaderName, HeaderValue};
+        let usage = |m: String| LoadtestError::Usage(m);
+        let authority = args
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map_or(self.host.as_str(), |(_, v)| v.as_str());
+        let uri: http::Uri = format!("{}://{authority}{path}", self.scheme)
+            .parse()
+            .map_err(|e| usage(format!("request URI: {e}")))?;
+        let method = http::Method::from_bytes(args.method.as_bytes())
+            .map_err(|e| usage(format!("--method {}: {e}", args.method)))?;
+        let mut headers = http::HeaderMap::new();
+        let mut add = |name: &str, value: &str| -> Result<(), LoadtestError> {
+            let n = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map_err(|e| usage(format!("header {name}: {e}")))?;
+            let v =
+                HeaderValue::from_str(value).map_err(|e| usage(format!("header {name}: {e}")))?;
+            headers.append(n, v);
+            Ok(())
+        };
+        for (name, value) in &args.headers {
+            if !name.eq_ignore_ascii_case("host") {
+                add(name, value)?;
+            }
         }
+        add("user-agent", "portcullis-loadtest")?;
+        if let Some(auth) = auth {
+            add(&args.header_name, auth)?;
+        }
+        Ok(H2Request {
+            method,
+            uri,
+            headers,
+        })
     }
 }
 

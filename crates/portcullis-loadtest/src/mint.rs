@@ -108,19 +108,37 @@ pub struct ExtraClaims {
 pub struct Plan {
     /// Valid tokens.
     pub valid: usize,
-    /// Invalid tokens (dealt round robin over [`Kind::INVALID`]).
+    /// Invalid tokens (dealt round robin over `invalid_kinds`).
     pub invalid: usize,
+    /// The invalid kinds this run can produce, in report order.
+    pub invalid_kinds: Vec<Kind>,
 }
 
 impl Plan {
-    /// `valid` valid tokens plus enough invalid ones that they make `percent` of the set.
+    /// `valid` valid tokens plus enough invalid ones (of every kind) that they make `percent` of
+    /// the set.
     pub fn new(valid: usize, percent: f64) -> Self {
-        let invalid = if percent <= 0.0 {
+        Plan::with_kinds(valid, percent, Kind::INVALID.to_vec())
+    }
+
+    /// As [`Plan::new`], dealing the invalid tokens over `invalid_kinds` only (none: no invalid
+    /// tokens).
+    pub fn with_kinds(valid: usize, percent: f64, invalid_kinds: Vec<Kind>) -> Self {
+        let invalid = if percent <= 0.0 || invalid_kinds.is_empty() {
             0
         } else {
             (valid as f64 * percent / (100.0 - percent)).round() as usize
         };
-        Plan { valid, invalid }
+        Plan {
+            valid,
+            invalid,
+            invalid_kinds,
+        }
+    }
+
+    /// Whether this plan sends tokens of `kind`.
+    pub fn produces(&self, kind: Kind) -> bool {
+        kind == Kind::Valid || self.invalid_kinds.contains(&kind)
     }
 
     /// Total tokens.
@@ -133,7 +151,7 @@ impl Plan {
         if i < self.valid {
             Kind::Valid
         } else {
-            Kind::INVALID[(i - self.valid) % Kind::INVALID.len()]
+            self.invalid_kinds[(i - self.valid) % self.invalid_kinds.len()]
         }
     }
 }

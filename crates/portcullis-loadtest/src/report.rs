@@ -32,12 +32,23 @@ pub struct Setup {
     pub mode: &'static str,
     /// Target rate in open-loop mode.
     pub target_rate: Option<f64>,
-    /// Signing algorithm.
-    pub alg: &'static str,
-    /// Valid tokens minted.
+    /// `http/1.1`, `h2` (over TLS) or `h2c`.
+    pub protocol: &'static str,
+    /// `none` (http), `verified` or `insecure` (`--insecure`).
+    pub tls: &'static str,
+    /// `minted`, or the token endpoint's URL.
+    pub token_source: String,
+    /// Tokens fetched from the token endpoint (the first and every refresh); 0 when minted.
+    pub token_fetches: u64,
+    /// Signing algorithm (of the fetched token: its header's `alg`).
+    pub alg: String,
+    /// Valid request slots (each its own minted token, or all the fetched token).
     pub valid_tokens: usize,
-    /// Invalid tokens minted.
+    /// Invalid tokens.
     pub invalid_tokens: usize,
+    /// The kinds this run could produce for its target, `valid` first; the others are reported
+    /// as not produced.
+    pub kinds_produced: Vec<&'static str>,
     /// Allowed transport error share, percent.
     pub max_errors_percent: f64,
 }
@@ -66,6 +77,12 @@ pub struct Latency {
 pub struct KindReport {
     /// Kind name.
     pub kind: &'static str,
+    /// Whether this run sent tokens of this kind; `false` when its token source cannot make
+    /// them (see `not_produced`).
+    pub produced: bool,
+    /// Why the kind was not produced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_produced: Option<&'static str>,
     /// What it must get: `2xx` or `401/403`.
     pub expect: &'static str,
     /// Responses received.
@@ -143,8 +160,11 @@ impl Report {
             .iter()
             .map(|&kind| {
                 let k = &stats.kinds[kind.index()];
+                let produced = setup.kinds_produced.contains(&kind.name());
                 KindReport {
                     kind: kind.name(),
+                    produced,
+                    not_produced: (!produced).then_some(crate::token::NOT_PRODUCED),
                     expect: if kind == Kind::Valid {
                         "2xx"
                     } else {
@@ -201,14 +221,22 @@ impl Report {
         let rate = s
             .target_rate
             .map_or(String::new(), |r| format!(" at {r} req/s"));
+        let tls = match s.tls {
+            "none" => String::new(),
+            t => format!(", TLS {t}"),
+        };
         let _ = writeln!(
             out,
-            "{}: {} connections, {} threads, {:.1}s, {} loop{rate}",
-            s.url, s.connections, s.threads, self.duration_s, s.mode
+            "{}: {} connections, {} threads, {:.1}s, {} loop{rate}, {}{tls}",
+            s.url, s.connections, s.threads, self.duration_s, s.mode, s.protocol
         );
+        let source = match s.token_fetches {
+            0 => String::new(),
+            n => format!(", from {} ({n} fetched)", s.token_source),
+        };
         let _ = writeln!(
             out,
-            "tokens:     {} valid + {} invalid ({})",
+            "tokens:     {} valid + {} invalid ({}{source})",
             s.valid_tokens, s.invalid_tokens, s.alg
         );
         let _ = writeln!(
@@ -250,6 +278,14 @@ impl Report {
             "token", "expect", "responses", "as expected", "unexpected"
         );
         for k in &self.correctness {
+            if let Some(why) = k.not_produced {
+                let line = format!(
+                    "{:<16} {:>8} {:>12} {:>12} {:>12}  not produced: {why}",
+                    k.kind, k.expect, "-", "-", "-"
+                );
+                let _ = writeln!(out, "{line}");
+                continue;
+            }
             let line = format!(
                 "{:<16} {:>8} {:>12} {:>12} {:>12}  {}",
                 k.kind,
@@ -337,9 +373,14 @@ mod tests {
             threads: 1,
             mode: "closed",
             target_rate: None,
-            alg: "RS256",
+            protocol: "http/1.1",
+            tls: "none",
+            token_source: "minted".into(),
+            token_fetches: 0,
+            alg: "RS256".into(),
             valid_tokens: 1,
             invalid_tokens: 1,
+            kinds_produced: Kind::ALL.iter().map(|k| k.name()).collect(),
             max_errors_percent: 0.1,
         }
     }

@@ -24,6 +24,7 @@ pub mod respond;
 mod routes;
 mod server;
 mod shutdown;
+pub mod tls;
 pub mod values;
 
 use std::path::PathBuf;

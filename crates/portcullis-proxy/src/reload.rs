@@ -17,7 +17,14 @@
 //! untouched: each diagnostic is logged at error level and
 //! `portcullis_config_reload_failures_total` counts the attempt.
 //!
-//! Not reloadable (bound or sized at start): `server.listen` (addresses and TLS files), `server.admin`,
+//! Listener certificates (`listen[].tls`) reload too, without dropping a connection (see
+//! `crate::tls`): every reload re-reads the files and checks them before anything is swapped (a
+//! bad certificate rejects the whole reload, naming the file), and the watcher polls them like the
+//! config file, replacing only the certificates of a listener whose files changed. A handshake
+//! already done keeps its certificate; the next one gets the new set.
+//!
+//! Not reloadable (bound or sized at start): `server.listen` (addresses and the TLS file paths),
+//! `server.admin`,
 //! `server.threads`, `server.token-cache-max-entries`, `server.shutdown-grace`,
 //! `server.rate-limit-store` and its knobs (the store lives on the gateway, so counters outlive
 //! reloads). A reload that changes them logs a warning naming each and keeps the running values;
@@ -33,8 +40,8 @@
 //! second, needs no dependency and cannot miss an event (there are none to miss). A change is
 //! debounced: the file must read the same twice, [`SETTLE`] apart, before it is loaded, so a
 //! half-written file is not reported as a failed reload. Files the config refers to (`jwks-file`,
-//! `certificate-file`, TLS files) are re-read by every reload but not watched: send SIGHUP after
-//! changing them.
+//! `certificate-file`) are re-read by every reload but not watched: send SIGHUP after changing
+//! them. Listener certificate files are watched (above).
 //!
 //! SIGHUP: pingora does not handle it (its signal watch, replaced by `shutdown.rs`, takes SIGTERM,
 //! SIGINT and SIGQUIT), and its default action would kill the process. [`arm_sighup`] installs the
@@ -60,6 +67,7 @@ use crate::error::BuildError;
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::routes::Routes;
+use crate::tls::{read_files, CertSet, FileBytes, ListenerCerts};
 use crate::KeyStore;
 
 /// How often the config file is read for changes.
@@ -181,6 +189,8 @@ struct ReloadMetrics {
     successes: IntCounter,
     generation: IntGauge,
     last_success: Gauge,
+    tls_successes: IntCounter,
+    tls_failures: IntCounter,
 }
 
 impl ReloadMetrics {
@@ -201,6 +211,16 @@ impl ReloadMetrics {
             "portcullis_config_last_reload_success_timestamp_seconds",
             "Unix time of the last applied config (start-up counts).",
         )?;
+        let tls_successes = IntCounter::new(
+            "portcullis_tls_certificate_reload_successes_total",
+            "Listener certificate sets replaced (files changed and loaded); new handshakes use them.",
+        )?;
+        let tls_failures = IntCounter::new(
+            "portcullis_tls_certificate_reload_failures_total",
+            "Changed listener certificate files rejected (unreadable, unparsable, key not matching); the previous certificates kept serving.",
+        )?;
+        registry.register(Box::new(tls_successes.clone()))?;
+        registry.register(Box::new(tls_failures.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(successes.clone()))?;
         registry.register(Box::new(generation.clone()))?;
@@ -212,6 +232,8 @@ impl ReloadMetrics {
             successes,
             generation,
             last_success,
+            tls_successes,
+            tls_failures,
         })
     }
 }
@@ -279,6 +301,11 @@ pub struct Reloader {
     requests: parking_lot::Mutex<Option<mpsc::Receiver<oneshot::Sender<Outcome>>>>,
     /// The file's bytes as last loaded (start or reload attempt); the watcher compares against it.
     initial: parking_lot::Mutex<Option<Vec<u8>>>,
+    /// The TLS listeners' certificates, whose files are watched and re-read by every reload.
+    certs: Vec<Arc<ListenerCerts>>,
+    /// Per TLS listener, the file bytes last tried (loaded or rejected): the watcher does not
+    /// retry bytes it has already tried.
+    cert_attempts: parking_lot::Mutex<Vec<Option<FileBytes>>>,
 }
 
 impl Reloader {
@@ -288,6 +315,7 @@ impl Reloader {
         path: Option<PathBuf>,
         model: &Model,
         current: Current,
+        certs: Vec<Arc<ListenerCerts>>,
         gateway_metrics: &Metrics,
     ) -> Result<(Reloader, ReloadHandle), BuildError> {
         let metrics = ReloadMetrics::register(gateway_metrics.registry())?;
@@ -304,6 +332,8 @@ impl Reloader {
                 gateway_metrics: gateway_metrics.clone(),
                 requests: parking_lot::Mutex::new(Some(rx)),
                 initial: parking_lot::Mutex::new(initial),
+                cert_attempts: parking_lot::Mutex::new(vec![None; certs.len()]),
+                certs,
             },
             handle,
         ))
@@ -326,6 +356,8 @@ impl Reloader {
             Err(diags) => return Err(errors_of(&diags)),
         };
         self.warn_restart_only(&model.server);
+        // Certificates are checked before anything is swapped: a reload applies all or nothing.
+        let certs = self.prepare_certs().await?;
         let (model, routes) = tokio::task::spawn_blocking(move || {
             let routes = build_routes(&model);
             (model, routes)
@@ -339,9 +371,108 @@ impl Reloader {
         let number = old.number + 1;
         let generation = Generation::assemble(number, &model, routes, keys, &self.gateway_metrics);
         self.current.store(Arc::new(generation));
+        self.install_certs(certs);
         tracing::info!(generation = number, trigger = trigger.as_str(), file = %path.display(),
             "config reloaded");
         Ok(number)
+    }
+
+    /// Reads every TLS listener's files and builds a new set for each whose bytes changed.
+    /// `Err`: one line per listener whose new files are unusable (nothing is installed then).
+    async fn prepare_certs(&self) -> Result<Vec<(usize, CertSet)>, Vec<String>> {
+        let listeners = self.certs.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            listeners
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| {
+                    let files = match read_files(&l.paths) {
+                        Ok(files) if &files == l.current().files() => return None,
+                        Ok(files) => files,
+                        Err(e) => return Some((i, None, Err(e))),
+                    };
+                    let set = CertSet::build(&l.paths, files.clone());
+                    Some((i, Some(files), set))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| vec![format!("loading listener certificates panicked: {e}")])?;
+        let mut sets = Vec::new();
+        let mut problems = Vec::new();
+        let mut attempts = self.cert_attempts.lock();
+        for (i, files, set) in built {
+            if files.is_some() {
+                attempts[i] = files;
+            }
+            match set {
+                Ok(set) => sets.push((i, set)),
+                Err(e) => problems.push(self.cert_problem(i, &e)),
+            }
+        }
+        if problems.is_empty() {
+            Ok(sets)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Counts and words a rejected certificate set.
+    fn cert_problem(&self, listener: usize, detail: &str) -> String {
+        self.metrics.tls_failures.inc();
+        format!(
+            "listener {}: tls: {detail}; its previous certificates keep serving",
+            self.certs[listener].addr
+        )
+    }
+
+    /// Serves the new sets from the next handshake on.
+    fn install_certs(&self, sets: Vec<(usize, CertSet)>) {
+        for (i, set) in sets {
+            let listener = &self.certs[i];
+            tracing::info!(listener = %listener.addr, names = ?set.names(),
+                "listener certificates reloaded; new connections get them");
+            listener.install(set);
+            self.metrics.tls_successes.inc();
+        }
+    }
+
+    /// The watcher's check of the certificate files: a listener whose files changed (and read
+    /// the same again after [`SETTLE`], so a half-written pair is not tried) gets its new set,
+    /// or an error is logged and the old set keeps serving.
+    async fn poll_certs(&self) {
+        let read = |i: usize| {
+            let paths = self.certs[i].paths.clone();
+            async move {
+                tokio::task::spawn_blocking(move || read_files(&paths).ok())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        for i in 0..self.certs.len() {
+            let listener = &self.certs[i];
+            let Some(first) = read(i).await else {
+                continue; // mid-swap a file can be briefly missing
+            };
+            let tried = self.cert_attempts.lock()[i].as_ref() == Some(&first);
+            if tried || &first == listener.current().files() {
+                continue;
+            }
+            tokio::time::sleep(SETTLE).await;
+            if read(i).await.as_ref() != Some(&first) {
+                continue; // still being written: next tick
+            }
+            self.cert_attempts.lock()[i] = Some(first.clone());
+            let paths = listener.paths.clone();
+            let built = tokio::task::spawn_blocking(move || CertSet::build(&paths, first))
+                .await
+                .unwrap_or_else(|e| Err(format!("loading certificates panicked: {e}")));
+            match built {
+                Ok(set) => self.install_certs(vec![(i, set)]),
+                Err(e) => tracing::error!("{}", self.cert_problem(i, &e)),
+            }
+        }
     }
 
     fn warn_restart_only(&self, new: &Server) {
@@ -352,7 +483,10 @@ impl Reloader {
                 .map(|l| {
                     (
                         l.addr.clone(),
-                        l.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
+                        l.tls
+                            .iter()
+                            .map(|t| (t.cert.clone(), t.key.clone()))
+                            .collect::<Vec<_>>(),
                     )
                 })
                 .collect::<Vec<_>>()
@@ -489,9 +623,20 @@ fn spawn_refresher(keys: &Arc<KeyStore>) -> watch::Sender<bool> {
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut refresher = spawn_refresher(&self.current.load().keys);
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let Some(path) = self.path.clone() else {
-            // Embedded model: nothing to reload from; only run the keys.
-            let _ = shutdown.wait_for(|stop| *stop).await;
+            // Embedded model: no config to reload; run the keys and watch the certificates.
+            loop {
+                tokio::select! {
+                    changed = shutdown.changed() => {
+                        if changed.is_err() || *shutdown.borrow() {
+                            break;
+                        }
+                    }
+                    _ = tick.tick() => self.poll_certs().await,
+                }
+            }
             refresher.send_replace(true);
             return;
         };
@@ -503,8 +648,6 @@ impl BackgroundService for Reloader {
             path: &path,
             unreadable: false,
         };
-        let mut tick = tokio::time::interval(POLL_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let serving = self.current.load().number;
             tokio::select! {
@@ -527,6 +670,7 @@ impl BackgroundService for Reloader {
                     if let Some(bytes) = watch.poll(last.as_deref()).await {
                         let _ = self.reload(&path, Some(bytes), Trigger::FileChange).await;
                     }
+                    self.poll_certs().await;
                 }
             }
             let now = self.current.load();

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
@@ -22,8 +22,6 @@ use pingora_core::server::{RunArgs as PingoraRunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use portcullis_config::{Listener, Model};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
@@ -33,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{arm_sighup, Generation, Reloader};
 use crate::shutdown::{ShutdownHandle, Signals};
+use crate::tls::ListenerCerts;
 use crate::KeyStore;
 
 /// Options that are not in the config file.
@@ -107,28 +106,14 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-fn tls_settings(listener: &Listener, cert: &Path, key: &Path) -> Result<TlsSettings, BuildError> {
-    let tls_err = |detail: String| BuildError::Tls {
+/// pingora's TLS settings for a listener serving `certs` (checked already: pingora only receives
+/// the resolver, so its `build()`, which panics on unreadable files, never touches the files).
+fn tls_settings(listener: &Listener, certs: Arc<ListenerCerts>) -> Result<TlsSettings, BuildError> {
+    let mut settings = TlsSettings::intermediate("", "").map_err(|e| BuildError::Tls {
         addr: listener.addr.clone(),
-        detail,
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| tls_err(format!("{}: {e}", cert.display())))?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| tls_err(format!("{}: {e}", key.display())))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| tls_err(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key_der)
-    .map_err(|e| tls_err(e.to_string()))?;
-    // Certificate and key are checked above; pingora only receives the ready resolver, so its
-    // `build()` (which panics on unreadable files) never touches the files.
-    let mut settings = TlsSettings::intermediate("", "").map_err(|e| tls_err(e.to_string()))?;
-    settings.set_cert_resolver(config.cert_resolver.clone());
+        detail: e.to_string(),
+    })?;
+    settings.set_cert_resolver(certs);
     settings.enable_h2();
     Ok(settings)
 }
@@ -141,10 +126,33 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
     let current = Arc::new(ArcSwap::from_pointee(Generation::build(
         1, model, keys, &metrics,
     )?));
+    // Every listener's certificates, read and checked before anything binds; the reloader
+    // replaces them when their files change.
+    let certs = model
+        .server
+        .listen
+        .iter()
+        .map(|l| {
+            if l.tls.is_empty() {
+                return Ok(None);
+            }
+            ListenerCerts::load(&l.addr, &l.tls)
+                .map(|c| Some(Arc::new(c)))
+                .map_err(|detail| BuildError::Tls {
+                    addr: l.addr.clone(),
+                    detail,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // The key store's refresher runs inside the reloader, a pingora background service: pingora
     // may fork in `run`, so threads and runtimes started earlier would be lost.
-    let (reloader, reload) =
-        Reloader::new(opts.config_path.clone(), model, current.clone(), &metrics)?;
+    let (reloader, reload) = Reloader::new(
+        opts.config_path.clone(),
+        model,
+        current.clone(),
+        certs.iter().flatten().cloned().collect(),
+        &metrics,
+    )?;
     arm_sighup();
     let inflight = Arc::new(AtomicUsize::new(0));
     let listeners_up = Arc::new(AtomicBool::new(false));
@@ -179,7 +187,7 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
     // others do not pay for it.
     let mut proxies: [Option<(_, Vec<_>)>; 2] = [None, None];
     let mut proxy_addrs = Vec::new();
-    for listener in &model.server.listen {
+    for (listener, certs) in model.server.listen.iter().zip(certs) {
         let (proxy, sockets) = proxies[usize::from(listener.h2c)].get_or_insert_with(|| {
             let name = if listener.h2c {
                 "portcullis proxy (h2c)"
@@ -197,14 +205,15 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         });
         let (socket, local) = bind_socket(&listener.addr)?;
         let key = local.to_string();
-        match &listener.tls {
-            Some(tls) => {
-                let settings = tls_settings(listener, &tls.cert, &tls.key)?;
+        let tls = certs.is_some();
+        match certs {
+            Some(certs) => {
+                let settings = tls_settings(listener, certs)?;
                 proxy.add_tls_with_settings(&key, None, settings);
             }
             None => proxy.add_tcp(&key),
         }
-        proxy_addrs.push((local, listener.tls.is_some()));
+        proxy_addrs.push((local, tls));
         sockets.push((key, socket));
     }
     let started = ServicesUp::new(proxies.iter().flatten().count(), listeners_up.clone());

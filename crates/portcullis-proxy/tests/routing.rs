@@ -48,7 +48,7 @@ fn model(routes: Vec<Route>) -> Model {
         server: Server {
             listen: vec![Listener {
                 addr: "127.0.0.1:0".to_owned(),
-                tls: None,
+                tls: Vec::new(),
                 h2c: false,
             }],
             admin: Some("127.0.0.1:0".to_owned()),

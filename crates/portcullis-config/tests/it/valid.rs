@@ -49,7 +49,7 @@ fn minimal_config_gets_every_default() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(m.server.listen.len(), 1);
     assert_eq!(m.server.listen[0].addr, "127.0.0.1:8080");
-    assert!(m.server.listen[0].tls.is_none());
+    assert!(m.server.listen[0].tls.is_empty());
     assert_eq!(m.server.admin, None);
     assert_eq!(m.server.token_cache_max_entries, 100_000);
     assert_eq!(m.server.shutdown_grace, Duration::from_secs(10));
@@ -75,6 +75,41 @@ fn minimal_config_gets_every_default() {
 }
 
 #[test]
+fn tls_takes_one_certificate_or_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        let cert = rcgen::generate_simple_self_signed(vec![format!("{name}.test")]).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.pem")), cert.cert.pem()).unwrap();
+        let key = cert.signing_key.serialize_pem();
+        std::fs::write(dir.path().join(format!("{name}-key.pem")), key).unwrap();
+    }
+    let yaml = format!(
+        "server:\n  listen:\n    - {{ addr: \"127.0.0.1:0\", tls: [{{ cert: a.pem, key: a-key.pem }}, {{ cert: b.pem, key: b-key.pem }}] }}\n{}",
+        route("none")
+    );
+    let (m, _) = load_in(dir.path(), &yaml);
+    let files: Vec<_> = m.server.listen[0]
+        .tls
+        .iter()
+        .map(|t| t.cert.clone())
+        .collect();
+    assert_eq!(files, [dir.path().join("a.pem"), dir.path().join("b.pem")]);
+
+    let empty = format!(
+        "server:\n  listen:\n    - {{ addr: \"127.0.0.1:0\", tls: [] }}\n{}",
+        route("none")
+    );
+    let diags = portcullis_config::load_str_with(&empty, &dir.path().join("g.yaml"), &vars)
+        .map(drop)
+        .unwrap_err();
+    let text = crate::render(&diags);
+    assert!(
+        text.contains("g.yaml:3:35: error: `tls` lists no certificate"),
+        "{text}"
+    );
+}
+
+#[test]
 fn server_block_every_key() {
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -91,7 +126,7 @@ fn server_block_every_key() {
     let (m, _) = load_in(dir.path(), &yaml);
     let addrs: Vec<&str> = m.server.listen.iter().map(|l| l.addr.as_str()).collect();
     assert_eq!(addrs, ["127.0.0.1:0", "[::1]:8080", "0.0.0.0:8443"]);
-    let tls = m.server.listen[2].tls.as_ref().unwrap();
+    let tls = &m.server.listen[2].tls[0];
     assert_eq!(tls.cert, dir.path().join("tls.pem"));
     assert_eq!(tls.key, dir.path().join("tls-key.pem"));
     assert_eq!(m.server.admin.as_deref(), Some("127.0.0.1:9901"));

@@ -272,8 +272,35 @@ fn refused_connections_exit_3() {
 fn usage_errors_are_reported_before_any_load() {
     let fx = fixture();
     let idp = fx.idp_yaml.to_str().unwrap();
-    let https = execute(&args(&["--url", "https://127.0.0.1:1/", "-c", idp]));
-    assert!(https.unwrap_err().to_string().contains("only http://"));
+    let ftp = execute(&args(&["--url", "ftp://127.0.0.1:1/", "-c", idp]));
+    assert!(ftp
+        .unwrap_err()
+        .to_string()
+        .contains("only http:// and https://"));
+    let cacert = execute(&args(&[
+        "--url",
+        "https://127.0.0.1:1/",
+        "-c",
+        idp,
+        "--cacert",
+        "/nonexistent/ca.pem",
+    ]));
+    assert!(cacert
+        .unwrap_err()
+        .to_string()
+        .contains("--cacert /nonexistent/ca.pem"));
+    let no_credential = execute(&args(&[
+        "--url",
+        "http://127.0.0.1:1/",
+        "--token-endpoint",
+        "http://127.0.0.1:1/token",
+        "--client-id",
+        "c",
+    ]));
+    assert!(no_credential
+        .unwrap_err()
+        .to_string()
+        .contains("--client-secret"));
     let no_key = execute(&args(&[
         "--url",
         "http://127.0.0.1:1/",

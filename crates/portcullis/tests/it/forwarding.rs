@@ -393,7 +393,7 @@ async fn client_forwarding_headers_are_overwritten_or_removed_on_http2() {
     let f = Fixture::start(vec![Policy::new("p")], |m| {
         m.server.listen.push(portcullis_config::Listener {
             addr: "127.0.0.1:0".to_owned(),
-            tls: Some(tls),
+            tls: vec![tls],
             h2c: false,
         });
     })

@@ -38,11 +38,7 @@ routes:
         discovery = idp.discovery_url(),
         backend = backend.url(),
     );
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(tls.join("ca.pem")).unwrap()).unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
+    let client = crate::support::client_trusting(&tls.join("ca.pem"));
     let gw = Gateway::run(&gateway_yaml, &client).await;
     assert!(gw.proxy.starts_with("https://"), "{}", gw.proxy);
 

@@ -15,6 +15,8 @@ mod idp_gateway;
 mod idp_warnings;
 mod jwe;
 mod key_fetch;
+mod listener_certs;
+mod loadtest_tls;
 mod logs;
 mod pipeline;
 mod profiles;

@@ -120,13 +120,7 @@ impl Running {
 
     /// The value of an unlabelled metric.
     async fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {name} in /metrics"))
-            .trim()
-            .parse()
-            .unwrap()
+        crate::support::metric_value(&self.metrics().await, name)
     }
 
     /// Poll `/metrics` until `name` reaches `value` (bounded: the watcher polls once a second).

@@ -56,7 +56,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
         server: Server {
             listen: vec![Listener {
                 addr: "127.0.0.1:0".to_owned(),
-                tls: None,
+                tls: Vec::new(),
                 h2c: false,
             }],
             admin: Some("127.0.0.1:0".to_owned()),
@@ -189,6 +189,15 @@ issuer: "http://127.0.0.1:{port}/realm"
     portcullis_idp::start(config).await.unwrap()
 }
 
+/// A client that trusts the CA certificate(s) in `ca_pem` (besides the platform store).
+pub fn client_trusting(ca_pem: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap()
+}
+
 // ---------------------------------------------------------------- the binary as a child process
 
 /// `portcullis run -c FILE` as a child process, ready (keys loaded) when returned.
@@ -269,6 +278,16 @@ impl Gateway {
             .await
             .unwrap()
     }
+}
+
+/// The value of an unlabelled metric in a `/metrics` text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// `portcullis [global_args] run -c config` with stdout piped (the ready banner is read from it).

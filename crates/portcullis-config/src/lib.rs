@@ -13,6 +13,7 @@ mod azure;
 pub mod conditions;
 pub mod diag;
 mod groups;
+pub mod health;
 mod keys;
 pub mod model;
 mod policy;
@@ -31,6 +32,10 @@ pub use conditions::{ClaimTest, Condition, Test};
 pub use diag::{Diagnostic, Severity};
 pub use model::*;
 pub use portcullis_route::{Normalization, RouteMatch};
+pub use health::{
+    HealthCheck, DEFAULT_DNS_REFRESH, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_UNHEALTHY_THRESHOLD,
+};
 pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use server::{
     DEFAULT_RATE_LIMIT_STORE_POOL_SIZE, DEFAULT_RATE_LIMIT_STORE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,

@@ -346,6 +346,11 @@ pub struct Route {
     /// `openapi: {spec, operation}`: the operation's response examples, read at load (what
     /// `mock-response` answers with).
     pub openapi: Option<Arc<crate::upstream::Examples>>,
+    /// `health-check:`: active health checks of the upstreams (`None`: passive marking only).
+    pub health_check: Option<crate::health::HealthCheck>,
+    /// `dns-refresh:`: how often upstream host names are resolved again (zero: never, only at
+    /// start and reload; default 30 s).
+    pub dns_refresh: Duration,
 }
 
 /// `upstream-protocol`: how the gateway talks to a route's upstreams.

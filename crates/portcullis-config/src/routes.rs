@@ -23,6 +23,8 @@ const ROUTE_KEYS: &[&str] = &[
     "upstream-protocol",
     "websocket-idle-timeout",
     "openapi",
+    "health-check",
+    "dns-refresh",
 ];
 const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods", "case-sensitive"];
 
@@ -135,6 +137,13 @@ fn read_one(
             .get("openapi")
             .and_then(|n| crate::upstream::read_openapi(cx, n))
             .map(Arc::new),
+        health_check: f
+            .get("health-check")
+            .and_then(|n| crate::health::read_health_check(cx, n)),
+        dns_refresh: f
+            .get("dns-refresh")
+            .and_then(|n| walk::duration(cx, n, "dns-refresh"))
+            .unwrap_or(crate::health::DEFAULT_DNS_REFRESH),
     };
     if let Some(n) = f.get("upstream-protocol") {
         route.upstream_protocol = upstream_protocol(cx, n, &route.upstreams).unwrap_or_default();

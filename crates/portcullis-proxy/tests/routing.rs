@@ -37,6 +37,8 @@ fn route(name: &str, prefix: &str, upstreams: Vec<Upstream>) -> Route {
         upstream_protocol: Default::default(),
         websocket_idle_timeout: Duration::from_secs(600),
         openapi: None,
+        health_check: None,
+        dns_refresh: portcullis_config::DEFAULT_DNS_REFRESH,
     }
 }
 

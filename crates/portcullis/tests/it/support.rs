@@ -43,6 +43,8 @@ pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> 
         upstream_protocol: Default::default(),
         websocket_idle_timeout: Duration::from_secs(600),
         openapi: None,
+        health_check: None,
+        dns_refresh: portcullis_config::DEFAULT_DNS_REFRESH,
     }
 }
 

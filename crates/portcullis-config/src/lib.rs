@@ -30,12 +30,12 @@ mod yaml;
 pub use azure::DEFAULT_AUTHORITY;
 pub use conditions::{ClaimTest, Condition, Test};
 pub use diag::{Diagnostic, Severity};
-pub use model::*;
-pub use portcullis_route::{Normalization, RouteMatch};
 pub use health::{
     HealthCheck, DEFAULT_DNS_REFRESH, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_INTERVAL,
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_UNHEALTHY_THRESHOLD,
 };
+pub use model::*;
+pub use portcullis_route::{Normalization, RouteMatch};
 pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use server::{
     DEFAULT_RATE_LIMIT_STORE_POOL_SIZE, DEFAULT_RATE_LIMIT_STORE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,

@@ -73,14 +73,20 @@ impl PeerHealth {
         let healthy = self.is_healthy();
         if success {
             self.failures.store(0, Ordering::Relaxed);
-            let streak = self.successes.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            let streak = self
+                .successes
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
             if !healthy && (pending || streak >= check.healthy_threshold) {
                 self.healthy.store(true, Ordering::Relaxed);
                 return Some(true);
             }
         } else {
             self.successes.store(0, Ordering::Relaxed);
-            let streak = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            let streak = self
+                .failures
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
             if healthy && streak >= check.unhealthy_threshold {
                 self.healthy.store(false, Ordering::Relaxed);
                 return Some(false);
@@ -147,7 +153,11 @@ impl HealthChecks {
             if route.health_check.is_none() && !names {
                 continue;
             }
-            tasks.spawn(watch_route(route.clone(), connector.clone(), checks.clone()));
+            tasks.spawn(watch_route(
+                route.clone(),
+                connector.clone(),
+                checks.clone(),
+            ));
         }
         HealthChecks { _tasks: tasks }
     }
@@ -393,15 +403,31 @@ mod tests {
         let c = check(2, 3);
         let h = PeerHealth::new(true);
         assert!(!h.is_healthy(), "pending peers are out until probed");
-        assert_eq!(h.record(true, &c), Some(true), "one success suffices at first");
+        assert_eq!(
+            h.record(true, &c),
+            Some(true),
+            "one success suffices at first"
+        );
         assert_eq!(h.record(false, &c), None);
         assert_eq!(h.record(false, &c), None);
-        assert_eq!(h.record(true, &c), None, "a success resets the failure streak");
+        assert_eq!(
+            h.record(true, &c),
+            None,
+            "a success resets the failure streak"
+        );
         assert_eq!(h.record(false, &c), None);
         assert_eq!(h.record(false, &c), None);
-        assert_eq!(h.record(false, &c), Some(false), "third consecutive failure");
+        assert_eq!(
+            h.record(false, &c),
+            Some(false),
+            "third consecutive failure"
+        );
         assert!(!h.is_healthy());
-        assert_eq!(h.record(true, &c), None, "healthy-threshold 2 after the first probe");
+        assert_eq!(
+            h.record(true, &c),
+            None,
+            "healthy-threshold 2 after the first probe"
+        );
         assert_eq!(h.record(true, &c), Some(true));
         assert!(h.is_healthy());
     }
@@ -412,7 +438,11 @@ mod tests {
         let h = PeerHealth::new(true);
         assert_eq!(h.record(false, &c), None);
         assert!(!h.is_healthy());
-        assert_eq!(h.record(true, &c), None, "no longer pending: the threshold applies");
+        assert_eq!(
+            h.record(true, &c),
+            None,
+            "no longer pending: the threshold applies"
+        );
         assert_eq!(h.record(true, &c), Some(true));
     }
 

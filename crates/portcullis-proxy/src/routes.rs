@@ -164,10 +164,8 @@ impl Peer {
     /// Takes the passive marking of `old` (the same address in the previous config generation),
     /// and its active health when `health` (the same health check).
     fn inherit(&self, old: &Peer, health: bool) {
-        self.down_until_ms.store(
-            old.down_until_ms.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        self.down_until_ms
+            .store(old.down_until_ms.load(Ordering::Relaxed), Ordering::Relaxed);
         if health {
             self.health.copy_from(&old.health);
         }
@@ -506,7 +504,10 @@ impl Route {
             .filter(|p| !next.iter().any(|n| Arc::ptr_eq(n, p)))
             .cloned()
             .collect();
-        let reordered = next.iter().zip(current.iter()).any(|(a, b)| !Arc::ptr_eq(a, b));
+        let reordered = next
+            .iter()
+            .zip(current.iter())
+            .any(|(a, b)| !Arc::ptr_eq(a, b));
         if reordered || next.len() != current.len() {
             self.peers.store(Arc::new(next));
         }
@@ -563,6 +564,128 @@ fn join_path(base: &str, rest: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    fn routes(health_path: &str) -> Routes {
+        let text = format!(
+            "server: {{ listen: \"127.0.0.1:0\" }}\nroutes:\n  - name: api\n    upstreams: [\"http://127.0.0.1:8001\", \"http://10.0.0.1:8002\"]\n    policy: none\n    health-check: {{ path: {health_path}, unhealthy-threshold: 1 }}\n"
+        );
+        let (model, _) =
+            portcullis_config::load_str(&text, std::path::Path::new("t.yaml")).unwrap();
+        Routes::build(&model).unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn addrs(route: &Route) -> Vec<SocketAddr> {
+        route.peers().iter().map(|p| p.addr).collect()
+    }
+
+    fn pass(route: &Route, peer: &str) {
+        let peers = route.peers();
+        let p = peers.iter().find(|p| p.addr == addr(peer)).unwrap();
+        p.health.record(true, route.health_check.as_ref().unwrap());
+    }
+
+    #[test]
+    fn re_resolution_keeps_surviving_peers_and_their_health() {
+        let routes = routes("/h");
+        let route = routes.get(0).unwrap();
+        assert_eq!(
+            addrs(route),
+            [addr("127.0.0.1:8001"), addr("10.0.0.1:8002")]
+        );
+        assert!(!is_name(&route.upstreams()[1]));
+        pass(route, "10.0.0.1:8002");
+        let kept = route.peers()[1].clone();
+
+        let two = vec![addr("10.0.0.2:8002"), addr("10.0.0.1:8002")];
+        let change = route.set_addresses(&[None, Some(two)]);
+        assert_eq!(change.added.len(), 1);
+        assert!(change.removed.is_empty());
+        let now = route.peers();
+        assert_eq!(now.len(), 3);
+        let same = now
+            .iter()
+            .find(|p| p.addr == addr("10.0.0.1:8002"))
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(same, &kept),
+            "a surviving address keeps its peer"
+        );
+        assert!(same.health.is_healthy());
+        assert!(
+            !change.added[0].health.is_healthy(),
+            "new addresses wait for a probe"
+        );
+        assert_eq!(change.added[0].upstream, 1);
+
+        // Only healthy peers are picked while there is one.
+        for _ in 0..6 {
+            assert_eq!(
+                route.peer(route.pick_peer(0)).unwrap().addr,
+                addr("10.0.0.1:8002")
+            );
+        }
+
+        let change = route.set_addresses(&[None, Some(vec![addr("10.0.0.2:8002")])]);
+        assert_eq!(change.removed.len(), 1);
+        assert!(Arc::ptr_eq(&change.removed[0], &kept));
+        assert_eq!(
+            addrs(route),
+            [addr("127.0.0.1:8001"), addr("10.0.0.2:8002")]
+        );
+
+        // A failed lookup (None) changes nothing: the list is not even swapped.
+        let before = route.peers();
+        let change = route.set_addresses(&[None, None]);
+        assert!(change.added.is_empty() && change.removed.is_empty());
+        assert!(Arc::ptr_eq(&before, &route.peers()));
+
+        // Every peer unhealthy: all of them are used.
+        let picked: std::collections::HashSet<SocketAddr> = (0..4)
+            .map(|_| route.peer(route.pick_peer(0)).unwrap().addr)
+            .collect();
+        assert_eq!(picked.len(), 2);
+        // An index from before a shrinking swap still finds a peer.
+        assert!(route.peer(7).is_some());
+    }
+
+    #[test]
+    fn a_reload_carries_health_over_only_for_the_same_check() {
+        let old = routes("/h");
+        pass(old.get(0).unwrap(), "127.0.0.1:8001");
+        old.get(0).unwrap().mark_down(1);
+
+        let same = routes("/h");
+        same.inherit_health(&old);
+        let peers = same.get(0).unwrap().peers();
+        assert!(peers[0].health.is_healthy());
+        assert!(!peers[1].up(now_ms()), "the passive marking carries over");
+
+        let changed = routes("/other");
+        changed.inherit_health(&old);
+        let peers = changed.get(0).unwrap().peers();
+        assert!(!peers[0].health.is_healthy(), "a new check starts over");
+        assert!(
+            !peers[1].up(now_ms()),
+            "the passive marking carries over anyway"
+        );
+    }
+
+    #[test]
+    fn ip_literals_resolve_to_themselves() {
+        let up = |host: &str| Upstream {
+            url: String::new(),
+            tls: false,
+            host: host.to_owned(),
+            port: 80,
+        };
+        assert!(!is_name(&up("[::1]")));
+        assert!(is_name(&up("api.internal")));
+        assert_eq!(resolve_all(&up("[::1]")).unwrap(), [addr("[::1]:80")]);
+    }
 
     #[test]
     fn paths_join() {

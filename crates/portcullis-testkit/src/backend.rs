@@ -389,7 +389,8 @@ mod tests {
     fn fails_on_one_path_when_told() {
         let backend = Backend::start().unwrap();
         backend.set_path_failure("/health", Failure::Status(503));
-        let req = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let req =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
         assert!(get(backend.addr(), &req("/health")).starts_with("HTTP/1.1 503"));
         assert!(get(backend.addr(), &req("/other")).starts_with("HTTP/1.1 200"));
         backend.set_failure(Failure::Status(500));

@@ -149,7 +149,12 @@ impl Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unhealthy_peer_leaves_the_rotation_gets_nothing_while_out_and_comes_back() {
     let (a, b) = (Backend::start().unwrap(), Backend::start().unwrap());
-    let gw = InProcess::start(&model("health.yaml", vec![], vec![checked_route(&[&a, &b])])).await;
+    let gw = InProcess::start(&model(
+        "health.yaml",
+        vec![],
+        vec![checked_route(&[&a, &b])],
+    ))
+    .await;
     metrics_until(&gw, "both peers healthy at start", |m| {
         healthy(m, a.addr()) == Some(1.0) && healthy(m, b.addr()) == Some(1.0)
     })
@@ -186,7 +191,11 @@ async fn an_unhealthy_peer_leaves_the_rotation_gets_nothing_while_out_and_comes_
     );
     assert!(a.request_count_except(PROBE) >= a_before + 60);
     let m = gw.metrics().await;
-    assert_eq!(healthy(&m, b.addr()), Some(0.0), "b must still be out:\n{m}");
+    assert_eq!(
+        healthy(&m, b.addr()),
+        Some(0.0),
+        "b must still be out:\n{m}"
+    );
 
     b.set_path_failure(PROBE, Failure::None);
     let back = metrics_until(&gw, "b back in the rotation", |m| {
@@ -194,8 +203,15 @@ async fn an_unhealthy_peer_leaves_the_rotation_gets_nothing_while_out_and_comes_
     })
     .await;
     assert!(probes(&back, b.addr(), "success") >= 1.0, "{back}");
-    until("b serves again", || b.request_count_except(PROBE) > b_before).await;
-    assert_eq!(load.stop().await, 0, "every request through the gateway got 200");
+    until("b serves again", || {
+        b.request_count_except(PROBE) > b_before
+    })
+    .await;
+    assert_eq!(
+        load.stop().await,
+        0,
+        "every request through the gateway got 200"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +219,12 @@ async fn when_every_peer_is_unhealthy_all_of_them_serve() {
     let (a, b) = (Backend::start().unwrap(), Backend::start().unwrap());
     a.set_path_failure(PROBE, Failure::Status(500));
     b.set_path_failure(PROBE, Failure::Close);
-    let gw = InProcess::start(&model("health.yaml", vec![], vec![checked_route(&[&a, &b])])).await;
+    let gw = InProcess::start(&model(
+        "health.yaml",
+        vec![],
+        vec![checked_route(&[&a, &b])],
+    ))
+    .await;
     let m = metrics_until(&gw, "both peers probed and out", |m| {
         probes(m, a.addr(), "unexpected_status") >= 1.0
             && probes(m, b.addr(), "response_error") >= 1.0

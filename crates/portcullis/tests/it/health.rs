@@ -310,3 +310,29 @@ async fn probes_follow_a_reloaded_config_and_the_old_ones_stop() {
         "the gauge shows the serving generation:\n{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_peers_are_probed_over_tls() {
+    // An https listener whose certificate comes from a private CA the gateway does not trust
+    // (upstream CA bundles are another change): the probe fails in the TLS handshake, a
+    // connect error. A plain-http probe of the same port would fail reading a response.
+    let dir = tempfile::tempdir().unwrap();
+    let idp = crate::support::idp_with_generated_tls(dir.path()).await;
+    let tls = idp.https_addr().unwrap();
+    let a = Backend::start().unwrap();
+    let mut r = checked_route(&[&a]);
+    r.upstreams.push(portcullis_config::Upstream {
+        url: format!("https://{tls}"),
+        tls: true,
+        host: tls.ip().to_string(),
+        port: tls.port(),
+    });
+    let gw = InProcess::start(&model("health.yaml", vec![], vec![r])).await;
+    let m = metrics_until(&gw, "the TLS peer probed", |m| {
+        probes(m, tls, "connect_error") >= 1.0
+    })
+    .await;
+    assert_eq!(probes(&m, tls, "response_error"), 0.0, "{m}");
+    assert_eq!(healthy(&m, tls), Some(0.0), "{m}");
+    assert_eq!(healthy(&m, a.addr()), Some(1.0), "{m}");
+}

@@ -13,6 +13,7 @@ mod azure;
 pub mod conditions;
 pub mod diag;
 mod groups;
+pub mod health;
 mod keys;
 pub mod model;
 mod policy;
@@ -30,6 +31,10 @@ mod yaml;
 pub use azure::DEFAULT_AUTHORITY;
 pub use conditions::{ClaimTest, Condition, Test};
 pub use diag::{Diagnostic, Severity};
+pub use health::{
+    HealthCheck, DEFAULT_DNS_REFRESH, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_UNHEALTHY_THRESHOLD,
+};
 pub use model::*;
 pub use portcullis_route::{Normalization, RouteMatch};
 pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};

@@ -351,6 +351,11 @@ pub struct Route {
     pub upstream_tls: Option<Arc<crate::upstream_tls::UpstreamTls>>,
     /// `host-header`: the `Host` the upstream receives.
     pub host_header: crate::upstream_tls::HostHeader,
+    /// `health-check:`: active health checks of the upstreams (`None`: passive marking only).
+    pub health_check: Option<crate::health::HealthCheck>,
+    /// `dns-refresh:`: how often upstream host names are resolved again (zero: never, only at
+    /// start and reload; default 30 s).
+    pub dns_refresh: Duration,
 }
 
 /// `upstream-protocol`: how the gateway talks to a route's upstreams.

@@ -25,6 +25,8 @@ const ROUTE_KEYS: &[&str] = &[
     "host-header",
     "websocket-idle-timeout",
     "openapi",
+    "health-check",
+    "dns-refresh",
 ];
 const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods", "case-sensitive"];
 
@@ -142,6 +144,13 @@ fn read_one(
             .get("host-header")
             .and_then(|n| crate::upstream_tls::host_header(cx, n))
             .unwrap_or_default(),
+        health_check: f
+            .get("health-check")
+            .and_then(|n| crate::health::read_health_check(cx, n)),
+        dns_refresh: f
+            .get("dns-refresh")
+            .and_then(|n| walk::duration(cx, n, "dns-refresh"))
+            .unwrap_or(crate::health::DEFAULT_DNS_REFRESH),
     };
     if let Some(n) = f.get("upstream-tls") {
         route.upstream_tls =

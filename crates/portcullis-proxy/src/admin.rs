@@ -74,11 +74,17 @@ impl ServeHttp for Admin {
             };
         }
         match req.uri.path() {
-            "/metrics" => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
+            "/metrics" => {
+                crate::health::sync_gauges(
+                    &self.current.load().routes,
+                    &self.metrics.upstream_healthy,
+                );
+                text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
             "/healthz" => text(StatusCode::OK, PLAIN, b"ok\n".to_vec()),
             "/readyz" if self.ready() => text(StatusCode::OK, PLAIN, b"ready\n".to_vec()),
             "/readyz" => text(

@@ -1,5 +1,6 @@
 //! The only pingora code of Portcullis: routes, per-request policy evaluation, failure responses,
-//! admin endpoints, metrics, the key refresher as a pingora background service.
+//! admin endpoints, metrics, the key refresher and the upstream health checks as pingora background
+//! work.
 //!
 //! Why one crate: pingora is heavy to build; keeping it here lets the auth core, the config and the
 //! key store be built and tested without it. The request path is described in [`proxy`].
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod cache;
 pub mod cors;
 mod error;
+pub mod health;
 mod identity;
 pub mod limits;
 mod listeners;

@@ -6,7 +6,9 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use crate::cache::CacheMetrics;
 use crate::error::BuildError;
@@ -60,6 +62,11 @@ pub struct Metrics {
     /// `portcullis_rate_limit_store_errors_total{error}`: calls the Redis rate-limit store could
     /// not count (`unavailable`, `timeout`, `reply`), answered per `rate-limit-store-failure`.
     pub rate_limit_store_errors: IntCounterVec,
+    /// `portcullis_upstream_healthy{route, peer}`: 1 healthy, 0 not (routes with a health check;
+    /// filled from the serving generation when `/metrics` is rendered).
+    pub upstream_healthy: IntGaugeVec,
+    /// `portcullis_upstream_health_checks_total{route, peer, result}`: probes by result.
+    pub health_checks: IntCounterVec,
     /// `portcullis_log_lines_dropped_total`: log lines dropped because the log queue was full
     /// (synced from the log writer's own count when `/metrics` is rendered).
     log_lines_dropped: IntCounter,
@@ -142,6 +149,19 @@ impl Metrics {
             "Log lines (access lines included) dropped because the log writer's queue was full: stderr could not keep up.",
         )?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_upstream_healthy",
+                "Active health of each upstream peer (address) of routes with a health-check: 1 in the rotation, 0 out.",
+            ),
+            &["route", "peer"],
+        )?;
+        registry.register(Box::new(upstream_healthy.clone()))?;
+        let health_checks = counters(
+            "portcullis_upstream_health_checks_total",
+            "Health-check probes by route, peer (address) and result: success, unexpected_status, timeout, connect_error, response_error.",
+            &["route", "peer", "result"],
+        )?;
         Ok(Metrics {
             registry,
             requests,
@@ -153,6 +173,8 @@ impl Metrics {
             rate_limit_untracked,
             rate_limit_store_errors,
             log_lines_dropped,
+            upstream_healthy,
+            health_checks,
         })
     }
 

@@ -64,6 +64,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cache::TokenCache;
 use crate::error::BuildError;
+use crate::health::HealthChecks;
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::routes::Routes;
@@ -367,6 +368,7 @@ impl Reloader {
         let routes = routes.map_err(|e| vec![format!("{}: error: {e}", path.display())])?;
         // Routes first: a rejected reload must not touch the running key store's metric series.
         let old = self.current.load_full();
+        routes.inherit_health(&old.routes);
         let keys = old.keys.rebuild(&model);
         let number = old.number + 1;
         let generation = Generation::assemble(number, &model, routes, keys, &self.gateway_metrics);
@@ -612,6 +614,11 @@ async fn hangup(sig: Option<&mut Signal>) {
     std::future::pending::<()>().await;
 }
 
+/// The health checks and DNS refresh of the serving generation's routes (stopped when dropped).
+fn start_health(current: &Current, metrics: &Metrics) -> HealthChecks {
+    HealthChecks::start(&current.load().routes, &metrics.health_checks)
+}
+
 /// Runs a key store's refresher until its stop sender fires or is dropped.
 fn spawn_refresher(keys: &Arc<KeyStore>) -> watch::Sender<bool> {
     let (stop, rx) = watch::channel(false);
@@ -625,6 +632,7 @@ impl BackgroundService for Reloader {
         let mut refresher = spawn_refresher(&self.current.load().keys);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut health = start_health(&self.current, &self.gateway_metrics);
         let Some(path) = self.path.clone() else {
             // Embedded model: no config to reload; run the keys and watch the certificates.
             loop {
@@ -638,6 +646,7 @@ impl BackgroundService for Reloader {
                 }
             }
             refresher.send_replace(true);
+            drop(health);
             return;
         };
         let mut requests = self.requests.lock().take();
@@ -654,6 +663,7 @@ impl BackgroundService for Reloader {
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         refresher.send_replace(true);
+                        drop(health);
                         return;
                     }
                 }
@@ -680,6 +690,8 @@ impl BackgroundService for Reloader {
                 // last snapshots).
                 let next = spawn_refresher(&now.keys);
                 std::mem::replace(&mut refresher, next).send_replace(true);
+                // Probes follow the serving routes: the old generation's tasks are aborted.
+                health = start_health(&self.current, &self.gateway_metrics);
             }
         }
     }

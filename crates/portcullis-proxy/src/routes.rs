@@ -3,12 +3,22 @@
 //! on the request's canonical form ([`Routes::route_request`]: method, host and request target
 //! canonicalised by `portcullis-route`, the same code `check` uses; the request's URI is replaced by
 //! the canonical target, so the backend receives exactly what was matched). Also round-robin peer
-//! choice with passive health, and the path rewrite.
+//! choice with passive and active health, and the path rewrite.
+//!
+//! Peers: every address an upstream's host name resolves to is a peer (a name behind a DNS
+//! round robin spreads the load over all its addresses). Names are resolved again every
+//! `dns-refresh` by the route's health task ([`crate::health`]), which swaps the route's peer list;
+//! a peer whose (upstream, address) survives a new lookup is the same `Arc<Peer>`, so its passive
+//! and active health carry over. The request path reads the list through one `ArcSwap` load (no
+//! lock) and each peer's health as two atomics.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
 
 use http::{HeaderValue, Method};
 use pingora_core::protocols::tls::CaType;
@@ -16,14 +26,15 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
 use pingora_http::RequestHeader;
 use portcullis_config::{
-    Backend as BackendModel, BackendId, Examples, HostHeader, Model, PolicyId, Route as RouteModel,
-    Upstream, UpstreamProtocol, UpstreamTls,
+    Backend as BackendModel, BackendId, Examples, HealthCheck, HostHeader, Model, PolicyId,
+    Route as RouteModel, Upstream, UpstreamProtocol, UpstreamTls,
 };
 use portcullis_route::{
     canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
 };
 
 use crate::error::BuildError;
+use crate::health::PeerHealth;
 
 /// How long a peer that failed to connect is skipped.
 pub const PEER_COOLDOWN: Duration = Duration::from_secs(10);
@@ -42,6 +53,10 @@ pub struct Peer {
     pub host: HeaderValue,
     /// Milliseconds since [`epoch`] until which the peer is skipped (0: healthy).
     down_until_ms: AtomicU64,
+    /// Index of the route upstream (`upstreams:` entry) this address belongs to.
+    pub upstream: usize,
+    /// Active health (always healthy when the route has no `health-check`).
+    pub health: PeerHealth,
 }
 
 /// A route's `upstream-tls`, in pingora's types (built once per config).
@@ -141,7 +156,14 @@ pub struct Route {
     pub host_header: HostHeader,
     strip_prefix: bool,
     rewrite_prefix: Option<String>,
-    peers: Vec<Peer>,
+    /// Every address of every upstream, in upstream order, addresses sorted (stable indices).
+    peers: ArcSwap<Vec<Arc<Peer>>>,
+    /// The `upstreams:` entries as written (re-resolved by the health task).
+    upstreams: Vec<Upstream>,
+    /// `health-check:` (`None`: passive marking only).
+    pub health_check: Option<HealthCheck>,
+    /// `dns-refresh:` (zero: never).
+    pub dns_refresh: Duration,
     next: AtomicUsize,
     /// The `openapi:` examples `mock-response` answers with.
     pub examples: Option<Arc<Examples>>,
@@ -173,7 +195,7 @@ impl Backend {
 /// Routes in file order, and how request targets are canonicalised for them.
 #[derive(Debug)]
 pub struct Routes {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
     normalisation: Normalization,
     /// [`portcullis_config::Model::backends`], resolved, by [`BackendId`].
     backends: Vec<Backend>,
@@ -189,34 +211,96 @@ fn now_ms() -> u64 {
 }
 
 impl Peer {
+    /// A backend's one peer: the first address of its host.
     fn new(up: &Upstream, owner: &str) -> Result<Peer, BuildError> {
-        Ok(Peer {
-            addr: resolve(up, owner)?,
+        let addr = resolve_all(up)
+            .map_err(|detail| unresolved(up, owner, detail))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| unresolved(up, owner, "no address".to_owned()))?;
+        Ok(Peer::at(up, 0, addr, false))
+    }
+
+    /// The peer for one address of upstream `upstream` (`checked`: the route has a health
+    /// check, so the peer starts unhealthy until its first probe passes).
+    fn at(up: &Upstream, upstream: usize, addr: SocketAddr, checked: bool) -> Peer {
+        Peer {
+            addr,
             tls: up.tls,
             sni: up.host.clone(),
             host: host_value(up),
             down_until_ms: AtomicU64::new(0),
-        })
+            upstream,
+            health: PeerHealth::new(checked),
+        }
     }
 
     fn mark_down(&self) {
         let until = now_ms().saturating_add(PEER_COOLDOWN.as_millis() as u64);
         self.down_until_ms.store(until, Ordering::Relaxed);
     }
+
+    /// Not marked down by a failed connection (at `now`, from [`now_ms`]).
+    fn up(&self, now: u64) -> bool {
+        self.down_until_ms.load(Ordering::Relaxed) <= now
+    }
+
+    /// Takes the passive marking of `old` (the same address in the previous config generation),
+    /// and its active health when `health` (the same health check).
+    fn inherit(&self, old: &Peer, health: bool) {
+        self.down_until_ms
+            .store(old.down_until_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+        if health {
+            self.health.copy_from(&old.health);
+        }
+    }
 }
 
-fn resolve(up: &Upstream, route: &str) -> Result<SocketAddr, BuildError> {
-    let unresolved = |detail: String| BuildError::Resolve {
-        route: route.to_owned(),
+fn unresolved(up: &Upstream, owner: &str, detail: String) -> BuildError {
+    BuildError::Resolve {
+        route: owner.to_owned(),
         upstream: up.url.clone(),
         detail,
-    };
-    let host = up.host.trim_start_matches('[').trim_end_matches(']');
-    (host, up.port)
+    }
+}
+
+/// Whether the upstream's host is a name (resolved again every `dns-refresh`), not an IP literal.
+pub fn is_name(up: &Upstream) -> bool {
+    bare_host(up).parse::<IpAddr>().is_err()
+}
+
+fn bare_host(up: &Upstream) -> &str {
+    up.host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Every address of the upstream's host (blocking lookup), sorted and without repeats, so that a
+/// DNS server rotating its answers does not reorder the peers.
+pub fn resolve_all(up: &Upstream) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs: Vec<SocketAddr> = (bare_host(up), up.port)
         .to_socket_addrs()
-        .map_err(|e| unresolved(e.to_string()))?
-        .next()
-        .ok_or_else(|| unresolved("no address".to_owned()))
+        .map_err(|e| e.to_string())?
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err("no address".to_owned());
+    }
+    Ok(addrs)
+}
+
+/// A peer of a route, as read by one request: holds the route's peer list (an `ArcSwap` guard,
+/// no reference count touched) while the caller looks at the peer.
+pub struct PeerRef {
+    peers: Guard<Arc<Vec<Arc<Peer>>>>,
+    idx: usize,
+}
+
+impl Deref for PeerRef {
+    type Target = Peer;
+
+    fn deref(&self) -> &Peer {
+        &self.peers[self.idx]
+    }
 }
 
 impl Routes {
@@ -225,7 +309,7 @@ impl Routes {
         let routes = model
             .routes
             .iter()
-            .map(|r| Route::build(r, model))
+            .map(|r| Route::build(r, model).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let backends = model
             .backends
@@ -314,7 +398,35 @@ impl Routes {
 
     /// Route by index.
     pub fn get(&self, idx: usize) -> Option<&Route> {
-        self.routes.get(idx)
+        self.routes.get(idx).map(|r| &**r)
+    }
+
+    /// Every route (the health tasks hold them beyond a borrow).
+    pub fn all(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// Carries the health of `old`'s peers (the running generation) over to the same peers here:
+    /// same route name, same upstream URL, same address; the active health only when the
+    /// `health-check` settings are the same too. A reload then neither sends traffic to a peer
+    /// known to be down nor holds back one known to be up.
+    pub fn inherit_health(&self, old: &Routes) {
+        for route in &self.routes {
+            let Some(before) = old.routes.iter().find(|r| r.name == route.name) else {
+                continue;
+            };
+            let same_check = before.health_check == route.health_check;
+            let old_peers = before.peers.load();
+            for peer in route.peers.load().iter() {
+                let url = &route.upstreams[peer.upstream].url;
+                let found = old_peers
+                    .iter()
+                    .find(|p| p.addr == peer.addr && before.upstreams[p.upstream].url == *url);
+                if let Some(p) = found {
+                    peer.inherit(p, same_check);
+                }
+            }
+        }
     }
 }
 
@@ -337,11 +449,16 @@ impl Route {
         if r.upstreams.is_empty() {
             return Err(BuildError::NoUpstream(r.name.clone()));
         }
-        let peers = r
-            .upstreams
-            .iter()
-            .map(|up| Peer::new(up, &r.name))
-            .collect::<Result<Vec<_>, BuildError>>()?;
+        let checked = r.health_check.is_some();
+        let mut peers = Vec::new();
+        for (i, up) in r.upstreams.iter().enumerate() {
+            let addrs = resolve_all(up).map_err(|detail| unresolved(up, &r.name, detail))?;
+            peers.extend(
+                addrs
+                    .into_iter()
+                    .map(|addr| Arc::new(Peer::at(up, i, addr, checked))),
+            );
+        }
         Ok(Route {
             name: r.name.clone(),
             matcher: r.matcher.clone(),
@@ -358,7 +475,10 @@ impl Route {
             host_header: r.host_header.clone(),
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.clone(),
-            peers,
+            peers: ArcSwap::from_pointee(peers),
+            upstreams: r.upstreams.clone(),
+            health_check: r.health_check.clone(),
+            dns_refresh: r.dns_refresh,
             next: AtomicUsize::new(0),
             examples: r.openapi.clone(),
         })
@@ -380,38 +500,107 @@ impl Route {
         self.matcher.case_sensitive
     }
 
-    /// Number of peers.
+    /// Number of peers (addresses), now.
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.peers.load().len()
     }
 
-    /// Peer by index.
-    pub fn peer(&self, idx: usize) -> Option<&Peer> {
-        self.peers.get(idx)
+    /// Peer by index. The list may have been replaced by a DNS refresh since the index was
+    /// picked: an index past its end wraps, so a request always gets a current peer.
+    pub fn peer(&self, idx: usize) -> Option<PeerRef> {
+        let peers = self.peers.load();
+        let n = peers.len();
+        (n > 0).then(|| PeerRef {
+            peers,
+            idx: if idx < n { idx } else { idx % n },
+        })
     }
 
-    /// Round robin over healthy peers not yet tried by this request (`tried`: bit per peer index).
-    /// When every untried peer is marked down, the round-robin choice is used anyway: trying a
-    /// peer that may have recovered beats failing without trying.
+    /// The current peer list (the health task's view).
+    pub fn peers(&self) -> Arc<Vec<Arc<Peer>>> {
+        self.peers.load_full()
+    }
+
+    /// The `upstreams:` entries as written.
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    /// Round robin over the peers not yet tried by this request (`tried`: bit per peer index),
+    /// choosing, in order of preference, among:
+    /// 1. peers actively healthy and not marked down by a failed connection;
+    /// 2. when there is none, peers not marked down (every peer failed its health checks:
+    ///    the gateway then balances over all of them, Envoy's "panic mode" at 0 %, because a
+    ///    health check that fails everywhere is more often a wrong probe path or a shared
+    ///    dependency than backends that all refuse every request);
+    /// 3. when every untried peer is marked down, the round-robin choice anyway: trying a peer
+    ///    that may have recovered beats failing without trying.
+    ///
+    /// Reads one `ArcSwap` and two atomics per peer looked at: no lock.
     pub fn pick_peer(&self, tried: u64) -> usize {
-        let n = self.peers.len().max(1);
+        let peers = self.peers.load();
+        let n = peers.len().max(1);
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let now = now_ms();
         let untried = |i: &usize| *i >= 64 || tried & (1u64 << *i) == 0;
         let order = (0..n).map(|k| (start + k) % n);
+        let up = |i: usize| peers.get(i).is_some_and(|p| p.up(now));
         order
             .clone()
             .filter(untried)
-            .find(|&i| self.peers[i].down_until_ms.load(Ordering::Relaxed) <= now)
+            .find(|&i| up(i) && peers.get(i).is_some_and(|p| p.health.is_healthy()))
+            .or_else(|| order.clone().filter(untried).find(|&i| up(i)))
             .or_else(|| order.clone().find(untried))
             .unwrap_or(start)
     }
 
     /// Passive health: skip this peer for [`PEER_COOLDOWN`].
     pub fn mark_down(&self, idx: usize) {
-        if let Some(peer) = self.peers.get(idx) {
+        if let Some(peer) = self.peers.load().get(idx) {
             peer.mark_down();
         }
+    }
+
+    /// Replace the peers by these lookup results, one per upstream in order (`None`: the lookup
+    /// failed, that upstream keeps its current peers). A peer whose upstream and address are
+    /// still there is kept as it is (its health carries over); new addresses get new peers (not
+    /// healthy until their first probe passes, when the route has a health check). Returns the
+    /// peers added and removed; nothing is swapped when nothing changed.
+    pub fn set_addresses(&self, resolved: &[Option<Vec<SocketAddr>>]) -> AddressChange {
+        let current = self.peers.load_full();
+        let checked = self.health_check.is_some();
+        let mut next: Vec<Arc<Peer>> = Vec::with_capacity(current.len());
+        let mut added = Vec::new();
+        for (i, up) in self.upstreams.iter().enumerate() {
+            match resolved.get(i).and_then(Option::as_ref) {
+                None => next.extend(current.iter().filter(|p| p.upstream == i).cloned()),
+                Some(addrs) => {
+                    for addr in addrs {
+                        match current.iter().find(|p| p.upstream == i && p.addr == *addr) {
+                            Some(p) => next.push(p.clone()),
+                            None => {
+                                let p = Arc::new(Peer::at(up, i, *addr, checked));
+                                added.push(p.clone());
+                                next.push(p);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let removed: Vec<Arc<Peer>> = current
+            .iter()
+            .filter(|p| !next.iter().any(|n| Arc::ptr_eq(n, p)))
+            .cloned()
+            .collect();
+        let reordered = next
+            .iter()
+            .zip(current.iter())
+            .any(|(a, b)| !Arc::ptr_eq(a, b));
+        if reordered || next.len() != current.len() {
+            self.peers.store(Arc::new(next));
+        }
+        AddressChange { added, removed }
     }
 
     /// The upstream path for a request path, when strip-prefix or rewrite-prefix apply.
@@ -424,6 +613,15 @@ impl Route {
         let base = self.rewrite_prefix.as_deref().unwrap_or("/");
         Some(join_path(base, rest))
     }
+}
+
+/// What [`Route::set_addresses`] changed.
+#[derive(Debug, Default)]
+pub struct AddressChange {
+    /// New peers (new addresses).
+    pub added: Vec<Arc<Peer>>,
+    /// Peers gone (addresses no longer in the answer).
+    pub removed: Vec<Arc<Peer>>,
 }
 
 /// `base` (a base path without trailing slash, or `""`) before `path` (starting with `/`).
@@ -466,6 +664,128 @@ fn host_value(up: &Upstream) -> HeaderValue {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    fn routes(health_path: &str) -> Routes {
+        let text = format!(
+            "server: {{ listen: \"127.0.0.1:0\" }}\nroutes:\n  - name: api\n    upstreams: [\"http://127.0.0.1:8001\", \"http://10.0.0.1:8002\"]\n    policy: none\n    health-check: {{ path: {health_path}, unhealthy-threshold: 1 }}\n"
+        );
+        let (model, _) =
+            portcullis_config::load_str(&text, std::path::Path::new("t.yaml")).unwrap();
+        Routes::build(&model).unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn addrs(route: &Route) -> Vec<SocketAddr> {
+        route.peers().iter().map(|p| p.addr).collect()
+    }
+
+    fn pass(route: &Route, peer: &str) {
+        let peers = route.peers();
+        let p = peers.iter().find(|p| p.addr == addr(peer)).unwrap();
+        p.health.record(true, route.health_check.as_ref().unwrap());
+    }
+
+    #[test]
+    fn re_resolution_keeps_surviving_peers_and_their_health() {
+        let routes = routes("/h");
+        let route = routes.get(0).unwrap();
+        assert_eq!(
+            addrs(route),
+            [addr("127.0.0.1:8001"), addr("10.0.0.1:8002")]
+        );
+        assert!(!is_name(&route.upstreams()[1]));
+        pass(route, "10.0.0.1:8002");
+        let kept = route.peers()[1].clone();
+
+        let two = vec![addr("10.0.0.2:8002"), addr("10.0.0.1:8002")];
+        let change = route.set_addresses(&[None, Some(two)]);
+        assert_eq!(change.added.len(), 1);
+        assert!(change.removed.is_empty());
+        let now = route.peers();
+        assert_eq!(now.len(), 3);
+        let same = now
+            .iter()
+            .find(|p| p.addr == addr("10.0.0.1:8002"))
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(same, &kept),
+            "a surviving address keeps its peer"
+        );
+        assert!(same.health.is_healthy());
+        assert!(
+            !change.added[0].health.is_healthy(),
+            "new addresses wait for a probe"
+        );
+        assert_eq!(change.added[0].upstream, 1);
+
+        // Only healthy peers are picked while there is one.
+        for _ in 0..6 {
+            assert_eq!(
+                route.peer(route.pick_peer(0)).unwrap().addr,
+                addr("10.0.0.1:8002")
+            );
+        }
+
+        let change = route.set_addresses(&[None, Some(vec![addr("10.0.0.2:8002")])]);
+        assert_eq!(change.removed.len(), 1);
+        assert!(Arc::ptr_eq(&change.removed[0], &kept));
+        assert_eq!(
+            addrs(route),
+            [addr("127.0.0.1:8001"), addr("10.0.0.2:8002")]
+        );
+
+        // A failed lookup (None) changes nothing: the list is not even swapped.
+        let before = route.peers();
+        let change = route.set_addresses(&[None, None]);
+        assert!(change.added.is_empty() && change.removed.is_empty());
+        assert!(Arc::ptr_eq(&before, &route.peers()));
+
+        // Every peer unhealthy: all of them are used.
+        let picked: std::collections::HashSet<SocketAddr> = (0..4)
+            .map(|_| route.peer(route.pick_peer(0)).unwrap().addr)
+            .collect();
+        assert_eq!(picked.len(), 2);
+        // An index from before a shrinking swap still finds a peer.
+        assert!(route.peer(7).is_some());
+    }
+
+    #[test]
+    fn a_reload_carries_health_over_only_for_the_same_check() {
+        let old = routes("/h");
+        pass(old.get(0).unwrap(), "127.0.0.1:8001");
+        old.get(0).unwrap().mark_down(1);
+
+        let same = routes("/h");
+        same.inherit_health(&old);
+        let peers = same.get(0).unwrap().peers();
+        assert!(peers[0].health.is_healthy());
+        assert!(!peers[1].up(now_ms()), "the passive marking carries over");
+
+        let changed = routes("/other");
+        changed.inherit_health(&old);
+        let peers = changed.get(0).unwrap().peers();
+        assert!(!peers[0].health.is_healthy(), "a new check starts over");
+        assert!(
+            !peers[1].up(now_ms()),
+            "the passive marking carries over anyway"
+        );
+    }
+
+    #[test]
+    fn ip_literals_resolve_to_themselves() {
+        let up = |host: &str| Upstream {
+            url: String::new(),
+            tls: false,
+            host: host.to_owned(),
+            port: 80,
+        };
+        assert!(!is_name(&up("[::1]")));
+        assert!(is_name(&up("api.internal")));
+        assert_eq!(resolve_all(&up("[::1]")).unwrap(), [addr("[::1]:80")]);
+    }
 
     #[test]
     fn paths_join() {

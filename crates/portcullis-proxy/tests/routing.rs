@@ -39,6 +39,8 @@ fn route(name: &str, prefix: &str, upstreams: Vec<Upstream>) -> Route {
         openapi: None,
         upstream_tls: None,
         host_header: Default::default(),
+        health_check: None,
+        dns_refresh: portcullis_config::DEFAULT_DNS_REFRESH,
     }
 }
 

@@ -5,7 +5,8 @@
 //! backend that shows the caller what the gateway forwarded. It is a real HTTP/1.1 server (hyper) on
 //! `127.0.0.1:0`, running on its own thread and runtime so it works from sync code, async tests and
 //! the demo alike. It can be told to answer slowly ([`Backend::set_delay`]) or to fail
-//! ([`Backend::set_failure`]).
+//! ([`Backend::set_failure`], or on one path only with [`Backend::set_path_failure`]: a health
+//! endpoint that fails while the rest still answers).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +94,8 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     delay_ms: AtomicU64,
     failure: Mutex<Failure>,
+    /// Per-path answers that take precedence over `failure` (`set_path_failure`).
+    path_failures: Mutex<Vec<(String, Failure)>>,
     /// `true`: answers wait (after being recorded) until it is `false` again.
     held: tokio::sync::watch::Sender<bool>,
     /// Headers added to every answer (`set_response_header`).
@@ -105,6 +108,7 @@ impl Default for Shared {
             requests: Mutex::default(),
             delay_ms: AtomicU64::default(),
             failure: Mutex::default(),
+            path_failures: Mutex::default(),
             held: tokio::sync::watch::Sender::new(false),
             extra: Mutex::default(),
         }
@@ -226,6 +230,23 @@ impl Backend {
         *lock(&self.shared.failure) = failure;
     }
 
+    /// Answer requests for exactly `path` with `failure` from now on, whatever
+    /// [`Backend::set_failure`] says for other paths ([`Failure::None`] on a path: a normal 200
+    /// there). Replaces an earlier setting for the same path.
+    pub fn set_path_failure(&self, path: &str, failure: Failure) {
+        let mut paths = lock(&self.shared.path_failures);
+        paths.retain(|(p, _)| p != path);
+        paths.push((path.to_owned(), failure));
+    }
+
+    /// Requests received so far whose path is not `path` (traffic other than a probe path).
+    pub fn request_count_except(&self, path: &str) -> usize {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.path != path)
+            .count()
+    }
+
     /// Add this header to every answer from now on (a backend's own `Vary`, say). Names or values
     /// that are not valid HTTP are ignored.
     pub fn set_response_header(&self, name: &str, value: &str) {
@@ -319,6 +340,10 @@ async fn answer(
             .collect(),
     };
     let body = recorded.echo_json().to_string();
+    let for_path = lock(&shared.path_failures)
+        .iter()
+        .find(|(p, _)| *p == recorded.path)
+        .map(|(_, f)| *f);
     lock(&shared.requests).push(recorded);
     let delay = shared.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
@@ -326,7 +351,8 @@ async fn answer(
     }
     // Only `Err` when the sender is gone, which cannot happen while `shared` is alive.
     let _ = shared.held.subscribe().wait_for(|held| !*held).await;
-    let status = match *lock(&shared.failure) {
+    let failure = for_path.unwrap_or_else(|| *lock(&shared.failure));
+    let status = match failure {
         Failure::None => StatusCode::OK,
         Failure::Status(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
         Failure::Close => return Err(CloseConnection),
@@ -390,5 +416,20 @@ mod tests {
         );
         assert_eq!(out, "");
         assert_eq!(backend.request_count(), 2);
+    }
+
+    #[test]
+    fn fails_on_one_path_when_told() {
+        let backend = Backend::start().unwrap();
+        backend.set_path_failure("/health", Failure::Status(503));
+        let req =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        assert!(get(backend.addr(), &req("/health")).starts_with("HTTP/1.1 503"));
+        assert!(get(backend.addr(), &req("/other")).starts_with("HTTP/1.1 200"));
+        backend.set_failure(Failure::Status(500));
+        backend.set_path_failure("/health", Failure::None);
+        assert!(get(backend.addr(), &req("/health")).starts_with("HTTP/1.1 200"));
+        assert!(get(backend.addr(), &req("/other")).starts_with("HTTP/1.1 500"));
+        assert_eq!(backend.request_count_except("/health"), 2);
     }
 }

@@ -8,6 +8,7 @@ mod check;
 mod checks;
 mod forwarding;
 mod gateway;
+mod health;
 mod https;
 mod identity;
 mod idp;

@@ -45,6 +45,8 @@ pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> 
         openapi: None,
         upstream_tls: None,
         host_header: Default::default(),
+        health_check: None,
+        dns_refresh: portcullis_config::DEFAULT_DNS_REFRESH,
     }
 }
 
@@ -106,7 +108,20 @@ impl InProcess {
     /// Bound and serving, key sources not necessarily loaded (see [`InProcess::wait_ready`]).
     /// Key fetch retries are shortened so outage tests recover quickly.
     pub fn bind(model: &Model) -> InProcess {
-        let mut opts = RunOptions::default();
+        Self::bind_with(model, RunOptions::default())
+    }
+
+    /// Loaded from `file` and bound with it as the reloadable config (`POST /reload` works).
+    pub fn from_file(file: &Path) -> InProcess {
+        let (model, _warnings) = portcullis_config::load(file).unwrap();
+        let opts = RunOptions {
+            config_path: Some(file.to_owned()),
+            ..RunOptions::default()
+        };
+        Self::bind_with(&model, opts)
+    }
+
+    fn bind_with(model: &Model, mut opts: RunOptions) -> InProcess {
         opts.key_store.refresh.backoff_min = Duration::from_millis(50);
         opts.key_store.refresh.backoff_max = Duration::from_millis(200);
         // Bound on a plain thread: start-up may block (upstream resolution, signal set-up) and

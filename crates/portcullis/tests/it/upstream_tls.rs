@@ -181,3 +181,43 @@ async fn a_backend_that_requires_a_client_certificate() {
     );
     assert_eq!(gw.call("/mtls/y", "unused").await.0, 200);
 }
+
+/// Health probes use the route's `upstream-tls` as its requests do: a private-CA backend that
+/// requires a client certificate is probed successfully (and counted healthy).
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_speak_the_routes_upstream_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server CA").unwrap();
+    let client_ca = Ca::new("client CA").unwrap();
+    let backend = https_backend(&server_ca.server(&["127.0.0.1"]).unwrap(), Some(&client_ca));
+    let id = client_ca.client("portcullis").unwrap();
+    let ca_file = write(dir.path(), "ca.pem", &server_ca.cert_pem);
+    let cert = write(dir.path(), "client.pem", &id.cert_pem);
+    let key = write(dir.path(), "client-key.pem", &id.key_pem);
+    let yaml = gateway_yaml(&[route(
+        "probed",
+        &backend.https_url(),
+        &format!(
+            "    upstream-tls: {{ ca: \"{ca_file}\", client-cert: \"{cert}\", client-key: \"{key}\" }}\n    health-check: {{ path: /healthz, interval: 100ms }}\n"
+        ),
+    )]);
+    let client = reqwest::Client::new();
+    let gw = Gateway::run(&yaml, &client).await;
+    let peer = backend.addr().to_string();
+    let ok = |m: &str| {
+        m.lines().any(|l| {
+            l.starts_with("portcullis_upstream_health_checks_total")
+                && l.contains(&format!("peer=\"{peer}\""))
+                && l.contains("result=\"success\"")
+        })
+    };
+    let metrics = portcullis_testkit::wait::poll_text(500, || gw.metrics(), ok).await;
+    assert!(ok(&metrics), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "portcullis_upstream_healthy{{peer=\"{peer}\",route=\"probed\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert_eq!(gw.call("/probed/x", "unused").await.0, 200);
+}

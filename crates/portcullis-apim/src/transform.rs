@@ -18,18 +18,6 @@ use crate::sources::{self, Cond, Part, Source};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
 
-/// Headers gateway.yaml's `set-header` refuses (hop-by-hop and framing).
-const FRAMING: [&str; 8] = [
-    "connection",
-    "transfer-encoding",
-    "content-length",
-    "upgrade",
-    "keep-alive",
-    "te",
-    "trailer",
-    "proxy-connection",
-];
-
 /// A header name as gateway.yaml compares them: lower case, `_` as `-`.
 fn normalised(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
@@ -158,7 +146,7 @@ impl Converter {
                 format!("\"{}\" is not a header name; left out", s.name),
             );
         }
-        if FRAMING.contains(&s.name.to_ascii_lowercase().as_str()) {
+        if portcullis_config::is_framing_header(&s.name.to_ascii_lowercase()) {
             return self.unsupported(
                 el.pos,
                 "set-header",

@@ -47,7 +47,8 @@ pub use statements::{
     LimitKind, Statement,
 };
 pub use transforms::{
-    is_connection_header, Branch, Choose, ExistsAction, ReturnResponse, SetHeader, SetVariable,
+    is_connection_header, is_framing_header, Branch, Choose, ExistsAction, ReturnResponse,
+    SetHeader, SetVariable,
 };
 pub use upstream::{Examples, MockResponse, Piece, RewriteUri, SetQueryParameter};
 pub use upstream_tls::{ClientIdentity, HostHeader, UpstreamTls};

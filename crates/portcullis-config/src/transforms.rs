@@ -120,6 +120,13 @@ const FRAMING: &[&str] = &[
     "proxy-connection",
 ];
 
+/// A hop-by-hop or framing header no statement may set (the gateway and pingora own them); `name`
+/// in lower case. Shared with `import-apim`, which reports such a `set-header` instead of writing
+/// a config `check` would refuse.
+pub fn is_framing_header(name: &str) -> bool {
+    FRAMING.contains(&name)
+}
+
 /// Headers that describe the client connection or the original request: only the gateway sets
 /// them on the way to the backend (see `server.trusted-proxies`), and backends use them for
 /// client allow-lists and generated URLs. Normalised names (lower case, `_` as `-`); every

@@ -278,15 +278,6 @@ fn identity(peer: &Arc<Peer>) -> usize {
 }
 
 /// `host[:port]` of an upstream as written (the port only when not the scheme's default).
-fn authority(up: &Upstream) -> String {
-    let default = if up.tls { 443 } else { 80 };
-    if up.port == default {
-        up.host.clone()
-    } else {
-        format!("{}:{}", up.host, up.port)
-    }
-}
-
 /// Probe one peer every `interval` until aborted.
 async fn probe_loop(
     route: Arc<Route>,
@@ -302,7 +293,7 @@ async fn probe_loop(
         None => route
             .upstreams()
             .get(peer.upstream)
-            .map(authority)
+            .map(crate::routes::authority)
             .unwrap_or_default(),
     };
     let label = peer.addr.to_string();
@@ -464,8 +455,11 @@ mod tests {
             host: "api.internal".to_owned(),
             port,
         };
-        assert_eq!(authority(&up(false, 80)), "api.internal");
-        assert_eq!(authority(&up(true, 443)), "api.internal");
-        assert_eq!(authority(&up(true, 8443)), "api.internal:8443");
+        assert_eq!(crate::routes::authority(&up(false, 80)), "api.internal");
+        assert_eq!(crate::routes::authority(&up(true, 443)), "api.internal");
+        assert_eq!(
+            crate::routes::authority(&up(true, 8443)),
+            "api.internal:8443"
+        );
     }
 }

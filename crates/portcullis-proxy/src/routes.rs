@@ -651,13 +651,18 @@ fn join_path(base: &str, rest: &str) -> String {
 
 /// `host[:port]` of an upstream URL, the port left out when it is the scheme's default.
 fn host_value(up: &Upstream) -> HeaderValue {
+    HeaderValue::from_str(&authority(up)).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+}
+
+/// `host[:port]` of an upstream, the port left out when it is the scheme's default: the `Host`
+/// the upstream receives by default, and its health probes' `Host`.
+pub(crate) fn authority(up: &Upstream) -> String {
     let default = if up.tls { 443 } else { 80 };
-    let text = if up.port == default {
+    if up.port == default {
         up.host.clone()
     } else {
         format!("{}:{}", up.host, up.port)
-    };
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+    }
 }
 
 #[cfg(test)]

@@ -189,7 +189,9 @@ async fn an_unhealthy_peer_leaves_the_rotation_gets_nothing_while_out_and_comes_
         b_before,
         "a request reached the unhealthy peer"
     );
-    assert!(a.request_count_except(PROBE) >= a_before + 60);
+    // Of the 60 answered, up to 2 (one per load task) may have reached a before `a_before` was
+    // read: they were in flight then.
+    assert!(a.request_count_except(PROBE) >= a_before + 60 - 2);
     let m = gw.metrics().await;
     assert_eq!(
         healthy(&m, b.addr()),

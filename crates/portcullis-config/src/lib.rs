@@ -22,6 +22,7 @@ mod server;
 pub mod statements;
 pub mod transforms;
 pub mod upstream;
+pub mod upstream_map;
 pub mod upstream_tls;
 pub mod values;
 pub mod vars;
@@ -51,6 +52,7 @@ pub use transforms::{
     SetHeader, SetVariable,
 };
 pub use upstream::{Examples, MockResponse, Piece, RewriteUri, SetQueryParameter};
+pub use upstream_map::{map_upstream, UpstreamMap, UpstreamMapError};
 pub use upstream_tls::{ClientIdentity, HostHeader, UpstreamTls};
 pub use values::{Part, Source, Value, ValueError};
 pub use vars::Lookup;

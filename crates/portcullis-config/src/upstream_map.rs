@@ -143,6 +143,7 @@ pub fn map_upstream(maps: &[UpstreamMap], url: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn m(s: &str) -> UpstreamMap {

@@ -440,8 +440,12 @@ impl Converter {
         self.push_policy(p);
     }
 
-    /// Record a converted token policy and its place among the inbound statements.
-    fn push_policy(&mut self, p: PolicyOut) {
+    /// Record a converted token policy and its place among the inbound statements. Every converted
+    /// token policy makes APIM's key-matching decision: a `kid` that names no configured key tries
+    /// every key (Microsoft.IdentityModel's `TryAllIssuerSigningKeys`), where a hand-written
+    /// gateway.yaml keeps the strict default.
+    fn push_policy(&mut self, mut p: PolicyOut) {
+        p.fields.set("try-all-signing-keys", Node::Bool(true));
         self.emitted();
         self.steps.push(Step {
             pos: p.pos,

@@ -492,6 +492,10 @@ pub struct KeySnapshot {
     /// of them has not answered yet (the group-level `issuers` and `issuers_pending`). Empty for
     /// a policy without `any-of`.
     pub groups: Arc<[DiscoveredIssuers]>,
+    /// The policy's `try-all-signing-keys` (APIM's key matching): a token whose `kid` names no key
+    /// of the snapshot is tried against every key of the right type, instead of only the keys
+    /// without a kid. See [`KeySnapshot::kid_rule`].
+    pub try_all_keys: bool,
 }
 
 /// What a group's discovery documents told about their issuers.
@@ -512,6 +516,26 @@ impl KeySnapshot {
             unavailable: false,
             issuers_pending: false,
             groups: Arc::from(Vec::new()),
+            try_all_keys: false,
+        }
+    }
+
+    /// Which keys a token's `kid` lets be tried; the verifier and the token cache's hit check both
+    /// use it, so a cached token is kept exactly when the verifier could have accepted it.
+    ///
+    /// Strict (the default, and what RFC 7515 implies): a `kid` selects the keys with that kid and
+    /// the keys without any; no `kid` selects every key. With `try_all_keys` (APIM's decision,
+    /// Microsoft.IdentityModel's `TryAllIssuerSigningKeys`): a `kid` that names no key of the
+    /// snapshot selects every key; a `kid` that names one still selects only it (and kid-less keys).
+    pub fn kid_rule<'a>(&'a self, kid: Option<&'a str>) -> impl Fn(&VerifyingKey) -> bool + 'a {
+        let unmatched_tries_all = self.try_all_keys
+            && kid.is_some_and(|kid| !self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
+        move |k: &VerifyingKey| {
+            unmatched_tries_all
+                || match (kid, k.kid.as_deref()) {
+                    (Some(want), Some(have)) => want == have,
+                    _ => true,
+                }
         }
     }
 

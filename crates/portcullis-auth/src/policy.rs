@@ -112,6 +112,9 @@ pub struct Policy {
     pub require_expiration_time: bool,
     /// Signature required (APIM default true). `false` accepts `alg: none` tokens: an escape hatch.
     pub require_signed_tokens: bool,
+    /// `try-all-signing-keys`: a token `kid` that names no key tries every key (APIM's
+    /// decision); default false (the kid selects). See [`crate::KeySnapshot::kid_rule`].
+    pub try_all_signing_keys: bool,
     /// `decryption-keys`: encrypted tokens (JWE) are decrypted with these; empty: refused.
     pub decryption_keys: crate::jwe::DecryptionKeys,
     /// Allowed clock difference in seconds, applied to exp and nbf.
@@ -168,6 +171,7 @@ impl Policy {
             },
             require_expiration_time: true,
             require_signed_tokens: true,
+            try_all_signing_keys: false,
             decryption_keys: crate::jwe::DecryptionKeys::default(),
             clock_skew: 0,
             issuers: Vec::new(),

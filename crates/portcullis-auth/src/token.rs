@@ -777,18 +777,18 @@ fn verify_segments(
 }
 
 /// Key selection and the signature check. A token `kid` selects keys with that kid plus keys
-/// without any kid; without a `kid`, every key is a candidate. Only candidates whose family fits
-/// the algorithm (and whose declared `alg`, if any, is the token's) are tried.
+/// without any kid; without a `kid`, every key is a candidate (under `try-all-signing-keys`, a
+/// `kid` that names no key also makes every key a candidate: [`KeySnapshot::kid_rule`]). Only
+/// candidates whose family fits the algorithm (and whose declared `alg`, if any, is the token's)
+/// are tried. When every candidate of an unknown `kid` failed the answer is "key not found", so
+/// the unknown-kid refetch still runs for a rotated key.
 fn verify_with_keys<'k>(
     seg: &Segments<'_>,
     alg: JoseAlg,
     kid: Option<&str>,
     keys: &'k KeySnapshot,
 ) -> Result<&'k VerifyingKey, AuthError> {
-    let kid_matches = |k: &VerifyingKey| match (kid, k.kid.as_deref()) {
-        (Some(want), Some(have)) => want == have,
-        _ => true,
-    };
+    let kid_matches = keys.kid_rule(kid);
     let usable = |k: &&VerifyingKey| {
         kid_matches(k) && alg.fits(k.family) && k.alg.is_none_or(|a| a == alg) && k.can_verify()
     };
@@ -807,7 +807,15 @@ fn verify_with_keys<'k>(
             jsonwebtoken::crypto::verify(seg.signature, message, &k.decoding, alg.jwt_alg())
                 .unwrap_or(false)
         })
-        .ok_or(AuthError::TokenSignatureInvalid)
+        .ok_or_else(|| {
+            let unknown_kid_tried_all = keys.try_all_keys
+                && kid.is_some_and(|kid| !keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
+            if unknown_kid_tried_all {
+                no_candidate(kid, keys)
+            } else {
+                AuthError::TokenSignatureInvalid
+            }
+        })
 }
 
 /// Why no key could even be tried: the kid names a key of another type (signature invalid), names

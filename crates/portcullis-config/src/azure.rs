@@ -2,8 +2,12 @@
 //!
 //! A tenant GUID gives the tenant's v2.0 discovery document (keys) and both issuers Entra uses:
 //! v1 `https://sts.windows.net/<tid>/` and v2 `https://login.microsoftonline.com/<tid>/v2.0`.
-//! With an `authority:` override (the dev token server standing in for Entra) the issuers are
-//! `{authority}/<tid>/` and `{authority}/<tid>/v2.0`.
+//! With an `authority:` override (a sovereign cloud, or a stand-in such as the dev token server)
+//! nothing is assumed about its issuer strings: both of the tenant's discovery documents,
+//! `{authority}/<tid>/.well-known/openid-configuration` (v1) and
+//! `{authority}/<tid>/v2.0/.well-known/openid-configuration` (v2), are fetched and the issuers
+//! they name are the ones accepted, each bound to its own document's keys, as MSAL and
+//! Microsoft.IdentityModel do.
 //!
 //! `common` and `organizations` accept tokens of any tenant. Their discovery documents publish the
 //! issuer template `https://login.microsoftonline.com/{tenantid}/v2.0`, and so does the policy:
@@ -41,6 +45,7 @@ const AAD_KEYS: &[&str] = &[
     "tenants",
     "token-optional",
     "decryption-keys",
+    "try-all-signing-keys",
 ];
 
 /// Which tenant(s) a policy accepts.
@@ -74,6 +79,7 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
     }
     policy.tenants = groups::tenants(cx, &f);
     policy::decryption_keys(cx, &f, policy);
+    policy::try_all_signing_keys(cx, &f, policy);
     let Some(tenant) = tenant(cx, &f) else {
         return;
     };
@@ -85,33 +91,49 @@ pub(crate) fn read(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut 
             which.to_owned()
         }
     };
-    policy.issuers = issuers(authority.as_deref(), &tid);
-    // The v2 document names the v2 issuer (for common/organizations the v2 template); its keys
-    // sign the tenant's (or every tenant's) v1 tokens too.
-    sources.push(KeySource::OpenIdConfig {
-        url: format!("{base}/{tid}/v2.0/.well-known/openid-configuration"),
-        issuers: policy.issuers.clone(),
-        lifecycle,
-    });
+    match authority.as_deref() {
+        // Entra's public cloud: the issuers are known, and the v2 document's keys sign the
+        // tenant's v1 tokens too (today's behaviour, kept).
+        None => {
+            policy.issuers = issuers(&tid);
+            sources.push(KeySource::OpenIdConfig {
+                url: format!("{base}/{tid}/v2.0/.well-known/openid-configuration"),
+                issuers: policy.issuers.clone(),
+                lifecycle,
+            });
+        }
+        // Another authority (a sovereign cloud, a stand-in): the issuers are what its v1 and v2
+        // discovery documents name, as MSAL and Microsoft.IdentityModel take them, so a stand-in
+        // serving Entra's real issuer strings (`https://sts.windows.net/<tid>/`) works. Each
+        // document's keys speak for its own issuer.
+        Some(_) => {
+            policy.issuers = Vec::new();
+            for version in ["", "/v2.0"] {
+                sources.push(KeySource::OpenIdConfig {
+                    url: format!("{base}/{tid}{version}/.well-known/openid-configuration"),
+                    issuers: Vec::new(),
+                    lifecycle,
+                });
+            }
+        }
+    }
     if cx.errors() == errors_before && !node.has_unresolved() {
         policy::coverage_warnings(cx, &f, policy, sources);
     }
 }
 
-/// The v1 and v2 issuers of a tenant (`common`/`organizations`: the `{tenantid}` templates).
-fn issuers(authority: Option<&str>, tid: &str) -> Vec<String> {
+/// The v1 and v2 issuers of a tenant in Entra's public cloud (`common`/`organizations`: the
+/// `{tenantid}` templates).
+fn issuers(tid: &str) -> Vec<String> {
     let tid = if tid == "common" || tid == "organizations" {
         TENANT_PLACEHOLDER
     } else {
         tid
     };
-    match authority {
-        None => vec![
-            format!("{V1_ISSUER_HOST}/{tid}/"),
-            format!("{DEFAULT_AUTHORITY}/{tid}/v2.0"),
-        ],
-        Some(a) => vec![format!("{a}/{tid}/"), format!("{a}/{tid}/v2.0")],
-    }
+    vec![
+        format!("{V1_ISSUER_HOST}/{tid}/"),
+        format!("{DEFAULT_AUTHORITY}/{tid}/v2.0"),
+    ]
 }
 
 fn any_tenant_checks(cx: &mut Cx, f: &Fields<'_>, policy: &Policy, which: &str) {
@@ -188,15 +210,18 @@ mod tests {
     #[test]
     fn issuer_shapes() {
         assert_eq!(
-            issuers(None, "t"),
+            issuers("t"),
             [
                 "https://sts.windows.net/t/",
                 "https://login.microsoftonline.com/t/v2.0"
             ]
         );
         assert_eq!(
-            issuers(Some("http://127.0.0.1:1"), "t"),
-            ["http://127.0.0.1:1/t/", "http://127.0.0.1:1/t/v2.0"]
+            issuers("common"),
+            [
+                "https://sts.windows.net/{tenantid}/",
+                "https://login.microsoftonline.com/{tenantid}/v2.0"
+            ]
         );
     }
 }

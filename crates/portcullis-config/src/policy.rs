@@ -34,6 +34,7 @@ const JWT_KEYS: &[&str] = &[
     "failed-validation-error-message",
     "require-expiration-time",
     "require-signed-tokens",
+    "try-all-signing-keys",
     "clock-skew",
     "output-token-variable-name",
     "openid-config",
@@ -811,6 +812,7 @@ fn validate_jwt(cx: &mut Cx, node: &Node, policy: &mut Policy, sources: &mut Vec
     failure(cx, &f, policy);
     output_token_variable(cx, &f);
     escape_hatches(cx, &f, policy);
+    try_all_signing_keys(cx, &f, policy);
     if let Some(n) = f.get("clock-skew") {
         policy.clock_skew = clock_skew(cx, n).unwrap_or(0);
     }
@@ -882,6 +884,16 @@ fn escape_hatches(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
                     "require-signed-tokens: false accepts unsigned (alg: none) tokens that anyone can forge",
                 );
             }
+        }
+    }
+}
+
+/// `try-all-signing-keys` (validate-jwt and validate-azure-ad-token): APIM's key matching, set by
+/// `import-apim`; hand-written configs keep the strict default (a `kid` selects its key).
+pub(crate) fn try_all_signing_keys(cx: &mut Cx, f: &Fields<'_>, policy: &mut Policy) {
+    if let Some(n) = f.get("try-all-signing-keys") {
+        if let Some(b) = walk::boolean(cx, n, "try-all-signing-keys") {
+            policy.try_all_signing_keys = b;
         }
     }
 }

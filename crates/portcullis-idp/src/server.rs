@@ -146,6 +146,16 @@ fn is_jwks_path(p: &str) -> bool {
         .any(|s| p.ends_with(s))
 }
 
+/// The tenant part of an Entra discovery document's issuer: the multi-tenant authorities
+/// (`common`, `organizations`, `consumers`) publish the `{tenantid}` template, as Entra does, since
+/// each token names its own tenant.
+fn issuer_tenant(tenant: &str) -> &str {
+    match tenant {
+        "common" | "organizations" | "consumers" => "{tenantid}",
+        t => t,
+    }
+}
+
 /// The discovery document for a path prefix: Keycloak (`/realms/<r>`), Entra v2 (`/<t>/v2.0`),
 /// Entra v1 (`/<t>`), or the configured issuer (any other prefix, e.g. MSAL's
 /// `{issuer}/v2.0`).
@@ -170,12 +180,12 @@ fn discovery(idp: &Idp, origin: &str, prefix: &str) -> Value {
             format!("{prefix}/protocol/openid-connect/certs"),
         ),
         [tenant, "v2.0"] => (
-            Issuers::for_profile(issuers, Profile::EntraV2, tenant),
+            Issuers::for_profile(issuers, Profile::EntraV2, issuer_tenant(tenant)),
             format!("/{tenant}/oauth2/v2.0/token"),
             format!("/{tenant}/discovery/v2.0/keys"),
         ),
         [tenant] => (
-            Issuers::for_profile(issuers, Profile::EntraV1, tenant),
+            Issuers::for_profile(issuers, Profile::EntraV1, issuer_tenant(tenant)),
             format!("/{tenant}/oauth2/token"),
             format!("/{tenant}/discovery/keys"),
         ),

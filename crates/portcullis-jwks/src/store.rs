@@ -53,6 +53,8 @@ struct PolicyKeys {
     sources: Vec<PolicySource>,
     /// Number of `any-of` groups (0: the keyed single-group form).
     groups: usize,
+    /// The policy's `try-all-signing-keys`, carried into its snapshots.
+    try_all_keys: bool,
 }
 
 /// A remote source as one policy uses it.
@@ -167,6 +169,7 @@ impl KeyStore {
                 static_keys: Vec::new(),
                 sources: Vec::new(),
                 groups: pm.policy.any_of.len(),
+                try_all_keys: pm.policy.try_all_signing_keys,
             };
             for (index, source) in pm.key_sources.iter().enumerate() {
                 let (groups, configured) = source_scope(pm, index);
@@ -518,6 +521,7 @@ impl KeyStore {
             unavailable,
             issuers_pending,
             groups: groups.into(),
+            try_all_keys: policy.try_all_keys,
         }));
     }
 

@@ -301,12 +301,10 @@ fn key_still_present(token: &VerifiedToken, keys: &KeySnapshot) -> bool {
     let (Some(fingerprint), Some(alg)) = (token.key_fingerprint, token.alg) else {
         return false;
     };
+    let kid_selects = keys.kid_rule(token.kid.as_deref());
     let usable = |k: &VerifyingKey| {
         k.fingerprint == fingerprint
-            && match (token.kid.as_deref(), k.kid.as_deref()) {
-                (Some(want), Some(have)) => want == have,
-                _ => true,
-            }
+            && kid_selects(k)
             && alg.fits(k.family)
             && k.alg.is_none_or(|a| a == alg)
     };
@@ -389,6 +387,31 @@ mod tests {
         // the entry was dropped: even the old snapshot misses now
         assert!(c.get(&key, &with_k1).is_none());
         assert_eq!((m.hits.get(), m.misses.get()), (1, 2));
+    }
+
+    /// Under `try-all-signing-keys` a token whose kid names no key was verified by another key:
+    /// its hits are kept while that key is present (the verifier's own kid rule), and dropped once
+    /// its kid names a key (which would then be the only one tried).
+    #[test]
+    fn a_try_all_keys_hit_follows_the_verifiers_kid_rule() {
+        let c = TokenCache::with_scopes(10, vec![scope(1)], metrics());
+        let k1 = hmac("k1", b"secret-one-secret-one-secret-one");
+        let mut verified = (*token(&k1, Some(2_000.0))).clone();
+        verified.kid = Some("partner-kid".to_owned());
+        let key = c.key(PolicyId::new(0), "t").unwrap();
+        c.insert(key, 1, &Arc::new(verified), UnixTime(1_000));
+        let strict = KeySnapshot::new(vec![k1.clone()]);
+        let mut try_all = strict.clone();
+        try_all.try_all_keys = true;
+        assert!(c.get(&key, &try_all).is_some());
+        assert!(c.get(&key, &try_all).is_some());
+        let mut named = KeySnapshot::new(vec![
+            k1.clone(),
+            hmac("partner-kid", b"secret-two-secret-two-secret-two"),
+        ]);
+        named.try_all_keys = true;
+        assert!(c.get(&key, &named).is_none());
+        assert!(c.get(&key, &strict).is_none());
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn bff_legacy() {
         json!({
             "forward-claims": {"X-User-Id": "sub"},
             "inbound": [
-                {"validate-jwt": {"audiences": ["crm-bff"], "failed-validation-error-message": "Unauthorized", "failed-validation-httpcode": 401, "header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}]}},
+                {"validate-jwt": {"audiences": ["crm-bff"], "failed-validation-error-message": "Unauthorized", "failed-validation-httpcode": 401, "header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}], "try-all-signing-keys": true}},
                 {"set-header": {"exists-action": "delete", "name": "Cookie"}},
                 {"set-header": {"exists-action": "override", "name": "X-Legacy-Client", "value": "crm-bff"}},
                 {"set-header": {"exists-action": "skip", "name": "X-Correlation-Id", "value": "${header:X-Request-Id}"}},
@@ -203,7 +203,7 @@ fn internal_admin() {
             "inbound": [
                 {"ip-filter": {"action": "allow", "address-ranges": [{"from": "10.8.0.0", "to": "10.8.255.255"}, {"from": "fd00::", "to": "fd00::ffff"}], "addresses": ["10.20.0.10"]}},
                 {"check-header": {"failed-check-error-message": "Not an admin client", "failed-check-httpcode": 403, "ignore-case": false, "name": "X-Admin-Client", "values": ["ops-console"]}},
-                {"validate-azure-ad-token": {"audiences": ["api://admin"], "tenant-id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}},
+                {"validate-azure-ad-token": {"audiences": ["api://admin"], "tenant-id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "try-all-signing-keys": true}},
                 {"choose": [{"steps": [{"return-response": {"body": "{\"error\":\"write access denied for ${client-ip}\"}", "headers": {"Content-Type": "application/json"}, "reason": "Forbidden", "status": 403}}], "when": {"all": [{"not": {"method": "GET"}}, {"not": {"claim": {"contains": "Admin.Write", "name": "roles"}}}]}}]},
                 {"set-backend-service": {"base-url": "http://127.0.0.1:3001/admin"}}
             ]
@@ -220,7 +220,7 @@ fn spa_cors_jwt_ratelimit() {
             "inbound": [
                 {"cors": {"allow-credentials": true, "allowed-headers": ["Authorization", "Content-Type"], "allowed-methods": ["GET", "POST"], "allowed-origins": ["https://app.contoso.example"], "preflight-result-max-age": 600}},
                 {"rate-limit-by-key": {"calls": 300, "counter-key": "client-ip", "renewal-period": 60}},
-                {"validate-jwt": {"failed-validation-httpcode": 401, "header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}], "require-scheme": "Bearer"}},
+                {"validate-jwt": {"failed-validation-httpcode": 401, "header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}], "require-scheme": "Bearer", "try-all-signing-keys": true}},
                 {"rate-limit-by-key": {"calls": 30, "counter-key": {"claim": "sub"}, "renewal-period": 60}},
                 {"set-header": {"exists-action": "override", "name": "X-Calling-App", "value": "spa/${claim:azp|unknown}"}}
             ],
@@ -300,7 +300,7 @@ fn partner_api_unsupported() {
         "34-partner-api-unsupported.xml",
         json!({
             "inbound": [
-                {"validate-jwt": {"header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}]}},
+                {"validate-jwt": {"header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}], "try-all-signing-keys": true}},
                 {"set-header": {"exists-action": "override", "name": "X-Partner-Order", "value": "order-${param:orderId}"}},
                 {"rewrite-uri": {"template": "/partners/${claim:partner_id}/orders/{orderId}"}}
             ]

@@ -186,6 +186,48 @@ fn a_kid_naming_one_key_never_falls_back_to_another() {
     );
 }
 
+/// `try-all-signing-keys` (APIM's key matching, set by import-apim): a kid that names no key tries
+/// every key of the right type; a kid that names a key still selects only it; when every key was
+/// tried in vain the answer is "key not found" (so the unknown-kid refetch still runs).
+#[test]
+fn try_all_signing_keys_only_widens_an_unknown_kid() {
+    let mut keys = snapshot(vec![
+        rsa2().verifying(Some("a")),
+        rsa().verifying(Some("b")),
+        p256().verifying(Some("c")),
+    ]);
+    keys.try_all_keys = true;
+    let unknown = sign(Algorithm::RS256, Some("zzz"), &claims(), &rsa().encoding);
+    assert!(verify_token(&unknown, &keys, true).is_ok());
+    // the same key under another key's id: that kid selects "a" only
+    let misnamed = sign(Algorithm::RS256, Some("a"), &claims(), &rsa().encoding);
+    assert_eq!(verdict(&misnamed, &keys), "TokenSignatureInvalid");
+    // no key verifies an unknown kid's token: every key was tried, none is "zzz"
+    let mut without_b = snapshot(vec![
+        rsa2().verifying(Some("a")),
+        p256().verifying(Some("c")),
+    ]);
+    without_b.try_all_keys = true;
+    assert_eq!(
+        verify_token(&unknown, &without_b, true).unwrap_err(),
+        AuthError::TokenSignatureKeyNotFound {
+            kid: Some("zzz".into())
+        }
+    );
+    // the algorithm still comes from the key: an ES256 token under an unknown kid is only tried
+    // against the P-256 key
+    let es = sign(Algorithm::ES256, Some("zzz"), &claims(), &p256().encoding);
+    assert!(verify_token(&es, &keys, true).is_ok());
+    // strict (the default): an unknown kid finds nothing
+    keys.try_all_keys = false;
+    assert_eq!(
+        verify_token(&unknown, &keys, true).unwrap_err(),
+        AuthError::TokenSignatureKeyNotFound {
+            kid: Some("zzz".into())
+        }
+    );
+}
+
 #[test]
 fn keys_without_kid_are_candidates_for_any_kid() {
     let keys = snapshot(vec![rsa().verifying(None)]);

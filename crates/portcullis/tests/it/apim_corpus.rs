@@ -66,8 +66,17 @@ async fn gateway(
 
 /// An HS256 token under the corpus key.
 fn token(claims: serde_json::Value) -> String {
-    let secret = STANDARD.decode(CORPUS_KEY).unwrap();
-    let head = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    signed(CORPUS_KEY, None, claims)
+}
+
+/// An HS256 token under `secret` (base64), with `kid` in its header when given.
+fn signed(secret: &str, kid: Option<&str>, claims: serde_json::Value) -> String {
+    let secret = STANDARD.decode(secret).unwrap();
+    let header = match kid {
+        Some(kid) => json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
+        None => json!({"alg": "HS256", "typ": "JWT"}),
+    };
+    let head = b64url(header.to_string().as_bytes());
     let body = b64url(claims.to_string().as_bytes());
     let signing = format!("{head}.{body}");
     let sig = hmac_signature(&secret, signing.as_bytes(), Algorithm::HS256).unwrap();
@@ -217,18 +226,23 @@ async fn mocked_operation_never_reaches_the_backend() {
 /// The Entra tenant of 28-internal-admin.xml.
 const ADMIN_TENANT: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 
-/// A stand-in for Entra ID serving the tenant's v2 discovery document and `key`; returns the
-/// server and the v2 issuer (`authority:` is pointed at it in the converted YAML).
-async fn entra(key: &TestKey) -> (JwksServer, String) {
+/// A stand-in for Entra ID serving the tenant's v1 and v2 discovery documents, with Entra's real
+/// issuer strings, and `key`; returns the server and the (v1, v2) issuers. `authority:` is pointed
+/// at it in the converted YAML: the gateway must take the issuers from the documents (issue 16,
+/// step 3), not build `{authority}/<tid>/` from the authority.
+async fn entra(key: &TestKey) -> (JwksServer, String, String) {
     let idp = JwksServer::start().await.unwrap();
     idp.set_keys(&[key]);
-    let issuer = format!("{}/{ADMIN_TENANT}/v2.0", idp.base_url);
-    let doc = json!({"issuer": issuer, "jwks_uri": idp.jwks_url()}).to_string();
-    idp.update(
-        &format!("/{ADMIN_TENANT}/v2.0/.well-known/openid-configuration"),
-        |ep| *ep = Endpoint::json(doc),
-    );
-    (idp, issuer)
+    let v1 = format!("https://sts.windows.net/{ADMIN_TENANT}/");
+    let v2 = format!("https://login.microsoftonline.com/{ADMIN_TENANT}/v2.0");
+    for (path, issuer) in [("", &v1), ("/v2.0", &v2)] {
+        let doc = json!({"issuer": issuer, "jwks_uri": idp.jwks_url()}).to_string();
+        idp.update(
+            &format!("/{ADMIN_TENANT}{path}/.well-known/openid-configuration"),
+            |ep| *ep = Endpoint::json(doc),
+        );
+    }
+    (idp, v1, v2)
 }
 
 #[tokio::test]
@@ -236,7 +250,7 @@ async fn admin_api_only_for_its_ranges_header_token_and_role() {
     let front = Backend::start().unwrap();
     let admin = Backend::start().unwrap();
     let key = TestKey::rsa("entra-1").unwrap();
-    let (idp, issuer) = entra(&key).await;
+    let (idp, v1_issuer, issuer) = entra(&key).await;
     let gw = gateway(
         "28-internal-admin.xml",
         "/",
@@ -349,6 +363,33 @@ async fn admin_api_only_for_its_ranges_header_token_and_role() {
         ("DELETE", "/admin/users/7")
     );
     assert_eq!(got.header_values("x-admin-oid"), ["oid-w"]);
+    // Entra's v1 issuer, taken from the stand-in's v1 discovery document, passes too; an issuer
+    // built from the authority (what the gateway used to expect) is refused, as APIM refuses it.
+    let v1_reader = key
+        .sign(&json!({"iss": v1_issuer, "aud": "api://admin", "oid": "oid-1", "roles": ["Admin.Read"], "exp": now + 600, "nbf": now - 10}))
+        .unwrap();
+    let r = get(
+        &gw,
+        "/users",
+        &[office, console, ("Authorization", &bearer(&v1_reader))],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&admin).header_values("x-admin-oid"), ["oid-1"]);
+    let built = key
+        .sign(&json!({"iss": format!("{}/{ADMIN_TENANT}/v2.0", idp.base_url), "aud": "api://admin", "oid": "oid-x", "roles": ["Admin.Read"], "exp": now + 600, "nbf": now - 10}))
+        .unwrap();
+    let r = get(
+        &gw,
+        "/users",
+        &[office, console, ("Authorization", &bearer(&built))],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["message"],
+        "Issuer validation failed. Access denied."
+    );
     assert_eq!(front.request_count(), 0);
 }
 
@@ -686,6 +727,66 @@ async fn partner_api_keeps_what_converts() {
     let r = get(&gw, "/orders/o-7", &[]).await;
     assert_eq!(r.status(), 401);
     assert_eq!(backend.request_count(), 0);
+}
+
+/// Corpus 35 (issue 16, step 4): APIM tries every configured key when the token's `kid` names
+/// none, so a partner's token that names the shared secret by its own id passes, as in APIM; the
+/// same policy written by hand (strict key matching, the default) refuses it.
+#[tokio::test]
+async fn partner_kid_mismatch_makes_apims_key_decision() {
+    let backend = Backend::start().unwrap();
+    let gw = gateway("35-partner-kid-mismatch.xml", "/", &backend.url(), &[], &[]).await;
+    let now = crate::support::now();
+    let claims = |sub: &str| json!({"sub": sub, "iss": "https://sts.partner.example/", "aud": "api://partner-orders", "exp": now + 600});
+    let bearer = |t: String| format!("Bearer {t}");
+    let cases = [
+        ("the partner's own kid", Some("7F3A9C"), "p-1", 200),
+        ("the configured id", Some("partner-shared-2024"), "p-2", 200),
+        ("no kid", None, "p-3", 200),
+    ];
+    for (why, kid, sub, status) in cases {
+        let auth = bearer(signed(CORPUS_KEY, kid, claims(sub)));
+        let r = get(&gw, "/orders", &[("Authorization", &auth)]).await;
+        assert_eq!(r.status(), status, "{why}");
+        assert_eq!(only(&backend).header("x-partner-id"), Some(sub), "{why}");
+    }
+    // Every key tried, none verifies: refused, never forwarded. Another secret under an unknown
+    // kid, and another secret under the configured id (that kid selects its key only).
+    let other = STANDARD.encode([9u8; 32]);
+    for kid in ["7F3A9C", "partner-shared-2024"] {
+        let auth = bearer(signed(&other, Some(kid), claims("mallory")));
+        let r = get(&gw, "/orders", &[("Authorization", &auth)]).await;
+        assert_eq!(r.status(), 401, "{kid}");
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap(),
+            json!({"statusCode": 401, "message": "Unauthorized"})
+        );
+    }
+    assert_eq!(backend.request_count(), 0);
+
+    // Hand-written: the same policy without the importer's compatibility setting.
+    let strict = gateway(
+        "35-partner-kid-mismatch.xml",
+        "/",
+        &backend.url(),
+        &[(
+            "try-all-signing-keys: true",
+            "try-all-signing-keys: false".to_owned(),
+        )],
+        &[],
+    )
+    .await;
+    let auth = bearer(signed(CORPUS_KEY, Some("7F3A9C"), claims("p-1")));
+    let r = get(&strict, "/orders", &[("Authorization", &auth)]).await;
+    assert_eq!(r.status(), 401);
+    let auth = bearer(signed(
+        CORPUS_KEY,
+        Some("partner-shared-2024"),
+        claims("p-2"),
+    ));
+    let r = get(&strict, "/orders", &[("Authorization", &auth)]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&backend).header("x-partner-id"), Some("p-2"));
 }
 
 /// Every converted corpus document (the goldens next to the XML, as `import-apim` writes them) passes

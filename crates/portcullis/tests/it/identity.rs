@@ -46,6 +46,16 @@ fn multi_tenant_document(
     let path = format!("/{which}/v2.0/.well-known/openid-configuration");
     let doc = json!({ "issuer": issuer, "jwks_uri": keys.jwks_uri() });
     server.update(&path, |ep| *ep = Endpoint::json(doc.to_string()));
+    // The v1 document names the v1 template (`<origin>/{tenantid}/`, as Entra's
+    // `https://sts.windows.net/{tenantid}/`): validate-azure-ad-token with an `authority` takes
+    // its issuers from both documents.
+    if let Some(v1) = issuer.strip_suffix("v2.0") {
+        let doc = json!({ "issuer": v1.replace("login.microsoftonline.com", "sts.windows.net"), "jwks_uri": keys.jwks_uri() });
+        server.update(
+            &format!("/{which}/.well-known/openid-configuration"),
+            |ep| *ep = Endpoint::json(doc.to_string()),
+        );
+    }
     format!("{}{path}", server.base_url)
 }
 

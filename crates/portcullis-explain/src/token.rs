@@ -64,6 +64,9 @@ pub fn source_words(source: &TokenSource) -> String {
             name,
             require_scheme: Some(s),
         } if name == http::header::AUTHORIZATION => format!("Authorization: {s}"),
+        TokenSource::Header { name, .. } if name == http::header::AUTHORIZATION => {
+            "Authorization: Bearer (or a bare token)".to_owned()
+        }
         TokenSource::Header { name, .. } => format!("header {name}"),
         TokenSource::Query { name } => format!("query parameter {name}"),
     }

@@ -13,7 +13,7 @@ use portcullis_auth::{AuthError, Claim, ClaimKind, Claims, Policy, TokenSource};
 /// `None` for a code this module does not know (a test keeps the catalogue covered).
 pub fn fix_for(reason: &str) -> Option<&'static str> {
     Some(match reason {
-        "Ok" => "Nothing to fix: the request is forwarded to the backend.",
+        "ok" => "Nothing to fix: the request is forwarded to the backend.",
         "TokenNotPresent" => "Send the token where the policy reads it: by default `Authorization: Bearer <token>` (see `token-header` / `token-query-parameter` of the policy).",
         "TokenExpired" => "Get a new token. If it was issued moments ago, the clocks of the identity provider and the gateway disagree: fix them (NTP) or raise `clock-skew`.",
         "TokenNotYetValid" => "The token is valid only later (`nbf`, or `iat` in the future): the identity provider's clock runs ahead of the gateway's. Fix the clocks (NTP) or raise `clock-skew`.",

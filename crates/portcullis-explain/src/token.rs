@@ -202,6 +202,14 @@ fn failing(
     Some(idx)
 }
 
+/// A requirement group: label prefix, issuers, audiences, required claims.
+type Group<'p> = (
+    String,
+    &'p [String],
+    &'p [String],
+    &'p [portcullis_auth::ClaimRule],
+);
+
 /// The policy's rules with the token's values; verdicts from the auth core's error.
 fn rules(t: &VerifiedToken, p: &Policy, now: UnixTime, err: Option<&AuthError>) -> Vec<RuleCheck> {
     let c = &t.claims;
@@ -233,23 +241,22 @@ fn rules(t: &VerifiedToken, p: &Policy, now: UnixTime, err: Option<&AuthError>) 
         )],
         life,
     ));
-    let groups: Vec<(String, &[String], &[String], &[portcullis_auth::ClaimRule])> =
-        if p.any_of.is_empty() {
-            vec![(String::new(), &p.issuers, &p.audiences, &p.required_claims)]
-        } else {
-            p.any_of
-                .iter()
-                .enumerate()
-                .map(|(i, g)| {
-                    (
-                        format!("any-of[{i}] "),
-                        g.issuers.as_slice(),
-                        g.audiences.as_slice(),
-                        g.required_claims.as_slice(),
-                    )
-                })
-                .collect()
-        };
+    let groups: Vec<Group<'_>> = if p.any_of.is_empty() {
+        vec![(String::new(), &p.issuers, &p.audiences, &p.required_claims)]
+    } else {
+        p.any_of
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                (
+                    format!("any-of[{i}] "),
+                    g.issuers.as_slice(),
+                    g.audiences.as_slice(),
+                    g.required_claims.as_slice(),
+                )
+            })
+            .collect()
+    };
     for (prefix, issuers, audiences, required) in groups {
         if !issuers.is_empty() || prefix.is_empty() {
             let expected = if issuers.is_empty() {

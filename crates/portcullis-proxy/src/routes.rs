@@ -722,6 +722,36 @@ pub(crate) fn authority(up: &Upstream) -> String {
     }
 }
 
+/// Why a route's `match:` refuses a canonical request, in words.
+fn mismatch_words(m: &RouteMatch, method: &Method, host: Option<&str>, path: &str) -> String {
+    match m.mismatch(method, host, path) {
+        Some(Mismatch::Host) => format!(
+            "host: wants `{}`, the request names {}",
+            m.host.as_deref().unwrap_or(""),
+            host.map_or("none".to_owned(), |h| format!("`{h}`"))
+        ),
+        Some(Mismatch::Template) => format!(
+            "path: `{path}` does not fit the template `{}`",
+            m.path.as_deref().or(m.path_prefix.as_deref()).unwrap_or("")
+        ),
+        Some(Mismatch::Path) => format!(
+            "path: wants exactly `{}`{}, the request has `{path}`",
+            m.path.as_deref().unwrap_or(""),
+            if m.case_sensitive { " (case-sensitive)" } else { "" }
+        ),
+        Some(Mismatch::PathPrefix) => format!(
+            "path: wants `{}` or below, the request has `{path}`",
+            m.path_prefix.as_deref().unwrap_or("")
+        ),
+        Some(Mismatch::Method) => {
+            let methods: Vec<&str> = m.methods.iter().map(Method::as_str).collect();
+            format!("method: wants {}, the request is {method}", methods.join(", "))
+        }
+        // A CORS preflight was matched by the method it asks about.
+        None => "matches the request's own method, but the preflight was matched by the method it asks about".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -856,35 +886,5 @@ mod tests {
         assert_eq!(join_path("/v2/", "/x"), "/v2/x");
         assert_eq!(join_path("/v2", ""), "/v2");
         assert_eq!(join_path("/v2", "x"), "/v2/x");
-    }
-}
-
-/// Why a route's `match:` refuses a canonical request, in words.
-fn mismatch_words(m: &RouteMatch, method: &Method, host: Option<&str>, path: &str) -> String {
-    match m.mismatch(method, host, path) {
-        Some(Mismatch::Host) => format!(
-            "host: wants `{}`, the request names {}",
-            m.host.as_deref().unwrap_or(""),
-            host.map_or("none".to_owned(), |h| format!("`{h}`"))
-        ),
-        Some(Mismatch::Template) => format!(
-            "path: `{path}` does not fit the template `{}`",
-            m.path.as_deref().or(m.path_prefix.as_deref()).unwrap_or("")
-        ),
-        Some(Mismatch::Path) => format!(
-            "path: wants exactly `{}`{}, the request has `{path}`",
-            m.path.as_deref().unwrap_or(""),
-            if m.case_sensitive { " (case-sensitive)" } else { "" }
-        ),
-        Some(Mismatch::PathPrefix) => format!(
-            "path: wants `{}` or below, the request has `{path}`",
-            m.path_prefix.as_deref().unwrap_or("")
-        ),
-        Some(Mismatch::Method) => {
-            let methods: Vec<&str> = m.methods.iter().map(Method::as_str).collect();
-            format!("method: wants {}, the request is {method}", methods.join(", "))
-        }
-        // A CORS preflight was matched by the method it asks about.
-        None => "matches the request's own method, but the preflight was matched by the method it asks about".to_owned(),
     }
 }

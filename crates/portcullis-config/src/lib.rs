@@ -41,7 +41,7 @@ pub use portcullis_route::{Normalization, RouteMatch};
 pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use server::{
     DEFAULT_RATE_LIMIT_STORE_POOL_SIZE, DEFAULT_RATE_LIMIT_STORE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_TOKEN_CACHE_ENTRIES,
+    DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TRACE_ENTRIES, DEFAULT_TRACE_HEADER, DEFAULT_TRACE_TTL,
 };
 pub use statements::{
     AnyOr, CheckHeader, Cors, CounterKey, HeaderCheck, IncrementCondition, IpFilter, Limit,

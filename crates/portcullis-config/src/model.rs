@@ -75,6 +75,46 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Where rate-limit and quota counters live (`rate-limit-store`); start-only.
     pub rate_limit_store: RateLimitStore,
+    /// `trace`: request tracing for development (`None`, the default: off).
+    pub trace: Option<TraceSettings>,
+}
+
+/// `server.trace`: a caller that sends the trace key in the trace header gets the explanation of
+/// its request at the admin listener (`/trace/<id>`, named by the `Portcullis-Trace-Location`
+/// response header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSettings {
+    /// The key a caller sends (from `key` or `key-file`).
+    pub key: TraceSecret,
+    /// The request header that carries it (`header`, default `Portcullis-Trace`); removed from
+    /// every request before it is forwarded.
+    pub header: http::HeaderName,
+    /// How many explanations are kept (`max-entries`, default 100); start-only.
+    pub max_entries: usize,
+    /// How long each is kept (`ttl`, default 10 minutes); start-only.
+    pub ttl: std::time::Duration,
+}
+
+/// The trace key: never printed (its `Debug` says `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TraceSecret(String);
+
+impl TraceSecret {
+    /// Wrap a key.
+    pub fn new(key: String) -> TraceSecret {
+        TraceSecret(key)
+    }
+
+    /// The key itself, for the comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TraceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TraceSecret(***)")
+    }
 }
 
 /// `server.rate-limit-store`: where the counters of `rate-limit`, `rate-limit-by-key` and

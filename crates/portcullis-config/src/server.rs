@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use portcullis_route::{EscapedSlashes, Normalization, PathParameters};
 
-use crate::model::{IpNet, Listener, RateLimitStore, RedisStore, Server, StoreFailure, Tls};
+use crate::model::{
+    IpNet, Listener, RateLimitStore, RedisStore, Server, StoreFailure, Tls, TraceSecret,
+    TraceSettings,
+};
 use crate::walk::{self, Cx, Fields};
 use crate::yaml::{Kind, Node, Pos};
 
@@ -20,7 +23,17 @@ const SERVER_KEYS: &[&str] = &[
     "rate-limit-store-failure",
     "rate-limit-store-timeout",
     "rate-limit-store-pool-size",
+    "trace",
 ];
+
+/// Explanations `server.trace` keeps when `max-entries` is not given.
+pub const DEFAULT_TRACE_ENTRIES: usize = 100;
+/// How long `server.trace` keeps an explanation when `ttl` is not given.
+pub const DEFAULT_TRACE_TTL: Duration = Duration::from_secs(600);
+/// The header a caller sends the trace key in when `header` is not given.
+pub const DEFAULT_TRACE_HEADER: &str = "portcullis-trace";
+/// Shortest trace key: a key is all that stands between a caller and the explanations.
+const MIN_TRACE_KEY: usize = 16;
 
 /// Verified-token cache size when `token-cache` is not given.
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 100_000;
@@ -44,6 +57,7 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         normalisation: Normalization::default(),
         trusted_proxies: Vec::new(),
         rate_limit_store: RateLimitStore::InProcess,
+        trace: None,
     };
     let Some(f) = node.and_then(|n| Fields::new(cx, n, "server", SERVER_KEYS)) else {
         let pos = node.map_or(doc, |n| n.pos);
@@ -90,7 +104,89 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         server.trusted_proxies = trusted_proxies(cx, n);
     }
     server.rate_limit_store = rate_limit_store(cx, &f);
+    if let Some(n) = f.get("trace") {
+        server.trace = trace(cx, n);
+        if server.trace.is_some() && server.admin.is_none() {
+            cx.error(
+                n.pos,
+                "`trace` keeps explanations for the admin listener's `/trace/<id>`: add `server.admin`",
+            );
+        }
+    }
     server
+}
+
+/// `trace: { key | key-file, header, max-entries, ttl }`.
+fn trace(cx: &mut Cx, node: &Node) -> Option<TraceSettings> {
+    let f = Fields::new(
+        cx,
+        node,
+        "trace",
+        &["key", "key-file", "header", "max-entries", "ttl"],
+    )?;
+    let key = match (f.get("key"), f.get("key-file")) {
+        (Some(_), Some(file)) => {
+            cx.error(file.pos, "give `key` or `key-file`, not both");
+            None
+        }
+        (Some(n), None) => walk::non_empty(cx, n, "key").map(|k| (n, k.to_owned())),
+        (None, Some(n)) => walk::non_empty(cx, n, "key-file").and_then(|path| {
+            let bytes = cx.read_file(n, "trace key file", path)?;
+            match String::from_utf8(bytes) {
+                Ok(text) => Some((n, text.trim().to_owned())),
+                Err(_) => {
+                    cx.error(n.pos, format!("trace key file `{path}` is not UTF-8 text"));
+                    None
+                }
+            }
+        }),
+        (None, None) => {
+            cx.error(
+                f.pos,
+                "`trace` needs a key: `key: \"{{TRACE_KEY}}\"` or `key-file: trace.key`",
+            );
+            None
+        }
+    };
+    let key = key.and_then(|(n, k)| {
+        let ok = k.len() >= MIN_TRACE_KEY
+            && k.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Some(k)
+        } else {
+            cx.error(
+                n.pos,
+                format!("the trace key must be at least {MIN_TRACE_KEY} visible ASCII characters (no spaces)"),
+            );
+            None
+        }
+    });
+    let header = match f.get("header") {
+        Some(n) => walk::non_empty(cx, n, "header").and_then(|h| {
+            let name = http::HeaderName::from_bytes(h.as_bytes()).ok();
+            if name.is_none() {
+                cx.error(n.pos, format!("`{h}` is not a valid header name"));
+            }
+            name
+        }),
+        None => Some(http::HeaderName::from_static(DEFAULT_TRACE_HEADER)),
+    };
+    let max_entries = match f.get("max-entries") {
+        Some(n) => {
+            walk::integer_in(cx, n, "max-entries", 1, 10_000).and_then(|v| usize::try_from(v).ok())
+        }
+        None => Some(DEFAULT_TRACE_ENTRIES),
+    };
+    let ttl = match f.get("ttl") {
+        Some(n) => walk::positive_duration(cx, n, "ttl"),
+        None => Some(DEFAULT_TRACE_TTL),
+    };
+    Some(TraceSettings {
+        key: TraceSecret::new(key?),
+        header: header?,
+        max_entries: max_entries?,
+        ttl: ttl?,
+    })
 }
 
 /// `rate-limit-store: in-process | redis://[user:password@]host[:port][/db]` and its knobs

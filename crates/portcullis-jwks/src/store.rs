@@ -308,6 +308,19 @@ impl KeyStore {
         self.snapshot(policy_id)
     }
 
+    /// Fetches every remote source of the policy now, once, as the refresher would (each under
+    /// its fetch lock): for `portcullis explain`, which has no refresher running and judges one
+    /// request with the keys the gateway would have.
+    pub async fn fetch_now(&self, policy_id: PolicyId) {
+        let Some(policy) = self.policies.get(policy_id.index()) else {
+            return;
+        };
+        for source in &policy.sources {
+            let _guard = self.sources[source.idx].fetch_lock.lock().await;
+            self.fetch_source(source.idx, "explain").await;
+        }
+    }
+
     async fn refetch_source(&self, idx: usize) {
         let src = &self.sources[idx];
         let arrived = Instant::now();

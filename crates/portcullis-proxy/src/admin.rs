@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (live), `/readyz` (ready when the
 //! proxy listeners are up and every policy's issuers have keys), `POST /reload` (reload the config
-//! file now; 200 with the new generation, 422 with the problems). A small pingora `ServeHttp` app on
+//! file now; 200 with the new generation, 422 with the problems), `/trace/<id>` (the explanation of
+//! a traced request, see `server.trace`, as JSON). A small pingora `ServeHttp` app on
 //! the same server, so it shares the process, the shutdown and the metrics registry.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,8 @@ pub struct Admin {
     pub listeners_up: Arc<AtomicBool>,
     /// True once shutdown started: not ready any more, so load balancers stop sending.
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// Explanations of traced requests (`server.trace`): `GET /trace/<id>`.
+    pub traces: Arc<crate::trace::Traces>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -70,6 +73,16 @@ impl ServeHttp for Admin {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     PLAIN,
                     (problems.join("\n") + "\n").into_bytes(),
+                ),
+            };
+        }
+        if let Some(id) = req.uri.path().strip_prefix("/trace/") {
+            return match self.traces.get(id) {
+                Some(json) => text(StatusCode::OK, "application/json", json.as_bytes().to_vec()),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    PLAIN,
+                    b"no such trace (unknown, or older than server.trace.ttl)\n".to_vec(),
                 ),
             };
         }

@@ -35,16 +35,18 @@ pub fn unix_now_ms() -> u64 {
 }
 
 /// Validate a request under a policy with the policy's current keys; on an unknown `kid`, ask the
-/// key store for one (coalesced, cooled-down) refetch and try once more.
+/// key store for one (coalesced, cooled-down) refetch and try once more. `at`: the time to judge
+/// the token at (`portcullis explain --at`); `None`, as on every live request: the clock.
 pub async fn authenticate(
     parts: &RequestParts<'_>,
     policy: &Policy,
     keys: &KeyStore,
     policy_id: PolicyId,
     cache: &TokenCache,
+    at: Option<UnixTime>,
 ) -> Result<Verified, AuthError> {
     let raw = extract_token(parts, &policy.token_source)?;
-    let now = unix_now();
+    let now = at.unwrap_or_else(unix_now);
     let snapshot = keys.snapshot(policy_id);
     let key = cache.key(policy_id, &raw);
     match verify_and_check(&raw, policy, &snapshot, now, cache, key.as_ref()) {

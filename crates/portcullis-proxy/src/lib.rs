@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cache;
 pub mod cors;
 mod error;
+pub mod explain;
 pub mod health;
 mod identity;
 pub mod limits;
@@ -27,6 +28,7 @@ mod routes;
 mod server;
 mod shutdown;
 pub mod tls;
+pub mod trace;
 pub mod values;
 
 use std::path::PathBuf;
@@ -53,7 +55,7 @@ pub struct RunArgs {
 }
 
 /// Exit code when the config is invalid (same as `portcullis check`).
-const EXIT_INVALID_CONFIG: u8 = 2;
+pub const EXIT_INVALID_CONFIG: u8 = 2;
 
 /// Runs the command; returns the process exit code. Prints `listening proxy=... admin=...` on
 /// stdout once every listener is bound.

@@ -18,16 +18,16 @@ use std::time::Instant;
 use http::{HeaderName, HeaderValue};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::Session;
 use portcullis_auth::{claim_headers, claim_to_header_value, Policy, RequestParts};
 use portcullis_config::{
     BackendId, CheckHeader, ClaimTest, Condition, CounterKey, ExistsAction, HeaderCheck, IpFilter,
     Limit, MockResponse, Piece, PolicyId, PolicyModel, ReturnResponse, RewriteUri, SetHeader,
     SetQueryParameter, SetVariable, Statement,
 };
+use portcullis_explain::Verdict;
 use portcullis_route::query;
 
-use crate::auth::{authenticate, unix_now_ms};
+use crate::auth::{authenticate, unix_now, unix_now_ms};
 use crate::cors;
 use crate::limits::{Counted, Hit};
 use crate::proxy::{Ctx, Gateway, TargetEdit};
@@ -222,6 +222,16 @@ pub struct Pending {
     calls: bool,
 }
 
+/// The request the steps read and edit, and the address it came from. The proxy makes one from
+/// pingora's session; `portcullis explain` from the request it is asked about.
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    /// The request (edited in place: identity headers, `set-header`...).
+    pub req: &'a mut RequestHeader,
+    /// The connection's peer address.
+    pub peer: Option<IpAddr>,
+}
+
 /// What the steps of one request run against: the request's config generation, route and
 /// policy.
 struct Run<'r> {
@@ -233,18 +243,42 @@ struct Run<'r> {
 }
 
 /// Run the route's policy. `Some(answer)`: the request ends here with that answer.
-pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<Option<Answer>> {
+pub async fn inbound(gw: &Gateway, x: &mut Exchange<'_>, ctx: &mut Ctx) -> Result<Option<Answer>> {
     let generation = ctx.generation.clone();
     let Some((run, pipeline)) = Run::of(gw, &generation, ctx) else {
         return Ok(None);
     };
     if let Some(c) = &pipeline.cors {
-        match c.evaluate(session.req_header()) {
-            cors::Verdict::Answer(a) => return Ok(Some(a)),
-            cors::Verdict::Continue(headers) => ctx.response_headers.extend(headers),
+        match c.evaluate(x.req) {
+            cors::Verdict::Answer(a) => {
+                if let Some(t) = ctx.trace.as_deref_mut() {
+                    t.step("cors", Verdict::Answer, cors_words(&a));
+                }
+                return Ok(Some(a));
+            }
+            cors::Verdict::Continue(headers) => {
+                if let Some(t) = ctx.trace.as_deref_mut() {
+                    let detail = match x.req.headers.contains_key(http::header::ORIGIN) {
+                        true => "the origin is allowed: the answer carries the CORS headers",
+                        false => "no `Origin`: not a cross-origin request",
+                    };
+                    t.step("cors", Verdict::Pass, detail);
+                }
+                ctx.response_headers.extend(headers);
+            }
         }
     }
-    run.steps(session, ctx, &pipeline.steps).await
+    run.steps(x, ctx, &pipeline.steps).await
+}
+
+/// A CORS answer in words.
+fn cors_words(a: &Answer) -> String {
+    match a.reason {
+        crate::respond::REASON_CORS_PREFLIGHT => {
+            "a preflight the policy allows: the gateway answers it (never forwarded)".to_owned()
+        }
+        _ => "the origin (or the method or headers it asks for) is not allowed: an empty 200 without CORS headers, so the browser blocks the call".to_owned(),
+    }
 }
 
 impl<'r> Run<'r> {
@@ -266,18 +300,18 @@ impl<'r> Run<'r> {
 
     /// A `choose` branch's steps, through the same loop (boxed: the loop is recursive; only a
     /// `choose` that runs pays for the box).
-    fn branch<'a>(
+    fn branch<'a, 'b: 'a>(
         &'a self,
-        session: &'a mut Session,
+        x: &'a mut Exchange<'b>,
         ctx: &'a mut Ctx,
         steps: &'a [Step],
     ) -> Pin<Box<dyn Future<Output = Result<Option<Answer>>> + Send + 'a>> {
-        Box::pin(self.steps(session, ctx, steps))
+        Box::pin(self.steps(x, ctx, steps))
     }
 
     async fn steps(
         &self,
-        session: &mut Session,
+        x: &mut Exchange<'_>,
         ctx: &mut Ctx,
         steps: &[Step],
     ) -> Result<Option<Answer>> {
@@ -286,46 +320,141 @@ impl<'r> Run<'r> {
             match step {
                 Step::Cors => {}
                 Step::ValidateJwt => {
-                    if let Some(answer) = self.validate(session, ctx).await? {
+                    if let Some(answer) = self.validate(x, ctx).await? {
                         return Ok(Some(answer));
                     }
                 }
                 Step::IpFilter(filter) => {
-                    let ip = client_ip(session, &generation.trusted_proxies);
-                    if !filter.permits(ip) {
+                    let ip = client_ip(x.req, x.peer, &generation.trusted_proxies);
+                    let permits = filter.permits(ip);
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        let ip = ip.map_or("(unknown)".to_owned(), |ip| ip.to_string());
+                        match permits {
+                            true => t.step(
+                                "ip-filter",
+                                Verdict::Pass,
+                                format!("client address {ip} is allowed"),
+                            ),
+                            false => t.failed(
+                                "ip-filter",
+                                crate::respond::REASON_CALLER_IP_NOT_ALLOWED,
+                                format!("client address {ip} is not allowed"),
+                                None,
+                            ),
+                        }
+                    }
+                    if !permits {
                         return Ok(Some(caller_ip_forbidden()));
                     }
                 }
-                Step::CheckHeader(check) => match check.check(&session.req_header().headers) {
-                    HeaderCheck::Passed => {}
-                    failed => return Ok(Some(header_check_failed(check, failed))),
+                Step::CheckHeader(check) => match check.check(&x.req.headers) {
+                    HeaderCheck::Passed => {
+                        if let Some(t) = ctx.trace.as_deref_mut() {
+                            t.step(
+                                format!("check-header {}", check.name),
+                                Verdict::Pass,
+                                "present with an allowed value",
+                            );
+                        }
+                    }
+                    failed => {
+                        let answer = header_check_failed(check, failed);
+                        if let Some(t) = ctx.trace.as_deref_mut() {
+                            let detail = match answer.reason {
+                                crate::respond::REASON_HEADER_NOT_FOUND => {
+                                    format!("the request has no `{}` header", check.name)
+                                }
+                                _ => format!(
+                                    "`{}` holds none of the {} allowed value(s)",
+                                    check.name,
+                                    check.values.len()
+                                ),
+                            };
+                            t.failed(
+                                format!("check-header {}", check.name),
+                                answer.reason,
+                                detail,
+                                None,
+                            );
+                        }
+                        return Ok(Some(answer));
+                    }
                 },
                 Step::Limit(step) => {
-                    let key = counter_key(&step.limit, session, ctx, &generation.trusted_proxies);
-                    if let Some(answer) = apply_limit(gw, step, key, ctx).await {
+                    let key =
+                        counter_key(&step.limit, x.req, x.peer, ctx, &generation.trusted_proxies);
+                    let words = ctx.trace.is_some().then(|| limit_words(&step.limit, &key));
+                    let answer = apply_limit(gw, step, key, ctx).await;
+                    if let (Some(t), Some((name, words))) = (ctx.trace.as_deref_mut(), words) {
+                        match &answer {
+                            None => t.step(
+                                name,
+                                Verdict::Pass,
+                                format!("{words}: within the limit (counted)"),
+                            ),
+                            Some(a) => t.failed(
+                                name,
+                                a.reason,
+                                format!("{words}: exceeded ({})", a.reason),
+                                None,
+                            ),
+                        }
+                    }
+                    if let Some(answer) = answer {
                         return Ok(Some(answer));
                     }
                 }
-                Step::SetVariable(set) => set_variable(session, ctx, generation, set),
+                Step::SetVariable(set) => {
+                    set_variable(x.req, x.peer, ctx, generation, set);
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        t.step(
+                            format!("set-variable {}", set.name),
+                            Verdict::Change,
+                            "set (the value is not shown)",
+                        );
+                    }
+                }
                 Step::SetHeader(step) => {
-                    let rendered =
-                        render_header(gw, route, policy, step, view(session, ctx, generation));
+                    let rendered = render_header(
+                        gw,
+                        route,
+                        policy,
+                        step,
+                        view(x.req, x.peer, ctx, generation),
+                    );
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        t.step(
+                            step.label.clone(),
+                            Verdict::Change,
+                            header_words(&step.set, rendered.as_ref()),
+                        );
+                    }
                     if step.connection {
                         ctx.forwarding_overrides.push(ForwardingOverride {
                             step: step.clone(),
                             rendered,
                         });
                     } else {
-                        set_header(session.req_header_mut(), &step.set, rendered)?;
+                        set_header(x.req, &step.set, rendered)?;
                     }
                 }
                 Step::ReturnResponse(r) => {
                     let answer =
-                        return_response(gw, route, policy, r, view(session, ctx, generation));
+                        return_response(gw, route, policy, r, view(x.req, x.peer, ctx, generation));
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        t.step(
+                            "return-response",
+                            Verdict::Answer,
+                            format!(
+                                "the policy answers {} itself; the backend is not called",
+                                answer.status
+                            ),
+                        );
+                    }
                     return Ok(Some(answer));
                 }
                 Step::SetQueryParameter(set) => {
-                    let view = view(session, ctx, generation);
+                    let view = view(x.req, x.peer, ctx, generation);
                     let rendered: Vec<Cow<'_, str>> =
                         set.values.iter().map(|v| view.render(v)).collect();
                     if let Some(why) = rendered.iter().find_map(|v| values::no_controls(v).err()) {
@@ -335,22 +464,44 @@ impl<'r> Run<'r> {
                     }
                     let rendered: Vec<String> = rendered.into_iter().map(Cow::into_owned).collect();
                     let values: Vec<&str> = rendered.iter().map(String::as_str).collect();
-                    let edit = target(ctx, session);
+                    let edit = target(ctx, x.req);
                     edit.query =
                         query::edit(edit.query.as_deref(), &set.name, &values, set.exists_action);
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        t.step(
+                            format!("set-query-parameter {}", set.name),
+                            Verdict::Change,
+                            format!(
+                                "{} value(s), {:?} (values not shown)",
+                                values.len(),
+                                set.exists_action
+                            ),
+                        );
+                    }
                 }
                 Step::RewriteUri(rewrite) => {
                     let normalisation = generation.routes.normalisation();
                     let current = match &ctx.target {
                         Some(t) => t.query.as_deref(),
-                        None => session.req_header().uri.query(),
+                        None => x.req.uri.query(),
                     };
                     let Some((path, query)) = rewritten(
                         rewrite,
                         current,
                         normalisation,
-                        &view(session, ctx, generation),
+                        &view(x.req, x.peer, ctx, generation),
                     ) else {
+                        if let Some(t) = ctx.trace.as_deref_mut() {
+                            t.failed(
+                                "rewrite-uri",
+                                crate::respond::REASON_INVALID_REWRITE,
+                                format!(
+                                    "template `{}` gives a path that cannot be made canonical",
+                                    rewrite.template
+                                ),
+                                None,
+                            );
+                        }
                         tracing::warn!(
                             route = %route.name,
                             policy = %policy.name,
@@ -359,16 +510,39 @@ impl<'r> Run<'r> {
                         );
                         return Ok(Some(invalid_rewrite()));
                     };
-                    let edit = target(ctx, session);
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        t.step(
+                            "rewrite-uri",
+                            Verdict::Change,
+                            format!("the backend gets the path {path}"),
+                        );
+                    }
+                    let edit = target(ctx, x.req);
                     edit.path = Some(path);
                     edit.query = query;
                 }
-                Step::SetBackendService(id) => ctx.backend = Some(*id),
+                Step::SetBackendService(id) => {
+                    ctx.backend = Some(*id);
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        let name = generation
+                            .routes
+                            .backend(*id)
+                            .map_or("?", |b| b.name.as_str());
+                        t.step(
+                            "set-backend-service",
+                            Verdict::Change,
+                            format!("forwarded to backend {name} instead of the route's upstreams"),
+                        );
+                    }
+                }
                 Step::MockResponse(mock, content_type) => {
                     let example = route
                         .examples
                         .as_deref()
                         .and_then(|e| e.find(mock.status_code, &mock.content_type));
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        t.step("mock-response", Verdict::Answer, format!("the policy answers {} with the route's example; the backend is not called", mock.status_code));
+                    }
                     return Ok(Some(mock_response(
                         mock.status_code,
                         content_type.clone(),
@@ -377,9 +551,24 @@ impl<'r> Run<'r> {
                 }
                 Step::Choose(choose) => {
                     let status = None;
-                    let chosen = pick(choose, &view(session, ctx, generation), route, status);
+                    let (branch, chosen) =
+                        pick(choose, &view(x.req, x.peer, ctx, generation), route, status);
+                    if let Some(t) = ctx.trace.as_deref_mut() {
+                        let detail = match branch {
+                            Some(i) => format!(
+                                "`when` #{} of {} holds: its steps run",
+                                i + 1,
+                                choose.branches.len()
+                            ),
+                            None => format!(
+                                "none of the {} `when` conditions holds: `otherwise` runs",
+                                choose.branches.len()
+                            ),
+                        };
+                        t.step("choose", Verdict::Pass, detail);
+                    }
                     if let Some(steps) = chosen.filter(|s| !s.is_empty()) {
-                        if let Some(answer) = self.branch(session, ctx, steps).await? {
+                        if let Some(answer) = self.branch(x, ctx, steps).await? {
                             return Ok(Some(answer));
                         }
                     }
@@ -390,10 +579,10 @@ impl<'r> Run<'r> {
     }
 
     /// `validate-jwt`: the token checked, the identity headers set; `Some`: the rejection.
-    async fn validate(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Option<Answer>> {
+    async fn validate(&self, x: &mut Exchange<'_>, ctx: &mut Ctx) -> Result<Option<Answer>> {
         let (gw, generation, route, policy) = (self.gw, self.generation, self.route, self.policy);
         let started = Instant::now();
-        let req = session.req_header();
+        let req = &*x.req;
         let parts = RequestParts {
             headers: &req.headers,
             query: req.uri.query(),
@@ -401,16 +590,36 @@ impl<'r> Run<'r> {
         // token-optional: no token at all passes with no identity (the client's copies of the
         // identity headers were stripped before the pipeline); a present one is checked.
         if policy.token_optional && policy.token_source.absent(&parts) {
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                t.step(
+                    "validate-jwt",
+                    Verdict::Pass,
+                    "no token, and the policy is `token-optional`: passes without an identity",
+                );
+            }
             return Ok(None);
         }
+        let at = ctx.trace.as_ref().and_then(|t| t.at);
         let outcome = authenticate(
             &parts,
             policy,
             &generation.keys,
             self.policy_id,
             &generation.token_cache,
+            at,
         )
         .await;
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            let now = at.unwrap_or_else(unix_now);
+            crate::explain::record_token(
+                t,
+                &parts,
+                policy,
+                &generation.keys.snapshot(self.policy_id),
+                now,
+                &outcome,
+            );
+        }
         let result = if outcome.is_ok() { "ok" } else { "rejected" };
         gw.metrics
             .validation
@@ -418,12 +627,28 @@ impl<'r> Run<'r> {
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(verified) => {
-                let req = session.req_header_mut();
+                let req = &mut *x.req;
                 for (name, value) in claim_headers(&verified, policy) {
                     match value {
                         Ok(value) => req.insert_header(name.clone(), value)?,
                         Err(why) => gw.claim_refused(route, policy, name, why),
                     }
+                }
+                if let Some(t) = ctx
+                    .trace
+                    .as_deref_mut()
+                    .filter(|_| !policy.forward_claims.is_empty())
+                {
+                    let set: Vec<String> = policy
+                        .forward_claims
+                        .iter()
+                        .map(|(h, c)| format!("`{h}` from claim `{c}`"))
+                        .collect();
+                    t.step(
+                        "forward-claims",
+                        Verdict::Change,
+                        format!("the backend gets {}", set.join(", ")),
+                    );
                 }
                 ctx.identity = Some(verified);
             }
@@ -447,18 +672,53 @@ impl<'r> Run<'r> {
 }
 
 /// `set-variable`: the value rendered now, kept for the rest of the request.
-fn set_variable(session: &Session, ctx: &mut Ctx, generation: &Generation, set: &SetVariable) {
-    let value = view(session, ctx, generation)
+fn set_variable(
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    ctx: &mut Ctx,
+    generation: &Generation,
+    set: &SetVariable,
+) {
+    let value = view(req, peer, ctx, generation)
         .render(&set.value)
         .into_owned();
     values::set_var(&mut ctx.vars, &set.name, value);
 }
 
+/// A limit statement and its counter key in words (a key read from a header is not shown: it may
+/// be a subscription key).
+fn limit_words(limit: &Limit, key: &str) -> (String, String) {
+    let name = limit.kind.element();
+    let key = match &limit.counter_key {
+        CounterKey::Header(h) => format!("the value of header `{h}` ({} chars)", key.len()),
+        CounterKey::Constant(_) => "the route's one counter".to_owned(),
+        _ => format!("key `{key}`"),
+    };
+    let calls = limit.calls.map_or(String::new(), |c| {
+        format!("{c} calls per {} s, ", limit.renewal_period.as_secs())
+    });
+    (name.to_owned(), format!("{calls}counted against {key}"))
+}
+
+/// A `set-header` in words: what the backend (or client) would get, without the values.
+fn header_words(set: &SetHeader, rendered: Option<&Vec<HeaderValue>>) -> String {
+    match (set.action, rendered) {
+        (ExistsAction::Delete, _) => format!("`{}` removed", set.name),
+        (_, None) => format!("`{}` left unset: a value cannot be carried in a header (counted in portcullis_transform_values_refused_total)", set.name),
+        (action, Some(v)) => format!("`{}` {:?} with {} value(s) (values not shown)", set.name, action, v.len()).to_lowercase(),
+    }
+}
+
 /// The request as values and conditions read it.
-fn view<'a>(session: &'a Session, ctx: &'a Ctx, generation: &'a Generation) -> View<'a> {
+fn view<'a>(
+    req: &'a RequestHeader,
+    peer: Option<IpAddr>,
+    ctx: &'a Ctx,
+    generation: &'a Generation,
+) -> View<'a> {
     View {
-        req: session.req_header(),
-        peer: peer(session),
+        req,
+        peer,
         trusted: &generation.trusted_proxies,
         params: &ctx.params,
         identity: ctx.identity.as_ref(),
@@ -468,7 +728,13 @@ fn view<'a>(session: &'a Session, ctx: &'a Ctx, generation: &'a Generation) -> V
 
 /// The policy's `outbound` steps, on a response to the client: the backend's (from
 /// `response_filter`) or a `return-response` answer; never the gateway's own error answers.
-pub fn outbound(gw: &Gateway, session: &Session, ctx: &mut Ctx, response: &mut ResponseHeader) {
+pub fn outbound(
+    gw: &Gateway,
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    ctx: &mut Ctx,
+    response: &mut ResponseHeader,
+) {
     // Most policies have no outbound steps: look before taking a reference to the generation.
     let any = Run::of(gw, &ctx.generation, ctx).is_some_and(|(_, p)| !p.outbound.is_empty());
     if !any {
@@ -476,14 +742,15 @@ pub fn outbound(gw: &Gateway, session: &Session, ctx: &mut Ctx, response: &mut R
     }
     let generation = ctx.generation.clone();
     if let Some((run, pipeline)) = Run::of(gw, &generation, ctx) {
-        run.outbound(session, ctx, response, &pipeline.outbound);
+        run.outbound(req, peer, ctx, response, &pipeline.outbound);
     }
 }
 
 impl Run<'_> {
     fn outbound(
         &self,
-        session: &Session,
+        req: &RequestHeader,
+        peer: Option<IpAddr>,
         ctx: &mut Ctx,
         response: &mut ResponseHeader,
         steps: &[Step],
@@ -491,19 +758,20 @@ impl Run<'_> {
         let (gw, generation, route, policy) = (self.gw, self.generation, self.route, self.policy);
         for step in steps {
             match step {
-                Step::SetVariable(set) => set_variable(session, ctx, generation, set),
+                Step::SetVariable(set) => set_variable(req, peer, ctx, generation, set),
                 Step::SetHeader(step) => {
                     let rendered =
-                        render_header(gw, route, policy, step, view(session, ctx, generation));
+                        render_header(gw, route, policy, step, view(req, peer, ctx, generation));
                     if let Err(e) = set_header(response, &step.set, rendered) {
                         tracing::debug!(error = %e, header = %step.set.name, "outbound set-header failed");
                     }
                 }
                 Step::Choose(choose) => {
                     let status = Some(response.status.as_u16());
-                    let chosen = pick(choose, &view(session, ctx, generation), route, status);
+                    let (_, chosen) =
+                        pick(choose, &view(req, peer, ctx, generation), route, status);
                     if let Some(steps) = chosen {
-                        self.outbound(session, ctx, response, steps);
+                        self.outbound(req, peer, ctx, response, steps);
                     }
                 }
                 // `check` allows only the three above in outbound.
@@ -513,20 +781,23 @@ impl Run<'_> {
     }
 }
 
-/// The steps of the first branch whose condition holds (`otherwise` when none does).
+/// The steps of the first branch whose condition holds (`otherwise` when none does), with that
+/// branch's index (`None`: `otherwise`).
 fn pick<'c>(
     choose: &'c ChooseStep,
     view: &View<'_>,
     route: &Route,
     status: Option<u16>,
-) -> Option<&'c [Step]> {
+) -> (Option<usize>, Option<&'c [Step]>) {
     let case_sensitive = route.case_sensitive();
-    choose
+    match choose
         .branches
         .iter()
-        .find(|(when, _)| holds(when, view, case_sensitive, status))
-        .map(|(_, steps)| steps.as_slice())
-        .or(Some(choose.otherwise.as_slice()))
+        .position(|(when, _)| holds(when, view, case_sensitive, status))
+    {
+        Some(i) => (Some(i), choose.branches.get(i).map(|(_, s)| s.as_slice())),
+        None => (None, Some(choose.otherwise.as_slice())),
+    }
 }
 
 /// Whether a condition holds for the request (and, outbound, the response status).
@@ -756,11 +1027,11 @@ fn source<'a>(view: &View<'a>, part: &'a portcullis_config::Part) -> Cow<'a, str
 }
 
 /// The request's target edits, started from the request's own query on first use.
-fn target<'c>(ctx: &'c mut Ctx, session: &Session) -> &'c mut TargetEdit {
+fn target<'c>(ctx: &'c mut Ctx, req: &RequestHeader) -> &'c mut TargetEdit {
     ctx.target.get_or_insert_with(|| {
         Box::new(TargetEdit {
             path: None,
-            query: session.req_header().uri.query().map(str::to_owned),
+            query: req.uri.query().map(str::to_owned),
         })
     })
 }
@@ -814,14 +1085,14 @@ fn rewritten(
 /// The counter key of a request for a statement (borrowed when it is a constant or a header).
 fn counter_key<'a>(
     limit: &'a Limit,
-    session: &'a Session,
+    req: &'a RequestHeader,
+    peer: Option<IpAddr>,
     ctx: &Ctx,
     trusted: &[portcullis_config::IpNet],
 ) -> Cow<'a, str> {
     match &limit.counter_key {
         CounterKey::Constant(c) => Cow::Borrowed(c),
-        CounterKey::Header(name) => session
-            .req_header()
+        CounterKey::Header(name) => req
             .headers
             .get(name)
             .map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes())),
@@ -833,14 +1104,14 @@ fn counter_key<'a>(
             .map_or(Cow::Borrowed(""), |v| {
                 Cow::Owned(String::from_utf8_lossy(v.as_bytes()).into_owned())
             }),
-        CounterKey::ClientIp => client_ip(session, trusted).map_or(Cow::Borrowed(""), |ip| {
+        CounterKey::ClientIp => client_ip(req, peer, trusted).map_or(Cow::Borrowed(""), |ip| {
             Cow::Owned(ip.to_canonical().to_string())
         }),
     }
 }
 
 /// The connection's peer address.
-fn peer(session: &Session) -> Option<IpAddr> {
+pub fn peer(session: &pingora_proxy::Session) -> Option<IpAddr> {
     session
         .downstream_session
         .client_addr()
@@ -849,8 +1120,12 @@ fn peer(session: &Session) -> Option<IpAddr> {
 }
 
 /// The client's address: the peer's, or the one a trusted proxy forwarded.
-fn client_ip(session: &Session, trusted: &[portcullis_config::IpNet]) -> Option<IpAddr> {
-    crate::identity::client_ip(session.req_header(), peer(session), trusted)
+fn client_ip(
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    trusted: &[portcullis_config::IpNet],
+) -> Option<IpAddr> {
+    crate::identity::client_ip(req, peer, trusted)
 }
 
 /// Check (and, for an unconditional count, add) one call; `Some`: the refusal. A call the store

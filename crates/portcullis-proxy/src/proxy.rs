@@ -40,7 +40,7 @@ use portcullis_config::{HostHeader, UpstreamProtocol};
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
 use crate::limits::Store;
 use crate::metrics::{self, Metrics};
-use crate::pipeline::{self, Pending};
+use crate::pipeline::{self, Exchange, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
     headers_too_large, proxy_failure_message, render, send, write, Answer,
@@ -61,6 +61,8 @@ pub struct Gateway {
     /// Rate-limit and quota counters, in process or on Redis (`server.rate-limit-store`, built at
     /// start; they outlive reloads: statement ids are stable).
     pub limits: Arc<Store>,
+    /// Explanations of traced requests (`server.trace`), read by the admin listener.
+    pub traces: Arc<crate::trace::Traces>,
 }
 
 /// Decrements the in-flight count when the request's context is dropped, whatever path it took.
@@ -107,6 +109,37 @@ pub struct Ctx {
     pub(crate) target: Option<Box<TargetEdit>>,
     /// Inbound `set-header`s of `X-Forwarded-*` and the like, applied after the gateway's own.
     pub(crate) forwarding_overrides: Vec<pipeline::ForwardingOverride>,
+    /// What the request path decided, recorded for `portcullis explain` or a traced request;
+    /// `None` for every other request (each recording point is then one check).
+    pub(crate) trace: Option<Box<crate::trace::Recorder>>,
+}
+
+impl Ctx {
+    /// A fresh context on `generation`, counted in `inflight` until dropped.
+    pub(crate) fn new(generation: Arc<Generation>, inflight: &Arc<AtomicUsize>) -> Ctx {
+        inflight.fetch_add(1, Ordering::Relaxed);
+        Ctx {
+            start: Instant::now(),
+            _inflight: InflightGuard(inflight.clone()),
+            generation,
+            route: None,
+            request_id: None,
+            reason: None,
+            status: None,
+            peer: 0,
+            tried: 0,
+            host: None,
+            response_headers: Vec::new(),
+            pending: Vec::new(),
+            identity: None,
+            params: Vec::new(),
+            vars: Vec::new(),
+            backend: None,
+            target: None,
+            forwarding_overrides: Vec::new(),
+            trace: None,
+        }
+    }
 }
 
 /// The upstream target as the pipeline's statements left it.
@@ -136,15 +169,113 @@ impl Gateway {
     /// A `return-response` answer is a response of the policy's: its outbound statements run on
     /// it, as on the backend's.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Result<bool> {
+        if ctx.trace.is_some() {
+            self.keep_trace(ctx, Some(&answer));
+        }
         ctx.reason = Some(answer.reason);
         ctx.status = Some(answer.status);
         let from_statement = answer.from_statement;
         let (mut header, body) = render(answer, &ctx.response_headers, ctx.request_id.as_ref())?;
         if from_statement {
-            pipeline::outbound(self, session, ctx, &mut header);
+            let peer = pipeline::peer(session);
+            pipeline::outbound(self, session.req_header(), peer, ctx, &mut header);
         }
         write(session, header, body).await?;
         Ok(true)
+    }
+
+    /// The request's decision up to choosing the upstream, on the request alone (no session): the
+    /// request id, a traced request's key, the header-size limit, identity-header stripping,
+    /// the canonical form and the route (400 / 404), the URL-template parameters, then the
+    /// policy's pipeline. `Some`: the answer the request ends with. The proxy's `request_filter`
+    /// is this; `portcullis explain` calls it too, with a recorder in `ctx`.
+    pub(crate) async fn decide(
+        &self,
+        x: &mut Exchange<'_>,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Answer>> {
+        let id = ensure_request_id(x.req)?;
+        if let Some(key) = &ctx.generation.trace {
+            // The trace header is taken off every request, whoever sent it.
+            if key.take(x.req) && ctx.trace.is_none() {
+                start_trace(x.req, ctx);
+            }
+        }
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            t.explanation.request.request_id = id.to_str().ok().map(str::to_owned);
+        }
+        ctx.request_id = Some(id);
+        if headers_too_large(x.req) {
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                t.failed(
+                    "request headers",
+                    REASON_HEADERS_TOO_LARGE,
+                    "the headers total more than 64 KiB",
+                    None,
+                );
+            }
+            let answer = Answer::json(431, REASON_HEADERS_TOO_LARGE, HEADERS_TOO_LARGE_MESSAGE);
+            return Ok(Some(answer));
+        }
+        ctx.generation.identity.strip(x.req);
+        let recorded = ctx.trace.as_deref_mut().map(|t| &mut t.explanation);
+        match ctx.generation.routes.route_request(x.req, recorded) {
+            Ok(route) => ctx.route = route,
+            Err(refusal) => {
+                if let Some(t) = ctx.trace.as_deref_mut() {
+                    t.failed("request target", refusal.reason(), refusal.message(), None);
+                }
+                let answer = Answer::json(400, refusal.reason(), refusal.message());
+                return Ok(Some(answer));
+            }
+        }
+        let req = &*x.req;
+        ctx.host = req.headers.get(http::header::HOST).cloned();
+        let Some(templated) = ctx.generation.route(ctx).map(Route::templated) else {
+            let answer = Answer::json(404, metrics::REASON_NO_ROUTE, NO_ROUTE_MESSAGE);
+            return Ok(Some(answer));
+        };
+        if templated {
+            // Only the chosen route's parameters, and only for a templated route.
+            let path = req.uri.path();
+            ctx.params = ctx
+                .generation
+                .route(ctx)
+                .map(|r| r.captures(path))
+                .unwrap_or_default();
+        }
+        if ctx.trace.is_some() {
+            self.note_route(ctx);
+        }
+        pipeline::inbound(self, x, ctx).await
+    }
+
+    /// The chosen route and its policy, in the recorder.
+    fn note_route(&self, ctx: &mut Ctx) {
+        let generation = ctx.generation.clone();
+        let route = generation.route(ctx);
+        let policy = route.and_then(|r| generation.route_policy(r));
+        let params: Vec<String> = ctx.params.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            t.explanation.route = route.map(|r| r.name.clone());
+            t.explanation.policy = policy.map(|p| p.name.clone());
+            if !params.is_empty() {
+                t.step(
+                    "url template",
+                    portcullis_explain::Verdict::Pass,
+                    format!("parameters {}", params.join(", ")),
+                );
+            }
+        }
+    }
+
+    /// A traced request's explanation, finished with its answer (`None`: forwarded), kept for
+    /// `/trace/<id>` before the response leaves (so a client reading it at once finds it).
+    fn keep_trace(&self, ctx: &mut Ctx, answer: Option<&Answer>) {
+        if let Some(mut t) = ctx.trace.take() {
+            t.finish(answer, ctx.reason);
+            self.traces.put(std::mem::take(&mut t.id), &t.explanation);
+        }
     }
 
     /// A forward-claims header left unset because its claim cannot be carried unambiguously.
@@ -221,61 +352,16 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        self.inflight.fetch_add(1, Ordering::Relaxed);
-        Ctx {
-            start: Instant::now(),
-            _inflight: InflightGuard(self.inflight.clone()),
-            generation: self.current.load_full(),
-            route: None,
-            request_id: None,
-            reason: None,
-            status: None,
-            peer: 0,
-            tried: 0,
-            host: None,
-            response_headers: Vec::new(),
-            pending: Vec::new(),
-            identity: None,
-            params: Vec::new(),
-            vars: Vec::new(),
-            backend: None,
-            target: None,
-            forwarding_overrides: Vec::new(),
-        }
+        Ctx::new(self.current.load_full(), &self.inflight)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let req = session.req_header_mut();
-        ctx.request_id = Some(ensure_request_id(req)?);
-        if headers_too_large(req) {
-            let answer = Answer::json(431, REASON_HEADERS_TOO_LARGE, HEADERS_TOO_LARGE_MESSAGE);
-            return self.answer(session, ctx, answer).await;
-        }
-        let req = session.req_header_mut();
-        ctx.generation.identity.strip(req);
-        match ctx.generation.routes.route_request(req) {
-            Ok(route) => ctx.route = route,
-            Err(refusal) => {
-                let answer = Answer::json(400, refusal.reason(), refusal.message());
-                return self.answer(session, ctx, answer).await;
-            }
-        }
-        let req = session.req_header();
-        ctx.host = req.headers.get(http::header::HOST).cloned();
-        let Some(templated) = ctx.generation.route(ctx).map(Route::templated) else {
-            let answer = Answer::json(404, metrics::REASON_NO_ROUTE, NO_ROUTE_MESSAGE);
-            return self.answer(session, ctx, answer).await;
+        let peer = pipeline::peer(session);
+        let mut x = Exchange {
+            req: session.req_header_mut(),
+            peer,
         };
-        if templated {
-            // Only the chosen route's parameters, and only for a templated route.
-            let path = req.uri.path();
-            ctx.params = ctx
-                .generation
-                .route(ctx)
-                .map(|r| r.captures(path))
-                .unwrap_or_default();
-        }
-        match pipeline::inbound(self, session, ctx).await? {
+        match self.decide(&mut x, ctx).await? {
             Some(answer) => self.answer(session, ctx, answer).await,
             None => Ok(false),
         }
@@ -449,7 +535,11 @@ impl ProxyHttp for Gateway {
                 response.insert_header(name.clone(), value.clone())?;
             }
         }
-        pipeline::outbound(self, session, ctx, response);
+        let peer = pipeline::peer(session);
+        pipeline::outbound(self, session.req_header(), peer, ctx, response);
+        if ctx.trace.is_some() {
+            self.keep_trace(ctx, None);
+        }
         Ok(())
     }
 
@@ -462,6 +552,10 @@ impl ProxyHttp for Gateway {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let (status, reason) = error_status(e);
+        if ctx.trace.is_some() {
+            let answer = Answer::json(status, reason, proxy_failure_message(status));
+            self.keep_trace(ctx, Some(&answer));
+        }
         ctx.reason = Some(reason);
         if status > 0 {
             ctx.status = Some(status);
@@ -556,4 +650,17 @@ fn itoa_status(status: u16) -> StatusText {
         buf: digits,
         len: 3,
     }
+}
+
+/// A request that sent the trace key: a recorder, and the response header that says where its
+/// explanation will be.
+fn start_trace(req: &RequestHeader, ctx: &mut Ctx) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    if let Some(location) = crate::trace::location(&id) {
+        ctx.response_headers.push((
+            HeaderName::from_static(crate::trace::TRACE_LOCATION),
+            location,
+        ));
+    }
+    ctx.trace = Some(Box::new(crate::trace::Recorder::new(req, id, None)));
 }

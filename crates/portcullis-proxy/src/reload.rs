@@ -94,6 +94,8 @@ pub struct Generation {
     pub keys: Arc<KeyStore>,
     /// Verified-token cache, keyed by this generation's policy key scopes.
     pub token_cache: TokenCache,
+    /// `server.trace`: the key and header a caller traces a request with (`None`: off).
+    pub trace: Option<crate::trace::TraceKey>,
 }
 
 /// What a policy is at run time.
@@ -128,6 +130,13 @@ impl Generation {
         ))
     }
 
+    /// As [`Generation::build`] without resolving upstream host names (their peers are left
+    /// empty): for `portcullis explain`, which never calls a backend and must not fail on a
+    /// host name only the gateway's network resolves.
+    pub fn build_unresolved(model: &Model, keys: Arc<KeyStore>, metrics: &Metrics) -> Self {
+        Self::assemble(1, model, Routes::build_unresolved(model), keys, metrics)
+    }
+
     fn assemble(
         number: u64,
         model: &Model,
@@ -152,6 +161,7 @@ impl Generation {
             // A fresh cache per generation: its keys are scoped by policy index, which a reload
             // may reassign. Sized by `server.token-cache-max-entries` as at start (restart-only).
             token_cache: TokenCache::new(model, metrics.token_cache.clone()),
+            trace: model.server.trace.clone().map(crate::trace::TraceKey::new),
         }
     }
 }

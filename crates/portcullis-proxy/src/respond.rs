@@ -509,6 +509,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// `portcullis explain` has a fix sentence for every answer the gateway can write: a reason
+    /// added to the catalogue without one fails here.
+    #[test]
+    fn every_reason_of_the_catalogue_has_an_explanation() {
+        for (_, reason, _) in catalogue() {
+            let fix = portcullis_explain::fix_for(reason);
+            assert!(
+                fix.is_some_and(|f| f.len() > 20),
+                "reason `{reason}` has no fix sentence in portcullis_explain::advice::fix_for"
+            );
+        }
+        assert!(portcullis_explain::fix_for(crate::metrics::REASON_OK).is_some());
+    }
+
     #[test]
     fn grpc_failures_carry_the_status_a_grpc_client_reads() {
         let answer = token_missing_like();

@@ -30,7 +30,7 @@ use portcullis_config::{
     Route as RouteModel, Upstream, UpstreamProtocol, UpstreamTls,
 };
 use portcullis_route::{
-    canonical_host, canonicalize, check_method, Normalization, Refusal, RouteMatch,
+    canonical_host, canonicalize, check_method, Mismatch, Normalization, Refusal, RouteMatch,
 };
 
 use crate::error::BuildError;
@@ -256,6 +256,11 @@ impl Peer {
     }
 }
 
+/// The address of a peer that is never connected to (see [`Routes::build_unresolved`]).
+fn unresolved_addr(up: &Upstream) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], up.port))
+}
+
 fn unresolved(up: &Upstream, owner: &str, detail: String) -> BuildError {
     BuildError::Resolve {
         route: owner.to_owned(),
@@ -306,18 +311,37 @@ impl Deref for PeerRef {
 impl Routes {
     /// Build from the model (policies named by routes resolve to their [`PolicyId`]).
     pub fn build(model: &Model) -> Result<Routes, BuildError> {
+        Self::build_with(model, true)
+    }
+
+    /// Without resolving host names: routes without peers, backends at the unspecified address
+    /// (`portcullis explain`, which never connects). Cannot fail: resolution is the only failure
+    /// [`Routes::build`] has besides what `check` rules out.
+    pub fn build_unresolved(model: &Model) -> Routes {
+        Self::build_with(model, false).unwrap_or_else(|_| Routes {
+            routes: Vec::new(),
+            normalisation: model.server.normalisation,
+            backends: Vec::new(),
+        })
+    }
+
+    fn build_with(model: &Model, resolve: bool) -> Result<Routes, BuildError> {
         let routes = model
             .routes
             .iter()
-            .map(|r| Route::build(r, model).map(Arc::new))
+            .map(|r| Route::build(r, model, resolve).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let backends = model
             .backends
             .iter()
             .map(|b: &BackendModel| {
+                let peer = match resolve {
+                    true => Peer::new(&b.upstream, &format!("backend {}", b.name))?,
+                    false => Peer::at(&b.upstream, 0, unresolved_addr(&b.upstream), false),
+                };
                 Ok(Backend {
                     name: b.name.clone(),
-                    peer: Peer::new(&b.upstream, &format!("backend {}", b.name))?,
+                    peer,
                     base_path: b.base_path.clone(),
                     timeout: b.timeout,
                     connect_timeout: b.connect_timeout,
@@ -352,7 +376,14 @@ impl Routes {
     /// request carries the canonical origin-form target (the query as received), so what is
     /// authorised and forwarded is what was matched; `Ok(None)`: no route. A request that cannot
     /// be made canonical is refused (400) and left as it was.
-    pub fn route_request(&self, req: &mut RequestHeader) -> Result<Option<usize>, Refusal> {
+    ///
+    /// `trace` (explain, a traced request): the canonical host and path, and each route up to the
+    /// chosen one with why it did not match, are recorded there.
+    pub fn route_request(
+        &self,
+        req: &mut RequestHeader,
+        trace: Option<&mut portcullis_explain::Explanation>,
+    ) -> Result<Option<usize>, Refusal> {
         check_method(req.method.as_str())?;
         let mut hosts = req.headers.get_all(http::header::HOST).iter();
         let host_header = match (hosts.next(), hosts.next()) {
@@ -380,6 +411,9 @@ impl Routes {
             .and_then(|m| self.find(&m, host, &target.path))
             .filter(|&i| self.routes[i].cors);
         let idx = asked.or_else(|| self.find(&req.method, host, &target.path));
+        if let Some(e) = trace {
+            self.record(e, &req.method, host, &target.path, idx);
+        }
         let rewrite = (!target.unchanged()).then(|| target.origin_form());
         let add_host = match (target.authority, host_header) {
             (Some(authority), None) => HeaderValue::from_str(authority).ok(),
@@ -394,6 +428,29 @@ impl Routes {
                 .map_err(|_| Refusal::InvalidHost)?;
         }
         Ok(idx)
+    }
+
+    /// The canonical request and, for each route up to `chosen` (every route when none is), why
+    /// it did not match: [`portcullis_route::RouteMatch::mismatch`], the matcher's own answer.
+    fn record(
+        &self,
+        e: &mut portcullis_explain::Explanation,
+        method: &Method,
+        host: Option<&str>,
+        path: &str,
+        chosen: Option<usize>,
+    ) {
+        e.request.canonical_path = Some(path.to_owned());
+        e.request.host = host.map(str::to_owned);
+        let upto = chosen.map_or(self.routes.len(), |i| i + 1);
+        for (i, r) in self.routes.iter().take(upto).enumerate() {
+            let why = (Some(i) != chosen).then(|| mismatch_words(&r.matcher, method, host, path));
+            e.routes.push(portcullis_explain::RouteCheck {
+                name: r.name.clone(),
+                matched: why.is_none(),
+                why_not: why,
+            });
+        }
     }
 
     /// Route by index.
@@ -431,7 +488,7 @@ impl Routes {
 }
 
 impl Route {
-    fn build(r: &RouteModel, model: &Model) -> Result<Route, BuildError> {
+    fn build(r: &RouteModel, model: &Model, resolve: bool) -> Result<Route, BuildError> {
         let policy = match &r.policy {
             None => None,
             Some(name) => Some(
@@ -451,7 +508,7 @@ impl Route {
         }
         let checked = r.health_check.is_some();
         let mut peers = Vec::new();
-        for (i, up) in r.upstreams.iter().enumerate() {
+        for (i, up) in r.upstreams.iter().enumerate().filter(|_| resolve) {
             let addrs = resolve_all(up).map_err(|detail| unresolved(up, &r.name, detail))?;
             peers.extend(
                 addrs
@@ -662,6 +719,36 @@ pub(crate) fn authority(up: &Upstream) -> String {
         up.host.clone()
     } else {
         format!("{}:{}", up.host, up.port)
+    }
+}
+
+/// Why a route's `match:` refuses a canonical request, in words.
+fn mismatch_words(m: &RouteMatch, method: &Method, host: Option<&str>, path: &str) -> String {
+    match m.mismatch(method, host, path) {
+        Some(Mismatch::Host) => format!(
+            "host: wants `{}`, the request names {}",
+            m.host.as_deref().unwrap_or(""),
+            host.map_or("none".to_owned(), |h| format!("`{h}`"))
+        ),
+        Some(Mismatch::Template) => format!(
+            "path: `{path}` does not fit the template `{}`",
+            m.path.as_deref().or(m.path_prefix.as_deref()).unwrap_or("")
+        ),
+        Some(Mismatch::Path) => format!(
+            "path: wants exactly `{}`{}, the request has `{path}`",
+            m.path.as_deref().unwrap_or(""),
+            if m.case_sensitive { " (case-sensitive)" } else { "" }
+        ),
+        Some(Mismatch::PathPrefix) => format!(
+            "path: wants `{}` or below, the request has `{path}`",
+            m.path_prefix.as_deref().unwrap_or("")
+        ),
+        Some(Mismatch::Method) => {
+            let methods: Vec<&str> = m.methods.iter().map(Method::as_str).collect();
+            format!("method: wants {}, the request is {method}", methods.join(", "))
+        }
+        // A CORS preflight was matched by the method it asks about.
+        None => "matches the request's own method, but the preflight was matched by the method it asks about".to_owned(),
     }
 }
 

@@ -176,11 +176,13 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         &model.server.rate_limit_store,
         metrics.rate_limit_store_errors.clone(),
     )?);
+    let traces = Arc::new(traces_for(model));
     let gateway = || Gateway {
         current: current.clone(),
         metrics: metrics.clone(),
         inflight: inflight.clone(),
         limits: limits.clone(),
+        traces: traces.clone(),
     };
     // pingora's h2c switch is per service, and it costs a peek at the first 24 bytes of every
     // request on the connection: listeners with `h2c: true` get a service of their own, so the
@@ -236,6 +238,7 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
                 reload,
                 listeners_up,
                 draining: drain_rx.clone(),
+                traces,
             },
             drain_rx,
         )?),
@@ -253,6 +256,18 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
             admin: admin_addr,
         },
     })
+}
+
+/// The ring of traced requests' explanations, sized by `server.trace` (start-only; a config
+/// without it gets the default size, so a reload that turns tracing on has somewhere to keep them).
+fn traces_for(model: &Model) -> crate::trace::Traces {
+    match &model.server.trace {
+        Some(t) => crate::trace::Traces::new(t.max_entries, t.ttl),
+        None => crate::trace::Traces::new(
+            portcullis_config::DEFAULT_TRACE_ENTRIES,
+            portcullis_config::DEFAULT_TRACE_TTL,
+        ),
+    }
 }
 
 fn add_admin(

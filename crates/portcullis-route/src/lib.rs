@@ -23,7 +23,7 @@ pub mod query;
 pub mod target;
 pub mod template;
 
-pub use matcher::RouteMatch;
+pub use matcher::{Mismatch, RouteMatch};
 pub use target::{
     canonical_host, canonical_path, canonicalize, check_method, EscapedSlashes, Normalization,
     PathParameters, Refusal, Target,

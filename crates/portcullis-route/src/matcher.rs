@@ -40,6 +40,21 @@ pub struct RouteMatch {
     pub template: Option<Arc<PathTemplate>>,
 }
 
+/// Which part of a route's `match:` a request failed, in the order they are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// `host` differs from the request's host (or the request has none).
+    Host,
+    /// The URL template (`/orders/{id}`) does not fit the path.
+    Template,
+    /// `path` differs.
+    Path,
+    /// The path is not `path-prefix` or below it.
+    PathPrefix,
+    /// The method is not in `methods`.
+    Method,
+}
+
 /// A path without its one trailing slash (`/` stays `/`).
 fn trimmed(p: &str) -> &str {
     if p.len() > 1 {
@@ -101,33 +116,40 @@ impl RouteMatch {
 
     /// Whether a request (canonical method, host and path) matches.
     pub fn matches(&self, method: &Method, host: Option<&str>, path: &str) -> bool {
+        self.mismatch(method, host, path).is_none()
+    }
+
+    /// Why a request (canonical method, host and path) does not match; `None`: it matches. The
+    /// one definition of a match: [`RouteMatch::matches`] is this, and `portcullis explain` shows
+    /// its answer for every route that was not chosen.
+    pub fn mismatch(&self, method: &Method, host: Option<&str>, path: &str) -> Option<Mismatch> {
         if let Some(want) = &self.host {
             if !host.is_some_and(|h| h.eq_ignore_ascii_case(want)) {
-                return false;
+                return Some(Mismatch::Host);
             }
         }
         if !path.starts_with('/') {
-            return false;
+            return Some(Mismatch::Path);
         }
         let templated = self.template.as_deref();
         if let Some(t) = templated {
             if !t.matches(path, self.case_sensitive) {
-                return false;
+                return Some(Mismatch::Template);
             }
         }
         let prefix_templated = templated.is_some_and(PathTemplate::is_prefix);
         if let Some(exact) = &self.path {
             let exact_templated = templated.is_some() && !prefix_templated;
             if !exact_templated && !is_exact(trimmed(exact), path, self.case_sensitive) {
-                return false;
+                return Some(Mismatch::Path);
             }
         }
         if let Some(prefix) = &self.path_prefix {
             if !prefix_templated && !under(trimmed(prefix), path, self.case_sensitive) {
-                return false;
+                return Some(Mismatch::PathPrefix);
             }
         }
-        self.matches_method(method)
+        (!self.matches_method(method)).then_some(Mismatch::Method)
     }
 
     /// The method part of [`RouteMatch::matches`].

@@ -36,6 +36,8 @@ enum Command {
     Run(portcullis_proxy::RunArgs),
     /// Check a gateway config: every problem at once, as file:line:col. Exit 0 valid, 2 invalid.
     Check(check::CheckArgs),
+    /// Why a request would pass or be refused, step by step. Exit 0 pass, 1 refused, 2 bad config.
+    Explain(portcullis_proxy::explain::ExplainArgs),
     /// Run the dev token server.
     Idp(portcullis_idp::IdpArgs),
     /// Mint a token with the dev token server's key.
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => portcullis_proxy::run(args),
         Command::Check(args) => check::run(args),
+        Command::Explain(args) => portcullis_proxy::explain::run(args),
         Command::Idp(args) => portcullis_idp::run_idp(args),
         Command::Token(args) => portcullis_idp::run_token(args),
         Command::ImportApim(args) => portcullis_apim::run(args),

@@ -68,6 +68,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),
+            trace: None,
         },
         policies: policies
             .into_iter()

@@ -6,6 +6,7 @@ mod apim_corpus;
 mod cache;
 mod check;
 mod checks;
+mod dashboard;
 mod forwarding;
 mod gateway;
 mod health;

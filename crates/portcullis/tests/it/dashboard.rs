@@ -50,7 +50,9 @@ fn dashboard_exprs(dash: &Value) -> Vec<(String, String)> {
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "panel {title} has no query");
         for t in targets {
-            let expr = t["expr"].as_str().unwrap_or_else(|| panic!("{title}: no expr"));
+            let expr = t["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{title}: no expr"));
             out.push((format!("panel {title:?}"), expr.to_owned()));
         }
     }
@@ -110,6 +112,19 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         "bool",
         "inf",
         "nan",
+        // aggregation operators: `sum by (x) (...)` puts the clause before the parenthesis
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
     ];
     const GROUPING: &[&str] = &[
         "by",
@@ -146,8 +161,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         let c = chars[i];
         if c.is_ascii_alphabetic() || c == '_' || c == ':' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i]))
-            {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
@@ -226,10 +240,7 @@ fn the_lexer_finds_metric_names_and_nothing_else() {
     let expr = r#"histogram_quantile(0.99, sum by (route, le) (rate(a_seconds_bucket{x=~"b|c", d!="{e}"}[5m] offset 1h))) > 1
         and on () group_left (reason) sum without (f) (rate(g_total[$__rate_interval])) / ignoring(h) 2e3 * other:recorded unless bool up"#;
     let got: Vec<String> = metric_names(expr).into_iter().collect();
-    assert_eq!(
-        got,
-        ["a_seconds_bucket", "g_total", "other:recorded", "up"]
-    );
+    assert_eq!(got, ["a_seconds_bucket", "g_total", "other:recorded", "up"]);
     assert_eq!(
         metric_names(r#"label_values(portcullis_requests_total{instance=~"$instance"}, route)"#)
             .into_iter()
@@ -250,21 +261,32 @@ fn the_dashboard_is_a_grafana_dashboard_with_a_datasource_variable() {
     let dash = dashboard();
     assert!(dash["schemaVersion"].as_u64().unwrap() >= 36);
     let vars = dash["templating"]["list"].as_array().unwrap();
-    assert!(vars
-        .iter()
-        .any(|v| v["type"] == "datasource" && v["name"] == "datasource" && v["query"] == "prometheus"));
+    assert!(vars.iter().any(|v| v["type"] == "datasource"
+        && v["name"] == "datasource"
+        && v["query"] == "prometheus"));
     let mut ids = BTreeSet::new();
     for panel in dash["panels"].as_array().unwrap() {
         assert!(ids.insert(panel["id"].as_u64().unwrap()), "duplicate id");
         let grid = &panel["gridPos"];
         let x = grid["x"].as_u64().unwrap();
-        assert!(x + grid["w"].as_u64().unwrap() <= 24, "{panel} is wider than the grid");
+        assert!(
+            x + grid["w"].as_u64().unwrap() <= 24,
+            "{panel} is wider than the grid"
+        );
         if panel["type"] == "row" {
             continue;
         }
-        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
         for t in panel["targets"].as_array().unwrap() {
-            assert_eq!(t["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+            assert_eq!(
+                t["datasource"]["uid"], "${datasource}",
+                "{}",
+                panel["title"]
+            );
         }
     }
 }
@@ -282,7 +304,11 @@ async fn scrape(client: &reqwest::Client, admin: &str) -> String {
 
 /// `/metrics` once `done` holds (polled, bounded): key fetches, evictions and probes happen off
 /// the request path.
-async fn scrape_until(client: &reqwest::Client, admin: &str, done: impl Fn(&str) -> bool) -> String {
+async fn scrape_until(
+    client: &reqwest::Client,
+    admin: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
     for _ in 0..1500 {
         let text = scrape(client, admin).await;
         if done(&text) {
@@ -297,9 +323,15 @@ async fn scrape_until(client: &reqwest::Client, admin: &str, done: impl Fn(&str)
 async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     let backend = Backend::start().unwrap();
     let idp = JwksServer::start().await.unwrap();
-    let (key_a, key_b) = (TestKey::rsa("rsa-a").unwrap(), TestKey::rsa("rsa-b").unwrap());
+    let (key_a, key_b) = (
+        TestKey::rsa("rsa-a").unwrap(),
+        TestKey::rsa("rsa-b").unwrap(),
+    );
     idp.set_keys(&[&key_a]);
-    let (redis_down, upstream_down) = (ClosedPort::reserve().unwrap(), ClosedPort::reserve().unwrap());
+    let (redis_down, upstream_down) = (
+        ClosedPort::reserve().unwrap(),
+        ClosedPort::reserve().unwrap(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.yaml");
     std::fs::write(
@@ -318,11 +350,11 @@ policies:
     inbound:
       - rate-limit-by-key: {{ calls: 1000, renewal-period: 60, counter-key: client-ip }}
       - validate-jwt:
-          jwks-uri:
-            - url: {jwks}
-              unknown-kid-cooldown: 1h
-              refresh-interval: 1s
-              min-refresh-interval: 1s
+          unknown-kid-cooldown: 1h
+          refresh-interval: 1s
+          min-refresh-interval: 1s
+          issuer-signing-keys:
+            - jwks-uri: {jwks}
           issuers: [{issuer}]
           audiences: [api://orders]
 routes:
@@ -361,7 +393,10 @@ routes:
     // Valid twice (a cache miss, then a hit), expired, no token, an upstream that is down.
     assert_eq!(get("/api/x", Some(&token_a)).await, 200);
     assert_eq!(get("/api/x", Some(&token_a)).await, 200);
-    assert_eq!(get("/api/x", Some(&key_a.sign(&claims(now() - 3600)).unwrap())).await, 401);
+    assert_eq!(
+        get("/api/x", Some(&key_a.sign(&claims(now() - 3600)).unwrap())).await,
+        401
+    );
     assert_eq!(get("/api/x", None).await, 401);
     assert_eq!(get("/down/x", None).await, 502);
 
@@ -374,9 +409,14 @@ routes:
     // Unknown kids until one is suppressed by the cooldown (the first may refetch).
     for i in 0..5 {
         let kid = format!("never-published-{i}");
-        let token = key_b.sign_with_kid(Some(&kid), &claims(now() + 600)).unwrap();
+        let token = key_b
+            .sign_with_kid(Some(&kid), &claims(now() + 600))
+            .unwrap();
         assert_eq!(get("/api/x", Some(&token)).await, 401);
-        if scrape(&client, &admin).await.contains("portcullis_jwks_refetch_suppressed_total{") {
+        if scrape(&client, &admin)
+            .await
+            .contains("portcullis_jwks_refetch_suppressed_total{")
+        {
             break;
         }
     }
@@ -401,7 +441,10 @@ routes:
     let mut exprs = dashboard_exprs(&dash);
     let dashboard_count = exprs.len();
     exprs.extend(alert_exprs());
-    assert!(dashboard_count >= 20 && exprs.len() >= dashboard_count + 12, "{exprs:#?}");
+    assert!(
+        dashboard_count >= 20 && exprs.len() >= dashboard_count + 12,
+        "{exprs:#?}"
+    );
     let errors_md = std::fs::read_to_string(repo().join("docs/errors.md")).unwrap();
     let mut referenced = BTreeSet::new();
     let mut missing = Vec::new();
@@ -441,7 +484,10 @@ routes:
         "portcullis_log_lines_dropped_total",
         "portcullis_ready",
     ] {
-        assert!(referenced.contains(needed), "{needed} is not charted or alerted on");
+        assert!(
+            referenced.contains(needed),
+            "{needed} is not charted or alerted on"
+        );
     }
 }
 

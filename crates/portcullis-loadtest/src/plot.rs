@@ -60,10 +60,11 @@ const REPORT_JS: &str = include_str!("../assets/report.js");
 /// An HTML page: the summary as text, the charts (uPlot, from the report's JSON embedded in the
 /// page), a table of latency per token kind, and the SVG for browsers without scripts.
 pub fn html(report: &Report) -> String {
-    // `</` cannot end the script element from inside a JSON string once written `<\/`.
+    // Every `<` written `\u003c` (the same string to JSON): nothing in the data can end the
+    // script element or start a comment or tag inside it.
     let data = serde_json::to_string(report)
         .unwrap_or_else(|_| "{}".to_owned())
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c");
     let mut kinds = String::new();
     for k in &report.latency_by_kind_us {
         let _ = write!(
@@ -253,4 +254,47 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::time::Duration;
+
+    use super::*;
+    use crate::mint::Kind;
+    use crate::stats::{Stats, Timeline};
+
+    #[test]
+    fn the_html_report_embeds_uplot_and_its_data_safely() {
+        let mut stats = Stats::new().unwrap();
+        stats.timeline = Timeline::for_run(Duration::from_secs(2));
+        for (kind, second, ms) in [
+            (Kind::Valid, 0, 2),
+            (Kind::Valid, 1, 5),
+            (Kind::Expired, 1, 1),
+        ] {
+            let latency = Duration::from_millis(ms);
+            stats.response(kind, 200, latency, second);
+            stats
+                .timeline
+                .record(kind, second, latency.as_micros() as u64);
+        }
+        let mut setup = crate::report::tests::setup();
+        setup.url = "http://x/</script><script>alert(1)</script>".into();
+        let report = Report::new(setup, &stats, Duration::from_secs(2));
+        assert_eq!(report.latency_over_time_us.len(), 2);
+        assert_eq!(report.latency_by_kind_us[0].kind, "valid");
+        assert_eq!(report.latency_by_kind_us[0].responses, 2);
+        let page = html(&report);
+        assert!(page.contains("uPlot v1.6.32") || page.contains("(v1.6.32)"));
+        assert!(page.contains(".uplot"), "uPlot's stylesheet");
+        // Nothing from the report can close a script element or open a tag.
+        assert_eq!(page.matches("</script>").count(), 3, "{page}");
+        assert!(!page.contains("<script>alert"));
+        let start = page.find("id=\"report-data\">").unwrap() + "id=\"report-data\">".len();
+        let end = start + page[start..].find("</script>").unwrap();
+        let data: serde_json::Value = serde_json::from_str(&page[start..end]).unwrap();
+        assert_eq!(data["latency_by_kind_us"][1]["kind"], "expired");
+    }
 }

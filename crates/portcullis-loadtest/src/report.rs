@@ -376,7 +376,11 @@ fn by_kind(t: &Timeline) -> Vec<KindLatency> {
     Kind::ALL
         .iter()
         .filter_map(|&kind| {
-            let h = t.kinds.get(kind.index())?.as_ref().filter(|h| !h.is_empty())?;
+            let h = t
+                .kinds
+                .get(kind.index())?
+                .as_ref()
+                .filter(|h| !h.is_empty())?;
             Some(KindLatency {
                 kind: kind.name(),
                 responses: h.len(),
@@ -444,11 +448,11 @@ pub fn us(v: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    fn setup() -> Setup {
+    pub(crate) fn setup() -> Setup {
         Setup {
             url: "http://x/".into(),
             connections: 1,

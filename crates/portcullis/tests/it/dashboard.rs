@@ -291,32 +291,17 @@ fn the_dashboard_is_a_grafana_dashboard_with_a_datasource_variable() {
     }
 }
 
-async fn scrape(client: &reqwest::Client, admin: &str) -> String {
-    client
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// `/metrics` once `done` holds (polled, bounded): key fetches, evictions and probes happen off
 /// the request path.
-async fn scrape_until(
-    client: &reqwest::Client,
-    admin: &str,
-    done: impl Fn(&str) -> bool,
-) -> String {
+async fn metrics_until(gw: &InProcess, done: impl Fn(&str) -> bool) -> String {
     for _ in 0..1500 {
-        let text = scrape(client, admin).await;
+        let text = gw.metrics().await;
         if done(&text) {
             return text;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("metrics never got there:\n{}", scrape(client, admin).await);
+    panic!("metrics never got there:\n{}", gw.metrics().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +363,6 @@ routes:
     .unwrap();
     let gw = InProcess::from_file(&config);
     gw.wait_ready().await;
-    let admin = format!("http://{}", gw.admin());
     let client = reqwest::Client::new();
     let get = |path: &str, token: Option<&str>| {
         let mut req = client.get(format!("http://{}{path}", gw.proxy()));
@@ -413,7 +397,8 @@ routes:
             .sign_with_kid(Some(&kid), &claims(now() + 600))
             .unwrap();
         assert_eq!(get("/api/x", Some(&token)).await, 401);
-        if scrape(&client, &admin)
+        if gw
+            .metrics()
             .await
             .contains("portcullis_jwks_refetch_suppressed_total{")
         {
@@ -422,7 +407,7 @@ routes:
     }
     // The IdP fails: the next scheduled refresh counts a failure; B keeps serving.
     idp.update(JWKS_PATH, |ep| ep.status = 500);
-    let text = scrape_until(&client, &admin, |m| {
+    let text = metrics_until(&gw, |m| {
         [
             "portcullis_jwks_fetch_failures_total{",
             "portcullis_jwks_refetch_suppressed_total{",

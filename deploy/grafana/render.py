@@ -229,7 +229,7 @@ body{{background:#111217;color:#ccccdc;font-family:Inter,Helvetica,Arial,sans-se
     var hhmmss = function (u, v) {{ return v.map(function (t) {{ return new Date(t * 1000).toISOString().substr(11, 8); }}); }};
     var axes = [{{stroke: "#8e8e9e", grid: {{stroke: "#2c3235", width: 1}}, ticks: {{stroke: "#2c3235"}}, values: hhmmss}},
                 {{stroke: "#8e8e9e", grid: {{stroke: "#2c3235", width: 1}}, ticks: {{stroke: "#2c3235"}}, size: 84,
-                  values: function (u, v) {{ return v.map(function (x) {{ return fmt(x, left); }}); }}}}];
+                  values: function (u, v) {{ return v.map(function (x) {{ return x == null ? "" : fmt(x, left); }}); }}}}];
     var top = 0;
     p.series.forEach(function (s) {{ s.values.forEach(function (v) {{ if (v != null && v > top) top = v; }}); }});
     if (p.symlog) {{

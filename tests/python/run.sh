@@ -4,8 +4,8 @@
 # password + refresh) and curl.
 # Usage: tests/python/run.sh <path-to-portcullis-binary>
 # Env: PORTCULLIS_PY_VENV reuses a virtualenv (default: a fresh one under a temp dir);
-# PORTCULLIS_PY_REQUIREMENTS and PORTCULLIS_PY_TESTS pick another requirements file and test file
-# (scripts/browser-tests: requirements-browser.txt, test_browser_cors.py).
+# PORTCULLIS_PY_REQUIREMENTS and PORTCULLIS_PY_TESTS pick another requirements file and test files
+# (scripts/browser-tests: requirements-browser.txt, test_browser_cors.py test_loadtest_report.py).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-${PORTCULLIS_BIN:-}}"
@@ -26,4 +26,6 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/${PORTCULLIS_PY_REQUIREMENTS:-requirements.txt}"
 cd "$here"
 # A generous backstop over the whole run (it takes seconds): a hang fails instead of stalling CI.
-timeout "${PORTCULLIS_PY_TIMEOUT:-600}" "$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" "${PORTCULLIS_PY_TESTS:-test_clients.py}"
+# PORTCULLIS_PY_TESTS may name several files, separated by spaces.
+read -r -a tests <<<"${PORTCULLIS_PY_TESTS:-test_clients.py}"
+timeout "${PORTCULLIS_PY_TIMEOUT:-600}" "$venv/bin/python" -m pytest -v -p no:cacheprovider "$@" "${tests[@]}"

@@ -127,3 +127,42 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=TIMEOUT)
+
+
+def start_demo(bin_, work):
+    """`portcullis demo` on free ports (state in work/demo). Returns (process, the arguments of
+    the loadtest line it prints, without the leading `portcullis loadtest`, admin URL), once
+    /readyz answers 200; the caller stops it."""
+    log_path = os.path.join(work, "demo.log")
+    with open(log_path, "w") as log:
+        demo = subprocess.Popen(
+            [bin_, "demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+             "--idp-listen", "127.0.0.1:0", "--backend-listen", "127.0.0.1:0",
+             "--state-dir", os.path.join(work, "demo")],
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+
+    def banner():
+        with open(log_path) as f:
+            text = f.read()
+        if demo.poll() is not None:
+            raise AssertionError(f"portcullis demo exited early:\n{text}")
+        lines = text.splitlines()
+        loadtest = [l for l in lines if l.startswith("portcullis loadtest ")]
+        admin = [l.split()[1] for l in lines if l.startswith("admin ") and len(l.split()) > 1]
+        return loadtest and admin and (loadtest[0], admin[0])
+
+    try:
+        line, admin = wait_for("portcullis demo's banner", banner)
+        wait_for("the demo's /readyz", lambda: _ready(admin))
+    except AssertionError:
+        stop(demo)
+        raise
+    return demo, line.split()[2:], admin
+
+
+def _ready(admin):
+    try:
+        return get(f"{admin}/readyz")[0] == 200
+    except OSError:
+        return False

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the key store.
 //!
 //! Why it exists: operators must see, per issuer and source, whether keys are being fetched, how
-//! old the served key set is, how many keys it holds, and how often the unknown-kid cooldown
+//! old the served key set is (and how old it may get: max-stale, so an alert can fire before
+//! the keys stop serving), how many keys it holds, and how often the unknown-kid cooldown
 //! protected the issuer. Registered once on the caller's registry and shared by rebuilt stores.
 
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -14,6 +15,7 @@ pub(crate) struct Metrics {
     pub(crate) fetches: IntCounterVec,
     pub(crate) failures: IntCounterVec,
     pub(crate) age: GaugeVec,
+    pub(crate) max_stale: GaugeVec,
     pub(crate) keys: IntGaugeVec,
     pub(crate) suppressed: IntCounterVec,
 }
@@ -45,6 +47,13 @@ impl Metrics {
                 ),
                 LABELS,
             )?,
+            max_stale: GaugeVec::new(
+                Opts::new(
+                    "portcullis_jwks_max_stale_seconds",
+                    "The source's max-stale: once the key set's age passes it, its keys stop serving (alerts compare the age with it)",
+                ),
+                LABELS,
+            )?,
             keys: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_jwks_keys",
@@ -63,6 +72,7 @@ impl Metrics {
         registry.register(Box::new(m.fetches.clone()))?;
         registry.register(Box::new(m.failures.clone()))?;
         registry.register(Box::new(m.age.clone()))?;
+        registry.register(Box::new(m.max_stale.clone()))?;
         registry.register(Box::new(m.keys.clone()))?;
         registry.register(Box::new(m.suppressed.clone()))?;
         Ok(m)

@@ -148,6 +148,7 @@ impl KeyStore {
                 let labels = old.labels();
                 // Absent series are fine: removal only tidies /metrics.
                 let _ = store.metrics.age.remove_label_values(&labels);
+                let _ = store.metrics.max_stale.remove_label_values(&labels);
                 let _ = store.metrics.keys.remove_label_values(&labels);
             }
         }
@@ -573,6 +574,10 @@ impl KeyStore {
             .with_label_values(&labels)
             .set(i64::try_from(usable).unwrap_or(i64::MAX));
         self.metrics.age.with_label_values(&labels).set(age);
+        self.metrics
+            .max_stale
+            .with_label_values(&labels)
+            .set(src.lifecycle.max_stale.as_secs_f64());
     }
 }
 

@@ -5,7 +5,7 @@
 //! latency instead of silently lowering the request rate (coordinated omission).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::client::{ClientError, Conn, Endpoint, H2Conn, H2Request, Response};
 use crate::mint::Kind;
-use crate::stats::Stats;
+use crate::stats::{micros, Stats, Timeline};
 
 /// The requests, one per token, and what each must get.
 pub struct Requests {
@@ -176,15 +176,23 @@ fn run_thread(shared: &Arc<Shared>, thread: usize, start: Instant) -> Result<Sta
         .build()
         .map_err(|e| DriveError::Start(e.to_string()))?;
     let load = &shared.load;
+    // Shared by this thread's connections only: they run one at a time, so never contended.
+    let timeline = Arc::new(Mutex::new(Timeline::for_run(load.duration)));
     runtime.block_on(async {
         let tasks: Vec<_> = (thread..load.connections)
             .step_by(load.threads)
-            .map(|c| tokio::spawn(connection(shared.clone(), c, thread, start)))
+            .map(|c| {
+                let conn = connection(shared.clone(), timeline.clone(), c, thread, start);
+                tokio::spawn(conn)
+            })
             .collect();
         let mut total = shared.template.clone();
         for task in tasks {
             let stats = task.await.map_err(|e| DriveError::Start(e.to_string()))?;
             total.merge(&stats);
+        }
+        if let Ok(timeline) = timeline.lock() {
+            total.timeline.merge(&timeline);
         }
         Ok(total)
     })
@@ -197,7 +205,13 @@ struct ConnState {
     in_flight_since: Option<Instant>,
 }
 
-async fn connection(shared: Arc<Shared>, c: usize, thread: usize, start: Instant) -> Stats {
+async fn connection(
+    shared: Arc<Shared>,
+    timeline: Arc<Mutex<Timeline>>,
+    c: usize,
+    thread: usize,
+    start: Instant,
+) -> Stats {
     let deadline = start + shared.load.duration;
     let mut stats = shared.template.clone();
     let mut state = ConnState {
@@ -205,7 +219,7 @@ async fn connection(shared: Arc<Shared>, c: usize, thread: usize, start: Instant
         opened: 0,
         in_flight_since: None,
     };
-    let looped = load_loop(&shared, c, thread, start, &mut stats, &mut state);
+    let looped = load_loop(&shared, &timeline, c, thread, start, &mut stats, &mut state);
     // The loop never ends by itself: the deadline cancels it between or inside exchanges.
     let _ = tokio::time::timeout_at(deadline, looped).await;
     if let Some(sent) = state.in_flight_since {
@@ -219,6 +233,7 @@ async fn connection(shared: Arc<Shared>, c: usize, thread: usize, start: Instant
 
 async fn load_loop(
     shared: &Shared,
+    timeline: &Mutex<Timeline>,
     c: usize,
     thread: usize,
     start: Instant,
@@ -261,7 +276,11 @@ async fn load_loop(
             Ok(response) => {
                 let latency = done - intended.unwrap_or(sent);
                 let second = ((done - start).as_secs() as usize).min(last_second);
-                stats.response(requests.kinds[i], response.status, latency, second);
+                let kind = requests.kinds[i];
+                stats.response(kind, response.status, latency, second);
+                if let Ok(mut timeline) = timeline.lock() {
+                    timeline.record(kind, second, micros(latency));
+                }
                 counter.responses.fetch_add(1, Ordering::Relaxed);
             }
             Err(err) => {

@@ -1,5 +1,8 @@
-//! `--report FILE.svg|.html`: the latency percentile curve and the per-second series drawn as a
-//! self-contained SVG (no scripts, no external assets), so a run can be attached to an issue.
+//! `--report FILE.svg|.html`. The HTML report charts latency over time (percentiles per second),
+//! latency per token kind, throughput and the percentile curve with uPlot, a real chart library
+//! embedded in the page (pinned, MIT: `assets/uplot/README.md`), so it renders offline and can be
+//! attached to an issue; the SVG (and the HTML's `<noscript>` fallback) is drawn here, with no
+//! scripts and no external assets.
 
 use std::fmt::Write as _;
 
@@ -48,11 +51,44 @@ pub fn svg(report: &Report) -> String {
     out
 }
 
-/// An HTML page: the summary as text, then the SVG.
+/// uPlot 1.6.32 (MIT), embedded in every HTML report.
+const UPLOT_JS: &str = include_str!("../assets/uplot/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../assets/uplot/uPlot.min.css");
+/// Draws the report's charts from its JSON.
+const REPORT_JS: &str = include_str!("../assets/report.js");
+
+/// An HTML page: the summary as text, the charts (uPlot, from the report's JSON embedded in the
+/// page), a table of latency per token kind, and the SVG for browsers without scripts.
 pub fn html(report: &Report) -> String {
+    // Every `<` written `\u003c` (the same string to JSON): nothing in the data can end the
+    // script element or start a comment or tag inside it.
+    let data = serde_json::to_string(report)
+        .unwrap_or_else(|_| "{}".to_owned())
+        .replace('<', "\\u003c");
+    let mut kinds = String::new();
+    for k in &report.latency_by_kind_us {
+        let _ = write!(
+            kinds,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(k.kind),
+            k.responses,
+            us(k.p50 as f64),
+            us(k.p90 as f64),
+            us(k.p99 as f64),
+            us(k.max as f64)
+        );
+    }
     format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>portcullis loadtest</title></head>\n\
-         <body style=\"font-family:sans-serif\"><h1>portcullis loadtest</h1>\n<pre>{}</pre>\n{}</body></html>\n",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>portcullis loadtest</title>\n\
+         <style>{UPLOT_CSS}\nbody{{font-family:sans-serif;margin:16px;max-width:1040px}}\
+         table{{border-collapse:collapse}}td,th{{padding:2px 10px;text-align:right}}\
+         td:first-child,th:first-child{{text-align:left}}.chart{{margin:18px 0}}</style></head>\n\
+         <body><h1>portcullis loadtest</h1>\n<pre>{}</pre>\n<div id=\"charts\"></div>\n\
+         <h2>Latency per token kind</h2>\n<table><tr><th>kind</th><th>responses</th><th>p50</th>\
+         <th>p90</th><th>p99</th><th>max</th></tr>{kinds}</table>\n\
+         <noscript>{}</noscript>\n\
+         <script type=\"application/json\" id=\"report-data\">{data}</script>\n\
+         <script>{UPLOT_JS}</script>\n<script>{REPORT_JS}</script>\n</body></html>\n",
         escape(&report.text()),
         svg(report)
     )
@@ -218,4 +254,47 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::time::Duration;
+
+    use super::*;
+    use crate::mint::Kind;
+    use crate::stats::{Stats, Timeline};
+
+    #[test]
+    fn the_html_report_embeds_uplot_and_its_data_safely() {
+        let mut stats = Stats::new().unwrap();
+        stats.timeline = Timeline::for_run(Duration::from_secs(2));
+        for (kind, second, ms) in [
+            (Kind::Valid, 0, 2),
+            (Kind::Valid, 1, 5),
+            (Kind::Expired, 1, 1),
+        ] {
+            let latency = Duration::from_millis(ms);
+            stats.response(kind, 200, latency, second);
+            stats
+                .timeline
+                .record(kind, second, latency.as_micros() as u64);
+        }
+        let mut setup = crate::report::tests::setup();
+        setup.url = "http://x/</script><script>alert(1)</script>".into();
+        let report = Report::new(setup, &stats, Duration::from_secs(2));
+        assert_eq!(report.latency_over_time_us.len(), 2);
+        assert_eq!(report.latency_by_kind_us[0].kind, "valid");
+        assert_eq!(report.latency_by_kind_us[0].responses, 2);
+        let page = html(&report);
+        assert!(page.contains("uPlot v1.6.32") || page.contains("(v1.6.32)"));
+        assert!(page.contains(".uplot"), "uPlot's stylesheet");
+        // Nothing from the report can close a script element or open a tag.
+        assert_eq!(page.matches("</script>").count(), 3, "{page}");
+        assert!(!page.contains("<script>alert"));
+        let start = page.find("id=\"report-data\">").unwrap() + "id=\"report-data\">".len();
+        let end = start + page[start..].find("</script>").unwrap();
+        let data: serde_json::Value = serde_json::from_str(&page[start..end]).unwrap();
+        assert_eq!(data["latency_by_kind_us"][1]["kind"], "expired");
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::mint::Kind;
-use crate::stats::{Errors, Second, Stats};
+use crate::stats::{Errors, Second, Stats, Timeline};
 
 /// Exit code: every response as expected, transport errors within the threshold.
 pub const EXIT_PASS: u8 = 0;
@@ -70,6 +70,44 @@ pub struct Latency {
     pub max: u64,
     /// (percentile, µs) points for a percentile plot, 0 to 99.999.
     pub curve: Vec<(f64, u64)>,
+}
+
+/// Latency percentiles of one time bucket (µs).
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeBucket {
+    /// Seconds from the start of the run to the start of the bucket.
+    pub start_s: u64,
+    /// Seconds the bucket spans (1, or more on runs longer than 600 s).
+    pub width_s: u64,
+    /// Responses completed in it.
+    pub responses: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+/// Latency of the responses to one token kind (µs).
+#[derive(Debug, Clone, Serialize)]
+pub struct KindLatency {
+    /// Kind name.
+    pub kind: &'static str,
+    /// Responses received.
+    pub responses: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
 }
 
 /// Correctness of one token kind.
@@ -141,6 +179,11 @@ pub struct Report {
     pub reconnects: u64,
     /// Per-second series.
     pub per_second: Vec<Second>,
+    /// Latency percentiles over time: one entry per time bucket (buckets without responses
+    /// omitted).
+    pub latency_over_time_us: Vec<TimeBucket>,
+    /// Latency per token kind that got responses, `valid` first.
+    pub latency_by_kind_us: Vec<KindLatency>,
     /// Verdict.
     pub verdict: Verdict,
 }
@@ -203,6 +246,8 @@ impl Report {
             errors: stats.errors,
             reconnects: stats.reconnects,
             per_second: stats.series.clone(),
+            latency_over_time_us: over_time(&stats.timeline),
+            latency_by_kind_us: by_kind(&stats.timeline),
             verdict: Verdict {
                 pass: true,
                 exit_code: EXIT_PASS,
@@ -308,6 +353,47 @@ impl Report {
     }
 }
 
+fn over_time(t: &Timeline) -> Vec<TimeBucket> {
+    t.buckets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let h = h.as_ref().filter(|h| !h.is_empty())?;
+            Some(TimeBucket {
+                start_s: i as u64 * t.width_s,
+                width_s: t.width_s,
+                responses: h.len(),
+                p50: h.value_at_quantile(0.5),
+                p90: h.value_at_quantile(0.9),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
+            })
+        })
+        .collect()
+}
+
+fn by_kind(t: &Timeline) -> Vec<KindLatency> {
+    Kind::ALL
+        .iter()
+        .filter_map(|&kind| {
+            let h = t
+                .kinds
+                .get(kind.index())?
+                .as_ref()
+                .filter(|h| !h.is_empty())?;
+            Some(KindLatency {
+                kind: kind.name(),
+                responses: h.len(),
+                mean: h.mean(),
+                p50: h.value_at_quantile(0.5),
+                p90: h.value_at_quantile(0.9),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
+            })
+        })
+        .collect()
+}
+
 fn judge(r: &Report, max_errors_percent: f64) -> Verdict {
     let mut problems = Vec::new();
     let mut exit_code = EXIT_PASS;
@@ -362,11 +448,11 @@ pub fn us(v: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    fn setup() -> Setup {
+    pub(crate) fn setup() -> Setup {
         Setup {
             url: "http://x/".into(),
             connections: 1,

@@ -92,6 +92,7 @@ impl ServeHttp for Admin {
                     &self.current.load().routes,
                     &self.metrics.upstream_healthy,
                 );
+                self.metrics.ready.set(i64::from(self.ready()));
                 text(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::cache::CacheMetrics;
@@ -45,6 +45,13 @@ pub struct Metrics {
     registry: Registry,
     /// `portcullis_requests_total{route, status, reason}`.
     pub requests: IntCounterVec,
+    /// `portcullis_request_duration_seconds{route}`: from the request's arrival to the end of its
+    /// answer (the backend's time included), every request, rejected ones too. Dashboards and
+    /// the p99 alert read their latency quantiles from it.
+    pub request_duration: HistogramVec,
+    /// `portcullis_ready`: 1 when `/readyz` answers 200 (listeners up, every issuer's keys
+    /// loaded, not draining), else 0; set when `/metrics` is rendered, so an alert need not probe.
+    pub ready: IntGauge,
     /// `portcullis_report_only_failures_total{route, policy, reason}`: would-be rejections forwarded.
     pub report_only: IntCounterVec,
     /// `portcullis_token_validation_seconds{policy, result}`.
@@ -87,6 +94,23 @@ impl Metrics {
             "Requests by route, status and reason.",
             &["route", "status", "reason"],
         )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_request_duration_seconds",
+                "Time from a request's arrival to the end of its answer (the backend's time included), by route.",
+            )
+            .buckets(vec![
+                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )?;
+        registry.register(Box::new(request_duration.clone()))?;
+        let ready = IntGauge::new(
+            "portcullis_ready",
+            "1 when /readyz answers 200 (listeners up, every issuer's keys loaded, not draining), else 0.",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
         let report_only = counters(
             "portcullis_report_only_failures_total",
             "Requests a report-only policy would have rejected, by reason.",
@@ -165,6 +189,8 @@ impl Metrics {
         Ok(Metrics {
             registry,
             requests,
+            request_duration,
+            ready,
             report_only,
             validation,
             claim_headers_refused,

@@ -602,6 +602,11 @@ impl ProxyHttp for Gateway {
             .requests
             .with_label_values(&[route, status_text, reason])
             .inc();
+        let latency = ctx.start.elapsed();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route])
+            .observe(latency.as_secs_f64());
         let request_id = ctx
             .request_id
             .as_ref()
@@ -614,7 +619,7 @@ impl ProxyHttp for Gateway {
             path = req.uri.path(),
             status,
             reason,
-            latency_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = latency.as_secs_f64() * 1000.0,
             request_id,
             error = e.map(|e| e.etype().as_str()),
             "request"

@@ -6,6 +6,7 @@ mod apim_corpus;
 mod cache;
 mod check;
 mod checks;
+mod dashboard;
 mod explain;
 mod forwarding;
 mod gateway;

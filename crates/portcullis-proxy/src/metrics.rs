@@ -23,6 +23,12 @@ pub const REASON_UPSTREAM_UNAVAILABLE: &str = "UpstreamUnavailable";
 pub const REASON_UPSTREAM_TIMEOUT: &str = "UpstreamTimeout";
 /// Reason label for other proxy failures.
 pub const REASON_PROXY_ERROR: &str = "ProxyError";
+/// Reason label (logs and metrics only, with status 499 as nginx records it) for a request whose
+/// client closed the connection, or could not be written to, before the answer was complete:
+/// nothing is sent, and it is not the gateway's or the upstream's failure.
+pub const REASON_CLIENT_CLOSED: &str = "ClientClosedRequest";
+/// The status recorded with [`REASON_CLIENT_CLOSED`] (no answer is written).
+pub const STATUS_CLIENT_CLOSED: u16 = 499;
 /// Route label for requests no route matched.
 pub const ROUTE_NONE: &str = "-";
 

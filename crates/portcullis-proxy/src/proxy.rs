@@ -341,7 +341,7 @@ fn error_status(e: &Error) -> (u16, &'static str) {
         (
             ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
             ErrorSource::Downstream,
-        ) => (0, metrics::REASON_PROXY_ERROR),
+        ) => (0, metrics::REASON_CLIENT_CLOSED),
         (_, ErrorSource::Downstream) => (400, metrics::REASON_PROXY_ERROR),
         _ => (500, metrics::REASON_PROXY_ERROR),
     }
@@ -544,8 +544,8 @@ impl ProxyHttp for Gateway {
     }
 
     /// A client that went away mid-request (status 0 in `error_status`) is not a gateway
-    /// failure: pingora would log it at ERROR; the request's own line (`logging`) records it with
-    /// status 0 and the error type. Every other proxy error keeps pingora's ERROR line.
+    /// failure: pingora would log it at ERROR; the request's own line (`logging`) records it as
+    /// `ClientClosedRequest` with status 499 (or the status already written) and the error type. Every other proxy error keeps pingora's ERROR line.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
         error_status(e).0 == 0
     }
@@ -575,6 +575,9 @@ impl ProxyHttp for Gateway {
                     tracing::debug!(error = %write, "could not send the error response");
                 }
             }
+        } else {
+            // Nothing can be written to a client that is gone: recorded as nginx records it.
+            ctx.status.get_or_insert(metrics::STATUS_CLIENT_CLOSED);
         }
         FailToProxy {
             error_code: status,

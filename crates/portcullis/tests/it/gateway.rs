@@ -578,3 +578,30 @@ async fn the_binary_runs_a_config_file_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A client that hangs up in the middle of its request body: nothing can be answered, and it is
+/// neither the gateway's nor the upstream's failure, so it is recorded as `ClientClosedRequest`
+/// with status 499 (as nginx records it), not as a `ProxyError`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_hanging_up_mid_body_is_recorded_as_client_closed() {
+    let backend = Backend::start().unwrap();
+    let mut m = support::model(
+        "anon",
+        vec![],
+        vec![route("open", "/", backend.addr(), None)],
+    );
+    m.server.token_cache_max_entries = 0;
+    let gw = InProcess::start(&m).await;
+    let mut conn = TcpStream::connect(gw.proxy()).unwrap();
+    conn.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: api.local\r\nContent-Length: 1000\r\n\r\nonly-part-of-it",
+    )
+    .unwrap();
+    conn.flush().unwrap();
+    drop(conn);
+    let line =
+        r#"portcullis_requests_total{reason="ClientClosedRequest",route="open",status="499"} 1"#;
+    let metrics = poll_text(500, || gw.metrics(), |text| text.contains(line)).await;
+    assert!(metrics.contains(line), "{metrics}");
+    assert!(!metrics.contains(r#"reason="ProxyError""#), "{metrics}");
+}

@@ -247,6 +247,23 @@ pub async fn inbound(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resu
     run.steps(session, ctx, &pipeline.steps).await
 }
 
+/// The CORS headers `policy`'s `cors` statement gives a (non-preflight) request: what an answer
+/// written before the policy runs (a subscription key refusal) carries, so a browser app can read
+/// it, as it can read the policy's own refusals.
+pub(crate) fn cors_headers(
+    generation: &Generation,
+    policy: Option<PolicyId>,
+    req: &RequestHeader,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let cors = policy
+        .and_then(|id| generation.policy(id))
+        .and_then(|p| p.pipeline.cors.as_ref());
+    match cors.map(|c| c.evaluate(req)) {
+        Some(cors::Verdict::Continue(headers)) => headers,
+        _ => Vec::new(),
+    }
+}
+
 impl<'r> Run<'r> {
     /// The request's route and policy in `generation`, with the policy's steps; `None` for an
     /// anonymous route (or no route).

@@ -209,8 +209,14 @@ impl Gateway {
                 }
                 None
             }
-            Verdict::Missing => Some(subscription_key_missing()),
-            Verdict::Invalid => Some(subscription_key_invalid()),
+            refused => {
+                let cors = pipeline::cors_headers(&generation, route.policy, req);
+                ctx.response_headers.extend(cors);
+                Some(match refused {
+                    Verdict::Missing => subscription_key_missing(),
+                    _ => subscription_key_invalid(),
+                })
+            }
         }
     }
 

@@ -123,7 +123,8 @@ impl InProcess {
         Self::bind_with(&model, opts)
     }
 
-    fn bind_with(model: &Model, mut opts: RunOptions) -> InProcess {
+    /// Bound with `opts` (key fetch retries shortened as for [`InProcess::bind`]).
+    pub fn bind_with(model: &Model, mut opts: RunOptions) -> InProcess {
         opts.key_store.refresh.backoff_min = Duration::from_millis(50);
         opts.key_store.refresh.backoff_max = Duration::from_millis(200);
         // Bound on a plain thread: start-up may block (upstream resolution, signal set-up) and

@@ -378,7 +378,8 @@ async fn subscription_keys_scopes_products_and_header_routing_through_the_binary
         }
         req.send()
     };
-    let cases: [(&[(&str, &str)], &str, Option<&str>); 7] = [
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Headers<'_>, &str, Option<&str>); 7] = [
         (&[("api-version", "v2")], "", Some("v2")),
         (&[("API-VERSION", "v2")], "", Some("v2")),
         (&[("api-version", "V2")], "", None),

@@ -480,6 +480,7 @@ fn view<'a>(session: &'a Session, ctx: &'a Ctx, generation: &'a Generation) -> V
         params: &ctx.params,
         identity: ctx.identity.as_ref(),
         vars: &ctx.vars,
+        subscription: ctx.subscription.map(|i| generation.subscriptions.name(i)),
     }
 }
 
@@ -1004,6 +1005,7 @@ mod tests {
             params,
             identity: None,
             vars: &vars,
+            subscription: None,
         };
         rewritten(
             r,

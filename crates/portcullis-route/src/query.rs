@@ -55,7 +55,10 @@ pub fn form_decode(text: &str) -> Cow<'_, str> {
 
 /// The form-decoded values of every occurrence of parameter `name` (names compared
 /// form-decoded), in order; a bare `name` without `=` has the empty value.
-pub fn values<'q>(query: &'q str, name: &'q str) -> impl Iterator<Item = Cow<'q, str>> + 'q {
+pub fn values<'q: 'r, 'n: 'r, 'r>(
+    query: &'q str,
+    name: &'n str,
+) -> impl Iterator<Item = Cow<'q, str>> + 'r {
     pairs(query).filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (form_decode(k) == name).then(|| form_decode(v))

@@ -43,6 +43,7 @@ policies:
   base:
     inbound:
       - set-header: { name: x-policy, value: base }
+      - set-header: { name: x-subscription, value: "${subscription|none}" }
   starter:
     inbound:
       - set-header: { name: x-policy, value: starter }
@@ -287,9 +288,15 @@ async fn subscription_keys_scopes_products_and_header_routing_through_the_binary
         seen.query.as_deref(),
         Some(format!("subscription-key={UNLIMITED}&x=1").as_str())
     );
-    for k in [ORDERS_ONLY, ALL_ACCESS] {
+    for (k, name) in [(ORDERS_ONLY, "orders-only"), (ALL_ACCESS, "all-access")] {
         assert_eq!(gw.get("/orders/4", &key(k)).await.0, 200);
-        assert_eq!(last(&backend).header("x-policy"), Some("base"), "{k}");
+        let seen = last(&backend);
+        assert_eq!(seen.header("x-policy"), Some("base"), "{k}");
+        assert_eq!(
+            seen.header("x-subscription"),
+            Some(name),
+            "${{subscription}}"
+        );
     }
     // The header wins over the query parameter.
     assert_eq!(
@@ -332,7 +339,9 @@ async fn subscription_keys_scopes_products_and_header_routing_through_the_binary
         key(STARTER_1).to_vec(),
     ] {
         assert_eq!(gw.get("/open/x", &headers).await.0, 200);
-        assert_eq!(last(&backend).header("x-policy"), Some("base"));
+        let seen = last(&backend);
+        assert_eq!(seen.header("x-policy"), Some("base"));
+        assert_eq!(seen.header("x-subscription"), Some("none"));
     }
 
     // A keyless CORS preflight is answered by the route's cors; the call itself needs the key.

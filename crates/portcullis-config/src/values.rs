@@ -19,6 +19,7 @@
 //! | `${client-ip}` | the client address (trusted proxies honoured) |
 //! | `${method}` `${path}` `${host}` | the canonical method, path (no query), host (no port) |
 //! | `${query}` | the whole query string as received |
+//! | `${subscription}` | the name of the subscription whose key was accepted (empty: none) |
 //!
 //! `$${` is a literal `${`; any other `$` is literal too.
 
@@ -72,6 +73,9 @@ pub enum Source {
     Host,
     /// `${query}`: the whole query string.
     QueryString,
+    /// `${subscription}`: the accepted subscription key's subscription name (APIM's
+    /// `context.Subscription.Name`).
+    Subscription,
 }
 
 /// Why a value's text does not parse.
@@ -84,7 +88,7 @@ pub struct ValueError {
 }
 
 /// The sources a value may name, for "expected one of" messages.
-const KNOWN: &str = "header:NAME, query:NAME, param:NAME, claim:NAME, var:NAME, client-ip, method, path, host, query";
+const KNOWN: &str = "header:NAME, query:NAME, param:NAME, claim:NAME, var:NAME, client-ip, method, path, host, query, subscription";
 
 /// Whether `name` is a variable or URL-template parameter name: `[A-Za-z_][A-Za-z0-9_-]*`.
 pub fn is_identifier(name: &str) -> bool {
@@ -266,6 +270,7 @@ fn source_part(inner: &str) -> Result<Part, String> {
         "method" => bare(Source::Method)?,
         "path" => bare(Source::Path)?,
         "host" => bare(Source::Host)?,
+        "subscription" => bare(Source::Subscription)?,
         other => {
             return Err(format!(
                 "unknown value source `${{{other}...}}`: the sources are {KNOWN} (a literal `${{` is written `$${{`)"
@@ -355,6 +360,7 @@ mod tests {
             ("${method}", Source::Method),
             ("${path}", Source::Path),
             ("${host}", Source::Host),
+            ("${subscription}", Source::Subscription),
         ] {
             assert_eq!(Value::parse(text).unwrap().parts(), &[source(s, None)]);
         }

@@ -68,6 +68,10 @@ pub struct Metrics {
     /// `portcullis_transform_values_refused_total{policy, statement, reason}`: values of
     /// transformation statements not used because they are invalid where they go (see `values`).
     pub transform_values_refused: IntCounterVec,
+    /// `portcullis_subscription_calls_total{subscription}`: calls let through by a subscription
+    /// key, by subscription name (refusals are `portcullis_requests_total` reasons
+    /// `SubscriptionKeyMissing` and `SubscriptionKeyInvalid`).
+    pub subscription_calls: IntCounterVec,
     /// `portcullis_token_cache_{hits,misses,evictions}_total`.
     pub token_cache: CacheMetrics,
     /// `portcullis_rate_limit_untracked_total`: calls a full rate-limit store could not count.
@@ -117,6 +121,11 @@ impl Metrics {
             "1 when /readyz answers 200 (listeners up, every issuer's keys loaded, not draining), else 0.",
         )?;
         registry.register(Box::new(ready.clone()))?;
+        let subscription_calls = counters(
+            "portcullis_subscription_calls_total",
+            "Calls let through by a subscription key, by subscription.",
+            &["subscription"],
+        )?;
         let report_only = counters(
             "portcullis_report_only_failures_total",
             "Requests a report-only policy would have rejected, by reason.",
@@ -197,6 +206,7 @@ impl Metrics {
             requests,
             request_duration,
             ready,
+            subscription_calls,
             report_only,
             validation,
             claim_headers_refused,

@@ -281,12 +281,29 @@ fn cors_words(a: &Answer) -> String {
     }
 }
 
+/// The CORS headers `policy`'s `cors` statement gives a (non-preflight) request: what an answer
+/// written before the policy runs (a subscription key refusal) carries, so a browser app can read
+/// it, as it can read the policy's own refusals.
+pub(crate) fn cors_headers(
+    generation: &Generation,
+    policy: Option<PolicyId>,
+    req: &RequestHeader,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let cors = policy
+        .and_then(|id| generation.policy(id))
+        .and_then(|p| p.pipeline.cors.as_ref());
+    match cors.map(|c| c.evaluate(req)) {
+        Some(cors::Verdict::Continue(headers)) => headers,
+        _ => Vec::new(),
+    }
+}
+
 impl<'r> Run<'r> {
     /// The request's route and policy in `generation`, with the policy's steps; `None` for an
     /// anonymous route (or no route).
     fn of(gw: &'r Gateway, generation: &'r Generation, ctx: &Ctx) -> Option<(Self, &'r Pipeline)> {
         let route = ctx.route.and_then(|i| generation.routes.get(i))?;
-        let policy_id = route.policy?;
+        let policy_id = ctx.policy?;
         let runtime = generation.policy(policy_id)?;
         let run = Run {
             gw,
@@ -723,6 +740,7 @@ fn view<'a>(
         params: &ctx.params,
         identity: ctx.identity.as_ref(),
         vars: &ctx.vars,
+        subscription: ctx.subscription.map(|i| generation.subscriptions.name(i)),
     }
 }
 
@@ -1262,6 +1280,7 @@ mod tests {
             params,
             identity: None,
             vars: &vars,
+            subscription: None,
         };
         rewritten(
             r,

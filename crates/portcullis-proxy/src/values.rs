@@ -54,6 +54,8 @@ pub struct View<'a> {
     pub identity: Option<&'a Verified>,
     /// The request's variables.
     pub vars: &'a Vars,
+    /// The name of the subscription whose key was accepted, if any.
+    pub subscription: Option<&'a str>,
 }
 
 impl<'a> View<'a> {
@@ -78,11 +80,7 @@ impl<'a> View<'a> {
     /// Query parameter `name` (names compared decoded), first occurrence, percent-decoded (`+`
     /// as a space, as forms encode it).
     pub fn query(&self, name: &str) -> Option<Cow<'a, str>> {
-        let query = self.req.uri.query()?;
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k) == name).then(|| decode(v))
-        })
+        portcullis_route::query::values(self.req.uri.query()?, name).next()
     }
 
     /// URL-template parameter `name`, percent-decoded.
@@ -127,6 +125,7 @@ impl<'a> View<'a> {
             Source::Path => Cow::Borrowed(self.req.uri.path()),
             Source::Host => self.host(),
             Source::QueryString => Cow::Borrowed(self.req.uri.query().unwrap_or("")),
+            Source::Subscription => Cow::Borrowed(self.subscription.unwrap_or("")),
         }
     }
 
@@ -154,18 +153,6 @@ impl<'a> View<'a> {
             }
         }
     }
-}
-
-fn decode(text: &str) -> Cow<'_, str> {
-    if !text.contains(['%', '+']) {
-        return Cow::Borrowed(text);
-    }
-    let spaced = text.replace('+', " ");
-    Cow::Owned(
-        percent_encoding::percent_decode_str(&spaced)
-            .decode_utf8_lossy()
-            .into_owned(),
-    )
 }
 
 /// Why a rendered value was not used.
@@ -245,6 +232,7 @@ mod tests {
             params: &params,
             identity: None,
             vars: &vars,
+            subscription: None,
         };
         assert_eq!(render("${header:x-tag}", &view), "a,b");
         assert_eq!(render("${query:q}", &view), "a b c");
@@ -273,6 +261,7 @@ mod tests {
             params: &[],
             identity: None,
             vars: &vars,
+            subscription: None,
         };
         for text in [
             "literal",

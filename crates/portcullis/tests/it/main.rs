@@ -26,6 +26,7 @@ mod profiles;
 mod redis_limits;
 mod reload;
 mod routing_tricks;
+mod subscriptions;
 mod support;
 mod templates;
 mod transforms;

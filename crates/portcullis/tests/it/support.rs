@@ -47,6 +47,7 @@ pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> 
         host_header: Default::default(),
         health_check: None,
         dns_refresh: portcullis_config::DEFAULT_DNS_REFRESH,
+        subscription: None,
     }
 }
 
@@ -76,6 +77,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             .collect(),
         routes,
         backends: Vec::new(),
+        subscriptions: Vec::new(),
     }
 }
 
@@ -122,7 +124,8 @@ impl InProcess {
         Self::bind_with(&model, opts)
     }
 
-    fn bind_with(model: &Model, mut opts: RunOptions) -> InProcess {
+    /// Bound with `opts` (key fetch retries shortened as for [`InProcess::bind`]).
+    pub fn bind_with(model: &Model, mut opts: RunOptions) -> InProcess {
         opts.key_store.refresh.backoff_min = Duration::from_millis(50);
         opts.key_store.refresh.backoff_max = Duration::from_millis(200);
         // Bound on a plain thread: start-up may block (upstream resolution, signal set-up) and

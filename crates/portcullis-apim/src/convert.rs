@@ -103,6 +103,9 @@ pub struct Converter {
     pub params: Vec<(String, Pos)>,
     /// Everything reported.
     pub diags: Vec<Diagnostic>,
+    /// Converting a policy of an APIOps folder: its backends and OpenAPI examples are known (the
+    /// notes asking to fill them in are not given).
+    pub(crate) in_folder: bool,
 }
 
 impl Converter {
@@ -129,6 +132,7 @@ impl Converter {
             split: 0,
             params: Vec::new(),
             diags: Vec::new(),
+            in_folder: false,
         }
     }
 

@@ -88,6 +88,9 @@ pub(crate) struct Resource {
 pub(crate) struct Folder {
     /// Every file read, as displayed in diagnostics (the folder as given, joined with the path).
     pub files: Vec<String>,
+    /// The same files relative to the folder (`apis/orders/policy.xml`), for the short forms of
+    /// the report.
+    pub rels: Vec<String>,
     /// `policy.xml` at the top: the global (all APIs) scope.
     pub global: Option<Policy>,
     /// Every API folder, sorted by folder name.
@@ -118,7 +121,13 @@ pub(crate) struct ReadError {
 impl Folder {
     fn add_file(&mut self, dir: &Path, rel: &Path) -> u32 {
         self.files.push(dir.join(rel).display().to_string());
+        self.rels.push(rel.display().to_string());
         u32::try_from(self.files.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    /// File `index` relative to the folder.
+    pub fn rel(&self, index: u32) -> &str {
+        self.rels.get(index as usize).map_or("?", String::as_str)
     }
 
     /// The display name of file `index`.

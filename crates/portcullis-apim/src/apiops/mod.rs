@@ -241,7 +241,7 @@ impl<'f> Builder<'f> {
                     self.find(api.info_file, 1, Kind::Note, "revision", why.clone());
                     self.report.apis.push(ApiReport {
                         name: api.name.clone(),
-                        file: self.folder.file(api.info_file).to_owned(),
+                        file: self.folder.rel(api.info_file).to_owned(),
                         summary: format!("not served: {why}"),
                         operations: Vec::new(),
                     });
@@ -254,7 +254,7 @@ impl<'f> Builder<'f> {
         self.find(api.info_file, 1, Kind::Unsupported, "api", why.clone());
         self.report.apis.push(ApiReport {
             name: api.name.clone(),
-            file: self.folder.file(api.info_file).to_owned(),
+            file: self.folder.rel(api.info_file).to_owned(),
             summary: format!("not imported: {why}"),
             operations: Vec::new(),
         });
@@ -413,7 +413,7 @@ impl<'f> Builder<'f> {
         summary.push_str(&format!("; {imported}/{} operations imported", operations.len()));
         self.report.apis.push(ApiReport {
             name: api.name.clone(),
-            file: self.folder.file(api.info_file).to_owned(),
+            file: self.folder.rel(api.info_file).to_owned(),
             summary,
             operations: ops_report,
         });
@@ -436,7 +436,7 @@ impl<'f> Builder<'f> {
             Ok(t) => t,
             Err(why) => {
                 self.find(spec.file, op.line, Kind::Unsupported, "operation", format!("{} {}: {why}; the operation is dropped", op.method, op.template));
-                return dropped(format!("{why} ({}:{})", self.folder.file(spec.file), op.line));
+                return dropped(format!("{why} ({}:{})", self.folder.rel(spec.file), op.line));
             }
         };
         for p in &template.problems {
@@ -461,7 +461,7 @@ impl<'f> Builder<'f> {
         if let Some(earlier) = self.seen.get(&key) {
             let why = format!("route {earlier} already matches every {} {} request", op.method, template.path);
             self.find(spec.file, op.line, Kind::Unsupported, "operation", format!("{} {}: {why}; the operation is dropped", op.method, op.template));
-            return dropped(format!("{why} ({}:{})", self.folder.file(spec.file), op.line));
+            return dropped(format!("{why} ({}:{})", self.folder.rel(spec.file), op.line));
         }
         self.seen.insert(key, name.clone());
         let op_policy = op.id.as_ref().and_then(|id| api.operation_policies.get(id));
@@ -563,7 +563,7 @@ impl<'f> Builder<'f> {
             "{} {} ({}:{})",
             op.method,
             op.template,
-            self.folder.file(spec.file),
+            self.folder.rel(spec.file),
             op.line
         ));
         self.routes.push(RouteOut {
@@ -587,7 +587,8 @@ impl<'f> Builder<'f> {
     /// Convert one composed policy called `name` (with the statements the route needs first);
     /// returns the policy the route uses and the statement count.
     fn convert(&mut self, name: &str, composed: Composed, synthetic: &[Entry]) -> (String, Summary) {
-        let mut conv = Converter::composed(self.folder.files.clone(), name);
+        let mut conv = Converter::composed(self.folder.rels.clone(), name);
+        conv.in_folder = true;
         conv.document(std::slice::from_ref(&composed.document));
         for (i, entry) in synthetic.iter().enumerate() {
             conv.steps.insert(
@@ -628,7 +629,7 @@ impl<'f> Builder<'f> {
         let list = |items: &[(Pos, String)]| {
             items
                 .iter()
-                .map(|(p, n)| format!("{}:{} <{n}>", self.folder.file(p.file), p.line))
+                .map(|(p, n)| format!("{}:{} <{n}>", self.folder.rel(p.file), p.line))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -690,7 +691,7 @@ impl<'f> Builder<'f> {
                     if u.query().is_some() {
                         self.find(b.file, 1, Kind::Unsupported, "url", format!("backend {id}: the query of its url is not forwarded"));
                     }
-                    out.push(Entry::new(id.as_str(), Node::Map(vec![Entry::new("url", Node::str(text))])).comment(format!("from {}", self.folder.file(b.file))));
+                    out.push(Entry::new(id.as_str(), Node::Map(vec![Entry::new("url", Node::str(text))])).comment(format!("from {}", self.folder.rel(b.file))));
                 }
                 (Some(b), _) => {
                     self.find(b.file, 1, Kind::Unsupported, "backend", format!("backend {id} has no http(s) url (a pool or circuit breaker?): it is written as {DEFAULT_UPSTREAM}, to edit"));
@@ -736,6 +737,7 @@ impl<'f> Builder<'f> {
             } else if bool_prop(&nv.props, "secret") == Some(true) {
                 self.find(nv.file, 1, Kind::Note, "secret", format!("{{{{{name}}}}} is secret (its value is not written out): set {var} in the environment"));
             } else if let Some(value) = str_prop(&nv.props, "value") {
+                self.find(nv.file, 1, Kind::Note, "value", format!("{{{{{name}}}}}'s value is in the folder: `run --apiops` uses it; with the written file, set {var} in the environment"));
                 out.push((name.clone(), value.to_owned()));
             } else {
                 self.find(nv.file, 1, Kind::Note, "value", format!("{{{{{name}}}}} has no value in the folder: set {var} in the environment"));

@@ -36,14 +36,19 @@ pub struct ImportArgs {
     /// APIM service, one route per operation.
     #[arg(long, value_name = "DIR")]
     pub apiops: Option<PathBuf>,
-    /// With --apiops: rewrite an upstream origin (`https://api.contoso.com=http://127.0.0.1:3000`);
-    /// repeatable, the first matching one applies.
-    #[arg(long = "map-upstream", value_name = "FROM=TO", requires = "apiops")]
+    /// Rewrite an upstream origin (`https://api.contoso.com=http://127.0.0.1:3000`) in what is
+    /// written (the folder's serviceUrls and backends, `--route` upstreams, set-backend-service
+    /// base URLs); repeatable, the first matching one applies.
+    #[arg(long = "map-upstream", value_name = "FROM=TO")]
     pub map_upstream: Vec<portcullis_config::UpstreamMap>,
     /// A route using the converted policy; repeatable. PATH is a path prefix, or an operation's URL
     /// template (`/orders/{id}`), matched as the whole path. Without it: one catch-all route `/` to
     /// http://127.0.0.1:3000, to edit.
-    #[arg(long = "route", value_name = "NAME=PATH=UPSTREAM", conflicts_with = "apiops")]
+    #[arg(
+        long = "route",
+        value_name = "NAME=PATH=UPSTREAM",
+        conflicts_with = "apiops"
+    )]
     pub routes: Vec<RouteSpec>,
     /// Write the YAML here instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "OUT")]
@@ -68,7 +73,16 @@ pub fn run(args: ImportArgs) -> ExitCode {
             return ExitCode::from(EXIT_IO);
         }
     };
-    let conv = match crate::convert(&text, &file, &args.routes) {
+    let routes: Vec<RouteSpec> = args
+        .routes
+        .iter()
+        .map(|r| RouteSpec {
+            upstream: portcullis_config::map_upstream(&args.map_upstream, &r.upstream)
+                .unwrap_or_else(|| r.upstream.clone()),
+            ..r.clone()
+        })
+        .collect();
+    let conv = match crate::convert(&text, &file, &routes) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{file}:{e}");

@@ -209,7 +209,10 @@ impl Converter {
 
     /// `# from file:line`
     pub fn origin(&self, pos: Pos) -> String {
-        let file = self.files.get(pos.file as usize).map_or("?", String::as_str);
+        let file = self
+            .files
+            .get(pos.file as usize)
+            .map_or("?", String::as_str);
         format!("from {file}:{}", pos.line)
     }
 

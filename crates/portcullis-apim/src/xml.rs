@@ -331,8 +331,22 @@ mod tests {
         let roots = parse(doc).unwrap();
         let jwt = &roots[0].children[0].children[0];
         assert_eq!(jwt.name, "validate-jwt");
-        assert_eq!(jwt.pos, Pos { line: 3, col: 5, file: 0 });
-        assert_eq!(jwt.attrs[0].pos, Pos { line: 3, col: 19, file: 0 });
+        assert_eq!(
+            jwt.pos,
+            Pos {
+                line: 3,
+                col: 5,
+                file: 0
+            }
+        );
+        assert_eq!(
+            jwt.attrs[0].pos,
+            Pos {
+                line: 3,
+                col: 19,
+                file: 0
+            }
+        );
         assert_eq!(jwt.attrs[0].value, "Authorization");
     }
 
@@ -361,6 +375,14 @@ mod tests {
     #[test]
     fn unclosed_element_reports_its_start() {
         let err = parse("<policies>\n  <inbound>\n").unwrap_err();
-        assert_eq!(err.pos, Pos { line: 2, col: 3, file: 0 }, "{err}");
+        assert_eq!(
+            err.pos,
+            Pos {
+                line: 2,
+                col: 3,
+                file: 0
+            },
+            "{err}"
+        );
     }
 }

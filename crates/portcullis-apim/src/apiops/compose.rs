@@ -71,7 +71,10 @@ pub(crate) fn compose(levels: &[Level<'_>], fragments: &BTreeMap<String, Policy>
                     out.diags.push(Diagnostic::unsupported(
                         pos,
                         "policy",
-                        format!("the {} policy is not a <policies> document; it is left out", level.scope),
+                        format!(
+                            "the {} policy is not a <policies> document; it is left out",
+                            level.scope
+                        ),
                     ));
                 }
                 acc.clear();
@@ -262,7 +265,10 @@ mod tests {
         let mut fragments = BTreeMap::new();
         fragments.insert(
             "f".to_owned(),
-            policy("<fragment><set-header name=\"f1\"/><set-header name=\"f2\"/></fragment>", 1),
+            policy(
+                "<fragment><set-header name=\"f1\"/><set-header name=\"f2\"/></fragment>",
+                1,
+            ),
         );
         let levels = [Level {
             scope: "API",

@@ -144,7 +144,10 @@ impl Folder {
             path: path.clone(),
             error,
         })?;
-        let text = text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text);
+        let text = text
+            .strip_prefix('\u{feff}')
+            .map(str::to_owned)
+            .unwrap_or(text);
         Ok(Some((self.add_file(dir, rel), text)))
     }
 

@@ -135,7 +135,10 @@ pub fn import(dir: &Path, opts: &Options) -> Result<Import, Error> {
     if !backends.is_empty() {
         document.push(Entry::new("backends", Node::Map(backends)));
     }
-    document.push(Entry::new("policies", Node::Map(std::mem::take(&mut b.policies))));
+    document.push(Entry::new(
+        "policies",
+        Node::Map(std::mem::take(&mut b.policies)),
+    ));
     document.push(Entry::new(
         "routes",
         Node::Seq(b.routes.drain(..).map(|r| r.item).collect()),
@@ -287,13 +290,15 @@ impl<'f> Builder<'f> {
                     Version::None
                 }
             },
-            "query" => match name("versionQueryName") {
-                Some(q) => Version::Query(q, version.to_owned()),
-                None => {
-                    self.find(set.file, 1, Kind::Unsupported, "versionQueryName", "a Query version set without versionQueryName: served without its version".to_owned());
-                    Version::None
+            "query" => {
+                match name("versionQueryName") {
+                    Some(q) => Version::Query(q, version.to_owned()),
+                    None => {
+                        self.find(set.file, 1, Kind::Unsupported, "versionQueryName", "a Query version set without versionQueryName: served without its version".to_owned());
+                        Version::None
+                    }
                 }
-            },
+            }
             _ => Version::Segment(version.to_owned()),
         }
     }
@@ -309,14 +314,30 @@ impl<'f> Builder<'f> {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
         let Some(url) = parsed else {
-            self.find(api.info_file, 1, Kind::Unsupported, "serviceUrl", format!("`{mapped}` is not an http(s) URL: its routes go to {DEFAULT_UPSTREAM}"));
+            self.find(
+                api.info_file,
+                1,
+                Kind::Unsupported,
+                "serviceUrl",
+                format!("`{mapped}` is not an http(s) URL: its routes go to {DEFAULT_UPSTREAM}"),
+            );
             return (DEFAULT_UPSTREAM.to_owned(), None);
         };
         if url.query().is_some() {
-            self.find(api.info_file, 1, Kind::Unsupported, "serviceUrl", format!("the query of `{mapped}` is not forwarded"));
+            self.find(
+                api.info_file,
+                1,
+                Kind::Unsupported,
+                "serviceUrl",
+                format!("the query of `{mapped}` is not forwarded"),
+            );
         }
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-        let origin = format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or_default());
+        let origin = format!(
+            "{}://{}{port}",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        );
         let path = url.path().trim_end_matches('/');
         let base = (!path.is_empty()).then(|| format!("{origin}{path}"));
         (origin, base)
@@ -343,18 +364,23 @@ impl<'f> Builder<'f> {
         let Some(spec) = &api.spec else {
             return self.not_imported(
                 api,
-                "no specification.yaml or specification.json: the operations are not known".to_owned(),
+                "no specification.yaml or specification.json: the operations are not known"
+                    .to_owned(),
             );
         };
         let doc = match openapi::parse(spec) {
             Ok(d) => d,
             Err(e) => {
-                self.invalid.push(format!("{}:{e}", self.folder.file(spec.file)));
+                self.invalid
+                    .push(format!("{}:{e}", self.folder.file(spec.file)));
                 return;
             }
         };
         let operations = openapi::operations(spec, &doc);
-        let path = str_prop(&api.props, "path").unwrap_or("").trim_matches('/').to_owned();
+        let path = str_prop(&api.props, "path")
+            .unwrap_or("")
+            .trim_matches('/')
+            .to_owned();
         let version = self.version(api);
         let prefix = match &version {
             Version::Segment(v) => format!("{path}/{v}"),
@@ -381,9 +407,14 @@ impl<'f> Builder<'f> {
             Version::None => {}
             Version::Segment(v) => summary.push_str(&format!(", version {v} in the path")),
             Version::Header(h, v) => summary.push_str(&format!(", version {v} in header {h}")),
-            Version::Query(q, v) => summary.push_str(&format!(", version {v} in query parameter {q}")),
+            Version::Query(q, v) => {
+                summary.push_str(&format!(", version {v} in query parameter {q}"))
+            }
         }
-        summary.push_str(&format!(", upstream {}", base.as_deref().unwrap_or(&upstream)));
+        summary.push_str(&format!(
+            ", upstream {}",
+            base.as_deref().unwrap_or(&upstream)
+        ));
         if !products.is_empty() {
             let names: Vec<&str> = products.iter().map(|p| p.name.as_str()).collect();
             summary.push_str(&format!(", products {}", names.join(", ")));
@@ -397,20 +428,28 @@ impl<'f> Builder<'f> {
         let before = self.report.coverage.imported;
         for op in &operations {
             self.report.coverage.operations += 1;
-            let outcome = self.operation(api, spec, op, &OpContext {
-                prefix: &prefix,
-                version: &version,
-                upstream: &upstream,
-                base: base.as_deref(),
-                required,
-                header: header.as_deref(),
-                query: query.as_deref(),
-                products: &products,
-            });
+            let outcome = self.operation(
+                api,
+                spec,
+                op,
+                &OpContext {
+                    prefix: &prefix,
+                    version: &version,
+                    upstream: &upstream,
+                    base: base.as_deref(),
+                    required,
+                    header: header.as_deref(),
+                    query: query.as_deref(),
+                    products: &products,
+                },
+            );
             ops_report.push(outcome);
         }
         let imported = self.report.coverage.imported - before;
-        summary.push_str(&format!("; {imported}/{} operations imported", operations.len()));
+        summary.push_str(&format!(
+            "; {imported}/{} operations imported",
+            operations.len()
+        ));
         self.report.apis.push(ApiReport {
             name: api.name.clone(),
             file: self.folder.rel(api.info_file).to_owned(),
@@ -435,12 +474,31 @@ impl<'f> Builder<'f> {
         let template = match routes::convert(cx.prefix, &op.template) {
             Ok(t) => t,
             Err(why) => {
-                self.find(spec.file, op.line, Kind::Unsupported, "operation", format!("{} {}: {why}; the operation is dropped", op.method, op.template));
-                return dropped(format!("{why} ({}:{})", self.folder.rel(spec.file), op.line));
+                self.find(
+                    spec.file,
+                    op.line,
+                    Kind::Unsupported,
+                    "operation",
+                    format!(
+                        "{} {}: {why}; the operation is dropped",
+                        op.method, op.template
+                    ),
+                );
+                return dropped(format!(
+                    "{why} ({}:{})",
+                    self.folder.rel(spec.file),
+                    op.line
+                ));
             }
         };
         for p in &template.problems {
-            self.find(spec.file, op.line, Kind::Unsupported, "URL template", format!("{} {}: {p}", op.method, op.template));
+            self.find(
+                spec.file,
+                op.line,
+                Kind::Unsupported,
+                "URL template",
+                format!("{} {}: {p}", op.method, op.template),
+            );
         }
         let name = match &op.id {
             Some(id) => format!("{}.{id}", api.name),
@@ -448,7 +506,10 @@ impl<'f> Builder<'f> {
                 "{}.{}{}",
                 api.name,
                 op.method.to_ascii_lowercase(),
-                template.backend.replace(['/', '{', '}', '*'], "-").trim_end_matches('-')
+                template
+                    .backend
+                    .replace(['/', '{', '}', '*'], "-")
+                    .trim_end_matches('-')
             ),
         };
         let version_key = match cx.version {
@@ -459,19 +520,47 @@ impl<'f> Builder<'f> {
         let shape = routes::shape(&template.path);
         let key = (shape.clone(), op.method.clone(), version_key.clone());
         if let Some(earlier) = self.seen.get(&key) {
-            let why = format!("route {earlier} already matches every {} {} request", op.method, template.path);
-            self.find(spec.file, op.line, Kind::Unsupported, "operation", format!("{} {}: {why}; the operation is dropped", op.method, op.template));
-            return dropped(format!("{why} ({}:{})", self.folder.rel(spec.file), op.line));
+            let why = format!(
+                "route {earlier} already matches every {} {} request",
+                op.method, template.path
+            );
+            self.find(
+                spec.file,
+                op.line,
+                Kind::Unsupported,
+                "operation",
+                format!(
+                    "{} {}: {why}; the operation is dropped",
+                    op.method, op.template
+                ),
+            );
+            return dropped(format!(
+                "{why} ({}:{})",
+                self.folder.rel(spec.file),
+                op.line
+            ));
         }
         self.seen.insert(key, name.clone());
         let op_policy = op.id.as_ref().and_then(|id| api.operation_policies.get(id));
         let global = self.folder.global.as_ref();
         let levels = |product: Option<&'f Policy>| -> [Level<'f>; 4] {
             [
-                Level { scope: "global", policy: global },
-                Level { scope: "product", policy: product },
-                Level { scope: "API", policy: api.policy.as_ref() },
-                Level { scope: "operation", policy: op_policy },
+                Level {
+                    scope: "global",
+                    policy: global,
+                },
+                Level {
+                    scope: "product",
+                    policy: product,
+                },
+                Level {
+                    scope: "API",
+                    policy: api.policy.as_ref(),
+                },
+                Level {
+                    scope: "operation",
+                    policy: op_policy,
+                },
             ]
         };
         let mut synthetic = Vec::new();
@@ -479,7 +568,10 @@ impl<'f> Builder<'f> {
             synthetic.push(
                 Entry::new(
                     "rewrite-uri",
-                    Node::Map(vec![Entry::new("template", Node::str(template.backend.as_str()))]),
+                    Node::Map(vec![Entry::new(
+                        "template",
+                        Node::str(template.backend.as_str()),
+                    )]),
                 )
                 .comment("the operation's path below the API's serviceUrl, as APIM forwards it"),
             );
@@ -512,7 +604,11 @@ impl<'f> Builder<'f> {
             }
             mocked |= compose::contains(&composed.document, "mock-response");
             let (p, s) = self.convert(&format!("{name}.{}", product.name), composed, &synthetic);
-            outcome.push_str(&format!("; with a key of product {}: policy {p}: {}", product.name, self.summary(&s)));
+            outcome.push_str(&format!(
+                "; with a key of product {}: policy {p}: {}",
+                product.name,
+                self.summary(&s)
+            ));
             product_policies.push((product.name.clone(), p));
         }
         let mut matching = vec![
@@ -520,15 +616,24 @@ impl<'f> Builder<'f> {
             Entry::new("methods", Node::strings([op.method.as_str()])),
         ];
         match cx.version {
-            Version::Header(h, v) => matching.push(Entry::new("headers", Node::Map(vec![Entry::new(h.as_str(), Node::str(v.as_str()))]))),
-            Version::Query(q, v) => matching.push(Entry::new("query", Node::Map(vec![Entry::new(q.as_str(), Node::str(v.as_str()))]))),
+            Version::Header(h, v) => matching.push(Entry::new(
+                "headers",
+                Node::Map(vec![Entry::new(h.as_str(), Node::str(v.as_str()))]),
+            )),
+            Version::Query(q, v) => matching.push(Entry::new(
+                "query",
+                Node::Map(vec![Entry::new(q.as_str(), Node::str(v.as_str()))]),
+            )),
             _ => {}
         }
         let mut sub = vec![
             Entry::new("api", Node::str(api.name.as_str())),
             Entry::new("required", Node::Bool(cx.required)),
         ];
-        if let Some(h) = cx.header.filter(|h| !h.eq_ignore_ascii_case(DEFAULT_KEY_HEADER)) {
+        if let Some(h) = cx
+            .header
+            .filter(|h| !h.eq_ignore_ascii_case(DEFAULT_KEY_HEADER))
+        {
             sub.push(Entry::new("header-name", Node::str(h)));
         }
         if let Some(q) = cx.query.filter(|q| *q != DEFAULT_KEY_QUERY) {
@@ -537,7 +642,12 @@ impl<'f> Builder<'f> {
         if !product_policies.is_empty() {
             sub.push(Entry::new(
                 "products",
-                Node::Map(product_policies.iter().map(|(p, pol)| Entry::new(p.as_str(), Node::str(pol.as_str()))).collect()),
+                Node::Map(
+                    product_policies
+                        .iter()
+                        .map(|(p, pol)| Entry::new(p.as_str(), Node::str(pol.as_str())))
+                        .collect(),
+                ),
             ));
         }
         let mut route = vec![
@@ -586,7 +696,12 @@ impl<'f> Builder<'f> {
 
     /// Convert one composed policy called `name` (with the statements the route needs first);
     /// returns the policy the route uses and the statement count.
-    fn convert(&mut self, name: &str, composed: Composed, synthetic: &[Entry]) -> (String, Summary) {
+    fn convert(
+        &mut self,
+        name: &str,
+        composed: Composed,
+        synthetic: &[Entry],
+    ) -> (String, Summary) {
         let mut conv = Converter::composed(self.folder.rels.clone(), name);
         conv.in_folder = true;
         conv.document(std::slice::from_ref(&composed.document));
@@ -603,7 +718,12 @@ impl<'f> Builder<'f> {
             );
         }
         let maps = &self.opts.map_upstream;
-        for step in conv.steps.iter_mut().chain(conv.out_steps.iter_mut()).skip(synthetic.len()) {
+        for step in conv
+            .steps
+            .iter_mut()
+            .chain(conv.out_steps.iter_mut())
+            .skip(synthetic.len())
+        {
             if let Some(entry) = step.entry.as_mut() {
                 map_base_urls(entry, maps);
             }
@@ -653,7 +773,10 @@ impl<'f> Builder<'f> {
             let segment = |at: usize| trimmed[at..].split('/').next().unwrap_or("").to_owned();
             if let Some(i) = trimmed.rfind("/products/") {
                 entries.push(Entry::new("scope", Node::str("product")));
-                entries.push(Entry::new("product", Node::str(segment(i + "/products/".len()))));
+                entries.push(Entry::new(
+                    "product",
+                    Node::str(segment(i + "/products/".len())),
+                ));
             } else if let Some(i) = trimmed.rfind("/apis/") {
                 entries.push(Entry::new("scope", Node::str("api")));
                 entries.push(Entry::new("api", Node::str(segment(i + "/apis/".len()))));
@@ -682,24 +805,51 @@ impl<'f> Builder<'f> {
         let refs = std::mem::take(&mut self.backend_refs);
         for (id, pos) in refs {
             let found = self.folder.backends.iter().find(|b| b.name == id);
-            let url = found.and_then(|b| str_prop(&b.props, "url")).map(|u| self.map(u));
+            let url = found
+                .and_then(|b| str_prop(&b.props, "url"))
+                .map(|u| self.map(u));
             let parsed = url.as_deref().and_then(|u| url::Url::parse(u).ok());
             match (found, parsed) {
-                (Some(b), Some(u)) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                (Some(b), Some(u))
+                    if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() =>
+                {
                     let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-                    let text = format!("{}://{}{port}{}", u.scheme(), u.host_str().unwrap_or_default(), u.path().trim_end_matches('/'));
+                    let text = format!(
+                        "{}://{}{port}{}",
+                        u.scheme(),
+                        u.host_str().unwrap_or_default(),
+                        u.path().trim_end_matches('/')
+                    );
                     if u.query().is_some() {
-                        self.find(b.file, 1, Kind::Unsupported, "url", format!("backend {id}: the query of its url is not forwarded"));
+                        self.find(
+                            b.file,
+                            1,
+                            Kind::Unsupported,
+                            "url",
+                            format!("backend {id}: the query of its url is not forwarded"),
+                        );
                     }
-                    out.push(Entry::new(id.as_str(), Node::Map(vec![Entry::new("url", Node::str(text))])).comment(format!("from {}", self.folder.rel(b.file))));
+                    out.push(
+                        Entry::new(
+                            id.as_str(),
+                            Node::Map(vec![Entry::new("url", Node::str(text))]),
+                        )
+                        .comment(format!("from {}", self.folder.rel(b.file))),
+                    );
                 }
                 (Some(b), _) => {
                     self.find(b.file, 1, Kind::Unsupported, "backend", format!("backend {id} has no http(s) url (a pool or circuit breaker?): it is written as {DEFAULT_UPSTREAM}, to edit"));
-                    out.push(Entry::new(id.as_str(), Node::Map(vec![Entry::new("url", Node::str(DEFAULT_UPSTREAM))])));
+                    out.push(Entry::new(
+                        id.as_str(),
+                        Node::Map(vec![Entry::new("url", Node::str(DEFAULT_UPSTREAM))]),
+                    ));
                 }
                 (None, _) => {
                     self.find(pos.file, pos.line, Kind::Unsupported, "backend-id", format!("backend \"{id}\" is not in backends/: it is written as {DEFAULT_UPSTREAM}, to edit"));
-                    out.push(Entry::new(id.as_str(), Node::Map(vec![Entry::new("url", Node::str(DEFAULT_UPSTREAM))])));
+                    out.push(Entry::new(
+                        id.as_str(),
+                        Node::Map(vec![Entry::new("url", Node::str(DEFAULT_UPSTREAM))]),
+                    ));
                 }
             }
         }
@@ -729,10 +879,20 @@ impl<'f> Builder<'f> {
             });
             let var = env_name(&name);
             let Some(nv) = nv else {
-                self.find(pos.file, pos.line, Kind::Note, "named value", format!("{{{{{name}}}}} is not in named values/: set {var} in the environment"));
+                self.find(
+                    pos.file,
+                    pos.line,
+                    Kind::Note,
+                    "named value",
+                    format!("{{{{{name}}}}} is not in named values/: set {var} in the environment"),
+                );
                 continue;
             };
-            if let Some(kv) = nv.props.get("keyVault").and_then(|k| str_prop(k, "secretIdentifier")) {
+            if let Some(kv) = nv
+                .props
+                .get("keyVault")
+                .and_then(|k| str_prop(k, "secretIdentifier"))
+            {
                 self.find(nv.file, 1, Kind::Note, "keyVault", format!("{{{{{name}}}}} is a Key Vault reference ({kv}), not read: set {var} in the environment"));
             } else if bool_prop(&nv.props, "secret") == Some(true) {
                 self.find(nv.file, 1, Kind::Note, "secret", format!("{{{{{name}}}}} is secret (its value is not written out): set {var} in the environment"));
@@ -740,7 +900,15 @@ impl<'f> Builder<'f> {
                 self.find(nv.file, 1, Kind::Note, "value", format!("{{{{{name}}}}}'s value is in the folder: `run --apiops` uses it; with the written file, set {var} in the environment"));
                 out.push((name.clone(), value.to_owned()));
             } else {
-                self.find(nv.file, 1, Kind::Note, "value", format!("{{{{{name}}}}} has no value in the folder: set {var} in the environment"));
+                self.find(
+                    nv.file,
+                    1,
+                    Kind::Note,
+                    "value",
+                    format!(
+                        "{{{{{name}}}}} has no value in the folder: set {var} in the environment"
+                    ),
+                );
             }
         }
         out

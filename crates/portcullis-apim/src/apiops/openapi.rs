@@ -113,6 +113,8 @@ mod tests {
         let ops = operations(&s, &parse(&s).unwrap());
         assert_eq!(ops[0].method, "POST");
         assert!(parse(&spec("{}", "json")).is_err());
-        assert!(parse(&spec("{", "json")).unwrap_err().contains("invalid JSON"));
+        assert!(parse(&spec("{", "json"))
+            .unwrap_err()
+            .contains("invalid JSON"));
     }
 }

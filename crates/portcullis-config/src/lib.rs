@@ -20,6 +20,7 @@ mod policy;
 mod routes;
 mod server;
 pub mod statements;
+mod subscriptions;
 pub mod transforms;
 pub mod upstream;
 pub mod upstream_map;
@@ -40,13 +41,14 @@ pub use model::*;
 pub use portcullis_route::{Normalization, RouteMatch};
 pub use routes::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use server::{
-    DEFAULT_RATE_LIMIT_STORE_POOL_SIZE, DEFAULT_RATE_LIMIT_STORE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_TOKEN_CACHE_ENTRIES,
+    is_listen_address, DEFAULT_RATE_LIMIT_STORE_POOL_SIZE, DEFAULT_RATE_LIMIT_STORE_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_CACHE_ENTRIES,
 };
 pub use statements::{
     AnyOr, CheckHeader, Cors, CounterKey, HeaderCheck, IncrementCondition, IpFilter, Limit,
     LimitKind, Statement,
 };
+pub use subscriptions::is_subscription_name;
 pub use transforms::{
     is_connection_header, is_framing_header, Branch, Choose, ExistsAction, ReturnResponse,
     SetHeader, SetVariable,
@@ -66,10 +68,28 @@ use yaml::{Kind, Pos};
 /// What `load` returns: the model and its warnings, or every diagnostic when there is an error.
 pub type LoadResult = Result<(Model, Vec<Diagnostic>), Vec<Diagnostic>>;
 
+/// What `portcullis run` (and embedders) change about a config as it is loaded, without editing
+/// the file; applied again by every reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `--map-upstream FROM=TO`: rewrites the origin of route upstreams, `backends:` URLs and
+    /// `set-backend-service` base URLs as they are read (first matching mapping wins).
+    pub map_upstream: Vec<UpstreamMap>,
+    /// `--listen ADDR`: plain-HTTP proxy listeners replacing `server.listen` (empty: the file's).
+    pub listen: Vec<String>,
+    /// `--admin ADDR`: replaces `server.admin`.
+    pub admin: Option<String>,
+}
+
 /// Load, parse and check a gateway config file. `Ok` carries the model and any warnings; `Err`
 /// carries every error (and warnings) found, each with file:line:col. Named values (`{{name}}`)
 /// come from the environment.
 pub fn load(path: &Path) -> LoadResult {
+    load_with(path, &LoadOptions::default())
+}
+
+/// As [`load`], with `opts` applied.
+pub fn load_with(path: &Path, opts: &LoadOptions) -> LoadResult {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Diagnostic::error(
             path.display().to_string(),
@@ -78,7 +98,7 @@ pub fn load(path: &Path) -> LoadResult {
             format!("cannot read config: {e}"),
         )]
     })?;
-    load_str(&text, path)
+    load_str_opts(&text, path, &vars::from_env, opts)
 }
 
 /// As [`load`], from text already in memory (`path` names it in diagnostics and anchors relative
@@ -90,11 +110,22 @@ pub fn load_str(text: &str, path: &Path) -> LoadResult {
 /// As [`load_str`], with named values (`{{name}}`) looked up by `lookup` instead of the
 /// environment (the demo passes its run-time ports this way).
 pub fn load_str_with(text: &str, path: &Path, lookup: Lookup<'_>) -> LoadResult {
+    load_str_opts(text, path, lookup, &LoadOptions::default())
+}
+
+/// As [`load_str_with`], with `opts` applied (what `portcullis run` and a reload call).
+pub fn load_str_opts(
+    text: &str,
+    path: &Path,
+    lookup: Lookup<'_>,
+    opts: &LoadOptions,
+) -> LoadResult {
     let mut cx = Cx {
         diags: Diags::new(path.display().to_string()),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         backends: Vec::new(),
         named_backends: 0,
+        upstream_map: opts.map_upstream.clone(),
     };
     let mut root = match yaml::parse(text) {
         Ok(root) => root,
@@ -104,7 +135,7 @@ pub fn load_str_with(text: &str, path: &Path, lookup: Lookup<'_>) -> LoadResult 
         }
     };
     vars::resolve(&mut root, lookup, &mut cx.diags);
-    let model = check(&mut cx, &root, path);
+    let model = check(&mut cx, &root, path, opts);
     match cx.diags.finish() {
         (diags, true) => Err(diags),
         (diags, false) => Ok((model, diags)),
@@ -112,7 +143,7 @@ pub fn load_str_with(text: &str, path: &Path, lookup: Lookup<'_>) -> LoadResult 
 }
 
 /// Walks the whole document; problems go to `cx`.
-fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
+fn check(cx: &mut Cx, root: &yaml::Node, path: &Path, opts: &LoadOptions) -> Model {
     let doc = Pos { line: 1, col: 1 };
     let f = match &root.kind {
         Kind::Null => None,
@@ -120,11 +151,11 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
             cx,
             root,
             "the document",
-            &["server", "backends", "policies", "routes"],
+            &["server", "backends", "policies", "routes", "subscriptions"],
         ),
     };
     let get = |key: &str| f.as_ref().and_then(|f| f.get(key));
-    let server = server::read(cx, get("server"), doc);
+    let server = server::read(cx, get("server"), doc, opts);
     cx.backends = upstream::read_backends(cx, get("backends"));
     cx.named_backends = cx.backends.len();
     let named = policy::read_all(cx, get("policies"));
@@ -144,11 +175,13 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
         doc,
         &server.normalisation,
     );
+    let subscriptions = subscriptions::read_all(cx, get("subscriptions"));
+    subscriptions::warn_unused(cx, &subscriptions, &routes);
     for p in &named {
         let name = p.model.policy.name.as_str();
         let users: Vec<&Route> = routes
             .iter()
-            .filter(|r| r.policy.as_deref() == Some(name))
+            .filter(|r| r.policies().contains(&Some(name)))
             .collect();
         if users.is_empty() {
             cx.warning(p.pos, format!("policy `{name}` is not used by any route"));
@@ -161,6 +194,7 @@ fn check(cx: &mut Cx, root: &yaml::Node, path: &Path) -> Model {
         policies: named.into_iter().map(|p| p.model).collect(),
         routes,
         backends: std::mem::take(&mut cx.backends),
+        subscriptions: subscriptions.into_iter().map(|p| p.subscription).collect(),
     }
 }
 

@@ -21,7 +21,81 @@ pub struct Model {
     /// Backends `set-backend-service` sends requests to: the `backends:` section in file order,
     /// then each distinct `base-url` of a `set-backend-service` (indexed by [`BackendId`]).
     pub backends: Vec<Backend>,
+    /// `subscriptions:` in file order: the subscriptions whose keys the gateway may be given
+    /// (the keys themselves never come from the file).
+    pub subscriptions: Vec<Subscription>,
 }
+
+/// An APIM subscription: a name for one or two keys, valid for a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Its name (`--subscription-key NAME=KEY`, logs).
+    pub name: String,
+    /// What its keys open.
+    pub scope: SubscriptionScope,
+    /// Only an active subscription's keys are accepted.
+    pub state: SubscriptionState,
+}
+
+/// What a subscription's keys open (APIM's subscription `scope`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionScope {
+    /// Every API (`/apis`, and APIM's built-in all-access subscription).
+    All,
+    /// One API: routes whose `subscription.api` is this.
+    Api(String),
+    /// A product: routes whose `subscription.products` list it; its policy there runs.
+    Product(String),
+}
+
+/// APIM's subscription `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubscriptionState {
+    /// Keys accepted.
+    #[default]
+    Active,
+    /// Refused as an invalid key.
+    Suspended,
+    /// Refused as an invalid key.
+    Cancelled,
+    /// Refused as an invalid key.
+    Expired,
+    /// Refused as an invalid key.
+    Rejected,
+    /// Refused as an invalid key (awaiting approval).
+    Submitted,
+}
+
+/// A route's `subscription:` block: APIM's subscription requirement of the API it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSubscription {
+    /// The API the route belongs to (what api-scoped subscriptions name).
+    pub api: Option<String>,
+    /// A key is required (APIM's `subscriptionRequired`, default true). When false, keys are
+    /// ignored entirely, as APIM does.
+    pub required: bool,
+    /// The request header the key is read from first.
+    pub header_name: http::HeaderName,
+    /// The query parameter the key is read from when the header is absent.
+    pub query_parameter_name: String,
+    /// The products holding the API, in file order, each with the policy to run when the key
+    /// belongs to a subscription of that product (`None`: `policy: none`).
+    pub products: Vec<ProductPolicy>,
+}
+
+/// One entry of `subscription.products`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductPolicy {
+    /// The product's name.
+    pub product: String,
+    /// The policy run for its subscriptions' keys (`None`: anonymous).
+    pub policy: Option<String>,
+}
+
+/// APIM's default subscription key header.
+pub const DEFAULT_SUBSCRIPTION_HEADER: &str = "Ocp-Apim-Subscription-Key";
+/// APIM's default subscription key query parameter.
+pub const DEFAULT_SUBSCRIPTION_QUERY: &str = "subscription-key";
 
 /// A backend's place in [`Model::backends`] (and in the runtime's resolved table, same order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -356,6 +430,22 @@ pub struct Route {
     /// `dns-refresh:`: how often upstream host names are resolved again (zero: never, only at
     /// start and reload; default 30 s).
     pub dns_refresh: Duration,
+    /// `subscription:`: the subscription key check (`None`: none).
+    pub subscription: Option<RouteSubscription>,
+}
+
+impl Route {
+    /// Every policy the route may run: `policy`, then each product's (names, `None` for
+    /// `none`), without repeats.
+    pub fn policies(&self) -> Vec<Option<&str>> {
+        let mut out = vec![self.policy.as_deref()];
+        for p in self.subscription.iter().flat_map(|s| &s.products) {
+            if !out.contains(&p.policy.as_deref()) {
+                out.push(p.policy.as_deref());
+            }
+        }
+        out
+    }
 }
 
 /// `upstream-protocol`: how the gateway talks to a route's upstreams.

@@ -27,8 +27,17 @@ const ROUTE_KEYS: &[&str] = &[
     "openapi",
     "health-check",
     "dns-refresh",
+    "subscription",
 ];
-const MATCH_KEYS: &[&str] = &["host", "path", "path-prefix", "methods", "case-sensitive"];
+const MATCH_KEYS: &[&str] = &[
+    "host",
+    "path",
+    "path-prefix",
+    "methods",
+    "case-sensitive",
+    "headers",
+    "query",
+];
 
 /// Upstream read timeout when `timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,6 +160,9 @@ fn read_one(
             .get("dns-refresh")
             .and_then(|n| walk::duration(cx, n, "dns-refresh"))
             .unwrap_or(crate::health::DEFAULT_DNS_REFRESH),
+        subscription: f.get("subscription").and_then(|n| {
+            crate::subscriptions::read_route(cx, n, &mut |cx, node| policy_name(cx, node, policies))
+        }),
     };
     if let Some(n) = f.get("upstream-tls") {
         route.upstream_tls =
@@ -163,8 +175,23 @@ fn read_one(
         read_match(cx, m, &mut route, normalisation);
     }
     prefix_rewrites(cx, &f, &mut route, normalisation);
-    if let (Some(policy), Some(n)) = (&route.policy, f.get("policy")) {
-        let template = route.matcher.template.as_deref();
+    if let Some(n) = f.get("policy") {
+        params_warning(cx, n, &route, params_used);
+    }
+    Some(Placed {
+        pos,
+        route: Route {
+            name: name?,
+            ..route
+        },
+        clean: true,
+    })
+}
+
+/// A policy the route runs that uses a URL-template parameter the route's match does not have.
+fn params_warning(cx: &mut Cx, n: &Node, route: &Route, params_used: ParamsUsed<'_>) {
+    let template = route.matcher.template.as_deref();
+    for policy in route.policies().into_iter().flatten() {
         for param in params_used(policy) {
             if !template.is_some_and(|t| t.has(&param)) {
                 cx.warning(
@@ -176,14 +203,6 @@ fn read_one(
             }
         }
     }
-    Some(Placed {
-        pos,
-        route: Route {
-            name: name?,
-            ..route
-        },
-        clean: true,
-    })
 }
 
 fn read_match(cx: &mut Cx, node: &Node, route: &mut Route, normalisation: &Normalization) {
@@ -233,6 +252,12 @@ fn read_match(cx: &mut Cx, node: &Node, route: &mut Route, normalisation: &Norma
             );
         }
     }
+    if let Some(n) = f.get("headers") {
+        m.headers = header_conditions(cx, n);
+    }
+    if let Some(n) = f.get("query") {
+        m.query = query_conditions(cx, n);
+    }
     if let Some(n) = f.get("methods") {
         m.methods = methods(cx, n);
     } else if let Some(k) = f.key("methods") {
@@ -241,6 +266,67 @@ fn read_match(cx: &mut Cx, node: &Node, route: &mut Route, normalisation: &Norma
             "route can never match: `methods` is empty (omit it to match every method)",
         );
     }
+}
+
+/// `match.headers: {Name: value}`: header names case-insensitive (so `Api-Version` and
+/// `api-version` are the same condition, refused twice), exact string values.
+fn header_conditions(cx: &mut Cx, node: &Node) -> Vec<(http::HeaderName, String)> {
+    let Some(f) = Fields::open(cx, node, "match.headers") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(http::HeaderName, String)> = Vec::new();
+    for (name, key, value) in f.entries() {
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            cx.error(key.pos, format!("`{name}` is not a valid header name"));
+            continue;
+        };
+        if out.iter().any(|(h, _)| *h == header) {
+            cx.error(
+                key.pos,
+                format!("header `{name}` is listed twice (header names are case-insensitive)"),
+            );
+            continue;
+        }
+        let Some(text) = walk::string(cx, value, "match.headers") else {
+            continue;
+        };
+        if http::HeaderValue::from_str(text).is_err() {
+            cx.error(
+                value.pos,
+                format!("route can never match: `{text}` is not a valid header value"),
+            );
+            continue;
+        }
+        out.push((header, text.to_owned()));
+    }
+    if out.is_empty() && f.entries().is_empty() {
+        cx.error(
+            f.pos,
+            "`match.headers` is empty (omit it to match any headers)",
+        );
+    }
+    out
+}
+
+/// `match.query: {name: value}`: compared with the decoded parameter name and value.
+fn query_conditions(cx: &mut Cx, node: &Node) -> Vec<(String, String)> {
+    let Some(f) = Fields::open(cx, node, "match.query") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, key, value) in f.entries() {
+        if name.is_empty() {
+            cx.error(key.pos, "a query parameter needs a name");
+            continue;
+        }
+        if let Some(text) = walk::string(cx, value, "match.query") {
+            out.push(((*name).to_owned(), text.to_owned()));
+        }
+    }
+    if f.entries().is_empty() {
+        cx.error(f.pos, "`match.query` is empty (omit it to match any query)");
+    }
+    out
 }
 
 fn host(cx: &mut Cx, node: &Node, text: &str) -> Option<String> {
@@ -422,21 +508,25 @@ fn upstreams(cx: &mut Cx, f: &Fields<'_>) -> Vec<Upstream> {
 }
 
 fn upstream(cx: &mut Cx, node: &Node, what: &str) -> Option<Upstream> {
-    let (url, text) = walk::http_url(cx, node, what)?;
+    let (url, text) = walk::upstream_url(cx, node, what)?;
     let extra = (url.path() != "/" && !url.path().is_empty())
         || url.query().is_some()
         || url.fragment().is_some()
         || !url.username().is_empty()
         || url.password().is_some();
     if extra {
+        let mapped = match &node.kind {
+            Kind::Str { value, .. } if value.trim() != text => " (as --map-upstream rewrote it)",
+            _ => "",
+        };
         cx.error(
             node.pos,
-            format!("`{what}` must be scheme://host[:port] only (no path, query or credentials): `{text}`"),
+            format!("`{what}` must be scheme://host[:port] only (no path, query or credentials): `{text}`{mapped}"),
         );
         return None;
     }
     Some(Upstream {
-        url: text.to_owned(),
+        url: text.clone(),
         tls: url.scheme() == "https",
         host: url.host_str()?.to_owned(),
         port: url.port_or_known_default()?,
@@ -445,25 +535,35 @@ fn upstream(cx: &mut Cx, node: &Node, what: &str) -> Option<Upstream> {
 
 /// `policy: NAME` or `policy: none`; missing is an error (fail closed).
 fn policy_ref(cx: &mut Cx, f: &Fields<'_>, policies: &[&str]) -> Option<String> {
-    let Some(node) = f.get("policy") else {
-        match f.key("policy") {
-            Some(k) => cx.error(
-                k.pos,
-                "`policy` is empty: write `none` for an anonymous route",
-            ),
-            None => cx.error(
-                f.pos,
-                "route needs `policy`: a policy name, or `none` for an anonymous route",
-            ),
-        }
-        return None;
-    };
+    match f.get("policy") {
+        Some(node) => policy_name(cx, node, policies).flatten(),
+        None => policy_name_missing(cx, f),
+    }
+}
+
+fn policy_name_missing(cx: &mut Cx, f: &Fields<'_>) -> Option<String> {
+    match f.key("policy") {
+        Some(k) => cx.error(
+            k.pos,
+            "`policy` is empty: write `none` for an anonymous route",
+        ),
+        None => cx.error(
+            f.pos,
+            "route needs `policy`: a policy name, or `none` for an anonymous route",
+        ),
+    }
+    None
+}
+
+/// A policy name (route `policy`, `subscription.products` values): `Some(None)` for `none`,
+/// `None` when reported.
+fn policy_name(cx: &mut Cx, node: &Node, policies: &[&str]) -> Option<Option<String>> {
     let name = walk::non_empty(cx, node, "policy")?;
     if name == "none" {
-        return None;
+        return Some(None);
     }
     if policies.contains(&name) {
-        return Some(name.to_owned());
+        return Some(Some(name.to_owned()));
     }
     let anonymous = ["anonymous", "null", "off", "false", "no"];
     if name.eq_ignore_ascii_case("none") || anonymous.contains(&name.to_ascii_lowercase().as_str())

@@ -33,8 +33,47 @@ pub const DEFAULT_RATE_LIMIT_STORE_POOL_SIZE: usize = 4;
 /// Longest `rate-limit-store-timeout`: a request waits this long at most per limit.
 const MAX_RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads `server:`; `doc` is where the document starts (for "missing" errors).
-pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
+/// Reads `server:`; `doc` is where the document starts (for "missing" errors). `--listen` and
+/// `--admin` (`opts`) replace the file's listeners and admin address (the file's are still
+/// checked when written; a file without `listen` is fine when `--listen` is given).
+pub(crate) fn read(
+    cx: &mut Cx,
+    node: Option<&Node>,
+    doc: Pos,
+    opts: &crate::LoadOptions,
+) -> Server {
+    let mut server = read_file(cx, node, doc, opts.listen.is_empty());
+    if !opts.listen.is_empty() {
+        server.listen = opts
+            .listen
+            .iter()
+            .map(|addr| Listener {
+                addr: addr.clone(),
+                tls: Vec::new(),
+                h2c: false,
+            })
+            .collect();
+    }
+    if let Some(admin) = &opts.admin {
+        server.admin = Some(admin.clone());
+    }
+    server
+}
+
+/// Whether `text` is a listen (or admin) address: `host:port`, `[v6]:port` (port 0: any free
+/// port).
+pub fn is_listen_address(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        let host_ok = if let Some(inner) = host.strip_prefix('[') {
+            inner.ends_with(']') && inner.len() > 1
+        } else {
+            !host.is_empty() && !host.contains([':', '/', ' '])
+        };
+        host_ok && port.parse::<u16>().is_ok()
+    })
+}
+
+fn read_file(cx: &mut Cx, node: Option<&Node>, doc: Pos, listen_required: bool) -> Server {
     let mut server = Server {
         listen: Vec::new(),
         admin: None,
@@ -47,13 +86,15 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
     };
     let Some(f) = node.and_then(|n| Fields::new(cx, n, "server", SERVER_KEYS)) else {
         let pos = node.map_or(doc, |n| n.pos);
-        cx.error(
-            pos,
-            "no listen address: add `server: { listen: \"127.0.0.1:8080\" }`",
-        );
+        if listen_required {
+            cx.error(
+                pos,
+                "no listen address: add `server: { listen: \"127.0.0.1:8080\" }`",
+            );
+        }
         return server;
     };
-    server.listen = listeners(cx, &f);
+    server.listen = listeners(cx, &f, listen_required);
     if let Some(n) = f.get("admin") {
         server.admin = walk::string(cx, n, "admin").and_then(|a| addr(cx, n, "admin", a));
         if let Some(admin) = &server.admin {
@@ -304,12 +345,14 @@ fn trusted_proxies(cx: &mut Cx, node: &Node) -> Vec<IpNet> {
     out
 }
 
-fn listeners(cx: &mut Cx, f: &Fields<'_>) -> Vec<Listener> {
+fn listeners(cx: &mut Cx, f: &Fields<'_>, required: bool) -> Vec<Listener> {
     let Some(node) = f.get("listen") else {
-        cx.error(
-            f.pos,
-            "no listen address: add `listen: \"127.0.0.1:8080\"` to server",
-        );
+        if required {
+            cx.error(
+                f.pos,
+                "no listen address: add `listen: \"127.0.0.1:8080\"` to server",
+            );
+        }
         return Vec::new();
     };
     let items: Vec<&Node> = match &node.kind {
@@ -423,15 +466,7 @@ fn tls(cx: &mut Cx, node: &Node) -> Option<Tls> {
 
 /// Checks `host:port` (IPv6 in brackets; port 0 allowed).
 fn addr(cx: &mut Cx, node: &Node, what: &str, text: &str) -> Option<String> {
-    let ok = text.rsplit_once(':').is_some_and(|(host, port)| {
-        let host_ok = if let Some(inner) = host.strip_prefix('[') {
-            inner.ends_with(']') && inner.len() > 1
-        } else {
-            !host.is_empty() && !host.contains([':', '/', ' '])
-        };
-        host_ok && port.parse::<u16>().is_ok()
-    });
-    if ok {
+    if is_listen_address(text) {
         Some(text.to_owned())
     } else {
         cx.error(

@@ -151,7 +151,7 @@ pub(crate) fn read_backends(cx: &mut Cx, node: Option<&Node>) -> Vec<Backend> {
 
 /// `http(s)://host[:port][/path]`: the path is the base path (canonical, no query or credentials).
 fn base_url(cx: &mut Cx, node: &Node, what: &str) -> Option<Backend> {
-    let (url, text) = walk::http_url(cx, node, what)?;
+    let (url, text) = walk::upstream_url(cx, node, what)?;
     if url.query().is_some()
         || url.fragment().is_some()
         || !url.username().is_empty()
@@ -180,9 +180,9 @@ fn base_url(cx: &mut Cx, node: &Node, what: &str) -> Option<Backend> {
         }
     }
     Some(Backend {
-        name: text.to_owned(),
+        name: text.clone(),
         upstream: Upstream {
-            url: text.to_owned(),
+            url: text,
             tls: url.scheme() == "https",
             host: url.host_str()?.to_owned(),
             port: url.port_or_known_default()?,

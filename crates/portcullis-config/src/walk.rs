@@ -18,6 +18,8 @@ pub(crate) struct Cx {
     pub backends: Vec<crate::model::Backend>,
     /// How many of `backends` come from `backends:` (what `backend-id` may name).
     pub named_backends: usize,
+    /// `--map-upstream FROM=TO`: applied to every upstream URL as it is read ([`upstream_url`]).
+    pub upstream_map: Vec<crate::UpstreamMap>,
 }
 
 impl Cx {
@@ -375,6 +377,26 @@ pub(crate) fn string_list(cx: &mut Cx, node: &Node, what: &str) -> Vec<String> {
         .iter()
         .filter_map(|item| non_empty(cx, item, what).map(str::to_owned))
         .collect()
+}
+
+/// An upstream URL (route upstream, `backends:` url, `set-backend-service` base-url): as
+/// [`http_url`], after `--map-upstream` ([`Cx::upstream_map`]) rewrote its origin. The text is
+/// the mapped URL; a problem with it is reported at the node, naming the mapping's result.
+pub(crate) fn upstream_url(cx: &mut Cx, node: &Node, what: &str) -> Option<(url::Url, String)> {
+    let (url, text) = http_url(cx, node, what)?;
+    match crate::map_upstream(&cx.upstream_map, text) {
+        None => Some((url, text.to_owned())),
+        Some(mapped) => match url::Url::parse(&mapped) {
+            Ok(u) if u.has_host() => Some((u, mapped)),
+            _ => {
+                cx.error(
+                    node.pos,
+                    format!("`{what}` `{text}` mapped by --map-upstream to `{mapped}`, which is not a valid URL"),
+                );
+                None
+            }
+        },
+    }
 }
 
 /// A URL with an http or https scheme and a host: parsed, and as written (which is what is used,

@@ -41,6 +41,7 @@ fn route(name: &str, prefix: &str, upstreams: Vec<Upstream>) -> Route {
         host_header: Default::default(),
         health_check: None,
         dns_refresh: portcullis_config::DEFAULT_DNS_REFRESH,
+        subscription: None,
     }
 }
 
@@ -64,6 +65,7 @@ fn model(routes: Vec<Route>) -> Model {
         policies: Vec::new(),
         routes,
         backends: Vec::new(),
+        subscriptions: Vec::new(),
     }
 }
 

@@ -12,6 +12,12 @@
 //!   case-insensitively, as ASP.NET Core and IIS do).
 //! - `methods`: exact, case-sensitive tokens; `HEAD` also matches a route that lists `GET`. No list
 //!   matches every method.
+//! - `headers` / `query` (APIM version sets with the Header or Query scheme): each listed request
+//!   header (name case-insensitive) or query parameter (name and value form-decoded) must occur
+//!   exactly once with exactly the value written. A header or parameter sent twice never matches,
+//!   whatever the values: which copy a backend reads is its choice, so the gateway does not pick
+//!   one for it (the request falls through to a later route, or 404). Checked by
+//!   [`RouteMatch::matches_values`], after the path.
 //! - URL templates (`/orders/{id}`, `path-prefix: /tenants/{t}/api`, `/files/{*path}`): see
 //!   [`crate::template`]; set by [`RouteMatch::compile`]. A route without one takes exactly the
 //!   literal code path above (no template work per request).
@@ -38,6 +44,11 @@ pub struct RouteMatch {
     /// The URL template of `path` (or, without `path`, of `path_prefix`) when it has `{...}`
     /// segments: matched instead of that string. Set by [`RouteMatch::compile`].
     pub template: Option<Arc<PathTemplate>>,
+    /// `headers`: request headers that must be present once with exactly this value.
+    pub headers: Vec<(http::HeaderName, String)>,
+    /// `query`: query parameters (decoded name) that must be present once with exactly this
+    /// decoded value.
+    pub query: Vec<(String, String)>,
 }
 
 /// A path without its one trailing slash (`/` stays `/`).
@@ -130,6 +141,32 @@ impl RouteMatch {
         self.matches_method(method)
     }
 
+    /// Whether the request's headers and query (raw, as received) meet the route's `headers` and
+    /// `query` conditions: each present exactly once, with exactly the value written. `true` for a
+    /// route without conditions (no work done).
+    pub fn matches_values(&self, headers: &http::HeaderMap, query: Option<&str>) -> bool {
+        let header_ok = |(name, want): &(http::HeaderName, String)| {
+            let mut all = headers.get_all(name).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) => v.as_bytes() == want.as_bytes(),
+                _ => false,
+            }
+        };
+        let query_ok = |(name, want): &(String, String)| {
+            let mut all = crate::query::values(query.unwrap_or(""), name);
+            match (all.next(), all.next()) {
+                (Some(v), None) => v == want.as_str(),
+                _ => false,
+            }
+        };
+        self.headers.iter().all(header_ok) && self.query.iter().all(query_ok)
+    }
+
+    /// Whether the route has `headers` or `query` conditions.
+    pub fn has_value_conditions(&self) -> bool {
+        !self.headers.is_empty() || !self.query.is_empty()
+    }
+
     /// The method part of [`RouteMatch::matches`].
     pub fn matches_method(&self, method: &Method) -> bool {
         self.methods.is_empty()
@@ -157,7 +194,11 @@ impl RouteMatch {
         let host = self.host.is_none() || self.host == later.host;
         let methods = self.methods.is_empty()
             || (!later.methods.is_empty() && later.methods.iter().all(|m| self.matches_method(m)));
-        host && methods && self.covers_path(later)
+        // Every condition of this route is one of the later route's: a request the later route
+        // matches meets them. (A later route without this route's conditions is not covered.)
+        let values = self.headers.iter().all(|c| later.headers.contains(c))
+            && self.query.iter().all(|c| later.query.contains(c));
+        host && methods && values && self.covers_path(later)
     }
 
     /// The paths this route accepts, as segment patterns (see [`Shape`]). `path` is narrower than
@@ -289,6 +330,60 @@ mod tests {
             ..prefix("/x")
         }));
         assert!(!get.covers(&prefix("/x")));
+    }
+
+    #[test]
+    fn header_and_query_conditions() {
+        let v2 = RouteMatch {
+            headers: vec![(
+                http::HeaderName::from_static("api-version"),
+                "v2".to_owned(),
+            )],
+            query: vec![("api-version".to_owned(), "2024-01-01".to_owned())],
+            ..prefix("/orders")
+        };
+        let mut h = http::HeaderMap::new();
+        assert!(!v2.matches_values(&h, Some("api-version=2024-01-01")));
+        h.insert("Api-Version", http::HeaderValue::from_static("v2"));
+        assert!(v2.matches_values(&h, Some("api%2Dversion=2024-01-01&x=1")));
+        assert!(!v2.matches_values(&h, Some("api-version=2024-01-02")));
+        assert!(!v2.matches_values(&h, None));
+        assert!(
+            !v2.matches_values(&h, Some("api-version=2024-01-01&api-version=2024-01-01")),
+            "a parameter sent twice never matches"
+        );
+        h.append("api-version", http::HeaderValue::from_static("v2"));
+        assert!(
+            !v2.matches_values(&h, Some("api-version=2024-01-01")),
+            "a header sent twice never matches"
+        );
+        let mut v = http::HeaderMap::new();
+        v.insert("api-version", http::HeaderValue::from_static("V2"));
+        assert!(
+            !v2.matches_values(&v, Some("api-version=2024-01-01")),
+            "values are exact"
+        );
+        assert!(prefix("/").matches_values(&http::HeaderMap::new(), None));
+
+        // Shadowing: a route with conditions covers only later routes with (at least) them.
+        let plain = prefix("/orders");
+        assert!(!v2.covers(&plain));
+        assert!(plain.covers(&v2));
+        assert!(v2.covers(&v2.clone()));
+        let header_only = RouteMatch {
+            query: Vec::new(),
+            ..v2.clone()
+        };
+        assert!(header_only.covers(&v2));
+        assert!(!v2.covers(&header_only));
+        let other = RouteMatch {
+            headers: vec![(
+                http::HeaderName::from_static("api-version"),
+                "v1".to_owned(),
+            )],
+            ..header_only.clone()
+        };
+        assert!(!header_only.covers(&other));
     }
 
     #[test]

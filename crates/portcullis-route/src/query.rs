@@ -43,6 +43,25 @@ pub fn decode(text: &str) -> Cow<'_, str> {
     percent_decode_str(text).decode_utf8_lossy()
 }
 
+/// Form-decoded text: `+` as a space, then percent-decoded (invalid UTF-8 kept lossily), as
+/// browsers and ASP.NET read query parameters.
+pub fn form_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
+    let spaced = text.replace('+', " ");
+    Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
+}
+
+/// The form-decoded values of every occurrence of parameter `name` (names compared
+/// form-decoded), in order; a bare `name` without `=` has the empty value.
+pub fn values<'q>(query: &'q str, name: &'q str) -> impl Iterator<Item = Cow<'q, str>> + 'q {
+    pairs(query).filter_map(move |pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(k) == name).then(|| form_decode(v))
+    })
+}
+
 /// The percent-decoded name of a raw `name=value` pair.
 pub fn pair_name(pair: &str) -> Cow<'_, str> {
     decode(pair.split_once('=').map_or(pair, |(n, _)| n))
@@ -156,6 +175,17 @@ mod tests {
             edit(None, "v", &["1"], QueryEdit::Append).as_deref(),
             Some("v=1")
         );
+    }
+
+    #[test]
+    fn values_are_form_decoded_in_order() {
+        let q = "api%2Dversion=2024-01-01&x=a+b%20c&x&api-version=2";
+        let all: Vec<_> = values(q, "api-version").collect();
+        assert_eq!(all, ["2024-01-01", "2"]);
+        let xs: Vec<_> = values(q, "x").collect();
+        assert_eq!(xs, ["a b c", ""]);
+        assert_eq!(values(q, "none").count(), 0);
+        assert_eq!(form_decode("a%2Bb+c"), "a+b c");
     }
 
     #[test]

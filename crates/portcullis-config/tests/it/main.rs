@@ -5,6 +5,7 @@
 mod files;
 mod golden;
 mod review;
+mod subscriptions;
 mod templates;
 mod valid;
 

@@ -79,6 +79,7 @@ pub fn model(policies: Vec<PolicyModel>) -> Model {
         policies,
         routes: Vec::new(),
         backends: Vec::new(),
+        subscriptions: Vec::new(),
     }
 }
 

@@ -47,6 +47,7 @@ pub fn route(name: &str, prefix: &str, to: SocketAddr, policy: Option<&str>) -> 
         host_header: Default::default(),
         health_check: None,
         dns_refresh: portcullis_config::DEFAULT_DNS_REFRESH,
+        subscription: None,
     }
 }
 
@@ -75,6 +76,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             .collect(),
         routes,
         backends: Vec::new(),
+        subscriptions: Vec::new(),
     }
 }
 

@@ -395,7 +395,7 @@ impl<'f> Builder<'f> {
             .folder
             .products
             .iter()
-            .filter(|p| p.apis.iter().any(|a| *a == api.name))
+            .filter(|p| p.apis.contains(&api.name))
             .collect();
         for p in &products {
             if bool_prop(&p.props, "subscriptionRequired") == Some(false) && required {

@@ -116,6 +116,7 @@ pub fn import(dir: &Path, opts: &Options) -> Result<Import, Error> {
         policies: Vec::new(),
         routes: Vec::new(),
         seen: BTreeMap::new(),
+        names: BTreeSet::new(),
         report: Report::default(),
         backend_refs: BTreeMap::new(),
         invalid: Vec::new(),
@@ -179,6 +180,8 @@ struct Builder<'f> {
     /// Routes by what they match (shape, method, version): a second operation matching the same
     /// requests can never be reached.
     seen: BTreeMap<(routes::Shape, String, String), String>,
+    /// Route names given.
+    names: BTreeSet<String>,
     report: Report,
     /// `set-backend-service backend-id`s, with where first named.
     backend_refs: BTreeMap<String, Pos>,
@@ -512,6 +515,16 @@ impl<'f> Builder<'f> {
                     .trim_end_matches('-')
             ),
         };
+        // unique, also when operationIds repeat or names derived from paths meet
+        let name = {
+            let mut unique = name.clone();
+            let mut n = 2;
+            while !self.names.insert(unique.clone()) {
+                unique = format!("{name}-{n}");
+                n += 1;
+            }
+            unique
+        };
         let version_key = match cx.version {
             Version::Header(h, v) => format!("header {}={v}", h.to_ascii_lowercase()),
             Version::Query(q, v) => format!("query {q}={v}"),
@@ -564,7 +577,7 @@ impl<'f> Builder<'f> {
             ]
         };
         let mut synthetic = Vec::new();
-        if template.path != template.backend {
+        if template.path.replace("{*", "{") != template.backend {
             synthetic.push(
                 Entry::new(
                     "rewrite-uri",

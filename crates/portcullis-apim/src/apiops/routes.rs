@@ -18,7 +18,7 @@ pub(crate) struct Template {
     /// The route's `match.path`: the API's path segments, then the operation's.
     pub path: String,
     /// The operation's own path with the same parameters (what the backend receives below the
-    /// API's `serviceUrl`), for `rewrite-uri`.
+    /// API's `serviceUrl`), for `rewrite-uri` (which writes `{*rest}` as `{rest}`).
     pub backend: String,
     /// What could not be kept as written (reported as unsupported).
     pub problems: Vec<String>,
@@ -39,6 +39,7 @@ pub(crate) fn convert(prefix: &str, template: &str) -> Result<Template, String> 
         problems.push(format!("the query part `?{q}` of the template is not matched: requests without it reach this operation too"));
     }
     let mut own: Vec<String> = Vec::new();
+    let mut backend: Vec<String> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     for (i, seg) in segments.iter().enumerate() {
@@ -46,6 +47,7 @@ pub(crate) fn convert(prefix: &str, template: &str) -> Result<Template, String> 
         if !seg.contains(['{', '}']) {
             literal(seg)?;
             own.push((*seg).to_owned());
+            backend.push((*seg).to_owned());
             continue;
         }
         let whole = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
@@ -74,6 +76,7 @@ pub(crate) fn convert(prefix: &str, template: &str) -> Result<Template, String> 
             return Err(format!("the parameter `{name}` appears twice"));
         }
         names.push(name.clone());
+        backend.push(format!("{{{name}}}"));
         own.push(if wildcard {
             format!("{{*{name}}}")
         } else {
@@ -92,7 +95,7 @@ pub(crate) fn convert(prefix: &str, template: &str) -> Result<Template, String> 
         .collect();
     Ok(Template {
         path: join(&all),
-        backend: join(&own),
+        backend: join(&backend),
         problems,
     })
 }
@@ -164,7 +167,7 @@ mod tests {
     fn templates() {
         let t = convert("orders/v2", "/orders/{id}/lines/{*rest}").unwrap();
         assert_eq!(t.path, "/orders/v2/orders/{id}/lines/{*rest}");
-        assert_eq!(t.backend, "/orders/{id}/lines/{*rest}");
+        assert_eq!(t.backend, "/orders/{id}/lines/{rest}");
         assert!(t.problems.is_empty());
         let t = convert("", "/").unwrap();
         assert_eq!((t.path.as_str(), t.backend.as_str()), ("/", "/"));

@@ -269,3 +269,57 @@ fn file_and_apiops_are_exclusive() {
     assert!(parsed.is_err(), "FROM=TO is checked");
     assert!(Cli::try_parse_from(["import-apim"]).is_err());
 }
+
+#[test]
+fn order_revisions_and_unreachable_operations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let info = |current: bool, rev: &str| {
+        format!(
+            r#"{{"properties": {{"path": "a", "serviceUrl": "http://127.0.0.1:3000", "subscriptionRequired": false, "isCurrent": {current}, "apiRevision": "{rev}"}}}}"#
+        )
+    };
+    // the folder without ;rev= is an old revision; ;rev=2 is the current one
+    write(dir, "apis/a/apiInformation.json", &info(false, "1"));
+    write(
+        dir,
+        "apis/a/specification.yaml",
+        "openapi: 3.0.1\npaths:\n  /old:\n    get:\n      operationId: old\n",
+    );
+    write(dir, "apis/a;rev=2/apiInformation.json", &info(true, "2"));
+    write(
+        dir,
+        "apis/a;rev=2/specification.yaml",
+        "openapi: 3.0.1\npaths:\n  '/x/{id}':\n    get:\n      operationId: get\n    head:\n      operationId: head\n  '/x/{other}':\n    get:\n      operationId: shadowed\n  /x/special:\n    get:\n      operationId: special\n  '/x/{*rest}':\n    get:\n      operationId: rest\n",
+    );
+    let import = apiops::import(dir, &Options::default()).unwrap();
+    let names: Vec<&str> = import
+        .yaml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- name: "))
+        .collect();
+    assert_eq!(
+        names,
+        ["\"a.special\"", "\"a.head\"", "\"a.get\"", "\"a.rest\""],
+        "{}",
+        import.yaml
+    );
+    let report = import.report.to_string();
+    assert!(
+        report.contains("note revision: revision 1 is not the current revision"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "GET /x/{other}: dropped: route a.get already matches every GET /a/x/{other} request"
+        ),
+        "{report}"
+    );
+    assert!(!import.complete);
+    // the order is one the gateway accepts (no route that can never match)
+    let (_, warnings) = portcullis_config::load_str(&import.yaml, &dir.join("gateway.yaml"))
+        .unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(warnings
+        .iter()
+        .all(|w| w.severity != portcullis_config::Severity::Error));
+}

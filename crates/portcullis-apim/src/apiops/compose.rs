@@ -9,6 +9,10 @@
 //!   section at all (it replaces them). A policy document without a section is treated the same
 //!   way (an empty section, no `<base />`), and reported.
 //! - A scope without a policy file inherits everything (as if each section were only `<base />`).
+//! - A folder without a global `policy.xml` gets APIM's default global policy
+//!   (`<backend><forward-request /></backend>`). A composed `<backend>` without `<forward-request />`
+//!   (a `<backend>` without `<base />` and without it) makes APIM answer without calling the
+//!   backend; the gateway always forwards, so that is reported.
 //! - `<include-fragment fragment-id="x" />` is replaced by the statements of
 //!   `policy fragments/x/policy.xml`, wherever it stands (also inside `choose` branches).
 //!
@@ -56,7 +60,21 @@ pub(crate) fn compose(levels: &[Level<'_>], fragments: &BTreeMap<String, Policy>
         dropped: Vec::new(),
     };
     for section in SECTIONS {
-        let mut acc: Vec<Element> = Vec::new();
+        // A folder without a global policy.xml runs APIM's default global policy, whose only
+        // statement is `<backend><forward-request /></backend>`.
+        let default_global = levels
+            .first()
+            .is_some_and(|l| l.scope == "global" && l.policy.is_none());
+        let mut acc: Vec<Element> = if section == "backend" && default_global {
+            vec![Element {
+                name: "forward-request".to_owned(),
+                ..Element::default()
+            }]
+        } else {
+            Vec::new()
+        };
+        // where the statements of the section were last replaced (no <base />)
+        let mut replaced: Option<Pos> = None;
         for level in levels {
             let Some(policy) = level.policy else {
                 continue;
@@ -83,6 +101,7 @@ pub(crate) fn compose(levels: &[Level<'_>], fragments: &BTreeMap<String, Policy>
             let own = root.children.iter().find(|s| s.name == section);
             let hidden = count(&acc);
             let Some(own) = own else {
+                replaced = Some(root.pos);
                 if hidden > 0 {
                     out.diags.push(Diagnostic::note(
                         root.pos,
@@ -103,6 +122,9 @@ pub(crate) fn compose(levels: &[Level<'_>], fragments: &BTreeMap<String, Policy>
                     next.push(el.clone());
                 }
             }
+            if !based {
+                replaced = Some(own.pos);
+            }
             if !based && hidden > 0 {
                 out.diags.push(Diagnostic::note(
                     own.pos,
@@ -113,6 +135,15 @@ pub(crate) fn compose(levels: &[Level<'_>], fragments: &BTreeMap<String, Policy>
             acc = next;
         }
         let children = inline(&acc, fragments, 0, &mut out);
+        if section == "backend" && !children.iter().any(|c| contains(c, "forward-request")) {
+            if let Some(pos) = replaced {
+                out.diags.push(Diagnostic::unsupported(
+                    pos,
+                    "backend",
+                    "the composed <backend> has no <forward-request />: APIM does not call the backend (it answers 200 with an empty body unless a policy answers); the gateway forwards to the route's upstream",
+                ));
+            }
+        }
         if !children.is_empty() {
             out.document.children.push(Element {
                 name: section.to_owned(),
@@ -250,10 +281,52 @@ mod tests {
         assert_eq!(names(&c.document, "inbound"), ["a", "g", "o"]);
         // the operation has no <outbound>: nothing of the API's or global's runs
         assert!(names(&c.document, "outbound").is_empty());
-        // the API's <outbound> has no <base/>: reported
-        assert_eq!(c.diags.len(), 2, "{:?}", c.diags);
-        assert!(c.diags[0].reason.contains("no <base />"));
-        assert_eq!(c.diags[0].pos.file, 1);
+        // the API's <outbound> has no <base/>: reported; no <backend> anywhere: reported
+        assert_eq!(c.diags.len(), 3, "{:?}", c.diags);
+        assert!(c.diags[0].reason.contains("no <forward-request />"));
+        assert!(c.diags[1].reason.contains("no <base />"));
+        assert_eq!(c.diags[1].pos.file, 1);
+    }
+
+    #[test]
+    fn without_a_global_policy_apim_default_forwards() {
+        let api = policy(
+            "<policies><inbound><base/></inbound><backend><base/></backend></policies>",
+            0,
+        );
+        let levels = [
+            Level {
+                scope: "global",
+                policy: None,
+            },
+            Level {
+                scope: "API",
+                policy: Some(&api),
+            },
+        ];
+        let c = compose(&levels, &BTreeMap::new());
+        assert_eq!(names(&c.document, "backend"), ["forward-request"]);
+        assert!(c.diags.is_empty(), "{:?}", c.diags);
+        // a <backend> without <base /> and without forward-request: APIM never calls the backend
+        let op = policy(
+            "<policies><backend><set-header name=\"x\"/></backend></policies>",
+            1,
+        );
+        let levels = [
+            Level {
+                scope: "global",
+                policy: None,
+            },
+            Level {
+                scope: "operation",
+                policy: Some(&op),
+            },
+        ];
+        let c = compose(&levels, &BTreeMap::new());
+        assert!(c
+            .diags
+            .iter()
+            .any(|d| d.reason.contains("no <forward-request />") && d.pos.file == 1));
     }
 
     #[test]

@@ -994,3 +994,47 @@ fn env_name(name: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn named_value_references_and_their_variables() {
+        let roots = crate::xml::parse(
+            "<policies><inbound><set-header name=\"{{h-name}}\"><value>a {{v.one}} b {{ v.one }}</value></set-header><x a=\"{{\"/></inbound></policies>",
+        )
+        .unwrap();
+        let mut used = BTreeMap::new();
+        placeholders(&roots[0], &mut used);
+        assert_eq!(used.keys().collect::<Vec<_>>(), ["h-name", "v.one"]);
+        assert_eq!(env_name("v.one-x"), "V_ONE_X");
+    }
+
+    #[test]
+    fn base_urls_are_mapped_at_any_depth() {
+        let maps: Vec<UpstreamMap> = vec!["https://a.example=http://127.0.0.1:1".parse().unwrap()];
+        let mut entry = Entry::new(
+            "choose",
+            Node::Seq(vec![Item::new(Node::Map(vec![Entry::new(
+                "set-backend-service",
+                Node::Map(vec![Entry::new(
+                    "base-url",
+                    Node::str("https://a.example/x"),
+                )]),
+            )]))]),
+        );
+        map_base_urls(&mut entry, &maps);
+        let Node::Seq(items) = &entry.value else {
+            panic!()
+        };
+        let Node::Map(m) = &items[0].value else {
+            panic!()
+        };
+        let Node::Map(inner) = &m[0].value else {
+            panic!()
+        };
+        assert_eq!(inner[0].value, Node::str("http://127.0.0.1:1/x"));
+    }
+}

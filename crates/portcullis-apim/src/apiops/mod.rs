@@ -598,7 +598,8 @@ impl<'f> Builder<'f> {
                 .comment("the API's serviceUrl (its path is the base path)"),
             );
         }
-        let base_doc = compose(&levels(None), &self.folder.fragments);
+        let mut base_doc = compose(&levels(None), &self.folder.fragments);
+        let timeout = compose::take_forward_timeout(&mut base_doc.document);
         let mock = compose::contains(&base_doc.document, "mock-response");
         let base_document = base_doc.document.clone();
         let (policy, summary) = self.convert(&name, base_doc, &synthetic);
@@ -610,7 +611,11 @@ impl<'f> Builder<'f> {
                 product_policies.push((product.name.clone(), policy.clone()));
                 continue;
             };
-            let composed = compose(&levels(Some(pp)), &self.folder.fragments);
+            let mut composed = compose(&levels(Some(pp)), &self.folder.fragments);
+            let product_timeout = compose::take_forward_timeout(&mut composed.document);
+            if product_timeout != timeout {
+                self.find(pp.file, 1, Kind::Unsupported, "forward-request", format!("the forward-request timeout with product {}'s policy ({}) differs from the one without ({}): the route's timeout is the latter", product.name, product_timeout.map_or("default".to_owned(), |t| format!("{t} s")), timeout.map_or("default".to_owned(), |t| format!("{t} s"))));
+            }
             if composed.document == base_document {
                 product_policies.push((product.name.clone(), policy.clone()));
                 continue;
@@ -667,9 +672,17 @@ impl<'f> Builder<'f> {
             Entry::new("name", Node::str(name.as_str())),
             Entry::new("match", Node::Map(matching)),
             Entry::new("upstream", Node::str(cx.upstream)),
+        ];
+        if let Some(t) = timeout {
+            route.push(
+                Entry::new("timeout", Node::str(format!("{t}s")))
+                    .comment("<forward-request timeout> of the composed policy"),
+            );
+        }
+        route.extend([
             Entry::new("subscription", Node::Map(sub)),
             Entry::new("policy", Node::str(policy.as_str())),
-        ];
+        ]);
         if mocked {
             match (&op.id, spec.extension.as_str()) {
                 (Some(id), "yaml" | "yml" | "json") => route.push(Entry::new(

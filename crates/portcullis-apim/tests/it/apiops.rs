@@ -144,12 +144,14 @@ fn what_the_reports_say() {
         "apis/users/operations/delete-user/policy.xml:4:5: note inbound: no <base />: the 3 statement(s)",
         "apis/users/operations/get-user/policy.xml:4:9: unsupported include-fragment: fragment \"missing-fragment\"",
         "apis/users/policy.xml:13:9: unsupported send-request",
-        "  DELETE /users/{id}: route users.delete-user, policy users.delete-user: converted 2/4 statements",
+        "  DELETE /users/{id}: route users.delete-user, policy users.delete-user: converted 3/4 statements",
     ] {
         assert!(fabrikam.contains(expected), "{expected}\n{fabrikam}");
     }
     // secrets are never written out: the folder holds none, and the YAML keeps the placeholder
     let yaml = import("fabrikam", &[]).yaml;
+    // the global <forward-request timeout="60"> is every route's timeout
+    assert_eq!(yaml.matches("    timeout: \"60s\"\n").count(), 7, "{yaml}");
     assert!(yaml.contains("{{jwt-key}}") && yaml.contains("{{audit-token}}"));
 }
 

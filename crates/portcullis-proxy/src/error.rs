@@ -52,6 +52,9 @@ pub enum BuildError {
         /// What went wrong.
         detail: String,
     },
+    /// A subscription key was given for a subscription the config does not name.
+    #[error("{0}")]
+    UnknownSubscription(String),
     /// Metrics registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -26,6 +26,7 @@ pub mod respond;
 mod routes;
 mod server;
 mod shutdown;
+pub mod subscriptions;
 pub mod tls;
 pub mod values;
 
@@ -38,6 +39,7 @@ pub use server::{
     announce, bind, install_crypto_provider, run_model, Addresses, BoundGateway, RunOptions,
 };
 pub use shutdown::{ShutdownHandle, Stop};
+pub use subscriptions::SubscriptionKeys;
 
 use portcullis_jwks::KeyStore;
 
@@ -50,6 +52,81 @@ pub struct RunArgs {
     /// Proxy worker threads (overrides `server.threads`; default: number of cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Plain-HTTP proxy listener `host:port` (repeatable); replaces `server.listen`.
+    #[arg(long = "listen", value_name = "ADDR", value_parser = listen_address)]
+    pub listen: Vec<String>,
+    /// Admin listener `host:port`; replaces `server.admin`.
+    #[arg(long = "admin", value_name = "ADDR", value_parser = listen_address)]
+    pub admin: Option<String>,
+    /// Rewrite an upstream origin at load (repeatable; route upstreams, `backends:` URLs,
+    /// `set-backend-service` base URLs), e.g. `https://api.contoso.com=http://127.0.0.1:3000`.
+    #[arg(long = "map-upstream", value_name = "FROM=TO")]
+    pub map_upstream: Vec<portcullis_config::UpstreamMap>,
+    /// A key of a subscription of `subscriptions:` (repeatable; give a subscription twice for
+    /// its primary and secondary keys). Prefer `--subscription-keys`: arguments are visible to
+    /// other local users.
+    #[arg(long = "subscription-key", value_name = "NAME=KEY")]
+    pub subscription_key: Vec<KeyArg>,
+    /// A file of subscription keys: `NAME=KEY` lines, `#` comments, blank lines.
+    #[arg(long = "subscription-keys", value_name = "FILE")]
+    pub subscription_keys: Option<PathBuf>,
+}
+
+/// A `--subscription-key` argument, kept as given until checked (never shown: its `Debug` and
+/// every error leave the key out).
+#[derive(Clone)]
+pub struct KeyArg(String);
+
+impl std::fmt::Debug for KeyArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.0.split_once('=').map_or("?", |(n, _)| n);
+        write!(f, "KeyArg({name}=***)")
+    }
+}
+
+impl std::str::FromStr for KeyArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(KeyArg(s.to_owned()))
+    }
+}
+
+/// `--listen` / `--admin`: `host:port` (checked as the config checks `server.listen`).
+fn listen_address(text: &str) -> Result<String, String> {
+    if portcullis_config::is_listen_address(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("expected host:port, such as 127.0.0.1:8080 or [::1]:8080".to_owned())
+    }
+}
+
+impl RunArgs {
+    /// The load options the flags ask for.
+    pub fn load_options(&self) -> portcullis_config::LoadOptions {
+        portcullis_config::LoadOptions {
+            map_upstream: self.map_upstream.clone(),
+            listen: self.listen.clone(),
+            admin: self.admin.clone(),
+        }
+    }
+
+    /// The subscription keys of `--subscription-key` and `--subscription-keys`; `Err` says what
+    /// is wrong without showing a key.
+    pub fn subscription_keys(&self) -> Result<SubscriptionKeys, String> {
+        let mut keys = SubscriptionKeys::new();
+        for arg in &self.subscription_key {
+            keys.add_arg(&arg.0)
+                .map_err(|e| format!("--subscription-key: {e}"))?;
+        }
+        if let Some(path) = &self.subscription_keys {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--subscription-keys {}: {e}", path.display()))?;
+            keys.add_file(&text)
+                .map_err(|e| format!("--subscription-keys {}: {e}", path.display()))?;
+        }
+        Ok(keys)
+    }
 }
 
 /// Exit code when the config is invalid (same as `portcullis check`).
@@ -58,7 +135,15 @@ const EXIT_INVALID_CONFIG: u8 = 2;
 /// Runs the command; returns the process exit code. Prints `listening proxy=... admin=...` on
 /// stdout once every listener is bound.
 pub fn run(args: RunArgs) -> ExitCode {
-    let model = match portcullis_config::load(&args.config) {
+    let subscription_keys = match args.subscription_keys() {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let load = args.load_options();
+    let model = match portcullis_config::load_with(&args.config, &load) {
         Ok((model, warnings)) => {
             for w in warnings {
                 tracing::warn!("{w}");
@@ -75,6 +160,8 @@ pub fn run(args: RunArgs) -> ExitCode {
     let opts = RunOptions {
         threads: args.threads,
         config_path: Some(args.config.clone()),
+        load,
+        subscription_keys,
         ..RunOptions::default()
     };
     run_model(&model, &opts)

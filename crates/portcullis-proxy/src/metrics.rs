@@ -55,6 +55,10 @@ pub struct Metrics {
     /// `portcullis_transform_values_refused_total{policy, statement, reason}`: values of
     /// transformation statements not used because they are invalid where they go (see `values`).
     pub transform_values_refused: IntCounterVec,
+    /// `portcullis_subscription_calls_total{subscription}`: calls let through by a subscription
+    /// key, by subscription name (refusals are `portcullis_requests_total` reasons
+    /// `SubscriptionKeyMissing` and `SubscriptionKeyInvalid`).
+    pub subscription_calls: IntCounterVec,
     /// `portcullis_token_cache_{hits,misses,evictions}_total`.
     pub token_cache: CacheMetrics,
     /// `portcullis_rate_limit_untracked_total`: calls a full rate-limit store could not count.
@@ -86,6 +90,11 @@ impl Metrics {
             "portcullis_requests_total",
             "Requests by route, status and reason.",
             &["route", "status", "reason"],
+        )?;
+        let subscription_calls = counters(
+            "portcullis_subscription_calls_total",
+            "Calls let through by a subscription key, by subscription.",
+            &["subscription"],
         )?;
         let report_only = counters(
             "portcullis_report_only_failures_total",
@@ -165,6 +174,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             requests,
+            subscription_calls,
             report_only,
             validation,
             claim_headers_refused,

@@ -252,7 +252,7 @@ impl<'r> Run<'r> {
     /// anonymous route (or no route).
     fn of(gw: &'r Gateway, generation: &'r Generation, ctx: &Ctx) -> Option<(Self, &'r Pipeline)> {
         let route = ctx.route.and_then(|i| generation.routes.get(i))?;
-        let policy_id = route.policy?;
+        let policy_id = ctx.policy?;
         let runtime = generation.policy(policy_id)?;
         let run = Run {
             gw,

@@ -6,7 +6,8 @@
 //!   requests while this one finishes on the old; see `reload.rs`).
 //! - `request_filter`: request id, the header-size limit (431, see `respond.rs`), the request's
 //!   canonical form (method, host, target: 400 when it has none; see `routes.rs`), route match
-//!   (and, for a templated route, its URL-template parameters),
+//!   (and, for a templated route, its URL-template parameters), the subscription key check of a
+//!   route with `subscription:` (which also chooses the policy: a product key runs its product's),
 //!   identity-header stripping (every route), the policy's evaluation, identity headers set from the verified claims. A rejection (or no route)
 //!   is written here with keep-alive intact and `Ok(true)` ends the request: no upstream is chosen,
 //!   the backend never sees it.
@@ -34,7 +35,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_auth::{Policy, Unforwardable, Verified};
-use portcullis_config::BackendId;
+use portcullis_config::{BackendId, PolicyId};
 use portcullis_config::{HostHeader, UpstreamProtocol};
 
 use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
@@ -43,10 +44,12 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
-    headers_too_large, proxy_failure_message, render, send, write, Answer,
-    HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
+    headers_too_large, proxy_failure_message, render, send, subscription_key_invalid,
+    subscription_key_missing, write, Answer, HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE,
+    REASON_HEADERS_TOO_LARGE,
 };
 use crate::routes::{with_base, Route};
+use crate::subscriptions::Verdict;
 
 /// Everything the request path reads; shared by all workers.
 #[derive(Debug)]
@@ -107,6 +110,10 @@ pub struct Ctx {
     pub(crate) target: Option<Box<TargetEdit>>,
     /// Inbound `set-header`s of `X-Forwarded-*` and the like, applied after the gateway's own.
     pub(crate) forwarding_overrides: Vec<pipeline::ForwardingOverride>,
+    /// The policy this request runs: the route's, or the one its subscription key chose.
+    pub(crate) policy: Option<PolicyId>,
+    /// The subscription whose key was accepted (index into the generation's subscriptions).
+    pub(crate) subscription: Option<usize>,
 }
 
 /// The upstream target as the pipeline's statements left it.
@@ -124,8 +131,9 @@ impl Generation {
         ctx.route.and_then(|i| self.routes.get(i))
     }
 
-    fn route_policy(&self, route: &Route) -> Option<&Arc<Policy>> {
-        self.policy(route.policy?).map(|p| &p.policy)
+    /// The policy the request runs (see [`Ctx::policy`]).
+    fn request_policy(&self, ctx: &Ctx) -> Option<&Arc<Policy>> {
+        self.policy(ctx.policy?).map(|p| &p.policy)
     }
 }
 
@@ -170,6 +178,42 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The subscription key check of the request's route (before its policy, as in APIM): sets
+    /// the policy the request runs (the route's, or the product's its key belongs to) and the
+    /// subscription; `Some`: the 401. Never logs the key, only the subscription's name.
+    fn check_subscription(&self, req: &RequestHeader, ctx: &mut Ctx) -> Option<Answer> {
+        let generation = ctx.generation.clone();
+        let route = generation.route(ctx)?;
+        ctx.policy = route.policy;
+        let check = route.subscription.as_ref()?;
+        let preflight = route.keyless_cors && crate::cors::preflight_method(req).is_some();
+        let verdict = generation.subscriptions.check(
+            check,
+            route.policy,
+            &req.headers,
+            req.uri.query(),
+            preflight,
+        );
+        match verdict {
+            Verdict::Pass {
+                policy,
+                subscription,
+            } => {
+                ctx.policy = policy;
+                ctx.subscription = subscription;
+                if let Some(i) = subscription {
+                    self.metrics
+                        .subscription_calls
+                        .with_label_values(&[generation.subscriptions.name(i)])
+                        .inc();
+                }
+                None
+            }
+            Verdict::Missing => Some(subscription_key_missing()),
+            Verdict::Invalid => Some(subscription_key_invalid()),
+        }
+    }
+
     /// A value of a transformation statement not used because it is invalid where it goes: a
     /// WARN (never the value: it may carry a secret) and a count.
     pub(crate) fn value_refused(
@@ -241,6 +285,8 @@ impl ProxyHttp for Gateway {
             backend: None,
             target: None,
             forwarding_overrides: Vec::new(),
+            policy: None,
+            subscription: None,
         }
     }
 
@@ -266,6 +312,9 @@ impl ProxyHttp for Gateway {
             let answer = Answer::json(404, metrics::REASON_NO_ROUTE, NO_ROUTE_MESSAGE);
             return self.answer(session, ctx, answer).await;
         };
+        if let Some(answer) = self.check_subscription(req, ctx) {
+            return self.answer(session, ctx, answer).await;
+        }
         if templated {
             // Only the chosen route's parameters, and only for a templated route.
             let path = req.uri.path();
@@ -383,7 +432,7 @@ impl ProxyHttp for Gateway {
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
             upstream.set_uri(uri);
         }
-        if let Some(policy) = ctx.generation.route_policy(route) {
+        if let Some(policy) = ctx.generation.request_policy(ctx) {
             if !policy.forward_token {
                 remove_token(upstream, &policy.token_source)?;
             }
@@ -502,6 +551,9 @@ impl ProxyHttp for Gateway {
             .route(ctx)
             .map_or(metrics::ROUTE_NONE, |r| r.name.as_str());
         let reason = ctx.reason.unwrap_or(metrics::REASON_OK);
+        let subscription = ctx.subscription.map_or(metrics::ROUTE_NONE, |i| {
+            ctx.generation.subscriptions.name(i)
+        });
         let status_buf = itoa_status(status);
         let status_text = status_buf.as_str();
         self.metrics
@@ -520,6 +572,7 @@ impl ProxyHttp for Gateway {
             path = req.uri.path(),
             status,
             reason,
+            subscription,
             latency_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
             request_id,
             error = e.map(|e| e.etype().as_str()),

@@ -8,7 +8,8 @@
 //! flight finishes on the generation it started with, and a new request never sees half of a
 //! reload. The swap is a single pointer store.
 //!
-//! How: the new file is loaded and checked exactly as at start (`portcullis_config::load_str`),
+//! How: the new file is loaded and checked exactly as at start (`portcullis_config::load_str_opts`,
+//! with the `--map-upstream`, `--listen` and `--admin` options the gateway started with),
 //! routes are built (host names resolved, off the async threads), and the key store is
 //! [`KeyStore::rebuild`]t, which keeps the keys, schedule and cooldown of every key source that still
 //! exists, so a reload causes no refetch storm. Then the generation is swapped, the new store's
@@ -30,6 +31,11 @@
 //! reloads). A reload that changes them logs a warning naming each and keeps the running values;
 //! the rest of the file is applied.
 //! `server.trusted-proxies` is per generation, so it reloads.
+//!
+//! Subscription keys (`--subscription-key`, `--subscription-keys`) come from the command line, not
+//! the file: every generation is built with the keys the gateway started with, so a reload keeps
+//! them (a reload that drops a subscription drops its keys' access, with a warning; one that
+//! adds a subscription without a key warns as at start).
 //!
 //! Why a polling watcher and not inotify (`notify`): the watched thing is the *path* as the operator
 //! gave it, through every symlink. Kubernetes updates a ConfigMap volume by writing a new timestamped
@@ -68,6 +74,7 @@ use crate::health::HealthChecks;
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::routes::Routes;
+use crate::subscriptions::{SubscriptionKeys, Subscriptions};
 use crate::tls::{read_files, CertSet, FileBytes, ListenerCerts};
 use crate::KeyStore;
 
@@ -94,6 +101,8 @@ pub struct Generation {
     pub keys: Arc<KeyStore>,
     /// Verified-token cache, keyed by this generation's policy key scopes.
     pub token_cache: TokenCache,
+    /// `subscriptions:` with the keys given at start.
+    pub subscriptions: Subscriptions,
 }
 
 /// What a policy is at run time.
@@ -118,6 +127,7 @@ impl Generation {
         model: &Model,
         keys: Arc<KeyStore>,
         metrics: &Metrics,
+        subscription_keys: &SubscriptionKeys,
     ) -> Result<Self, BuildError> {
         Ok(Self::assemble(
             number,
@@ -125,6 +135,7 @@ impl Generation {
             build_routes(model)?,
             keys,
             metrics,
+            subscription_keys,
         ))
     }
 
@@ -134,6 +145,7 @@ impl Generation {
         routes: Routes,
         keys: Arc<KeyStore>,
         metrics: &Metrics,
+        subscription_keys: &SubscriptionKeys,
     ) -> Self {
         Generation {
             number,
@@ -152,6 +164,7 @@ impl Generation {
             // A fresh cache per generation: its keys are scoped by policy index, which a reload
             // may reassign. Sized by `server.token-cache-max-entries` as at start (restart-only).
             token_cache: TokenCache::new(model, metrics.token_cache.clone()),
+            subscriptions: Subscriptions::build(model, subscription_keys),
         }
     }
 }
@@ -307,6 +320,10 @@ pub struct Reloader {
     /// Per TLS listener, the file bytes last tried (loaded or rejected): the watcher does not
     /// retry bytes it has already tried.
     cert_attempts: parking_lot::Mutex<Vec<Option<FileBytes>>>,
+    /// What the command line changes about the file (applied to every reload as at start).
+    load: portcullis_config::LoadOptions,
+    /// The subscription keys given at start (every generation gets them).
+    subscription_keys: SubscriptionKeys,
 }
 
 impl Reloader {
@@ -318,6 +335,7 @@ impl Reloader {
         current: Current,
         certs: Vec<Arc<ListenerCerts>>,
         gateway_metrics: &Metrics,
+        opts: &crate::RunOptions,
     ) -> Result<(Reloader, ReloadHandle), BuildError> {
         let metrics = ReloadMetrics::register(gateway_metrics.registry())?;
         let (tx, rx) = mpsc::channel(8);
@@ -335,6 +353,8 @@ impl Reloader {
                 initial: parking_lot::Mutex::new(initial),
                 cert_attempts: parking_lot::Mutex::new(vec![None; certs.len()]),
                 certs,
+                load: opts.load.clone(),
+                subscription_keys: opts.subscription_keys.clone(),
             },
             handle,
         ))
@@ -344,9 +364,17 @@ impl Reloader {
     async fn apply(&self, path: &Path, bytes: &[u8], trigger: Trigger) -> Outcome {
         let text = String::from_utf8_lossy(bytes).into_owned();
         let file = path.to_owned();
-        let loaded = tokio::task::spawn_blocking(move || portcullis_config::load_str(&text, &file))
-            .await
-            .map_err(|e| vec![format!("config check panicked: {e}")])?;
+        let opts = self.load.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            portcullis_config::load_str_opts(
+                &text,
+                &file,
+                &portcullis_config::vars::from_env,
+                &opts,
+            )
+        })
+        .await
+        .map_err(|e| vec![format!("config check panicked: {e}")])?;
         let model = match loaded {
             Ok((model, warnings)) => {
                 for w in warnings {
@@ -357,6 +385,10 @@ impl Reloader {
             Err(diags) => return Err(errors_of(&diags)),
         };
         self.warn_restart_only(&model.server);
+        match self.subscription_keys.check(&model) {
+            Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+            Err(e) => tracing::warn!("{e}: its keys open nothing until a config names it again"),
+        }
         // Certificates are checked before anything is swapped: a reload applies all or nothing.
         let certs = self.prepare_certs().await?;
         let (model, routes) = tokio::task::spawn_blocking(move || {
@@ -371,7 +403,14 @@ impl Reloader {
         routes.inherit_health(&old.routes);
         let keys = old.keys.rebuild(&model);
         let number = old.number + 1;
-        let generation = Generation::assemble(number, &model, routes, keys, &self.gateway_metrics);
+        let generation = Generation::assemble(
+            number,
+            &model,
+            routes,
+            keys,
+            &self.gateway_metrics,
+            &self.subscription_keys,
+        );
         self.current.store(Arc::new(generation));
         self.install_certs(certs);
         tracing::info!(generation = number, trigger = trigger.as_str(), file = %path.display(),

@@ -100,6 +100,30 @@ impl Answer {
     }
 }
 
+/// APIM's message for a missing subscription key.
+pub const SUBSCRIPTION_KEY_MISSING_MESSAGE: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
+/// APIM's message for an invalid subscription key.
+pub const SUBSCRIPTION_KEY_INVALID_MESSAGE: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
+
+/// 401, no subscription key on a route that requires one (APIM's body).
+pub fn subscription_key_missing() -> Answer {
+    Answer::json(
+        401,
+        crate::subscriptions::REASON_SUBSCRIPTION_KEY_MISSING,
+        SUBSCRIPTION_KEY_MISSING_MESSAGE,
+    )
+}
+
+/// 401, a subscription key that belongs to no active subscription whose scope covers the route
+/// (APIM's body).
+pub fn subscription_key_invalid() -> Answer {
+    Answer::json(
+        401,
+        crate::subscriptions::REASON_SUBSCRIPTION_KEY_INVALID,
+        SUBSCRIPTION_KEY_INVALID_MESSAGE,
+    )
+}
+
 /// Reason of a `mock-response` answer.
 pub const REASON_MOCK_RESPONSE: &str = "MockResponse";
 /// Reason of a `rewrite-uri` whose result cannot be made canonical (400, never forwarded).
@@ -310,6 +334,16 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
         (400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE),
         (200, REASON_RETURN_RESPONSE, ""),
         (200, REASON_CORS_UNMATCHED, ""),
+        (
+            401,
+            crate::subscriptions::REASON_SUBSCRIPTION_KEY_MISSING,
+            SUBSCRIPTION_KEY_MISSING_MESSAGE,
+        ),
+        (
+            401,
+            crate::subscriptions::REASON_SUBSCRIPTION_KEY_INVALID,
+            SUBSCRIPTION_KEY_INVALID_MESSAGE,
+        ),
     ];
     out.extend(fixed.iter().map(|(s, r, m)| (*s, *r, (*m).to_owned())));
     let proxy_failures = [

@@ -138,10 +138,17 @@ pub struct Route {
     /// Name (logs, metrics).
     pub name: String,
     matcher: RouteMatch,
-    /// Its policy has a `cors` statement: a preflight is matched by the method it asks about.
+    /// One of its policies (`policy`, a product's) has a `cors` statement: a preflight is matched
+    /// by the method it asks about.
     cors: bool,
-    /// The route's policy (`None`: anonymous).
+    /// Its `policy` has a `cors` statement: a keyless preflight passes the subscription check to
+    /// it (see `crate::subscriptions`).
+    pub keyless_cors: bool,
+    /// The route's policy (`None`: anonymous); a product key may choose another
+    /// (`subscription`).
     pub policy: Option<PolicyId>,
+    /// `subscription:`: the key check before the policy (`None`: none).
+    pub subscription: Option<crate::subscriptions::RouteSubscription>,
     /// Upstream read timeout.
     pub timeout: Duration,
     /// Upstream connect timeout.
@@ -341,11 +348,19 @@ impl Routes {
         self.backends.get(id.index())
     }
 
-    /// The first route matching a canonical method, host and path, with its index.
-    pub fn find(&self, method: &Method, host: Option<&str>, path: &str) -> Option<usize> {
-        self.routes
-            .iter()
-            .position(|r| r.matcher.matches(method, host, path))
+    /// The first route matching a canonical method, host and path, and the request's headers
+    /// and raw query (`match.headers` / `match.query`), with its index.
+    pub fn find(
+        &self,
+        method: &Method,
+        host: Option<&str>,
+        path: &str,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+    ) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            r.matcher.matches(method, host, path) && r.matcher.matches_values(headers, query)
+        })
     }
 
     /// Canonicalise the request (method, `Host`, request target) and find its route. On success the
@@ -376,10 +391,11 @@ impl Routes {
         let host = (!host.is_empty()).then_some(host.as_ref());
         // A CORS preflight is matched by the method it asks about (as APIM matches the operation),
         // when that route's policy answers preflights; otherwise as the OPTIONS it is.
+        let query = target.query;
         let asked = crate::cors::preflight_method(req)
-            .and_then(|m| self.find(&m, host, &target.path))
+            .and_then(|m| self.find(&m, host, &target.path, &req.headers, query))
             .filter(|&i| self.routes[i].cors);
-        let idx = asked.or_else(|| self.find(&req.method, host, &target.path));
+        let idx = asked.or_else(|| self.find(&req.method, host, &target.path, &req.headers, query));
         let rewrite = (!target.unchanged()).then(|| target.origin_form());
         let add_host = match (target.authority, host_header) {
             (Some(authority), None) => HeaderValue::from_str(authority).ok(),
@@ -443,9 +459,13 @@ impl Route {
                     })?,
             ),
         };
-        let cors = policy
-            .and_then(|id| model.policies.get(id.index()))
-            .is_some_and(|p| p.cors().is_some());
+        let has_cors = |name: Option<&str>| {
+            name.and_then(|n| model.policy_id(n))
+                .and_then(|id| model.policies.get(id.index()))
+                .is_some_and(|p| p.cors().is_some())
+        };
+        let keyless_cors = has_cors(r.policy.as_deref());
+        let cors = r.policies().into_iter().any(has_cors);
         if r.upstreams.is_empty() {
             return Err(BuildError::NoUpstream(r.name.clone()));
         }
@@ -463,7 +483,12 @@ impl Route {
             name: r.name.clone(),
             matcher: r.matcher.clone(),
             cors,
+            keyless_cors,
             policy,
+            subscription: r
+                .subscription
+                .as_ref()
+                .map(|s| crate::subscriptions::RouteSubscription::build(s, model)),
             timeout: r.timeout,
             connect_timeout: r.connect_timeout,
             upstream_protocol: r.upstream_protocol,

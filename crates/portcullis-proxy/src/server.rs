@@ -44,6 +44,13 @@ pub struct RunOptions {
     /// The file the model was loaded from: reloaded on SIGHUP, on change and on `POST /reload`.
     /// `None` (an embedded model): no reload.
     pub config_path: Option<PathBuf>,
+    /// What the command line changed about the file when it was loaded (`--map-upstream`,
+    /// `--listen`, `--admin`): applied again by every reload.
+    pub load: portcullis_config::LoadOptions,
+    /// Subscription keys (`--subscription-key`, `--subscription-keys`): kept across reloads.
+    /// A key for a subscription the model does not name refuses the start
+    /// ([`BuildError::UnknownSubscription`]).
+    pub subscription_keys: crate::SubscriptionKeys,
 }
 
 /// The addresses the gateway listens on, as bound.
@@ -121,10 +128,21 @@ fn tls_settings(listener: &Listener, certs: Arc<ListenerCerts>) -> Result<TlsSet
 /// Build everything and bind every listener.
 pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError> {
     install_crypto_provider();
+    let warnings = opts
+        .subscription_keys
+        .check(model)
+        .map_err(BuildError::UnknownSubscription)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let metrics = Metrics::new()?;
     let keys = KeyStore::with_options(model, metrics.registry(), opts.key_store)?;
     let current = Arc::new(ArcSwap::from_pointee(Generation::build(
-        1, model, keys, &metrics,
+        1,
+        model,
+        keys,
+        &metrics,
+        &opts.subscription_keys,
     )?));
     // Every listener's certificates, read and checked before anything binds; the reloader
     // replaces them when their files change.
@@ -152,6 +170,7 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         current.clone(),
         certs.iter().flatten().cloned().collect(),
         &metrics,
+        opts,
     )?;
     arm_sighup();
     let inflight = Arc::new(AtomicUsize::new(0));
@@ -280,7 +299,12 @@ pub fn run_model(model: &Model, opts: &RunOptions) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "gateway cannot start");
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            // A key for an unknown subscription is a usage error, like an invalid config.
+            let code = match e {
+                BuildError::UnknownSubscription(_) => 2,
+                _ => 1,
+            };
+            ExitCode::from(code)
         }
     }
 }

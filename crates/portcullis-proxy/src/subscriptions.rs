@@ -1,0 +1,502 @@
+//! APIM subscription keys: the keys the gateway was given, and the per-request check that runs
+//! before a route's policy pipeline (as APIM checks the key before any policy).
+//!
+//! What APIM does, and so what this does (docs/configuration.md, `subscriptions`):
+//! - the key is read from the route's header (`Ocp-Apim-Subscription-Key` by default), else from
+//!   its query parameter (`subscription-key`); it is forwarded to the backend as received, as
+//!   APIM forwards it (a policy that must hide it deletes it with `set-header` /
+//!   `set-query-parameter`, as APIM users do);
+//! - no key on a route that requires one: 401 `SubscriptionKeyMissing`; a key that belongs to no
+//!   active subscription whose scope covers the route (all APIs, the route's API, one of its
+//!   products): 401 `SubscriptionKeyInvalid`;
+//! - a route that does not require a key ignores any key sent (APIM: "the subscription key is
+//!   ignored"), and runs its `policy`;
+//! - a product-scoped key runs that product's policy for the route; an API- or all-scoped key runs
+//!   the route's `policy` (APIM: product policies do not apply to those);
+//! - a CORS preflight carries no custom header, so a keyless preflight on a route whose `policy`
+//!   answers preflights is let through to that policy's `cors` (APIM evaluates it in the API
+//!   context; a product's `cors` sees a preflight only with the key in the query, as APIM's docs
+//!   say).
+//!
+//! Keys never live here in clear: each is kept as its SHA-256 digest, and a presented key's digest
+//! is compared with every known digest in constant time (`subtle`), so neither the comparison's
+//! timing nor the key's length says how close a guess was. Keys are never logged; logs and
+//! metrics carry the subscription's name.
+
+use std::fmt;
+
+use http::HeaderMap;
+use portcullis_config::{Model, PolicyId, SubscriptionScope, SubscriptionState};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Reason of the 401 for a missing key.
+pub const REASON_SUBSCRIPTION_KEY_MISSING: &str = "SubscriptionKeyMissing";
+/// Reason of the 401 for a key that opens nothing here.
+pub const REASON_SUBSCRIPTION_KEY_INVALID: &str = "SubscriptionKeyInvalid";
+
+type KeyDigest = [u8; 32];
+
+fn digest(key: &str) -> KeyDigest {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The subscription keys given to the gateway (`--subscription-key NAME=KEY`, a keys file,
+/// [`crate::RunOptions`]), by subscription name, as digests. A subscription may have several
+/// (APIM's primary and secondary). Its `Debug` shows names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionKeys {
+    keys: Vec<(String, KeyDigest)>,
+}
+
+impl fmt::Debug for SubscriptionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionKeys")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+impl SubscriptionKeys {
+    /// No keys.
+    pub fn new() -> SubscriptionKeys {
+        SubscriptionKeys::default()
+    }
+
+    /// Adds a key of subscription `name` (only its digest is kept).
+    pub fn add(&mut self, name: &str, key: &str) {
+        self.keys.push((name.to_owned(), digest(key)));
+    }
+
+    /// Adds `NAME=KEY` (a `--subscription-key` argument). The error never contains the key.
+    pub fn add_arg(&mut self, arg: &str) -> Result<(), String> {
+        let (name, key) = split_arg(arg).ok_or_else(|| {
+            "a subscription key must be given as NAME=KEY (the subscription's name, `=`, the key)"
+                .to_owned()
+        })?;
+        self.add(name, key);
+        Ok(())
+    }
+
+    /// Adds the keys of a keys file's text: `NAME=KEY` lines, `#` comments and blank lines.
+    /// The error names the line, never the key.
+    pub fn add_file(&mut self, text: &str) -> Result<(), String> {
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, key) =
+                split_arg(line).ok_or_else(|| format!("line {}: expected NAME=KEY", i + 1))?;
+            self.add(name, key);
+        }
+        Ok(())
+    }
+
+    /// The subscription names keys were given for, in order, without repeats.
+    pub fn names(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (name, _) in &self.keys {
+            if !out.contains(&name.as_str()) {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    /// Whether no key was given.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Checks the keys against `model`'s `subscriptions:`: `Err` names a subscription the config
+    /// does not have (a start-up error: a typo would silently open nothing); `Ok` carries a
+    /// warning per subscription without a key (its callers all get 401).
+    pub fn check(&self, model: &Model) -> Result<Vec<String>, String> {
+        if let Some(unknown) = self
+            .names()
+            .into_iter()
+            .find(|n| !model.subscriptions.iter().any(|s| s.name == *n))
+        {
+            let known: Vec<&str> = model
+                .subscriptions
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            let known = if known.is_empty() {
+                "the config has no `subscriptions:`".to_owned()
+            } else {
+                format!("known: {}", known.join(", "))
+            };
+            return Err(format!(
+                "a key is given for subscription `{unknown}`, which the config does not name ({known})"
+            ));
+        }
+        Ok(model
+            .subscriptions
+            .iter()
+            .filter(|s| !self.keys.iter().any(|(n, _)| *n == s.name))
+            .map(|s| {
+                format!(
+                    "subscription `{}` has no key (--subscription-key {}=KEY): no call can use it",
+                    s.name, s.name
+                )
+            })
+            .collect())
+    }
+}
+
+/// `NAME=KEY` split at the first `=` (white space around either side dropped); both sides
+/// non-empty, the name a valid subscription name.
+fn split_arg(arg: &str) -> Option<(&str, &str)> {
+    let (name, key) = arg.split_once('=')?;
+    let (name, key) = (name.trim(), key.trim());
+    (portcullis_config::is_subscription_name(name) && !key.is_empty()).then_some((name, key))
+}
+
+/// One subscription at run time.
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    scope: SubscriptionScope,
+    active: bool,
+}
+
+/// The subscriptions of a config generation with the keys given at start (kept across reloads).
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    entries: Vec<Entry>,
+    /// (index in `entries`, key digest), every key of every named subscription.
+    keys: Vec<(usize, KeyDigest)>,
+}
+
+/// A route's `subscription:` at run time.
+#[derive(Debug, Clone)]
+pub struct RouteSubscription {
+    api: Option<String>,
+    required: bool,
+    header: http::HeaderName,
+    query: String,
+    /// Product -> the policy its keys run (`None`: anonymous).
+    products: Vec<(String, Option<PolicyId>)>,
+}
+
+impl RouteSubscription {
+    /// From the model (product policies resolved to ids; the checker made sure they exist).
+    pub fn build(s: &portcullis_config::RouteSubscription, model: &Model) -> RouteSubscription {
+        RouteSubscription {
+            api: s.api.clone(),
+            required: s.required,
+            header: s.header_name.clone(),
+            query: s.query_parameter_name.clone(),
+            products: s
+                .products
+                .iter()
+                .map(|p| {
+                    let id = p.policy.as_deref().and_then(|n| model.policy_id(n));
+                    (p.product.clone(), id)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the check decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on with this policy (`None`: anonymous); `subscription` is the index of the subscription
+    /// whose key was accepted, if any.
+    Pass {
+        /// The policy to run.
+        policy: Option<PolicyId>,
+        /// The accepted subscription ([`Subscriptions::name`]).
+        subscription: Option<usize>,
+    },
+    /// 401: no key.
+    Missing,
+    /// 401: a key that opens nothing here.
+    Invalid,
+}
+
+/// Where the key was found.
+enum Presented<'r> {
+    None,
+    One(std::borrow::Cow<'r, str>),
+    /// The header (or, without it, the parameter) sent more than once: which copy a backend
+    /// would read is its choice, so none is accepted.
+    Several,
+}
+
+fn presented<'r>(
+    s: &'r RouteSubscription,
+    headers: &'r HeaderMap,
+    query: Option<&'r str>,
+) -> Presented<'r> {
+    let mut values = headers.get_all(&s.header).iter();
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => return Presented::Several,
+        (Some(v), None) => {
+            return match v.to_str() {
+                Ok("") => Presented::None,
+                Ok(text) => Presented::One(text.into()),
+                // Not text: it cannot be a key anyone was given.
+                Err(_) => Presented::One("\u{fffd}".into()),
+            };
+        }
+        (None, _) => {}
+    }
+    let mut values = portcullis_route::query::values(query.unwrap_or(""), &s.query);
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Presented::Several,
+        (Some(v), None) if v.is_empty() => Presented::None,
+        (Some(v), None) => Presented::One(v),
+        (None, _) => Presented::None,
+    }
+}
+
+impl Subscriptions {
+    /// The model's subscriptions with `keys` (keys of names the model does not have are left
+    /// out: a reload may drop a subscription; start-up refuses them, see
+    /// [`SubscriptionKeys::check`]).
+    pub fn build(model: &Model, keys: &SubscriptionKeys) -> Subscriptions {
+        let entries: Vec<Entry> = model
+            .subscriptions
+            .iter()
+            .map(|s| Entry {
+                name: s.name.clone(),
+                scope: s.scope.clone(),
+                active: s.state == SubscriptionState::Active,
+            })
+            .collect();
+        let keys = keys
+            .keys
+            .iter()
+            .filter_map(|(name, d)| Some((entries.iter().position(|e| e.name == *name)?, *d)))
+            .collect();
+        Subscriptions { entries, keys }
+    }
+
+    /// The name of subscription `index` (logs, metrics).
+    pub fn name(&self, index: usize) -> &str {
+        self.entries.get(index).map_or("-", |e| e.name.as_str())
+    }
+
+    /// The subscriptions whose key is `key`: every known digest is compared, in constant time,
+    /// whatever matched first.
+    fn owners(&self, key: &str) -> Vec<usize> {
+        let presented = digest(key);
+        let mut out = Vec::new();
+        for (index, known) in &self.keys {
+            if bool::from(known.ct_eq(&presented)) {
+                out.push(*index);
+            }
+        }
+        out
+    }
+
+    /// The check of a request on a route with `subscription:` (`default`: the route's `policy`;
+    /// `keyless_preflight`: the request is a CORS preflight that `default`'s `cors` answers).
+    pub fn check(
+        &self,
+        route: &RouteSubscription,
+        default: Option<PolicyId>,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        keyless_preflight: bool,
+    ) -> Verdict {
+        let keyless = Verdict::Pass {
+            policy: default,
+            subscription: None,
+        };
+        if !route.required {
+            return keyless;
+        }
+        let key = match presented(route, headers, query) {
+            Presented::None if keyless_preflight => return keyless,
+            Presented::None => return Verdict::Missing,
+            Presented::Several => return Verdict::Invalid,
+            Presented::One(key) => key,
+        };
+        for index in self.owners(&key) {
+            let Some(entry) = self.entries.get(index).filter(|e| e.active) else {
+                continue;
+            };
+            let policy = match &entry.scope {
+                SubscriptionScope::All => Some(default),
+                SubscriptionScope::Api(api) => {
+                    (route.api.as_deref() == Some(api.as_str())).then_some(default)
+                }
+                SubscriptionScope::Product(product) => route
+                    .products
+                    .iter()
+                    .find(|(p, _)| p == product)
+                    .map(|(_, policy)| *policy),
+            };
+            if let Some(policy) = policy {
+                return Verdict::Pass {
+                    policy,
+                    subscription: Some(index),
+                };
+            }
+        }
+        Verdict::Invalid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const CONFIG: &str = r#"
+server: { listen: "127.0.0.1:0" }
+policies:
+  base: { inbound: [ { set-header: { name: x-p, value: base } } ] }
+  gold: { inbound: [ { set-header: { name: x-p, value: gold } } ] }
+subscriptions:
+  gold-dev: { scope: product, product: gold }
+  free-dev: { scope: product, product: free }
+  orders: { scope: api, api: orders }
+  billing: { scope: api, api: billing }
+  all: { scope: all }
+  old: { scope: all, state: suspended }
+routes:
+  - name: r
+    upstream: "http://127.0.0.1:1"
+    subscription: { api: orders, products: { gold: gold, free: none } }
+    policy: base
+"#;
+
+    fn setup() -> (Subscriptions, RouteSubscription, Model) {
+        let (model, _) =
+            portcullis_config::load_str(CONFIG, std::path::Path::new("t.yaml")).unwrap();
+        let mut keys = SubscriptionKeys::new();
+        for arg in [
+            "gold-dev=g1",
+            "gold-dev=g2",
+            "free-dev=f",
+            "orders=o",
+            "billing=b",
+            "all=a",
+            "old=x",
+        ] {
+            keys.add_arg(arg).unwrap();
+        }
+        assert_eq!(keys.check(&model).unwrap(), Vec::<String>::new());
+        let route = model.routes[0].subscription.as_ref().unwrap();
+        let route = RouteSubscription::build(route, &model);
+        (Subscriptions::build(&model, &keys), route, model)
+    }
+
+    fn with_header(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("ocp-apim-subscription-key", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn scopes_choose_the_policy() {
+        let (subs, route, model) = setup();
+        let base = model.policy_id("base");
+        let gold = model.policy_id("gold");
+        let check = |h: &HeaderMap, q: Option<&str>| subs.check(&route, base, h, q, false);
+        let none = HeaderMap::new();
+        let pass = |policy, name: &str| Verdict::Pass {
+            policy,
+            subscription: model.subscriptions.iter().position(|s| s.name == name),
+        };
+        assert_eq!(check(&none, None), Verdict::Missing);
+        assert_eq!(check(&with_header(""), None), Verdict::Missing);
+        assert_eq!(check(&with_header("g2"), None), pass(gold, "gold-dev"));
+        assert_eq!(
+            check(&none, Some("subscription-key=g1")),
+            pass(gold, "gold-dev")
+        );
+        assert_eq!(
+            check(&none, Some("subscription-key=f")),
+            pass(None, "free-dev")
+        );
+        assert_eq!(check(&with_header("o"), None), pass(base, "orders"));
+        assert_eq!(check(&with_header("a"), None), pass(base, "all"));
+        // The header wins over the query.
+        assert_eq!(
+            check(&with_header("a"), Some("subscription-key=g1")),
+            pass(base, "all")
+        );
+        assert_eq!(
+            check(&with_header("b"), None),
+            Verdict::Invalid,
+            "another API"
+        );
+        assert_eq!(
+            check(&with_header("x"), None),
+            Verdict::Invalid,
+            "suspended"
+        );
+        assert_eq!(check(&with_header("g"), None), Verdict::Invalid, "a prefix");
+        assert_eq!(check(&with_header("g1 "), None), Verdict::Invalid);
+        assert_eq!(
+            check(&none, Some("subscription-key=g1&subscription-key=g1")),
+            Verdict::Invalid,
+            "a parameter sent twice"
+        );
+        let mut twice = with_header("g1");
+        twice.append("ocp-apim-subscription-key", "g1".parse().unwrap());
+        assert_eq!(check(&twice, None), Verdict::Invalid, "a header sent twice");
+        // A keyless preflight goes to the route's policy; a preflight with a key is checked.
+        assert_eq!(
+            subs.check(&route, base, &none, None, true),
+            Verdict::Pass {
+                policy: base,
+                subscription: None
+            }
+        );
+        assert_eq!(
+            subs.check(&route, base, &with_header("nope"), None, true),
+            Verdict::Invalid
+        );
+    }
+
+    #[test]
+    fn a_route_that_does_not_require_a_key_ignores_it() {
+        let (subs, mut route, model) = setup();
+        route.required = false;
+        let base = model.policy_id("base");
+        for h in [HeaderMap::new(), with_header("nope"), with_header("g1")] {
+            assert_eq!(
+                subs.check(&route, base, &h, None, false),
+                Verdict::Pass {
+                    policy: base,
+                    subscription: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_checked_against_the_config_and_never_shown() {
+        let (_, _, model) = setup();
+        let mut keys = SubscriptionKeys::new();
+        keys.add_file("# keys\n\ngold-dev = secret-1\n  all=secret=2\n")
+            .unwrap();
+        let warnings = keys.check(&model).unwrap();
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings[0].contains("`free-dev` has no key"));
+        let shown = format!("{keys:?}");
+        assert!(
+            shown.contains("gold-dev") && !shown.contains("secret"),
+            "{shown}"
+        );
+        keys.add_arg("typo=secret-3").unwrap();
+        let err = keys.check(&model).unwrap_err();
+        assert!(err.contains("`typo`") && !err.contains("secret"), "{err}");
+        let err = SubscriptionKeys::new().add_arg("secret-only").unwrap_err();
+        assert!(!err.contains("secret-only"));
+        let err = SubscriptionKeys::new()
+            .add_file("ok=1\nsecret-line\n")
+            .unwrap_err();
+        assert_eq!(err, "line 2: expected NAME=KEY");
+        assert!(SubscriptionKeys::new().add_arg("name=").is_err());
+        assert!(SubscriptionKeys::new().add_arg("=key").is_err());
+    }
+}

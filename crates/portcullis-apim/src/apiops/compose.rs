@@ -219,6 +219,26 @@ pub(crate) fn contains(el: &Element, name: &str) -> bool {
     el.name == name || el.children.iter().any(|c| contains(c, name))
 }
 
+/// `<forward-request timeout="N">` in the composed `<backend>`: the attribute is taken out (the
+/// route's `timeout` does it) and N returned; other attributes stay (and are reported by the
+/// converter).
+pub(crate) fn take_forward_timeout(document: &mut Element) -> Option<u64> {
+    let backend = document.children.iter_mut().find(|s| s.name == "backend")?;
+    let forward = backend
+        .children
+        .iter_mut()
+        .find(|c| c.name == "forward-request")?;
+    let at = forward.attrs.iter().position(|a| a.name == "timeout")?;
+    let seconds = forward.attrs[at]
+        .value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s > 0)?;
+    forward.attrs.remove(at);
+    Some(seconds)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -352,24 +372,4 @@ mod tests {
         assert_eq!(c.dropped.len(), 1);
         assert!(c.diags[0].reason.contains("\"nope\""));
     }
-}
-
-/// `<forward-request timeout="N">` in the composed `<backend>`: the attribute is taken out (the
-/// route's `timeout` does it) and N returned; other attributes stay (and are reported by the
-/// converter).
-pub(crate) fn take_forward_timeout(document: &mut Element) -> Option<u64> {
-    let backend = document.children.iter_mut().find(|s| s.name == "backend")?;
-    let forward = backend
-        .children
-        .iter_mut()
-        .find(|c| c.name == "forward-request")?;
-    let at = forward.attrs.iter().position(|a| a.name == "timeout")?;
-    let seconds = forward.attrs[at]
-        .value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|s| *s > 0)?;
-    forward.attrs.remove(at);
-    Some(seconds)
 }

@@ -89,6 +89,17 @@ pub enum Error {
     Invalid(Vec<String>),
 }
 
+impl Import {
+    /// The folder's value of named value `name` (`{{name}}`), if it holds one (non-secret only):
+    /// what `run --apiops` falls back to when the environment does not set the variable.
+    pub fn named_value(&self, name: &str) -> Option<&str> {
+        self.named_values
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -149,7 +149,10 @@ fn what_the_reports_say() {
         assert!(fabrikam.contains(expected), "{expected}\n{fabrikam}");
     }
     // secrets are never written out: the folder holds none, and the YAML keeps the placeholder
-    let yaml = import("fabrikam", &[]).yaml;
+    let fabrikam = import("fabrikam", &[]);
+    assert_eq!(fabrikam.named_value("region"), Some("westeurope"));
+    assert_eq!(fabrikam.named_value("jwt-key"), None);
+    let yaml = fabrikam.yaml;
     // the global <forward-request timeout="60"> is every route's timeout
     assert_eq!(yaml.matches("    timeout: \"60s\"\n").count(), 7, "{yaml}");
     assert!(yaml.contains("{{jwt-key}}") && yaml.contains("{{audit-token}}"));

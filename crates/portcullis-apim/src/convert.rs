@@ -76,7 +76,8 @@ pub enum Section {
 /// The state of one conversion.
 #[derive(Debug)]
 pub struct Converter {
-    file: String,
+    /// The documents positions point into ([`Pos::file`] indexes it); one for a single document.
+    files: Vec<String>,
     stem: String,
     /// Converted policies in document order.
     pub policies: Vec<PolicyOut>,
@@ -102,14 +103,23 @@ pub struct Converter {
     pub params: Vec<(String, Pos)>,
     /// Everything reported.
     pub diags: Vec<Diagnostic>,
+    /// Converting a policy of an APIOps folder: its backends and OpenAPI examples are known (the
+    /// notes asking to fill them in are not given).
+    pub(crate) in_folder: bool,
 }
 
 impl Converter {
     /// A converter for the document called `file` (used in comments).
     pub fn new(file: &str) -> Converter {
+        Converter::composed(vec![file.to_owned()], &policy_stem(file))
+    }
+
+    /// A converter for a policy composed from several documents (`files`, indexed by
+    /// [`Pos::file`]), whose first policy is called `name`.
+    pub fn composed(files: Vec<String>, name: &str) -> Converter {
         Converter {
-            file: file.to_owned(),
-            stem: policy_stem(file),
+            files,
+            stem: name.to_owned(),
             policies: Vec::new(),
             steps: Vec::new(),
             out_steps: Vec::new(),
@@ -122,6 +132,7 @@ impl Converter {
             split: 0,
             params: Vec::new(),
             diags: Vec::new(),
+            in_folder: false,
         }
     }
 
@@ -198,7 +209,11 @@ impl Converter {
 
     /// `# from file:line`
     pub fn origin(&self, pos: Pos) -> String {
-        format!("from {}:{}", self.file, pos.line)
+        let file = self
+            .files
+            .get(pos.file as usize)
+            .map_or("?", String::as_str);
+        format!("from {file}:{}", pos.line)
     }
 
     /// The policy name derived from the file name (the first converted policy's name).

@@ -85,36 +85,38 @@ impl RouteSpec {
     }
 }
 
-/// Write the gateway.yaml for a finished conversion.
-pub fn render(conv: &Converter, file: &str, routes: &[RouteSpec]) -> String {
-    let server = Entry::new(
-        "server",
-        Node::Map(vec![
-            Entry::new("listen", Node::str(DEFAULT_LISTEN)),
-            Entry::new("admin", Node::str(DEFAULT_ADMIN)),
-        ]),
-    );
+/// The `policies:` entries of a finished conversion, and the policy its routes use (the first
+/// converted token check's, else the policy of the statements alone, else `none`).
+pub(crate) fn policies(conv: &Converter) -> (Vec<Entry>, String) {
     let mut policies: Vec<Entry> = conv
         .policies
         .iter()
         .enumerate()
         .map(|(i, p)| policy_entry(conv, i, p))
         .collect();
-    // statements without a token check: a policy of those statements alone
-    let mut statements_only = false;
-    if conv.policies.is_empty() {
-        let items = inbound_of(&conv.steps, None, || Item::new(Node::Map(Vec::new())));
-        let outbound = outbound_of(conv);
-        if !items.is_empty() || outbound.is_some() {
-            statements_only = true;
-            let mut entries = Vec::new();
-            if !items.is_empty() {
-                entries.push(Entry::new("inbound", Node::Seq(items)));
-            }
-            entries.extend(outbound);
-            policies.push(Entry::new(conv.stem(), Node::Map(entries)));
-        }
+    if let Some(first) = conv.policies.first() {
+        return (policies, first.name.clone());
     }
+    // statements without a token check: a policy of those statements alone
+    let items = inbound_of(&conv.steps, None, || Item::new(Node::Map(Vec::new())));
+    let outbound = outbound_of(conv);
+    if items.is_empty() && outbound.is_none() {
+        return (policies, "none".to_owned());
+    }
+    let mut entries = Vec::new();
+    if !items.is_empty() {
+        entries.push(Entry::new("inbound", Node::Seq(items)));
+    }
+    entries.extend(outbound);
+    policies.push(Entry::new(conv.stem(), Node::Map(entries)));
+    (policies, conv.stem().to_owned())
+}
+
+/// Write the gateway.yaml for a finished conversion.
+pub fn render(conv: &Converter, file: &str, routes: &[RouteSpec]) -> String {
+    let server = server_entry();
+    let (policies, _) = policies(conv);
+    let statements_only = conv.policies.is_empty() && !policies.is_empty();
     let mut document = vec![server];
     if !conv.backends.is_empty() {
         let backends = conv
@@ -147,6 +149,17 @@ pub fn render(conv: &Converter, file: &str, routes: &[RouteSpec]) -> String {
     }
     out.push_str(&body);
     out
+}
+
+/// `server:` with the default listeners.
+pub(crate) fn server_entry() -> Entry {
+    Entry::new(
+        "server",
+        Node::Map(vec![
+            Entry::new("listen", Node::str(DEFAULT_LISTEN)),
+            Entry::new("admin", Node::str(DEFAULT_ADMIN)),
+        ]),
+    )
 }
 
 fn policy_entry(conv: &Converter, index: usize, p: &PolicyOut) -> Entry {

@@ -8,6 +8,7 @@
 //! the [`Summary`] counts the statements converted and names those left out.
 #![warn(missing_docs)]
 
+pub mod apiops;
 mod cli;
 mod convert;
 pub mod diag;
@@ -100,10 +101,20 @@ pub fn convert(xml: &str, file: &str, routes: &[RouteSpec]) -> Result<Conversion
     let mut conv = convert::Converter::new(file);
     conv.document(&roots);
     let yaml = gateway::render(&conv, file, routes);
+    let (diagnostics, summary) = finish(conv);
+    Ok(Conversion {
+        yaml,
+        diagnostics,
+        summary,
+    })
+}
+
+/// The diagnostics (sorted by position) and the statement count of a finished conversion.
+pub(crate) fn finish(conv: convert::Converter) -> (Vec<Diagnostic>, Summary) {
     let mut diagnostics = conv.diags;
-    diagnostics.sort_by_key(|d| d.pos);
+    diagnostics.sort_by_key(|d| (d.pos.file, d.pos.line, d.pos.col));
     let mut tally = conv.tally;
-    tally.sort_by_key(|t| t.pos);
+    tally.sort_by_key(|t| (t.pos.file, t.pos.line, t.pos.col));
     let summary = Summary {
         total: tally.len(),
         converted: tally.iter().filter(|t| t.emitted).count(),
@@ -118,9 +129,5 @@ pub fn convert(xml: &str, file: &str, routes: &[RouteSpec]) -> Result<Conversion
             .map(|t| (t.pos, t.name.clone()))
             .collect(),
     };
-    Ok(Conversion {
-        yaml,
-        diagnostics,
-        summary,
-    })
+    (diagnostics, summary)
 }

@@ -482,11 +482,13 @@ impl Converter {
                     );
                 }
                 if !self.backends.iter().any(|(b, _)| *b == id) {
-                    self.note(
-                        pos,
-                        "backend-id",
-                        format!("APIM backend \"{id}\" becomes `backends: {id}: {{url: ...}}` with a placeholder URL: fill in its URL"),
-                    );
+                    if !self.in_folder {
+                        self.note(
+                            pos,
+                            "backend-id",
+                            format!("APIM backend \"{id}\" becomes `backends: {id}: {{url: ...}}` with a placeholder URL: fill in its URL"),
+                        );
+                    }
                     self.backends.push((id.clone(), pos));
                 }
                 Entry::new("backend-id", Node::str(id))
@@ -678,11 +680,13 @@ impl Converter {
                 }
             }
         }
-        self.note(
-            el.pos,
-            "mock-response",
-            "the body is the example of the route's OpenAPI operation only when the route has `openapi: {spec, operation}` (add it by hand); otherwise the answer is empty",
-        );
+        if !self.in_folder {
+            self.note(
+                el.pos,
+                "mock-response",
+                "the body is the example of the route's OpenAPI operation only when the route has `openapi: {spec, operation}` (add it by hand); otherwise the answer is empty",
+            );
+        }
         let entry = Entry::new("mock-response", Node::Map(entries)).comment(self.origin(el.pos));
         self.push_step(el.pos, Place::Shared, entry);
     }

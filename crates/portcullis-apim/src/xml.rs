@@ -18,13 +18,16 @@ const LT: char = '\u{1}';
 /// Stands in for `>` inside a policy expression while the XML parser runs.
 const GT: char = '\u{2}';
 
-/// A 1-based line and column (columns count characters).
+/// A 1-based line and column (columns count characters), and which document it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Pos {
     /// Line, from 1.
     pub line: usize,
     /// Column, from 1.
     pub col: usize,
+    /// The document: 0 for a single document; an index into the file list of a composed policy
+    /// (an APIOps import builds one policy from the global, product, API and operation files).
+    pub file: u32,
 }
 
 impl fmt::Display for Pos {
@@ -103,7 +106,11 @@ impl<'s> LineIndex<'s> {
             .text
             .get(start..offset)
             .map_or(offset - start, |s| s.chars().count());
-        Pos { line, col: col + 1 }
+        Pos {
+            line,
+            col: col + 1,
+            file: 0,
+        }
     }
 
     /// The offset of `part` (a slice borrowed from the text) or `fallback` when it is not one.
@@ -171,6 +178,21 @@ pub fn parse(text: &str) -> Result<Vec<Element>, XmlError> {
             message: format!("element <{}> is not closed", open.name),
         });
     }
+    Ok(roots)
+}
+
+/// As [`parse`], every position marked as being in document `file` (see [`Pos::file`]).
+pub fn parse_in(text: &str, file: u32) -> Result<Vec<Element>, XmlError> {
+    let mut roots = parse(text).map_err(|mut e| {
+        e.pos.file = file;
+        e
+    })?;
+    fn mark(el: &mut Element, file: u32) {
+        el.pos.file = file;
+        el.attrs.iter_mut().for_each(|a| a.pos.file = file);
+        el.children.iter_mut().for_each(|c| mark(c, file));
+    }
+    roots.iter_mut().for_each(|r| mark(r, file));
     Ok(roots)
 }
 
@@ -309,8 +331,22 @@ mod tests {
         let roots = parse(doc).unwrap();
         let jwt = &roots[0].children[0].children[0];
         assert_eq!(jwt.name, "validate-jwt");
-        assert_eq!(jwt.pos, Pos { line: 3, col: 5 });
-        assert_eq!(jwt.attrs[0].pos, Pos { line: 3, col: 19 });
+        assert_eq!(
+            jwt.pos,
+            Pos {
+                line: 3,
+                col: 5,
+                file: 0
+            }
+        );
+        assert_eq!(
+            jwt.attrs[0].pos,
+            Pos {
+                line: 3,
+                col: 19,
+                file: 0
+            }
+        );
         assert_eq!(jwt.attrs[0].value, "Authorization");
     }
 
@@ -339,6 +375,14 @@ mod tests {
     #[test]
     fn unclosed_element_reports_its_start() {
         let err = parse("<policies>\n  <inbound>\n").unwrap_err();
-        assert_eq!(err.pos, Pos { line: 2, col: 3 }, "{err}");
+        assert_eq!(
+            err.pos,
+            Pos {
+                line: 2,
+                col: 3,
+                file: 0
+            },
+            "{err}"
+        );
     }
 }

@@ -60,6 +60,8 @@ fn routes_from_the_command_line() {
         "orders=/api/orders=http://127.0.0.1:3001",
         "--route",
         "admin=/admin=https://admin.internal:8443",
+        "--map-upstream",
+        "https://admin.internal:8443=http://127.0.0.1:3002",
         "-o",
         yaml.to_str().unwrap(),
     ]);
@@ -67,6 +69,11 @@ fn routes_from_the_command_line() {
     let written = std::fs::read_to_string(&yaml).unwrap();
     assert!(written.contains("  - name: \"orders\"\n    match:\n      path-prefix: \"/api/orders\"\n    upstream: \"http://127.0.0.1:3001\"\n    policy: \"03-hs256-base64\"\n"), "{written}");
     assert!(written.contains("  - name: \"admin\""), "{written}");
+    // --map-upstream rewrites a --route upstream
+    assert!(
+        written.contains("upstream: \"http://127.0.0.1:3002\""),
+        "{written}"
+    );
     assert!(!written.contains("catch-all"), "{written}");
     let (model, _) = portcullis_config::load(&yaml).unwrap_or_else(|d| panic!("{d:?}"));
     let names: Vec<&str> = model.routes.iter().map(|r| r.name.as_str()).collect();

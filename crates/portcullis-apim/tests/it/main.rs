@@ -2,6 +2,7 @@
 //! `import-apim` command's exit codes and files, and end-to-end decisions of the converted configs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod apiops;
 mod cli;
 mod corpus;
 mod decisions;

@@ -2,6 +2,7 @@
 //! Each test starts real processes/servers on loopback port 0 and waits on readiness.
 
 mod adversarial;
+mod apim_apiops;
 mod apim_corpus;
 mod cache;
 mod check;

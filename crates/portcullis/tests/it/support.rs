@@ -152,6 +152,20 @@ impl InProcess {
         gw
     }
 
+    /// As [`InProcess::start`], with subscription keys (what `--subscription-key` gives `run`).
+    pub async fn start_with_keys(
+        model: &Model,
+        keys: portcullis_proxy::SubscriptionKeys,
+    ) -> InProcess {
+        let opts = RunOptions {
+            subscription_keys: keys,
+            ..RunOptions::default()
+        };
+        let gw = Self::bind_with(model, opts);
+        gw.wait_ready().await;
+        gw
+    }
+
     /// The first proxy listener.
     pub fn proxy(&self) -> SocketAddr {
         self.addrs.proxy[0].0

@@ -1,0 +1,412 @@
+//! The APIOps extractor folders (crates/portcullis-apim/tests/apiops) end to end: each folder is
+//! imported by `import-apim --apiops` with its cloud origins mapped (`--map-upstream`) to recording
+//! backends, loaded as `portcullis check` loads it, and driven through the real gateway: the
+//! client gets the answer APIM would give (status, body, headers) and the backend receives the
+//! path and headers APIM would send, for the policy APIM would compose for that operation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use portcullis_apim::apiops::{self, Import, Options};
+use portcullis_proxy::SubscriptionKeys;
+use portcullis_testkit::backend::{Backend, RecordedRequest};
+use portcullis_testkit::jwks_server::{b64url, hmac_signature, Algorithm};
+use reqwest::{Client, Method, Response};
+use serde_json::json;
+
+use crate::support::InProcess;
+
+fn folder(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../portcullis-apim/tests/apiops")
+        .join(name)
+}
+
+/// Imports `name` with `maps` (`FROM=TO`), loads it with the folder's named values (and `vars`)
+/// and starts the gateway.
+fn import(name: &str, maps: &[String]) -> Import {
+    let options = Options {
+        map_upstream: maps.iter().map(|m| m.parse().unwrap()).collect(),
+    };
+    apiops::import(&folder(name), &options).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+async fn gateway(import: &Import, vars: &[(&str, &str)]) -> InProcess {
+    gateway_with_keys(import, vars, &[]).await
+}
+
+/// As [`gateway`], with subscription keys (`NAME`, `KEY`) given as `--subscription-key` gives them.
+async fn gateway_with_keys(
+    import: &Import,
+    vars: &[(&str, &str)],
+    keys: &[(&str, &str)],
+) -> InProcess {
+    let text = import
+        .yaml
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"");
+    let lookup = |n: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| (*v).to_owned())
+            .or_else(|| {
+                import
+                    .named_values
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+            })
+    };
+    let path = folder("gateway.yaml");
+    let (model, warnings) = portcullis_config::load_str_with(&text, &path, &lookup)
+        .unwrap_or_else(|d| panic!("imported config rejected: {d:#?}\n{text}"));
+    let errors: Vec<_> = warnings
+        .iter()
+        .filter(|d| d.severity == portcullis_config::Severity::Error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut subscription_keys = SubscriptionKeys::new();
+    for (name, key) in keys {
+        subscription_keys.add(name, key);
+    }
+    InProcess::start_with_keys(&model, subscription_keys).await
+}
+
+/// The secret named value `jwt-key` of the fabrikam folder (base64, as APIM's `<key>`).
+const JWT_KEY: &str = "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg=";
+
+/// An HS256 token under [`JWT_KEY`] for the fabrikam users API.
+fn token() -> String {
+    let secret = STANDARD.decode(JWT_KEY).unwrap();
+    let head = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = json!({"sub": "alice", "aud": "api://users", "exp": crate::support::now() + 600});
+    let body = b64url(claims.to_string().as_bytes());
+    let signing = format!("{head}.{body}");
+    let sig = hmac_signature(&secret, signing.as_bytes(), Algorithm::HS256).unwrap();
+    format!("{signing}.{}", b64url(&sig))
+}
+
+const MISSING_KEY: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
+const INVALID_KEY: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
+
+async fn refused(r: Response, message: &str) {
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"statusCode": 401, "message": message}));
+}
+
+async fn send(gw: &InProcess, method: Method, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = Client::new()
+        .request(method, format!("http://{}{path}", gw.proxy()))
+        .timeout(Duration::from_secs(10));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    req.send().await.unwrap()
+}
+
+async fn get(gw: &InProcess, path: &str, headers: &[(&str, &str)]) -> Response {
+    send(gw, Method::GET, path, headers).await
+}
+
+fn only(backend: &Backend) -> RecordedRequest {
+    let requests = backend.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    backend.clear();
+    requests.into_iter().next().unwrap()
+}
+
+fn header(r: &Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn contoso_open_api_and_mocked_operation() {
+    let catalog = Backend::start().unwrap();
+    let other = Backend::start().unwrap();
+    let import = import(
+        "contoso",
+        &[
+            format!("http://catalog.contoso.com={}", catalog.url()),
+            format!("https://orders.contoso.com={}", other.url()),
+            format!("https://orders-v2.contoso.com={}", other.url()),
+            format!("https://inventory.contoso.com={}", other.url()),
+        ],
+    );
+    let gw = gateway(&import, &[]).await;
+    // global inbound and outbound (the catalog API and operation inherit: no policy files)
+    let r = get(&gw, "/catalog/items?page=2", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-global-out").as_deref(), Some("global"));
+    let got = only(&catalog);
+    assert_eq!(got.method, "GET");
+    assert_eq!(got.path, "/items");
+    assert_eq!(got.query.as_deref(), Some("page=2"));
+    assert_eq!(got.header("x-global"), Some("global"));
+    // the mocked operation answers with the OpenAPI v2 example and never calls the backend
+    let r = get(&gw, "/catalog/items/42", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/json")
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"id": "42", "name": "Widget"}));
+    assert_eq!(catalog.request_count(), 0);
+    // an operation the specification does not have: no route
+    let r = send(&gw, Method::DELETE, "/catalog/items/42", &[]).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(catalog.request_count(), 0);
+    assert_eq!(other.request_count(), 0);
+}
+
+#[tokio::test]
+
+async fn fabrikam_header_and_query_version_sets() {
+    let billing = Backend::start().unwrap();
+    let reports = Backend::start().unwrap();
+    let users = Backend::start().unwrap();
+    let import = import(
+        "fabrikam",
+        &[
+            format!("https://billing.fabrikam.io={}", billing.url()),
+            format!("https://reports.fabrikam.io={}", reports.url()),
+            format!("https://users.fabrikam.io={}", users.url()),
+        ],
+    );
+    let gw = gateway(&import, &[("jwt-key", "a2V5"), ("audit-token", "t")]).await;
+    // Header scheme: the version header picks the API version (and its serviceUrl path)
+    for version in ["2024-01", "2024-06"] {
+        let r = get(&gw, "/billing/invoices/7", &[("Api-Version", version)]).await;
+        assert_eq!(r.status(), 200, "{version}");
+        let got = only(&billing);
+        assert_eq!(got.path, format!("/{version}/invoices/7"));
+        // the global named value, from the folder
+        assert_eq!(got.header("x-region"), Some("westeurope"));
+    }
+    for bad in [&[("Api-Version", "2023-01")][..], &[][..]] {
+        let r = get(&gw, "/billing/invoices/7", bad).await;
+        assert_eq!(r.status(), 404, "{bad:?}");
+    }
+    assert_eq!(billing.request_count(), 0);
+    // Query scheme
+    let r = get(&gw, "/reports/daily?api-version=1.0&day=3", &[]).await;
+    assert_eq!(r.status(), 200);
+    let got = only(&reports);
+    assert_eq!(got.path, "/daily");
+    assert_eq!(got.query.as_deref(), Some("api-version=1.0&day=3"));
+    let r = get(&gw, "/reports/daily?api-version=2.0", &[]).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(reports.request_count(), 0);
+    assert_eq!(users.request_count(), 0);
+}
+
+#[tokio::test]
+async fn contoso_subscription_keys_choose_the_product_policy() {
+    let orders = Backend::start().unwrap();
+    let orders_v2 = Backend::start().unwrap();
+    let other = Backend::start().unwrap();
+    let import = import(
+        "contoso",
+        &[
+            format!("https://orders.contoso.com={}", orders.url()),
+            format!("https://orders-v2.contoso.com={}", orders_v2.url()),
+            format!("http://catalog.contoso.com={}", other.url()),
+            format!("https://inventory.contoso.com={}", other.url()),
+        ],
+    );
+    let keys = [
+        ("starter-dev", "k-starter"),
+        ("orders-only", "k-orders"),
+        ("all-access", "k-all"),
+        ("unlimited-suspended", "k-suspended"),
+    ];
+    let gw = gateway_with_keys(&import, &[], &keys).await;
+    let key = |k: &'static str| [("Ocp-Apim-Subscription-Key", k)];
+    // no key, an unknown key, a suspended subscription's key: refused before any policy
+    refused(get(&gw, "/orders/orders/42", &[]).await, MISSING_KEY).await;
+    refused(
+        get(&gw, "/orders/orders/42", &key("nope")).await,
+        INVALID_KEY,
+    )
+    .await;
+    refused(
+        get(&gw, "/orders/orders/42", &key("k-suspended")).await,
+        INVALID_KEY,
+    )
+    .await;
+    assert_eq!(orders.request_count(), 0);
+    // a key of product starter: global -> product (with its fragment) -> API -> operation, each
+    // <base /> where it stands: operation's first statement, API's, global, product's, operation's last
+    let r = get(&gw, "/orders/orders/42?x=1", &key("k-starter")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-api-out").as_deref(), Some("orders"));
+    // the API's <outbound> has no <base />: the global outbound statement does not run
+    assert_eq!(header(&r, "x-global-out"), None);
+    let got = only(&orders);
+    assert_eq!(got.path, "/api/orders/42");
+    assert_eq!(got.query.as_deref(), Some("x=1"));
+    for (name, value) in [
+        ("x-op-before", "before"),
+        ("x-api", "orders"),
+        ("x-global", "global"),
+        ("x-trace", "fragment"),
+        ("x-product", "starter"),
+        ("x-tier", "gold"),
+    ] {
+        assert_eq!(got.header(name), Some(value), "{name}: {got:?}");
+    }
+    // an API-scoped key (in the query) and an all-scoped key: no product policy
+    for (path, k) in [
+        ("/orders/orders/42?subscription-key=k-orders", None),
+        ("/orders/orders/42", Some("k-all")),
+    ] {
+        let headers: Vec<(&str, &str)> = k
+            .map(|k| ("Ocp-Apim-Subscription-Key", k))
+            .into_iter()
+            .collect();
+        let r = get(&gw, path, &headers).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let got = only(&orders);
+        assert_eq!(got.path, "/api/orders/42");
+        assert_eq!(got.header("x-product"), None, "{got:?}");
+        assert_eq!(got.header("x-trace"), None, "{got:?}");
+        assert_eq!(got.header("x-api"), Some("orders"));
+        assert_eq!(got.header("x-tier"), Some("gold"));
+    }
+    // the literal template wins over {id}; its policy has no X-Tier
+    let r = get(&gw, "/orders/orders/export", &key("k-starter")).await;
+    assert_eq!(r.status(), 200);
+    let got = only(&orders);
+    assert_eq!(got.path, "/api/orders/export");
+    assert_eq!(got.header("x-tier"), None);
+    assert_eq!(got.header("x-product"), Some("starter"));
+    // the operation's set-backend-service backend-id: the backends/ entry, mapped
+    let r = send(&gw, Method::POST, "/orders/orders", &key("k-all")).await;
+    assert_eq!(r.status(), 200);
+    let got = only(&orders_v2);
+    assert_eq!(
+        (got.method.as_str(), got.path.as_str()),
+        ("POST", "/v2/orders")
+    );
+    assert_eq!(orders.request_count(), 0);
+    // starter does not hold inventory: its key opens nothing there; an all-scoped key does
+    refused(
+        get(&gw, "/inventory/v2/stock/abc", &key("k-starter")).await,
+        INVALID_KEY,
+    )
+    .await;
+    let r = get(&gw, "/inventory/v2/stock/abc", &key("k-all")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&other).path, "/v2/stock/abc");
+    // an API that requires no subscription ignores a key, even an unknown one
+    let r = get(&gw, "/catalog/items", &key("nope")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&other).path, "/items");
+}
+
+#[tokio::test]
+async fn fabrikam_scopes_token_check_and_product_limit() {
+    let users = Backend::start().unwrap();
+    let other = Backend::start().unwrap();
+    let import = import(
+        "fabrikam",
+        &[
+            format!("https://users.fabrikam.io={}", users.url()),
+            format!("https://billing.fabrikam.io={}", other.url()),
+            format!("https://reports.fabrikam.io={}", other.url()),
+        ],
+    );
+    let vars = [("jwt-key", JWT_KEY), ("audit-token", "audit-1")];
+    let keys = [("gold-sub", "k-gold"), ("free-sub", "k-free")];
+    let gw = gateway_with_keys(&import, &vars, &keys).await;
+    let bearer = format!("Bearer {}", token());
+    // the API names its own key header: APIM's default header is not read
+    refused(
+        get(
+            &gw,
+            "/users/users/search",
+            &[("Ocp-Apim-Subscription-Key", "k-free")],
+        )
+        .await,
+        MISSING_KEY,
+    )
+    .await;
+    // a key but no token: the API policy's validate-jwt (after <base />) answers
+    let r = get(&gw, "/users/users/search", &[("X-Api-Key", "k-free")]).await;
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["message"], "Unauthorized");
+    assert_eq!(users.request_count(), 0);
+    // key (in the API's query parameter) and token: global, then API statements; API outbound
+    let r = get(
+        &gw,
+        "/users/users/search?key=k-free",
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-users").as_deref(), Some("users"));
+    let got = only(&users);
+    assert_eq!(got.path, "/users/search");
+    assert_eq!(got.header("x-region"), Some("westeurope"));
+    assert_eq!(got.header("x-audit"), None);
+    // the operation's own rewrite-uri replaces the operation path
+    let r = get(
+        &gw,
+        "/users/users/7",
+        &[("X-Api-Key", "k-free"), ("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&users).path, "/v2/users/7");
+    // DELETE's <inbound> has no <base />: no token check, no global statement, as in APIM
+    let r = send(
+        &gw,
+        Method::DELETE,
+        "/users/users/7",
+        &[("X-Api-Key", "k-free")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let got = only(&users);
+    assert_eq!(got.path, "/users/7");
+    assert_eq!(got.header("x-delete"), Some("unchecked"));
+    assert_eq!(got.header("x-region"), None);
+    // a gold key: the product's rate-limit (before <base />) and its fragment with a Key Vault
+    // named value given by the environment
+    for _ in 0..2 {
+        let r = get(
+            &gw,
+            "/users/users/search",
+            &[("X-Api-Key", "k-gold"), ("Authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(only(&users).header("x-audit"), Some("audit-1"));
+    }
+    let r = get(
+        &gw,
+        "/users/users/search",
+        &[("X-Api-Key", "k-gold"), ("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(users.request_count(), 0);
+    // the free product has no policy: no limit
+    for _ in 0..3 {
+        let r = get(
+            &gw,
+            "/users/users/search",
+            &[("X-Api-Key", "k-free"), ("Authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(other.request_count(), 0);
+}

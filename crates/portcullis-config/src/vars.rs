@@ -67,8 +67,9 @@ fn substitute(text: &str, lookup: Lookup<'_>) -> Result<String, String> {
     Ok(out)
 }
 
+/// The environment variable a named value is also looked up under:
 /// `tenant-id.main` -> `TENANT_ID_MAIN`.
-fn env_name(name: &str) -> String {
+pub fn env_name(name: &str) -> String {
     name.chars()
         .map(|c| match c {
             '-' | '.' => '_',

@@ -48,9 +48,14 @@ use portcullis_jwks::KeyStore;
 /// `portcullis run` arguments.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Gateway config file.
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub config: PathBuf,
+    /// Gateway config file (or, with the `portcullis` binary, `--apiops DIR`).
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        required_unless_present = "apiops"
+    )]
+    pub config: Option<PathBuf>,
     /// Proxy worker threads (overrides `server.threads`; default: number of cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -137,6 +142,27 @@ pub const EXIT_INVALID_CONFIG: u8 = 2;
 /// Runs the command; returns the process exit code. Prints `listening proxy=... admin=...` on
 /// stdout once every listener is bound.
 pub fn run(args: RunArgs) -> ExitCode {
+    let Some(path) = args.config.clone() else {
+        eprintln!("error: a config file is needed: -c FILE");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    };
+    let load = args.load_options();
+    run_loaded(
+        &args,
+        portcullis_config::load_with(&path, &load),
+        Some(path),
+    )
+}
+
+/// Runs a model the caller loaded with [`RunArgs::load_options`] (`portcullis run -c FILE`, or the
+/// binary's `run --apiops DIR`, which imports the folder in memory): warnings logged, errors printed
+/// with exit code 2, the subscription keys of the flags checked, then the gateway. `config_path`:
+/// the file reloads re-read (`None`: no reload).
+pub fn run_loaded(
+    args: &RunArgs,
+    loaded: portcullis_config::LoadResult,
+    config_path: Option<PathBuf>,
+) -> ExitCode {
     let subscription_keys = match args.subscription_keys() {
         Ok(keys) => keys,
         Err(e) => {
@@ -144,8 +170,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    let load = args.load_options();
-    let model = match portcullis_config::load_with(&args.config, &load) {
+    let model = match loaded {
         Ok((model, warnings)) => {
             for w in warnings {
                 tracing::warn!("{w}");
@@ -161,8 +186,8 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     let opts = RunOptions {
         threads: args.threads,
-        config_path: Some(args.config.clone()),
-        load,
+        config_path,
+        load: args.load_options(),
         subscription_keys,
         ..RunOptions::default()
     };

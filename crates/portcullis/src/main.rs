@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod check;
 mod demo;
+mod run;
 
 /// Portcullis: an API gateway that validates JWTs the way APIM's validate-jwt does.
 #[derive(Debug, Parser)]
@@ -32,8 +33,8 @@ enum LogFormat {
 enum Command {
     /// Dev token server + recording echo backend + gateway with examples/demo.yaml, on loopback.
     Demo(demo::DemoArgs),
-    /// Run the gateway.
-    Run(portcullis_proxy::RunArgs),
+    /// Run the gateway: a config file (-c FILE) or an APIOps export of an APIM service (--apiops DIR).
+    Run(run::RunCommand),
     /// Check a gateway config: every problem at once, as file:line:col. Exit 0 valid, 2 invalid.
     Check(check::CheckArgs),
     /// Why a request would pass or be refused, step by step. Exit 0 pass, 1 refused, 2 bad config.
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
     let _flush_logs_at_exit = init_logging(cli.log_format);
     match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Run(args) => portcullis_proxy::run(args),
+        Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Explain(args) => portcullis_proxy::explain::run(args),
         Command::Idp(args) => portcullis_idp::run_idp(args),

@@ -410,3 +410,102 @@ async fn fabrikam_scopes_token_check_and_product_limit() {
     }
     assert_eq!(other.request_count(), 0);
 }
+
+/// `portcullis run --apiops DIR`: the one command, no intermediate file. The folder is imported in
+/// memory (its report on stderr), origins mapped at load, listeners and keys from the flags, the
+/// folder's own named values used; the first 401 and 200 of the walk-through in import-apim.md.
+#[tokio::test]
+async fn run_apiops_serves_the_folder_with_one_command() {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let catalog = Backend::start().unwrap();
+    let orders = Backend::start().unwrap();
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        keys.path(),
+        "# the starter product's key\nstarter-dev = k-starter-file\n",
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "--apiops"])
+        .arg(folder("contoso"))
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args([
+            "--map-upstream",
+            &format!("http://catalog.contoso.com={}", catalog.url()),
+        ])
+        .args([
+            "--map-upstream",
+            &format!("https://orders.contoso.com={}", orders.url()),
+        ])
+        .args([
+            "--map-upstream",
+            &format!("https://orders-v2.contoso.com={}", orders.url()),
+        ])
+        .args([
+            "--map-upstream",
+            &format!("https://inventory.contoso.com={}", orders.url()),
+        ])
+        .args(["--subscription-key", "all-access=k-all-flag"])
+        .arg("--subscription-keys")
+        .arg(keys.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    /// Stopped however the test ends.
+    struct Stopped(std::process::Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Stopped(child);
+    let banner = crate::support::await_ready(&mut child.0, || "run --apiops".to_owned()).await;
+    let client = Client::new();
+    let url = |path: &str| format!("{}{path}", banner.proxies);
+    let r = client.get(url("/orders/orders")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"statusCode": 401, "message": "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API."})
+    );
+    for key in ["k-starter-file", "k-all-flag"] {
+        let r = client
+            .get(url("/orders/orders"))
+            .header("Ocp-Apim-Subscription-Key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{key}");
+        let got = only(&orders);
+        assert_eq!(got.path, "/api/orders", "{key}");
+    }
+    let r = client.get(url("/catalog/items")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&catalog).path, "/items");
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("coverage: 9/9 operations imported"),
+        "{stderr}"
+    );
+    for key in ["k-starter-file", "k-all-flag"] {
+        assert!(!stderr.contains(key), "a key in the log:\n{stderr}");
+    }
+}

@@ -118,6 +118,40 @@ class Arguments(unittest.TestCase):
                 ce.parse_args(argv)
 
 
+class CacheCheck(unittest.TestCase):
+    METRICS = """# HELP portcullis_token_cache_hits_total x
+portcullis_token_cache_hits_total 99000
+portcullis_token_cache_misses_total 10003
+portcullis_token_cache_evictions_total{cause="expired"} 2
+portcullis_token_cache_evictions_total{cause="size"} 0
+"""
+
+    def test_counts_are_read_from_metrics(self):
+        self.assertEqual(ce.cache_counts(self.METRICS), (99000.0, 10003.0, 0.0))
+        self.assertEqual(ce.cache_counts(""), (None, None, None))
+
+    def test_a_cache_holding_the_set_passes(self):
+        self.assertEqual(ce.cache_problems(99000, 10003, 0, 10000), [])
+
+    def test_evictions_by_size_and_extra_misses_are_problems(self):
+        problems = ce.cache_problems(70000, 40000, 30000, 10000)
+        self.assertEqual(len(problems), 2)
+        self.assertIn("30000 evictions by size", problems[0])
+        self.assertIn("40000 cache misses for 10000 tokens (hit ratio 0.636)", problems[1])
+
+    def test_the_cached_config_is_sized_to_hold_the_set(self):
+        saved = ce.WORK
+        with tempfile.TemporaryDirectory() as d:
+            ce.WORK = Path(d)
+            try:
+                cached = ce.portcullis_config("cached", 10000).read_text()
+                every = ce.portcullis_config("verify-every", 10000).read_text()
+            finally:
+                ce.WORK = saved
+        self.assertIn(f"max-entries: {10000 * ce.CACHE_UNITS_PER_TOKEN} ", cached)
+        self.assertIn("max-entries: 0 ", every)
+
+
 def results_fixture():
     return {
         ("plain", "RS256", 10000): {

@@ -371,13 +371,24 @@ fn allocations_per_request() {
         "a cache hit adds {} allocations per request over plain proxying",
         hit - plain
     );
+    let claims = get("cache hit + forward-claims");
+    assert!(
+        claims - hit <= CLAIM_HEADER_BUDGET,
+        "one forward-claims header adds {} allocations per request",
+        claims - hit
+    );
     assert!(
         get("verify every request (RS256)") > hit,
         "a verification allocates more than a hit"
     );
 }
 
-/// Allocations per plain proxied request (measured, rounded up).
-const PLAIN_BUDGET: f64 = 125.0;
-/// Allocations a cache hit adds over plain proxying (measured, rounded up).
+/// Allocations per plain proxied request (measured 121.6 before issue 17's changes, 113.8
+/// after; most are pingora's own: header maps, the upstream request's copy, its tasks).
+const PLAIN_BUDGET: f64 = 116.0;
+/// Allocations a cache hit adds over plain proxying: none (measured -1.8: the request's longer
+/// header list grows pingora's header maps at other sizes; the hit itself allocates nothing).
 const HIT_OVER_PLAIN_BUDGET: f64 = 2.0;
+/// Allocations one `forward-claims` header adds to a hit (measured 5.1 before issue 17's
+/// changes, 1.6 after: the value's text becomes the header value, the name is made once).
+const CLAIM_HEADER_BUDGET: f64 = 3.0;

@@ -94,6 +94,10 @@ class Logging(unittest.TestCase):
     def test_log_off_is_warn(self):
         self.assertEqual(ce.portcullis_env(True, {"RUST_LOG": "debug"})["RUST_LOG"], "warn")
 
+    def test_preload_only_when_asked(self):
+        self.assertNotIn("LD_PRELOAD", ce.portcullis_env(False, {"LD_PRELOAD": "/x.so"}))
+        self.assertEqual(ce.portcullis_env(False, {}, "/y.so")["LD_PRELOAD"], "/y.so")
+
 
 class Arguments(unittest.TestCase):
     def test_defaults(self):
@@ -110,7 +114,10 @@ class Arguments(unittest.TestCase):
         labels = [v[0] for v in ce.variants_of(ce.parse_args(["--log-compare"]))]
         self.assertEqual(labels, ["portcullis", "portcullis-log-off", "envoy"])
         off = ce.variants_of(ce.parse_args(["--log-off", "--no-envoy"]))
-        self.assertEqual(off, [("portcullis", "portcullis", True)])
+        self.assertEqual(off, [("portcullis", "portcullis", True, None)])
+        pre = ce.variants_of(ce.parse_args(["--preload", "/lib/x.so", "--no-envoy"]))
+        self.assertEqual(pre, [("portcullis", "portcullis", False, None),
+                               ("portcullis-preload", "portcullis", False, "/lib/x.so")])
 
     def test_contradictions_are_refused(self):
         for argv in (["--log-compare", "--log-off"], ["--cost-table", "--step", "cors"]):

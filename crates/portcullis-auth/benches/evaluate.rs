@@ -1,4 +1,4 @@
-//! `evaluate` per token on a warm key snapshot: RS256, ES256, HS256, and the work outside the
+//! `evaluate` per token on a warm key snapshot: RS256, ES256, EdDSA, HS256, and the work outside the
 //! signature check (an unsigned token through the same pipeline: extract, split, base64, header and
 //! claims parsed once, claim rules), which must stay under 2 µs.
 //!
@@ -69,6 +69,8 @@ fn generated(alg: &'static rcgen::SignatureAlgorithm) -> (EncodingKey, Verifying
     let pem = pair.serialize_pem();
     let enc = if alg == &rcgen::PKCS_RSA_SHA256 {
         EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()
+    } else if alg == &rcgen::PKCS_ED25519 {
+        EncodingKey::from_ed_pem(pem.as_bytes()).unwrap()
     } else {
         EncodingKey::from_ec_pem(pem.as_bytes()).unwrap()
     };
@@ -81,13 +83,15 @@ fn generated(alg: &'static rcgen::SignatureAlgorithm) -> (EncodingKey, Verifying
 fn bench(c: &mut Criterion) {
     let (rsa_enc, mut rsa_key) = generated(&rcgen::PKCS_RSA_SHA256);
     let (ec_enc, mut ec_key) = generated(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let (ed_enc, mut ed_key) = generated(&rcgen::PKCS_ED25519);
     rsa_key.kid = Some("rsa".into());
     ec_key.kid = Some("ec".into());
+    ed_key.kid = Some("ed".into());
     let secret = b"bench-hmac-secret-of-thirty-two-bytes!!";
     let hs_key = VerifyingKey::from_hmac_secret(Some("hs".into()), secret, "bench");
     let hs_enc = EncodingKey::from_secret(secret);
     // A warm snapshot with a few keys, like a real JWKS.
-    let keys = KeySnapshot::new(vec![rsa_key, ec_key, hs_key]);
+    let keys = KeySnapshot::new(vec![rsa_key, ec_key, ed_key, hs_key]);
     let policy = policy();
 
     let cases = [
@@ -98,6 +102,10 @@ fn bench(c: &mut Criterion) {
         (
             "ES256",
             token("ES256", "ec", Some((&ec_enc, Algorithm::ES256))),
+        ),
+        (
+            "EdDSA",
+            token("EdDSA", "ed", Some((&ed_enc, Algorithm::EdDSA))),
         ),
         (
             "HS256",

@@ -104,7 +104,8 @@ pub fn claim_header_value(value: Claim<'_>) -> Result<Option<HeaderValue>, Unfor
         return Err(Unforwardable::ControlCharacter);
     }
     trimmed(&text)?;
-    HeaderValue::from_bytes(text.as_bytes())
+    // The rendered text's buffer becomes the value: checked as `from_bytes` checks, not copied.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
         .map(Some)
         .map_err(|_| Unforwardable::ControlCharacter)
 }

@@ -476,4 +476,24 @@ mod tests {
             KeyScope::of(&[jwks("http://a/jwks")], &decrypting(&[2; 32]), true)
         );
     }
+
+    #[test]
+    fn an_entra_v2_token_weighs_between_one_and_a_half_and_two_units() {
+        // docs/configuration.md (`token-cache`) sizes caches by this: an Entra v2 access token
+        // (16 claims, RS256: a 342-character signature) counts as 1.5 to 2 units.
+        let issuer = "https://login.microsoftonline.com/3c6b8f1e-7a2d-4f8e-9c1b-2d3e4f5a6b7c/v2.0";
+        let payload =
+            portcullis_testkit::fixtures::entra_v2_claims(issuer, 1_700_000_000).to_string();
+        let header = r#"{"alg":"RS256","typ":"JWT","kid":"a-typical-kid-0123456789"}"#;
+        let b64 = |n: usize| n.div_ceil(3) * 4;
+        let raw_len = b64(header.len()) + 1 + b64(payload.len()) + 1 + 342;
+        let key = hmac("k", b"one-one-one-one-one-one-one-one!");
+        let mut token = Arc::into_inner(token(&key, None)).unwrap();
+        token.claims = portcullis_auth::Claims::parse(payload).unwrap();
+        let weight = entry_weight(raw_len, &token);
+        assert!(
+            weight > ENTRY_UNIT_BYTES * 3 / 2 && weight < ENTRY_UNIT_BYTES * 2,
+            "{weight} bytes"
+        );
+    }
 }

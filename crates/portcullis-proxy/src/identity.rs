@@ -26,6 +26,23 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// `X-Forwarded-Port`.
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
+/// The names above as pingora's `insert_header` takes them without a copy, for the headers the
+/// gateway sets on every request. Given a `HeaderName` of a non-standard header, pingora copies
+/// the name into a new buffer (its title-case form, which for these is the lower-case name) on
+/// every insert; given a `&'static str` it keeps it. The same bytes go on the wire.
+pub(crate) mod wire {
+    /// `X-Request-Id`.
+    pub const X_REQUEST_ID: &str = "x-request-id";
+    /// `X-Forwarded-For`.
+    pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+    /// `X-Forwarded-Proto`.
+    pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+    /// `X-Forwarded-Host`.
+    pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+    /// `X-Forwarded-Port`.
+    pub const X_FORWARDED_PORT: &str = "x-forwarded-port";
+}
+
 /// Every header named in any policy's `forward-claims`, normalised (lower case, `_` as `-`).
 #[derive(Debug, Default)]
 pub struct IdentityHeaders {
@@ -92,9 +109,13 @@ pub fn ensure_request_id(req: &mut RequestHeader) -> Result<HeaderValue> {
         return Ok(id.clone());
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    let id = HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"));
-    req.insert_header(X_REQUEST_ID, id.clone())?;
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // One allocation for the request's copy, the context's and the response's: a `Bytes` owning
+    // the buffer is reference-counted, so the clones are counts (`from_str` copies, and the first
+    // clone of that copy allocates again to share it).
+    let id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or(HeaderValue::from_static("-"));
+    req.insert_header(wire::X_REQUEST_ID, id.clone())?;
     Ok(id)
 }
 
@@ -194,25 +215,30 @@ pub fn set_forwarded(
             Some(prior) => {
                 HeaderValue::from_bytes(&[prior.as_bytes(), b", ", ip.as_bytes()].concat())
             }
-            None => HeaderValue::from_str(&ip),
+            // The text's own buffer becomes the value (checked, not copied).
+            None => HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)),
         };
         if let Ok(value) = value {
-            upstream.insert_header(X_FORWARDED_FOR, value)?;
+            upstream.insert_header(wire::X_FORWARDED_FOR, value)?;
         }
     }
     let proto = HeaderValue::from_static(if conn.https { "https" } else { "http" });
     let own = [
-        (X_FORWARDED_PROTO, Some(proto)),
-        (X_FORWARDED_HOST, conn.host.cloned()),
-        (X_FORWARDED_PORT, conn.port.map(HeaderValue::from)),
+        (X_FORWARDED_PROTO, wire::X_FORWARDED_PROTO, Some(proto)),
+        (X_FORWARDED_HOST, wire::X_FORWARDED_HOST, conn.host.cloned()),
+        (
+            X_FORWARDED_PORT,
+            wire::X_FORWARDED_PORT,
+            conn.port.map(HeaderValue::from),
+        ),
     ];
-    for (name, mine) in own {
+    for (name, wire_name, mine) in own {
         let from_trusted = kept
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.clone());
         if let Some(value) = from_trusted.or(mine) {
-            upstream.insert_header(name, value)?;
+            upstream.insert_header(wire_name, value)?;
         }
     }
     Ok(())

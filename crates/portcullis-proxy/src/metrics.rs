@@ -7,7 +7,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::cache::CacheMetrics;
@@ -43,6 +44,34 @@ static DROPPED_LOG_LINES: OnceLock<DroppedLines> = OnceLock::new();
 /// first call wins.
 pub fn count_dropped_log_lines(source: impl Fn() -> u64 + Send + Sync + 'static) {
     let _ = DROPPED_LOG_LINES.set(Box::new(source));
+}
+
+/// One labelled series of a metric vector, looked up on first use and kept by whoever owns the
+/// labels (a route, a policy). Why: `with_label_values` hashes every label value and takes the
+/// vector's lock on each call, and the request path would make that call on every request (a
+/// shared lock word, written by every worker thread, on many cores). The owner always passes the
+/// same labels: they are its own names and fixed outcomes.
+#[derive(Debug)]
+pub struct Resolved<M>(OnceLock<M>);
+
+impl<M> Default for Resolved<M> {
+    fn default() -> Self {
+        Resolved(OnceLock::new())
+    }
+}
+
+impl Resolved<IntCounter> {
+    /// The series of `vec` with `labels`.
+    pub fn counter(&self, vec: &IntCounterVec, labels: &[&str]) -> &IntCounter {
+        self.0.get_or_init(|| vec.with_label_values(labels))
+    }
+}
+
+impl Resolved<Histogram> {
+    /// The series of `vec` with `labels`.
+    pub fn histogram(&self, vec: &HistogramVec, labels: &[&str]) -> &Histogram {
+        self.0.get_or_init(|| vec.with_label_values(labels))
+    }
 }
 
 /// The gateway's metrics.

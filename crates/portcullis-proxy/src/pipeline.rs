@@ -31,7 +31,7 @@ use crate::auth::{authenticate, unix_now, unix_now_ms};
 use crate::cors;
 use crate::limits::{Counted, Hit};
 use crate::proxy::{Ctx, Gateway, TargetEdit};
-use crate::reload::Generation;
+use crate::reload::{Generation, PolicyRuntime};
 use crate::respond::{
     caller_ip_forbidden, header_check_failed, invalid_rewrite, mock_response, quota_exceeded,
     rate_limit_store_unavailable, rate_limited, statement_answer, token_rejected, Answer, Quota,
@@ -240,6 +240,7 @@ struct Run<'r> {
     route: &'r Route,
     policy_id: PolicyId,
     policy: &'r Arc<Policy>,
+    runtime: &'r PolicyRuntime,
 }
 
 /// Run the route's policy. `Some(answer)`: the request ends here with that answer.
@@ -311,6 +312,7 @@ impl<'r> Run<'r> {
             route,
             policy_id,
             policy: &runtime.policy,
+            runtime,
         };
         Some((run, &runtime.pipeline))
     }
@@ -637,17 +639,22 @@ impl<'r> Run<'r> {
                 &outcome,
             );
         }
-        let result = if outcome.is_ok() { "ok" } else { "rejected" };
-        gw.metrics
-            .validation
-            .with_label_values(&[policy.name.as_str(), result])
+        let (series, result) = match outcome {
+            Ok(_) => (&self.runtime.validation_ok, "ok"),
+            Err(_) => (&self.runtime.validation_rejected, "rejected"),
+        };
+        series
+            .histogram(&gw.metrics.validation, &[policy.name.as_str(), result])
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(verified) => {
                 let req = &mut *x.req;
                 for (name, value) in claim_headers(&verified, policy) {
                     match value {
-                        Ok(value) => req.insert_header(name.clone(), value)?,
+                        Ok(value) => match self.runtime.claim_names.iter().find(|n| n.0 == name) {
+                            Some((_, wire)) => req.insert_header(wire.clone(), value)?,
+                            None => req.insert_header(name.clone(), value)?,
+                        },
                         Err(why) => gw.claim_refused(route, policy, name, why),
                     }
                 }

@@ -38,7 +38,9 @@ use portcullis_auth::{Policy, Unforwardable, Verified};
 use portcullis_config::{BackendId, PolicyId};
 use portcullis_config::{HostHeader, UpstreamProtocol};
 
-use crate::identity::{ensure_request_id, remove_token, set_forwarded, Connection, X_REQUEST_ID};
+use crate::identity::{
+    ensure_request_id, remove_token, set_forwarded, wire, Connection, X_REQUEST_ID,
+};
 use crate::limits::Store;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Exchange, Pending};
@@ -586,7 +588,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             if !response.headers.contains_key(X_REQUEST_ID) {
-                response.insert_header(X_REQUEST_ID, id.clone())?;
+                response.insert_header(wire::X_REQUEST_ID, id.clone())?;
             }
         }
         for (name, value) in &ctx.response_headers {
@@ -657,25 +659,40 @@ impl ProxyHttp for Gateway {
         if !ctx.pending.is_empty() {
             pipeline::outbound_count(self, ctx, status, session.body_bytes_sent()).await;
         }
-        let route = ctx
-            .generation
-            .route(ctx)
-            .map_or(metrics::ROUTE_NONE, |r| r.name.as_str());
+        let matched = ctx.generation.route(ctx);
+        let route = matched.map_or(metrics::ROUTE_NONE, |r| r.name.as_str());
         let reason = ctx.reason.unwrap_or(metrics::REASON_OK);
         let subscription = ctx.subscription.map_or(metrics::ROUTE_NONE, |i| {
             ctx.generation.subscriptions.name(i)
         });
         let status_buf = itoa_status(status);
         let status_text = status_buf.as_str();
-        self.metrics
-            .requests
-            .with_label_values(&[route, status_text, reason])
-            .inc();
+        match matched {
+            // Most requests: the route's own series, looked up once.
+            Some(r) if status == 200 && reason == metrics::REASON_OK => r
+                .requests_ok
+                .counter(&self.metrics.requests, &[route, "200", metrics::REASON_OK])
+                .inc(),
+            _ => self
+                .metrics
+                .requests
+                .with_label_values(&[route, status_text, reason])
+                .inc(),
+        }
         let latency = ctx.start.elapsed();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route])
-            .observe(latency.as_secs_f64());
+        let seconds = latency.as_secs_f64();
+        match matched {
+            // The route's series, looked up once.
+            Some(r) => r
+                .request_duration
+                .histogram(&self.metrics.request_duration, &[route])
+                .observe(seconds),
+            None => self
+                .metrics
+                .request_duration
+                .with_label_values(&[route])
+                .observe(seconds),
+        }
         let request_id = ctx
             .request_id
             .as_ref()

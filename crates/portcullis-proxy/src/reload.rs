@@ -60,11 +60,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderName;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use pingora_http::IntoCaseHeaderName;
 use portcullis_auth::Policy;
 use portcullis_config::{Diagnostic, IpNet, Model, PolicyId, Server, Severity};
-use prometheus::{Gauge, IntCounter, IntGauge, Registry};
+use prometheus::{Gauge, Histogram, IntCounter, IntGauge, Registry};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -72,7 +75,7 @@ use crate::cache::TokenCache;
 use crate::error::BuildError;
 use crate::health::HealthChecks;
 use crate::identity::IdentityHeaders;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Resolved};
 use crate::routes::Routes;
 use crate::subscriptions::{SubscriptionKeys, Subscriptions};
 use crate::tls::{read_files, CertSet, FileBytes, ListenerCerts};
@@ -114,6 +117,13 @@ pub struct PolicyRuntime {
     pub policy: Arc<Policy>,
     /// The inbound statements in order.
     pub pipeline: crate::pipeline::Pipeline,
+    /// Each `forward-claims` header name as pingora writes it (its title case), made once: given a
+    /// `HeaderName`, pingora's `insert_header` would render and copy it on every request.
+    pub claim_names: Vec<(HeaderName, Bytes)>,
+    /// `portcullis_token_validation_seconds{policy, result="ok"}`.
+    pub validation_ok: Resolved<Histogram>,
+    /// `portcullis_token_validation_seconds{policy, result="rejected"}`.
+    pub validation_rejected: Resolved<Histogram>,
 }
 
 impl Generation {
@@ -172,6 +182,14 @@ impl Generation {
                 .map(|p| PolicyRuntime {
                     policy: p.policy.clone(),
                     pipeline: crate::pipeline::Pipeline::from_model(p),
+                    claim_names: p
+                        .policy
+                        .forward_claims
+                        .iter()
+                        .map(|(name, _)| (name.clone(), wire_name(name)))
+                        .collect(),
+                    validation_ok: Resolved::default(),
+                    validation_rejected: Resolved::default(),
                 })
                 .collect(),
             identity: IdentityHeaders::from_model(model),
@@ -184,6 +202,11 @@ impl Generation {
             subscriptions: Subscriptions::build(model, subscription_keys),
         }
     }
+}
+
+/// A header name as pingora's `insert_header` would write it (the same function renders it).
+fn wire_name(name: &HeaderName) -> Bytes {
+    Bytes::copy_from_slice(name.into_case_header_name().as_slice())
 }
 
 /// The routes of `model`, upstream host names resolved (blocking).

@@ -464,7 +464,7 @@ fn add_headers(
         header.append_header(name.clone(), value.clone())?;
     }
     if let Some(id) = request_id {
-        header.insert_header(crate::identity::X_REQUEST_ID, id.clone())?;
+        header.insert_header(crate::identity::wire::X_REQUEST_ID, id.clone())?;
     }
     Ok(())
 }

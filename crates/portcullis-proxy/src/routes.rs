@@ -35,6 +35,8 @@ use portcullis_route::{
 
 use crate::error::BuildError;
 use crate::health::PeerHealth;
+use crate::metrics::Resolved;
+use prometheus::IntCounter;
 
 /// How long a peer that failed to connect is skipped.
 pub const PEER_COOLDOWN: Duration = Duration::from_secs(10);
@@ -174,6 +176,10 @@ pub struct Route {
     next: AtomicUsize,
     /// The `openapi:` examples `mock-response` answers with.
     pub examples: Option<Arc<Examples>>,
+    /// `portcullis_requests_total{route, status="200", reason="ok"}`: most requests' series.
+    pub requests_ok: Resolved<IntCounter>,
+    /// Its `portcullis_request_duration_seconds{route}` series, looked up once.
+    pub request_duration: Resolved<prometheus::Histogram>,
 }
 
 /// A backend of `backends:` or a `set-backend-service` `base-url`, resolved.
@@ -563,6 +569,8 @@ impl Route {
             dns_refresh: r.dns_refresh,
             next: AtomicUsize::new(0),
             examples: r.openapi.clone(),
+            requests_ok: Resolved::default(),
+            request_duration: Resolved::default(),
         })
     }
 

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Unit tests of benches/compare-envoy's logic that needs no load: the summaries (median, spread,
+ratios), the cost table's arithmetic, the report's rows and targets, the logging environment and
+the argument defaults. Run: python3 benches/test_compare_envoy.py (CI runs it: .ci/run)."""
+
+import contextlib
+import importlib.machinery
+import io
+import importlib.util
+import tempfile
+import unittest
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_loader = importlib.machinery.SourceFileLoader("compare_envoy", str(HERE / "compare-envoy"))
+_spec = importlib.util.spec_from_loader("compare_envoy", _loader)
+ce = importlib.util.module_from_spec(_spec)
+_loader.exec_module(ce)
+
+
+def run(rps, p99=5.0, rss_kib=20480, problems=()):
+    return {"rps": rps, "p50": 1.0, "p99": p99, "rss_kib": rss_kib, "problems": list(problems)}
+
+
+class Summaries(unittest.TestCase):
+    def test_median_and_spread_of_an_odd_count(self):
+        s = ce.summarise([30.0, 10.0, 20.0])
+        self.assertEqual((s["median"], s["min"], s["max"], s["n"]), (20.0, 10.0, 30.0, 3))
+        self.assertEqual(s["values"], [30.0, 10.0, 20.0], "reps kept in run order")
+
+    def test_median_of_an_even_count_is_the_mean_of_the_middle_two(self):
+        self.assertEqual(ce.summarise([1.0, 4.0, 2.0, 3.0])["median"], 2.5)
+
+    def test_missing_values_are_left_out_and_none_means_none(self):
+        self.assertEqual(ce.summarise([None, 5.0])["n"], 1)
+        self.assertIsNone(ce.summarise([]))
+        self.assertIsNone(ce.summarise([None]))
+
+    def test_spread_formatting(self):
+        self.assertEqual(ce.fmt_spread(ce.summarise([21000, 19000, 20000])), "20.0k (19.0k-21.0k)")
+        self.assertEqual(ce.fmt_spread(ce.summarise([20000])), "20.0k")
+        self.assertEqual(ce.fmt_spread(None), "-")
+
+    def test_ratios_use_medians_and_pair_reps(self):
+        a, b = ce.summarise([30, 10, 20]), ce.summarise([10, 10, 100])
+        self.assertEqual(ce.ratio_of(a, b), "2.00x")
+        self.assertEqual(ce.ratio_of(a, None), "-")
+        self.assertEqual(ce.per_rep_ratios([run(20), run(30)], [run(10), run(10)]), [2.0, 3.0])
+
+    def test_microseconds_per_request(self):
+        self.assertEqual(ce.us_per_request(20000), 50.0)
+        self.assertIsNone(ce.us_per_request(0))
+
+
+class CostTable(unittest.TestCase):
+    def test_each_variant_adds_its_difference_to_its_baseline(self):
+        variants = ce.cost_variants(["RS256", "ES256"])
+        names = [v[0] for v in variants]
+        self.assertEqual(names[:2], ["plain", "cached"])
+        self.assertIn("verify-ES256", names)
+        self.assertIn("cached+cors", names)
+        results = {
+            "plain": [run(25000), run(20000), run(24000)],      # median 24000: 41.67 µs
+            "cached": [run(20000), run(19000), run(21000)],     # median 20000: 50 µs
+            "verify-RS256": [run(10000)],                       # 100 µs
+            "cached+cors": [run(16000), run(16000), run(17000)],  # 62.5 µs
+        }
+        rows = {r["name"]: r for r in ce.cost_rows(variants, results)}
+        self.assertAlmostEqual(rows["plain"]["us"], 1e6 / 24000)
+        self.assertIsNone(rows["plain"]["added"])
+        self.assertAlmostEqual(rows["cached"]["added"], 50.0 - 1e6 / 24000)
+        self.assertAlmostEqual(rows["verify-RS256"]["added"], 100.0 - 1e6 / 24000)
+        self.assertAlmostEqual(rows["cached+cors"]["added"], 12.5)
+        self.assertIsNone(rows["verify-ES256"]["us"], "not run: no figure, no difference")
+        self.assertIsNone(rows["cached+set-header"]["added"])
+
+    def test_variant_configs(self):
+        self.assertEqual(ce.cost_config("plain", 10), ("plain", "RS256", None))
+        self.assertEqual(ce.cost_config("cached", 10), ("cached", "RS256", None))
+        self.assertEqual(ce.cost_config("verify-EdDSA", 10), ("verify-every", "EdDSA", None))
+        self.assertEqual(ce.cost_config("cached+rate-limit-by-key", 10),
+                         ("cached", "RS256", "rate-limit-by-key"))
+        for name, _, _ in ce.cost_variants(list(ce.ALGS)):
+            step = ce.cost_config(name, 10)[2]
+            self.assertTrue(step is None or step in ce.STEPS, name)
+
+
+class Logging(unittest.TestCase):
+    def test_default_logging_is_as_shipped_whatever_the_shell_says(self):
+        env = ce.portcullis_env(False, {"RUST_LOG": "warn", "PATH": "/bin"})
+        self.assertNotIn("RUST_LOG", env)
+        self.assertEqual(env["PATH"], "/bin")
+
+    def test_log_off_is_warn(self):
+        self.assertEqual(ce.portcullis_env(True, {"RUST_LOG": "debug"})["RUST_LOG"], "warn")
+
+    def test_preload_only_when_asked(self):
+        self.assertNotIn("LD_PRELOAD", ce.portcullis_env(False, {"LD_PRELOAD": "/x.so"}))
+        self.assertEqual(ce.portcullis_env(False, {}, "/y.so")["LD_PRELOAD"], "/y.so")
+
+
+class Arguments(unittest.TestCase):
+    def test_defaults(self):
+        a = ce.parse_args([])
+        self.assertEqual(a.reps, 3)
+        self.assertFalse(a.log_off)
+        self.assertEqual(a.algs, "RS256,ES256")
+        self.assertEqual(ce.parse_args(["--quick"]).reps, 1)
+        c = ce.parse_args(["--cost-table"])
+        self.assertTrue(c.no_envoy)
+        self.assertEqual((c.tokens, c.algs), ("10000", "RS256,ES256,EdDSA"))
+
+    def test_variants_alternate_within_a_rep(self):
+        labels = [v[0] for v in ce.variants_of(ce.parse_args(["--log-compare"]))]
+        self.assertEqual(labels, ["portcullis", "portcullis-log-off", "envoy"])
+        off = ce.variants_of(ce.parse_args(["--log-off", "--no-envoy"]))
+        self.assertEqual(off, [("portcullis", "portcullis", True, None)])
+        pre = ce.variants_of(ce.parse_args(["--preload", "/lib/x.so", "--no-envoy"]))
+        self.assertEqual(pre, [("portcullis", "portcullis", False, None),
+                               ("portcullis-preload", "portcullis", False, "/lib/x.so")])
+
+    def test_contradictions_are_refused(self):
+        for argv in (["--log-compare", "--log-off"], ["--cost-table", "--step", "cors"]):
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+                ce.parse_args(argv)
+
+
+class CacheCheck(unittest.TestCase):
+    METRICS = """# HELP portcullis_token_cache_hits_total x
+portcullis_token_cache_hits_total 99000
+portcullis_token_cache_misses_total 10003
+portcullis_token_cache_evictions_total{cause="expired"} 2
+portcullis_token_cache_evictions_total{cause="size"} 0
+"""
+
+    def test_counts_are_read_from_metrics(self):
+        self.assertEqual(ce.cache_counts(self.METRICS), (99000.0, 10003.0, 0.0))
+        self.assertEqual(ce.cache_counts(""), (None, None, None))
+
+    def test_a_cache_holding_the_set_passes(self):
+        self.assertEqual(ce.cache_problems(99000, 10003, 0, 10000), [])
+
+    def test_evictions_by_size_and_extra_misses_are_problems(self):
+        problems = ce.cache_problems(70000, 40000, 30000, 10000)
+        self.assertEqual(len(problems), 2)
+        self.assertIn("30000 evictions by size", problems[0])
+        self.assertIn("40000 cache misses for 10000 tokens (hit ratio 0.636)", problems[1])
+
+    def test_the_cached_config_is_sized_to_hold_the_set(self):
+        saved = ce.WORK
+        with tempfile.TemporaryDirectory() as d:
+            ce.WORK = Path(d)
+            try:
+                cached = ce.portcullis_config("cached", 10000).read_text()
+                every = ce.portcullis_config("verify-every", 10000).read_text()
+            finally:
+                ce.WORK = saved
+        self.assertIn(f"max-entries: {10000 * ce.CACHE_UNITS_PER_TOKEN} ", cached)
+        self.assertIn("max-entries: 0 ", every)
+
+
+def results_fixture():
+    return {
+        ("plain", "RS256", 10000): {
+            "portcullis": [run(28000), run(27000), run(29000)],
+            "envoy": [run(22000), run(21000), run(23000)],
+        },
+        ("cached", "RS256", 10000): {
+            "portcullis": [run(26000, p99=4.0), run(27000, p99=6.0), run(25000, p99=5.0)],
+            "envoy": [run(20000, p99=4.5), run(19000, p99=4.5), run(19500, p99=4.5)],
+            "cache_available": True,
+        },
+    }
+
+
+class Report(unittest.TestCase):
+    def test_row_has_medians_spreads_p99_and_cached_over_plain_for_both(self):
+        results = results_fixture()
+        row = ce.result_row(("cached", "RS256", 10000), results[("cached", "RS256", 10000)], results)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        self.assertEqual(cells[3], "26.0k (25.0k-27.0k)")
+        self.assertEqual(cells[4], "19.5k (19.0k-20.0k)")
+        self.assertEqual(cells[5], "1.33x")
+        self.assertEqual(cells[6], "5.00 (4.00-6.00)")
+        self.assertEqual(cells[10], "0.93x")  # 26000 / 28000
+        self.assertEqual(cells[11], "0.89x")  # 19500 / 22000
+        self.assertEqual(cells[12], "pass")
+
+    def test_targets_on_medians(self):
+        out = "\n".join(ce.targets(results_fixture()))
+        self.assertIn("RS256, 10000 tokens: cached >= 1.3x Envoy: 1.33x met", out)
+        self.assertIn("cached >= 0.95x own plain: 0.93x **missed**", out)
+        self.assertIn("p99 <= Envoy's in every validating row: **missed** in cached/RS256/10000 "
+                      "(5.00 vs 4.50 ms)", out)
+
+    def test_problems_are_reported_per_system(self):
+        results = results_fixture()
+        results[("cached", "RS256", 10000)]["envoy"][1]["problems"] = ["1 invalid request(s) reached the backend"]
+        row = ce.result_row(("cached", "RS256", 10000), results[("cached", "RS256", 10000)], results)
+        self.assertTrue(row.endswith("| E: 1 invalid request(s) reached the backend |"))
+
+    def test_report_is_a_table_with_machine_date_and_commit(self):
+        args = ce.parse_args(["--log-compare"])
+        results = results_fixture()
+        for row in results.values():
+            row["portcullis-log-off"] = [run(30000), run(29000), run(31000)]
+        meta = {"date": "2026-12-07 10:00 UTC", "command": "benches/compare-envoy --log-compare",
+                "commit": "abc1234",
+                "machine": {"nproc": "2", "cpu": "Test CPU", "loadavg": ["0.1", "0.2", "0.3"],
+                            "kernel": "6.0"},
+                "versions": {"portcullis": "portcullis 0.1.0", "envoy": "1.40", "wrk": "wrk 4",
+                             "nginx": "nginx 1"}}
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "r.md"
+            ce.write_report(path, results, meta, args, {})
+            text = path.read_text()
+        self.assertIn("2 cores (Test CPU)", text)
+        self.assertIn("Date: 2026-12-07 10:00 UTC. Commit: abc1234.", text)
+        self.assertIn("default logging as shipped", text)
+        self.assertIn("## Default logging vs logging off (Portcullis)", text)
+        self.assertIn("| cached | RS256 | 10000 | 26.0k (25.0k-27.0k) | 30.0k (29.0k-31.0k) | 0.87x |", text)
+        self.assertIn("default logging >= 0.95x logging off: 0.87x **missed**", text)
+        self.assertIn("P/E per rep 1.27, 1.29, 1.26", text)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -20,6 +20,7 @@ mod policy;
 mod routes;
 mod server;
 pub mod statements;
+pub mod telemetry;
 pub mod transforms;
 pub mod upstream;
 pub mod upstream_map;

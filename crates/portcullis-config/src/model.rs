@@ -75,6 +75,9 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Where rate-limit and quota counters live (`rate-limit-store`); start-only.
     pub rate_limit_store: RateLimitStore,
+    /// OpenTelemetry tracing (`telemetry`); `None`: off, and the request path does no tracing
+    /// work. Start-only.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// `server.rate-limit-store`: where the counters of `rate-limit`, `rate-limit-by-key` and

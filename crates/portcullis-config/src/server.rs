@@ -1,4 +1,4 @@
-//! The `server:` block: listeners, admin, token cache, shutdown, threads.
+//! The `server:` block: listeners, admin, token cache, shutdown, threads, telemetry.
 
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ const SERVER_KEYS: &[&str] = &[
     "rate-limit-store-failure",
     "rate-limit-store-timeout",
     "rate-limit-store-pool-size",
+    "telemetry",
 ];
 
 /// Verified-token cache size when `token-cache` is not given.
@@ -44,6 +45,7 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         normalisation: Normalization::default(),
         trusted_proxies: Vec::new(),
         rate_limit_store: RateLimitStore::InProcess,
+        telemetry: None,
     };
     let Some(f) = node.and_then(|n| Fields::new(cx, n, "server", SERVER_KEYS)) else {
         let pos = node.map_or(doc, |n| n.pos);
@@ -90,6 +92,9 @@ pub(crate) fn read(cx: &mut Cx, node: Option<&Node>, doc: Pos) -> Server {
         server.trusted_proxies = trusted_proxies(cx, n);
     }
     server.rate_limit_store = rate_limit_store(cx, &f);
+    if let Some(n) = f.get("telemetry") {
+        server.telemetry = crate::telemetry::read(cx, n);
+    }
     server
 }
 

@@ -75,6 +75,7 @@ pub fn model(policies: Vec<PolicyModel>) -> Model {
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),
+            telemetry: None,
         },
         policies,
         routes: Vec::new(),

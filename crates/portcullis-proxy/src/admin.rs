@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (live), `/readyz` (ready when the
-//! proxy listeners are up and every policy's issuers have keys), `POST /reload` (reload the config
+//! proxy listeners are up, every policy's issuers have keys and the telemetry exporter, if any, has
+//! started), `POST /reload` (reload the config
 //! file now; 200 with the new generation, 422 with the problems). A small pingora `ServeHttp` app on
 //! the same server, so it shares the process, the shutdown and the metrics registry.
 
@@ -27,6 +28,8 @@ pub struct Admin {
     pub listeners_up: Arc<AtomicBool>,
     /// True once shutdown started: not ready any more, so load balancers stop sending.
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// Tracing, when configured: not ready until its exporter has started.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -44,6 +47,7 @@ impl Admin {
         self.listeners_up.load(Ordering::Acquire)
             && !*self.draining.borrow()
             && self.current.load().keys.is_ready()
+            && self.telemetry.as_ref().is_none_or(|t| t.started())
     }
 }
 

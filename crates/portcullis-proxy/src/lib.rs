@@ -26,6 +26,7 @@ pub mod respond;
 mod routes;
 mod server;
 mod shutdown;
+pub mod telemetry;
 pub mod tls;
 pub mod values;
 

@@ -403,14 +403,20 @@ impl<'r> Run<'r> {
         if policy.token_optional && policy.token_source.absent(&parts) {
             return Ok(None);
         }
-        let outcome = authenticate(
+        let auth = authenticate(
             &parts,
             policy,
             &generation.keys,
             self.policy_id,
             &generation.token_cache,
-        )
-        .await;
+        );
+        // Traced: a key fetch this request waits for is a child of its span.
+        let outcome = match &ctx.trace {
+            Some(trace) => {
+                opentelemetry::context::FutureExt::with_context(auth, trace.cx.clone()).await
+            }
+            None => auth.await,
+        };
         let result = if outcome.is_ok() { "ok" } else { "rejected" };
         gw.metrics
             .validation

@@ -21,6 +21,11 @@
 //! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
 //! - `suppress_error_log`: a client that hung up mid-request is logged by `logging`, not as an ERROR.
 //! - `logging`: one line and one counter per request, whatever path it took.
+//!
+//! With `server.telemetry`, `request_filter` also starts the request's span (continuing the
+//! client's W3C trace context), `upstream_request_filter` starts the upstream call's span and
+//! gives the backend its `traceparent`, and `logging` ends both (see `telemetry.rs`). Without it,
+//! each of those is one `Option` test.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -47,6 +52,7 @@ use crate::respond::{
     HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
 };
 use crate::routes::{with_base, Route};
+use crate::telemetry::{Outcome, RequestTrace, Telemetry, TRACEPARENT, TRACESTATE};
 
 /// Everything the request path reads; shared by all workers.
 #[derive(Debug)]
@@ -61,6 +67,9 @@ pub struct Gateway {
     /// Rate-limit and quota counters, in process or on Redis (`server.rate-limit-store`, built at
     /// start; they outlive reloads: statement ids are stable).
     pub limits: Arc<Store>,
+    /// OpenTelemetry tracing (`server.telemetry`); `None`: off, nothing traced, trace headers
+    /// passed through untouched.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Decrements the in-flight count when the request's context is dropped, whatever path it took.
@@ -107,6 +116,8 @@ pub struct Ctx {
     pub(crate) target: Option<Box<TargetEdit>>,
     /// Inbound `set-header`s of `X-Forwarded-*` and the like, applied after the gateway's own.
     pub(crate) forwarding_overrides: Vec<pipeline::ForwardingOverride>,
+    /// The request's spans (`server.telemetry` only).
+    pub(crate) trace: Option<Box<RequestTrace>>,
 }
 
 /// The upstream target as the pipeline's statements left it.
@@ -241,12 +252,16 @@ impl ProxyHttp for Gateway {
             backend: None,
             target: None,
             forwarding_overrides: Vec::new(),
+            trace: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header_mut();
         ctx.request_id = Some(ensure_request_id(req)?);
+        if let Some(telemetry) = &self.telemetry {
+            ctx.trace = telemetry.start_request(req.method.as_str(), &req.headers);
+        }
         if headers_too_large(req) {
             let answer = Answer::json(431, REASON_HEADERS_TOO_LARGE, HEADERS_TOO_LARGE_MESSAGE);
             return self.answer(session, ctx, answer).await;
@@ -426,6 +441,31 @@ impl ProxyHttp for Gateway {
             let overrides = std::mem::take(&mut ctx.forwarding_overrides);
             pipeline::apply_forwarding_overrides(upstream, overrides)?;
         }
+        if let Some(trace) = ctx.trace.as_deref_mut() {
+            // The gateway's span is the backend's parent: the client's own trace headers (or a
+            // set-header's) are replaced, never forwarded beside ours.
+            let tracer = self.telemetry.as_deref().and_then(Telemetry::tracer);
+            if let Some(tracer) = tracer {
+                let origin = |peer: &crate::routes::Peer| {
+                    let scheme = if peer.tls { "https" } else { "http" };
+                    format!("{scheme}://{}", peer.host.to_str().unwrap_or("-"))
+                };
+                let target = match ctx.backend.and_then(|id| ctx.generation.routes.backend(id)) {
+                    Some(backend) => origin(&backend.peer),
+                    None => route
+                        .peer(ctx.peer)
+                        .map_or_else(String::new, |p| origin(&p)),
+                };
+                let (traceparent, tracestate) =
+                    trace.start_upstream(tracer, upstream.method.as_str(), &target);
+                upstream.insert_header(TRACEPARENT, traceparent)?;
+                if let Some(state) = tracestate {
+                    upstream.insert_header(TRACESTATE, state)?;
+                } else {
+                    upstream.remove_header(TRACESTATE);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -448,6 +488,9 @@ impl ProxyHttp for Gateway {
                 // The gateway's CORS decision replaces the backend's own, if it sent one.
                 response.insert_header(name.clone(), value.clone())?;
             }
+        }
+        if let Some(trace) = &ctx.trace {
+            trace.upstream_status(response.status.as_u16());
         }
         pipeline::outbound(self, session, ctx, response);
         Ok(())
@@ -514,6 +557,20 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         let req = session.req_header();
+        if let Some(trace) = ctx.trace.take() {
+            let policy = ctx
+                .generation
+                .route(ctx)
+                .and_then(|r| ctx.generation.route_policy(r));
+            trace.end(&Outcome {
+                route,
+                policy: policy.map(|p| p.name.as_str()),
+                status,
+                reason,
+                path: req.uri.path(),
+                request_id,
+            });
+        }
         tracing::info!(
             route,
             method = %req.method,

@@ -60,6 +60,7 @@ fn model(routes: Vec<Route>) -> Model {
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),
+            telemetry: None,
         },
         policies: Vec::new(),
         routes,

@@ -25,6 +25,7 @@ mod redis_limits;
 mod reload;
 mod routing_tricks;
 mod support;
+mod telemetry;
 mod templates;
 mod transforms;
 mod upstream_tls;

@@ -68,6 +68,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),
+            telemetry: None,
         },
         policies: policies
             .into_iter()
@@ -163,6 +164,14 @@ impl InProcess {
         let url = format!("http://{}/metrics", self.admin());
         let resp = reqwest::get(url).await.unwrap();
         resp.text().await.unwrap()
+    }
+
+    /// Stops as SIGTERM would (drain, then the telemetry flush) and waits until it has stopped.
+    pub fn stop_gracefully(mut self) {
+        self.handle.stop(Stop::Graceful);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 
     /// Polls `/readyz` until 200 (bounded): the gateway's own readiness, not a guess.

@@ -382,11 +382,12 @@ impl RequestTrace {
         }
         let span = self.cx.span();
         let route = outcome.route;
+        // A report-only policy's would-be failure has a reason but a 2xx: `ok`, its reason kept.
         let result = match (outcome.reason, outcome.status) {
             (_, 0) => "error",
-            ("ok", _) => "ok",
             (_, s) if s >= 500 => "error",
-            _ => "rejected",
+            (reason, s) if s >= 400 && reason != crate::metrics::REASON_OK => "rejected",
+            _ => "ok",
         };
         let mut attributes = vec![
             KeyValue::new("portcullis.route", route.to_owned()),

@@ -231,32 +231,24 @@ impl Telemetry {
     }
 
     /// Build the exporter, the batch processor (its thread) and the tracer. Runs inside a tokio
-    /// runtime (the gRPC channel is bound to it). Idempotent.
+    /// runtime (the gRPC channel is bound to it). Idempotent. When the exporter library refuses
+    /// the (checked) config, the tracer still starts without an exporter: propagation keeps its
+    /// rules (the backend never gets the client's parent), spans go nowhere, and the error is
+    /// returned for the log.
     fn start(&self) -> Result<(), String> {
         if self.started() {
             return Ok(());
         }
-        let exporter = Counting {
-            inner: exporter(&self.config)?,
-            counters: self.counters.clone(),
-        };
-        let batch = BatchConfigBuilder::default()
-            // Our bound (`Bounded`) is the one that drops; the SDK's queue is never the tighter.
-            .with_max_queue_size(self.counters.max_waiting.saturating_add(MAX_EXPORT_BATCH))
-            .with_max_export_batch_size(MAX_EXPORT_BATCH.min(self.counters.max_waiting))
-            .with_scheduled_delay(self.config.otlp.export_interval)
-            .build();
-        let processor = Bounded {
-            inner: BatchSpanProcessor::builder(exporter)
-                .with_batch_config(batch)
-                .build(),
-            counters: self.counters.clone(),
-        };
+        let mut provider = SdkTracerProvider::builder();
+        let built = exporter(&self.config);
+        let refused = built.as_ref().err().cloned();
+        if let Ok(exporter) = built {
+            provider = provider.with_span_processor(self.processor(exporter));
+        }
         let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             self.config.sample_ratio,
         )));
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
+        let provider = provider
             .with_sampler(sampler)
             .with_resource(
                 Resource::builder_empty()
@@ -268,7 +260,27 @@ impl Telemetry {
         let tracer = provider.tracer(SCOPE);
         *self.provider.lock() = Some(provider);
         let _ = self.tracer.set(tracer);
-        Ok(())
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// The batch processor (its own thread) behind our bound, feeding `exporter`.
+    fn processor(&self, exporter: opentelemetry_otlp::SpanExporter) -> Bounded {
+        let exporter = Counting {
+            inner: exporter,
+            counters: self.counters.clone(),
+        };
+        let batch = BatchConfigBuilder::default()
+            // Our bound (`Bounded`) is the one that drops; the SDK's queue is never the tighter.
+            .with_max_queue_size(self.counters.max_waiting.saturating_add(MAX_EXPORT_BATCH))
+            .with_max_export_batch_size(MAX_EXPORT_BATCH.min(self.counters.max_waiting))
+            .with_scheduled_delay(self.config.otlp.export_interval)
+            .build();
+        Bounded {
+            inner: BatchSpanProcessor::builder(exporter)
+                .with_batch_config(batch)
+                .build(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// Export what is waiting and stop the batch thread (bounded by the export timeout). Spans
@@ -535,8 +547,7 @@ impl BackgroundService for TelemetryService {
         if let Err(e) = self.telemetry.start() {
             // The config was checked; this is the exporter library refusing it.
             tracing::error!(error = %e, endpoint = %config.otlp.endpoint,
-                "telemetry: the OTLP exporter cannot start; requests are not traced");
-            return;
+                "telemetry: the OTLP exporter cannot start; trace context is still propagated, no span is exported");
         }
         if let Some(tracer) = self.telemetry.tracer() {
             let boxed = opentelemetry::global::BoxedTracer::new(Box::new(tracer.clone()));

@@ -468,3 +468,39 @@ async fn without_telemetry_trace_headers_pass_through_untouched() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_queue_size_spans_are_dropped_at_once_not_waited_for() {
+    // A collector that accepts connections and never answers: the first export hangs for the
+    // whole `timeout`, so every span after the one queued finds the queue full.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/v1/traces", silent.local_addr().unwrap());
+    let mut config = telemetry(
+        endpoint,
+        OtlpProtocol::HttpProtobuf,
+        Duration::from_millis(50),
+    );
+    config.otlp.timeout = Duration::from_secs(30);
+    config.otlp.max_queue_size = 1;
+    let f = fixture(Some(config)).await;
+    let started = std::time::Instant::now();
+    for i in 0..4 {
+        let (status, _) = f.get(&format!("/public/{i}"), &[]).await;
+        assert_eq!(status, 200);
+    }
+    // 8 spans, at most one waiting: the others are counted as dropped long before the export's
+    // 30 s timeout could have failed anything.
+    let admin = format!("http://{}/metrics", f.gw.admin());
+    let metrics = poll_text(
+        500,
+        || async { reqwest::get(&admin).await.unwrap().text().await.unwrap() },
+        |text| metric_value(text, "portcullis_otel_spans_dropped_total") >= 7.0,
+    )
+    .await;
+    assert!(
+        metric_value(&metrics, "portcullis_otel_spans_dropped_total") >= 7.0,
+        "{metrics}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    drop(silent);
+}

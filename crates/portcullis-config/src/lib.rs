@@ -21,6 +21,7 @@ mod routes;
 mod server;
 pub mod statements;
 mod subscriptions;
+pub mod telemetry;
 pub mod transforms;
 pub mod upstream;
 pub mod upstream_map;

@@ -151,6 +151,9 @@ pub struct Server {
     pub rate_limit_store: RateLimitStore,
     /// `trace`: request tracing for development (`None`, the default: off).
     pub trace: Option<TraceSettings>,
+    /// OpenTelemetry tracing (`telemetry`); `None`: off, and the request path does no tracing
+    /// work. Start-only.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// `server.trace`: a caller that sends the trace key in the trace header gets the explanation of

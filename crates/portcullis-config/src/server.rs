@@ -1,4 +1,4 @@
-//! The `server:` block: listeners, admin, token cache, shutdown, threads.
+//! The `server:` block: listeners, admin, token cache, shutdown, threads, telemetry.
 
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ const SERVER_KEYS: &[&str] = &[
     "rate-limit-store-timeout",
     "rate-limit-store-pool-size",
     "trace",
+    "telemetry",
 ];
 
 /// Explanations `server.trace` keeps when `max-entries` is not given.
@@ -97,6 +98,7 @@ fn read_file(cx: &mut Cx, node: Option<&Node>, doc: Pos, listen_required: bool) 
         trusted_proxies: Vec::new(),
         rate_limit_store: RateLimitStore::InProcess,
         trace: None,
+        telemetry: None,
     };
     let Some(f) = node.and_then(|n| Fields::new(cx, n, "server", SERVER_KEYS)) else {
         let pos = node.map_or(doc, |n| n.pos);
@@ -153,6 +155,9 @@ fn read_file(cx: &mut Cx, node: Option<&Node>, doc: Pos, listen_required: bool) 
                 "`trace` keeps explanations for the admin listener's `/trace/<id>`: add `server.admin`",
             );
         }
+    }
+    if let Some(n) = f.get("telemetry") {
+        server.telemetry = crate::telemetry::read(cx, n);
     }
     server
 }

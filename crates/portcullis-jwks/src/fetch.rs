@@ -3,10 +3,15 @@
 //! Why it exists: an identity provider is an untrusted, sometimes broken network peer. Every fetch
 //! has a connect timeout, a total timeout (covering the body), a redirect limit and a body size
 //! limit enforced while the body streams in, so a hanging, huge or misbehaving endpoint costs a
-//! bounded amount of time and memory and ends as a typed [`FetchError`], never a panic.
+//! bounded amount of time and memory and ends as a typed [`FetchError`], never a panic. With
+//! tracing on (the gateway's `server.telemetry`), each fetch is a span.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use opentelemetry::global::{BoxedSpan, BoxedTracer};
+use opentelemetry::trace::{SpanKind, Tracer as _};
+use opentelemetry::{Context, KeyValue};
 use reqwest::header::{HeaderMap, ACCEPT, CACHE_CONTROL};
 use serde::Deserialize;
 
@@ -155,6 +160,8 @@ pub(crate) struct Fetched {
 pub(crate) struct Fetcher {
     client: reqwest::Client,
     max_body_bytes: usize,
+    /// Traces each fetch once set (`server.telemetry`); shared by the stores a reload makes.
+    tracer: Arc<OnceLock<BoxedTracer>>,
 }
 
 impl Fetcher {
@@ -169,7 +176,34 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             max_body_bytes: opts.max_body_bytes,
+            tracer: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Trace fetches from now on (the first tracer set stays).
+    pub(crate) fn trace_with(&self, tracer: BoxedTracer) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    /// A CLIENT span for one fetch of `url` when tracing is on: a child of the request that waits
+    /// for it (its context is current then), a new trace for a background refresh.
+    pub(crate) fn span(
+        &self,
+        url: &str,
+        kind: &'static str,
+        trigger: &'static str,
+    ) -> Option<BoxedSpan> {
+        let tracer = self.tracer.get()?;
+        let span = tracer
+            .span_builder("key fetch")
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("url.full", url.to_owned()),
+                KeyValue::new("portcullis.key_source.kind", kind),
+                KeyValue::new("portcullis.key_fetch.trigger", trigger),
+            ])
+            .start_with_context(tracer, &Context::current());
+        Some(span)
     }
 
     /// GET `url`, stream the body up to the size limit.

@@ -16,10 +16,10 @@ use portcullis_config::{KeyLifecycle, KeySource, Model, PolicyId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::fetch::{FetchOptions, Fetcher};
+use crate::fetch::{FetchError, FetchOptions, Fetcher};
 use crate::metrics::Metrics;
 use crate::schedule::RefreshBounds;
-use crate::source::{RemoteKind, RemoteSource, SourceId};
+use crate::source::{FetchedKeys, RemoteKind, RemoteSource, SourceId};
 
 /// Bounds that are not per-policy config. [`Default`] suits real identity providers; tests shorten
 /// them.
@@ -414,7 +414,15 @@ impl KeyStore {
         let src = &self.sources[idx];
         let labels = src.labels();
         self.metrics.fetches.with_label_values(&labels).inc();
+        let kind = match src.id.kind {
+            RemoteKind::OpenIdConfig => "openid-config",
+            RemoteKind::JwksUri => "jwks-uri",
+        };
+        let mut span = self.fetcher.span(&src.id.url, kind, trigger);
         let outcome = src.fetch(&self.fetcher).await;
+        if let Some(span) = span.as_mut() {
+            record_fetch(span, &outcome);
+        }
         let issuer_changed = src.record(&outcome, &self.options.refresh);
         match &outcome {
             Ok(fetched) => {
@@ -436,6 +444,12 @@ impl KeyStore {
         }
         self.publish_users(idx);
         self.update_metrics(idx);
+    }
+
+    /// Trace every fetch from now on (the gateway's `server.telemetry`): a span per fetch with the
+    /// source URL and the outcome. Stores a reload makes from this one keep tracing.
+    pub fn trace_fetches(&self, tracer: opentelemetry::global::BoxedTracer) {
+        self.fetcher.trace_with(tracer);
     }
 
     /// A policy (or `any-of` group) that lists issuers checks tokens against those, not the
@@ -622,4 +636,28 @@ fn issuer_label(id: &SourceId, configured: &[String]) -> String {
             .to_owned(),
         RemoteKind::JwksUri => configured.first().cloned().unwrap_or_default(),
     }
+}
+
+/// The outcome of a fetch on its span, which ends.
+fn record_fetch(
+    span: &mut opentelemetry::global::BoxedSpan,
+    outcome: &Result<FetchedKeys, FetchError>,
+) {
+    use opentelemetry::trace::{Span as _, Status};
+    use opentelemetry::KeyValue;
+    match outcome {
+        Ok(fetched) => {
+            span.set_attribute(KeyValue::new("portcullis.key_fetch.outcome", "ok"));
+            let keys = i64::try_from(fetched.keys.len()).unwrap_or(i64::MAX);
+            span.set_attribute(KeyValue::new("portcullis.key_fetch.keys", keys));
+            if let Some(issuer) = &fetched.issuer {
+                span.set_attribute(KeyValue::new("portcullis.issuer", issuer.clone()));
+            }
+        }
+        Err(err) => {
+            span.set_attribute(KeyValue::new("portcullis.key_fetch.outcome", err.reason()));
+            span.set_status(Status::error(err.reason()));
+        }
+    }
+    span.end();
 }

@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (live), `/readyz` (ready when the
-//! proxy listeners are up and every policy's issuers have keys), `POST /reload` (reload the config
-//! file now; 200 with the new generation, 422 with the problems), `/trace/<id>` (the explanation of
-//! a traced request, see `server.trace`, as JSON). A small pingora `ServeHttp` app on
+//! proxy listeners are up, every policy's issuers have keys and the telemetry exporter, if any, has
+//! started), `POST /reload` (reload the config file now; 200 with the new generation, 422 with the
+//! problems), `/trace/<id>` (the explanation of a traced request, see `server.trace`, as JSON). A
+//! small pingora `ServeHttp` app on
 //! the same server, so it shares the process, the shutdown and the metrics registry.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,8 @@ pub struct Admin {
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// Explanations of traced requests (`server.trace`): `GET /trace/<id>`.
     pub traces: Arc<crate::trace::Traces>,
+    /// Tracing, when configured: not ready until its exporter has started.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -47,6 +50,7 @@ impl Admin {
         self.listeners_up.load(Ordering::Acquire)
             && !*self.draining.borrow()
             && self.current.load().keys.is_ready()
+            && self.telemetry.as_ref().is_none_or(|t| t.started())
     }
 }
 

@@ -186,6 +186,8 @@ pub async fn explain(model: &Model, q: &Question) -> Result<Explanation, String>
         inflight: Arc::new(AtomicUsize::new(0)),
         limits: Arc::new(limits),
         traces: Arc::new(Traces::new(1, Duration::ZERO)),
+        // A dry run exports no spans.
+        telemetry: None,
     };
     let mut req = q.request()?;
     // The route the request reaches (the real route choice, on a copy): its policy's keys are

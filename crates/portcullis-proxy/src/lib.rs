@@ -28,6 +28,7 @@ mod routes;
 mod server;
 mod shutdown;
 pub mod subscriptions;
+pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod values;

@@ -113,6 +113,11 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     /// `portcullis_upstream_health_checks_total{route, peer, result}`: probes by result.
     pub health_checks: IntCounterVec,
+    /// `portcullis_otel_spans_dropped_total`: spans not exported (queue full, or the collector did
+    /// not take their batch).
+    pub otel_spans_dropped: IntCounter,
+    /// `portcullis_otel_spans_exported_total`: spans the collector took.
+    pub otel_spans_exported: IntCounter,
     /// `portcullis_log_lines_dropped_total`: log lines dropped because the log queue was full
     /// (synced from the log writer's own count when `/metrics` is rendered).
     log_lines_dropped: IntCounter,
@@ -230,8 +235,20 @@ impl Metrics {
             "Health-check probes by route, peer (address) and result: success, unexpected_status, timeout, connect_error, response_error.",
             &["route", "peer", "result"],
         )?;
+        let otel_spans_dropped = IntCounter::new(
+            "portcullis_otel_spans_dropped_total",
+            "Trace spans not exported: the export queue was full (server.telemetry.otlp.max-queue-size) or the collector did not take their batch (down, timeout, refused).",
+        )?;
+        registry.register(Box::new(otel_spans_dropped.clone()))?;
+        let otel_spans_exported = IntCounter::new(
+            "portcullis_otel_spans_exported_total",
+            "Trace spans the OTLP collector accepted.",
+        )?;
+        registry.register(Box::new(otel_spans_exported.clone()))?;
         Ok(Metrics {
             registry,
+            otel_spans_dropped,
+            otel_spans_exported,
             requests,
             request_duration,
             ready,

@@ -619,15 +619,21 @@ impl<'r> Run<'r> {
             return Ok(None);
         }
         let at = ctx.trace.as_ref().and_then(|t| t.at);
-        let outcome = authenticate(
+        let auth = authenticate(
             &parts,
             policy,
             &generation.keys,
             self.policy_id,
             &generation.token_cache,
             at,
-        )
-        .await;
+        );
+        // Traced: a key fetch this request waits for is a child of its span.
+        let outcome = match &ctx.otel {
+            Some(otel) => {
+                opentelemetry::context::FutureExt::with_context(auth, otel.cx.clone()).await
+            }
+            None => auth.await,
+        };
         if let Some(t) = ctx.trace.as_deref_mut() {
             let now = at.unwrap_or_else(unix_now);
             crate::explain::record_token(

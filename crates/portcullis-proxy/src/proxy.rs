@@ -22,6 +22,11 @@
 //! - `fail_to_proxy`: 502/504 (and pingora's other error statuses) with the JSON body shape.
 //! - `suppress_error_log`: a client that hung up mid-request is logged by `logging`, not as an ERROR.
 //! - `logging`: one line and one counter per request, whatever path it took.
+//!
+//! With `server.telemetry`, `request_filter` also starts the request's span (continuing the
+//! client's W3C trace context), `upstream_request_filter` starts the upstream call's span and
+//! gives the backend its `traceparent`, and `logging` ends both (see `telemetry.rs`). Without it,
+//! each of those is one `Option` test.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -52,6 +57,7 @@ use crate::respond::{
 };
 use crate::routes::{with_base, Route};
 use crate::subscriptions::Verdict;
+use crate::telemetry::{Outcome, RequestTrace, Telemetry, TRACEPARENT, TRACESTATE};
 
 /// Everything the request path reads; shared by all workers.
 #[derive(Debug)]
@@ -68,6 +74,9 @@ pub struct Gateway {
     pub limits: Arc<Store>,
     /// Explanations of traced requests (`server.trace`), read by the admin listener.
     pub traces: Arc<crate::trace::Traces>,
+    /// OpenTelemetry tracing (`server.telemetry`); `None`: off, nothing traced, trace headers
+    /// passed through untouched.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Decrements the in-flight count when the request's context is dropped, whatever path it took.
@@ -121,6 +130,8 @@ pub struct Ctx {
     pub(crate) policy: Option<PolicyId>,
     /// The subscription whose key was accepted (index into the generation's subscriptions).
     pub(crate) subscription: Option<usize>,
+    /// The request's OpenTelemetry spans (`server.telemetry` only).
+    pub(crate) otel: Option<Box<RequestTrace>>,
 }
 
 impl Ctx {
@@ -149,6 +160,7 @@ impl Ctx {
             trace: None,
             policy: None,
             subscription: None,
+            otel: None,
         }
     }
 }
@@ -421,6 +433,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(telemetry) = &self.telemetry {
+            let req = session.req_header();
+            ctx.otel = telemetry.start_request(req.method.as_str(), &req.headers);
+        }
         let peer = pipeline::peer(session);
         let mut x = Exchange {
             req: session.req_header_mut(),
@@ -577,6 +593,31 @@ impl ProxyHttp for Gateway {
             let overrides = std::mem::take(&mut ctx.forwarding_overrides);
             pipeline::apply_forwarding_overrides(upstream, overrides)?;
         }
+        if let Some(trace) = ctx.otel.as_deref_mut() {
+            // The gateway's span is the backend's parent: the client's own trace headers (or a
+            // set-header's) are replaced, never forwarded beside ours.
+            let tracer = self.telemetry.as_deref().and_then(Telemetry::tracer);
+            if let Some(tracer) = tracer {
+                let origin = |peer: &crate::routes::Peer| {
+                    let scheme = if peer.tls { "https" } else { "http" };
+                    format!("{scheme}://{}", peer.host.to_str().unwrap_or("-"))
+                };
+                let target = match ctx.backend.and_then(|id| ctx.generation.routes.backend(id)) {
+                    Some(backend) => origin(&backend.peer),
+                    None => route
+                        .peer(ctx.peer)
+                        .map_or_else(String::new, |p| origin(&p)),
+                };
+                let (traceparent, tracestate) =
+                    trace.start_upstream(tracer, upstream.method.as_str(), &target);
+                upstream.insert_header(TRACEPARENT, traceparent)?;
+                if let Some(state) = tracestate {
+                    upstream.insert_header(TRACESTATE, state)?;
+                } else {
+                    upstream.remove_header(TRACESTATE);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -599,6 +640,9 @@ impl ProxyHttp for Gateway {
                 // The gateway's CORS decision replaces the backend's own, if it sent one.
                 response.insert_header(name.clone(), value.clone())?;
             }
+        }
+        if let Some(otel) = &ctx.otel {
+            otel.upstream_status(response.status.as_u16());
         }
         let peer = pipeline::peer(session);
         pipeline::outbound(self, session.req_header(), peer, ctx, response);
@@ -699,6 +743,17 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         let req = session.req_header();
+        if let Some(trace) = ctx.otel.take() {
+            let policy = ctx.generation.request_policy(ctx);
+            trace.end(&Outcome {
+                route,
+                policy: policy.map(|p| p.name.as_str()),
+                status,
+                reason,
+                path: req.uri.path(),
+                request_id,
+            });
+        }
         tracing::info!(
             route,
             method = %req.method,

@@ -588,6 +588,7 @@ impl Reloader {
                 "server.rate-limit-store",
                 old.rate_limit_store != new.rate_limit_store,
             ),
+            ("server.telemetry", old.telemetry != new.telemetry),
         ];
         for (key, _) in changed.iter().filter(|(_, c)| *c) {
             tracing::warn!(

@@ -1,7 +1,7 @@
 //! Model -> running gateway: build the runtime pieces (the first config generation: routes with
 //! resolved peers, key store, token cache; metrics), bind every listener, assemble the pingora
 //! server (proxy service, admin service, the reloader as a background service that also runs the
-//! key refresher), then block in [`BoundGateway::run`].
+//! key refresher; the telemetry exporter when configured), then block in [`BoundGateway::run`].
 //!
 //! Binding happens in [`bind`], before pingora starts, so the caller learns the real addresses
 //! (port 0) before anything blocks; `portcullis run` prints them, `portcullis demo` and tests read
@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{arm_sighup, Generation, Reloader};
 use crate::shutdown::{ShutdownHandle, Signals};
+use crate::telemetry::{Telemetry, TelemetryService};
 use crate::tls::ListenerCerts;
 use crate::KeyStore;
 
@@ -196,12 +197,21 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         metrics.rate_limit_store_errors.clone(),
     )?);
     let traces = Arc::new(traces_for(model));
+    // Tracing: built now, started by its background service (after pingora's fork).
+    let telemetry = model.server.telemetry.clone().map(|config| {
+        Telemetry::new(
+            config,
+            metrics.otel_spans_dropped.clone(),
+            metrics.otel_spans_exported.clone(),
+        )
+    });
     let gateway = || Gateway {
         current: current.clone(),
         metrics: metrics.clone(),
         inflight: inflight.clone(),
         limits: limits.clone(),
         traces: traces.clone(),
+        telemetry: telemetry.clone(),
     };
     // pingora's h2c switch is per service, and it costs a peek at the first 24 bytes of every
     // request on the connection: listeners with `h2c: true` get a service of their own, so the
@@ -247,6 +257,10 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         ));
     }
 
+    let telemetry_service = telemetry.clone().map(|telemetry| TelemetryService {
+        telemetry,
+        current: current.clone(),
+    });
     let admin_addr = match &model.server.admin {
         Some(addr) => Some(add_admin(
             &mut server,
@@ -258,14 +272,19 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
                 listeners_up,
                 draining: drain_rx.clone(),
                 traces,
+                telemetry: telemetry.clone(),
             },
             drain_rx,
         )?),
         None => None,
     };
     server.add_service(background_service("config reload and key store", reloader));
+    if let Some(service) = telemetry_service {
+        server.add_service(background_service("telemetry", service));
+    }
 
-    let (signals, handle) = Signals::new(drain_tx, inflight, model.server.shutdown_grace);
+    let (signals, handle) =
+        Signals::new(drain_tx, inflight, model.server.shutdown_grace, telemetry);
     Ok(BoundGateway {
         server,
         signals,

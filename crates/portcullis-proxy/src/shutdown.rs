@@ -5,6 +5,7 @@
 //! listening services run on (accept loops stop, keep-alive connections close after their current
 //! request), then waits until no request is in flight or `server.shutdown-grace` has passed, and
 //! only then tells pingora to terminate, with its grace period set to 0 and a 1 s runtime stop.
+//! A graceful stop then flushes the spans waiting for export (`server.telemetry`).
 //! A [`ShutdownHandle`] does the same from code (the demo, in-process tests).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +16,8 @@ use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+
+use crate::telemetry::Telemetry;
 
 /// How a stop was requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,7 @@ pub struct Signals {
     inflight: Arc<AtomicUsize>,
     grace: Duration,
     requested: Arc<watch::Sender<Option<Stop>>>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Signals {
@@ -50,6 +54,7 @@ impl Signals {
         drain: watch::Sender<bool>,
         inflight: Arc<AtomicUsize>,
         grace: Duration,
+        telemetry: Option<Arc<Telemetry>>,
     ) -> (Signals, ShutdownHandle) {
         let requested = Arc::new(watch::channel(None).0);
         let handle = ShutdownHandle(requested.clone());
@@ -58,6 +63,7 @@ impl Signals {
             inflight,
             grace,
             requested,
+            telemetry,
         };
         (signals, handle)
     }
@@ -93,6 +99,19 @@ impl Signals {
     }
 }
 
+impl Signals {
+    /// Export the spans still waiting (the drained requests' included) before pingora stops its
+    /// runtimes; bounded by the exporter's timeout. Only on a graceful stop: SIGINT means now.
+    async fn flush_spans(&self) {
+        if let Some(telemetry) = self.telemetry.clone() {
+            let flushed = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+            if let Err(e) = flushed {
+                tracing::warn!(error = %e, "telemetry: the flush did not finish");
+            }
+        }
+    }
+}
+
 /// Resolves on the next signal; never when the signal could not be watched.
 async fn recv(sig: Option<&mut tokio::signal::unix::Signal>) {
     if let Some(s) = sig {
@@ -110,6 +129,7 @@ impl ShutdownSignalWatch for Signals {
             Stop::Graceful => {
                 tracing::info!(grace = ?self.grace, "graceful shutdown: draining");
                 self.drain().await;
+                self.flush_spans().await;
                 ShutdownSignal::GracefulTerminate
             }
             Stop::Immediate => {

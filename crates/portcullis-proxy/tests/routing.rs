@@ -62,6 +62,7 @@ fn model(routes: Vec<Route>) -> Model {
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),
             trace: None,
+            telemetry: None,
         },
         policies: Vec::new(),
         routes,

@@ -53,6 +53,29 @@ impl RecordedRequest {
         }
     }
 
+    /// The W3C `traceparent` received, when there is exactly one of the version-00 shape.
+    pub fn traceparent(&self) -> Option<TraceParent> {
+        let value = self.header("traceparent")?;
+        let mut parts = value.split('-');
+        let (version, trace_id, parent_id, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let shaped = parts.next().is_none()
+            && version == "00"
+            && hex(trace_id, 32)
+            && hex(parent_id, 16)
+            && hex(flags, 2);
+        shaped.then(|| TraceParent {
+            trace_id: trace_id.to_owned(),
+            parent_id: parent_id.to_owned(),
+            flags: flags.to_owned(),
+        })
+    }
+
     /// The echo body: `{"method", "path", "query", "headers": {name: value}}` (repeated headers
     /// joined with ", ").
     pub fn echo_json(&self) -> serde_json::Value {
@@ -75,6 +98,44 @@ impl RecordedRequest {
             "headers": headers,
         })
     }
+}
+
+/// A `traceparent` as the backend received it (lower-case hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// Trace id (32 hex digits).
+    pub trace_id: String,
+    /// The caller's span id (16 hex digits): the gateway's span.
+    pub parent_id: String,
+    /// Trace flags (2 hex digits).
+    pub flags: String,
+}
+
+impl TraceParent {
+    /// The backend's own span for this request, as an instrumented backend would make it: same
+    /// trace, the received parent id as its parent, a fresh span id.
+    pub fn child(&self) -> ChildSpan {
+        use std::hash::BuildHasher as _;
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let seed = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = std::collections::hash_map::RandomState::new().hash_one(seed) | 1;
+        ChildSpan {
+            trace_id: self.trace_id.clone(),
+            parent_span_id: self.parent_id.clone(),
+            span_id: format!("{id:016x}"),
+        }
+    }
+}
+
+/// A backend span made from a received `traceparent` ([`TraceParent::child`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSpan {
+    /// Trace id (the caller's).
+    pub trace_id: String,
+    /// Parent span id (the caller's span).
+    pub parent_span_id: String,
+    /// This span's id.
+    pub span_id: String,
 }
 
 /// How the backend answers.

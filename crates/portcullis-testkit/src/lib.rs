@@ -1,5 +1,5 @@
-//! Test and demo helpers: a recording echo backend, a JWKS/discovery server, a real
-//! `redis-server`, port-0 helpers and readiness waits. Real HTTP (and RESP) over loopback; nothing
+//! Test and demo helpers: a recording echo backend, a JWKS/discovery server, an OTLP trace
+//! receiver, a real `redis-server`, port-0 helpers and readiness waits. Real HTTP (and RESP) over loopback; nothing
 //! here mocks the thing under test.
 #![warn(missing_docs)]
 
@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod idp_keys;
 pub mod jwe;
 pub mod jwks_server;
+pub mod otlp;
 pub mod pki;
 pub mod ports;
 pub mod redis;

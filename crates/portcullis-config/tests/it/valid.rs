@@ -993,3 +993,83 @@ fn decryption_keys_in_validate_jwt_and_validate_azure_ad_token() {
         "{debug}"
     );
 }
+
+#[test]
+fn telemetry_defaults_and_every_key() {
+    use portcullis_config::telemetry::{OtlpProtocol, Telemetry};
+    let (m, _) = load_ok(&format!("{SERVER}{}", route("none")));
+    assert_eq!(m.server.telemetry, None);
+
+    // An http/protobuf endpoint without a path gets the OTLP traces path; defaults elsewhere.
+    let yaml = format!(
+        "{SERVER}  telemetry:\n    otlp: {{ endpoint: \"http://collector:4318\" }}\n{}",
+        route("none")
+    );
+    let (m, warnings) = load_ok(&yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let t: Telemetry = m.server.telemetry.expect("telemetry");
+    assert_eq!(t.otlp.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(t.otlp.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(t.otlp.timeout, Duration::from_secs(10));
+    assert_eq!(t.otlp.max_queue_size, 2048);
+    assert_eq!(t.otlp.export_interval, Duration::from_secs(5));
+    assert!(t.otlp.headers.is_empty());
+    assert_eq!(t.service_name, "portcullis");
+    assert!((t.sample_ratio - 1.0).abs() < f64::EPSILON);
+
+    let yaml = format!(
+        "{SERVER}  telemetry:\n    service-name: edge-gw\n    sample-ratio: 0.25\n    otlp:\n      endpoint: http://collector:4317\n      protocol: grpc\n      headers: {{ X-Api-Key: k3y }}\n      timeout: 2s\n      max-queue-size: 64\n      export-interval: 100ms\n{}",
+        route("none")
+    );
+    let (m, _) = load_ok(&yaml);
+    let t = m.server.telemetry.expect("telemetry");
+    assert_eq!(t.otlp.endpoint, "http://collector:4317");
+    assert_eq!(t.otlp.protocol, OtlpProtocol::Grpc);
+    assert_eq!(
+        t.otlp.headers,
+        vec![("x-api-key".to_owned(), "k3y".to_owned())]
+    );
+    assert_eq!(t.otlp.timeout, Duration::from_secs(2));
+    assert_eq!(t.otlp.max_queue_size, 64);
+    assert_eq!(t.otlp.export_interval, Duration::from_millis(100));
+    assert_eq!(t.service_name, "edge-gw");
+    assert!((t.sample_ratio - 0.25).abs() < f64::EPSILON);
+
+    // An http/protobuf endpoint with a path is used as written.
+    let yaml = format!(
+        "{SERVER}  telemetry:\n    sample-ratio: 0\n    otlp: {{ endpoint: \"https://otel.example/otlp/traces\" }}\n{}",
+        route("none")
+    );
+    let t = load_ok(&yaml).0.server.telemetry.expect("telemetry");
+    assert_eq!(t.otlp.endpoint, "https://otel.example/otlp/traces");
+    assert_eq!(t.sample_ratio, 0.0);
+}
+
+#[test]
+fn telemetry_needs_an_endpoint_and_never_quotes_header_values() {
+    let rendered = refused(&format!(
+        "{SERVER}  telemetry: {{ service-name: gw }}\n{}",
+        route("none")
+    ));
+    assert!(
+        rendered.contains("g.yaml:3:14: error: telemetry needs `otlp:"),
+        "{rendered}"
+    );
+    let rendered = refused(&format!(
+        "{SERVER}  telemetry:\n    otlp: {{ protocol: grpc }}\n{}",
+        route("none")
+    ));
+    assert!(
+        rendered.contains("g.yaml:4:11: error: otlp needs `endpoint:`"),
+        "{rendered}"
+    );
+    let rendered = refused(&format!(
+        "{SERVER}  telemetry:\n    otlp: {{ endpoint: \"http://c:4318\", headers: {{ authorization: \"Bearer s3cret\\n\" }} }}\n{}",
+        route("none")
+    ));
+    assert!(
+        rendered.contains("the value of header `authorization` is not a valid header value"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("s3cret"), "{rendered}");
+}

@@ -76,6 +76,7 @@ pub fn model(policies: Vec<PolicyModel>) -> Model {
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),
             trace: None,
+            telemetry: None,
         },
         policies,
         routes: Vec::new(),

@@ -29,6 +29,7 @@ mod reload;
 mod routing_tricks;
 mod subscriptions;
 mod support;
+mod telemetry;
 mod templates;
 mod transforms;
 mod upstream_tls;

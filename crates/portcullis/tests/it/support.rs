@@ -70,6 +70,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),
             trace: None,
+            telemetry: None,
         },
         policies: policies
             .into_iter()
@@ -181,6 +182,14 @@ impl InProcess {
         let url = format!("http://{}/metrics", self.admin());
         let resp = reqwest::get(url).await.unwrap();
         resp.text().await.unwrap()
+    }
+
+    /// Stops as SIGTERM would (drain, then the telemetry flush) and waits until it has stopped.
+    pub fn stop_gracefully(mut self) {
+        self.handle.stop(Stop::Graceful);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 
     /// Polls `/readyz` until 200 (bounded): the gateway's own readiness, not a guess.

@@ -581,7 +581,7 @@ async fn the_binary_runs_a_config_file_and_stops_on_sigterm() {
 
 /// A client that hangs up in the middle of its request body: nothing can be answered, and it is
 /// neither the gateway's nor the upstream's failure, so it is recorded as `ClientClosedRequest`
-/// with status 499 (as nginx records it), not as a `ProxyError`.
+/// with status 499 (as nginx records it; or the status already written), not as a `ProxyError`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_hanging_up_mid_body_is_recorded_as_client_closed() {
     let backend = Backend::start().unwrap();
@@ -599,9 +599,15 @@ async fn a_client_hanging_up_mid_body_is_recorded_as_client_closed() {
     .unwrap();
     conn.flush().unwrap();
     drop(conn);
-    let line =
-        r#"portcullis_requests_total{reason="ClientClosedRequest",route="open",status="499"} 1"#;
-    let metrics = poll_text(500, || gw.metrics(), |text| text.contains(line)).await;
-    assert!(metrics.contains(line), "{metrics}");
+    // 499 when nothing was answered yet; the status already written when the backend answered
+    // before the gateway found the body cut short (it may: a backend need not read it all).
+    let counted = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with(r#"portcullis_requests_total{reason="ClientClosedRequest",route="open","#)
+                && (l.ends_with(r#"status="499"} 1"#) || l.ends_with(r#"status="200"} 1"#))
+        })
+    };
+    let metrics = poll_text(500, || gw.metrics(), |text| counted(text)).await;
+    assert!(counted(&metrics), "{metrics}");
     assert!(!metrics.contains(r#"reason="ProxyError""#), "{metrics}");
 }

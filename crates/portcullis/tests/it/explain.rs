@@ -111,8 +111,7 @@ async fn ask(s: &Setup, path: &str, token: Option<&str>, headers: &[&str]) -> Ex
         url: format!("http://api.test{path}"),
         headers: headers.iter().map(|h| (*h).to_owned()).collect(),
         token: token.map(str::to_owned),
-        at: None,
-        client_ip: None,
+        ..Default::default()
     };
     explain(&s.model, &q).await.unwrap()
 }

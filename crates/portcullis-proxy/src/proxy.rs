@@ -355,7 +355,9 @@ impl Gateway {
                     let name = policy
                         .and_then(|id| generation.policy(id))
                         .map(|p| p.policy.name.as_str());
-                    let detail = generation.subscriptions.explain_pass(check, name, subscription);
+                    let detail = generation
+                        .subscriptions
+                        .explain_pass(check, name, subscription);
                     t.step(
                         "subscription key",
                         portcullis_explain::Verdict::Pass,

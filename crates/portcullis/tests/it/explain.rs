@@ -523,3 +523,246 @@ async fn traced_requests_leave_their_explanation_at_the_admin_listener() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+/// The config of [`more_reasons_name_their_step_and_fix`]: a route per pipeline answer, a route
+/// with a subscription, and policies that refuse an encrypted token and a missing scope with 403.
+fn more_yaml(idp: &IdpHandle) -> String {
+    let disc = idp.discovery_url();
+    let up = "http://backend.invalid:8080";
+    format!(
+        r#"
+server:
+  listen: "127.0.0.1:0"
+policies:
+  scope403:
+    validate-jwt: {{ openid-config: [{{ url: "{disc}" }}], audiences: [api://order] }}
+    scopes: {{ values: [orders.write] }}
+    insufficient-scope-httpcode: 403
+  jwe:
+    validate-jwt:
+      openid-config: [{{ url: "{disc}" }}]
+      audiences: [api://order]
+      decryption-keys: [{{ value: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", alg: A256KW }}]
+  ipf:
+    ip-filter: {{ action: allow, addresses: ["10.0.0.0/8"] }}
+  spa:
+    cors: {{ allowed-origins: ["http://app.local"], allowed-methods: [GET] }}
+  ret:
+    inbound:
+      - return-response: {{ status: 200, body: "hello" }}
+  mock:
+    inbound:
+      - mock-response: {{ status-code: 200, content-type: application/json }}
+  rw:
+    inbound:
+      - rewrite-uri: {{ template: "/${{query:seg}}/{{id}}" }}
+  base:
+    inbound:
+      - set-header: {{ name: x-p, value: base }}
+  gold:
+    inbound:
+      - set-header: {{ name: x-p, value: gold }}
+subscriptions:
+  gold-dev: {{ scope: product, product: gold }}
+  orders-dev: {{ scope: api, api: orders }}
+  old: {{ scope: all, state: suspended }}
+routes:
+  - {{ name: scope403, match: {{ path-prefix: /scope403 }}, upstream: "{up}", policy: scope403 }}
+  - {{ name: jwe, match: {{ path-prefix: /jwe }}, upstream: "{up}", policy: jwe }}
+  - {{ name: ipf, match: {{ path-prefix: /ipf }}, upstream: "{up}", policy: ipf }}
+  - {{ name: spa, match: {{ path-prefix: /spa }}, upstream: "{up}", policy: spa }}
+  - {{ name: ret, match: {{ path-prefix: /ret }}, upstream: "{up}", policy: ret }}
+  - {{ name: mock, match: {{ path-prefix: /mock }}, upstream: "{up}", policy: mock }}
+  - {{ name: rw, match: {{ path: "/rw/{{id}}" }}, upstream: "{up}", policy: rw }}
+  - name: sub
+    match: {{ path-prefix: /sub }}
+    upstream: "{up}"
+    subscription: {{ api: orders, products: {{ gold: gold }} }}
+    policy: base
+  - {{ name: any, match: {{ path-prefix: / }}, upstream: "{up}", policy: none }}
+"#
+    )
+}
+
+/// What explain says for a request the policy answers on purpose: passed, not forwarded, the
+/// answering step named, and the "nothing to fix" sentence.
+fn answered(e: &Explanation, reason: &str, step: &str) {
+    let shown = serde_json::to_string_pretty(e).unwrap();
+    let o = &e.outcome;
+    assert!(o.passed && !o.forwarded, "{shown}");
+    assert_eq!(o.reason, reason, "{shown}");
+    assert!(
+        e.steps
+            .iter()
+            .any(|s| s.step == step && s.verdict == Verdict::Answer),
+        "{shown}"
+    );
+    assert!(
+        o.fix
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("Nothing to fix"),
+        "{shown}"
+    );
+}
+
+/// The reasons of the pipeline, the request target and subscriptions that
+/// `every_token_reason...` and `gateway_reasons...` do not reach: each names its step and fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_reasons_name_their_step_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = idp(dir.path()).await;
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, more_yaml(&idp)).unwrap();
+    let (model, _) = portcullis_config::load(&path).unwrap();
+    let good = token(&idp);
+    let q = |method: &str, path: &str, headers: &[&str]| Question {
+        method: method.into(),
+        url: format!("http://api.test{path}"),
+        headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+        ..Default::default()
+    };
+    let ask = |q: Question| {
+        let model = model.clone();
+        async move { explain(&model, &q).await.unwrap() }
+    };
+
+    // 403 for a missing scope (`insufficient-scope-httpcode`).
+    let mut r = q("GET", "/scope403", &[]);
+    r.token = Some(good.clone());
+    let e = ask(r).await;
+    refused(
+        &e,
+        "TokenClaimValueNotAllowed",
+        "validate-jwt",
+        "wants all of [`orders.write`]",
+    );
+    assert_eq!(e.outcome.status, Some(403));
+
+    // A JWE no decryption key opens.
+    let header = b64(r#"{"alg":"A256KW","enc":"A256GCM","cty":"JWT"}"#);
+    let jwe = format!(
+        "{header}.{}.{}.{}.{}",
+        b64("k".repeat(40).as_str()),
+        b64("iviviviviviv"),
+        b64("cipher"),
+        b64("tagtagtagtagtagt")
+    );
+    let mut r = q("GET", "/jwe", &[]);
+    r.token = Some(jwe);
+    let e = ask(r).await;
+    refused(
+        &e,
+        "TokenDecryptionFailed",
+        "validate-jwt",
+        "`decryption-keys`",
+    );
+
+    // ip-filter: an address outside the list, and no address at all.
+    let mut r = q("GET", "/ipf", &[]);
+    r.client_ip = Some("192.0.2.7".parse().unwrap());
+    let e = ask(r).await;
+    refused(
+        &e,
+        "CallerIpNotAllowed",
+        "ip-filter",
+        "`server.trusted-proxies`",
+    );
+    assert!(
+        e.steps.iter().any(|s| s.detail.contains("192.0.2.7")),
+        "{e:?}"
+    );
+    let mut r = q("GET", "/ipf", &[]);
+    r.client_ip = Some("10.1.2.3".parse().unwrap());
+    assert!(ask(r).await.outcome.forwarded);
+
+    // CORS: an origin not allowed; an allowed preflight answered by the gateway.
+    let e = ask(q(
+        "OPTIONS",
+        "/spa",
+        &[
+            "Origin: http://evil.test",
+            "Access-Control-Request-Method: GET",
+        ],
+    ))
+    .await;
+    // APIM's answer: an empty 200 without CORS headers (the browser blocks the call), so the
+    // request is not "refused" by status; the reason, the step and the fix say what to change.
+    assert_eq!(e.outcome.reason, "CorsOriginNotAllowed", "{e:?}");
+    assert_eq!(e.outcome.status, Some(200));
+    assert!(
+        e.steps
+            .iter()
+            .any(|s| s.step == "cors" && s.detail.contains("not allowed")),
+        "{e:?}"
+    );
+    assert!(
+        e.outcome
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("`allowed-origins`"),
+        "{e:?}"
+    );
+    let text = portcullis_explain::render_text(&e);
+    assert!(text.contains("Fix         Add the page's origin"), "{text}");
+    let e = ask(q(
+        "OPTIONS",
+        "/spa",
+        &[
+            "Origin: http://app.local",
+            "Access-Control-Request-Method: GET",
+        ],
+    ))
+    .await;
+    answered(&e, "CorsPreflight", "cors");
+
+    let e = ask(q("GET", "/ret", &[])).await;
+    answered(&e, "ReturnResponse", "return-response");
+    let e = ask(q("GET", "/mock", &[])).await;
+    answered(&e, "MockResponse", "mock-response");
+
+    let e = ask(q("GET", "/rw/7?seg=%2e%2e", &[])).await;
+    refused(
+        &e,
+        "InvalidRewrite",
+        "rewrite-uri",
+        "fix the template or the value it takes",
+    );
+
+    // The request target and the Host header.
+    for (method, path, headers, reason, fix) in [
+        ("get", "/x", &[][..], "MethodCase", "upper case"),
+        (
+            "GET",
+            "/a;jsessionid=1/b",
+            &[][..],
+            "PathParameter",
+            "`;` path parameter",
+        ),
+        (
+            "GET",
+            "/a/%252e%252e/b",
+            &[][..],
+            "DoubleEncodedPath",
+            "Encode the path once",
+        ),
+        (
+            "GET",
+            "/x",
+            &["Host: a.test", "Host: b.test"][..],
+            "InvalidHost",
+            "exactly one well-formed `Host`",
+        ),
+    ] {
+        let e = ask(q(method, path, headers)).await;
+        refused(&e, reason, "request target", fix);
+    }
+    let e = ask(Question {
+        method: "GET".into(),
+        url: "*".into(),
+        ..Default::default()
+    })
+    .await;
+    refused(&e, "InvalidRequestTarget", "request target", "origin-form");
+}

@@ -758,6 +758,69 @@ async fn more_reasons_name_their_step_and_fix() {
         let e = ask(q(method, path, headers)).await;
         refused(&e, reason, "request target", fix);
     }
+    // Subscriptions: missing, invalid (unknown key, suspended, sent twice), accepted (product
+    // key: the product's policy; API key: the route's), never the key in the explanation.
+    let mut keys = portcullis_proxy::SubscriptionKeys::new();
+    for arg in ["gold-dev=g-key-1", "orders-dev=o-key-1", "old=x-key-1"] {
+        keys.add_arg(arg).unwrap();
+    }
+    let sub = |headers: &[&str]| {
+        let mut r = q("GET", "/sub", headers);
+        r.subscription_keys = keys.clone();
+        r
+    };
+    let e = ask(sub(&[])).await;
+    refused(&e, "SubscriptionKeyMissing", "subscription key",
+        "in the `ocp-apim-subscription-key` header or the `subscription-key` query parameter: a subscription of scope `all`, API `orders`, product `gold` (active ones that do: gold-dev, orders-dev)");
+    for key in ["nope", "x-key-1"] {
+        let e = ask(sub(&[&format!("Ocp-Apim-Subscription-Key: {key}")])).await;
+        refused(&e, "SubscriptionKeyInvalid", "subscription key",
+            "not the key of an active subscription covering route `sub`: send the key of a subscription of scope `all`, API `orders`, product `gold` (active ones that do: gold-dev, orders-dev)");
+        assert!(!serde_json::to_string(&e).unwrap().contains(key));
+    }
+    let e = ask(sub(&[
+        "Ocp-Apim-Subscription-Key: g-key-1",
+        "Ocp-Apim-Subscription-Key: g-key-1",
+    ]))
+    .await;
+    refused(
+        &e,
+        "SubscriptionKeyInvalid",
+        "subscription key",
+        "Send the subscription key once",
+    );
+    let e = ask(sub(&["Ocp-Apim-Subscription-Key: g-key-1"])).await;
+    assert!(e.outcome.forwarded, "{e:?}");
+    assert_eq!(e.policy.as_deref(), Some("gold"));
+    let step = e
+        .steps
+        .iter()
+        .find(|s| s.step == "subscription key")
+        .unwrap();
+    assert_eq!(step.detail, "key of subscription `gold-dev` (product `gold`) accepted; runs the product's policy `gold`");
+    let mut r = sub(&[]);
+    r.url = "http://api.test/sub?subscription-key=o-key-1".into();
+    let e = ask(r).await;
+    assert!(e.outcome.forwarded, "{e:?}");
+    let step = e
+        .steps
+        .iter()
+        .find(|s| s.step == "subscription key")
+        .unwrap();
+    assert_eq!(
+        step.detail,
+        "key of subscription `orders-dev` (API `orders`) accepted; runs the route's policy `base`"
+    );
+    // (The request's own target, echoed under `request`, holds the query as sent.)
+    assert!(!serde_json::to_string(&(&e.steps, &e.outcome))
+        .unwrap()
+        .contains("o-key-1"));
+    // A key for a subscription the config does not name: refused, as `run` refuses it.
+    let mut r = sub(&[]);
+    r.subscription_keys.add_arg("typo=secret-9").unwrap();
+    let err = explain(&model, &r).await.unwrap_err();
+    assert!(err.contains("`typo`") && !err.contains("secret-9"), "{err}");
+
     let e = ask(Question {
         method: "GET".into(),
         url: "*".into(),

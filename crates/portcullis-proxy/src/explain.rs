@@ -321,6 +321,9 @@ pub fn record_token(
     now: UnixTime,
     outcome: &Result<Verified, AuthError>,
 ) {
+    if let TokenSource::Query { name } = &policy.token_source {
+        t.hide_query_parameter(name);
+    }
     let step = if policy.report_only {
         "validate-jwt (report-only)"
     } else {

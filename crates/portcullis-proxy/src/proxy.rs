@@ -337,6 +337,9 @@ impl Gateway {
         ctx.policy = route.policy;
         let check = route.subscription.as_ref()?;
         let preflight = route.keyless_cors && crate::cors::preflight_method(req).is_some();
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            t.hide_query_parameter(check.query_name());
+        }
         let verdict = generation.subscriptions.check(
             check,
             route.policy,

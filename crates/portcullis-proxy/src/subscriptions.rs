@@ -182,6 +182,11 @@ pub struct RouteSubscription {
 }
 
 impl RouteSubscription {
+    /// The query parameter the key may be sent in.
+    pub fn query_name(&self) -> &str {
+        &self.query
+    }
+
     /// From the model (product policies resolved to ids; the checker made sure they exist).
     pub fn build(s: &portcullis_config::RouteSubscription, model: &Model) -> RouteSubscription {
         RouteSubscription {

@@ -825,6 +825,66 @@ async fn more_reasons_name_their_step_and_fix() {
     // The key sent in the query is hidden in the recorded target too.
     assert_eq!(e.request.target, "/sub?subscription-key=***");
     assert!(!serde_json::to_string(&e).unwrap().contains("o-key-1"));
+    // The binary takes `run`'s flags: a keys file and `--subscription-key`; without them the key
+    // opens nothing; a bad keys file is an argument error (exit 2) that does not show the key.
+    let keys_file = dir.path().join("keys.txt");
+    std::fs::write(&keys_file, "# keys\norders-dev=o-key-1\n").unwrap();
+    let bad_file = dir.path().join("bad.txt");
+    std::fs::write(&bad_file, "o-key-1\n").unwrap();
+    let run = {
+        let path = path.clone();
+        move |args: Vec<String>| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(["explain", "-c"])
+                .arg(&path)
+                .args([
+                    "http://api.test/sub",
+                    "-H",
+                    "Ocp-Apim-Subscription-Key: o-key-1",
+                ])
+                .args(args)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.code().unwrap(), text)
+        }
+    };
+    let file = keys_file.display().to_string();
+    let bad = bad_file.display().to_string();
+    let (results, text) = tokio::task::spawn_blocking(move || {
+        let results = [
+            run(vec!["--subscription-keys".into(), file]),
+            run(vec![
+                "--subscription-key".into(),
+                "orders-dev=o-key-1".into(),
+            ]),
+            run(vec![]),
+        ];
+        (results, run(vec!["--subscription-keys".into(), bad]))
+    })
+    .await
+    .unwrap();
+    for (code, out) in &results[..2] {
+        assert_eq!(*code, 0, "{out}");
+        assert!(
+            out.contains("key of subscription `orders-dev` (API `orders`) accepted"),
+            "{out}"
+        );
+    }
+    assert_eq!(results[2].0, 1, "{}", results[2].1);
+    assert!(
+        results[2].1.contains("SubscriptionKeyInvalid"),
+        "{}",
+        results[2].1
+    );
+    assert_eq!(text.0, 2, "{}", text.1);
+    assert!(
+        text.1.contains("line 1: expected NAME=KEY") && !text.1.contains("o-key-1"),
+        "{}",
+        text.1
+    );
+
     // A key for a subscription the config does not name: refused, as `run` refuses it.
     let mut r = sub(&[]);
     r.subscription_keys.add_arg("typo=secret-9").unwrap();

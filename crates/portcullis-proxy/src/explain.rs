@@ -7,6 +7,8 @@
 //! no backend is called; rate-limit counters start empty in process (a Redis store is never
 //! touched: explain cannot know the running gateway's counts); keys are fetched once, through the
 //! key store, for the chosen route's policy only. Time is the clock's unless `--at` says.
+//! Subscription keys come from the same flags as `run`'s ([`crate::SubscriptionKeyArgs`]): without
+//! them every key would be "invalid", which is not what the running gateway says.
 //!
 //! [`record_token`] is also what a live traced request (`server.trace`) records: one wording for
 //! both.

@@ -14,7 +14,7 @@ use portcullis_auth::{AuthError, Claim, ClaimKind, Claims, Policy, TokenSource};
 pub fn fix_for(reason: &str) -> Option<&'static str> {
     Some(match reason {
         "ok" => "Nothing to fix: the request is forwarded to the backend.",
-        "TokenNotPresent" => "Send the token where the policy reads it: by default `Authorization: Bearer <token>` (see `token-header` / `token-query-parameter` of the policy).",
+        "TokenNotPresent" => "Send the token where the policy reads it: by default `Authorization: Bearer <token>` (see `header-name` / `query-parameter-name` of the policy).",
         "TokenExpired" => "Get a new token. If it was issued moments ago, the clocks of the identity provider and the gateway disagree: fix them (NTP) or raise `clock-skew`.",
         "TokenNotYetValid" => "The token is valid only later (`nbf`, or `iat` in the future): the identity provider's clock runs ahead of the gateway's. Fix the clocks (NTP) or raise `clock-skew`.",
         "TokenSignatureInvalid" => "No key of the policy verifies the signature: the token was changed after it was issued, or signed with a key the policy does not trust. Get a new token from the issuer the policy names.",

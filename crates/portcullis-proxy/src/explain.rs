@@ -7,6 +7,8 @@
 //! no backend is called; rate-limit counters start empty in process (a Redis store is never
 //! touched: explain cannot know the running gateway's counts); keys are fetched once, through the
 //! key store, for the chosen route's policy only. Time is the clock's unless `--at` says.
+//! Subscription keys come from the same flags as `run`'s ([`crate::SubscriptionKeyArgs`]): without
+//! them every key would be "invalid", which is not what the running gateway says.
 //!
 //! [`record_token`] is also what a live traced request (`server.trace`) records: one wording for
 //! both.
@@ -33,7 +35,7 @@ use crate::pipeline::Exchange;
 use crate::proxy::{Ctx, Gateway};
 use crate::reload::Generation;
 use crate::trace::{Recorder, Traces};
-use crate::{KeyStore, EXIT_INVALID_CONFIG};
+use crate::{KeyStore, SubscriptionKeys, EXIT_INVALID_CONFIG};
 
 /// Exit code: the request would pass (forwarded, or answered by the policy on purpose).
 pub const EXIT_PASS: u8 = 0;
@@ -65,6 +67,10 @@ pub struct ExplainArgs {
     /// The client address `ip-filter` and `rate-limit-by-key` on the IP see (default: unknown).
     #[arg(long, value_name = "IP")]
     pub client_ip: Option<IpAddr>,
+    /// `--subscription-key NAME=KEY`, `--subscription-keys FILE`: the keys `run` would be given
+    /// (a route with `subscription:` checks the request's key against them).
+    #[command(flatten)]
+    pub subscriptions: crate::SubscriptionKeyArgs,
     /// Print the explanation as JSON (the shape of the admin listener's `/trace/<id>`).
     #[arg(long)]
     pub json: bool,
@@ -85,6 +91,8 @@ pub struct Question {
     pub at: Option<UnixTime>,
     /// The client address.
     pub client_ip: Option<IpAddr>,
+    /// The subscription keys the gateway is given (`--subscription-key`).
+    pub subscription_keys: SubscriptionKeys,
 }
 
 /// Parses `--at`: Unix seconds or RFC 3339.
@@ -174,7 +182,14 @@ pub async fn explain(model: &Model, q: &Question) -> Result<Explanation, String>
     let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
     let keys = KeyStore::with_options(model, metrics.registry(), Default::default())
         .map_err(|e| e.to_string())?;
-    let generation = Arc::new(Generation::build_unresolved(model, keys.clone(), &metrics));
+    // A key for a subscription the config does not name is refused, as `run` refuses it.
+    q.subscription_keys.check(model)?;
+    let generation = Arc::new(Generation::build_unresolved(
+        model,
+        keys.clone(),
+        &metrics,
+        &q.subscription_keys,
+    ));
     let limits = crate::limits::Store::build(
         &RateLimitStore::InProcess,
         metrics.rate_limit_store_errors.clone(),
@@ -250,6 +265,13 @@ pub fn run(args: ExplainArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
+    let subscription_keys = match args.subscriptions.keys() {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
     let q = Question {
         method: args.method,
         url: args.url,
@@ -257,6 +279,7 @@ pub fn run(args: ExplainArgs) -> ExitCode {
         token: args.token,
         at,
         client_ip: args.client_ip,
+        subscription_keys,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -300,6 +323,9 @@ pub fn record_token(
     now: UnixTime,
     outcome: &Result<Verified, AuthError>,
 ) {
+    if let TokenSource::Query { name } = &policy.token_source {
+        t.hide_query_parameter(name);
+    }
     let step = if policy.report_only {
         "validate-jwt (report-only)"
     } else {

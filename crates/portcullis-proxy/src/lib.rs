@@ -70,6 +70,14 @@ pub struct RunArgs {
     /// `set-backend-service` base URLs), e.g. `https://api.contoso.com=http://127.0.0.1:3000`.
     #[arg(long = "map-upstream", value_name = "FROM=TO")]
     pub map_upstream: Vec<portcullis_config::UpstreamMap>,
+    /// `--subscription-key`, `--subscription-keys`.
+    #[command(flatten)]
+    pub subscriptions: SubscriptionKeyArgs,
+}
+
+/// The subscription key flags, shared by `run` and `explain` (one parser for both).
+#[derive(Debug, Default, clap::Args)]
+pub struct SubscriptionKeyArgs {
     /// A key of a subscription of `subscriptions:` (repeatable; give a subscription twice for
     /// its primary and secondary keys). Prefer `--subscription-keys`: arguments are visible to
     /// other local users.
@@ -122,6 +130,14 @@ impl RunArgs {
     /// The subscription keys of `--subscription-key` and `--subscription-keys`; `Err` says what
     /// is wrong without showing a key.
     pub fn subscription_keys(&self) -> Result<SubscriptionKeys, String> {
+        self.subscriptions.keys()
+    }
+}
+
+impl SubscriptionKeyArgs {
+    /// The keys of `--subscription-key` and `--subscription-keys`; `Err` says what is wrong
+    /// without showing a key.
+    pub fn keys(&self) -> Result<SubscriptionKeys, String> {
         let mut keys = SubscriptionKeys::new();
         for arg in &self.subscription_key {
             keys.add_arg(&arg.0)

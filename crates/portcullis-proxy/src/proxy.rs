@@ -260,14 +260,6 @@ impl Gateway {
             return Ok(Some(answer));
         };
         if let Some(answer) = self.check_subscription(req, ctx) {
-            if let Some(t) = ctx.trace.as_deref_mut() {
-                t.failed(
-                    "subscription key",
-                    answer.reason,
-                    "the route's API needs a valid subscription key",
-                    None,
-                );
-            }
             return Ok(Some(answer));
         }
         if templated {
@@ -345,6 +337,9 @@ impl Gateway {
         ctx.policy = route.policy;
         let check = route.subscription.as_ref()?;
         let preflight = route.keyless_cors && crate::cors::preflight_method(req).is_some();
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            t.hide_query_parameter(check.query_name());
+        }
         let verdict = generation.subscriptions.check(
             check,
             route.policy,
@@ -359,6 +354,19 @@ impl Gateway {
             } => {
                 ctx.policy = policy;
                 ctx.subscription = subscription;
+                if let Some(t) = ctx.trace.as_deref_mut() {
+                    let name = policy
+                        .and_then(|id| generation.policy(id))
+                        .map(|p| p.policy.name.as_str());
+                    let detail = generation
+                        .subscriptions
+                        .explain_pass(check, name, subscription);
+                    t.step(
+                        "subscription key",
+                        portcullis_explain::Verdict::Pass,
+                        detail,
+                    );
+                }
                 if let Some(i) = subscription {
                     self.metrics
                         .subscription_calls
@@ -368,6 +376,20 @@ impl Gateway {
                 None
             }
             refused => {
+                if let Some(t) = ctx.trace.as_deref_mut() {
+                    let (detail, fix) = generation.subscriptions.explain_refusal(
+                        check,
+                        &route.name,
+                        refused,
+                        &req.headers,
+                        req.uri.query(),
+                    );
+                    let reason = match refused {
+                        Verdict::Missing => crate::subscriptions::REASON_SUBSCRIPTION_KEY_MISSING,
+                        _ => crate::subscriptions::REASON_SUBSCRIPTION_KEY_INVALID,
+                    };
+                    t.failed("subscription key", reason, detail, Some(fix));
+                }
                 let cors = pipeline::cors_headers(&generation, route.policy, req);
                 ctx.response_headers.extend(cors);
                 Some(match refused {

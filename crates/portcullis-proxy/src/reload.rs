@@ -153,15 +153,21 @@ impl Generation {
 
     /// As [`Generation::build`] without resolving upstream host names (their peers are left
     /// empty): for `portcullis explain`, which never calls a backend and must not fail on a
-    /// host name only the gateway's network resolves.
-    pub fn build_unresolved(model: &Model, keys: Arc<KeyStore>, metrics: &Metrics) -> Self {
+    /// host name only the gateway's network resolves. `subscription_keys`: those explain was
+    /// given (`--subscription-key`), as `run` would be.
+    pub fn build_unresolved(
+        model: &Model,
+        keys: Arc<KeyStore>,
+        metrics: &Metrics,
+        subscription_keys: &SubscriptionKeys,
+    ) -> Self {
         Self::assemble(
             1,
             model,
             Routes::build_unresolved(model),
             keys,
             metrics,
-            &SubscriptionKeys::default(),
+            subscription_keys,
         )
     }
 

@@ -182,6 +182,11 @@ pub struct RouteSubscription {
 }
 
 impl RouteSubscription {
+    /// The query parameter the key may be sent in.
+    pub fn query_name(&self) -> &str {
+        &self.query
+    }
+
     /// From the model (product policies resolved to ids; the checker made sure they exist).
     pub fn build(s: &portcullis_config::RouteSubscription, model: &Model) -> RouteSubscription {
         RouteSubscription {
@@ -340,6 +345,119 @@ impl Subscriptions {
             }
         }
         Verdict::Invalid
+    }
+}
+
+/// How a scope reads in an explanation.
+fn scope_text(scope: &SubscriptionScope) -> String {
+    match scope {
+        SubscriptionScope::All => "scope `all`".to_owned(),
+        SubscriptionScope::Api(api) => format!("API `{api}`"),
+        SubscriptionScope::Product(product) => format!("product `{product}`"),
+    }
+}
+
+impl Subscriptions {
+    /// The scopes that cover `route` (all APIs, its API, its products), and the active
+    /// subscriptions that have one of them: what a refused request's fix sentence names.
+    fn covering(&self, route: &RouteSubscription) -> (Vec<String>, Vec<&str>) {
+        let mut scopes = vec![scope_text(&SubscriptionScope::All)];
+        scopes.extend(route.api.iter().map(|a| format!("API `{a}`")));
+        scopes.extend(route.products.iter().map(|(p, _)| format!("product `{p}`")));
+        let covers = |scope: &SubscriptionScope| match scope {
+            SubscriptionScope::All => true,
+            SubscriptionScope::Api(api) => route.api.as_deref() == Some(api.as_str()),
+            SubscriptionScope::Product(p) => route.products.iter().any(|(q, _)| q == p),
+        };
+        let names = self
+            .entries
+            .iter()
+            .filter(|e| e.active && covers(&e.scope))
+            .map(|e| e.name.as_str())
+            .collect();
+        (scopes, names)
+    }
+
+    /// The `subscription key` step of an explanation for a request that passed the check: which
+    /// subscription's key was accepted (its name and scope, never the key) and which policy that
+    /// chose (`policy`: its name, `None` for no policy).
+    pub fn explain_pass(
+        &self,
+        route: &RouteSubscription,
+        policy: Option<&str>,
+        subscription: Option<usize>,
+    ) -> String {
+        let runs = |whose: &str| match policy {
+            Some(name) => format!("runs {whose} policy `{name}`"),
+            None => format!("runs no policy ({whose} is `none`)"),
+        };
+        let Some(entry) = subscription.and_then(|i| self.entries.get(i)) else {
+            return if route.required {
+                format!(
+                    "no key needed: a CORS preflight the route's policy answers; {}",
+                    runs("the route's")
+                )
+            } else {
+                format!(
+                    "no key needed (`required: false`): any key sent is ignored; {}",
+                    runs("the route's")
+                )
+            };
+        };
+        let whose = match &entry.scope {
+            SubscriptionScope::Product(_) => "the product's",
+            _ => "the route's",
+        };
+        format!(
+            "key of subscription `{}` ({}) accepted; {}",
+            entry.name,
+            scope_text(&entry.scope),
+            runs(whose)
+        )
+    }
+
+    /// The detail and fix sentence of a refused check (`verdict` `Missing` or `Invalid`) for
+    /// `portcullis explain`: where the key is read, and which scopes and subscriptions would open
+    /// the route. Names only, never a key.
+    pub fn explain_refusal(
+        &self,
+        route: &RouteSubscription,
+        route_name: &str,
+        verdict: Verdict,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> (String, String) {
+        let (scopes, names) = self.covering(route);
+        let names = match names.is_empty() {
+            true => "none is configured and active: add one to `subscriptions:`".to_owned(),
+            false => format!("active ones that do: {}", names.join(", ")),
+        };
+        let place = format!(
+            "the `{}` header or the `{}` query parameter",
+            route.header, route.query
+        );
+        if verdict == Verdict::Missing {
+            return (
+                format!("route `{route_name}` needs a subscription key; the request sends none"),
+                format!(
+                    "Send the key of a subscription covering route `{route_name}` in {place}: a subscription of {} ({names}).",
+                    scopes.join(", ")
+                ),
+            );
+        }
+        if matches!(presented(route, headers, query), Presented::Several) {
+            return (
+                format!("the subscription key is sent more than once in {place}"),
+                format!("Send the subscription key once, in {place}: a key sent twice is refused (which copy a backend reads is its choice)."),
+            );
+        }
+        (
+            format!("no active subscription with the key sent covers route `{route_name}`"),
+            format!(
+                "The key is not the key of an active subscription covering route `{route_name}`: send the key of a subscription of {} ({names}); check its `state`, and that the gateway (and explain) is given it with `--subscription-key NAME=KEY`.",
+                scopes.join(", ")
+            ),
+        )
     }
 }
 

@@ -59,6 +59,28 @@ impl Recorder {
         }
     }
 
+    /// Hides the value of the query parameter `name` in the recorded target: a token or a
+    /// subscription key sent in the query is a secret, and an explanation (served by the admin
+    /// listener for a live request) never carries one.
+    pub fn hide_query_parameter(&mut self, name: &str) {
+        let target = &mut self.explanation.request.target;
+        let Some((path, query)) = target.split_once('?') else {
+            return;
+        };
+        let hidden: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _))
+                    if percent_encoding::percent_decode_str(k).decode_utf8_lossy() == name =>
+                {
+                    format!("{k}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        *target = format!("{path}?{}", hidden.join("&"));
+    }
+
     /// A step and its verdict.
     pub fn step(&mut self, step: impl Into<String>, verdict: Verdict, detail: impl Into<String>) {
         self.explanation.steps.push(StepNote {

@@ -111,8 +111,7 @@ async fn ask(s: &Setup, path: &str, token: Option<&str>, headers: &[&str]) -> Ex
         url: format!("http://api.test{path}"),
         headers: headers.iter().map(|h| (*h).to_owned()).collect(),
         token: token.map(str::to_owned),
-        at: None,
-        client_ip: None,
+        ..Default::default()
     };
     explain(&s.model, &q).await.unwrap()
 }
@@ -523,4 +522,380 @@ async fn traced_requests_leave_their_explanation_at_the_admin_listener() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+}
+
+/// The config of [`more_reasons_name_their_step_and_fix`]: a route per pipeline answer, a route
+/// with a subscription, and policies that refuse an encrypted token and a missing scope with 403.
+fn more_yaml(idp: &IdpHandle) -> String {
+    let disc = idp.discovery_url();
+    let up = "http://backend.invalid:8080";
+    format!(
+        r#"
+server:
+  listen: "127.0.0.1:0"
+policies:
+  scope403:
+    validate-jwt: {{ openid-config: [{{ url: "{disc}" }}], audiences: [api://order] }}
+    scopes: {{ values: [orders.write] }}
+    insufficient-scope-httpcode: 403
+  jwe:
+    validate-jwt:
+      openid-config: [{{ url: "{disc}" }}]
+      audiences: [api://order]
+      decryption-keys: [{{ value: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", alg: A256KW }}]
+  qtok:
+    validate-jwt: {{ openid-config: [{{ url: "{disc}" }}], audiences: [api://order], query-parameter-name: access_token }}
+  ipf:
+    ip-filter: {{ action: allow, addresses: ["10.0.0.0/8"] }}
+  spa:
+    cors: {{ allowed-origins: ["http://app.local"], allowed-methods: [GET] }}
+  ret:
+    inbound:
+      - return-response: {{ status: 200, body: "hello" }}
+  mock:
+    inbound:
+      - mock-response: {{ status-code: 200, content-type: application/json }}
+  rw:
+    inbound:
+      - rewrite-uri: {{ template: "/${{query:seg}}/{{id}}" }}
+  base:
+    inbound:
+      - set-header: {{ name: x-p, value: base }}
+  gold:
+    inbound:
+      - set-header: {{ name: x-p, value: gold }}
+subscriptions:
+  gold-dev: {{ scope: product, product: gold }}
+  orders-dev: {{ scope: api, api: orders }}
+  old: {{ scope: all, state: suspended }}
+routes:
+  - {{ name: scope403, match: {{ path-prefix: /scope403 }}, upstream: "{up}", policy: scope403 }}
+  - {{ name: jwe, match: {{ path-prefix: /jwe }}, upstream: "{up}", policy: jwe }}
+  - {{ name: qtok, match: {{ path-prefix: /qtok }}, upstream: "{up}", policy: qtok }}
+  - {{ name: ipf, match: {{ path-prefix: /ipf }}, upstream: "{up}", policy: ipf }}
+  - {{ name: spa, match: {{ path-prefix: /spa }}, upstream: "{up}", policy: spa }}
+  - {{ name: ret, match: {{ path-prefix: /ret }}, upstream: "{up}", policy: ret }}
+  - {{ name: mock, match: {{ path-prefix: /mock }}, upstream: "{up}", policy: mock }}
+  - {{ name: rw, match: {{ path: "/rw/{{id}}" }}, upstream: "{up}", policy: rw }}
+  - name: sub
+    match: {{ path-prefix: /sub }}
+    upstream: "{up}"
+    subscription: {{ api: orders, products: {{ gold: gold }} }}
+    policy: base
+  - {{ name: any, match: {{ path-prefix: / }}, upstream: "{up}", policy: none }}
+"#
+    )
+}
+
+/// What explain says for a request the policy answers on purpose: passed, not forwarded, the
+/// answering step named, and the "nothing to fix" sentence.
+fn answered(e: &Explanation, reason: &str, step: &str) {
+    let shown = serde_json::to_string_pretty(e).unwrap();
+    let o = &e.outcome;
+    assert!(o.passed && !o.forwarded, "{shown}");
+    assert_eq!(o.reason, reason, "{shown}");
+    assert!(
+        e.steps
+            .iter()
+            .any(|s| s.step == step && s.verdict == Verdict::Answer),
+        "{shown}"
+    );
+    assert!(
+        o.fix
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("Nothing to fix"),
+        "{shown}"
+    );
+}
+
+/// The reasons of the pipeline, the request target and subscriptions that
+/// `every_token_reason...` and `gateway_reasons...` do not reach: each names its step and fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_reasons_name_their_step_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = idp(dir.path()).await;
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, more_yaml(&idp)).unwrap();
+    let (model, _) = portcullis_config::load(&path).unwrap();
+    let good = token(&idp);
+    let q = |method: &str, path: &str, headers: &[&str]| Question {
+        method: method.into(),
+        url: format!("http://api.test{path}"),
+        headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+        ..Default::default()
+    };
+    let ask = |q: Question| {
+        let model = model.clone();
+        async move { explain(&model, &q).await.unwrap() }
+    };
+
+    // 403 for a missing scope (`insufficient-scope-httpcode`).
+    let mut r = q("GET", "/scope403", &[]);
+    r.token = Some(good.clone());
+    let e = ask(r).await;
+    refused(
+        &e,
+        "TokenClaimValueNotAllowed",
+        "validate-jwt",
+        "wants all of [`orders.write`]",
+    );
+    assert_eq!(e.outcome.status, Some(403));
+
+    // A JWE no decryption key opens.
+    let header = b64(r#"{"alg":"A256KW","enc":"A256GCM","cty":"JWT"}"#);
+    let jwe = format!(
+        "{header}.{}.{}.{}.{}",
+        b64("k".repeat(40).as_str()),
+        b64("iviviviviviv"),
+        b64("cipher"),
+        b64("tagtagtagtagtagt")
+    );
+    let mut r = q("GET", "/jwe", &[]);
+    r.token = Some(jwe);
+    let e = ask(r).await;
+    refused(
+        &e,
+        "TokenDecryptionFailed",
+        "validate-jwt",
+        "`decryption-keys`",
+    );
+
+    // A token read from the query: accepted, and hidden in the recorded target.
+    let mut r = q("GET", "/qtok?x=1", &[]);
+    r.token = Some(good.clone());
+    let e = ask(r).await;
+    assert!(e.outcome.forwarded, "{e:?}");
+    assert_eq!(e.request.target, "/qtok?x=1&access_token=***");
+    assert!(!serde_json::to_string(&e).unwrap().contains(&good));
+
+    // ip-filter: an address outside the list, and no address at all.
+    let mut r = q("GET", "/ipf", &[]);
+    r.client_ip = Some("192.0.2.7".parse().unwrap());
+    let e = ask(r).await;
+    refused(
+        &e,
+        "CallerIpNotAllowed",
+        "ip-filter",
+        "`server.trusted-proxies`",
+    );
+    assert!(
+        e.steps.iter().any(|s| s.detail.contains("192.0.2.7")),
+        "{e:?}"
+    );
+    let mut r = q("GET", "/ipf", &[]);
+    r.client_ip = Some("10.1.2.3".parse().unwrap());
+    assert!(ask(r).await.outcome.forwarded);
+
+    // CORS: an origin not allowed; an allowed preflight answered by the gateway.
+    let e = ask(q(
+        "OPTIONS",
+        "/spa",
+        &[
+            "Origin: http://evil.test",
+            "Access-Control-Request-Method: GET",
+        ],
+    ))
+    .await;
+    // APIM's answer: an empty 200 without CORS headers (the browser blocks the call), so the
+    // request is not "refused" by status; the reason, the step and the fix say what to change.
+    assert_eq!(e.outcome.reason, "CorsOriginNotAllowed", "{e:?}");
+    assert_eq!(e.outcome.status, Some(200));
+    assert!(
+        e.steps
+            .iter()
+            .any(|s| s.step == "cors" && s.detail.contains("not allowed")),
+        "{e:?}"
+    );
+    assert!(
+        e.outcome
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("`allowed-origins`"),
+        "{e:?}"
+    );
+    let text = portcullis_explain::render_text(&e);
+    assert!(text.contains("Fix         Add the page's origin"), "{text}");
+    let e = ask(q(
+        "OPTIONS",
+        "/spa",
+        &[
+            "Origin: http://app.local",
+            "Access-Control-Request-Method: GET",
+        ],
+    ))
+    .await;
+    answered(&e, "CorsPreflight", "cors");
+
+    let e = ask(q("GET", "/ret", &[])).await;
+    answered(&e, "ReturnResponse", "return-response");
+    let e = ask(q("GET", "/mock", &[])).await;
+    answered(&e, "MockResponse", "mock-response");
+
+    let e = ask(q("GET", "/rw/7?seg=%2e%2e", &[])).await;
+    refused(
+        &e,
+        "InvalidRewrite",
+        "rewrite-uri",
+        "fix the template or the value it takes",
+    );
+
+    // The request target and the Host header.
+    for (method, path, headers, reason, fix) in [
+        ("get", "/x", &[][..], "MethodCase", "upper case"),
+        (
+            "GET",
+            "/a;jsessionid=1/b",
+            &[][..],
+            "PathParameter",
+            "`;` path parameter",
+        ),
+        (
+            "GET",
+            "/a/%252e%252e/b",
+            &[][..],
+            "DoubleEncodedPath",
+            "Encode the path once",
+        ),
+        (
+            "GET",
+            "/x",
+            &["Host: a.test", "Host: b.test"][..],
+            "InvalidHost",
+            "exactly one well-formed `Host`",
+        ),
+    ] {
+        let e = ask(q(method, path, headers)).await;
+        refused(&e, reason, "request target", fix);
+    }
+    // Subscriptions: missing, invalid (unknown key, suspended, sent twice), accepted (product
+    // key: the product's policy; API key: the route's), never the key in the explanation.
+    let mut keys = portcullis_proxy::SubscriptionKeys::new();
+    for arg in ["gold-dev=g-key-1", "orders-dev=o-key-1", "old=x-key-1"] {
+        keys.add_arg(arg).unwrap();
+    }
+    let sub = |headers: &[&str]| {
+        let mut r = q("GET", "/sub", headers);
+        r.subscription_keys = keys.clone();
+        r
+    };
+    let e = ask(sub(&[])).await;
+    refused(&e, "SubscriptionKeyMissing", "subscription key",
+        "in the `ocp-apim-subscription-key` header or the `subscription-key` query parameter: a subscription of scope `all`, API `orders`, product `gold` (active ones that do: gold-dev, orders-dev)");
+    for key in ["nope", "x-key-1"] {
+        let e = ask(sub(&[&format!("Ocp-Apim-Subscription-Key: {key}")])).await;
+        refused(&e, "SubscriptionKeyInvalid", "subscription key",
+            "not the key of an active subscription covering route `sub`: send the key of a subscription of scope `all`, API `orders`, product `gold` (active ones that do: gold-dev, orders-dev)");
+        assert!(!serde_json::to_string(&e).unwrap().contains(key));
+    }
+    let e = ask(sub(&[
+        "Ocp-Apim-Subscription-Key: g-key-1",
+        "Ocp-Apim-Subscription-Key: g-key-1",
+    ]))
+    .await;
+    refused(
+        &e,
+        "SubscriptionKeyInvalid",
+        "subscription key",
+        "Send the subscription key once",
+    );
+    let e = ask(sub(&["Ocp-Apim-Subscription-Key: g-key-1"])).await;
+    assert!(e.outcome.forwarded, "{e:?}");
+    assert_eq!(e.policy.as_deref(), Some("gold"));
+    let step = e
+        .steps
+        .iter()
+        .find(|s| s.step == "subscription key")
+        .unwrap();
+    assert_eq!(step.detail, "key of subscription `gold-dev` (product `gold`) accepted; runs the product's policy `gold`");
+    let mut r = sub(&[]);
+    r.url = "http://api.test/sub?subscription-key=o-key-1".into();
+    let e = ask(r).await;
+    assert!(e.outcome.forwarded, "{e:?}");
+    let step = e
+        .steps
+        .iter()
+        .find(|s| s.step == "subscription key")
+        .unwrap();
+    assert_eq!(
+        step.detail,
+        "key of subscription `orders-dev` (API `orders`) accepted; runs the route's policy `base`"
+    );
+    // The key sent in the query is hidden in the recorded target too.
+    assert_eq!(e.request.target, "/sub?subscription-key=***");
+    assert!(!serde_json::to_string(&e).unwrap().contains("o-key-1"));
+    // The binary takes `run`'s flags: a keys file and `--subscription-key`; without them the key
+    // opens nothing; a bad keys file is an argument error (exit 2) that does not show the key.
+    let keys_file = dir.path().join("keys.txt");
+    std::fs::write(&keys_file, "# keys\norders-dev=o-key-1\n").unwrap();
+    let bad_file = dir.path().join("bad.txt");
+    std::fs::write(&bad_file, "o-key-1\n").unwrap();
+    let run = {
+        let path = path.clone();
+        move |args: Vec<String>| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(["explain", "-c"])
+                .arg(&path)
+                .args([
+                    "http://api.test/sub",
+                    "-H",
+                    "Ocp-Apim-Subscription-Key: o-key-1",
+                ])
+                .args(args)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.code().unwrap(), text)
+        }
+    };
+    let file = keys_file.display().to_string();
+    let bad = bad_file.display().to_string();
+    let (results, text) = tokio::task::spawn_blocking(move || {
+        let results = [
+            run(vec!["--subscription-keys".into(), file]),
+            run(vec![
+                "--subscription-key".into(),
+                "orders-dev=o-key-1".into(),
+            ]),
+            run(vec![]),
+        ];
+        (results, run(vec!["--subscription-keys".into(), bad]))
+    })
+    .await
+    .unwrap();
+    for (code, out) in &results[..2] {
+        assert_eq!(*code, 0, "{out}");
+        assert!(
+            out.contains("key of subscription `orders-dev` (API `orders`) accepted"),
+            "{out}"
+        );
+    }
+    assert_eq!(results[2].0, 1, "{}", results[2].1);
+    assert!(
+        results[2].1.contains("SubscriptionKeyInvalid"),
+        "{}",
+        results[2].1
+    );
+    assert_eq!(text.0, 2, "{}", text.1);
+    assert!(
+        text.1.contains("line 1: expected NAME=KEY") && !text.1.contains("o-key-1"),
+        "{}",
+        text.1
+    );
+
+    // A key for a subscription the config does not name: refused, as `run` refuses it.
+    let mut r = sub(&[]);
+    r.subscription_keys.add_arg("typo=secret-9").unwrap();
+    let err = explain(&model, &r).await.unwrap_err();
+    assert!(err.contains("`typo`") && !err.contains("secret-9"), "{err}");
+
+    let e = ask(Question {
+        method: "GET".into(),
+        url: "*".into(),
+        ..Default::default()
+    })
+    .await;
+    refused(&e, "InvalidRequestTarget", "request target", "origin-form");
 }

@@ -472,6 +472,35 @@ impl<'f> Builder<'f> {
         });
     }
 
+    /// An operation left out: the finding at its line in the specification, and its report row.
+    fn drop_operation(
+        &mut self,
+        spec: &folder::Spec,
+        op: &openapi::Operation,
+        why: &str,
+    ) -> OperationReport {
+        self.find(
+            spec.file,
+            op.line,
+            Kind::Unsupported,
+            "operation",
+            format!(
+                "{} {}: {why}; the operation is dropped",
+                op.method, op.template
+            ),
+        );
+        OperationReport {
+            method: op.method.clone(),
+            template: op.template.clone(),
+            route: None,
+            outcome: format!(
+                "dropped: {why} ({}:{})",
+                self.folder.rel(spec.file),
+                op.line
+            ),
+        }
+    }
+
     fn operation(
         &mut self,
         api: &'f Api,
@@ -479,31 +508,9 @@ impl<'f> Builder<'f> {
         op: &openapi::Operation,
         cx: &OpContext<'_, 'f>,
     ) -> OperationReport {
-        let dropped = |outcome: String| OperationReport {
-            method: op.method.clone(),
-            template: op.template.clone(),
-            route: None,
-            outcome: format!("dropped: {outcome}"),
-        };
         let template = match routes::convert(cx.prefix, &op.template) {
             Ok(t) => t,
-            Err(why) => {
-                self.find(
-                    spec.file,
-                    op.line,
-                    Kind::Unsupported,
-                    "operation",
-                    format!(
-                        "{} {}: {why}; the operation is dropped",
-                        op.method, op.template
-                    ),
-                );
-                return dropped(format!(
-                    "{why} ({}:{})",
-                    self.folder.rel(spec.file),
-                    op.line
-                ));
-            }
+            Err(why) => return self.drop_operation(spec, op, &why),
         };
         for p in &template.problems {
             self.find(
@@ -548,21 +555,7 @@ impl<'f> Builder<'f> {
                 "route {earlier} already matches every {} {} request",
                 op.method, template.path
             );
-            self.find(
-                spec.file,
-                op.line,
-                Kind::Unsupported,
-                "operation",
-                format!(
-                    "{} {}: {why}; the operation is dropped",
-                    op.method, op.template
-                ),
-            );
-            return dropped(format!(
-                "{why} ({}:{})",
-                self.folder.rel(spec.file),
-                op.line
-            ));
+            return self.drop_operation(spec, op, &why);
         }
         self.seen.insert(key, name.clone());
         let op_policy = op.id.as_ref().and_then(|id| api.operation_policies.get(id));

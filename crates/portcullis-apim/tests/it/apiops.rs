@@ -33,32 +33,18 @@ fn portable(yaml: &str, name: &str) -> String {
     yaml.replace(&abs.display().to_string(), "<DIR>")
 }
 
-fn check_golden(path: &Path, actual: &str, failures: &mut Vec<String>) {
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(path).unwrap_or_default();
-    if expected != actual {
-        failures.push(format!(
-            "{} differs:\n--- expected\n{expected}\n--- actual\n{actual}",
-            path.display()
-        ));
-    }
-}
-
 #[test]
 fn folders_match_golden_outputs() {
     let mut failures = Vec::new();
     for (name, maps) in [("contoso", &CONTOSO_MAPS[..]), ("fabrikam", &[][..])] {
         let import = import(name, maps);
         let dir = Path::new("tests/apiops");
-        check_golden(
+        crate::golden::check_golden(
             &dir.join(format!("{name}.yaml")),
             &portable(&import.yaml, name),
             &mut failures,
         );
-        check_golden(
+        crate::golden::check_golden(
             &dir.join(format!("{name}.stderr")),
             &import.report.to_string(),
             &mut failures,

@@ -3,7 +3,9 @@
 
 use crate::corpus;
 
-fn check_golden(path: &std::path::Path, actual: &str, failures: &mut Vec<String>) {
+/// Compares `actual` with the golden file at `path` (or rewrites it under `UPDATE_GOLDEN=1`);
+/// a difference is added to `failures`. Shared by the corpus and the APIOps folders.
+pub(crate) fn check_golden(path: &std::path::Path, actual: &str, failures: &mut Vec<String>) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(path, actual).unwrap();
         return;

@@ -219,7 +219,7 @@ impl Metrics {
         )?;
         let log_lines_dropped = IntCounter::new(
             "portcullis_log_lines_dropped_total",
-            "Log lines (access lines included) dropped because the log writer's queue was full: stderr could not keep up.",
+            "Log lines (access lines included) dropped because the log writer's batch was full: stderr could not keep up.",
         )?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
         let upstream_healthy = IntGaugeVec::new(

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod check;
 mod demo;
+mod log_format;
+mod log_writer;
 mod run;
 
 /// Portcullis: an API gateway that validates JWTs the way APIM's validate-jwt does.
@@ -56,15 +58,13 @@ enum Command {
 /// instead. Checked by the binary's `logs` end-to-end tests at `debug` and `trace`.
 const HEADER_DUMPING_TARGETS: [&str; 2] = ["pingora_proxy", "pingora_core::protocols"];
 
-/// Lines the log queue holds before new ones are dropped (and counted) instead of blocking.
-const LOG_QUEUE_LINES: usize = 64 * 1024;
-
-/// Logs go to stderr through a bounded queue drained by one writer thread, so a request never
-/// waits on a write: the access line (one per request, on by default) costs its formatting and
-/// a queue push on the request thread; the writer batches lines into one `write` per drain. A full
-/// queue drops lines and counts them (`portcullis_log_lines_dropped_total`) rather than slowing
-/// requests. Colour codes only when stderr is a terminal. The returned guard flushes on drop.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through [`log_writer::LogSink`]: lines are batched in memory and one writer
+/// thread writes each batch, so a request never waits on a write and the access line (one per
+/// request, on by default) costs its formatting ([`log_format`]: tracing's text line without
+/// `core::fmt` on the common path) and a copy into the batch. A full batch drops
+/// lines and counts them (`portcullis_log_lines_dropped_total`) rather than slowing requests.
+/// Colour codes only when stderr is a terminal. The returned guard writes out what is pending.
+fn init_logging(format: LogFormat) -> Option<log_writer::FlushGuard> {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     for target in HEADER_DUMPING_TARGETS {
@@ -72,22 +72,18 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             filter = filter.add_directive(cap);
         }
     }
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .lossy(true)
-        .thread_name("portcullis-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let dropped = writer.error_counter();
-    portcullis_proxy::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
+    let (sink, guard) = log_writer::LogSink::stderr("portcullis-log");
+    let counted = sink.clone();
+    portcullis_proxy::count_dropped_log_lines(move || counted.dropped());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer);
+        .with_writer(sink);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder
+            .fmt_fields(log_format::FastFields)
+            .event_format(log_format::FastText::default())
+            .init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     guard

@@ -806,8 +806,14 @@ fn verify_with_keys<'k>(
     let message = seg.signing_input.as_bytes();
     // Decoded once for every candidate, on the stack (the segment is known to be strict base64url:
     // `check_b64`); one too long for any key's signature is not decoded and verifies nothing.
-    let mut buf = [0u8; crate::sig::MAX_SIGNATURE_BYTES];
-    let decoded = crate::b64::decode_into(seg.signature, &mut buf).ok();
+    // HMAC keys verify through jsonwebtoken, which decodes it itself.
+    let mut buf: [u8; crate::sig::MAX_SIGNATURE_BYTES];
+    let decoded = if alg.fits(KeyFamily::Hmac) {
+        None
+    } else {
+        buf = [0; crate::sig::MAX_SIGNATURE_BYTES];
+        crate::b64::decode_into(seg.signature, &mut buf).ok()
+    };
     candidates
         .find(|k| k.verifies(alg, message, seg.signature, decoded))
         .ok_or_else(|| {

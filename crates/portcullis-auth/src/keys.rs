@@ -19,6 +19,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
+use crate::sig::ParsedKeys;
 use crate::token::JoseAlg;
 
 /// Family of a key; a token's alg must belong to it.
@@ -66,6 +67,9 @@ pub struct VerifyingKey {
     /// keys never satisfy another group. `0` in a policy without `any-of` (not consulted).
     pub groups: u64,
     pub(crate) decoding: jsonwebtoken::DecodingKey,
+    /// The key parsed once per algorithm it may verify ([`crate::sig`]); empty for HMAC keys,
+    /// which `decoding` verifies.
+    pub(crate) parsed: Arc<ParsedKeys>,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -174,10 +178,12 @@ fn check_usage(jwk: &Value) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Key material in the form jsonwebtoken's aws-lc verifiers take, plus its family.
+/// Key material in the form jsonwebtoken's aws-lc verifiers take, parsed for aws-lc-rs, plus its
+/// family.
 struct Material {
     family: KeyFamily,
     decoding: DecodingKey,
+    parsed: ParsedKeys,
     /// Bytes identifying the key (n||e, the EC point, the Ed25519 key, the HMAC secret).
     identity: Vec<u8>,
 }
@@ -205,6 +211,7 @@ impl Material {
         Ok(Material {
             family: KeyFamily::Rsa,
             decoding: DecodingKey::from_rsa_raw_components(n, e),
+            parsed: ParsedKeys::rsa(n, e),
             identity,
         })
     }
@@ -220,6 +227,7 @@ impl Material {
         Ok(Material {
             family,
             decoding: DecodingKey::from_ec_der(&point),
+            parsed: ParsedKeys::public(family, &point),
             identity: point,
         })
     }
@@ -231,6 +239,7 @@ impl Material {
         Ok(Material {
             family: KeyFamily::Ed25519,
             decoding: DecodingKey::from_ed_der(&x),
+            parsed: ParsedKeys::public(KeyFamily::Ed25519, &x),
             identity: x,
         })
     }
@@ -242,6 +251,7 @@ impl Material {
         Ok(Material {
             family: KeyFamily::Hmac,
             decoding: DecodingKey::from_secret(secret),
+            parsed: ParsedKeys::default(),
             identity: secret.to_vec(),
         })
     }
@@ -322,6 +332,10 @@ impl Material {
             issuers: None,
             groups: 0,
             decoding: self.decoding,
+            parsed: Arc::new(match alg {
+                Some(alg) => self.parsed.restricted_to(alg),
+                None => self.parsed,
+            }),
         })
     }
 }
@@ -407,6 +421,7 @@ impl VerifyingKey {
             issuers: None,
             groups: 0,
             decoding: DecodingKey::from_secret(secret),
+            parsed: Arc::default(),
         }
     }
 
@@ -435,6 +450,25 @@ impl VerifyingKey {
             .ok()
             .and_then(|g| 1u64.checked_shl(g))
             .is_some_and(|bit| self.groups & bit != 0)
+    }
+
+    /// Whether `signature` signs `message` with this key under `alg` (a family the key fits, which
+    /// the caller has checked). `decoded` is the signature segment decoded (`None`: longer than
+    /// [`crate::sig::MAX_SIGNATURE_BYTES`], so no key's signature). Through the key parsed for
+    /// `alg` when there is one, else through jsonwebtoken (HMAC, or a key aws-lc-rs did not
+    /// parse), with the same verdicts.
+    pub(crate) fn verifies(
+        &self,
+        alg: JoseAlg,
+        message: &[u8],
+        signature: &str,
+        decoded: Option<&[u8]>,
+    ) -> bool {
+        match self.parsed.get(alg) {
+            Some(parsed) => decoded.is_some_and(|sig| parsed.verify_sig(message, sig).is_ok()),
+            None => jsonwebtoken::crypto::verify(signature, message, &self.decoding, alg.jwt_alg())
+                .unwrap_or(false),
+        }
     }
 
     /// False for an empty HMAC secret: HMAC accepts empty keys, so anyone could sign with one; such a

@@ -23,6 +23,7 @@ pub mod jwe;
 pub mod keys;
 pub mod policy;
 pub mod response;
+mod sig;
 pub mod time;
 pub mod token;
 

@@ -3,7 +3,8 @@
 //!
 //! The JOSE header is parsed here, not by jsonwebtoken, because .NET-style STSs name the algorithm by
 //! its XML-DSig URI and jsonwebtoken's closed `Algorithm` enum cannot parse such headers. The
-//! signature itself is checked with `jsonwebtoken::crypto::verify` (aws_lc_rs backend).
+//! signature itself is checked by aws-lc-rs with the key parsed once ([`crate::sig`]), HMAC by
+//! `jsonwebtoken::crypto::verify` (aws_lc_rs backend).
 //!
 //! Parsing is deliberately strict: exactly three segments, unpadded canonical base64url, JSON objects
 //! without duplicate keys, no `crit`/`b64`, numeric `exp`/`nbf`/`iat`. Anything two parsers could
@@ -151,7 +152,7 @@ impl JoseAlg {
     }
 
     /// The jsonwebtoken algorithm used for the signature check.
-    fn jwt_alg(self) -> jsonwebtoken::Algorithm {
+    pub(crate) fn jwt_alg(self) -> jsonwebtoken::Algorithm {
         use jsonwebtoken::Algorithm as A;
         match self {
             JoseAlg::RS256 => A::RS256,
@@ -530,7 +531,8 @@ fn b64_decode(segment: &str, detail: &'static str) -> Result<Vec<u8>, AuthError>
     crate::b64::decode(segment).ok_or(invalid(detail))
 }
 
-/// The signature segment is only checked here (jsonwebtoken decodes it), with the same strictness.
+/// The signature segment is only checked here (`verify_with_keys` decodes it, or jsonwebtoken for
+/// HMAC keys), with the same strictness as the other segments.
 fn check_b64(segment: &str) -> Result<(), AuthError> {
     if crate::b64::is_valid(segment) {
         Ok(())
@@ -802,11 +804,18 @@ fn verify_with_keys<'k>(
         }
     }
     let message = seg.signing_input.as_bytes();
+    // Decoded once for every candidate, on the stack (the segment is known to be strict base64url:
+    // `check_b64`); one too long for any key's signature is not decoded and verifies nothing.
+    // HMAC keys verify through jsonwebtoken, which decodes it itself.
+    let mut buf: [u8; crate::sig::MAX_SIGNATURE_BYTES];
+    let decoded = if alg.fits(KeyFamily::Hmac) {
+        None
+    } else {
+        buf = [0; crate::sig::MAX_SIGNATURE_BYTES];
+        crate::b64::decode_into(seg.signature, &mut buf).ok()
+    };
     candidates
-        .find(|k| {
-            jsonwebtoken::crypto::verify(seg.signature, message, &k.decoding, alg.jwt_alg())
-                .unwrap_or(false)
-        })
+        .find(|k| k.verifies(alg, message, seg.signature, decoded))
         .ok_or_else(|| {
             let unknown_kid_tried_all = keys.try_all_keys
                 && kid.is_some_and(|kid| !keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));

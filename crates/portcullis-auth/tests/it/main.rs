@@ -3,6 +3,7 @@
 
 mod algorithms;
 mod claims;
+mod differential;
 mod extract;
 mod fuzz_regressions;
 mod groups;

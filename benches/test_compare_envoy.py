@@ -18,6 +18,13 @@ ce = importlib.util.module_from_spec(_spec)
 _loader.exec_module(ce)
 
 
+_ppr_loader = importlib.machinery.SourceFileLoader("perf_per_request",
+                                                  str(HERE / "perf-per-request"))
+_ppr_spec = importlib.util.spec_from_loader("perf_per_request", _ppr_loader)
+ppr = importlib.util.module_from_spec(_ppr_spec)
+_ppr_loader.exec_module(ppr)
+
+
 def run(rps, p99=5.0, rss_kib=20480, problems=()):
     return {"rps": rps, "p50": 1.0, "p99": p99, "rss_kib": rss_kib, "problems": list(problems)}
 
@@ -221,6 +228,42 @@ class Report(unittest.TestCase):
         self.assertIn("| cached | RS256 | 10000 | 26.0k (25.0k-27.0k) | 30.0k (29.0k-31.0k) | 0.87x |", text)
         self.assertIn("default logging >= 0.95x logging off: 0.87x **missed**", text)
         self.assertIn("P/E per rep 1.27, 1.29, 1.26", text)
+
+
+class PerfPerRequest(unittest.TestCase):
+    """benches/perf-per-request: symbols sorted into places, samples turned into µs per request."""
+
+    REPORT = """# Samples: 100
+    40.00%            40  [kernel.kallsyms]  [k] _raw_spin_unlock_irqrestore
+    20.00%            20  [kernel.kallsyms]  [k] tcp_sendmsg_locked
+    10.00%            10  portcullis         [.] moka::sync::cache::Cache<K,V,S>::get
+     5.00%             5  portcullis         [.] _mi_page_malloc_zero
+     5.00%             5  libc.so.6          [.] _int_malloc
+     5.00%             5  portcullis         [.] sha2::sha256::x86::digest_blocks
+     5.00%             5  portcullis         [.] portcullis_auth::claims::Rules::check
+    10.00%            10  portcullis         [.] pingora_core::protocols::http::v1::server::HttpSession::read_request
+"""
+
+    def test_symbols_are_sorted_into_their_places(self):
+        by = ppr.samples_by_category(self.REPORT)
+        self.assertEqual(by[ppr.CATEGORIES[0][0]], 40, "wake-ups of the other core")
+        self.assertEqual(by[ppr.CATEGORIES[1][0]], 20, "the rest of the kernel")
+        self.assertEqual(by["allocator"], 10, "mimalloc and glibc both")
+        self.assertEqual(by["moka (lookup, housekeeping)"], 10)
+        self.assertEqual(by["claim rules on the cached claims"], 5)
+        self.assertEqual(by[ppr.OTHER], 10)
+        self.assertEqual(sum(by.values()), 100)
+
+    def test_samples_become_micros_per_request(self):
+        # 1,000 samples at 1 kHz over 2 s of 10,000 req/s: 1 s of CPU for 20,000 requests.
+        us = ppr.to_micros({"x": 1000}, rate=10000, seconds=2, hz=1000)
+        self.assertAlmostEqual(us["x"], 50.0)
+
+    def test_the_table_sorts_by_difference_and_totals(self):
+        text = ppr.table(["plain", "cached"], [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 2.5}])
+        lines = text.splitlines()
+        self.assertIn("| a | 1.00 | 3.00 | +2.00 |", lines[2], "largest difference first")
+        self.assertEqual(lines[-1], "| **total** | 3.0 | 5.5 | +2.5 |")
 
 
 if __name__ == "__main__":

@@ -165,6 +165,19 @@ portcullis_token_cache_evictions_total{cause="size"} 0
         self.assertIn(f"max-entries: {10000 * ce.CACHE_UNITS_PER_TOKEN} ", cached)
         self.assertIn("max-entries: 0 ", every)
 
+    def test_server_yaml_lines_go_into_the_server_block(self):
+        saved = ce.WORK
+        with tempfile.TemporaryDirectory() as d:
+            ce.WORK = Path(d)
+            ce.SERVER_EXTRA[:] = ["work-stealing: true"]
+            try:
+                text = ce.portcullis_config("plain", 100).read_text()
+            finally:
+                ce.WORK = saved
+                ce.SERVER_EXTRA.clear()
+        server = text.split("\nserver:\n", 1)[1].split("\npolicies:", 1)[0]
+        self.assertIn("\n  work-stealing: true", "\n" + server)
+
 
 def results_fixture():
     return {

@@ -142,6 +142,9 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Worker threads (default: number of cores).
     pub threads: Option<usize>,
+    /// Whether idle worker threads take connections' tasks from busy ones (`work-stealing`,
+    /// default `false`: each connection stays on the worker that accepted it, as in Envoy).
+    pub work_stealing: bool,
     /// How request paths are canonicalised before routing (`path-normalisation`).
     pub normalisation: portcullis_route::Normalization,
     /// Peers whose `X-Forwarded-*` headers are kept (extended); from any other peer they are

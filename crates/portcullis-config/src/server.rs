@@ -1,4 +1,5 @@
-//! The `server:` block: listeners, admin, token cache, shutdown, threads, telemetry.
+//! The `server:` block: listeners, admin, token cache, shutdown, threads and their scheduling,
+//! telemetry.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ const SERVER_KEYS: &[&str] = &[
     "token-cache",
     "shutdown-grace",
     "threads",
+    "work-stealing",
     "path-normalisation",
     "trusted-proxies",
     "rate-limit-store",
@@ -94,6 +96,7 @@ fn read_file(cx: &mut Cx, node: Option<&Node>, doc: Pos, listen_required: bool) 
         token_cache_max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         threads: None,
+        work_stealing: false,
         normalisation: Normalization::default(),
         trusted_proxies: Vec::new(),
         rate_limit_store: RateLimitStore::InProcess,
@@ -139,6 +142,11 @@ fn read_file(cx: &mut Cx, node: Option<&Node>, doc: Pos, listen_required: bool) 
     if let Some(n) = f.get("threads") {
         server.threads =
             walk::integer_in(cx, n, "threads", 1, 1024).and_then(|t| usize::try_from(t).ok());
+    }
+    if let Some(n) = f.get("work-stealing") {
+        if let Some(b) = walk::boolean(cx, n, "work-stealing") {
+            server.work_stealing = b;
+        }
     }
     if let Some(n) = f.get("path-normalisation") {
         server.normalisation = normalisation(cx, n);

@@ -583,6 +583,10 @@ impl Reloader {
             ("server.admin", old.admin != new.admin),
             ("server.threads", old.threads != new.threads),
             (
+                "server.work-stealing",
+                old.work_stealing != new.work_stealing,
+            ),
+            (
                 "server.token-cache-max-entries",
                 old.token_cache_max_entries != new.token_cache_max_entries,
             ),

@@ -187,9 +187,12 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         // Draining is done by `Signals` before pingora hears of the stop (see shutdown.rs).
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
-        // Off by default (pingora's default is on): one current-thread runtime per worker, each
-        // connection served by the worker that accepted it, as Envoy's workers do. Measured at
-        // one worker (docs/performance.md): cached 1.05x, verify-every 1.24x, lower p99.
+        // On by default, as in pingora. `false`: one current-thread runtime per worker, each
+        // connection served by the worker that accepted it, as Envoy's workers do; measured at
+        // one worker (docs/performance.md): cached 1.05x, verify-every 1.24x, lower p99. Not the
+        // default because pingora's NoStealRuntime finds its runtime through a `thread_local`
+        // keyed by thread ids that are recycled when threads exit: a process that stops one
+        // server and starts another (the in-process tests) gets a dead runtime.
         work_stealing: model.server.work_stealing,
         ..ServerConf::default()
     };

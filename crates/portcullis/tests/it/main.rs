@@ -27,6 +27,7 @@ mod profiles;
 mod redis_limits;
 mod reload;
 mod routing_tricks;
+mod runtime;
 mod subscriptions;
 mod support;
 mod telemetry;

@@ -66,7 +66,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             token_cache_max_entries: 0,
             shutdown_grace: Duration::from_secs(2),
             threads: Some(1),
-            work_stealing: false,
+            work_stealing: true,
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),

@@ -1,0 +1,93 @@
+//! End-to-end tests: the proxy's worker runtime (`server.threads`, `server.work-stealing`) through
+//! the gateway binary. The binary, not the in-process harness: pingora's no-steal runtime must be
+//! the only one a process ever starts (docs/configuration.md, `work-stealing`), which the binary
+//! guarantees and a test process running many gateways cannot.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use portcullis_idp::{IdpConfig, MintRequest};
+use portcullis_testkit::backend::Backend;
+
+use crate::support::Gateway;
+
+/// `server.work-stealing: false` (pingora's no-steal runtime: a current-thread runtime per worker)
+/// through the binary, which runs one gateway per process as that runtime needs (the in-process
+/// suite cannot: docs/configuration.md). Two workers, keys from discovery (a background fetch),
+/// the token cache on, and eight clients on their own connections at once: every valid token
+/// passes, every forged one is refused, the hits are counted, and the process stops cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_stealing_off_serves_concurrent_clients_from_the_binary() {
+    let idp = portcullis_idp::start(IdpConfig::demo()).await.unwrap();
+    let backend = Backend::start().unwrap();
+    let config = format!(
+        r#"server:
+  listen: "127.0.0.1:0"
+  admin: "127.0.0.1:0"
+  threads: 2
+  work-stealing: false
+  token-cache: {{ max-entries: 1000 }}
+policies:
+  api:
+    validate-jwt:
+      openid-config: [{{ url: "{discovery}" }}]
+      audiences: [api://default]
+routes:
+  - name: api
+    match: {{ path-prefix: /api }}
+    upstream: {backend}
+    policy: api
+"#,
+        discovery = idp.discovery_url(),
+        backend = backend.url(),
+    );
+    let client = reqwest::Client::new();
+    let gw = Gateway::run(&config, &client).await;
+    let valid = idp
+        .mint(&MintRequest::new("alice", "api://default"))
+        .unwrap();
+    let mut forged = valid.clone();
+    forged.replace_range(forged.len() - 6.., "AAAAAA");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        // A client each: its own connections, so the workers share them out.
+        let c = reqwest::Client::new();
+        let (proxy, valid, forged) = (gw.proxy.clone(), valid.clone(), forged.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for i in 0..25 {
+                let token = if i % 5 == 4 { &forged } else { &valid };
+                let resp = c
+                    .get(format!("{proxy}/api/orders"))
+                    .bearer_auth(token)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .unwrap();
+                seen.push((i % 5 == 4, resp.status().as_u16()));
+            }
+            seen
+        }));
+    }
+    for c in clients {
+        for (forged, status) in c.await.unwrap() {
+            assert_eq!(status, if forged { 401 } else { 200 });
+        }
+    }
+    let metrics = client
+        .get(format!("{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_token_cache_hits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(hits >= 150.0, "the cache served the repeats: {hits} hits");
+    let status = gw.stop();
+    assert!(status.success(), "the gateway exited with {status}");
+}

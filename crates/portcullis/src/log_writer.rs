@@ -134,8 +134,12 @@ impl LogSink {
         let crossed = before < FLUSH_AT && batch.bytes.len() >= FLUSH_AT;
         drop(batch);
         // Wake the writer only when it has to act: it sleeps with nothing pending (the first line
-        // starts its timer), or the batch just grew past FLUSH_AT.
-        if crossed || shared.idle.swap(false, Ordering::AcqRel) {
+        // starts its timer), or the batch just grew past FLUSH_AT. A plain load first, so the
+        // usual line (writer already awake) writes no shared flag: the writer sets `idle` under
+        // the lock this push has since taken, so the load cannot miss it.
+        if crossed
+            || (shared.idle.load(Ordering::Relaxed) && shared.idle.swap(false, Ordering::AcqRel))
+        {
             shared.wake.notify_one();
         }
     }

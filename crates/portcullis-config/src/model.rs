@@ -143,8 +143,8 @@ pub struct Server {
     /// Worker threads (default: number of cores).
     pub threads: Option<usize>,
     /// Whether idle worker threads take connections' tasks from busy ones (`work-stealing`,
-    /// default `true`, pingora's default; `false`: each connection stays on the worker that
-    /// accepted it, as in Envoy).
+    /// default `false`: each connection stays on the worker that accepted it, as in Envoy;
+    /// `true` is pingora's default).
     pub work_stealing: bool,
     /// How request paths are canonicalised before routing (`path-normalisation`).
     pub normalisation: portcullis_route::Normalization,

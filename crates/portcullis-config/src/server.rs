@@ -96,7 +96,7 @@ fn read_file(cx: &mut Cx, node: Option<&Node>, doc: Pos, listen_required: bool) 
         token_cache_max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         threads: None,
-        work_stealing: true,
+        work_stealing: false,
         normalisation: Normalization::default(),
         trusted_proxies: Vec::new(),
         rate_limit_store: RateLimitStore::InProcess,

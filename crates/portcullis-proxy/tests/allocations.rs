@@ -170,7 +170,13 @@ struct Gateway {
 impl Gateway {
     fn start(file: &Path) -> Gateway {
         let (model, _warnings) = portcullis_config::load(file).unwrap();
-        let gateway = bind(&model, &RunOptions::default()).unwrap();
+        // Several gateways one after another in this process: the work-stealing runtime
+        // (`RunOptions::work_stealing`).
+        let opts = RunOptions {
+            work_stealing: Some(true),
+            ..RunOptions::default()
+        };
+        let gateway = bind(&model, &opts).unwrap();
         let proxy = gateway.addresses().proxy[0].0;
         let handle = gateway.shutdown_handle();
         let thread = std::thread::spawn(move || {

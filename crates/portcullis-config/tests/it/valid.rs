@@ -55,8 +55,8 @@ fn minimal_config_gets_every_default() {
     assert_eq!(m.server.shutdown_grace, Duration::from_secs(10));
     assert_eq!(m.server.threads, None);
     assert!(
-        m.server.work_stealing,
-        "pingora's default unless turned off"
+        !m.server.work_stealing,
+        "each worker keeps its connections unless asked"
     );
     let r = &m.routes[0];
     assert_eq!(r.name, "r");
@@ -124,7 +124,7 @@ fn server_block_every_key() {
     )
     .unwrap();
     let yaml = format!(
-        "server:\n  listen:\n    - 127.0.0.1:0\n    - \"[::1]:8080\"\n    - {{ addr: \"0.0.0.0:8443\", tls: {{ cert: tls.pem, key: tls-key.pem }} }}\n  admin: 127.0.0.1:9901\n  token-cache: {{ max-entries: 0 }}\n  shutdown-grace: 500ms\n  threads: 2\n  work-stealing: false\n{}",
+        "server:\n  listen:\n    - 127.0.0.1:0\n    - \"[::1]:8080\"\n    - {{ addr: \"0.0.0.0:8443\", tls: {{ cert: tls.pem, key: tls-key.pem }} }}\n  admin: 127.0.0.1:9901\n  token-cache: {{ max-entries: 0 }}\n  shutdown-grace: 500ms\n  threads: 2\n  work-stealing: true\n{}",
         route("none")
     );
     let (m, _) = load_in(dir.path(), &yaml);
@@ -137,7 +137,7 @@ fn server_block_every_key() {
     assert_eq!(m.server.token_cache_max_entries, 0);
     assert_eq!(m.server.shutdown_grace, Duration::from_millis(500));
     assert_eq!(m.server.threads, Some(2));
-    assert!(!m.server.work_stealing);
+    assert!(m.server.work_stealing);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use portcullis_idp::{IdpConfig, MintRequest};
 use portcullis_testkit::backend::Backend;
 
-use crate::support::Gateway;
+use crate::support::{metric_value, Gateway};
 
 /// `server.work-stealing: false` (pingora's no-steal runtime: a current-thread runtime per worker)
 /// through the binary, which runs one gateway per process as that runtime needs (the in-process
@@ -74,19 +74,7 @@ routes:
             assert_eq!(status, if forged { 401 } else { 200 });
         }
     }
-    let metrics = client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let hits: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("portcullis_token_cache_hits_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let hits = metric_value(&gw.metrics().await, "portcullis_token_cache_hits_total");
     assert!(hits >= 150.0, "the cache served the repeats: {hits} hits");
     let status = gw.stop();
     assert!(status.success(), "the gateway exited with {status}");

@@ -189,6 +189,21 @@ impl InProcess {
         resp.text().await.unwrap()
     }
 
+    /// Polls `/metrics` (bounded, 10 s) until the unlabelled metric `name` is at least `at_least`;
+    /// the last text either way, for the caller's assertions. For counters a background task
+    /// updates after the event a test can see (an exporter counting a batch once the collector
+    /// has answered).
+    pub async fn metrics_when(&self, name: &str, at_least: f64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics().await;
+            if metric_value(&text, name) >= at_least || std::time::Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops as SIGTERM would (drain, then the telemetry flush) and waits until it has stopped.
     pub fn stop_gracefully(mut self) {
         self.handle.stop(Stop::Graceful);

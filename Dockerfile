@@ -29,13 +29,15 @@ RUN mkdir -p /out \
  && rustc --edition 2021 -C opt-level=s -C strip=symbols -C panic=abort \
       deploy/docker/healthcheck.rs -o /out/portcullis-healthcheck
 
-# Only what the build reads: the workspace and examples/ (`portcullis demo` embeds demo.yaml), so
-# edits to docs or deploy files do not invalidate this layer. Dependencies are cached across builds
+# Only what the build reads: the workspace, vendor/ (patched dependencies, vendor/README.md) and
+# examples/ (`portcullis demo` embeds demo.yaml), so edits to docs or deploy files do not
+# invalidate this layer. Dependencies are cached across builds
 # by BuildKit cache mounts (registry, git checkouts and the target directory), so a source change
 # recompiles only the workspace crates. The binary is copied out of the cache mount within the same
 # step, since cache mounts are not part of the image.
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
+COPY vendor vendor
 COPY examples examples
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \

@@ -52,12 +52,6 @@ pub struct RunOptions {
     /// A key for a subscription the model does not name refuses the start
     /// ([`BuildError::UnknownSubscription`]).
     pub subscription_keys: crate::SubscriptionKeys,
-    /// Overrides `server.work-stealing` (`None`: the model's). A process that runs several
-    /// gateways one after another (a test harness) sets `Some(true)`: pingora's no-steal runtime
-    /// keeps its handles in a `thread_local::ThreadLocal` keyed by thread ids, which are recycled
-    /// when threads exit, so the workers of a second no-steal gateway in one process can read the
-    /// first one's stopped runtime. The binary runs one gateway per process.
-    pub work_stealing: Option<bool>,
 }
 
 /// The addresses the gateway listens on, as bound.
@@ -195,9 +189,10 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
         graceful_shutdown_timeout_seconds: Some(1),
         // Off by default (pingora's default is on): one current-thread runtime per worker, each
         // connection served by the worker that accepted it, as Envoy's workers do; measured at
-        // one worker (docs/performance.md): cached 1.05x, verify-every 1.24x, lower p99. See
-        // `RunOptions::work_stealing` for the one case that must turn it on.
-        work_stealing: opts.work_stealing.unwrap_or(model.server.work_stealing),
+        // one worker (docs/performance.md): cached 1.05x, verify-every 1.24x, lower p99. Several
+        // no-steal gateways may run one after another in one process thanks to the patched
+        // pingora-runtime (vendor/README.md).
+        work_stealing: model.server.work_stealing,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -170,12 +170,7 @@ struct Gateway {
 impl Gateway {
     fn start(file: &Path) -> Gateway {
         let (model, _warnings) = portcullis_config::load(file).unwrap();
-        // Several gateways one after another in this process: the work-stealing runtime
-        // (`RunOptions::work_stealing`).
-        let opts = RunOptions {
-            work_stealing: Some(true),
-            ..RunOptions::default()
-        };
+        let opts = RunOptions::default();
         let gateway = bind(&model, &opts).unwrap();
         let proxy = gateway.addresses().proxy[0].0;
         let handle = gateway.shutdown_handle();

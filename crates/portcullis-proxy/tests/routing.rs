@@ -58,7 +58,7 @@ fn model(routes: Vec<Route>) -> Model {
             token_cache_max_entries: 0,
             shutdown_grace: Duration::from_secs(2),
             threads: Some(1),
-            work_stealing: true,
+            work_stealing: false,
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),

@@ -72,7 +72,7 @@ pub fn model(policies: Vec<PolicyModel>) -> Model {
             token_cache_max_entries: 0,
             shutdown_grace: Duration::from_secs(1),
             threads: None,
-            work_stealing: true,
+            work_stealing: false,
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),

@@ -66,7 +66,7 @@ pub fn model(name: &str, policies: Vec<(Policy, Vec<KeySource>)>, routes: Vec<Ro
             token_cache_max_entries: 0,
             shutdown_grace: Duration::from_secs(2),
             threads: Some(1),
-            work_stealing: true,
+            work_stealing: false,
             normalisation: Default::default(),
             trusted_proxies: Vec::new(),
             rate_limit_store: Default::default(),
@@ -128,10 +128,6 @@ impl InProcess {
 
     /// Bound with `opts` (key fetch retries shortened as for [`InProcess::bind`]).
     pub fn bind_with(model: &Model, mut opts: RunOptions) -> InProcess {
-        // Many gateways, one after another, in this process: pingora's work-stealing runtime
-        // (see `RunOptions::work_stealing`). The binary's default runtime is tested through the
-        // binary (`runtime::`, and every test that runs it).
-        opts.work_stealing = Some(true);
         opts.key_store.refresh.backoff_min = Duration::from_millis(50);
         opts.key_store.refresh.backoff_max = Duration::from_millis(200);
         // Bound on a plain thread: start-up may block (upstream resolution, signal set-up) and

@@ -170,8 +170,7 @@ struct Gateway {
 impl Gateway {
     fn start(file: &Path) -> Gateway {
         let (model, _warnings) = portcullis_config::load(file).unwrap();
-        let opts = RunOptions::default();
-        let gateway = bind(&model, &opts).unwrap();
+        let gateway = bind(&model, &RunOptions::default()).unwrap();
         let proxy = gateway.addresses().proxy[0].0;
         let handle = gateway.shutdown_handle();
         let thread = std::thread::spawn(move || {

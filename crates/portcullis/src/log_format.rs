@@ -164,13 +164,19 @@ impl FastVisitor<'_> {
         name != "message" && !name.starts_with("r#") && !name.starts_with("log.")
     }
 
-    /// `name=` after the separating space.
-    fn name(&mut self, field: &Field) -> fmt::Result {
+    /// The space before every field but the first.
+    fn separate(&mut self) -> fmt::Result {
         if self.is_empty {
             self.is_empty = false;
+            Ok(())
         } else {
-            self.writer.write_char(' ')?;
+            self.writer.write_char(' ')
         }
+    }
+
+    /// `name=` after the separating space.
+    fn name(&mut self, field: &Field) -> fmt::Result {
+        self.separate()?;
         self.writer.write_str(field.name())?;
         self.writer.write_char('=')
     }
@@ -308,15 +314,10 @@ impl FastVisitor<'_> {
         {
             return false;
         }
-        self.result = (|| {
-            if self.is_empty {
-                self.is_empty = false;
-            } else {
-                self.writer.write_char(' ')?;
-            }
+        self.result = self.separate().and_then(|()| {
             self.writer
                 .write_str(std::str::from_utf8(text.bytes()).map_err(|_| fmt::Error)?)
-        })();
+        });
         true
     }
 }

@@ -465,7 +465,9 @@ impl VerifyingKey {
         decoded: Option<&[u8]>,
     ) -> bool {
         match self.parsed.get(alg) {
-            Some(parsed) => decoded.is_some_and(|sig| parsed.verify_sig(message, sig).is_ok()),
+            Some(parsed) => {
+                decoded.is_some_and(|sig| crate::sig::verify(parsed, alg, message, sig))
+            }
             None => jsonwebtoken::crypto::verify(signature, message, &self.decoding, alg.jwt_alg())
                 .unwrap_or(false),
         }

@@ -19,6 +19,15 @@
 //! snapshot is immutable once shared. aws-lc computes an RSA key's Montgomery context on its first
 //! verification and keeps it (under the key's own lock), so each (key, alg) pays it once.
 //!
+//! ECDSA keys are parsed for aws-lc-rs's ASN.1 (DER) signature format, and the JWS signature (the
+//! fixed `r || s` of RFC 7518 3.4) is re-encoded as DER here, on the stack ([`fixed_to_der`]).
+//! aws-lc-rs's `*_FIXED` algorithms do the same re-encoding through aws-lc: two `BIGNUM`s, an
+//! `ECDSA_SIG` and a `CBB`, six heap allocations and their frees per verification, before
+//! `EVP_DigestVerify` parses the DER back. The encoding is the canonical one aws-lc writes (each
+//! integer minimal, a zero byte before a high bit), so aws-lc's check that the DER it parsed
+//! re-encodes to the same bytes passes, and the verdict is the one `*_FIXED` gives: a unit test
+//! compares both on valid, mutated and edge-case signatures, besides `tests/it/differential.rs`.
+//!
 //! HMAC keys, and any key aws-lc-rs would not parse, have no parsed form: they are verified by
 //! `jsonwebtoken::crypto::verify` exactly as before (a key that verified before is never refused).
 //! The algorithm still comes from the key and the token's header only selects among the
@@ -66,8 +75,8 @@ impl ParsedKeys {
     /// An EC key (uncompressed point) or an Ed25519 key (32 bytes), for its family's algorithm.
     pub(crate) fn public(family: KeyFamily, bytes: &[u8]) -> ParsedKeys {
         let (alg, algorithm): (JoseAlg, &'static dyn lc::VerificationAlgorithm) = match family {
-            KeyFamily::EcP256 => (JoseAlg::ES256, &lc::ECDSA_P256_SHA256_FIXED),
-            KeyFamily::EcP384 => (JoseAlg::ES384, &lc::ECDSA_P384_SHA384_FIXED),
+            KeyFamily::EcP256 => (JoseAlg::ES256, &lc::ECDSA_P256_SHA256_ASN1),
+            KeyFamily::EcP384 => (JoseAlg::ES384, &lc::ECDSA_P384_SHA384_ASN1),
             KeyFamily::Ed25519 => (JoseAlg::EdDSA, &lc::ED25519),
             KeyFamily::Rsa | KeyFamily::Hmac => return ParsedKeys::default(),
         };
@@ -93,6 +102,56 @@ impl ParsedKeys {
     }
 }
 
+/// Whether the decoded JWS `signature` signs `message` under `alg` with `parsed`, the key's form
+/// parsed for `alg` ([`ParsedKeys::get`]). ECDSA signatures are re-encoded as DER first.
+pub(crate) fn verify(
+    parsed: &ParsedPublicKey,
+    alg: JoseAlg,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    let half = match alg {
+        JoseAlg::ES256 => 32,
+        JoseAlg::ES384 => 48,
+        _ => return parsed.verify_sig(message, signature).is_ok(),
+    };
+    let mut der = [0u8; MAX_DER_SIGNATURE];
+    signature.len() == 2 * half
+        && fixed_to_der(signature, &mut der)
+            .is_some_and(|der| parsed.verify_sig(message, der).is_ok())
+}
+
+/// The longest DER ECDSA signature [`fixed_to_der`] writes: P-384's, a SEQUENCE of two INTEGERs
+/// of at most 49 bytes (48 and a leading zero), each with a 2-byte header.
+const MAX_DER_SIGNATURE: usize = 2 + 2 * (2 + 49);
+
+/// A JWS ECDSA signature (`r || s`, each half the curve's size, big-endian) as the DER
+/// `ECDSA-Sig-Value` aws-lc writes for it: each INTEGER without leading zero bytes (zero itself
+/// as one zero byte), with a zero byte before a high bit. `None` for an odd length or halves
+/// longer than P-384's ([`verify`] has checked the length for the algorithm already).
+fn fixed_to_der<'a>(fixed: &[u8], out: &'a mut [u8; MAX_DER_SIGNATURE]) -> Option<&'a [u8]> {
+    if !fixed.len().is_multiple_of(2) || fixed.len() > 96 {
+        return None;
+    }
+    let (r, s) = fixed.split_at(fixed.len() / 2);
+    let mut len = 2;
+    for half in [r, s] {
+        let first = half.iter().position(|&b| b != 0).unwrap_or(half.len());
+        let digits = half.get(first..).filter(|d| !d.is_empty()).unwrap_or(&[0]);
+        let pad = usize::from(digits[0] & 0x80 != 0);
+        let body = pad + digits.len();
+        out[len] = 0x02;
+        out[len + 1] = u8::try_from(body).ok()?;
+        out[len + 2] = 0;
+        out[len + 2 + pad..len + 2 + body].copy_from_slice(digits);
+        len += 2 + body;
+    }
+    out[0] = 0x30;
+    // At most 2 x 51 = 102 bytes of content: the short form of the length.
+    out[1] = u8::try_from(len - 2).ok()?;
+    Some(&out[..len])
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -101,11 +160,179 @@ mod tests {
     use base64::Engine as _;
     use serde_json::json;
 
+    use crate::keys::KeyFamily;
     use crate::token::JoseAlg;
     use crate::VerifyingKey;
 
     fn algs_parsed(key: &VerifyingKey) -> Vec<JoseAlg> {
         key.parsed.0.iter().map(|(alg, _)| *alg).collect()
+    }
+
+    /// DER `ECDSA-Sig-Value` back to the fixed `r || s` of `half` bytes each (test reference).
+    fn der_to_fixed(der: &[u8], half: usize) -> Vec<u8> {
+        assert_eq!(der[0], 0x30);
+        assert_eq!(usize::from(der[1]), der.len() - 2);
+        let mut at = 2;
+        let mut fixed = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(der[at], 0x02);
+            let len = usize::from(der[at + 1]);
+            let digits = &der[at + 2..at + 2 + len];
+            let digits = if digits.len() > half {
+                &digits[1..]
+            } else {
+                digits
+            };
+            fixed.extend(std::iter::repeat_n(0, half - digits.len()));
+            fixed.extend_from_slice(digits);
+            at += 2 + len;
+        }
+        assert_eq!(at, der.len());
+        fixed
+    }
+
+    /// `fixed_to_der` writes exactly the DER aws-lc writes: signatures aws-lc signs as DER, taken
+    /// apart to `r || s` and encoded again, come back byte for byte (over 3,000 signatures of
+    /// each curve, so integers with leading zero bytes, which need dropping, and with a high bit,
+    /// which need a zero byte, are among them: each about 1 in 256 and 1 in 2).
+    #[test]
+    fn fixed_to_der_writes_the_der_aws_lc_writes() {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let curves: [(&lc::EcdsaSigningAlgorithm, usize); 2] = [
+            (&lc::ECDSA_P256_SHA256_ASN1_SIGNING, 32),
+            (&lc::ECDSA_P384_SHA384_ASN1_SIGNING, 48),
+        ];
+        for (signing, half) in curves {
+            let pair = lc::EcdsaKeyPair::generate(signing).unwrap();
+            let (mut short, mut high) = (0, 0);
+            for i in 0u32..3000 {
+                let der = pair.sign(&rng, &i.to_be_bytes()).unwrap();
+                let fixed = der_to_fixed(der.as_ref(), half);
+                short += usize::from(fixed[0] == 0 || fixed[half] == 0);
+                high += usize::from(fixed[0] & 0x80 != 0);
+                let mut out = [0u8; super::MAX_DER_SIGNATURE];
+                assert_eq!(
+                    super::fixed_to_der(&fixed, &mut out).unwrap(),
+                    der.as_ref(),
+                    "signature {i} of P-{}",
+                    half * 8
+                );
+            }
+            assert!(
+                short > 0 && high > 0,
+                "edge cases drawn: {short} short, {high} high"
+            );
+        }
+        // Zero, which aws-lc writes as a single zero byte (and then refuses as a signature).
+        let mut out = [0u8; super::MAX_DER_SIGNATURE];
+        let zero = super::fixed_to_der(&[0; 64], &mut out).unwrap();
+        assert_eq!(zero, [0x30, 6, 2, 1, 0, 2, 1, 0]);
+        let mut out = [0u8; super::MAX_DER_SIGNATURE];
+        assert_eq!(
+            super::fixed_to_der(&[0xff; 96], &mut out).unwrap().len(),
+            super::MAX_DER_SIGNATURE
+        );
+        let mut out = [0u8; super::MAX_DER_SIGNATURE];
+        assert!(super::fixed_to_der(&[1; 97], &mut out).is_none());
+        assert!(super::fixed_to_der(&[1; 98], &mut out).is_none());
+    }
+
+    /// The DER path gives aws-lc-rs's `*_FIXED` verdict on valid signatures, on every single-bit
+    /// flip of some, and on the integers at the edges (zero, one, all ones, the group order and
+    /// its neighbours), for both curves.
+    #[test]
+    fn der_path_verdicts_are_the_fixed_ones() {
+        use aws_lc_rs::signature::UnparsedPublicKey;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        // The group orders n of P-256 and P-384, big-endian.
+        let n256 = hex("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+        let n384 = hex("ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973");
+        let curves: [(
+            &lc::EcdsaSigningAlgorithm,
+            &lc::EcdsaVerificationAlgorithm,
+            JoseAlg,
+            Vec<u8>,
+        ); 2] = [
+            (
+                &lc::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &lc::ECDSA_P256_SHA256_FIXED,
+                JoseAlg::ES256,
+                n256,
+            ),
+            (
+                &lc::ECDSA_P384_SHA384_FIXED_SIGNING,
+                &lc::ECDSA_P384_SHA384_FIXED,
+                JoseAlg::ES384,
+                n384,
+            ),
+        ];
+        for (signing, fixed_alg, alg, n) in curves {
+            let pair = lc::EcdsaKeyPair::generate(signing).unwrap();
+            let point = pair.public_key().as_ref().to_vec();
+            let family = if alg == JoseAlg::ES256 {
+                KeyFamily::EcP256
+            } else {
+                KeyFamily::EcP384
+            };
+            let parsed = super::ParsedKeys::public(family, &point);
+            let ours = parsed.get(alg).unwrap();
+            let reference = UnparsedPublicKey::new(fixed_alg, &point);
+            let half = n.len();
+            let check = |msg: &[u8], sig: &[u8]| {
+                assert_eq!(
+                    super::verify(ours, alg, msg, sig),
+                    reference.verify(msg, sig).is_ok(),
+                    "{alg:?} signature {sig:02x?}"
+                );
+            };
+            let mut accepted = 0;
+            for i in 0u32..200 {
+                let msg = i.to_be_bytes();
+                let sig = pair.sign(&rng, &msg).unwrap().as_ref().to_vec();
+                check(&msg, &sig);
+                accepted += usize::from(super::verify(ours, alg, &msg, &sig));
+                if i < 4 {
+                    for bit in 0..sig.len() * 8 {
+                        let mut bad = sig.clone();
+                        bad[bit / 8] ^= 1 << (bit % 8);
+                        check(&msg, &bad);
+                    }
+                    check(&msg, &sig[..sig.len() - 1]);
+                    check(&msg, &[sig.as_slice(), &[0]].concat());
+                }
+            }
+            assert_eq!(accepted, 200);
+            let msg = b"edge";
+            let sig = pair.sign(&rng, msg).unwrap().as_ref().to_vec();
+            let (r, s) = sig.split_at(half);
+            let mut one = vec![0u8; half];
+            one[half - 1] = 1;
+            let mut n_minus_1 = n.clone();
+            n_minus_1[half - 1] -= 1;
+            let mut n_plus_1 = n.clone();
+            n_plus_1[half - 1] += 1;
+            let edges = [
+                vec![0u8; half],
+                one,
+                vec![0xff; half],
+                n.clone(),
+                n_minus_1,
+                n_plus_1,
+            ];
+            for edge in &edges {
+                check(msg, &[edge.as_slice(), s].concat());
+                check(msg, &[r, edge.as_slice()].concat());
+            }
+            // r and s swapped.
+            check(msg, &[s, r].concat());
+        }
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// The parsed path is the one taken (the differential test alone would also pass if every

@@ -9,6 +9,7 @@
 //! embed the gateway (`portcullis demo`, in-process tests) and learn its bound addresses first.
 #![warn(missing_docs)]
 
+pub mod access_log;
 mod admin;
 pub mod auth;
 pub mod cache;

@@ -776,20 +776,17 @@ impl ProxyHttp for Gateway {
                 request_id,
             });
         }
-        tracing::info!(
+        crate::access_log::emit(&crate::access_log::AccessLine {
             route,
-            method = %req.method,
-            path = req.uri.path(),
+            method: &req.method,
+            path: req.uri.path(),
             status,
             reason,
             subscription,
-            // One rounding (whole ns over 1e6): `8.329139`, where `as_secs_f64() * 1000.0`
-            // writes `8.329139000000001`, longer and slower to write.
-            latency_ms = latency.as_nanos() as f64 / 1e6,
+            latency,
             request_id,
-            error = e.map(|e| e.etype().as_str()),
-            "request"
-        );
+            error: e.map(|e| e.etype().as_str()),
+        });
     }
 }
 

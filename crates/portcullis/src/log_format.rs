@@ -75,9 +75,65 @@ where
     }
 }
 
+/// The access line ([`portcullis_proxy::access_log`]) written without tracing, as the bytes
+/// [`FastText`] and [`FastFields`] write for its event, into `out` (cleared first). `false`, with
+/// `out` to be ignored, for a line whose fields the fast path would not write itself (a string
+/// that needs escaping, a latency whose float is not [`fast_float`]'s): the caller then emits the
+/// event through tracing.
+pub fn access_line(
+    line: &portcullis_proxy::access_log::AccessLine<'_>,
+    now: std::time::SystemTime,
+    out: &mut String,
+) -> bool {
+    out.clear();
+    let strings = [line.route, line.path, line.reason, line.subscription];
+    if !strings
+        .into_iter()
+        .chain(line.error)
+        .chain([line.request_id])
+        .all(needs_no_escape)
+        || !needs_no_escape(line.method.as_str())
+    {
+        return false;
+    }
+    let mut float = ryu::Buffer::new();
+    let Some(latency) = fast_float(&mut float, line.latency_ms()) else {
+        return false;
+    };
+    if write_timestamp(&mut Writer::new(out), now).is_err() {
+        return false;
+    }
+    out.push_str(" INFO ");
+    out.push_str(portcullis_proxy::access_log::TARGET);
+    out.push_str(": request");
+    let quoted = |out: &mut String, name: &str, value: &str| {
+        out.push(' ');
+        out.push_str(name);
+        out.push_str("=\"");
+        out.push_str(value);
+        out.push('"');
+    };
+    quoted(out, "route", line.route);
+    out.push_str(" method=");
+    out.push_str(line.method.as_str());
+    quoted(out, "path", line.path);
+    out.push_str(" status=");
+    out.push_str(decimal(&mut [0; 20], u64::from(line.status)));
+    quoted(out, "reason", line.reason);
+    quoted(out, "subscription", line.subscription);
+    out.push_str(" latency_ms=");
+    out.push_str(latency);
+    quoted(out, "request_id", line.request_id);
+    if let Some(error) = line.error {
+        quoted(out, "error", error);
+    }
+    out.push('\n');
+    true
+}
+
 /// The wall clock, which is what a log line's reader wants (not the request path's clock).
 #[allow(clippy::disallowed_methods)]
-fn wall_clock() -> std::time::SystemTime {
+pub fn wall_clock() -> std::time::SystemTime {
     std::time::SystemTime::now()
 }
 
@@ -192,24 +248,30 @@ impl FastVisitor<'_> {
 
     fn digits(&mut self, field: &Field, negative: bool, value: u64) {
         let mut buf = [0u8; 20];
-        let mut at = buf.len();
-        let mut rest = value;
-        loop {
-            at -= 1;
-            buf[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
+        let text = decimal(&mut buf, value);
         self.result = self.name(field).and_then(|()| {
             if negative {
                 self.writer.write_char('-')?;
             }
-            self.writer
-                .write_str(std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?)
+            self.writer.write_str(text)
         });
     }
+}
+
+/// `value` in decimal, written into the end of `buf` (20 digits hold every `u64`).
+fn decimal(buf: &mut [u8; 20], value: u64) -> &str {
+    let mut at = buf.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// A string `{:?}` writes as itself between quotes: printable ASCII without `"` or `\`.
@@ -491,6 +553,14 @@ mod tests {
         N: for<'w> FormatFields<'w> + Send + Sync + 'static,
         E: FormatEvent<tracing_subscriber::Registry, N> + Send + Sync + 'static,
     {
+        capture_of(fields, event, emit)
+    }
+
+    fn capture_of<N, E>(fields: N, event: E, emit: impl FnOnce()) -> String
+    where
+        N: for<'w> FormatFields<'w> + Send + Sync + 'static,
+        E: FormatEvent<tracing_subscriber::Registry, N> + Send + Sync + 'static,
+    {
         let buf = Buf::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
@@ -521,6 +591,144 @@ mod tests {
             assert_eq!(&ta[..13], &tb[..13], "{ta} vs {tb}");
             assert!(ta.ends_with("Z ") && tb.ends_with("Z "), "{ta} / {tb}");
         }
+    }
+
+    /// The access line written directly is the line tracing's formatter and ours write for its
+    /// event, byte for byte (timestamps aside), and the lines it leaves to tracing are those.
+    #[test]
+    fn access_lines_written_directly_are_the_events_lines() {
+        use portcullis_proxy::access_log::{via_tracing, AccessLine};
+        use std::time::Duration;
+        let get = http::Method::GET;
+        let custom = http::Method::from_bytes(b"PURGE").unwrap();
+        let base = AccessLine {
+            route: "orders",
+            method: &get,
+            path: "/api/orders",
+            status: 200,
+            reason: "ok",
+            subscription: "-",
+            latency: Duration::from_nanos(8_329_139),
+            request_id: "70c385d3-156f-452c-9448-3de8a060657a",
+            error: None,
+        };
+        let written = [
+            base,
+            AccessLine {
+                status: 502,
+                reason: "upstream",
+                error: Some("ConnectRefused"),
+                ..base
+            },
+            AccessLine {
+                route: "-",
+                status: 404,
+                reason: "NoRoute",
+                request_id: "-",
+                ..base
+            },
+            AccessLine {
+                method: &custom,
+                path: "/%22a%20b?",
+                subscription: "starter",
+                ..base
+            },
+            AccessLine {
+                latency: Duration::from_nanos(1_000),
+                status: 99,
+                ..base
+            },
+            AccessLine {
+                latency: Duration::from_secs(3 * 3600),
+                status: 65535,
+                ..base
+            },
+            AccessLine {
+                route: "",
+                path: "/",
+                reason: "",
+                ..base
+            },
+        ];
+        let left = [
+            AccessLine {
+                path: "/a\"b",
+                ..base
+            },
+            AccessLine {
+                path: "/a\\b",
+                ..base
+            },
+            AccessLine {
+                route: "caf\u{e9}",
+                ..base
+            },
+            AccessLine {
+                request_id: "a\tb",
+                ..base
+            },
+            AccessLine {
+                error: Some("a\u{1b}[31m"),
+                ..base
+            },
+            AccessLine {
+                latency: Duration::ZERO,
+                ..base
+            },
+            AccessLine {
+                latency: Duration::from_nanos(99),
+                ..base
+            },
+        ];
+        let tracing_lines = |lines: &[AccessLine<'_>]| {
+            let ours = capture_of(FastFields, FastText::default(), || {
+                lines.iter().for_each(via_tracing)
+            });
+            let theirs = capture_of(
+                DefaultFields::new(),
+                Format::<Full, SystemTime>::default(),
+                || lines.iter().for_each(via_tracing),
+            );
+            assert_eq!(strip_times(&ours), strip_times(&theirs));
+            strip_times(&ours)
+        };
+        let direct: Vec<String> = written
+            .iter()
+            .map(|line| {
+                let mut out = String::new();
+                assert!(access_line(line, wall_clock(), &mut out), "{line:?}");
+                out
+            })
+            .collect();
+        assert_eq!(strip_times(&direct.concat()), tracing_lines(&written));
+        assert!(
+            direct[1].ends_with(" error=\"ConnectRefused\"\n"),
+            "{}",
+            direct[1]
+        );
+        for line in &left {
+            let mut out = String::new();
+            assert!(
+                !access_line(line, wall_clock(), &mut out),
+                "{line:?} written directly"
+            );
+        }
+        // What is left to tracing is still a line per request.
+        assert_eq!(tracing_lines(&left).len(), left.len());
+    }
+
+    /// Each line without its timestamp (taken at different instants), which keeps its shape.
+    fn strip_times(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|line| {
+                let (time, rest) = line.split_at(28);
+                assert!(
+                    time.ends_with("Z ") && time.as_bytes()[10] == b'T',
+                    "{line}"
+                );
+                rest.to_string()
+            })
+            .collect()
     }
 
     /// Wherever the fast path takes ryu's digits they are `{:?}`'s: every power-of-ten edge,

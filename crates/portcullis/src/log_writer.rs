@@ -126,8 +126,9 @@ impl LogSink {
             .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
 
-    /// Add one line (one `write` call of the fmt layer is one whole event).
-    fn push(&self, line: &[u8]) {
+    /// Add one line (one `write` call of the fmt layer is one whole event; the access line's
+    /// direct writer pushes its lines here too).
+    pub fn push(&self, line: &[u8]) {
         let Some(shared) = self.shared.as_deref() else {
             let _ = io::stderr().write_all(line);
             return;

@@ -70,7 +70,9 @@ const HEADER_DUMPING_TARGETS: [&str; 2] = ["pingora_proxy", "pingora_core::proto
 /// Logs go to stderr through [`log_writer::LogSink`]: lines are batched in memory and one writer
 /// thread writes each batch, so a request never waits on a write and the access line (one per
 /// request, on by default) costs its formatting ([`log_format`]: tracing's text line without
-/// `core::fmt` on the common path) and a copy into the batch. A full batch drops
+/// `core::fmt` on the common path) and a copy into the batch. In the text format without colour
+/// the access line skips tracing altogether ([`write_access_line`], the same bytes; the filter
+/// still decides). A full batch drops
 /// lines and counts them (`portcullis_log_lines_dropped_total`) rather than slowing requests.
 /// Colour codes only when stderr is a terminal. The returned guard writes out what is pending.
 fn init_logging(format: LogFormat) -> Option<log_writer::FlushGuard> {
@@ -84,9 +86,14 @@ fn init_logging(format: LogFormat) -> Option<log_writer::FlushGuard> {
     let (sink, guard) = log_writer::LogSink::stderr("portcullis-log");
     let counted = sink.clone();
     portcullis_proxy::count_dropped_log_lines(move || counted.dropped());
+    let ansi = std::io::stderr().is_terminal();
+    if matches!(format, LogFormat::Text) && !ansi {
+        let direct = sink.clone();
+        portcullis_proxy::access_log::write_directly(move |line| write_access_line(line, &direct));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(sink);
     match format {
         LogFormat::Text => builder
@@ -96,6 +103,27 @@ fn init_logging(format: LogFormat) -> Option<log_writer::FlushGuard> {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     guard
+}
+
+/// The access line as [`log_format::access_line`] writes it, into the log's batch; through
+/// tracing when that cannot write it.
+fn write_access_line(
+    line: &portcullis_proxy::access_log::AccessLine<'_>,
+    sink: &log_writer::LogSink,
+) {
+    thread_local! {
+        static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+    }
+    let written = LINE.with_borrow_mut(|buf| {
+        let ok = log_format::access_line(line, log_format::wall_clock(), buf);
+        if ok {
+            sink.push(buf.as_bytes());
+        }
+        ok
+    });
+    if !written {
+        portcullis_proxy::access_log::via_tracing(line);
+    }
 }
 
 fn main() -> ExitCode {

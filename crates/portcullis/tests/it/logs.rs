@@ -180,14 +180,9 @@ async fn tokens_never_appear_in_logs_even_when_pingora_is_asked_for_trace() {
     tokens_stay_out_of_the_logs(&[], "trace,pingora_proxy=trace,pingora_core=trace").await;
 }
 
-/// The default access log is written off the request path: with stderr a pipe nobody reads (its
-/// buffer fills after a few hundred lines), the gateway still answers thousands of requests, and
-/// once the pipe is read every line arrives, without colour codes (stderr is not a terminal).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stalled_stderr_does_not_hold_requests_up() {
-    const REQUESTS: usize = 3000;
-    let backend = Backend::start().unwrap();
-    let config = format!(
+/// A gateway with one route, `open` (`/open`, no policy), to `backend`.
+fn open_route(backend: &Backend) -> String {
+    format!(
         r#"server:
   listen: "127.0.0.1:0"
   admin: "127.0.0.1:0"
@@ -198,7 +193,17 @@ routes:
     policy: none
 "#,
         backend = backend.url(),
-    );
+    )
+}
+
+/// The default access log is written off the request path: with stderr a pipe nobody reads (its
+/// buffer fills after a few hundred lines), the gateway still answers thousands of requests, and
+/// once the pipe is read every line arrives, without colour codes (stderr is not a terminal).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_stderr_does_not_hold_requests_up() {
+    const REQUESTS: usize = 3000;
+    let backend = Backend::start().unwrap();
+    let config = open_route(&backend);
     let client = reqwest::Client::new();
     let mut gw = Gateway::run_with(
         &config,
@@ -243,5 +248,77 @@ routes:
     assert!(
         !logged.contains('\u{1b}'),
         "colour codes in a non-terminal log"
+    );
+}
+
+/// The access line, written straight into the log by the binary (not through tracing), still
+/// obeys `RUST_LOG` as the event would: off at `warn`, off when its target is turned down while
+/// the rest stays at `info`, on (one line per request, in the documented shape) by default.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_line_follows_rust_log() {
+    let backend = Backend::start().unwrap();
+    let config = open_route(&backend);
+    let client = reqwest::Client::new();
+    let run = |rust_log: &'static str| {
+        let (config, client) = (config.clone(), client.clone());
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let log_path = dir.path().join("gateway.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let gw = Gateway::run_with(
+                &config,
+                &client,
+                &[],
+                &[("RUST_LOG", rust_log)],
+                Stdio::from(log),
+            )
+            .await;
+            for i in 0..3 {
+                let resp = client
+                    .get(format!("{}/open/item-{i}", gw.proxy))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+            assert!(gw.stop().success());
+            std::fs::read_to_string(&log_path).unwrap()
+        }
+    };
+    let access = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("portcullis_proxy::proxy: request "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+
+    let default = run("info").await;
+    let lines = access(&default);
+    assert_eq!(lines.len(), 3, "{default}");
+    for line in &lines {
+        // `2026-12-07T06:23:36.542872Z  INFO portcullis_proxy::proxy: request route="open" ...`
+        let (time, rest) = line.split_at(27);
+        assert!(time.as_bytes()[10] == b'T' && time.ends_with('Z'), "{line}");
+        let rest = rest
+            .strip_prefix("  INFO portcullis_proxy::proxy: request route=\"open\" method=GET path=\"/open/item-")
+            .unwrap_or_else(|| panic!("{line}"));
+        let (_, rest) = rest
+            .split_once("\" status=200 reason=\"ok\" subscription=\"-\" latency_ms=")
+            .unwrap_or_else(|| panic!("{line}"));
+        let (latency, id) = rest
+            .split_once(" request_id=\"")
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(latency.parse::<f64>().is_ok_and(|ms| ms > 0.0), "{line}");
+        assert!(id.len() == 37 && id.ends_with('"'), "{line}");
+    }
+
+    let warn = run("warn").await;
+    assert_eq!(access(&warn), Vec::<String>::new(), "{warn}");
+
+    let target_off = run("info,portcullis_proxy::proxy=warn").await;
+    assert_eq!(access(&target_off), Vec::<String>::new(), "{target_off}");
+    assert!(
+        target_off.contains(" INFO "),
+        "the other info lines are still written: {target_off}"
     );
 }

@@ -126,6 +126,12 @@ class Arguments(unittest.TestCase):
         self.assertEqual(pre, [("portcullis", "portcullis", False, None),
                                ("portcullis-preload", "portcullis", False, "/lib/x.so")])
 
+    def test_every_other_rep_runs_in_reverse(self):
+        runs = ["portcullis", "portcullis-log-off", "envoy"]
+        self.assertEqual([ce.in_rep_order(runs, rep) for rep in range(3)],
+                         [runs, runs[::-1], runs])
+        self.assertEqual(runs, ["portcullis", "portcullis-log-off", "envoy"], "not reordered in place")
+
     def test_contradictions_are_refused(self):
         for argv in (["--log-compare", "--log-off"], ["--cost-table", "--step", "cors"]):
             with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):

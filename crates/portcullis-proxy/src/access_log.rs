@@ -7,8 +7,9 @@
 //! - straight to the log, when the binary has installed a writer for it ([`write_directly`]):
 //!   the `portcullis` binary does so for its text format without colour, and writes the very bytes
 //!   its tracing formatter would (a test compares the two on every kind of line). That skips
-//!   tracing's dispatch, the field visitor and its dynamic calls: about a third of a microsecond a
-//!   request, 1 % of plain proxying (issue 17). The line is still subject to the subscriber's
+//!   tracing's dispatch, the field visitor and its dynamic calls: plain proxying served 1.6 % more
+//!   requests a second (about half a microsecond a request; issue 17, docs/performance.md). The
+//!   line is still subject to the subscriber's
 //!   filter (`RUST_LOG`): [`emit`] asks it, with the event's target, level and field names, on
 //!   every request.
 

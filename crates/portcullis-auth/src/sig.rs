@@ -116,28 +116,37 @@ pub(crate) fn verify(
         _ => return parsed.verify_sig(message, signature).is_ok(),
     };
     let mut der = [0u8; MAX_DER_SIGNATURE];
-    signature.len() == 2 * half
-        && fixed_to_der(signature, &mut der)
-            .is_some_and(|der| parsed.verify_sig(message, der).is_ok())
+    fixed_to_der(signature, half, &mut der)
+        .is_some_and(|der| parsed.verify_sig(message, der).is_ok())
 }
 
 /// The longest DER ECDSA signature [`fixed_to_der`] writes: P-384's, a SEQUENCE of two INTEGERs
 /// of at most 49 bytes (48 and a leading zero), each with a 2-byte header.
 const MAX_DER_SIGNATURE: usize = 2 + 2 * (2 + 49);
 
-/// A JWS ECDSA signature (`r || s`, each half the curve's size, big-endian) as the DER
+/// A JWS ECDSA signature (`r || s`, each `half` bytes, the curve's size, big-endian) as the DER
 /// `ECDSA-Sig-Value` aws-lc writes for it: each INTEGER without leading zero bytes (zero itself
-/// as one zero byte), with a zero byte before a high bit. `None` for an odd length or halves
-/// longer than P-384's ([`verify`] has checked the length for the algorithm already).
-fn fixed_to_der<'a>(fixed: &[u8], out: &'a mut [u8; MAX_DER_SIGNATURE]) -> Option<&'a [u8]> {
-    if !fixed.len().is_multiple_of(2) || fixed.len() > 96 {
+/// as one zero byte), with a zero byte before a high bit. `None` unless `fixed` is two halves of
+/// `half` bytes, `half` at most P-384's 48.
+fn fixed_to_der<'a>(
+    fixed: &[u8],
+    half: usize,
+    out: &'a mut [u8; MAX_DER_SIGNATURE],
+) -> Option<&'a [u8]> {
+    if half > 48 || fixed.len() != 2 * half {
         return None;
     }
-    let (r, s) = fixed.split_at(fixed.len() / 2);
+    let (r, s) = fixed.split_at(half);
     let mut len = 2;
-    for half in [r, s] {
-        let first = half.iter().position(|&b| b != 0).unwrap_or(half.len());
-        let digits = half.get(first..).filter(|d| !d.is_empty()).unwrap_or(&[0]);
+    for integer in [r, s] {
+        let first = integer
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(integer.len());
+        let digits = integer
+            .get(first..)
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&[0]);
         let pad = usize::from(digits[0] & 0x80 != 0);
         let body = pad + digits.len();
         out[len] = 0x02;
@@ -212,7 +221,7 @@ mod tests {
                 high += usize::from(fixed[0] & 0x80 != 0);
                 let mut out = [0u8; super::MAX_DER_SIGNATURE];
                 assert_eq!(
-                    super::fixed_to_der(&fixed, &mut out).unwrap(),
+                    super::fixed_to_der(&fixed, half, &mut out).unwrap(),
                     der.as_ref(),
                     "signature {i} of P-{}",
                     half * 8
@@ -225,16 +234,20 @@ mod tests {
         }
         // Zero, which aws-lc writes as a single zero byte (and then refuses as a signature).
         let mut out = [0u8; super::MAX_DER_SIGNATURE];
-        let zero = super::fixed_to_der(&[0; 64], &mut out).unwrap();
+        let zero = super::fixed_to_der(&[0; 64], 32, &mut out).unwrap();
         assert_eq!(zero, [0x30, 6, 2, 1, 0, 2, 1, 0]);
         let mut out = [0u8; super::MAX_DER_SIGNATURE];
         assert_eq!(
-            super::fixed_to_der(&[0xff; 96], &mut out).unwrap().len(),
+            super::fixed_to_der(&[0xff; 96], 48, &mut out)
+                .unwrap()
+                .len(),
             super::MAX_DER_SIGNATURE
         );
         let mut out = [0u8; super::MAX_DER_SIGNATURE];
-        assert!(super::fixed_to_der(&[1; 97], &mut out).is_none());
-        assert!(super::fixed_to_der(&[1; 98], &mut out).is_none());
+        assert!(super::fixed_to_der(&[1; 97], 48, &mut out).is_none());
+        assert!(super::fixed_to_der(&[1; 98], 49, &mut out).is_none());
+        assert!(super::fixed_to_der(&[1; 96], 32, &mut out).is_none());
+        assert!(super::fixed_to_der(&[1; 63], 32, &mut out).is_none());
     }
 
     /// The DER path gives aws-lc-rs's `*_FIXED` verdict on valid signatures, on every single-bit

@@ -69,7 +69,7 @@ pub fn verify_and_check(
     keys: &KeySnapshot,
     now: UnixTime,
     cache: &TokenCache,
-    key: Option<&CacheKey>,
+    key: Option<&CacheKey<'_>>,
 ) -> Result<Verified, AuthError> {
     if let Some(token) = key.and_then(|k| cache.get(k, keys)) {
         return check_claims(&token, policy, keys, now);
@@ -84,7 +84,7 @@ fn verify_fresh(
     keys: &KeySnapshot,
     now: UnixTime,
     cache: &TokenCache,
-    key: Option<&CacheKey>,
+    key: Option<&CacheKey<'_>>,
 ) -> Result<Verified, AuthError> {
     let token = Arc::new(verify_token_decrypting(
         raw,
@@ -94,7 +94,7 @@ fn verify_fresh(
     )?);
     let verified = check_claims(&token, policy, keys, now)?;
     if let Some(key) = key {
-        cache.insert(*key, raw.len(), &token, now);
+        cache.insert(key, &token, now);
     }
     Ok(verified)
 }

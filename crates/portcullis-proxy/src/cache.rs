@@ -1,15 +1,19 @@
 //! The verified-token cache: the signature check (the expensive half of validation, 3-40 µs) is
-//! done once per distinct token; every later request with the same token pays a SHA-256 of the
-//! token, one map lookup and the claim rules.
+//! done once per distinct token; every later request with the same token pays one map lookup
+//! (a fast hash of the token and a byte comparison with the cached one) and the claim rules.
 //!
 //! Why it is shaped like this (each rule answers a way a token cache can let a bad token in):
-//! - **Key**: SHA-256 of the policy's key scope and the *whole* raw token. A prototype keyed on
-//!   the signature bytes accepted a token whose payload had been changed under an old signature;
-//!   hashing everything the signature covers (and the signature) rules that out, and SHA-256 makes
-//!   a forged collision infeasible. The key scope ([`KeyScope`]) is a digest of the policy's key
-//!   sources and of `require-signed-tokens`, so a token verified for policy A is never a hit for a
-//!   policy B whose keys differ (policies with the same sources share entries; their claim rules
-//!   still run separately).
+//! - **Key**: the policy's key scope and the *whole* raw token, compared byte for byte. A
+//!   prototype keyed on the signature bytes accepted a token whose payload had been changed under
+//!   an old signature; keying on everything the signature covers (and the signature) rules that
+//!   out, and comparing the bytes leaves nothing to a hash: a hit is the very token that was
+//!   verified. The map's hash (foldhash, seeded at random per cache) only picks the bucket.
+//!   (Until 2026-12-07 the key was a SHA-256 of scope and token: a third of a hit's own cost,
+//!   and its safety rested on collision resistance.) Only verified tokens are inserted, so no
+//!   client can fill a bucket with tokens of its choosing. The key scope ([`KeyScope`]) is a
+//!   digest of the policy's key sources and of `require-signed-tokens`, so a token verified for
+//!   policy A is never a hit for a policy B whose keys differ (policies with the same sources
+//!   share entries; their claim rules still run separately).
 //! - **Encrypted tokens (JWE)**: keyed on the JWE as received, and the key scope also digests the
 //!   policy's `decryption-keys` (material fingerprint, kid, alg, enc). A hit therefore needs the
 //!   very bytes that were decrypted and verified before, under the same decryption keys: decryption
@@ -31,18 +35,19 @@
 //! - **Failures are never cached**: only a token that passed the signature and the claim rules of
 //!   the policy it arrived under is inserted. Unsigned tokens (`require-signed-tokens: false`) are
 //!   not cached: there is no signature to save.
-//! - **Size in bytes**: each entry weighs its raw token length plus the heap its parsed claims
-//!   hold, at least [`ENTRY_UNIT_BYTES`]; the capacity is `max-entries` x [`ENTRY_UNIT_BYTES`].
+//! - **Size in bytes**: each entry weighs its raw token length (the key holds the token) plus
+//!   the heap its parsed claims hold, at least [`ENTRY_UNIT_BYTES`]; the capacity is `max-entries` x [`ENTRY_UNIT_BYTES`].
 //!   So `max-entries` bounds the number of typical tokens exactly, and a large token (an Entra
 //!   token with many groups) counts as several entries: memory stays under
 //!   `max-entries` x 2 KiB (about 200 MB at the default 100000) whatever the tokens look like.
 //!   `max-entries: 0` turns the cache off (every request verified).
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
-use moka::Expiry;
+use moka::{Equivalent, Expiry};
 use portcullis_auth::{
     DecryptionKey, JoseAlg, KeyManagement, KeySnapshot, UnixTime, VerifiedToken, VerifyingKey,
 };
@@ -110,9 +115,70 @@ impl KeyScope {
     }
 }
 
-/// The cache key of one token under one key scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CacheKey([u8; 32]);
+/// The lookup key of one token under one key scope: borrowed from the request, so a lookup copies
+/// nothing. Its `Debug` does not show the token (a bearer credential).
+#[derive(Clone, Copy)]
+pub struct CacheKey<'t> {
+    scope: KeyScope,
+    token: &'t str,
+}
+
+/// The key an entry is stored under: [`CacheKey`] with the token owned.
+struct StoredKey {
+    scope: KeyScope,
+    token: Box<str>,
+}
+
+/// Both keys hash the same bytes the same way (moka looks up a `StoredKey` by a `CacheKey`).
+fn hash_key(scope: &KeyScope, token: &str, state: &mut impl Hasher) {
+    state.write(&scope.0);
+    state.write(token.as_bytes());
+}
+
+impl Hash for CacheKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(&self.scope, self.token, state);
+    }
+}
+
+impl Hash for StoredKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(&self.scope, &self.token, state);
+    }
+}
+
+impl PartialEq for StoredKey {
+    fn eq(&self, other: &StoredKey) -> bool {
+        self.scope == other.scope && same_token(&self.token, &other.token)
+    }
+}
+
+impl Eq for StoredKey {}
+
+/// A hit is the same scope and the same token, every byte.
+impl Equivalent<StoredKey> for CacheKey<'_> {
+    fn equivalent(&self, stored: &StoredKey) -> bool {
+        self.scope == stored.scope && same_token(self.token, &stored.token)
+    }
+}
+
+/// Byte equality, the last 16 bytes first: tokens of one issuer share their first hundred bytes
+/// or so (the same header, often the same leading claims), and end in their signatures. A probe
+/// of moka's table that lands on another token's entry then reads one cache line of it, not two
+/// or three. A hit compares every byte either way.
+fn same_token(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let tail = a.len().saturating_sub(16);
+    a.len() == b.len() && a[tail..] == b[tail..] && a == b
+}
+
+impl std::fmt::Debug for CacheKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheKey")
+            .field("token_len", &self.token.len())
+            .finish_non_exhaustive()
+    }
+}
 
 #[derive(Clone)]
 struct Entry {
@@ -124,14 +190,14 @@ struct Entry {
 /// Per-entry time to live: the one computed at insertion (token's remaining life, capped).
 struct UntilExp;
 
-impl Expiry<CacheKey, Entry> for UntilExp {
-    fn expire_after_create(&self, _: &CacheKey, value: &Entry, _: Instant) -> Option<Duration> {
+impl Expiry<StoredKey, Entry> for UntilExp {
+    fn expire_after_create(&self, _: &StoredKey, value: &Entry, _: Instant) -> Option<Duration> {
         Some(value.ttl)
     }
 
     fn expire_after_update(
         &self,
-        _: &CacheKey,
+        _: &StoredKey,
         value: &Entry,
         _: Instant,
         _: Option<Duration>,
@@ -155,7 +221,7 @@ pub struct CacheMetrics {
 /// no await). Cloning shares the cache.
 #[derive(Clone)]
 pub struct TokenCache {
-    inner: Option<moka::sync::Cache<CacheKey, Entry>>,
+    inner: Option<moka::sync::Cache<StoredKey, Entry, foldhash::fast::RandomState>>,
     scopes: Arc<[KeyScope]>,
     metrics: CacheMetrics,
 }
@@ -196,7 +262,7 @@ impl TokenCache {
             let evictions = metrics.evictions.clone();
             moka::sync::Cache::builder()
                 .max_capacity(max_entries.saturating_mul(u64::from(ENTRY_UNIT_BYTES)))
-                .weigher(|_: &CacheKey, e: &Entry| e.weight)
+                .weigher(|_: &StoredKey, e: &Entry| e.weight)
                 .expire_after(UntilExp)
                 .eviction_listener(move |_, _, cause| {
                     let label = match cause {
@@ -207,7 +273,10 @@ impl TokenCache {
                     };
                     evictions.with_label_values(&[label]).inc();
                 })
-                .build()
+                // moka's default, SipHash, is a DoS-resistant hash for keys a client picks; only
+                // verified tokens are keys here, and a lookup compares every byte. foldhash
+                // (random seed) is several times faster over a 1 KB token.
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         TokenCache {
             inner,
@@ -223,18 +292,15 @@ impl TokenCache {
 
     /// The key of `raw` under `policy`; `None` when the cache is off (or the
     /// index is unknown: never shared with another policy).
-    pub fn key(&self, policy: PolicyId, raw: &str) -> Option<CacheKey> {
+    pub fn key<'t>(&self, policy: PolicyId, raw: &'t str) -> Option<CacheKey<'t>> {
         self.inner.as_ref()?;
-        let scope = self.scopes.get(policy.index())?;
-        let mut h = Sha256::new();
-        h.update(scope.0);
-        h.update(raw.as_bytes());
-        Some(CacheKey(h.finalize().into()))
+        let scope = *self.scopes.get(policy.index())?;
+        Some(CacheKey { scope, token: raw })
     }
 
     /// The cached token, if present and its verifying key is still in `keys`. An entry whose key
     /// left the key set is invalidated. Counts a hit or a miss.
-    pub fn get(&self, key: &CacheKey, keys: &KeySnapshot) -> Option<Arc<VerifiedToken>> {
+    pub fn get(&self, key: &CacheKey<'_>, keys: &KeySnapshot) -> Option<Arc<VerifiedToken>> {
         let cache = self.inner.as_ref()?;
         let found = cache.get(key).and_then(|entry| {
             if key_still_present(&entry.token, keys) {
@@ -251,10 +317,9 @@ impl TokenCache {
         found
     }
 
-    /// Remember a token that passed verification and the claim rules. `now` and `clock_skew`
-    /// bound the entry's life by the token's `exp`; a token with a second or less left is not
-    /// inserted.
-    pub fn insert(&self, key: CacheKey, raw_len: usize, token: &Arc<VerifiedToken>, now: UnixTime) {
+    /// Remember a token that passed verification and the claim rules. `now` bounds the entry's
+    /// life by the token's `exp`; a token with a second or less left is not inserted.
+    pub fn insert(&self, key: &CacheKey<'_>, token: &Arc<VerifiedToken>, now: UnixTime) {
         let Some(cache) = &self.inner else { return };
         if token.key_fingerprint.is_none() {
             return;
@@ -271,9 +336,13 @@ impl TokenCache {
             }
             None => MAX_TTL,
         };
-        let weight = entry_weight(raw_len, token);
+        let weight = entry_weight(key.token.len(), token);
+        let stored = StoredKey {
+            scope: key.scope,
+            token: key.token.into(),
+        };
         cache.insert(
-            key,
+            stored,
             Entry {
                 token: token.clone(),
                 ttl,
@@ -283,7 +352,7 @@ impl TokenCache {
     }
 
     /// Drop one entry (counted as `key_removed`).
-    pub fn invalidate(&self, key: &CacheKey) {
+    pub fn invalidate(&self, key: &CacheKey<'_>) {
         if let Some(cache) = &self.inner {
             cache.invalidate(key);
         }
@@ -311,8 +380,8 @@ fn key_still_present(token: &VerifiedToken, keys: &KeySnapshot) -> bool {
     keys.keys.iter().any(usable)
 }
 
-/// Bytes an entry holds, at least one unit: the raw token length stands for the key and the
-/// signature the entry saves; the parsed claims count with what they hold on the heap.
+/// Bytes an entry holds, at least one unit: the raw token (its key), and the parsed claims with
+/// what they hold on the heap.
 fn entry_weight(raw_len: usize, token: &VerifiedToken) -> u32 {
     let bytes = ENTRY_OVERHEAD_BYTES + raw_len + token.claims.heap_bytes();
     u32::try_from(bytes)
@@ -353,21 +422,89 @@ mod tests {
         KeyScope([n; 32])
     }
 
+    /// A hit is the same token, every byte of it, under the same key scope: a token one byte
+    /// off anywhere (header, payload, signature, or a byte longer or shorter) is a miss, and so
+    /// is the same token under a policy whose key sources differ.
     #[test]
-    fn keys_differ_by_token_and_by_scope() {
-        let c = TokenCache::with_scopes(10, vec![scope(1), scope(2)], metrics());
-        let a = c.key(PolicyId::new(0), "a.b.c").unwrap();
-        assert_eq!(a, c.key(PolicyId::new(0), "a.b.c").unwrap());
-        assert_ne!(a, c.key(PolicyId::new(0), "a.b.d").unwrap());
-        assert_ne!(a, c.key(PolicyId::new(0), "a.x.c").unwrap());
-        assert_ne!(a, c.key(PolicyId::new(1), "a.b.c").unwrap());
+    fn a_hit_needs_the_same_token_and_scope() {
+        let m = metrics();
+        let c = TokenCache::with_scopes(10, vec![scope(1), scope(2), scope(1)], m.clone());
+        let k1 = hmac("k1", b"secret-one-secret-one-secret-one");
+        let snap = KeySnapshot::new(vec![k1.clone()]);
+        let raw = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+        let key = c.key(PolicyId::new(0), raw).unwrap();
+        c.insert(&key, &token(&k1, Some(2_000.0)), UnixTime(1_000));
+        assert!(c.get(&key, &snap).is_some());
+        // the same bytes in another string, and a policy with the same scope: hits
+        let copy = raw.to_owned();
+        assert!(c
+            .get(&c.key(PolicyId::new(0), &copy).unwrap(), &snap)
+            .is_some());
+        assert!(c
+            .get(&c.key(PolicyId::new(2), raw).unwrap(), &snap)
+            .is_some());
+        let mut others: Vec<String> = (0..raw.len())
+            .map(|i| {
+                let mut bytes = raw.as_bytes().to_vec();
+                bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+                String::from_utf8(bytes).unwrap()
+            })
+            .collect();
+        others.push(format!("{raw}A"));
+        others.push(raw[..raw.len() - 1].to_owned());
+        others.push(String::new());
+        for other in &others {
+            let other_key = c.key(PolicyId::new(0), other).unwrap();
+            assert!(c.get(&other_key, &snap).is_none(), "{other} hit");
+        }
+        assert!(c
+            .get(&c.key(PolicyId::new(1), raw).unwrap(), &snap)
+            .is_none());
+        assert_eq!(m.hits.get(), 3);
+        assert_eq!(m.misses.get(), others.len() as u64 + 1);
         assert!(
-            c.key(PolicyId::new(2), "a.b.c").is_none(),
+            c.key(PolicyId::new(3), raw).is_none(),
             "unknown policy index"
         );
         let off = TokenCache::with_scopes(0, vec![scope(1)], metrics());
         assert!(!off.enabled());
-        assert!(off.key(PolicyId::new(0), "a.b.c").is_none());
+        assert!(off.key(PolicyId::new(0), raw).is_none());
+        assert_eq!(format!("{key:?}"), "CacheKey { token_len: 49, .. }");
+    }
+
+    /// The comparison itself: moka only calls it when two keys' hashes pick the same bucket, so
+    /// the lookups above cannot show a comparison that is too lenient. Every one-byte change,
+    /// a byte more or less, and another scope must compare unequal.
+    #[test]
+    fn the_key_comparison_is_every_byte_and_the_scope() {
+        let raw = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+        let key = |scope: KeyScope, token: &str| StoredKey {
+            scope,
+            token: token.into(),
+        };
+        let lookup = |scope: KeyScope, token| CacheKey { scope, token };
+        let stored = key(scope(1), raw);
+        assert!(lookup(scope(1), raw).equivalent(&stored));
+        assert!(stored == key(scope(1), raw));
+        assert!(!lookup(scope(2), raw).equivalent(&stored));
+        assert!(stored != key(scope(2), raw));
+        let mut others: Vec<String> = (0..raw.len())
+            .map(|i| {
+                let mut bytes = raw.as_bytes().to_vec();
+                bytes[i] ^= 0x01;
+                String::from_utf8(bytes).unwrap()
+            })
+            .collect();
+        others.extend([format!("{raw}l"), raw[1..].to_owned(), String::new()]);
+        others.extend([raw[..raw.len() - 1].to_owned(), format!("x{raw}")]);
+        for other in &others {
+            assert!(!lookup(scope(1), other).equivalent(&stored), "{other}");
+            assert!(stored != key(scope(1), other), "{other}");
+        }
+        // short tokens (under the 16-byte tail) too
+        assert!(lookup(scope(1), "a.b").equivalent(&key(scope(1), "a.b")));
+        assert!(!lookup(scope(1), "a.c").equivalent(&key(scope(1), "a.b")));
+        assert!(!lookup(scope(1), "b.b").equivalent(&key(scope(1), "a.b")));
     }
 
     #[test]
@@ -378,7 +515,7 @@ mod tests {
         let k2 = hmac("k2", b"secret-two-secret-two-secret-two");
         let now = UnixTime(1_000);
         let key = c.key(PolicyId::new(0), "t").unwrap();
-        c.insert(key, 1, &token(&k1, Some(2_000.0)), now);
+        c.insert(&key, &token(&k1, Some(2_000.0)), now);
         let with_k1 = KeySnapshot::new(vec![k1.clone(), k2.clone()]);
         assert!(c.get(&key, &with_k1).is_some());
         // same material published under another kid: not the key that verified it
@@ -399,7 +536,7 @@ mod tests {
         let mut verified = (*token(&k1, Some(2_000.0))).clone();
         verified.kid = Some("partner-kid".to_owned());
         let key = c.key(PolicyId::new(0), "t").unwrap();
-        c.insert(key, 1, &Arc::new(verified), UnixTime(1_000));
+        c.insert(&key, &Arc::new(verified), UnixTime(1_000));
         let strict = KeySnapshot::new(vec![k1.clone()]);
         let mut try_all = strict.clone();
         try_all.try_all_keys = true;
@@ -421,13 +558,13 @@ mod tests {
         let snap = KeySnapshot::new(vec![k1.clone()]);
         let now = UnixTime(1_000);
         let key = c.key(PolicyId::new(0), "expired").unwrap();
-        c.insert(key, 1, &token(&k1, Some(1_001.0)), now);
+        c.insert(&key, &token(&k1, Some(1_001.0)), now);
         assert!(c.get(&key, &snap).is_none());
         let mut unsigned = (*token(&k1, Some(2_000.0))).clone();
         unsigned.key_fingerprint = None;
         unsigned.alg = None;
         let key = c.key(PolicyId::new(0), "unsigned").unwrap();
-        c.insert(key, 1, &Arc::new(unsigned), now);
+        c.insert(&key, &Arc::new(unsigned), now);
         assert!(c.get(&key, &snap).is_none());
     }
 

@@ -8,12 +8,13 @@
 //!   an old signature; keying on everything the signature covers (and the signature) rules that
 //!   out, and comparing the bytes leaves nothing to a hash: a hit is the very token that was
 //!   verified. The map's hash (foldhash, seeded at random per cache) only picks the bucket.
-//!   (Until 2026-12-07 the key was a SHA-256 of scope and token: a third of a hit's own cost,
-//!   and its safety rested on collision resistance.) Only verified tokens are inserted, so no
-//!   client can fill a bucket with tokens of its choosing. The key scope ([`KeyScope`]) is a
-//!   digest of the policy's key sources and of `require-signed-tokens`, so a token verified for
-//!   policy A is never a hit for a policy B whose keys differ (policies with the same sources
-//!   share entries; their claim rules still run separately).
+//!   (Until 2026-12-07 the key was a SHA-256 of scope and token: most of a hot hit's cost, 1.2 µs
+//!   against 0.37 µs now in the `token_cache` bench, and its safety rested on collision
+//!   resistance.) Only verified tokens are inserted, so no client can fill a bucket with tokens
+//!   of its choosing. The key scope ([`KeyScope`]) is a digest of the policy's key sources and of
+//!   `require-signed-tokens`, so a token verified for policy A is never a hit for a policy B whose
+//!   keys differ (policies with the same sources share entries; their claim rules still run
+//!   separately).
 //! - **Encrypted tokens (JWE)**: keyed on the JWE as received, and the key scope also digests the
 //!   policy's `decryption-keys` (material fingerprint, kid, alg, enc). A hit therefore needs the
 //!   very bytes that were decrypted and verified before, under the same decryption keys: decryption

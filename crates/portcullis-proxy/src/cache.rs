@@ -37,7 +37,8 @@
 //!   the policy it arrived under is inserted. Unsigned tokens (`require-signed-tokens: false`) are
 //!   not cached: there is no signature to save.
 //! - **Size in bytes**: each entry weighs its raw token length (the key holds the token) plus
-//!   the heap its parsed claims hold, at least [`ENTRY_UNIT_BYTES`]; the capacity is `max-entries` x [`ENTRY_UNIT_BYTES`].
+//!   the heap its parsed claims hold, at least [`ENTRY_UNIT_BYTES`]; the capacity is
+//!   `max-entries` x [`ENTRY_UNIT_BYTES`].
 //!   So `max-entries` bounds the number of typical tokens exactly, and a large token (an Entra
 //!   token with many groups) counts as several entries: memory stays under
 //!   `max-entries` x 2 KiB (about 200 MB at the default 100000) whatever the tokens look like.
@@ -167,6 +168,11 @@ impl Equivalent<StoredKey> for CacheKey<'_> {
 /// or so (the same header, often the same leading claims), and end in their signatures. A probe
 /// of moka's table that lands on another token's entry then reads one cache line of it, not two
 /// or three. A hit compares every byte either way.
+///
+/// Not constant-time, and it need not be: which entries a presented token is compared with
+/// depends on a hash seeded at random, which a client cannot steer, and the comparison reads past
+/// the length only for an entry whose signature ends in the same 16 bytes. So its timing can tell
+/// a client nothing about a cached token that it does not already hold.
 fn same_token(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let tail = a.len().saturating_sub(16);

@@ -429,9 +429,11 @@ mod tests {
         KeyScope([n; 32])
     }
 
-    /// A hit is the same token, every byte of it, under the same key scope: a token one byte
-    /// off anywhere (header, payload, signature, or a byte longer or shorter) is a miss, and so
-    /// is the same token under a policy whose key sources differ.
+    /// Through the lookup: a token one byte off anywhere (header, payload, signature, or a byte
+    /// longer or shorter) is a miss, and so is the same token under a policy whose key sources
+    /// differ; the same bytes under the same scope hit. These misses mostly come from the hash
+    /// picking another bucket, so they cannot show a comparison that is too lenient: that is
+    /// the next test's job.
     #[test]
     fn a_hit_needs_the_same_token_and_scope() {
         let m = metrics();

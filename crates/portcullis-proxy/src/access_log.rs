@@ -9,9 +9,8 @@
 //!   its tracing formatter would (a test compares the two on every kind of line). That skips
 //!   tracing's dispatch, the field visitor and its dynamic calls: plain proxying served 1.6 % more
 //!   requests a second (about half a microsecond a request; issue 17, docs/performance.md). The
-//!   line is still subject to the subscriber's
-//!   filter (`RUST_LOG`): [`emit`] asks it, with the event's target, level and field names, on
-//!   every request.
+//!   line is still subject to the subscriber's filter (`RUST_LOG`): [`emit`] asks it, with the
+//!   event's target, level and field names, on every request.
 
 use std::sync::OnceLock;
 use std::time::Duration;

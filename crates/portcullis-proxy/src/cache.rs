@@ -125,37 +125,35 @@ pub struct CacheKey<'t> {
     token: &'t str,
 }
 
-/// The key an entry is stored under: [`CacheKey`] with the token owned.
+/// The key an entry is stored under: [`CacheKey`] with the token owned. Its hash and equality are
+/// those of [`StoredKey::lookup`], so a `CacheKey` finds it (moka's `Equivalent`).
 struct StoredKey {
     scope: KeyScope,
     token: Box<str>,
 }
 
-/// Both keys hash the same bytes the same way (moka looks up a `StoredKey` by a `CacheKey`).
-fn hash_key(scope: &KeyScope, token: &str, state: &mut impl Hasher) {
-    state.write(&scope.0);
-    state.write(token.as_bytes());
+impl StoredKey {
+    /// The same key, borrowed: what a lookup of this entry presents.
+    fn lookup(&self) -> CacheKey<'_> {
+        CacheKey {
+            scope: self.scope,
+            token: &self.token,
+        }
+    }
 }
 
 impl Hash for CacheKey<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_key(&self.scope, self.token, state);
+        state.write(&self.scope.0);
+        state.write(self.token.as_bytes());
     }
 }
 
 impl Hash for StoredKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_key(&self.scope, &self.token, state);
+        self.lookup().hash(state);
     }
 }
-
-impl PartialEq for StoredKey {
-    fn eq(&self, other: &StoredKey) -> bool {
-        self.scope == other.scope && same_token(&self.token, &other.token)
-    }
-}
-
-impl Eq for StoredKey {}
 
 /// A hit is the same scope and the same token, every byte.
 impl Equivalent<StoredKey> for CacheKey<'_> {
@@ -163,6 +161,14 @@ impl Equivalent<StoredKey> for CacheKey<'_> {
         self.scope == stored.scope && same_token(self.token, &stored.token)
     }
 }
+
+impl PartialEq for StoredKey {
+    fn eq(&self, other: &StoredKey) -> bool {
+        self.lookup().equivalent(other)
+    }
+}
+
+impl Eq for StoredKey {}
 
 /// Byte equality, the last 16 bytes first: tokens of one issuer share their first hundred bytes
 /// or so (the same header, often the same leading claims), and end in their signatures. A probe

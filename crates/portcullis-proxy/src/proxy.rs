@@ -538,6 +538,27 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// The last piece of a request body may arrive empty: an HTTP/2 client ends the stream with
+    /// an empty DATA frame (curl `-T -`, browsers' and Go's streaming uploads). pingora writes an
+    /// empty piece to an HTTP/1.1 upstream as a zero-size chunk, which *is* the last chunk, and
+    /// then writes the last chunk again when the body ends: the second `0\r\n\r\n` stays on the
+    /// pooled connection and is read as the start of the next request, so a later request (of
+    /// another client) can be answered with this one's response. An empty last piece is
+    /// therefore passed on as "no data, end of body" (pingora already drops empty pieces that
+    /// are not the last).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
+            *body = None;
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,

@@ -493,3 +493,124 @@ async fn a_claim_value_that_would_read_as_something_else_is_not_forwarded_and_is
         assert!(metrics.contains(&line), "{line}\n{metrics}");
     }
 }
+
+// ---------------------------------------------------------------- request bodies from HTTP/2
+
+/// A raw HTTP/1.1 upstream: parses each request on each connection (head, then a chunked or
+/// sized body), records its first line, and answers `200 ok` to every line that reads as a
+/// request. A line that does not (what a stray last chunk turns into) is recorded and not
+/// answered, so the connection stays pooled and the next request's bytes follow it.
+async fn raw_upstream() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        for conn in 0.. {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                loop {
+                    let mut head = Vec::new();
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push(line.trim_end().to_owned()),
+                        }
+                    }
+                    let first = head.first().cloned().unwrap_or_default();
+                    record.lock().unwrap().push((conn, first.clone()));
+                    let header = |name: &str| {
+                        head.iter().skip(1).find_map(|h| {
+                            let (n, v) = h.split_once(':')?;
+                            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                        })
+                    };
+                    if header("transfer-encoding").is_some() {
+                        loop {
+                            line.clear();
+                            if tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line)
+                                .await
+                                .unwrap_or(0)
+                                == 0
+                            {
+                                return;
+                            }
+                            let size = usize::from_str_radix(line.trim(), 16).unwrap();
+                            let mut data = vec![0; size + 2];
+                            stream.read_exact(&mut data).await.unwrap();
+                            if size == 0 {
+                                break;
+                            }
+                        }
+                    } else if let Some(n) = header("content-length") {
+                        let mut data = vec![0; n.parse().unwrap()];
+                        stream.read_exact(&mut data).await.unwrap();
+                    }
+                    if first.ends_with(" HTTP/1.1") {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        stream.get_mut().write_all(ok).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// An HTTP/2 request body that ends with an empty DATA frame (END_STREAM) reaches an HTTP/1.1
+/// upstream with exactly one last chunk: a second one would stay on the pooled connection and
+/// be read as the start of the next request (of any client), which could then be answered
+/// with another request's response.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_body_ending_in_an_empty_frame_sends_one_last_chunk_upstream() {
+    let (upstream, seen) = raw_upstream().await;
+    let mut m = support::model(
+        "h2-body",
+        Vec::new(),
+        vec![route("all", "/", upstream, None)],
+    );
+    m.server.listen[0].h2c = true;
+    let gw = InProcess::bind(&m);
+    let tcp = TcpStream::connect(gw.proxy()).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let authority = format!("http://127.0.0.1:{}", gw.proxy().port());
+    let upload = http::Request::post(format!("{authority}/up"))
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(upload, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"hello"), false)
+        .unwrap();
+    body.send_data(bytes::Bytes::new(), true).unwrap();
+    let within = |f| tokio::time::timeout(Duration::from_secs(10), f);
+    let response = within(response).await.expect("answered in time").unwrap();
+    assert_eq!(response.status(), 200);
+    let mut client = client.ready().await.unwrap();
+    let next = http::Request::get(format!("{authority}/next"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(next, true).unwrap();
+    let response = within(response).await.expect("answered in time").unwrap();
+    assert_eq!(response.status(), 200);
+    driver.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            (0, "POST /up HTTP/1.1".to_owned()),
+            (0, "GET /next HTTP/1.1".to_owned())
+        ],
+        "the second request reuses the pooled connection, and nothing comes between"
+    );
+}

@@ -319,9 +319,14 @@ fn check_audience(claims: &Claims, audiences: &[String]) -> Result<(), AuthError
         return Err(AuthError::TokenAudienceNotAllowed);
     };
     let allowed = |aud: &str| audiences.iter().any(|a| a == aud);
+    // RFC 7519 4.1.3: a string or an array of strings. An array holding anything else is not an
+    // audience claim, whatever else it lists (no IdP writes one; a token that does is refused).
     let ok = match aud.as_str() {
         Some(aud) => allowed(aud),
-        None => aud.elements().filter_map(Claim::as_str).any(allowed),
+        None => {
+            aud.elements().all(|e| e.as_str().is_some())
+                && aud.elements().filter_map(Claim::as_str).any(allowed)
+        }
     };
     if ok {
         Ok(())

@@ -151,7 +151,12 @@ fn discovered_issuers_apply_when_the_policy_lists_none() {
 fn audience_string_or_array_any_of() {
     let ok = with(|c| c["aud"] = json!(["x", "api://orders"]));
     assert_eq!(run(&ok, &policy()), Ok(()));
-    for aud in [json!("api://other"), json!(["x", "y"]), json!([]), json!(1)] {
+    let odd = [json!([1, "api://orders"]), json!([null, "api://orders"])];
+    let odd = odd.into_iter().chain([json!(["api://orders", ["x"]])]);
+    for aud in [json!("api://other"), json!(["x", "y"]), json!([]), json!(1)]
+        .into_iter()
+        .chain(odd)
+    {
         let c = with(|c| c["aud"] = aud.clone());
         assert_eq!(run(&c, &policy()), Err(AuthError::TokenAudienceNotAllowed));
     }

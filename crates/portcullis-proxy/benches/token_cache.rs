@@ -1,6 +1,6 @@
 //! The verified-token cache through the function the proxy calls per request
 //! (`TokenCache::key` + `auth::verify_and_check`), per algorithm:
-//! - `hit`: the token is cached (one moka lookup: a foldhash of scope and token, then a byte
+//! - `hit`: the token is cached (one map lookup: a foldhash of scope and token, then a byte
 //!   comparison with the stored token; the key-still-present check; the claim rules on the cached
 //!   claims);
 //! - `miss`: the entry is dropped before each call (untimed), so each call hashes, misses,

@@ -219,7 +219,7 @@ impl Converter {
             self.note(
                 el.pos,
                 element,
-                "APIM counts rate-limit per subscription; the gateway has no subscriptions, so one counter is shared by every caller of the policy",
+                "counted per subscription on routes with a `subscription:` check, as in APIM; callers without a subscription share one counter",
             );
         }
         let mut entries = Vec::new();
@@ -314,10 +314,20 @@ impl Converter {
                 Some((map("claim", read.claim), Some(read.source)))
             }
             None if a.value.contains("context.Subscription") => {
+                if let Some(default) = subscription_key(&a.value) {
+                    if let Some(d) = default {
+                        self.note(
+                            a.pos,
+                            "counter-key",
+                            format!("the default \"{d}\" is not kept: callers without a subscription share one counter (the empty key), as they share the default's counter in APIM"),
+                        );
+                    }
+                    return Some((Node::str("subscription"), None));
+                }
                 self.unsupported(
                     a.pos,
                     "counter-key",
-                    "the gateway has no subscriptions (context.Subscription): key the limit on a claim, a header or the client IP by hand",
+                    "only the subscription's `Id` or `Name` is a subscription key here (`counter-key: subscription`); key the limit on a claim, a header or the client IP by hand",
                 );
                 None
             }
@@ -801,5 +811,52 @@ fn origin(text: &str) -> Result<String, String> {
         _ => Err(format!(
             "\"{text}\" is not an origin (scheme://host[:port], or `*`)"
         )),
+    }
+}
+
+/// `@(context.Subscription.Id)` or `.Name` (also `?.`, and `?? "default"` after it), spaces
+/// anywhere: the accepted subscription, which `counter-key: subscription` reads (`Some`, with the
+/// default when one is given). `Key` is left out: APIM counts a subscription's two keys apart.
+fn subscription_key(value: &str) -> Option<Option<String>> {
+    let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+    let inner = compact.strip_prefix("@(")?.strip_suffix(')')?;
+    let rest = ["context.Subscription.", "context.Subscription?."]
+        .iter()
+        .find_map(|p| inner.strip_prefix(p))?;
+    let (field, default) = match rest.split_once("??") {
+        Some((field, default)) => {
+            let text = default.strip_prefix('"')?.strip_suffix('"')?;
+            (field, Some(text.to_owned()))
+        }
+        None => (rest, None),
+    };
+    matches!(field, "Id" | "Name").then_some(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subscription_key;
+
+    #[test]
+    fn subscription_counter_keys() {
+        let some = |d: Option<&str>| Some(d.map(str::to_owned));
+        assert_eq!(subscription_key("@(context.Subscription.Id)"), some(None));
+        assert_eq!(
+            subscription_key("@( context.Subscription.Name )"),
+            some(None)
+        );
+        assert_eq!(
+            subscription_key(r#"@(context.Subscription?.Id ?? "anonymous")"#),
+            some(Some("anonymous"))
+        );
+        for other in [
+            "@(context.Subscription.Key)",
+            "@(context.Subscription.Id + context.Request.IpAddress)",
+            "@(context.Subscription?.Id ?? anonymous)",
+            "context.Subscription.Id",
+            "@(context.Subscription.Id",
+        ] {
+            assert_eq!(subscription_key(other), None, "{other}");
+        }
     }
 }

@@ -226,6 +226,10 @@ pub enum CounterKey {
     Header(HeaderName),
     /// A constant (one counter for every caller); named values are substituted before.
     Constant(String),
+    /// The name of the subscription whose key the route's `subscription:` check accepted (APIM's
+    /// `context.Subscription`); the empty key when none was. `rate-limit` counts by it, as APIM
+    /// counts `rate-limit` per subscription.
+    Subscription,
 }
 
 /// Which responses count (APIM's `increment-condition`, in the shapes people write).
@@ -684,7 +688,7 @@ pub(crate) fn limit(cx: &mut Cx, node: &Node, kind: LimitKind, id: String) -> Op
         }
     };
     let counter_key = match (kind, f.get("counter-key")) {
-        (LimitKind::RateLimit, _) => CounterKey::Constant(String::new()),
+        (LimitKind::RateLimit, _) => CounterKey::Subscription,
         (_, Some(n)) => counter_key(cx, n).unwrap_or(CounterKey::ClientIp),
         (_, None) => {
             cx.error(f.pos, format!("{element} needs `counter-key`"));
@@ -725,15 +729,17 @@ pub(crate) fn limit(cx: &mut Cx, node: &Node, kind: LimitKind, id: String) -> Op
     (cx.errors() == errors).then_some(limit)
 }
 
-/// `counter-key: client-ip | {claim: NAME} | {header: NAME} | {value: TEXT}`.
+/// `counter-key: client-ip | subscription | {claim: NAME} | {header: NAME} | {value: TEXT}`.
 fn counter_key(cx: &mut Cx, node: &Node) -> Option<CounterKey> {
     if let Kind::Str { value, .. } = &node.kind {
-        if value == "client-ip" {
-            return Some(CounterKey::ClientIp);
+        match value.as_str() {
+            "client-ip" => return Some(CounterKey::ClientIp),
+            "subscription" => return Some(CounterKey::Subscription),
+            _ => {}
         }
         cx.error(
             node.pos,
-            format!("`counter-key` must be `client-ip`, `{{claim: NAME}}`, `{{header: NAME}}` or `{{value: TEXT}}`, found `{value}`"),
+            format!("`counter-key` must be `client-ip`, `subscription`, `{{claim: NAME}}`, `{{header: NAME}}` or `{{value: TEXT}}`, found `{value}`"),
         );
         return None;
     }
@@ -751,7 +757,7 @@ fn counter_key(cx: &mut Cx, node: &Node) -> Option<CounterKey> {
         _ => {
             cx.error(
                 f.pos,
-                "`counter-key` takes exactly one of `claim`, `header`, `value` (or the string `client-ip`)",
+                "`counter-key` takes exactly one of `claim`, `header`, `value` (or the string `client-ip` or `subscription`)",
             );
             None
         }

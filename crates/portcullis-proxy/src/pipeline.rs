@@ -400,8 +400,7 @@ impl<'r> Run<'r> {
                     }
                 },
                 Step::Limit(step) => {
-                    let key =
-                        counter_key(&step.limit, x.req, x.peer, ctx, &generation.trusted_proxies);
+                    let key = counter_key(&step.limit, x.req, x.peer, ctx, generation);
                     let words = ctx.trace.is_some().then(|| limit_words(&step.limit, &key));
                     let answer = apply_limit(gw, step, key, ctx).await;
                     if let (Some(t), Some((name, words))) = (ctx.trace.as_deref_mut(), words) {
@@ -722,6 +721,10 @@ fn limit_words(limit: &Limit, key: &str) -> (String, String) {
     let key = match &limit.counter_key {
         CounterKey::Header(h) => format!("the value of header `{h}` ({} chars)", key.len()),
         CounterKey::Constant(_) => "the route's one counter".to_owned(),
+        CounterKey::Subscription if key.is_empty() => {
+            "the one counter of callers without a subscription".to_owned()
+        }
+        CounterKey::Subscription => format!("subscription `{key}`"),
         _ => format!("key `{key}`"),
     };
     let calls = limit.calls.map_or(String::new(), |c| {
@@ -1113,16 +1116,22 @@ fn rewritten(
     Some((path, (!q.is_empty()).then_some(q)))
 }
 
-/// The counter key of a request for a statement (borrowed when it is a constant or a header).
+/// The counter key of a request for a statement (borrowed when it is a constant, a header or the
+/// subscription's name).
 fn counter_key<'a>(
     limit: &'a Limit,
     req: &'a RequestHeader,
     peer: Option<IpAddr>,
     ctx: &Ctx,
-    trusted: &[portcullis_config::IpNet],
+    generation: &'a Generation,
 ) -> Cow<'a, str> {
+    let trusted = &generation.trusted_proxies;
     match &limit.counter_key {
         CounterKey::Constant(c) => Cow::Borrowed(c),
+        CounterKey::Subscription => Cow::Borrowed(
+            ctx.subscription
+                .map_or("", |i| generation.subscriptions.name(i)),
+        ),
         CounterKey::Header(name) => req
             .headers
             .get(name)

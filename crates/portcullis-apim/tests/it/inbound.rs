@@ -206,13 +206,7 @@ fn limit_shapes_convert_to_the_matching_statements() {
     assert_eq!(
         shape(pm),
         vec![
-            S::Lim(
-                Rl,
-                Some(20),
-                90,
-                CounterKey::Constant(String::new()),
-                Ic::Any
-            ),
+            S::Lim(Rl, Some(20), 90, CounterKey::Subscription, Ic::Any),
             S::Lim(Rlbk, Some(50), 30, header("x-client"), Ic::Below400),
             S::Lim(Rlbk, Some(40), 30, header("x-api-key"), Ic::Any),
             S::Lim(
@@ -222,6 +216,7 @@ fn limit_shapes_convert_to_the_matching_statements() {
                 CounterKey::Constant("orders-shared".into()),
                 Ic::Success
             ),
+            S::Lim(Rlbk, Some(3), 15, CounterKey::Subscription, Ic::Any),
             S::Lim(Q, Some(1000), 86_400, CounterKey::ClientIp, Ic::Below400),
             S::Lim(
                 Q,
@@ -238,22 +233,15 @@ fn limit_shapes_convert_to_the_matching_statements() {
     let by_client = limit(pm, 1);
     assert_eq!(by_client.increment_count, 2);
     assert_eq!(by_client.retry_after_header_name.as_str(), "x-retry-in");
-    assert_eq!(limit(pm, 4).bandwidth_kb, Some(4096));
+    assert_eq!(limit(pm, 5).bandwidth_kb, Some(4096));
     let lines: Vec<usize> = unsupported(&conv).iter().map(|(l, _)| *l).collect();
-    // <api>, `!= 429`, `== 200`, subscription key (statement and attribute), path key (same),
-    // first-period-start
-    assert_eq!(lines, [6, 17, 19, 20, 20, 21, 21, 25]);
+    // <api>, `!= 429`, `== 200`, path key (statement and attribute), first-period-start; the
+    // subscription key (line 20) converts
+    assert_eq!(lines, [6, 17, 19, 21, 21, 25]);
     let report = conv.report("21-limits.xml");
+    assert!(!report.contains("21-limits.xml:20:"), "{report}");
     assert!(
-        report.contains(
-            "21-limits.xml:20:58: unsupported counter-key: the gateway has no subscriptions"
-        ),
-        "{report}"
-    );
-    assert!(
-        report.contains(
-            "21-limits.xml:5:9: note rate-limit: APIM counts rate-limit per subscription"
-        ),
+        report.contains("21-limits.xml:5:9: note rate-limit: counted per subscription"),
         "{report}"
     );
 }

@@ -301,6 +301,7 @@ fn partner_api_unsupported() {
         json!({
             "inbound": [
                 {"validate-jwt": {"header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}], "try-all-signing-keys": true}},
+                {"rate-limit-by-key": {"calls": 100, "renewal-period": 60, "counter-key": "subscription"}},
                 {"set-header": {"exists-action": "override", "name": "X-Partner-Order", "value": "order-${param:orderId}"}},
                 {"rewrite-uri": {"template": "/partners/${claim:partner_id}/orders/{orderId}"}}
             ]

@@ -557,3 +557,81 @@ routes:
     );
     assert_eq!(call(ALL_ACCESS).await.unwrap().status(), 401);
 }
+
+/// `rate-limit` counts per subscription, as APIM does: one subscriber using up its calls leaves
+/// another's untouched. `counter-key: subscription` does the same for a by-key limit; a route
+/// without a subscription check has one counter.
+#[tokio::test]
+async fn rate_limit_counts_per_subscription() {
+    let backend = Backend::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let config = format!(
+        r#"server: {{ listen: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+policies:
+  limited: {{ inbound: [ {{ rate-limit: {{ calls: 2, renewal-period: 300 }} }} ] }}
+  by-key:
+    inbound: [ {{ rate-limit-by-key: {{ calls: 1, renewal-period: 300, counter-key: subscription }} }} ]
+subscriptions:
+  alice: {{ scope: all }}
+  bob: {{ scope: all }}
+routes:
+  - name: a
+    match: {{ path-prefix: /a }}
+    upstream: "{url}"
+    subscription: {{ api: a }}
+    policy: limited
+  - name: k
+    match: {{ path-prefix: /k }}
+    upstream: "{url}"
+    subscription: {{ api: k }}
+    policy: by-key
+  - name: open
+    match: {{ path-prefix: /open }}
+    upstream: "{url}"
+    policy: limited
+"#,
+        url = backend.url()
+    );
+    std::fs::write(&file, config).unwrap();
+    let (model, _) = portcullis_config::load(&file).unwrap();
+    let mut keys = SubscriptionKeys::new();
+    keys.add("alice", STARTER_1);
+    keys.add("bob", UNLIMITED);
+    let gw = InProcess::bind_with(
+        &model,
+        RunOptions {
+            subscription_keys: keys,
+            ..RunOptions::default()
+        },
+    );
+    let client = reqwest::Client::new();
+    let call = |path: &'static str, key: Option<&'static str>| {
+        let mut request = client.get(format!("http://{}{path}", gw.proxy()));
+        if let Some(key) = key {
+            request = request.header("Ocp-Apim-Subscription-Key", key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let (alice, bob) = (Some(STARTER_1), Some(UNLIMITED));
+    let mut seen = Vec::new();
+    for (path, key) in [
+        ("/a/1", alice),
+        ("/a/2", alice),
+        ("/a/3", alice),
+        ("/a/4", bob),
+        ("/a/5", bob),
+        ("/a/6", bob),
+        ("/k/1", alice),
+        ("/k/2", alice),
+        ("/k/3", bob),
+        ("/open/1", None),
+        ("/open/2", None),
+        ("/open/3", None),
+    ] {
+        seen.push((path, call(path, key).await));
+    }
+    let want = [200, 200, 429, 200, 200, 429, 200, 429, 200, 200, 200, 429];
+    let want: Vec<_> = seen.iter().map(|(p, _)| *p).zip(want).collect();
+    assert_eq!(seen, want);
+}

@@ -393,9 +393,10 @@ impl Routes {
         })
     }
 
-    /// Canonicalise the request (method, `Host`, request target) and find its route. On success the
-    /// request carries the canonical origin-form target (the query as received), so what is
-    /// authorised and forwarded is what was matched; `Ok(None)`: no route. A request that cannot
+    /// Canonicalise the request (method, `Host`, request target, an `Upgrade` without
+    /// `Connection: upgrade` removed) and find its route. On success the request carries the
+    /// canonical origin-form target (the query as received), so what is authorised and forwarded
+    /// is what was matched; `Ok(None)`: no route. A request that cannot
     /// be made canonical is refused (400) and left as it was.
     ///
     /// `trace` (explain, a traced request): the canonical host and path, and each route up to the
@@ -406,6 +407,11 @@ impl Routes {
         trace: Option<&mut portcullis_explain::Explanation>,
     ) -> Result<Option<usize>, Refusal> {
         check_method(req.method.as_str())?;
+        if portcullis_route::headers::unannounced_upgrade(&req.headers) {
+            // Not an upgrade request: without the header pingora cannot make it one (a tunnel the
+            // rest of the connection would pass through unchecked).
+            req.remove_header(&http::header::UPGRADE);
+        }
         let mut hosts = req.headers.get_all(http::header::HOST).iter();
         let host_header = match (hosts.next(), hosts.next()) {
             (_, Some(_)) => return Err(Refusal::InvalidHost),

@@ -407,6 +407,7 @@ impl Routes {
         trace: Option<&mut portcullis_explain::Explanation>,
     ) -> Result<Option<usize>, Refusal> {
         check_method(req.method.as_str())?;
+        portcullis_route::headers::check_method_override(&req.headers, req.uri.query())?;
         if portcullis_route::headers::unannounced_upgrade(&req.headers) {
             // Not an upgrade request: without the header pingora cannot make it one (a tunnel the
             // rest of the connection would pass through unchecked).

@@ -10,8 +10,19 @@
 //!   tunnel: every later byte on it (another request, say `GET /admin/...`) would reach the
 //!   backend unrouted and unauthorised. [`unannounced_upgrade`] finds such a request; the proxy
 //!   takes its `Upgrade` header off, so it is an ordinary request to pingora and to the backend.
+//! - **Method override**: ASP.NET Core (`UseHttpMethodOverride`), Express `method-override`,
+//!   Rack, Symfony and Laravel run a `POST` carrying `X-HTTP-Method-Override: DELETE` (or
+//!   `X-Method-Override`, `X-HTTP-Method`) as a `DELETE`, while the gateway routed and authorised a
+//!   `POST`: a route list by method would be bypassed. [`check_method_override`] refuses every
+//!   spelling of those headers (any case, `_` for `-`, as some servers read `_`), and a `_method`
+//!   query parameter, which Symfony reads from the query when its parameter override is on, as
+//!   Laravel turns it on by default (PHP also reads `.method` and `[method` as
+//!   `_method`). A `_method` form field in the body is not seen (the gateway does not read bodies).
+//!   The gateway refuses a lower-case method for the same reason ([`crate::check_method`]).
 
 use http::{header, HeaderMap};
+
+use crate::Refusal;
 
 /// Whether the `Connection` headers (each a comma-separated token list) list `token`
 /// (case-insensitively, as RFC 9110 7.6.1 compares connection options).
@@ -27,6 +38,57 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// request (RFC 9110 7.8, RFC 6455 4.1), and the header must go, or pingora treats it as one.
 pub fn unannounced_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && !connection_lists(headers, "upgrade")
+}
+
+/// Header names (lower case) that frameworks read as the request's real method.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
+
+/// Whether a (lower-case) header name is `dashed` once each `_` is read as `-`.
+fn spelled_as(name: &str, dashed: &str) -> bool {
+    name.len() == dashed.len()
+        && name
+            .bytes()
+            .zip(dashed.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// Refuse a method-override header in any spelling, or a `_method` query parameter (as PHP reads
+/// parameter names: percent-decoded, `+` a space, leading spaces dropped, ` `, `.` and `[` read as
+/// `_`).
+pub fn check_method_override(headers: &HeaderMap, query: Option<&str>) -> Result<(), Refusal> {
+    let header = headers.keys().any(|n| {
+        let n = n.as_str();
+        n.starts_with("x") && METHOD_OVERRIDE_HEADERS.iter().any(|m| spelled_as(n, m))
+    });
+    let parameter = query.is_some_and(|q| {
+        q.split(['&', ';'])
+            .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+            .any(is_method_parameter)
+    });
+    if header || parameter {
+        Err(Refusal::MethodOverride)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a raw query parameter name reads as `_method` to PHP.
+fn is_method_parameter(raw: &str) -> bool {
+    if !raw.contains("method") && !raw.contains('%') {
+        return false;
+    }
+    let spaced = raw.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
+    let name: String = decoded
+        .trim_start_matches(' ')
+        .chars()
+        .map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c })
+        .collect();
+    name == "_method"
 }
 
 #[cfg(test)]
@@ -83,5 +145,49 @@ mod tests {
             assert_eq!(unannounced_upgrade(&headers(pairs)), !kept, "{pairs:?}");
         }
         assert!(!unannounced_upgrade(&headers(&[("connection", "upgrade")])));
+    }
+
+    #[test]
+    fn method_overrides_are_refused_in_every_spelling() {
+        for name in [
+            "x-http-method-override",
+            "x_http_method_override",
+            "x-http_method-override",
+            "x-method-override",
+            "x_method_override",
+            "x-http-method",
+            "x_http_method",
+        ] {
+            let map = headers(&[(name, "DELETE")]);
+            assert_eq!(
+                check_method_override(&map, None),
+                Err(Refusal::MethodOverride),
+                "{name}"
+            );
+        }
+        for query in [
+            "_method=DELETE",
+            "a=1&_method=DELETE",
+            "a=1;_method=PUT",
+            "%5Fmethod=DELETE",
+            "%5fmethod=DELETE",
+            ".method=DELETE",
+            "%20_method=DELETE",
+            "[method=DELETE",
+            "_method",
+        ] {
+            let none = HeaderMap::new();
+            let got = check_method_override(&none, Some(query));
+            assert_eq!(got, Err(Refusal::MethodOverride), "{query}");
+        }
+        let plain = headers(&[("x-http-method-overrides", "x"), ("method", "DELETE")]);
+        assert_eq!(
+            check_method_override(&plain, Some("method=DELETE&_methods=x&x=_method")),
+            Ok(())
+        );
+        assert_eq!(
+            check_method_override(&plain, Some("_METHOD=DELETE")),
+            Ok(())
+        );
     }
 }

@@ -82,11 +82,13 @@ pub enum Refusal {
     InvalidHost,
     /// The absolute-form authority and the `Host` header name different hosts.
     HostMismatch,
+    /// A method-override header (`X-HTTP-Method-Override`...) or `_method` query parameter.
+    MethodOverride,
 }
 
 impl Refusal {
     /// Every refusal (for the documentation check).
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 14] = [
         Refusal::NotOriginForm,
         Refusal::Fragment,
         Refusal::ControlCharacter,
@@ -100,6 +102,7 @@ impl Refusal {
         Refusal::MethodCase,
         Refusal::InvalidHost,
         Refusal::HostMismatch,
+        Refusal::MethodOverride,
     ];
 
     /// Stable reason code (logs, metrics).
@@ -117,6 +120,7 @@ impl Refusal {
             Refusal::MethodCase => "MethodCase",
             Refusal::InvalidHost => "InvalidHost",
             Refusal::HostMismatch => "HostMismatch",
+            Refusal::MethodOverride => "MethodOverride",
         }
     }
 
@@ -145,6 +149,9 @@ impl Refusal {
             Refusal::InvalidHost => "Bad request. The Host header is invalid.",
             Refusal::HostMismatch => {
                 "Bad request. The request target's authority does not match the Host header."
+            }
+            Refusal::MethodOverride => {
+                "Bad request. Method-override headers and parameters are not accepted."
             }
         }
     }

@@ -4,6 +4,9 @@
 //! - An `Upgrade` header without `Connection: upgrade` is not an upgrade request (RFC 9110 7.8):
 //!   the gateway must not turn it into a tunnel, or the bytes after it on the connection reach the
 //!   backend unrouted and unauthorised.
+//! - A method-override header (`X-HTTP-Method-Override: DELETE`, any spelling) or `_method`
+//!   query parameter makes frameworks run a `POST` as another method: refused, or a route list by
+//!   method would be bypassed.
 //!
 //! The gateway runs in process on loopback port 0 from a YAML config (so `check`'s rules run
 //! too). Requests go over raw TCP, byte for byte as written here. The upgrade cases use a raw
@@ -18,10 +21,11 @@ use std::time::Duration;
 
 use portcullis_testkit::backend::Backend;
 use portcullis_testkit::jwks_server::{JwksServer, TestKey};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::InProcess;
+use crate::support::{self, raw, InProcess};
 
 /// Every exchange with the gateway finishes within this.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +112,12 @@ struct Setup {
     any: Switching,
     /// `/admin` (token with `orders.write` needed).
     admin: Backend,
+    /// `DELETE`/`PUT` under `/api` (token with `orders.write` needed).
+    api_write: Backend,
+    /// Anything else under `/api` (any valid token).
+    api: Backend,
+    /// A token with `orders.read` only.
+    read_token: String,
     _idp: JwksServer,
 }
 
@@ -119,6 +129,8 @@ impl Setup {
         let ws = Switching::start(false).await;
         let any = Switching::start(true).await;
         let admin = Backend::start().unwrap();
+        let api_write = Backend::start().unwrap();
+        let api = Backend::start().unwrap();
         let discovery = idp.discovery_url();
         let text = format!(
             r#"
@@ -133,23 +145,44 @@ policies:
       openid-config: [{{ url: "{discovery}" }}]
       audiences: [api://orders]
     scopes: {{ values: [orders.write] }}
+    insufficient-scope-httpcode: 403
+  read:
+    validate-jwt:
+      openid-config: [{{ url: "{discovery}" }}]
+      audiences: [api://orders]
 routes:
+  - name: api-write
+    match: {{ path-prefix: /api, methods: [DELETE, PUT] }}
+    upstream: "{api_write}"
+    policy: write
+  - {{ name: api, match: {{ path-prefix: /api }}, upstream: "{api}", policy: read }}
   - {{ name: admin, match: {{ path-prefix: /admin }}, upstream: "{admin}", policy: write }}
   - {{ name: ws, match: {{ path-prefix: /ws }}, upstream: "http://{ws}", policy: none }}
   - {{ name: any, match: {{ path-prefix: /any }}, upstream: "http://{any}", policy: none }}
 "#,
             admin = admin.url(),
+            api_write = api_write.url(),
+            api = api.url(),
             ws = ws.addr,
             any = any.addr,
         );
         let (model, _warnings) = portcullis_config::load_str(&text, Path::new("headers.yaml"))
             .unwrap_or_else(|d| panic!("config rejected: {d:?}"));
         let gateway = InProcess::start(&model).await;
+        let read_token = key
+            .sign(&json!({
+                "iss": idp.issuer(), "aud": "api://orders", "sub": "reader",
+                "exp": support::now() + 600, "scp": "orders.read",
+            }))
+            .unwrap();
         Setup {
             gateway,
             ws,
             any,
             admin,
+            api_write,
+            api,
+            read_token,
             _idp: idp,
         }
     }
@@ -231,4 +264,72 @@ async fn a_websocket_handshake_still_upgrades() {
         "{forwarded}"
     );
     assert!(forwarded.ends_with("frames\r\n\r\n"), "{forwarded}");
+}
+
+/// `POST target` with the reader's token, `extra` header lines and a small form body.
+fn post(target: &str, token: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n{extra}\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\
+         Connection: close\r\n\r\na=1"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn method_overrides_are_refused_in_every_spelling() {
+    let s = Setup::start().await;
+    let addr = s.gateway.proxy();
+    let token = s.read_token.as_str();
+    // The route list by method: the reader may POST, not DELETE.
+    let delete = format!(
+        "DELETE /api/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    assert_eq!(raw(addr, delete.as_bytes()).await.0, 403);
+    let (status, text) = raw(addr, &post("/api/x", token, "")).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(s.api.request_count(), 1);
+    s.api.clear();
+    let refused = [
+        ("/api/x", "X-HTTP-Method-Override: DELETE\r\n"),
+        ("/api/x", "x-http-method-override: DELETE\r\n"),
+        ("/api/x", "X_HTTP_Method_Override: DELETE\r\n"),
+        ("/api/x", "X-Method-Override: DELETE\r\n"),
+        ("/api/x", "X_Method-Override: DELETE\r\n"),
+        ("/api/x", "X-HTTP-Method: DELETE\r\n"),
+        ("/api/x", "X_HTTP_METHOD: DELETE\r\n"),
+        ("/api/x", "X-HTTP-Method-Override: POST\r\n"),
+        ("/api/x?_method=DELETE", ""),
+        ("/api/x?a=1&_method=DELETE", ""),
+        ("/api/x?%5Fmethod=DELETE", ""),
+        ("/api/x?.method=DELETE", ""),
+    ];
+    for (target, extra) in refused {
+        let (status, text) = raw(addr, &post(target, token, extra)).await;
+        let case = format!("POST {target} with {extra:?}: {text}");
+        assert_eq!(status, 400, "{case}");
+        assert!(
+            text.contains(
+                "\"Bad request. Method-override headers and parameters are not accepted.\""
+            ),
+            "{case}"
+        );
+        assert_eq!(
+            s.api.request_count() + s.api_write.request_count(),
+            0,
+            "{case}"
+        );
+    }
+    // Look-alikes are ordinary requests.
+    for (target, extra) in [
+        ("/api/x?method=DELETE&_methods=x", ""),
+        ("/api/x", "X-HTTP-Method-Overrides: DELETE\r\n"),
+    ] {
+        let (status, text) = raw(addr, &post(target, token, extra)).await;
+        assert_eq!(status, 200, "POST {target} with {extra:?}: {text}");
+    }
+    assert_eq!(s.api.request_count(), 2);
+    let metrics = s.gateway.metrics().await;
+    assert!(metrics.contains("reason=\"MethodOverride\""), "{metrics}");
 }

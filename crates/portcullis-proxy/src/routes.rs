@@ -394,7 +394,8 @@ impl Routes {
     }
 
     /// Canonicalise the request (method, `Host`, request target, an `Upgrade` without
-    /// `Connection: upgrade` removed) and find its route. On success the request carries the
+    /// `Connection: upgrade` removed, one `Content-Length`; method overrides and framing headers
+    /// spelled with `_` refused) and find its route. On success the request carries the
     /// canonical origin-form target (the query as received), so what is authorised and forwarded
     /// is what was matched; `Ok(None)`: no route. A request that cannot
     /// be made canonical is refused (400) and left as it was.
@@ -408,6 +409,11 @@ impl Routes {
     ) -> Result<Option<usize>, Refusal> {
         check_method(req.method.as_str())?;
         portcullis_route::headers::check_method_override(&req.headers, req.uri.query())?;
+        if let Some(length) = portcullis_route::headers::framing(&req.headers)? {
+            // The one value pingora frames the body by, once, in place of the duplicates.
+            req.insert_header(http::header::CONTENT_LENGTH, length)
+                .map_err(|_| Refusal::AmbiguousFraming)?;
+        }
         if portcullis_route::headers::unannounced_upgrade(&req.headers) {
             // Not an upgrade request: without the header pingora cannot make it one (a tunnel the
             // rest of the connection would pass through unchecked).

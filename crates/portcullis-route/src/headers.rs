@@ -19,6 +19,14 @@
 //!   Laravel turns it on by default (PHP also reads `.method` and `[method` as
 //!   `_method`). A `_method` form field in the body is not seen (the gateway does not read bodies).
 //!   The gateway refuses a lower-case method for the same reason ([`crate::check_method`]).
+//! - **Framing** (RFC 9110 8.6, RFC 9112 6): pingora frames the body by the one `Content-Length`
+//!   value it reconciles from identical duplicates (`5, 5`, or two headers) but forwards them as
+//!   received, and it ignores `Transfer_Encoding` (a different name) while some servers behind
+//!   CGI-style or lenient parsers read `_` as `-` and frame by it: the backend would find a second
+//!   request in the body. [`framing`] refuses a framing header spelled with `_` (refused rather
+//!   than removed: no client writes one by mistake, and a request that something along the way
+//!   may read as framed otherwise is not one to guess about) and returns the single
+//!   `Content-Length` the proxy forwards in place of duplicates.
 
 use http::{header, HeaderMap};
 
@@ -91,6 +99,45 @@ fn is_method_parameter(raw: &str) -> bool {
     name == "_method"
 }
 
+/// The framing headers, and what each is read as with `_` for `-`.
+const FRAMING_HEADERS: [&str; 2] = ["content-length", "transfer-encoding"];
+
+/// Refuse a framing header spelled with `_`, or `Content-Length` values that are not one number;
+/// `Ok(Some(n))`: the `Content-Length` was repeated (`5, 5`, or several headers) and `n` is the
+/// one value to forward in their place. Without `Transfer-Encoding` only (with it, pingora has
+/// already dropped `Content-Length`, RFC 9112 6.3).
+pub fn framing(headers: &HeaderMap) -> Result<Option<u64>, Refusal> {
+    let misspelt = headers.keys().any(|n| {
+        let n = n.as_str();
+        n.contains('_') && FRAMING_HEADERS.iter().any(|f| spelled_as(n, f))
+    });
+    if misspelt {
+        return Err(Refusal::AmbiguousFraming);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Ok(None);
+    }
+    let mut value = None;
+    let mut count = 0usize;
+    for line in headers.get_all(header::CONTENT_LENGTH) {
+        for token in line.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            let digits = !token.is_empty() && token.iter().all(u8::is_ascii_digit);
+            let n = std::str::from_utf8(token)
+                .ok()
+                .filter(|_| digits)
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or(Refusal::AmbiguousFraming)?;
+            if value.is_some_and(|v| v != n) {
+                return Err(Refusal::AmbiguousFraming);
+            }
+            value = Some(n);
+            count += 1;
+        }
+    }
+    Ok(value.filter(|_| count > 1))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -145,6 +192,35 @@ mod tests {
             assert_eq!(unannounced_upgrade(&headers(pairs)), !kept, "{pairs:?}");
         }
         assert!(!unannounced_upgrade(&headers(&[("connection", "upgrade")])));
+    }
+
+    #[test]
+    fn framing_is_one_content_length() {
+        let refused = Err(Refusal::AmbiguousFraming);
+        for (pairs, want) in [
+            (&[("content-length", "5")][..], Ok(None)),
+            (&[("content-length", "5, 5")][..], Ok(Some(5))),
+            (
+                &[("content-length", "5"), ("content-length", "05")][..],
+                Ok(Some(5)),
+            ),
+            (&[("content-length", "5, 6")][..], refused),
+            (
+                &[("content-length", "5"), ("content-length", "6")][..],
+                refused,
+            ),
+            (&[("content-length", "+5")][..], refused),
+            (&[("content-length", "5,")][..], refused),
+            (
+                &[("transfer_encoding", "chunked"), ("content-length", "5")][..],
+                refused,
+            ),
+            (&[("content_length", "5")][..], refused),
+            (&[("transfer-encoding", "chunked")][..], Ok(None)),
+            (&[("x_content_length", "5")][..], Ok(None)),
+        ] {
+            assert_eq!(framing(&headers(pairs)), want, "{pairs:?}");
+        }
     }
 
     #[test]

@@ -84,11 +84,14 @@ pub enum Refusal {
     HostMismatch,
     /// A method-override header (`X-HTTP-Method-Override`...) or `_method` query parameter.
     MethodOverride,
+    /// `Content-Length` or `Transfer-Encoding` spelled with `_`, or `Content-Length` values that
+    /// disagree.
+    AmbiguousFraming,
 }
 
 impl Refusal {
     /// Every refusal (for the documentation check).
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::NotOriginForm,
         Refusal::Fragment,
         Refusal::ControlCharacter,
@@ -103,6 +106,7 @@ impl Refusal {
         Refusal::InvalidHost,
         Refusal::HostMismatch,
         Refusal::MethodOverride,
+        Refusal::AmbiguousFraming,
     ];
 
     /// Stable reason code (logs, metrics).
@@ -121,6 +125,7 @@ impl Refusal {
             Refusal::InvalidHost => "InvalidHost",
             Refusal::HostMismatch => "HostMismatch",
             Refusal::MethodOverride => "MethodOverride",
+            Refusal::AmbiguousFraming => "AmbiguousFraming",
         }
     }
 
@@ -152,6 +157,9 @@ impl Refusal {
             }
             Refusal::MethodOverride => {
                 "Bad request. Method-override headers and parameters are not accepted."
+            }
+            Refusal::AmbiguousFraming => {
+                "Bad request. The request's framing headers are ambiguous."
             }
         }
     }

@@ -7,6 +7,8 @@
 //! - A method-override header (`X-HTTP-Method-Override: DELETE`, any spelling) or `_method`
 //!   query parameter makes frameworks run a `POST` as another method: refused, or a route list by
 //!   method would be bypassed.
+//! - Framing: the backend gets exactly one `Content-Length` (the one the gateway framed the body
+//!   by), and a framing header spelled with `_` (`Transfer_Encoding`) is refused.
 //!
 //! The gateway runs in process on loopback port 0 from a YAML config (so `check`'s rules run
 //! too). Requests go over raw TCP, byte for byte as written here. The upgrade cases use a raw
@@ -116,6 +118,8 @@ struct Setup {
     api_write: Backend,
     /// Anything else under `/api` (any valid token).
     api: Backend,
+    /// `/public` (anonymous).
+    public: Backend,
     /// A token with `orders.read` only.
     read_token: String,
     _idp: JwksServer,
@@ -131,6 +135,7 @@ impl Setup {
         let admin = Backend::start().unwrap();
         let api_write = Backend::start().unwrap();
         let api = Backend::start().unwrap();
+        let public = Backend::start().unwrap();
         let discovery = idp.discovery_url();
         let text = format!(
             r#"
@@ -157,12 +162,14 @@ routes:
     policy: write
   - {{ name: api, match: {{ path-prefix: /api }}, upstream: "{api}", policy: read }}
   - {{ name: admin, match: {{ path-prefix: /admin }}, upstream: "{admin}", policy: write }}
+  - {{ name: public, match: {{ path-prefix: /public }}, upstream: "{public}", policy: none }}
   - {{ name: ws, match: {{ path-prefix: /ws }}, upstream: "http://{ws}", policy: none }}
   - {{ name: any, match: {{ path-prefix: /any }}, upstream: "http://{any}", policy: none }}
 "#,
             admin = admin.url(),
             api_write = api_write.url(),
             api = api.url(),
+            public = public.url(),
             ws = ws.addr,
             any = any.addr,
         );
@@ -182,6 +189,7 @@ routes:
             admin,
             api_write,
             api,
+            public,
             read_token,
             _idp: idp,
         }
@@ -332,4 +340,47 @@ async fn method_overrides_are_refused_in_every_spelling() {
     assert_eq!(s.api.request_count(), 2);
     let metrics = s.gateway.metrics().await;
     assert!(metrics.contains("reason=\"MethodOverride\""), "{metrics}");
+}
+
+/// `POST /public/x` with these header lines and body, `Connection: close`.
+fn framed(lines: &[&str], body: &str) -> Vec<u8> {
+    let lines: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+    format!("POST /public/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n{lines}\r\n{body}")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn the_backend_gets_one_content_length_and_no_misspelt_framing() {
+    let s = Setup::start().await;
+    let addr = s.gateway.proxy();
+    for lines in [
+        &["Content-Length: 5, 5"][..],
+        &["Content-Length: 5", "Content-Length: 5"][..],
+        &["Content-Length: 5,5", "Content-Length: 05"][..],
+    ] {
+        s.public.clear();
+        let (status, text) = raw(addr, &framed(lines, "hello")).await;
+        assert_eq!(status, 200, "{lines:?}: {text}");
+        let seen = s.public.requests();
+        assert_eq!(seen.len(), 1, "{lines:?}");
+        assert_eq!(seen[0].header_values("content-length"), ["5"], "{lines:?}");
+    }
+    s.public.clear();
+    let smuggled = "0\r\n\r\nGET /admin/smuggled HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let length = format!("Content-Length: {}", smuggled.len());
+    for lines in [
+        vec!["Transfer_Encoding: chunked", length.as_str()],
+        vec!["transfer_encoding: chunked", length.as_str()],
+        vec![length.as_str(), "Content_Length: 0"],
+    ] {
+        let (status, text) = raw(addr, &framed(&lines, smuggled)).await;
+        assert_eq!(status, 400, "{lines:?}: {text}");
+        assert!(
+            text.contains("\"Bad request. The request's framing headers are ambiguous.\""),
+            "{text}"
+        );
+    }
+    assert_eq!(s.public.request_count() + s.admin.request_count(), 0);
+    let metrics = s.gateway.metrics().await;
+    assert!(metrics.contains("reason=\"AmbiguousFraming\""), "{metrics}");
 }

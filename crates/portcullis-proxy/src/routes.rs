@@ -394,8 +394,8 @@ impl Routes {
     }
 
     /// Canonicalise the request (method, `Host`, request target, an `Upgrade` without
-    /// `Connection: upgrade` removed, one `Content-Length`; method overrides and framing headers
-    /// spelled with `_` refused) and find its route. On success the request carries the
+    /// `Connection: upgrade` removed, one `Content-Length`; method overrides, framing headers
+    /// spelled with `_` and an HTTP/1.1 request without `Host` refused) and find its route. On success the request carries the
     /// canonical origin-form target (the query as received), so what is authorised and forwarded
     /// is what was matched; `Ok(None)`: no route. A request that cannot
     /// be made canonical is refused (400) and left as it was.
@@ -423,6 +423,11 @@ impl Routes {
         let host_header = match (hosts.next(), hosts.next()) {
             (_, Some(_)) => return Err(Refusal::InvalidHost),
             (Some(h), None) => Some(h.to_str().map_err(|_| Refusal::InvalidHost)?),
+            // RFC 9112 3.2: an HTTP/1.1 request without `Host` is refused; HTTP/1.0 (which had
+            // no `Host`) and HTTP/2 (`:authority`) are not.
+            (None, None) if req.version == http::Version::HTTP_11 => {
+                return Err(Refusal::MissingHost)
+            }
             (None, None) => None,
         };
         let target = canonicalize(req.method.as_str(), req.raw_path(), &self.normalisation)?;

@@ -87,11 +87,13 @@ pub enum Refusal {
     /// `Content-Length` or `Transfer-Encoding` spelled with `_`, or `Content-Length` values that
     /// disagree.
     AmbiguousFraming,
+    /// An HTTP/1.1 request without a `Host` header (RFC 9112 3.2).
+    MissingHost,
 }
 
 impl Refusal {
     /// Every refusal (for the documentation check).
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::NotOriginForm,
         Refusal::Fragment,
         Refusal::ControlCharacter,
@@ -107,6 +109,7 @@ impl Refusal {
         Refusal::HostMismatch,
         Refusal::MethodOverride,
         Refusal::AmbiguousFraming,
+        Refusal::MissingHost,
     ];
 
     /// Stable reason code (logs, metrics).
@@ -126,6 +129,7 @@ impl Refusal {
             Refusal::HostMismatch => "HostMismatch",
             Refusal::MethodOverride => "MethodOverride",
             Refusal::AmbiguousFraming => "AmbiguousFraming",
+            Refusal::MissingHost => "MissingHost",
         }
     }
 
@@ -161,6 +165,7 @@ impl Refusal {
             Refusal::AmbiguousFraming => {
                 "Bad request. The request's framing headers are ambiguous."
             }
+            Refusal::MissingHost => "Bad request. An HTTP/1.1 request must carry a Host header.",
         }
     }
 }

@@ -9,6 +9,7 @@
 //!   method would be bypassed.
 //! - Framing: the backend gets exactly one `Content-Length` (the one the gateway framed the body
 //!   by), and a framing header spelled with `_` (`Transfer_Encoding`) is refused.
+//! - An HTTP/1.1 request without `Host` is refused (RFC 9112 3.2); HTTP/1.0 without it is not.
 //!
 //! The gateway runs in process on loopback port 0 from a YAML config (so `check`'s rules run
 //! too). Requests go over raw TCP, byte for byte as written here. The upgrade cases use a raw
@@ -383,4 +384,27 @@ async fn the_backend_gets_one_content_length_and_no_misspelt_framing() {
     assert_eq!(s.public.request_count() + s.admin.request_count(), 0);
     let metrics = s.gateway.metrics().await;
     assert!(metrics.contains("reason=\"AmbiguousFraming\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_http11_request_needs_a_host() {
+    let s = Setup::start().await;
+    let addr = s.gateway.proxy();
+    let (status, text) = raw(addr, b"GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("\"Bad request. An HTTP/1.1 request must carry a Host header.\""),
+        "{text}"
+    );
+    assert_eq!(s.public.request_count(), 0);
+    let (status, text) = raw(addr, b"GET /public/x HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = raw(
+        addr,
+        b"GET /public/y HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let paths: Vec<String> = s.public.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/public/x", "/public/y"]);
 }

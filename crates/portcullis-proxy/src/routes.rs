@@ -423,14 +423,14 @@ impl Routes {
         let host_header = match (hosts.next(), hosts.next()) {
             (_, Some(_)) => return Err(Refusal::InvalidHost),
             (Some(h), None) => Some(h.to_str().map_err(|_| Refusal::InvalidHost)?),
-            // RFC 9112 3.2: an HTTP/1.1 request without `Host` is refused; HTTP/1.0 (which had
-            // no `Host`) and HTTP/2 (`:authority`) are not.
-            (None, None) if req.version == http::Version::HTTP_11 => {
-                return Err(Refusal::MissingHost)
-            }
             (None, None) => None,
         };
         let target = canonicalize(req.method.as_str(), req.raw_path(), &self.normalisation)?;
+        if host_header.is_none() && req.version == http::Version::HTTP_11 {
+            // RFC 9112 3.2 (after the target's own refusals): HTTP/1.0, which had no `Host`,
+            // and HTTP/2 (`:authority`) are not refused.
+            return Err(Refusal::MissingHost);
+        }
         let host_raw = match (target.authority, host_header) {
             (Some(authority), Some(header)) => {
                 if canonical_host(authority)? != canonical_host(header)? {

@@ -55,6 +55,15 @@ pub fn fix_for(reason: &str) -> Option<&'static str> {
         "MethodCase" => "Write the method in upper case (`GET`, not `get`): methods are case-sensitive.",
         "InvalidHost" => "Send exactly one well-formed `Host` header.",
         "HostMismatch" => "The absolute-form URL and the `Host` header must name the same host.",
+        "AmbiguousFraming" => {
+            "Frame the body with one `Content-Length` or `Transfer-Encoding: chunked`, spelled \
+             with `-`."
+        }
+        "MissingHost" => "Send a `Host` header: HTTP/1.1 requires one (RFC 9112 3.2).",
+        "MethodOverride" => {
+            "Send the method itself (`DELETE`), without `X-HTTP-Method-Override` or a `_method` \
+             parameter: the backend would run another method than the one authorised."
+        }
         _ => return None,
     })
 }

@@ -393,9 +393,11 @@ impl Routes {
         })
     }
 
-    /// Canonicalise the request (method, `Host`, request target) and find its route. On success the
-    /// request carries the canonical origin-form target (the query as received), so what is
-    /// authorised and forwarded is what was matched; `Ok(None)`: no route. A request that cannot
+    /// Canonicalise the request (method, `Host`, request target, an `Upgrade` without
+    /// `Connection: upgrade` removed, one `Content-Length`; method overrides, framing headers
+    /// spelled with `_` and an HTTP/1.1 request without `Host` refused) and find its route. On success the request carries the
+    /// canonical origin-form target (the query as received), so what is authorised and forwarded
+    /// is what was matched; `Ok(None)`: no route. A request that cannot
     /// be made canonical is refused (400) and left as it was.
     ///
     /// `trace` (explain, a traced request): the canonical host and path, and each route up to the
@@ -406,6 +408,17 @@ impl Routes {
         trace: Option<&mut portcullis_explain::Explanation>,
     ) -> Result<Option<usize>, Refusal> {
         check_method(req.method.as_str())?;
+        portcullis_route::headers::check_method_override(&req.headers, req.uri.query())?;
+        if let Some(length) = portcullis_route::headers::framing(&req.headers)? {
+            // The one value pingora frames the body by, once, in place of the duplicates.
+            req.insert_header(http::header::CONTENT_LENGTH, length)
+                .map_err(|_| Refusal::AmbiguousFraming)?;
+        }
+        if portcullis_route::headers::unannounced_upgrade(&req.headers) {
+            // Not an upgrade request: without the header pingora cannot make it one (a tunnel the
+            // rest of the connection would pass through unchecked).
+            req.remove_header(&http::header::UPGRADE);
+        }
         let mut hosts = req.headers.get_all(http::header::HOST).iter();
         let host_header = match (hosts.next(), hosts.next()) {
             (_, Some(_)) => return Err(Refusal::InvalidHost),
@@ -413,6 +426,11 @@ impl Routes {
             (None, None) => None,
         };
         let target = canonicalize(req.method.as_str(), req.raw_path(), &self.normalisation)?;
+        if host_header.is_none() && req.version == http::Version::HTTP_11 {
+            // RFC 9112 3.2 (after the target's own refusals): HTTP/1.0, which had no `Host`,
+            // and HTTP/2 (`:authority`) are not refused.
+            return Err(Refusal::MissingHost);
+        }
         let host_raw = match (target.authority, host_header) {
             (Some(authority), Some(header)) => {
                 if canonical_host(authority)? != canonical_host(header)? {

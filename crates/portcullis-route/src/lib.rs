@@ -14,10 +14,13 @@
 //!   method and host canonical forms.
 //! - [`matcher`]: [`RouteMatch`] (host, exact path or path prefix, methods, case sensitivity),
 //!   its `matches` and its `covers` (shadowing).
+//! - [`headers`]: request headers that change how a request is handled (an `Upgrade` without
+//!   `Connection: upgrade`, method overrides, framing).
 //! - [`query`]: raw query editing (`set-query-parameter`, `rewrite-uri`'s unmatched parameters).
 //! - [`template`]: URL templates in route paths (`/orders/{id}`, `/files/{*path}`).
 #![warn(missing_docs)]
 
+pub mod headers;
 pub mod matcher;
 pub mod query;
 pub mod target;

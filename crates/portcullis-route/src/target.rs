@@ -82,11 +82,18 @@ pub enum Refusal {
     InvalidHost,
     /// The absolute-form authority and the `Host` header name different hosts.
     HostMismatch,
+    /// A method-override header (`X-HTTP-Method-Override`...) or `_method` query parameter.
+    MethodOverride,
+    /// `Content-Length` or `Transfer-Encoding` spelled with `_`, or `Content-Length` values that
+    /// disagree.
+    AmbiguousFraming,
+    /// An HTTP/1.1 request without a `Host` header (RFC 9112 3.2).
+    MissingHost,
 }
 
 impl Refusal {
     /// Every refusal (for the documentation check).
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::NotOriginForm,
         Refusal::Fragment,
         Refusal::ControlCharacter,
@@ -100,6 +107,9 @@ impl Refusal {
         Refusal::MethodCase,
         Refusal::InvalidHost,
         Refusal::HostMismatch,
+        Refusal::MethodOverride,
+        Refusal::AmbiguousFraming,
+        Refusal::MissingHost,
     ];
 
     /// Stable reason code (logs, metrics).
@@ -117,6 +127,9 @@ impl Refusal {
             Refusal::MethodCase => "MethodCase",
             Refusal::InvalidHost => "InvalidHost",
             Refusal::HostMismatch => "HostMismatch",
+            Refusal::MethodOverride => "MethodOverride",
+            Refusal::AmbiguousFraming => "AmbiguousFraming",
+            Refusal::MissingHost => "MissingHost",
         }
     }
 
@@ -146,6 +159,13 @@ impl Refusal {
             Refusal::HostMismatch => {
                 "Bad request. The request target's authority does not match the Host header."
             }
+            Refusal::MethodOverride => {
+                "Bad request. Method-override headers and parameters are not accepted."
+            }
+            Refusal::AmbiguousFraming => {
+                "Bad request. The request's framing headers are ambiguous."
+            }
+            Refusal::MissingHost => "Bad request. An HTTP/1.1 request must carry a Host header.",
         }
     }
 }

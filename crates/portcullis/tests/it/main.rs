@@ -11,6 +11,7 @@ mod dashboard;
 mod explain;
 mod forwarding;
 mod gateway;
+mod header_tricks;
 mod health;
 mod https;
 mod identity;

@@ -11,9 +11,7 @@
 //! tricks are made of.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use portcullis_route::{canonical_path, Normalization};
 use portcullis_testkit::backend::Backend;
@@ -21,10 +19,8 @@ use portcullis_testkit::jwks_server::{JwksServer, TestKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::support::{self, InProcess};
+use crate::support::{self, raw, InProcess};
 
 const ROUTES: [&str; 8] = [
     "admin-host",
@@ -133,28 +129,6 @@ routes:
         }
         out
     }
-}
-
-/// Send raw bytes on a fresh connection (the request says `Connection: close`), read to the end
-/// (bounded), return the status (0 when the connection closed without an answer).
-async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(request).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer).await;
-        answer
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("the gateway answers (or closes) within 10 s");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 fn request(method: &str, target: &str, host: &str, token: Option<&str>) -> Vec<u8> {

@@ -233,6 +233,31 @@ impl Drop for InProcess {
     }
 }
 
+// ---------------------------------------------------------------- raw HTTP/1.1
+
+/// Send raw bytes on a fresh connection (the request says `Connection: close`), read to the end
+/// (bounded), return the status (0 when the connection closed without an answer).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let exchange = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the gateway answers (or closes) within 10 s");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 // ---------------------------------------------------------------- TLS material
 
 /// The dev token server with an https listener, which generates a CA and a certificate for

@@ -1,27 +1,31 @@
 //! Policy expressions read as APIM's editor reads them, before the XML parser sees the document.
 //!
 //! Why: APIM parses `@(...)` and `@{...}` expressions before the XML, so its editor, and the APIOps
-//! extractor's default `rawxml` format, hold expressions as authored: raw `"`, `'`, `&&`, `<` and `>`
-//! inside attribute values and element text (`condition="@(h == "gold" && n < 5)"`). A strict XML
-//! parser refuses those documents. This pre-scan finds each expression the way a C# lexer would
+//! extractor's default `rawxml` format, hold expressions as authored: raw `"`, `'`, `&&`, `<` and
+//! `>` inside attribute values and element text (`condition="@(h == "gold" && n < 5)"`). A strict
+//! XML parser refuses those documents. This pre-scan finds each expression the way a C# lexer would
 //! (balanced `(`/`)` or `{`/`}`, skipping string and char literals, verbatim `@"..."` and
 //! interpolated `$"..."` strings and comments) and swaps its raw markup characters for placeholder
 //! bytes of the same length, which the tree builder swaps back in attribute values and text. Every
 //! byte offset stays where it was, so positions after an expression are exact.
 //!
-//! Entity references (`&quot;`, `&lt;`, `&#34;` ...) are left for the XML parser to resolve and read
-//! as the characters they stand for, so an expression written escaped and one written raw reach the
-//! converter as the same text. Outside expressions nothing is masked: the XML stays strict. Comments,
-//! CDATA sections and processing instructions are skipped (an expression there is not one).
+//! Entity references (`&quot;`, `&lt;`, `&#34;` ...) are left for the XML parser to resolve and
+//! read as the characters they stand for, so an expression written escaped and one written raw
+//! reach the converter as the same text. Outside expressions nothing is masked: the XML stays
+//! strict. XML comments, CDATA sections and processing instructions are skipped (an expression
+//! there is not one).
 //!
-//! An expression never swallows markup silently: a raw `</` or `/>` in its code (outside strings and
-//! comments, where C# cannot have them) is reported, as is an expression that does not close. Without
-//! that, a missing `)` would fold the following elements, a `validate-jwt` say, into one text value.
+//! An expression never swallows markup silently: a raw `</` or `/>` in its code (outside strings
+//! and comments, where C# cannot have them) is reported, as is an expression that does not close.
+//! Without that, a missing `)` would fold the following elements, a `validate-jwt` say, into one
+//! text value.
 
 use std::borrow::Cow;
 
-/// Placeholder and the markup character it stands for, inside expressions only. Characters U+0001 to
-/// U+0005 are not allowed in XML 1.0, so no document holds them legitimately.
+use super::{LineIndex, XmlError};
+
+/// Placeholder and the markup character it stands for, inside expressions only. Characters U+0001
+/// to U+0005 are not allowed in XML 1.0, so a document holding one is refused rather than misread.
 const MASKS: [(char, u8); 5] = [
     ('\u{1}', b'<'),
     ('\u{2}', b'>'),
@@ -30,15 +34,13 @@ const MASKS: [(char, u8); 5] = [
     ('\u{5}', b'\''),
 ];
 
-use super::{LineIndex, XmlError};
-
 /// The document with every markup character inside a policy expression replaced by its placeholder.
 pub(super) fn mask(text: &str) -> Result<Cow<'_, str>, XmlError> {
     let error = |at: usize, message: String| XmlError {
         pos: LineIndex::new(text).pos(at),
         message,
     };
-    if let Some((at, c)) = text.char_indices().find(|(_, c)| placeholder(*c).is_some()) {
+    if let Some((at, c)) = text.char_indices().find(|(_, c)| unmasked(*c).is_some()) {
         return Err(error(
             at,
             format!("character U+{:04X} is not allowed in XML", u32::from(c)),
@@ -87,13 +89,14 @@ pub(super) fn mask(text: &str) -> Result<Cow<'_, str>, XmlError> {
 
 /// The text with every placeholder replaced by the character it stands for.
 pub(super) fn unmask(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| placeholder(c).is_some()) {
+    if !text.chars().any(|c| unmasked(c).is_some()) {
         return Cow::Borrowed(text);
     }
-    Cow::Owned(text.chars().map(|c| placeholder(c).unwrap_or(c)).collect())
+    Cow::Owned(text.chars().map(|c| unmasked(c).unwrap_or(c)).collect())
 }
 
-fn placeholder(c: char) -> Option<char> {
+/// The character placeholder `c` stands for; `None` when `c` is no placeholder.
+fn unmasked(c: char) -> Option<char> {
     MASKS
         .iter()
         .find(|(p, _)| *p == c)
@@ -272,8 +275,8 @@ impl Scanner<'_> {
         Ok(())
     }
 
-    /// After `@` or `$` in code: the string it starts (`@"`, `$"`, `$@"`, `@$"`), consumed up to its
-    /// opening quote; `None` for anything else (a verbatim identifier such as `@class`).
+    /// After `@` or `$` in code: the string it starts (`@"`, `$"`, `$@"`, `@$"`), consumed up to
+    /// its opening quote; `None` for anything else (a verbatim identifier such as `@class`).
     fn string_prefix(&mut self, first: u8) -> Option<Frame> {
         let (verbatim, interpolated, skip) = match (first, self.peek(), self.peek2()) {
             (b'@', Some(b'"'), _) => (true, false, 1),
@@ -324,8 +327,8 @@ impl Scanner<'_> {
     }
 }
 
-/// The entity reference at the start of `s` (`&quot;`, `&#34;`, `&#x22;` ...): the ASCII character it
-/// stands for (0x80 for any other) and its length; `None` when `s` does not start with one.
+/// The entity reference at the start of `s` (`&quot;`, `&#34;`, `&#x22;` ...): the ASCII character
+/// it stands for (0x80 for any other) and its length; `None` when `s` does not start with one.
 fn reference(s: &[u8]) -> Option<(u8, usize)> {
     let end = s.iter().take(12).position(|&b| b == b';')?;
     let name = std::str::from_utf8(&s[1..end]).ok()?;

@@ -2,11 +2,12 @@
 //!
 //! Why a tree and not streaming events: the converter reads validate-jwt's attributes and children in
 //! any order and reports each unsupported piece with its position, which is simplest over a tree.
-//! Why the pre-scan (module `mask`): APIM parses `@(...)` and `@{...}` expressions before the XML, so
-//! documents as authored in its editor (and as the APIOps extractor writes them, `rawxml`) hold
-//! raw `"`, `&&`, `<` and `>` inside expressions, generics such as `GetValueOrDefault<Jwt>(...)`
-//! included. Those characters are swapped for placeholder bytes of the same length before parsing
-//! and restored in attribute values and text after, which keeps every byte offset exact.
+//! Why the pre-scan (module `mask`): APIM parses `@(...)` and `@{...}` expressions before the
+//! XML, so documents as authored in its editor (and as the APIOps extractor writes them, `rawxml`)
+//! hold raw `"`, `&&`, `<` and `>` inside expressions, generics such as
+//! `GetValueOrDefault<Jwt>(...)` included. Those characters are swapped for placeholder bytes of
+//! the same length before parsing and restored in attribute values and text after, which keeps
+//! every byte offset exact.
 
 use std::fmt;
 

@@ -520,4 +520,26 @@ mod tests {
         assert_eq!(reference(b"&nbsp;"), None);
         assert_eq!(unmask("a\u{1}\u{2}\u{3}\u{4}\u{5}"), "a<>&\"'");
     }
+
+    /// Random documents of the characters the scanner looks at: it never panics, and masking
+    /// keeps the length and is undone exactly.
+    #[test]
+    fn random_documents_never_panic_and_round_trip() {
+        let alphabet: Vec<char> = "@(){}\"'<>/&;*$\\\n a#x!-[]?é\u{1}".chars().collect();
+        let mut seed: u64 = 0x1234_5678;
+        for _ in 0..20_000 {
+            let mut doc = String::from("<a b=\"");
+            for _ in 0..seed % 40 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                doc.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            if let Ok(masked) = mask(&doc) {
+                assert_eq!(masked.len(), doc.len(), "{doc:?}");
+                assert_eq!(unmask(&masked), doc, "{doc:?}");
+            }
+            let _ = parse(&doc);
+        }
+    }
 }

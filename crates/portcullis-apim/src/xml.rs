@@ -2,21 +2,19 @@
 //!
 //! Why a tree and not streaming events: the converter reads validate-jwt's attributes and children in
 //! any order and reports each unsupported piece with its position, which is simplest over a tree.
-//! Why the pre-scan: APIM accepts C# generics such as `GetValueOrDefault<Jwt>(...)` unescaped inside
-//! `@(...)` expressions (its editor parses expressions before XML), so `<` and `>` inside expressions
-//! are swapped for placeholder bytes of the same length before parsing and restored after, which
-//! keeps every byte offset exact.
+//! Why the pre-scan (module `mask`): APIM parses `@(...)` and `@{...}` expressions before the
+//! XML, so documents as authored in its editor (and as the APIOps extractor writes them, `rawxml`)
+//! hold raw `"`, `&&`, `<` and `>` inside expressions, generics such as
+//! `GetValueOrDefault<Jwt>(...)` included. Those characters are swapped for placeholder bytes of
+//! the same length before parsing and restored in attribute values and text after, which keeps
+//! every byte offset exact.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-/// Stands in for `<` inside a policy expression while the XML parser runs.
-const LT: char = '\u{1}';
-/// Stands in for `>` inside a policy expression while the XML parser runs.
-const GT: char = '\u{2}';
+mod mask;
 
 /// A 1-based line and column (columns count characters), and which document it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -127,10 +125,9 @@ impl<'s> LineIndex<'s> {
 
 /// Parse a whole document into its top-level elements.
 pub fn parse(text: &str) -> Result<Vec<Element>, XmlError> {
-    let masked = mask_expressions(text);
+    let masked = mask::mask(text)?;
     let index = LineIndex::new(&masked);
     let mut reader = Reader::from_str(&masked);
-    reader.config_mut().allow_dangling_amp = true;
     let error = |reader: &Reader<&[u8]>, message: String| XmlError {
         pos: index.pos(usize::try_from(reader.error_position()).unwrap_or(usize::MAX)),
         message,
@@ -205,7 +202,7 @@ fn attach(stack: &mut [Element], roots: &mut Vec<Element>, el: Element) {
 
 fn push_text(stack: &mut [Element], text: &str) {
     if let Some(el) = stack.last_mut() {
-        el.text.push_str(&unmask(text));
+        el.text.push_str(&mask::unmask(text));
     }
 }
 
@@ -244,7 +241,7 @@ fn element(
         })?;
         attrs.push(Attr {
             name: String::from_utf8_lossy(attr.key.as_ref()).into_owned(),
-            value: unmask(&value).into_owned(),
+            value: mask::unmask(&value).into_owned(),
             pos: index.pos(attr_at),
         });
     }
@@ -254,70 +251,6 @@ fn element(
         attrs,
         ..Element::default()
     })
-}
-
-fn unmask(text: &str) -> Cow<'_, str> {
-    if text.contains([LT, GT]) {
-        Cow::Owned(text.replace(LT, "<").replace(GT, ">"))
-    } else {
-        Cow::Borrowed(text)
-    }
-}
-
-/// Replace `<` and `>` inside `@(...)` and `@{...}` expressions with same-length placeholders.
-fn mask_expressions(text: &str) -> Cow<'_, str> {
-    if !text.contains("@(") && !text.contains("@{") || text.contains([LT, GT]) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.char_indices().peekable();
-    while let Some((_, c)) = chars.next() {
-        out.push(c);
-        let close = match (c, chars.peek()) {
-            ('@', Some((_, '('))) => ')',
-            ('@', Some((_, '{'))) => '}',
-            _ => continue,
-        };
-        mask_one(&mut chars, &mut out, close);
-    }
-    Cow::Owned(out)
-}
-
-/// Copy one expression (from its opening bracket) to `out`, masking `<` and `>` outside strings.
-fn mask_one(
-    chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
-    out: &mut String,
-    close: char,
-) {
-    let open = if close == ')' { '(' } else { '{' };
-    let mut depth = 0usize;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (_, c) in chars.by_ref() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None if c == '"' => quote = Some(c),
-            None if c == open => depth += 1,
-            None if c == close => depth = depth.saturating_sub(1),
-            None => {}
-        }
-        out.push(match c {
-            '<' if quote.is_none() => LT,
-            '>' if quote.is_none() => GT,
-            other => other,
-        });
-        if depth == 0 {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -199,3 +199,42 @@ fn invalid_xml_reports_line_and_column() {
     let e = convert("<a>&bogus;</a>", "p.xml", &[]).unwrap_err();
     assert!(e.to_string().contains("bogus"), "{e}");
 }
+
+/// The APIOps extractor's default `rawxml` form holds expressions as authored (raw `"`, `&&`, `<`,
+/// `>`); they convert exactly as the escaped form does.
+#[test]
+fn raw_and_escaped_expressions_convert_alike() {
+    let raw = r#"<policies><inbound>
+<choose>
+  <when condition="@(context.Request.Headers.GetValueOrDefault("X-Tier","") == "gold" && context.Request.Method == "GET")">
+    <set-header name="X-Route" exists-action="override"><value>gold</value></set-header>
+  </when>
+  <otherwise><return-response><set-status code="403" reason="Forbidden" /></return-response></otherwise>
+</choose>
+<rate-limit-by-key calls="10" renewal-period="60" counter-key="@(context.Request.Headers.GetValueOrDefault("X-Client",""))" increment-condition="@(context.Response.StatusCode >= 200 && context.Response.StatusCode < 300)" />
+</inbound></policies>"#;
+    let escaped = raw
+        .replace("\"@(", "'@(")
+        .replace(")\"", ")'")
+        .replace("\"X-Tier\",\"\"", "&quot;X-Tier&quot;,&quot;&quot;")
+        .replace("\"X-Client\",\"\"", "&quot;X-Client&quot;,&quot;&quot;")
+        .replace("\"gold\" &&", "&quot;gold&quot; &amp;&amp;")
+        .replace("\"GET\"", "&quot;GET&quot;")
+        .replace(">= 200 &&", "&gt;= 200 &amp;&amp;")
+        .replace("< 300", "&lt; 300");
+    assert!(
+        !escaped.contains("&&") && escaped.contains("&quot;"),
+        "{escaped}"
+    );
+    let (raw, escaped) = (conv(raw), conv(&escaped));
+    assert!(raw.is_complete(), "{}", report(&raw));
+    assert_eq!(raw.yaml, escaped.yaml);
+    assert_eq!(report(&raw), report(&escaped));
+    for converted in [
+        "- header:\n                    name: \"X-Tier\"\n                    equals: \"gold\"\n",
+        "- method: \"GET\"\n",
+        "increment-condition: \"2xx\"\n",
+    ] {
+        assert!(raw.yaml.contains(converted), "{converted}\n{}", raw.yaml);
+    }
+}

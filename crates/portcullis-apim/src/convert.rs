@@ -14,6 +14,7 @@ use crate::diag::Diagnostic;
 use crate::expr::{self, ClaimRead, JwtSource, TokenRead};
 use crate::fields::Fields;
 use crate::inbound::{Place, SetHeader, Step};
+use crate::sources::{self, Cond};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
 
@@ -106,6 +107,13 @@ pub struct Converter {
     /// Converting a policy of an APIOps folder: its backends and OpenAPI examples are known (the
     /// notes asking to fill them in are not given).
     pub(crate) in_folder: bool,
+    /// The HTTP method of the one operation the policy is converted for (APIOps), which decides
+    /// the `context.Request.Method` conditions of a `choose` holding a token check.
+    pub(crate) method: Option<String>,
+    /// Why no one policy enforces every check of the document (a second token check, a choose
+    /// between token checks whose branch is not known): where, and why. When not empty, the routes
+    /// refuse every request (the operation is not imported under `--apiops`).
+    pub refused: Vec<(Pos, String)>,
 }
 
 impl Converter {
@@ -133,6 +141,8 @@ impl Converter {
             params: Vec::new(),
             diags: Vec::new(),
             in_folder: false,
+            method: None,
+            refused: Vec::new(),
         }
     }
 
@@ -350,9 +360,55 @@ impl Converter {
             return self.conditional(el);
         }
         self.emitted();
+        if let Some(taken) = self.branch_for_method(el) {
+            return self.method_branch(el, taken);
+        }
         self.split += 1;
         self.split_choose(el);
         self.split -= 1;
+    }
+
+    /// The branch APIM runs for the operation's method (`Some(None)`: no branch), when the
+    /// operation's method is known and every condition up to the branch taken reads only
+    /// `context.Request.Method`; `None` when that cannot be decided.
+    fn branch_for_method(&self, el: &Element) -> Option<Option<usize>> {
+        let method = self.method.as_deref()?;
+        let last = el.children.len().saturating_sub(1);
+        for (i, b) in el.children.iter().enumerate() {
+            match b.name.as_str() {
+                "when" => {
+                    let cond = sources::condition(&b.attr("condition")?.value)?;
+                    if method_holds(&cond, method)? {
+                        return Some(Some(i));
+                    }
+                }
+                "otherwise" if i == last => return Some(Some(i)),
+                _ => return None,
+            }
+        }
+        Some(None)
+    }
+
+    /// A `choose` holding a token check, for one operation whose method decides the branch: the
+    /// branch taken is converted as the operation's own statements, the others never run for it.
+    fn method_branch(&mut self, el: &Element, taken: Option<usize>) {
+        let method = self.method.clone().unwrap_or_default();
+        for (i, b) in el.children.iter().enumerate() {
+            if Some(i) == taken {
+                self.note(
+                    b.pos,
+                    &b.name,
+                    format!(
+                        "the branch APIM runs for {method}: converted for this {method} operation"
+                    ),
+                );
+                self.statements(&b.children);
+                continue;
+            }
+            for child in b.children.iter().filter(|c| c.name != "base") {
+                self.tally_of(child, true);
+            }
+        }
     }
 
     /// The old conversion of a `choose` holding a token check: every branch's statements converted
@@ -392,11 +448,13 @@ impl Converter {
             format!("{}-{}", self.stem, n + 1)
         };
         if n > 0 {
-            self.note(
-                el.pos,
-                element,
-                format!("converted as a separate policy `{name}`: a route uses one policy; point routes at it as needed"),
-            );
+            let why = if self.split > 0 {
+                format!("a choose between token checks whose branch is not known (its conditions are not evaluated): converted as a separate policy `{name}`, and the routes refuse every request (a route uses one policy; point routes at the policy of the branch their requests take)")
+            } else {
+                format!("a second token check in one policy (APIM runs both; the gateway validates one token per policy): converted as a separate policy `{name}` no route uses, and the routes refuse every request")
+            };
+            self.unsupported(el.pos, element, why.clone());
+            self.refused.push((el.pos, why));
         }
         PolicyOut {
             name,
@@ -461,7 +519,10 @@ impl Converter {
     /// gateway.yaml keeps the strict default.
     fn push_policy(&mut self, mut p: PolicyOut) {
         p.fields.set("try-all-signing-keys", Node::Bool(true));
-        self.emitted();
+        // a token check no route enforces is not counted as converted
+        if self.policies.is_empty() {
+            self.emitted();
+        }
         self.steps.push(Step {
             pos: p.pos,
             place: Place::Token(self.policies.len()),
@@ -926,6 +987,27 @@ fn holds_token_check(el: &Element) -> bool {
             || c.name == "validate-azure-ad-token"
             || (c.name == "choose" && holds_token_check(c))
     })
+}
+
+/// Whether a condition holds for requests of `method`; `None` when it reads anything else.
+fn method_holds(cond: &Cond, method: &str) -> Option<bool> {
+    match cond {
+        Cond::Method(m) => Some(m == method),
+        Cond::Not(inner) => method_holds(inner, method).map(|b| !b),
+        Cond::All(items) | Cond::Any(items) => {
+            let all = matches!(cond, Cond::All(_));
+            let values: Vec<Option<bool>> = items.iter().map(|c| method_holds(c, method)).collect();
+            // C#'s && and || need only one operand to decide
+            if values.contains(&Some(!all)) {
+                Some(!all)
+            } else if values.iter().all(Option::is_some) {
+                Some(all)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
 }
 
 /// A policy name from the file name: `entra-v2.policy.xml` -> `entra-v2`.

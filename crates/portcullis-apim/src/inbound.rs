@@ -762,6 +762,29 @@ impl Converter {
     }
 }
 
+/// A `return-response` answering as the gateway's `ip-filter` refuses a caller (403
+/// `{"statusCode":403,"message":"Forbidden"}`): what a check the gateway cannot evaluate becomes,
+/// so that no request passes it.
+pub(crate) fn refuse_entry() -> Entry {
+    Entry::new(
+        "return-response",
+        Node::Map(vec![
+            Entry::new("status", Node::Int(403)),
+            Entry::new(
+                "headers",
+                Node::Map(vec![Entry::new(
+                    "Content-Type",
+                    Node::str("application/json"),
+                )]),
+            ),
+            Entry::new(
+                "body",
+                Node::str(r#"{"statusCode":403,"message":"Forbidden"}"#),
+            ),
+        ]),
+    )
+}
+
 /// An HTTP token (header names, methods).
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()

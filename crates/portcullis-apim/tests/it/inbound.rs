@@ -371,8 +371,13 @@ fn limits_around_choose_branches_go_into_every_converted_policy() {
         S::Jwt,
         S::Lim(Rlbk, Some(5), 60, claim("sub"), Ic::Any),
     ];
-    assert_eq!(model.policies.len(), 2);
-    for pm in &model.policies {
+    // the branch is not known: the routes refuse every request (branches-refused)
+    assert_eq!(model.policies.len(), 3);
+    for pm in model
+        .policies
+        .iter()
+        .filter(|p| p.policy.name != "branches-refused")
+    {
         assert_eq!(shape(pm), expected, "{}", pm.policy.name);
     }
     let report = conv.report("branches.xml");
@@ -523,5 +528,39 @@ fn unusable_checks_are_reported_not_converted() {
             .filter(|(_, s)| s == "check-header" || s == "ip-filter")
             .count(),
         4
+    );
+}
+
+#[test]
+fn a_second_token_check_makes_the_routes_refuse_every_request() {
+    let key =
+        "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    let xml = format!(
+        r#"<policies><inbound>
+        <validate-jwt header-name="Authorization">{key}</validate-jwt>
+        <validate-jwt header-name="Authorization">{key}<required-claims><claim name="roles"><value>admin</value></claim></required-claims></validate-jwt>
+    </inbound></policies>"#
+    );
+    let conv = convert(&xml, "two.xml", &[]).unwrap();
+    assert!(!conv.is_complete());
+    let report = conv.stderr("two.xml");
+    assert!(
+        report
+            .contains("two.xml:3:9: unsupported validate-jwt: a second token check in one policy"),
+        "{report}"
+    );
+    assert!(
+        report.contains("converted 1/2 statements; dropped: line 3 <validate-jwt>"),
+        "{report}"
+    );
+    let model = load(&conv, "two.yaml");
+    let pm = routed(&model);
+    assert_eq!(pm.policy.name, "two-refused");
+    assert!(
+        conv.yaml.contains(
+            "two-refused:\n    inbound:\n      - return-response:\n          status: 403"
+        ),
+        "{}",
+        conv.yaml
     );
 }

@@ -292,26 +292,41 @@ impl Converter {
     /// One list of statements; those after a converted `return-response` or `mock-response` never
     /// run (in APIM either) and are left out with a note.
     pub(crate) fn statements(&mut self, els: &[Element]) {
-        let mut ended: Option<Pos> = None;
+        let mut ended: Option<(Pos, bool)> = None;
         for el in els.iter().filter(|el| el.name != "base") {
-            if let Some(at) = ended {
+            if let Some((at, refusal)) = ended {
                 self.tally_of(el, true);
-                self.note(
-                    el.pos,
-                    &el.name,
+                let why = if refusal {
+                    format!(
+                        "left out: it never runs, every request is refused at line {} before it",
+                        at.line
+                    )
+                } else {
                     format!(
                         "left out: it never runs, APIM answers at line {} before it",
                         at.line
-                    ),
-                );
+                    )
+                };
+                self.note(el.pos, &el.name, why);
                 continue;
             }
             let index = self.statement(el);
             let answers = el.name == "return-response" || el.name == "mock-response";
             if answers && self.tally[index].emitted {
-                ended = Some(el.pos);
+                ended = Some((el.pos, false));
+            } else if self.refused_by(index) {
+                ended = Some((el.pos, true));
             }
         }
+    }
+
+    /// Whether statement `index` was converted as a refusal of every request
+    /// ([`Converter::refuse_all`]).
+    fn refused_by(&mut self, index: usize) -> bool {
+        self.list().last().is_some_and(|s| {
+            s.tallies.first() == Some(&index)
+                && s.entry.as_ref().is_some_and(|e| e.key == "return-response")
+        })
     }
 
     /// Convert one statement element; returns its summary entry.
@@ -892,14 +907,17 @@ impl Converter {
         }
     }
 
-    pub(crate) fn forward_claim(&mut self, el: &Element, value: &Element, header: String) {
+    /// A claim of a converted policy's token into `header` (`forward-claims`); false (reported)
+    /// when no converted policy validates the token read.
+    pub(crate) fn forward_claim(&mut self, el: &Element, value: &Element, header: String) -> bool {
         let text = value.trimmed_text();
         let Some(read) = expr::claim_read(text) else {
-            return self.unsupported(
+            self.unsupported(
                 value.pos,
                 "set-header value",
                 "only an expression reading one claim of the validated token is converted (see docs/import-apim.md for the shapes)",
             );
+            return false;
         };
         let ClaimRead {
             source,
@@ -918,7 +936,8 @@ impl Converter {
                 JwtSource::Variable(v) => format!("variable \"{v}\" is not the output-token-variable-name of a converted validate-jwt or validate-azure-ad-token before it"),
                 JwtSource::Header(h) => format!("AsJwt() reads header {h}, which no converted policy before it validates; forward-claims only forwards claims of a validated token"),
             };
-            return self.unsupported(value.pos, "set-header value", why);
+            self.unsupported(value.pos, "set-header value", why);
+            return false;
         };
         if let Some(d) = default {
             self.unsupported(
@@ -936,6 +955,7 @@ impl Converter {
             forward.remove(pos);
         }
         forward.push((header, claim, el.pos));
+        true
     }
 
     /// An attribute value that must not be an expression; reported and `None` when it is.
@@ -978,6 +998,16 @@ impl Converter {
             }
         }
     }
+}
+
+/// Whether a `choose` holds a statement that refuses callers (`ip-filter`, `check-header`) in any
+/// branch (at any depth).
+pub(crate) fn holds_access_check(el: &Element) -> bool {
+    el.children.iter().flat_map(|b| &b.children).any(|c| {
+        c.name == "ip-filter"
+            || c.name == "check-header"
+            || (c.name == "choose" && holds_access_check(c))
+    })
 }
 
 /// Whether a `choose` holds a token check in any branch (at any depth).

@@ -564,3 +564,46 @@ fn a_second_token_check_makes_the_routes_refuse_every_request() {
         conv.yaml
     );
 }
+
+#[test]
+fn an_allow_list_nobody_is_on_refuses_every_caller() {
+    let refuse = "return-response:\n          status: 403";
+    for (xml, reported) in [
+        (
+            r#"<policies><inbound><ip-filter action="allow"><address>@((string)context.Variables["ip"])</address></ip-filter><cors><allowed-origins><origin>*</origin></allowed-origins></cors></inbound></policies>"#,
+            "allow.xml:1:20: unsupported ip-filter: no usable address or address-range in an allow list",
+        ),
+        (
+            r#"<policies><inbound><choose><when condition="@(context.Request.Url.Path.Contains(&quot;admin&quot;))"><check-header name="X-Key" failed-check-httpcode="401" failed-check-error-message="no"><value>k</value></check-header></when></choose></inbound></policies>"#,
+            "allow.xml:1:20: unsupported choose: not converted with the 1 statement(s) in its branches",
+        ),
+    ] {
+        let conv = convert(xml, "allow.xml", &[]).unwrap();
+        let report = conv.stderr("allow.xml");
+        assert!(report.contains(reported), "{report}");
+        assert!(conv.yaml.contains(refuse), "{}", conv.yaml);
+        load(&conv, "allow.yaml");
+    }
+    // statements after the refusal never run: left out with a note
+    let conv = convert(
+        r#"<policies><inbound><ip-filter action="allow"><address>@("x")</address></ip-filter><set-header name="X-A"><value>a</value></set-header></inbound></policies>"#,
+        "after.xml",
+        &[],
+    )
+    .unwrap();
+    assert!(
+        conv.report("after.xml").contains("after.xml:1:83: note set-header: left out: it never runs, every request is refused at line 1 before it"),
+        "{}",
+        conv.report("after.xml")
+    );
+    assert!(!conv.yaml.contains("X-A"));
+    load(&conv, "after.yaml");
+    // a forbid list without a usable address is still not converted (nobody is refused)
+    let conv = convert(
+        r#"<ip-filter action="forbid"><address>@("x")</address></ip-filter>"#,
+        "forbid.xml",
+        &[],
+    )
+    .unwrap();
+    assert!(!conv.yaml.contains("return-response"), "{}", conv.yaml);
+}

@@ -636,3 +636,65 @@ async fn two_token_checks_in_one_policy_leave_the_operation_out() {
     assert_eq!(r.status(), 200);
     assert_eq!(only(&backend).path, "/orders");
 }
+
+/// Checks the importer cannot evaluate fail closed: an `ip-filter` allow list whose only address is
+/// an expression, or inside a `choose` whose condition is not converted, refuses every caller
+/// (403, as the gateway's ip-filter does); an overriding `set-header` whose value is not converted
+/// removes the client's own copy of the header (APIM always replaces it).
+#[tokio::test]
+async fn unconvertible_allow_lists_refuse_and_unconvertible_overrides_delete() {
+    let backend = Backend::start().unwrap();
+    let wrap = |inbound: &str| {
+        format!("<policies><inbound><base />{inbound}</inbound><backend><forward-request /></backend></policies>")
+    };
+    let dir = orders_folder(
+        &[
+            ("GET", "/expr", "expr"),
+            ("GET", "/choose", "choose"),
+            ("GET", "/ident", "ident"),
+        ],
+        &[
+            (
+                "operations/expr/policy.xml",
+                wrap(
+                    r#"<ip-filter action="allow"><address>@(context.Variables.GetValueOrDefault&lt;string&gt;("allowed"))</address></ip-filter>"#,
+                ),
+            ),
+            (
+                "operations/choose/policy.xml",
+                wrap(
+                    r#"<choose><when condition="@(context.Request.Url.Path.Contains(&quot;admin&quot;) || true)"><ip-filter action="allow"><address>10.9.9.9</address></ip-filter></when></choose>"#,
+                ),
+            ),
+            (
+                "operations/ident/policy.xml",
+                wrap(
+                    r#"<set-header name="X-Client-Cert-Thumbprint" exists-action="override"><value>@(context.Request.Certificate == null ? "" : context.Request.Certificate.Thumbprint)</value></set-header><set-header name="X-User-Id"><value>@(context.Request.Headers.GetValueOrDefault("Authorization","").AsJwt()?.Claims.GetValueOrDefault("oid", ""))</value></set-header>"#,
+                ),
+            ),
+        ],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let gw = gateway(&import, &[]).await;
+    for path in ["/orders/expr", "/orders/choose"] {
+        let r = get(&gw, path, &[]).await;
+        assert_eq!(r.status(), 403, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body, json!({"statusCode": 403, "message": "Forbidden"}));
+    }
+    assert!(backend.requests().is_empty());
+    let r = get(
+        &gw,
+        "/orders/ident",
+        &[
+            ("X-Client-Cert-Thumbprint", "A1B2C3TRUSTEDPARTNER"),
+            ("X-User-Id", "admin"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let got = only(&backend);
+    assert_eq!(got.header("x-client-cert-thumbprint"), None);
+    assert_eq!(got.header("x-user-id"), None);
+}

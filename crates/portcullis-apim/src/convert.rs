@@ -14,6 +14,7 @@ use crate::diag::Diagnostic;
 use crate::expr::{self, ClaimRead, JwtSource, TokenRead};
 use crate::fields::Fields;
 use crate::inbound::{Place, SetHeader, Step};
+use crate::sources::{self, Cond};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
 
@@ -106,6 +107,13 @@ pub struct Converter {
     /// Converting a policy of an APIOps folder: its backends and OpenAPI examples are known (the
     /// notes asking to fill them in are not given).
     pub(crate) in_folder: bool,
+    /// The HTTP method of the one operation the policy is converted for (APIOps), which decides
+    /// the `context.Request.Method` conditions of a `choose` holding a token check.
+    pub(crate) method: Option<String>,
+    /// Why no one policy enforces every check of the document (a second token check, a choose
+    /// between token checks whose branch is not known): where, and why. When not empty, the routes
+    /// refuse every request (the operation is not imported under `--apiops`).
+    pub refused: Vec<(Pos, String)>,
 }
 
 impl Converter {
@@ -133,6 +141,8 @@ impl Converter {
             params: Vec::new(),
             diags: Vec::new(),
             in_folder: false,
+            method: None,
+            refused: Vec::new(),
         }
     }
 
@@ -282,26 +292,41 @@ impl Converter {
     /// One list of statements; those after a converted `return-response` or `mock-response` never
     /// run (in APIM either) and are left out with a note.
     pub(crate) fn statements(&mut self, els: &[Element]) {
-        let mut ended: Option<Pos> = None;
+        let mut ended: Option<(Pos, bool)> = None;
         for el in els.iter().filter(|el| el.name != "base") {
-            if let Some(at) = ended {
+            if let Some((at, refusal)) = ended {
                 self.tally_of(el, true);
-                self.note(
-                    el.pos,
-                    &el.name,
+                let why = if refusal {
+                    format!(
+                        "left out: it never runs, every request is refused at line {} before it",
+                        at.line
+                    )
+                } else {
                     format!(
                         "left out: it never runs, APIM answers at line {} before it",
                         at.line
-                    ),
-                );
+                    )
+                };
+                self.note(el.pos, &el.name, why);
                 continue;
             }
             let index = self.statement(el);
             let answers = el.name == "return-response" || el.name == "mock-response";
             if answers && self.tally[index].emitted {
-                ended = Some(el.pos);
+                ended = Some((el.pos, false));
+            } else if self.refused_by(index) {
+                ended = Some((el.pos, true));
             }
         }
+    }
+
+    /// Whether statement `index` was converted as a refusal of every request
+    /// ([`Converter::refuse_all`]).
+    fn refused_by(&mut self, index: usize) -> bool {
+        self.list().last().is_some_and(|s| {
+            s.tallies.first() == Some(&index)
+                && s.entry.as_ref().is_some_and(|e| e.key == "return-response")
+        })
     }
 
     /// Convert one statement element; returns its summary entry.
@@ -350,9 +375,55 @@ impl Converter {
             return self.conditional(el);
         }
         self.emitted();
+        if let Some(taken) = self.branch_for_method(el) {
+            return self.method_branch(el, taken);
+        }
         self.split += 1;
         self.split_choose(el);
         self.split -= 1;
+    }
+
+    /// The branch APIM runs for the operation's method (`Some(None)`: no branch), when the
+    /// operation's method is known and every condition up to the branch taken reads only
+    /// `context.Request.Method`; `None` when that cannot be decided.
+    fn branch_for_method(&self, el: &Element) -> Option<Option<usize>> {
+        let method = self.method.as_deref()?;
+        let last = el.children.len().saturating_sub(1);
+        for (i, b) in el.children.iter().enumerate() {
+            match b.name.as_str() {
+                "when" => {
+                    let cond = sources::condition(&b.attr("condition")?.value)?;
+                    if method_holds(&cond, method)? {
+                        return Some(Some(i));
+                    }
+                }
+                "otherwise" if i == last => return Some(Some(i)),
+                _ => return None,
+            }
+        }
+        Some(None)
+    }
+
+    /// A `choose` holding a token check, for one operation whose method decides the branch: the
+    /// branch taken is converted as the operation's own statements, the others never run for it.
+    fn method_branch(&mut self, el: &Element, taken: Option<usize>) {
+        let method = self.method.clone().unwrap_or_default();
+        for (i, b) in el.children.iter().enumerate() {
+            if Some(i) == taken {
+                self.note(
+                    b.pos,
+                    &b.name,
+                    format!(
+                        "the branch APIM runs for {method}: converted for this {method} operation"
+                    ),
+                );
+                self.statements(&b.children);
+                continue;
+            }
+            for child in b.children.iter().filter(|c| c.name != "base") {
+                self.tally_of(child, true);
+            }
+        }
     }
 
     /// The old conversion of a `choose` holding a token check: every branch's statements converted
@@ -392,11 +463,13 @@ impl Converter {
             format!("{}-{}", self.stem, n + 1)
         };
         if n > 0 {
-            self.note(
-                el.pos,
-                element,
-                format!("converted as a separate policy `{name}`: a route uses one policy; point routes at it as needed"),
-            );
+            let why = if self.split > 0 {
+                format!("a choose between token checks whose branch is not known (its conditions are not evaluated): converted as a separate policy `{name}`, and the routes refuse every request (a route uses one policy; point routes at the policy of the branch their requests take)")
+            } else {
+                format!("a second token check in one policy (APIM runs both; the gateway validates one token per policy): converted as a separate policy `{name}` no route uses, and the routes refuse every request")
+            };
+            self.unsupported(el.pos, element, why.clone());
+            self.refused.push((el.pos, why));
         }
         PolicyOut {
             name,
@@ -461,7 +534,10 @@ impl Converter {
     /// gateway.yaml keeps the strict default.
     fn push_policy(&mut self, mut p: PolicyOut) {
         p.fields.set("try-all-signing-keys", Node::Bool(true));
-        self.emitted();
+        // a token check no route enforces is not counted as converted
+        if self.policies.is_empty() {
+            self.emitted();
+        }
         self.steps.push(Step {
             pos: p.pos,
             place: Place::Token(self.policies.len()),
@@ -831,14 +907,17 @@ impl Converter {
         }
     }
 
-    pub(crate) fn forward_claim(&mut self, el: &Element, value: &Element, header: String) {
+    /// A claim of a converted policy's token into `header` (`forward-claims`); false (reported)
+    /// when no converted policy validates the token read.
+    pub(crate) fn forward_claim(&mut self, el: &Element, value: &Element, header: String) -> bool {
         let text = value.trimmed_text();
         let Some(read) = expr::claim_read(text) else {
-            return self.unsupported(
+            self.unsupported(
                 value.pos,
                 "set-header value",
                 "only an expression reading one claim of the validated token is converted (see docs/import-apim.md for the shapes)",
             );
+            return false;
         };
         let ClaimRead {
             source,
@@ -857,7 +936,8 @@ impl Converter {
                 JwtSource::Variable(v) => format!("variable \"{v}\" is not the output-token-variable-name of a converted validate-jwt or validate-azure-ad-token before it"),
                 JwtSource::Header(h) => format!("AsJwt() reads header {h}, which no converted policy before it validates; forward-claims only forwards claims of a validated token"),
             };
-            return self.unsupported(value.pos, "set-header value", why);
+            self.unsupported(value.pos, "set-header value", why);
+            return false;
         };
         if let Some(d) = default {
             self.unsupported(
@@ -875,6 +955,7 @@ impl Converter {
             forward.remove(pos);
         }
         forward.push((header, claim, el.pos));
+        true
     }
 
     /// An attribute value that must not be an expression; reported and `None` when it is.
@@ -919,6 +1000,16 @@ impl Converter {
     }
 }
 
+/// Whether a `choose` holds a statement that refuses callers (`ip-filter`, `check-header`) in any
+/// branch (at any depth).
+pub(crate) fn holds_access_check(el: &Element) -> bool {
+    el.children.iter().flat_map(|b| &b.children).any(|c| {
+        c.name == "ip-filter"
+            || c.name == "check-header"
+            || (c.name == "choose" && holds_access_check(c))
+    })
+}
+
 /// Whether a `choose` holds a token check in any branch (at any depth).
 fn holds_token_check(el: &Element) -> bool {
     el.children.iter().flat_map(|b| &b.children).any(|c| {
@@ -926,6 +1017,27 @@ fn holds_token_check(el: &Element) -> bool {
             || c.name == "validate-azure-ad-token"
             || (c.name == "choose" && holds_token_check(c))
     })
+}
+
+/// Whether a condition holds for requests of `method`; `None` when it reads anything else.
+fn method_holds(cond: &Cond, method: &str) -> Option<bool> {
+    match cond {
+        Cond::Method(m) => Some(m == method),
+        Cond::Not(inner) => method_holds(inner, method).map(|b| !b),
+        Cond::All(items) | Cond::Any(items) => {
+            let all = matches!(cond, Cond::All(_));
+            let values: Vec<Option<bool>> = items.iter().map(|c| method_holds(c, method)).collect();
+            // C#'s && and || need only one operand to decide
+            if values.contains(&Some(!all)) {
+                Some(!all)
+            } else if values.iter().all(Option::is_some) {
+                Some(all)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
 }
 
 /// A policy name from the file name: `entra-v2.policy.xml` -> `entra-v2`.

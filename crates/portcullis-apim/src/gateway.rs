@@ -94,6 +94,22 @@ pub(crate) fn policies(conv: &Converter) -> (Vec<Entry>, String) {
         .enumerate()
         .map(|(i, p)| policy_entry(conv, i, p))
         .collect();
+    if !conv.refused.is_empty() {
+        let name = refusing_name(conv);
+        let lines: Vec<String> = conv.refused.iter().map(|(p, _)| conv.origin(*p)).collect();
+        let refuse = Item::new(Node::Map(vec![crate::inbound::refuse_entry()]));
+        policies.push(
+            Entry::new(
+                name.as_str(),
+                Node::Map(vec![Entry::new("inbound", Node::Seq(vec![refuse]))]),
+            )
+            .comment(format!(
+                "Refuses every request: no one policy enforces every token check of the document ({}); APIM runs them all. Edit the routes by hand.",
+                lines.join(", ")
+            )),
+        );
+        return (policies, name);
+    }
     if let Some(first) = conv.policies.first() {
         return (policies, first.name.clone());
     }
@@ -200,8 +216,15 @@ fn outbound_of(conv: &Converter) -> Option<Entry> {
     (!items.is_empty()).then(|| Entry::new("outbound", Node::Seq(items)))
 }
 
+/// The name of the policy that refuses every request (see [`Converter::refused`]).
+fn refusing_name(conv: &Converter) -> String {
+    format!("{}-refused", conv.stem())
+}
+
 fn route_items(conv: &Converter, routes: &[RouteSpec], statements_only: bool) -> Vec<Item> {
+    let refusing = refusing_name(conv);
     let policy = match conv.policies.first() {
+        _ if !conv.refused.is_empty() => refusing.as_str(),
         Some(p) => p.name.as_str(),
         None if statements_only => conv.stem(),
         None => "none",
@@ -209,7 +232,7 @@ fn route_items(conv: &Converter, routes: &[RouteSpec], statements_only: bool) ->
     let others: Vec<&str> = conv
         .policies
         .iter()
-        .skip(1)
+        .skip(usize::from(conv.refused.is_empty()))
         .map(|p| p.name.as_str())
         .collect();
     let default = RouteSpec {

@@ -73,6 +73,9 @@ pub struct SetHeader {
     pub tally: usize,
     /// `exists-action="delete"`.
     pub delete: bool,
+    /// `exists-action="override"` (or none): APIM always replaces the client's header, so when the
+    /// statement is left out, a delete takes its place ([`Converter::delete_in_place`]).
+    pub overrides: bool,
 }
 
 /// The inbound list of policy `index`: its token check, the shared statements and the limits keyed
@@ -628,6 +631,15 @@ impl Converter {
         let Some(action) = action else {
             return self.not_checked(el, &["action"]);
         };
+        if addresses.is_empty() && ranges.is_empty() && action == "allow" {
+            // an allow list nobody is on: APIM refuses every caller it cannot find in it
+            self.unsupported(
+                el.pos,
+                "ip-filter",
+                "no usable address or address-range in an allow list: converted as a return-response refusing every caller (403), never as no filter",
+            );
+            return self.refuse_all(el.pos);
+        }
         if addresses.is_empty() && ranges.is_empty() {
             return self.not_checked(el, &["address or address-range"]);
         }
@@ -639,6 +651,50 @@ impl Converter {
             entries.push(Entry::new("address-ranges", Node::Seq(ranges)));
         }
         self.shared(el, "ip-filter", entries);
+    }
+
+    /// In place of the current statement, a `return-response` refusing every request (see
+    /// [`refuse_entry`]); the statements after it in the same list never run.
+    pub(crate) fn refuse_all(&mut self, pos: Pos) {
+        let entry = refuse_entry().comment(format!(
+            "{}: refuses every request (not converted, see the report)",
+            self.origin(pos)
+        ));
+        self.push_step(pos, Place::Shared, entry);
+    }
+
+    /// In place of an overriding inbound `set-header` of `name` that is not converted: a delete of
+    /// the header, so that the client's own copy never reaches the backend where APIM always
+    /// replaces it (the statement stays reported, and counted as not converted).
+    pub(crate) fn delete_in_place(&mut self, name: &str, pos: Pos) {
+        let tally = self.tally.len().saturating_sub(1);
+        let step = self.delete_step(name, pos, tally);
+        self.list().push(step);
+    }
+
+    /// The `set-header` delete step of [`Self::delete_in_place`].
+    pub(crate) fn delete_step(&self, name: &str, pos: Pos, tally: usize) -> Step {
+        let entries = vec![
+            Entry::new("name", Node::str(name)),
+            Entry::new("exists-action", Node::str("delete")),
+        ];
+        let entry = Entry::new("set-header", Node::Map(entries)).comment(format!(
+            "{}: not converted (see the report); the client's own {name} is removed, as APIM replaces it",
+            self.origin(pos)
+        ));
+        Step {
+            pos,
+            place: Place::Shared,
+            entry: Some(entry),
+            tallies: Vec::new(),
+            headers: vec![SetHeader {
+                name: name.to_owned(),
+                pos,
+                tally,
+                delete: true,
+                overrides: false,
+            }],
+        }
     }
 
     /// A statement every converted policy runs, in document order.
@@ -713,6 +769,7 @@ impl Converter {
                 format!("the limits not keyed on a claim are written into every converted policy ({names}); each policy counts on its own"),
             );
         }
+        let mut deletes: Vec<(usize, Vec<Step>)> = Vec::new();
         for i in 0..self.steps.len() {
             let Place::Claim(source) = self.steps[i].place.clone() else {
                 continue;
@@ -765,11 +822,44 @@ impl Converter {
                     };
                     self.unsupported(pos, &element, why);
                     self.mark(&self.steps[i].tallies.clone(), Mark::Dropped);
+                    let overriding: Vec<Step> = self.steps[i]
+                        .headers
+                        .iter()
+                        .filter(|h| h.overrides)
+                        .map(|h| self.delete_step(&h.name, h.pos, h.tally))
+                        .collect();
+                    deletes.push((i + 1, overriding));
                     Place::Dropped
                 }
             };
         }
+        for (at, steps) in deletes.into_iter().rev() {
+            self.steps.splice(at..at, steps);
+        }
     }
+}
+
+/// A `return-response` answering as the gateway's `ip-filter` refuses a caller (403
+/// `{"statusCode":403,"message":"Forbidden"}`): what a check the gateway cannot evaluate becomes,
+/// so that no request passes it.
+pub(crate) fn refuse_entry() -> Entry {
+    Entry::new(
+        "return-response",
+        Node::Map(vec![
+            Entry::new("status", Node::Int(403)),
+            Entry::new(
+                "headers",
+                Node::Map(vec![Entry::new(
+                    "Content-Type",
+                    Node::str("application/json"),
+                )]),
+            ),
+            Entry::new(
+                "body",
+                Node::str(r#"{"statusCode":403,"message":"Forbidden"}"#),
+            ),
+        ]),
+    )
 }
 
 /// An HTTP token (header names, methods).

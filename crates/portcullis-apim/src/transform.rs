@@ -155,6 +155,7 @@ impl Converter {
         }
         let inbound = self.section == Section::Inbound;
         let top = inbound && self.nested == 0;
+        let overrides = inbound && s.action == Action::Override;
         if top && s.action == Action::Delete && self.delete_token_header(el, &s.name) {
             return;
         }
@@ -169,11 +170,17 @@ impl Converter {
                             format!("\"{}\" becomes override: forward-claims always replaces the client's header", s.action.name()),
                         );
                     }
-                    return self.forward_claim(el, value, s.name);
+                    if !self.forward_claim(el, value, s.name.clone()) && overrides {
+                        self.delete_in_place(&s.name, el.pos);
+                    }
+                    return;
                 }
             }
         }
         if self.unconditional(el) {
+            if overrides {
+                self.delete_in_place(&s.name, el.pos);
+            }
             return;
         }
         let mut reads = Vec::new();
@@ -186,9 +193,15 @@ impl Converter {
                 self.note(v.pos, "value", "ignored: a delete sets no value");
             }
         } else if !self.values_entry(&s.values, &mut entries, &mut reads) {
+            if overrides {
+                self.delete_in_place(&s.name, el.pos);
+            }
             return;
         }
         let Some(place) = self.place_of(&reads, el) else {
+            if overrides {
+                self.delete_in_place(&s.name, el.pos);
+            }
             return;
         };
         let headers = if inbound {
@@ -197,6 +210,7 @@ impl Converter {
                 pos: el.pos,
                 tally: self.tally.len() - 1,
                 delete: s.action == Action::Delete,
+                overrides,
             }]
         } else {
             Vec::new()
@@ -775,6 +789,15 @@ impl Converter {
                 for child in b.children.iter().filter(|c| c.name != "base") {
                     n += self.tally_of(child, false).len();
                 }
+            }
+            if self.section == Section::Inbound && crate::convert::holds_access_check(el) {
+                // left out, its ip-filter or check-header would let every caller through
+                self.unsupported(
+                    el.pos,
+                    "choose",
+                    format!("not converted with the {n} statement(s) in its branches (APIM runs the branch whose condition holds, and running another one, or all, is not the same); it holds an ip-filter or check-header, so a return-response refusing every request (403) takes its place"),
+                );
+                return self.refuse_all(el.pos);
             }
             return self.unsupported(
                 el.pos,

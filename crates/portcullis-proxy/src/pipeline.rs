@@ -823,21 +823,38 @@ fn pick<'c>(
     route: &Route,
     status: Option<u16>,
 ) -> (Option<usize>, Option<&'c [Step]>) {
-    let case_sensitive = route.case_sensitive();
+    let how = How {
+        case_sensitive: route.case_sensitive(),
+        head_as_get: route.head_as_get(&view.req.method),
+        status,
+    };
     match choose
         .branches
         .iter()
-        .position(|(when, _)| holds(when, view, case_sensitive, status))
+        .position(|(when, _)| holds(when, view, &how))
     {
         Some(i) => (Some(i), choose.branches.get(i).map(|(_, s)| s.as_slice())),
         None => (None, Some(choose.otherwise.as_slice())),
     }
 }
 
+/// What conditions are evaluated against besides the request.
+struct How {
+    /// The route compares paths byte for byte.
+    case_sensitive: bool,
+    /// A HEAD served by a route listing GET (not HEAD): `method` conditions see GET (see
+    /// [`Route::head_as_get`]).
+    head_as_get: bool,
+    /// Outbound: the response status.
+    status: Option<u16>,
+}
+
 /// Whether a condition holds for the request (and, outbound, the response status).
-fn holds(cond: &Condition, view: &View<'_>, case_sensitive: bool, status: Option<u16>) -> bool {
+fn holds(cond: &Condition, view: &View<'_>, how: &How) -> bool {
     let req = view.req;
+    let (case_sensitive, status) = (how.case_sensitive, how.status);
     match cond {
+        Condition::Method(methods) if how.head_as_get => methods.contains(&http::Method::GET),
         Condition::Method(methods) => methods.contains(&req.method),
         Condition::HeaderPresent(name) => req.headers.contains_key(name),
         Condition::Header(name, test) => req
@@ -885,9 +902,9 @@ fn holds(cond: &Condition, view: &View<'_>, case_sensitive: bool, status: Option
             }) && parts.next().is_none()
         }
         Condition::Status(codes) => status.is_some_and(|s| codes.contains(&s)),
-        Condition::All(all) => all.iter().all(|c| holds(c, view, case_sensitive, status)),
-        Condition::Any(any) => any.iter().any(|c| holds(c, view, case_sensitive, status)),
-        Condition::Not(c) => !holds(c, view, case_sensitive, status),
+        Condition::All(all) => all.iter().all(|c| holds(c, view, how)),
+        Condition::Any(any) => any.iter().any(|c| holds(c, view, how)),
+        Condition::Not(c) => !holds(c, view, how),
     }
 }
 

@@ -608,6 +608,16 @@ impl Route {
         self.matcher.case_sensitive
     }
 
+    /// Whether a request of `method` is a `HEAD` the route serves only because it lists `GET`
+    /// (and not `HEAD`): its policy's `method` conditions then see `GET`, as APIM's GET operation
+    /// would, so a HEAD never runs fewer checks than the GET it mirrors.
+    pub fn head_as_get(&self, method: &http::Method) -> bool {
+        let listed = &self.matcher.methods;
+        *method == http::Method::HEAD
+            && listed.contains(&http::Method::GET)
+            && !listed.contains(&http::Method::HEAD)
+    }
+
     /// Number of peers (addresses), now.
     pub fn peer_count(&self) -> usize {
         self.peers.load().len()

@@ -557,7 +557,7 @@ impl<'f> Builder<'f> {
             );
             return self.drop_operation(spec, op, &why);
         }
-        self.seen.insert(key, name.clone());
+        self.seen.insert(key.clone(), name.clone());
         let op_policy = op.id.as_ref().and_then(|id| api.operation_policies.get(id));
         let global = self.folder.global.as_ref();
         let levels = |product: Option<&'f Policy>| -> [Level<'f>; 4] {
@@ -606,7 +606,7 @@ impl<'f> Builder<'f> {
         let timeout = compose::take_forward_timeout(&mut base_doc.document);
         let mock = compose::contains(&base_doc.document, "mock-response");
         let base_document = base_doc.document.clone();
-        let (policy, summary) = self.convert(&name, base_doc, &synthetic);
+        let (policy, summary, mut refused) = self.convert(&name, &op.method, base_doc, &synthetic);
         let mut outcome = format!("route {name}, policy {policy}: {}", self.summary(&summary));
         let mut product_policies = Vec::new();
         let mut mocked = mock;
@@ -625,13 +625,32 @@ impl<'f> Builder<'f> {
                 continue;
             }
             mocked |= compose::contains(&composed.document, "mock-response");
-            let (p, s) = self.convert(&format!("{name}.{}", product.name), composed, &synthetic);
+            let (p, s, r) = self.convert(
+                &format!("{name}.{}", product.name),
+                &op.method,
+                composed,
+                &synthetic,
+            );
+            refused.extend(r);
             outcome.push_str(&format!(
                 "; with a key of product {}: policy {p}: {}",
                 product.name,
                 self.summary(&s)
             ));
             product_policies.push((product.name.clone(), p));
+        }
+        if !refused.is_empty() {
+            // no one policy enforces every check APIM runs: the operation is not served
+            self.seen.remove(&key);
+            let at: Vec<String> = refused
+                .iter()
+                .map(|pos| format!("{}:{}", self.folder.rel(pos.file), pos.line))
+                .collect();
+            let why = format!(
+                "its policy has token checks no one gateway policy enforces together ({}; see the findings there), so it is not imported and its requests are answered 404",
+                at.join(", ")
+            );
+            return self.drop_operation(spec, op, &why);
         }
         let mut matching = vec![
             Entry::new("path", Node::str(template.path.as_str())),
@@ -724,16 +743,20 @@ impl<'f> Builder<'f> {
         }
     }
 
-    /// Convert one composed policy called `name` (with the statements the route needs first);
-    /// returns the policy the route uses and the statement count.
+    /// Convert one composed policy called `name` for an operation of `method` (with the statements
+    /// the route needs first); returns the policy the route uses, the statement count, and where
+    /// checks are that no one policy enforces (then no policy is written: the operation must not be
+    /// served).
     fn convert(
         &mut self,
         name: &str,
+        method: &str,
         composed: Composed,
         synthetic: &[Entry],
-    ) -> (String, Summary) {
+    ) -> (String, Summary, Vec<Pos>) {
         let mut conv = Converter::composed(self.folder.rels.clone(), name);
         conv.in_folder = true;
+        conv.method = Some(method.to_owned());
         conv.document(std::slice::from_ref(&composed.document));
         for (i, entry) in synthetic.iter().enumerate() {
             conv.steps.insert(
@@ -762,7 +785,10 @@ impl<'f> Builder<'f> {
             self.backend_refs.entry(id.clone()).or_insert(*pos);
         }
         let (entries, policy) = gateway::policies(&conv);
-        self.policies.extend(entries);
+        let refused: Vec<Pos> = conv.refused.iter().map(|(pos, _)| *pos).collect();
+        if refused.is_empty() {
+            self.policies.extend(entries);
+        }
         let (diags, mut summary) = crate::finish(conv);
         for d in diags.iter().chain(&composed.diags) {
             self.diag(d);
@@ -771,7 +797,7 @@ impl<'f> Builder<'f> {
         summary.dropped.extend(composed.dropped);
         self.report.coverage.statements += summary.total;
         self.report.coverage.converted += summary.converted;
-        (policy, summary)
+        (policy, summary, refused)
     }
 
     /// `converted 5/6 statements; dropped: file:line <x>`.

@@ -359,8 +359,13 @@ fn limits_around_choose_branches_go_into_every_converted_policy() {
         S::Jwt,
         S::Lim(Rlbk, Some(5), 60, claim("sub"), Ic::Any),
     ];
-    assert_eq!(model.policies.len(), 2);
-    for pm in &model.policies {
+    // the branch is not known: the routes refuse every request (branches-refused)
+    assert_eq!(model.policies.len(), 3);
+    for pm in model
+        .policies
+        .iter()
+        .filter(|p| p.policy.name != "branches-refused")
+    {
         assert_eq!(shape(pm), expected, "{}", pm.policy.name);
     }
     let report = conv.report("branches.xml");
@@ -512,4 +517,81 @@ fn unusable_checks_are_reported_not_converted() {
             .count(),
         4
     );
+}
+
+#[test]
+fn a_second_token_check_makes_the_routes_refuse_every_request() {
+    let key =
+        "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    let xml = format!(
+        r#"<policies><inbound>
+        <validate-jwt header-name="Authorization">{key}</validate-jwt>
+        <validate-jwt header-name="Authorization">{key}<required-claims><claim name="roles"><value>admin</value></claim></required-claims></validate-jwt>
+    </inbound></policies>"#
+    );
+    let conv = convert(&xml, "two.xml", &[]).unwrap();
+    assert!(!conv.is_complete());
+    let report = conv.stderr("two.xml");
+    assert!(
+        report
+            .contains("two.xml:3:9: unsupported validate-jwt: a second token check in one policy"),
+        "{report}"
+    );
+    assert!(
+        report.contains("converted 1/2 statements; dropped: line 3 <validate-jwt>"),
+        "{report}"
+    );
+    let model = load(&conv, "two.yaml");
+    let pm = routed(&model);
+    assert_eq!(pm.policy.name, "two-refused");
+    assert!(
+        conv.yaml.contains(
+            "two-refused:\n    inbound:\n      - return-response:\n          status: 403"
+        ),
+        "{}",
+        conv.yaml
+    );
+}
+
+#[test]
+fn an_allow_list_nobody_is_on_refuses_every_caller() {
+    let refuse = "return-response:\n          status: 403";
+    for (xml, reported) in [
+        (
+            r#"<policies><inbound><ip-filter action="allow"><address>@((string)context.Variables["ip"])</address></ip-filter><cors><allowed-origins><origin>*</origin></allowed-origins></cors></inbound></policies>"#,
+            "allow.xml:1:20: unsupported ip-filter: no usable address or address-range in an allow list",
+        ),
+        (
+            r#"<policies><inbound><choose><when condition="@(context.Request.Url.Path.Contains(&quot;admin&quot;))"><check-header name="X-Key" failed-check-httpcode="401" failed-check-error-message="no"><value>k</value></check-header></when></choose></inbound></policies>"#,
+            "allow.xml:1:20: unsupported choose: not converted with the 1 statement(s) in its branches",
+        ),
+    ] {
+        let conv = convert(xml, "allow.xml", &[]).unwrap();
+        let report = conv.stderr("allow.xml");
+        assert!(report.contains(reported), "{report}");
+        assert!(conv.yaml.contains(refuse), "{}", conv.yaml);
+        load(&conv, "allow.yaml");
+    }
+    // statements after the refusal never run: left out with a note
+    let conv = convert(
+        r#"<policies><inbound><ip-filter action="allow"><address>@("x")</address></ip-filter><set-header name="X-A"><value>a</value></set-header></inbound></policies>"#,
+        "after.xml",
+        &[],
+    )
+    .unwrap();
+    assert!(
+        conv.report("after.xml").contains("after.xml:1:83: note set-header: left out: it never runs, every request is refused at line 1 before it"),
+        "{}",
+        conv.report("after.xml")
+    );
+    assert!(!conv.yaml.contains("X-A"));
+    load(&conv, "after.yaml");
+    // a forbid list without a usable address is still not converted (nobody is refused)
+    let conv = convert(
+        r#"<ip-filter action="forbid"><address>@("x")</address></ip-filter>"#,
+        "forbid.xml",
+        &[],
+    )
+    .unwrap();
+    assert!(!conv.yaml.contains("return-response"), "{}", conv.yaml);
 }

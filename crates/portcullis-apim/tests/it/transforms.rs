@@ -302,6 +302,8 @@ fn partner_api_unsupported() {
             "inbound": [
                 {"validate-jwt": {"header-name": "Authorization", "issuer-signing-keys": [{"base64": "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg="}], "try-all-signing-keys": true}},
                 {"rate-limit-by-key": {"calls": 100, "renewal-period": 60, "counter-key": "subscription"}},
+                // X-Timestamp is left out: the client's own copy is removed in its place
+                {"set-header": {"exists-action": "delete", "name": "X-Timestamp"}},
                 {"set-header": {"exists-action": "override", "name": "X-Partner-Order", "value": "order-${param:orderId}"}},
                 {"rewrite-uri": {"template": "/partners/${claim:partner_id}/orders/{orderId}"}}
             ]
@@ -367,11 +369,16 @@ fn claim_reads_go_after_the_token_check_or_are_left_out() {
         conv.summary.to_string(),
         "converted 2/2 statements; incomplete: line 2 <set-header>"
     );
-    // no token check validates that token: left out
+    // no token check validates that token: left out, and the client's own copy removed
     let (conv, v) = inline(
         "<set-header name=\"X-Sub\"><value>@(\"u-\" + context.Request.Headers.GetValueOrDefault(\"Authorization\",\"\").AsJwt()?.Subject)</value></set-header>",
     );
-    assert_eq!(v["policies"], json!({}), "{}", conv.yaml);
+    assert_eq!(
+        v["policies"]["p"]["inbound"],
+        json!([{"set-header": {"name": "X-Sub", "exists-action": "delete"}}]),
+        "{}",
+        conv.yaml
+    );
     assert_eq!(
         conv.summary.to_string(),
         "converted 0/1 statements; dropped: line 1 <set-header>"
@@ -389,8 +396,13 @@ fn variables_must_be_set_before_they_are_read() {
         "{err}"
     );
     let inbound = v["policies"]["p"]["inbound"].as_array().unwrap();
-    assert_eq!(inbound.len(), 3, "{}", conv.yaml);
-    assert_eq!(inbound[2]["set-header"]["value"], json!("${var:n|0}"));
+    assert_eq!(inbound.len(), 4, "{}", conv.yaml);
+    // the X-W left out: the client's own copy is removed in its place
+    assert_eq!(
+        inbound[1],
+        json!({"set-header": {"name": "X-W", "exists-action": "delete"}})
+    );
+    assert_eq!(inbound[3]["set-header"]["value"], json!("${var:n|0}"));
 }
 
 #[test]
@@ -430,7 +442,13 @@ fn statements_in_a_choose_holding_a_token_check_are_not_made_unconditional() {
         conv.summary.to_string(),
         "converted 2/4 statements; dropped: line 3 <set-header>, line 4 <return-response>; incomplete: line 1 <choose>"
     );
-    assert!(v["policies"]["p"].get("inbound").is_none(), "{}", conv.yaml);
+    // the X-Read left out: the client's own copy is removed (for every request, stricter)
+    assert_eq!(
+        v["policies"]["p"]["inbound"][1],
+        json!({"set-header": {"name": "X-Read", "exists-action": "delete"}}),
+        "{}",
+        conv.yaml
+    );
 }
 
 #[test]
@@ -451,7 +469,13 @@ fn framing_headers_and_unknown_shapes_are_left_out() {
     let (conv, v) = inline(
         "<fragment>\n<set-header name=\"Transfer-Encoding\"><value>chunked</value></set-header>\n<set-header name=\"X-Up\"><value>@(context.Request.Headers.GetValueOrDefault(\"X\",\"\").ToUpper())</value></set-header>\n<set-query-parameter name=\"q\" exists-action=\"sometimes\"><value>1</value></set-query-parameter>\n<set-backend-service base-url=\"@(context.Variables[&quot;u&quot;])\" />\n</fragment>",
     );
-    assert_eq!(v["policies"], json!({}), "{}", conv.yaml);
+    // the X-Up left out: the client's own copy is removed in its place
+    assert_eq!(
+        v["policies"]["p"]["inbound"],
+        json!([{"set-header": {"name": "X-Up", "exists-action": "delete"}}]),
+        "{}",
+        conv.yaml
+    );
     assert_eq!(
         conv.summary.to_string(),
         "converted 0/4 statements; dropped: line 2 <set-header>, line 3 <set-header>, line 4 <set-query-parameter>, line 5 <set-backend-service>"
@@ -483,4 +507,30 @@ fn connection_headers_convert_and_empty_answers_have_no_body() {
     // the gateway's config takes them
     portcullis_config::load_str(&conv.yaml, std::path::Path::new("p.yaml"))
         .unwrap_or_else(|d| panic!("{d:?}\n{}", conv.yaml));
+}
+
+/// An overriding `set-header` left out (a value not converted, a claim of a token no converted
+/// check validates, inside a `choose` branch too) is replaced by a delete of the header: APIM
+/// always replaces the client's copy, so it must never reach the backend. A `skip` is left out
+/// alone (APIM keeps the client's copy there).
+#[test]
+fn overriding_set_headers_left_out_delete_the_clients_copy() {
+    let xml = r#"<policies><inbound>
+<set-header name="X-Who" exists-action="override"><value>@("u-" + ((Jwt)context.Variables["jwt"]).Subject)</value></set-header>
+<choose><when condition="@(context.Request.Headers.ContainsKey(&quot;X-A&quot;))"><set-header name="X-In-Branch"><value>@(context.Request.Certificate.Thumbprint)</value></set-header></when></choose>
+<set-header name="X-Skip" exists-action="skip"><value>@(context.Request.Certificate.Thumbprint)</value></set-header>
+</inbound></policies>"#;
+    let conv = portcullis_apim::convert(xml, "hdr.xml", &[]).unwrap();
+    assert_eq!(
+        conv.summary.to_string(),
+        "converted 1/4 statements; dropped: line 2 <set-header>, line 3 <set-header>, line 4 <set-header>"
+    );
+    let delete = |name: &str| json!({"set-header": {"name": name, "exists-action": "delete"}});
+    assert_eq!(
+        policy(&conv, "hdr.xml")["inbound"],
+        json!([
+            delete("X-Who"),
+            {"choose": [{"when": {"header-present": "X-A"}, "steps": [delete("X-In-Branch")]}]},
+        ])
+    );
 }

@@ -80,9 +80,14 @@ const JWT_KEY: &str = "/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg=";
 
 /// An HS256 token under [`JWT_KEY`] for the fabrikam users API.
 fn token() -> String {
+    hs_token(json!({"sub": "alice", "aud": "api://users"}))
+}
+
+/// An HS256 token under [`JWT_KEY`] with `claims` (and an `exp` 10 minutes ahead).
+fn hs_token(mut claims: serde_json::Value) -> String {
+    claims["exp"] = json!(crate::support::now() + 600);
     let secret = STANDARD.decode(JWT_KEY).unwrap();
     let head = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = json!({"sub": "alice", "aud": "api://users", "exp": crate::support::now() + 600});
     let body = b64url(claims.to_string().as_bytes());
     let signing = format!("{head}.{body}");
     let sig = hmac_signature(&secret, signing.as_bytes(), Algorithm::HS256).unwrap();
@@ -603,4 +608,188 @@ async fn rawxml_expressions_import_and_decide_through_the_gateway() {
         assert_eq!(r.status(), 403, "{method} {tier:?}");
     }
     assert_eq!(echo.request_count(), 0);
+}
+
+/// A `validate-jwt` under [`JWT_KEY`] requiring `scope` to hold `scope`.
+fn scope_check(scope: &str) -> String {
+    format!(
+        r#"<validate-jwt header-name="Authorization"><issuer-signing-keys><key>{JWT_KEY}</key></issuer-signing-keys><required-claims><claim name="scope" match="any" separator=" "><value>{scope}</value></claim></required-claims></validate-jwt>"#
+    )
+}
+
+/// Writes an APIOps folder with one API `orders` (path `orders`, upstream `https://orders.example`):
+/// `operations` are (method, path, operationId); `policies` are (file below the API folder, XML).
+fn orders_folder(
+    operations: &[(&str, &str, &str)],
+    policies: &[(&str, String)],
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let api = dir.path().join("apis/orders");
+    std::fs::create_dir_all(&api).unwrap();
+    let info = json!({"properties": {"displayName": "orders", "path": "orders", "serviceUrl": "https://orders.example", "subscriptionRequired": false, "isCurrent": true, "type": "http"}});
+    std::fs::write(api.join("apiInformation.json"), info.to_string()).unwrap();
+    let mut paths = serde_json::Map::new();
+    for (method, path, id) in operations {
+        let ops = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        ops[method.to_ascii_lowercase()] =
+            json!({"operationId": id, "responses": {"200": {"description": "ok"}}});
+    }
+    let spec =
+        json!({"openapi": "3.0.1", "info": {"title": "orders", "version": "1"}, "paths": paths});
+    std::fs::write(api.join("specification.json"), spec.to_string()).unwrap();
+    for (file, xml) in policies {
+        let path = api.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, xml).unwrap();
+    }
+    dir
+}
+
+/// Imports an [`orders_folder`] with its upstream mapped to `backend`.
+fn import_orders(dir: &tempfile::TempDir, backend: &Backend) -> Import {
+    let options = Options {
+        map_upstream: vec![format!("https://orders.example={}", backend.url())
+            .parse()
+            .unwrap()],
+    };
+    apiops::import(dir.path(), &options).unwrap()
+}
+
+/// A `choose` on the method with a token check in each branch: each operation gets the check of
+/// the branch APIM runs for its method (not the first branch's for every route).
+#[tokio::test]
+async fn a_choose_on_the_method_gives_each_operation_its_branchs_token_check() {
+    let backend = Backend::start().unwrap();
+    let policy = format!(
+        r#"<policies><inbound><base /><choose><when condition="@(context.Request.Method == &quot;GET&quot;)">{}</when><otherwise>{}</otherwise></choose></inbound><backend><forward-request /></backend></policies>"#,
+        scope_check("orders.read"),
+        scope_check("orders.write")
+    );
+    let dir = orders_folder(
+        &[("GET", "/orders", "list"), ("POST", "/orders", "create")],
+        &[("policy.xml", policy)],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(import.complete, "{}", import.report);
+    let gw = gateway(&import, &[]).await;
+    let read = format!("Bearer {}", hs_token(json!({"scope": "orders.read"})));
+    let write = format!("Bearer {}", hs_token(json!({"scope": "orders.write"})));
+    let auth = |t: &str| [("Authorization", t.to_owned())];
+    for (method, token, status) in [
+        (Method::POST, &read, 401),
+        (Method::POST, &write, 200),
+        (Method::GET, &read, 200),
+        (Method::GET, &write, 401),
+    ] {
+        let h = auth(token);
+        let r = send(
+            &gw,
+            method.clone(),
+            "/orders/orders",
+            &[(h[0].0, h[0].1.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), status, "{method} with {token}");
+    }
+    assert_eq!(backend.requests().len(), 2);
+}
+
+/// Two token checks in one composed policy (the API's, and the operation's adding a claim): APIM
+/// runs both; no one gateway policy does, so the operation is not imported (404), reported.
+#[tokio::test]
+async fn two_token_checks_in_one_policy_leave_the_operation_out() {
+    let backend = Backend::start().unwrap();
+    let api = format!(
+        "<policies><inbound><base />{}</inbound><backend><forward-request /></backend></policies>",
+        scope_check("orders.read")
+    );
+    let admin = format!(
+        "<policies><inbound><base />{}</inbound><backend><base /></backend></policies>",
+        scope_check("orders.admin")
+    );
+    let dir = orders_folder(
+        &[("GET", "/orders", "list"), ("GET", "/admin", "admin")],
+        &[("policy.xml", api), ("operations/admin/policy.xml", admin)],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let report = import.report.to_string();
+    assert!(
+        report.contains("apis/orders/operations/admin/policy.xml:1:28: unsupported validate-jwt: a second token check in one policy"),
+        "{report}"
+    );
+    assert!(
+        report.contains("unsupported operation: GET /admin: its policy has token checks no one gateway policy enforces together (apis/orders/operations/admin/policy.xml:1"),
+        "{report}"
+    );
+    assert!(!import.yaml.contains("orders.admin"), "{}", import.yaml);
+    let gw = gateway(&import, &[]).await;
+    let read = format!("Bearer {}", hs_token(json!({"scope": "orders.read"})));
+    let r = get(&gw, "/orders/admin", &[("Authorization", &read)]).await;
+    assert_eq!(r.status(), 404);
+    let r = get(&gw, "/orders/orders", &[("Authorization", &read)]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&backend).path, "/orders");
+}
+
+/// Checks the importer cannot evaluate fail closed: an `ip-filter` allow list whose only address is
+/// an expression, or inside a `choose` whose condition is not converted, refuses every caller
+/// (403, as the gateway's ip-filter does); an overriding `set-header` whose value is not converted
+/// removes the client's own copy of the header (APIM always replaces it).
+#[tokio::test]
+async fn unconvertible_allow_lists_refuse_and_unconvertible_overrides_delete() {
+    let backend = Backend::start().unwrap();
+    let wrap = |inbound: &str| {
+        format!("<policies><inbound><base />{inbound}</inbound><backend><forward-request /></backend></policies>")
+    };
+    let dir = orders_folder(
+        &[
+            ("GET", "/expr", "expr"),
+            ("GET", "/choose", "choose"),
+            ("GET", "/ident", "ident"),
+        ],
+        &[
+            (
+                "operations/expr/policy.xml",
+                wrap(
+                    r#"<ip-filter action="allow"><address>@(context.Variables.GetValueOrDefault&lt;string&gt;("allowed"))</address></ip-filter>"#,
+                ),
+            ),
+            (
+                "operations/choose/policy.xml",
+                wrap(
+                    r#"<choose><when condition="@(context.Request.Url.Path.Contains(&quot;admin&quot;) || true)"><ip-filter action="allow"><address>10.9.9.9</address></ip-filter></when></choose>"#,
+                ),
+            ),
+            (
+                "operations/ident/policy.xml",
+                wrap(
+                    r#"<set-header name="X-Client-Cert-Thumbprint" exists-action="override"><value>@(context.Request.Certificate == null ? "" : context.Request.Certificate.Thumbprint)</value></set-header><set-header name="X-User-Id"><value>@(context.Request.Headers.GetValueOrDefault("Authorization","").AsJwt()?.Claims.GetValueOrDefault("oid", ""))</value></set-header>"#,
+                ),
+            ),
+        ],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let gw = gateway(&import, &[]).await;
+    for path in ["/orders/expr", "/orders/choose"] {
+        let r = get(&gw, path, &[]).await;
+        assert_eq!(r.status(), 403, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body, json!({"statusCode": 403, "message": "Forbidden"}));
+    }
+    assert!(backend.requests().is_empty());
+    let r = get(
+        &gw,
+        "/orders/ident",
+        &[
+            ("X-Client-Cert-Thumbprint", "A1B2C3TRUSTEDPARTNER"),
+            ("X-User-Id", "admin"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let got = only(&backend);
+    assert_eq!(got.header("x-client-cert-thumbprint"), None);
+    assert_eq!(got.header("x-user-id"), None);
 }

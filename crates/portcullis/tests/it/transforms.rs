@@ -419,3 +419,47 @@ async fn set_header_of_forwarding_headers_has_the_last_word() {
     assert!(got.header_values("x-forwarded-port").is_empty());
     assert_eq!(got.header_values("x-real-ip"), ["127.0.0.1"]);
 }
+
+/// A HEAD served by a route listing GET (not HEAD) sees `GET` in `method` conditions: a check
+/// guarded by `{ method: GET }` runs for it as for the GET it mirrors (it was skipped: GET 401,
+/// HEAD 200 from the backend). A route listing HEAD itself sees HEAD.
+#[tokio::test]
+async fn a_head_served_by_a_get_route_evaluates_method_conditions_as_get() {
+    let text = r#"policies:
+  keyed:
+    inbound:
+      - choose:
+          - when: { method: GET }
+            steps:
+              - check-header: { name: X-Key, values: [k1], failed-check-httpcode: 401, failed-check-error-message: "no key" }
+          - when: { not: { method: GET } }
+            steps: [ { set-header: { name: X-Not-Get, value: "1" } } ]
+routes:
+  - { name: get, match: { path: /get, methods: [GET] }, upstream: "BACKEND", policy: keyed }
+  - { name: head, match: { path: /head, methods: [GET, HEAD] }, upstream: "BACKEND", policy: keyed }
+"#;
+    let s = Setup::start(text).await;
+    let send = |method: Method, path: &str, key: Option<&str>| {
+        let mut req = s
+            .client
+            .request(method, format!("http://{}{path}", s.gateway.proxy()));
+        if let Some(k) = key {
+            req = req.header("X-Key", k);
+        }
+        req.send()
+    };
+    for method in [Method::GET, Method::HEAD] {
+        let r = send(method.clone(), "/get", None).await.unwrap();
+        assert_eq!(r.status(), 401, "{method} without the key");
+        assert!(s.backend.requests().is_empty(), "{method}");
+        let r = send(method.clone(), "/get", Some("k1")).await.unwrap();
+        assert_eq!(r.status(), 200, "{method} with the key");
+        let got = received(&s);
+        assert_eq!(got.method, method.as_str());
+        assert_eq!(got.header("x-not-get"), None, "{method}");
+    }
+    // a route that lists HEAD: the HEAD is not a GET there
+    let r = send(Method::HEAD, "/head", None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(received(&s).header("x-not-get"), Some("1"));
+}

@@ -343,10 +343,11 @@ impl TokenCache {
                 foldhash::fast::RandomState::default(),
                 CountEvictions(metrics.evictions.clone()),
             );
+            let bytes = capacity.saturating_mul(u64::from(ENTRY_UNIT_BYTES));
             let map = match options {
                 Ok(options) => Map::with_options(options, ByWeight, hasher, count),
-                // Not reached (both required options are set): the map's own defaults.
-                Err(_) => Map::with(estimated, capacity, ByWeight, hasher, count),
+                // Not reached (both required options are set): the same room, the map's shards.
+                Err(_) => Map::with(estimated, bytes, ByWeight, hasher, count),
             };
             Arc::new(Inner {
                 map,
@@ -510,8 +511,8 @@ impl TokenCache {
 /// least 32 units. Each shard holds the tokens whose hash falls in it, which is never exactly its
 /// share: it gets room for its share plus five standard deviations of that spread (and one
 /// unit), so that `max-entries` typical tokens all fit, as they did in one map. The room is that
-/// much larger than the budget: about 4.5 % at the default 100,000 units on 2 cores, 10 % at
-/// 10,000.
+/// much larger than the budget: about 4.5 % at the default 100,000 units on 2 cores, 10-15 % at
+/// 10,000 (1-2 cores), more for a few hundred units.
 fn map_room(units: u64) -> (usize, u64) {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut shards = cores.saturating_mul(4).next_power_of_two() as u64;

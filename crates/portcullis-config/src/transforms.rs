@@ -143,15 +143,12 @@ const CONNECTION_HEADERS: &[&str] = &[
 /// Whether a (lower-case) header name is, in any `-`/`_` spelling, one the gateway sets from the
 /// connection (`X-Forwarded-*`, `Forwarded`, `X-Real-IP` ...).
 pub fn is_connection_header(name: &str) -> bool {
-    let same = |a: &[u8], b: &[u8]| {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(&x, &y)| x == y || (x == b'_' && y == b'-'))
-    };
-    let b = name.as_bytes();
-    (b.len() > 12 && same(&b[..12], b"x-forwarded-"))
-        || CONNECTION_HEADERS.iter().any(|h| same(b, h.as_bytes()))
+    use portcullis_route::headers::spelled_as;
+    let prefix = name.len() > 12
+        && name
+            .get(..12)
+            .is_some_and(|p| spelled_as(p, "x-forwarded-"));
+    prefix || CONNECTION_HEADERS.iter().any(|h| spelled_as(name, h))
 }
 
 /// A header name as the config spells identity headers: lower case, `_` as `-`.

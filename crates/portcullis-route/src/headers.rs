@@ -55,8 +55,9 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-http-method",
 ];
 
-/// Whether a (lower-case) header name is `dashed` once each `_` is read as `-`.
-fn spelled_as(name: &str, dashed: &str) -> bool {
+/// Whether a (lower-case) header name is `dashed` once each `_` is read as `-`: the spellings a
+/// CGI/WSGI backend merges (`X_User_Id` and `X-User-Id` are one variable there).
+pub fn spelled_as(name: &str, dashed: &str) -> bool {
     name.len() == dashed.len()
         && name
             .bytes()

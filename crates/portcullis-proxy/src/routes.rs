@@ -395,10 +395,10 @@ impl Routes {
 
     /// Canonicalise the request (method, `Host`, request target, an `Upgrade` without
     /// `Connection: upgrade` removed, one `Content-Length`; method overrides, framing headers
-    /// spelled with `_` and an HTTP/1.1 request without `Host` refused) and find its route. On success the request carries the
-    /// canonical origin-form target (the query as received), so what is authorised and forwarded
-    /// is what was matched; `Ok(None)`: no route. A request that cannot
-    /// be made canonical is refused (400) and left as it was.
+    /// spelled with `_` and an HTTP/1.1 request without `Host` refused) and find its route. On
+    /// success the request carries the canonical origin-form target (the query as received), so
+    /// what is authorised and forwarded is what was matched; `Ok(None)`: no route. A request that
+    /// cannot be made canonical is refused (400) and left as it was.
     ///
     /// `trace` (explain, a traced request): the canonical host and path, and each route up to the
     /// chosen one with why it did not match, are recorded there.

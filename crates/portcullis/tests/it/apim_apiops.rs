@@ -617,8 +617,9 @@ fn scope_check(scope: &str) -> String {
     )
 }
 
-/// Writes an APIOps folder with one API `orders` (path `orders`, upstream `https://orders.example`):
-/// `operations` are (method, path, operationId); `policies` are (file below the API folder, XML).
+/// Writes an APIOps folder with one API `orders` (path `orders`, upstream
+/// `https://orders.example`): `operations` are (method, path, operationId); `policies` are (file
+/// below the API folder, XML).
 fn orders_folder(
     operations: &[(&str, &str, &str)],
     policies: &[(&str, String)],

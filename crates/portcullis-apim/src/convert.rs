@@ -110,10 +110,11 @@ pub struct Converter {
     /// The HTTP method of the one operation the policy is converted for (APIOps), which decides
     /// the `context.Request.Method` conditions of a `choose` holding a token check.
     pub(crate) method: Option<String>,
-    /// Why no one policy enforces every check of the document (a second token check, a choose
-    /// between token checks whose branch is not known): where, and why. When not empty, the routes
-    /// refuse every request (the operation is not imported under `--apiops`).
-    pub refused: Vec<(Pos, String)>,
+    /// Where a token check is that no one policy enforces with the others (a second token check,
+    /// a choose between token checks whose branch is not known; each reported as `unsupported`
+    /// with the reason). When not empty, the routes refuse every request (the operation is not
+    /// imported under `--apiops`).
+    pub refused: Vec<Pos>,
 }
 
 impl Converter {
@@ -371,7 +372,7 @@ impl Converter {
     }
 
     fn choose(&mut self, el: &Element) {
-        if self.split == 0 && !holds_token_check(el) {
+        if self.split == 0 && !choose_holds(el, TOKEN_CHECKS) {
             return self.conditional(el);
         }
         self.emitted();
@@ -468,8 +469,8 @@ impl Converter {
             } else {
                 format!("a second token check in one policy (APIM runs both; the gateway validates one token per policy): converted as a separate policy `{name}` no route uses, and the routes refuse every request")
             };
-            self.unsupported(el.pos, element, why.clone());
-            self.refused.push((el.pos, why));
+            self.unsupported(el.pos, element, why);
+            self.refused.push(el.pos);
         }
         PolicyOut {
             name,
@@ -1000,24 +1001,20 @@ impl Converter {
     }
 }
 
-/// Whether a `choose` holds a statement that refuses callers (`ip-filter`, `check-header`) in any
-/// branch (at any depth).
-pub(crate) fn holds_access_check(el: &Element) -> bool {
-    el.children.iter().flat_map(|b| &b.children).any(|c| {
-        c.name == "ip-filter"
-            || c.name == "check-header"
-            || (c.name == "choose" && holds_access_check(c))
-    })
+/// Whether a `choose` holds, in any branch (at any depth), one of the statements `names`.
+pub(crate) fn choose_holds(el: &Element, names: &[&str]) -> bool {
+    el.children
+        .iter()
+        .flat_map(|b| &b.children)
+        .any(|c| names.contains(&c.name.as_str()) || (c.name == "choose" && choose_holds(c, names)))
 }
 
-/// Whether a `choose` holds a token check in any branch (at any depth).
-fn holds_token_check(el: &Element) -> bool {
-    el.children.iter().flat_map(|b| &b.children).any(|c| {
-        c.name == "validate-jwt"
-            || c.name == "validate-azure-ad-token"
-            || (c.name == "choose" && holds_token_check(c))
-    })
-}
+/// Statements that refuse callers: a `choose` holding one cannot be left out without letting them
+/// through.
+pub(crate) const ACCESS_CHECKS: &[&str] = &["ip-filter", "check-header"];
+
+/// Token checks: a `choose` holding one decides which policy guards a request.
+const TOKEN_CHECKS: &[&str] = &["validate-jwt", "validate-azure-ad-token"];
 
 /// Whether a condition holds for requests of `method`; `None` when it reads anything else.
 fn method_holds(cond: &Cond, method: &str) -> Option<bool> {

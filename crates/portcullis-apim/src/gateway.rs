@@ -96,7 +96,7 @@ pub(crate) fn policies(conv: &Converter) -> (Vec<Entry>, String) {
         .collect();
     if !conv.refused.is_empty() {
         let name = refusing_name(conv);
-        let lines: Vec<String> = conv.refused.iter().map(|(p, _)| conv.origin(*p)).collect();
+        let lines: Vec<String> = conv.refused.iter().map(|p| conv.origin(*p)).collect();
         let refuse = Item::new(Node::Map(vec![crate::inbound::refuse_entry()]));
         policies.push(
             Entry::new(

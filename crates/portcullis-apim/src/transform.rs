@@ -11,7 +11,7 @@
 //! older conversion (each branch's token check its own policy, see [`crate::convert`]), and the new
 //! statements inside such branches are left out, since their condition would not be evaluated.
 
-use crate::convert::{Converter, Mark, Section};
+use crate::convert::{choose_holds, Converter, Mark, Section, ACCESS_CHECKS};
 use crate::expr::{self, JwtSource};
 use crate::inbound::{is_token, Place, SetHeader, Step};
 use crate::sources::{self, Cond, Part, Source};
@@ -153,11 +153,21 @@ impl Converter {
                 format!("{} is a hop-by-hop or framing header, which the gateway manages itself; left out", s.name),
             );
         }
+        let overrides = self.section == Section::Inbound && s.action == Action::Override;
+        let name = s.name.clone();
+        if !self.set_header_converted(el, s) && overrides {
+            // Left out (reported): APIM always replaces the client's header, so the client's own
+            // copy must not reach the backend either.
+            self.delete_in_place(&name, el.pos);
+        }
+    }
+
+    /// The rest of [`Self::set_header`]: false when the statement is left out (reported).
+    fn set_header_converted(&mut self, el: &Element, s: Setter<'_>) -> bool {
         let inbound = self.section == Section::Inbound;
         let top = inbound && self.nested == 0;
-        let overrides = inbound && s.action == Action::Override;
         if top && s.action == Action::Delete && self.delete_token_header(el, &s.name) {
-            return;
+            return true;
         }
         if top && s.action != Action::Delete && s.values.len() == 1 && !self.set_before(&s.name) {
             let value = s.values[0];
@@ -170,18 +180,12 @@ impl Converter {
                             format!("\"{}\" becomes override: forward-claims always replaces the client's header", s.action.name()),
                         );
                     }
-                    if !self.forward_claim(el, value, s.name.clone()) && overrides {
-                        self.delete_in_place(&s.name, el.pos);
-                    }
-                    return;
+                    return self.forward_claim(el, value, s.name);
                 }
             }
         }
         if self.unconditional(el) {
-            if overrides {
-                self.delete_in_place(&s.name, el.pos);
-            }
-            return;
+            return false;
         }
         let mut reads = Vec::new();
         let mut entries = vec![Entry::new("name", Node::str(s.name.clone()))];
@@ -193,16 +197,10 @@ impl Converter {
                 self.note(v.pos, "value", "ignored: a delete sets no value");
             }
         } else if !self.values_entry(&s.values, &mut entries, &mut reads) {
-            if overrides {
-                self.delete_in_place(&s.name, el.pos);
-            }
-            return;
+            return false;
         }
         let Some(place) = self.place_of(&reads, el) else {
-            if overrides {
-                self.delete_in_place(&s.name, el.pos);
-            }
-            return;
+            return false;
         };
         let headers = if inbound {
             vec![SetHeader {
@@ -210,13 +208,14 @@ impl Converter {
                 pos: el.pos,
                 tally: self.tally.len() - 1,
                 delete: s.action == Action::Delete,
-                overrides,
+                overrides: s.action == Action::Override,
             }]
         } else {
             Vec::new()
         };
         let entry = Entry::new("set-header", Node::Map(entries)).comment(self.origin(el.pos));
         self.push_step_with(el.pos, place, entry, Vec::new(), headers);
+        true
     }
 
     /// Whether a converted `set-header` statement before this one sets `name` (then a claim read
@@ -790,7 +789,7 @@ impl Converter {
                     n += self.tally_of(child, false).len();
                 }
             }
-            if self.section == Section::Inbound && crate::convert::holds_access_check(el) {
+            if self.section == Section::Inbound && choose_holds(el, ACCESS_CHECKS) {
                 // left out, its ip-filter or check-header would let every caller through
                 self.unsupported(
                     el.pos,

@@ -785,7 +785,7 @@ impl<'f> Builder<'f> {
             self.backend_refs.entry(id.clone()).or_insert(*pos);
         }
         let (entries, policy) = gateway::policies(&conv);
-        let refused: Vec<Pos> = conv.refused.iter().map(|(pos, _)| *pos).collect();
+        let refused = std::mem::take(&mut conv.refused);
         if refused.is_empty() {
             self.policies.extend(entries);
         }

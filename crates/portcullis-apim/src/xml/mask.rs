@@ -332,13 +332,10 @@ impl Scanner<'_> {
 fn reference(s: &[u8]) -> Option<(u8, usize)> {
     let end = s.iter().take(12).position(|&b| b == b';')?;
     let name = std::str::from_utf8(&s[1..end]).ok()?;
-    let c = match name {
-        "lt" => b'<',
-        "gt" => b'>',
-        "amp" => b'&',
-        "quot" => b'"',
-        "apos" => b'\'',
-        _ => {
+    // the five predefined entities as the XML parser reads them, each one ASCII character
+    let c = match quick_xml::escape::resolve_predefined_entity(name) {
+        Some(text) => text.bytes().next()?,
+        None => {
             let digits = name.strip_prefix('#')?;
             let code = match digits.strip_prefix('x') {
                 Some(hex) if hex.bytes().all(|b| b.is_ascii_hexdigit()) => {

@@ -131,13 +131,38 @@ pub fn is_framing_header(name: &str) -> bool {
 /// them on the way to the backend (see `server.trusted-proxies`), and backends use them for
 /// client allow-lists and generated URLs. Normalised names (lower case, `_` as `-`); every
 /// `x-forwarded-*` counts too.
+///
+/// Besides the common ones, the client-address headers that CDNs, load balancers and proxies set
+/// in front of an application (Cloudflare, Fastly, Akamai, Azure Front Door, Envoy, nginx's
+/// `auth_request`, Rackspace/Zeus, Google App Engine): a framework or middleware configured for
+/// such a front end reads them as the client's address, so a client reaching the gateway directly
+/// must not be able to send them. None is trusted from `trusted-proxies` either: the gateway
+/// forwards the address chain in `X-Forwarded-For` only.
 const CONNECTION_HEADERS: &[&str] = &[
     "forwarded",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "cf-pseudo-ipv4",
+    "fastly-client-ip",
+    "akamai-client-ip",
+    "x-azure-clientip",
+    "x-azure-socketip",
+    "x-envoy-external-address",
+    "x-original-forwarded-for",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-appengine-user-ip",
     "x-original-url",
+    "x-original-uri",
     "x-rewrite-url",
+    "x-original-host",
+    "x-host",
 ];
 
 /// Whether a (lower-case) header name is, in any `-`/`_` spelling, one the gateway sets from the

@@ -164,7 +164,9 @@ pub struct Connection<'a> {
 /// The forwarding headers of the upstream request, set from the gateway's own knowledge.
 ///
 /// Every client copy of `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Client-IP`,
-/// `True-Client-IP`, `X-Original-URL` and `X-Rewrite-URL` (any spelling) is removed. Then
+/// `True-Client-IP`, `X-Original-URL`, `X-Rewrite-URL` and the client-address headers of CDNs and
+/// load balancers (`CF-Connecting-IP`, `Fastly-Client-IP`, ...: the list is
+/// [`is_connection_header`]'s) in any spelling is removed. Then
 /// `X-Forwarded-For` is the peer's address, `X-Forwarded-Proto` the listener's scheme,
 /// `X-Forwarded-Host` the requested host and `X-Forwarded-Port` the listener's port. From a peer in
 /// `trusted` (a proxy in front of the gateway) the client's `X-Forwarded-For` is kept with the
@@ -352,6 +354,8 @@ mod tests {
             ("x_real_ip", "10.0.0.6"),
             ("True-Client-IP", "10.0.0.7"),
             ("X-Original-URL", "/admin"),
+            ("CF-Connecting-IP", "10.0.0.8"),
+            ("Fastly_Client_IP", "10.0.0.9"),
             ("X-Forwarded", "keep: not in the family"),
             ("X-Other", "keep"),
         ] {

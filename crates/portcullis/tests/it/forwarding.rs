@@ -271,6 +271,16 @@ const SPOOFED: &[(&str, &str)] = &[
     ("x-real-ip", "6.6.6.6"),
     ("true-client-ip", "6.6.6.6"),
     ("x-original-url", "/admin"),
+    // What CDNs and load balancers set in front of an application, read as the client's address
+    // by middleware configured for them.
+    ("cf-connecting-ip", "6.6.6.6"),
+    ("fastly-client-ip", "6.6.6.6"),
+    ("x-azure-clientip", "6.6.6.6"),
+    ("x-cluster-client-ip", "6.6.6.6"),
+    ("client-ip", "6.6.6.6"),
+    ("x-envoy-external-address", "6.6.6.6"),
+    ("x-original-forwarded-for", "6.6.6.6"),
+    ("x-original-host", "evil.example"),
 ];
 
 /// Header lines for a raw HTTP/1.1 request: the spoofed set plus `extra`.

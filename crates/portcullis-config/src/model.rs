@@ -81,6 +81,10 @@ pub struct RouteSubscription {
     /// The products holding the API, in file order, each with the policy to run when the key
     /// belongs to a subscription of that product (`None`: `policy: none`).
     pub products: Vec<ProductPolicy>,
+    /// APIM's *open* product holding the API (one of `products`, without a subscription
+    /// requirement): a call without a key (or, when keys are not required, any call) runs its
+    /// policy instead of the route's `policy`.
+    pub open_product: Option<String>,
 }
 
 /// One entry of `subscription.products`.

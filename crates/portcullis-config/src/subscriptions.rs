@@ -8,7 +8,9 @@
 //! The semantics follow APIM (docs/configuration.md, `subscriptions`): a key is valid for a route
 //! when its subscription is active and its scope is all APIs, the route's `api`, or one of the
 //! route's `products`; a product key runs that product's policy, any other key (and a keyless call
-//! on a route that does not require one) runs the route's `policy`.
+//! on a route that does not require one) runs the route's `policy`. A call without a key on a
+//! route whose API is in an *open* product (`open-product`, a product without a subscription
+//! requirement) is let through and runs that product's policy, as APIM does.
 
 use crate::model::{
     ProductPolicy, Route, RouteSubscription, Subscription, SubscriptionScope, SubscriptionState,
@@ -27,6 +29,7 @@ const ROUTE_SUBSCRIPTION_KEYS: &[&str] = &[
     "header-name",
     "query-parameter-name",
     "products",
+    "open-product",
 ];
 
 /// A subscription and where it is written.
@@ -199,12 +202,24 @@ pub(crate) fn read_route(
             }
         }
     }
+    let open_product = f.get("open-product").and_then(|n| {
+        let name = walk::non_empty(cx, n, "open-product")?;
+        if !products.iter().any(|p| p.product == name) {
+            cx.error(
+                n.pos,
+                format!("`open-product` `{name}` is not one of this route's `products` (which give the policy its calls run)"),
+            );
+            return None;
+        }
+        Some(name.to_owned())
+    });
     Some(RouteSubscription {
         api: f.text(cx, "api"),
         required,
         header_name: header_name?,
         query_parameter_name,
         products,
+        open_product,
     })
 }
 

@@ -179,6 +179,8 @@ pub struct RouteSubscription {
     query: String,
     /// Product -> the policy its keys run (`None`: anonymous).
     products: Vec<(String, Option<PolicyId>)>,
+    /// The open product's index in `products`: what a call without a key runs.
+    open_product: Option<usize>,
 }
 
 impl RouteSubscription {
@@ -202,7 +204,16 @@ impl RouteSubscription {
                     (p.product.clone(), id)
                 })
                 .collect(),
+            open_product: s
+                .open_product
+                .as_ref()
+                .and_then(|open| s.products.iter().position(|p| p.product == *open)),
         }
+    }
+
+    /// The open product and the policy a call without a key runs in its context.
+    fn open(&self) -> Option<&(String, Option<PolicyId>)> {
+        self.products.get(self.open_product?)
     }
 }
 
@@ -309,15 +320,18 @@ impl Subscriptions {
         query: Option<&str>,
         keyless_preflight: bool,
     ) -> Verdict {
+        // A call without a key (any call, when keys are not required) runs in the open
+        // product's context when the API is in one (APIM: "check first for the existence of a
+        // product that includes the API but doesn't require a subscription"), else the route's.
         let keyless = Verdict::Pass {
-            policy: default,
+            policy: route.open().map_or(default, |(_, policy)| *policy),
             subscription: None,
         };
         if !route.required {
             return keyless;
         }
         let key = match presented(route, headers, query) {
-            Presented::None if keyless_preflight => return keyless,
+            Presented::None if keyless_preflight || route.open_product.is_some() => return keyless,
             Presented::None => return Verdict::Missing,
             Presented::Several => return Verdict::Invalid,
             Presented::One(key) => key,
@@ -392,6 +406,17 @@ impl Subscriptions {
             None => format!("runs no policy ({whose} is `none`)"),
         };
         let Some(entry) = subscription.and_then(|i| self.entries.get(i)) else {
+            if let Some((product, _)) = route.open() {
+                let sent = if route.required {
+                    "no key sent"
+                } else {
+                    "no key needed (`required: false`): any key sent is ignored"
+                };
+                return format!(
+                    "{sent}: the call runs in open product `{product}`'s context; {}",
+                    runs("the product's")
+                );
+            }
             return if route.required {
                 format!(
                     "no key needed: a CORS preflight the route's policy answers; {}",
@@ -589,6 +614,65 @@ routes:
                 }
             );
         }
+    }
+
+    #[test]
+    fn a_call_without_a_key_runs_in_the_open_products_context() {
+        let (subs, _, model) = setup();
+        let config = CONFIG.replace(
+            "products: { gold: gold, free: none } }",
+            "products: { gold: gold, free: none }, open-product: gold }",
+        );
+        let (open_model, _) =
+            portcullis_config::load_str(&config, std::path::Path::new("t.yaml")).unwrap();
+        let mut route = RouteSubscription::build(
+            open_model.routes[0].subscription.as_ref().unwrap(),
+            &open_model,
+        );
+        let (base, gold) = (model.policy_id("base"), model.policy_id("gold"));
+        let keyless = Verdict::Pass {
+            policy: gold,
+            subscription: None,
+        };
+        let none = HeaderMap::new();
+        assert_eq!(subs.check(&route, base, &none, None, false), keyless);
+        assert_eq!(
+            subs.check(&route, base, &with_header(""), None, false),
+            keyless
+        );
+        assert_eq!(subs.check(&route, base, &none, None, true), keyless);
+        // A key is still checked: a valid one runs its scope's policy, any other is refused.
+        assert_eq!(
+            subs.check(&route, base, &with_header("o"), None, false),
+            Verdict::Pass {
+                policy: base,
+                subscription: model.subscriptions.iter().position(|s| s.name == "orders"),
+            }
+        );
+        assert_eq!(
+            subs.check(&route, base, &with_header("nope"), None, false),
+            Verdict::Invalid
+        );
+        // Keys not required: every call is keyless, in the open product's context.
+        route.required = false;
+        for h in [none, with_header("nope"), with_header("o")] {
+            assert_eq!(subs.check(&route, base, &h, None, false), keyless);
+        }
+        let said = subs.explain_pass(&route, Some("gold"), None);
+        assert!(said.contains("open product `gold`"), "{said}");
+        // The open product must be one of the route's products.
+        let config = CONFIG.replace(
+            "products: { gold: gold, free: none } }",
+            "products: { gold: gold, free: none }, open-product: silver }",
+        );
+        let err = portcullis_config::load_str(&config, std::path::Path::new("t.yaml"))
+            .err()
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_default();
+        assert!(
+            err.contains("`open-product` `silver` is not one of"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -411,11 +411,21 @@ impl<'f> Builder<'f> {
             .iter()
             .filter(|p| p.apis.contains(&api.name))
             .collect();
-        for p in &products {
-            if bool_prop(&p.props, "subscriptionRequired") == Some(false) && required {
-                self.find(api.info_file, 1, Kind::Note, "subscriptionRequired", format!("product {} does not require a subscription, but the API does: the gateway applies the API's subscriptionRequired (true)", p.name));
+        // APIM's open products: a call without a key runs in the context of the (at most one)
+        // product holding the API that does not require a subscription.
+        let open: Vec<&str> = products
+            .iter()
+            .filter(|p| bool_prop(&p.props, "subscriptionRequired") == Some(false))
+            .map(|p| p.name.as_str())
+            .collect();
+        let open_product = match open.as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            several => {
+                self.find(api.info_file, 1, Kind::Unsupported, "subscriptionRequired", format!("the API is in several open products ({}), which APIM does not allow: calls without a key run none of their policies", several.join(", ")));
+                None
             }
-        }
+        };
         let mut summary = format!("path /{path}");
         match &version {
             Version::None => {}
@@ -438,6 +448,11 @@ impl<'f> Builder<'f> {
         } else {
             ", no subscription required"
         });
+        if let Some(open) = open_product {
+            summary.push_str(&format!(
+                ", calls without a key in open product {open}'s context"
+            ));
+        }
         let mut ops_report = Vec::new();
         let before = self.report.coverage.imported;
         for op in &operations {
@@ -455,6 +470,7 @@ impl<'f> Builder<'f> {
                     header: header.as_deref(),
                     query: query.as_deref(),
                     products: &products,
+                    open_product,
                 },
             );
             ops_report.push(outcome);
@@ -690,6 +706,12 @@ impl<'f> Builder<'f> {
                         .collect(),
                 ),
             ));
+        }
+        if let Some(open) = cx.open_product {
+            sub.push(
+                Entry::new("open-product", Node::str(open))
+                    .comment("does not require a subscription: calls without a key run its policy"),
+            );
         }
         let mut route = vec![
             Entry::new("name", Node::str(name.as_str())),
@@ -981,6 +1003,8 @@ struct OpContext<'a, 'f> {
     header: Option<&'a str>,
     query: Option<&'a str>,
     products: &'a [&'f folder::Product],
+    /// The open product holding the API (calls without a key run its policy).
+    open_product: Option<&'a str>,
 }
 
 /// Apply `--map-upstream` to every `base-url` in a converted statement (and those nested in it).

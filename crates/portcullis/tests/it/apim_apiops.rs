@@ -794,3 +794,81 @@ async fn unconvertible_allow_lists_refuse_and_unconvertible_overrides_delete() {
     assert_eq!(got.header("x-client-cert-thumbprint"), None);
     assert_eq!(got.header("x-user-id"), None);
 }
+
+/// An API that requires a subscription, in an open product (no subscription required, with a
+/// policy of its own) and a protected one: a call without a key runs in the open product's
+/// context (APIM: "check first for ... a product that includes the API but doesn't require a
+/// subscription"), a key is still checked, and a protected product's key runs its own policy.
+#[tokio::test]
+async fn a_call_without_a_key_runs_in_the_open_products_context() {
+    let backend = Backend::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, text: String| {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "apis/orders/apiInformation.json",
+        json!({"properties": {"displayName": "orders", "path": "orders", "serviceUrl": "https://orders.example", "subscriptionRequired": true, "isCurrent": true, "type": "http"}}).to_string(),
+    );
+    write(
+        "apis/orders/specification.json",
+        json!({"openapi": "3.0.1", "info": {"title": "orders", "version": "1"}, "paths": {"/orders": {"get": {"operationId": "list", "responses": {"200": {"description": "ok"}}}}}}).to_string(),
+    );
+    let product_policy = |name: &str| {
+        format!(
+            r#"<policies><inbound><base /><set-header name="X-Product" exists-action="override"><value>{name}</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#
+        )
+    };
+    for (product, required) in [("free", false), ("gold", true)] {
+        write(
+            &format!("products/{product}/productInformation.json"),
+            json!({"properties": {"displayName": product, "subscriptionRequired": required, "state": "published"}}).to_string(),
+        );
+        write(
+            &format!("products/{product}/apis.json"),
+            json!([{"name": "orders"}]).to_string(),
+        );
+        write(
+            &format!("products/{product}/policy.xml"),
+            product_policy(product),
+        );
+    }
+    write(
+        "subscriptions/gold-dev/subscriptionInformation.json",
+        json!({"properties": {"displayName": "gold-dev", "scope": "/products/gold", "state": "active"}}).to_string(),
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(
+        import.yaml.contains("open-product: \"free\""),
+        "{}",
+        import.yaml
+    );
+    let gw = gateway_with_keys(&import, &[], &[("gold-dev", "k-gold")]).await;
+    // no key: the open product's policy
+    let r = get(&gw, "/orders/orders", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&backend).header("x-product"), Some("free"));
+    // a key is checked all the same: an unknown one is refused before any policy
+    refused(
+        get(
+            &gw,
+            "/orders/orders",
+            &[("Ocp-Apim-Subscription-Key", "nope")],
+        )
+        .await,
+        INVALID_KEY,
+    )
+    .await;
+    assert_eq!(backend.request_count(), 0);
+    // a key of the protected product: its own policy
+    let r = get(
+        &gw,
+        "/orders/orders",
+        &[("Ocp-Apim-Subscription-Key", "k-gold")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&backend).header("x-product"), Some("gold"));
+}

@@ -10,13 +10,20 @@
 //! - Framing: the backend gets exactly one `Content-Length` (the one the gateway framed the body
 //!   by), and a framing header spelled with `_` (`Transfer_Encoding`) is refused. A
 //!   `Transfer-Encoding` other than one `chunked` is refused (501 for another coding, 400 for
-//!   `chunked` twice or beside `Content-Length`) before anything reaches the backend.
+//!   `chunked` twice or beside `Content-Length`) before anything reaches the backend; on
+//!   HTTP/2 a `transfer-encoding` resets the stream.
+//! - `Expect: 100-continue` on a refused request is answered at once (no `100 Continue`, no wait
+//!   for the body); on an accepted one the body reaches the backend whole. Other expectations: 417.
+//! - Header sections and chunked bodies a lenient parser could read otherwise (obs-fold, NUL or
+//!   CR in a value, whitespace before the colon, bare LF, chunk extensions, trailers, malformed
+//!   chunk sizes) are refused before the backend or reach it re-serialised.
 //! - An HTTP/1.1 request without `Host` is refused (RFC 9112 3.2); HTTP/1.0 without it is not.
 //!
 //! The gateway runs in process on loopback port 0 from a YAML config (so `check`'s rules run
 //! too). Requests go over raw TCP, byte for byte as written here. The upgrade cases use a raw
 //! backend ([`Switching`]) that answers `101` the way a lenient WebSocket server does (on
-//! `Upgrade: websocket` alone, or on anything) and records every byte it receives afterwards.
+//! `Upgrade: websocket` alone, or on anything) and records every byte it receives afterwards;
+//! the framing cases use one ([`Recording`]) that records every byte of each request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -721,4 +728,171 @@ async fn expect_100_continue_is_answered_without_waiting_for_a_refused_body() {
         );
     }
     assert_eq!(s.rec.seen().len(), before);
+}
+
+/// Header sections and chunked bodies a lenient parser could read otherwise than pingora: each is
+/// refused before the backend, or reaches it re-serialised (so the backend reads what the
+/// gateway read), and never carries a second request.
+#[tokio::test]
+async fn malformed_heads_and_chunks_are_refused_or_forwarded_rewritten() {
+    let s = Setup::start().await;
+    let addr = s.gateway.proxy();
+    let get = |lines: &str| {
+        format!("GET /raw/x HTTP/1.1\r\nHost: gw\r\n{lines}Connection: close\r\n\r\n")
+    };
+    // pingora's parser: a bare 400, nothing forwarded.
+    for request in [
+        get("X-A: a\r\n b\r\n"),
+        get("X-A: a\r\n\tb\r\n"),
+        chunked_post("/raw/x", None, &["Transfer-Encoding: gzip,", " chunked"]),
+        get("X-A: a\0b\r\n"),
+        get("X-A: a\rb\r\n"),
+        get("X-A : a\r\n"),
+        get("X-A\t: a\r\n"),
+        get("Content-Length : 5\r\n"),
+        chunked_post("/raw/x", None, &["Transfer-Encoding : chunked"]),
+    ] {
+        let (status, text) = raw(addr, request.as_bytes()).await;
+        assert_eq!(status, 400, "{request:?}: {text}");
+    }
+    assert_eq!(s.rec.seen(), Vec::<String>::new());
+    // Bare LF line endings: read as line ends, forwarded with CRLF only.
+    for request in [
+        "GET /raw/x HTTP/1.1\nHost: gw\nX-A: a\nConnection: close\n\n",
+        "GET /raw/x HTTP/1.1\r\nHost: gw\nX-A: a\r\nConnection: close\r\n\r\n",
+    ] {
+        let before = s.rec.seen().len();
+        let (status, text) = raw(addr, request.as_bytes()).await;
+        assert_eq!(status, 200, "{request:?}: {text}");
+        let forwarded = &s.rec.seen()[before];
+        assert!(forwarded.contains("\r\nX-A: a\r\n"), "{forwarded:?}");
+        assert_eq!(
+            forwarded.matches('\n').count(),
+            forwarded.matches("\r\n").count(),
+            "{forwarded:?}"
+        );
+    }
+    // Chunk extensions and trailers are dropped: the backend gets the data alone, so a trailer
+    // can neither add a credential nor reframe the message.
+    let tail = "\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    for body in [
+        "5;ext=\"a\"\r\nhello\r\n0;last\r\n\r\n",
+        "5\r\nhello\r\n0\r\nAuthorization: Bearer x\r\nContent-Length: 99\r\nX-User-Id: admin\r\n\r\n",
+    ] {
+        let before = s.rec.seen().len();
+        let request = format!(
+            "POST /raw/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n{body}"
+        );
+        let (status, text) = raw(addr, request.as_bytes()).await;
+        assert_eq!(status, 200, "{body:?}: {text}");
+        let forwarded = s.rec.seen()[before].to_ascii_lowercase();
+        assert!(forwarded.ends_with(tail), "{forwarded:?}");
+        assert!(!forwarded.contains("bearer x"), "{forwarded:?}");
+    }
+    // A token in a trailer is no token.
+    let trailer_token = "POST /auth/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\
+                         Connection: close\r\n\r\n5\r\nhello\r\n0\r\nAuthorization: Bearer x\r\n\r\n";
+    assert_eq!(raw(addr, trailer_token.as_bytes()).await.0, 401);
+    // A chunk size pingora cannot read ends the request (400, connection closed) and the upstream
+    // connection with it: the request behind it is never read as one.
+    let before = s.rec.seen().len();
+    for size in ["5x", " 5", "0x5", "+5", "10000000000000005", "5\r\r"] {
+        let body = format!(
+            "{size}\r\nhello\r\n0\r\n\r\n{}",
+            String::from_utf8_lossy(SMUGGLED)
+        );
+        let request =
+            format!("POST /raw/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let (status, text) = raw(addr, request.as_bytes()).await;
+        assert_eq!(status, 400, "{size:?}: {text}");
+        assert!(
+            text.contains("\r\nConnection: close\r\n"),
+            "{size:?}: {text}"
+        );
+    }
+    for forwarded in &s.rec.seen()[before..] {
+        assert!(!forwarded.contains("hello"), "{forwarded:?}");
+        assert!(!forwarded.contains("smuggled"), "{forwarded:?}");
+    }
+    assert_eq!(s.admin.request_count(), 0);
+}
+
+/// One HTTP/2 request over h2c with prior knowledge, written frame by frame (a client library
+/// refuses to send `transfer-encoding`): the preface, empty SETTINGS, then one HEADERS frame that
+/// ends the stream, HPACK literals without Huffman. Returns the types of the frames the gateway
+/// sent on stream 1 until it answered (HEADERS, 1) or reset the stream (RST_STREAM, 3), or the
+/// connection ended.
+async fn h2_frames(addr: SocketAddr, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+    for (name, value) in [(":path", "/raw/x"), (":authority", "gw")]
+        .iter()
+        .chain(extra)
+    {
+        block.push(0x00); // literal, not indexed, new name
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let len = block.len() as u32;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.extend_from_slice(&[1, 0x5, 0, 0, 0, 1]); // HEADERS, END_STREAM | END_HEADERS, stream 1
+    out.extend_from_slice(&block);
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&out).await.unwrap();
+        let mut seen = Vec::new();
+        let mut head = [0u8; 9];
+        while stream.read_exact(&mut head).await.is_ok() {
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0; len];
+            if stream.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            let stream_id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if stream_id == 1 {
+                seen.push(head[3]);
+                if matches!(head[3], 1 | 3) {
+                    break;
+                }
+            } else if head[3] == 7 {
+                seen.push(7); // GOAWAY
+                break;
+            }
+        }
+        seen
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .expect("the gateway answers the h2 stream within 10 s")
+}
+
+/// RFC 9113 8.2.2: `transfer-encoding` (and the other connection-specific headers) make an HTTP/2
+/// request malformed. The stream is reset; nothing reaches the HTTP/1.1 backend, where the header
+/// would frame the body.
+#[tokio::test]
+async fn an_http2_transfer_encoding_never_reaches_an_http1_backend() {
+    let rec = Recording::start().await;
+    let mut m = support::model(
+        "h2-te",
+        Vec::new(),
+        vec![support::route("all", "/", rec.addr, None)],
+    );
+    m.server.listen[0].h2c = true;
+    let gw = InProcess::start(&m).await;
+    // The same request without it is answered (HEADERS) and forwarded.
+    assert_eq!(h2_frames(gw.proxy(), &[]).await, [1]);
+    assert_eq!(rec.seen().len(), 1);
+    for header in [
+        ("transfer-encoding", "chunked"),
+        ("transfer-encoding", "gzip, chunked"),
+        ("connection", "keep-alive"),
+    ] {
+        let frames = h2_frames(gw.proxy(), &[header]).await;
+        assert_eq!(frames, [3], "{header:?}: RST_STREAM expected");
+    }
+    assert_eq!(rec.seen().len(), 1);
 }

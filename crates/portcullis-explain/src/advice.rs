@@ -59,6 +59,11 @@ pub fn fix_for(reason: &str) -> Option<&'static str> {
             "Frame the body with one `Content-Length` or `Transfer-Encoding: chunked`, spelled \
              with `-`."
         }
+        "TransferCodingNotImplemented" => {
+            "Send the body with `Transfer-Encoding: chunked` alone or a `Content-Length`; a \
+             compressed body is `Content-Encoding: gzip`, which passes untouched."
+        }
+        "ExpectationFailed" => "Send no `Expect` header, or `Expect: 100-continue` only.",
         "MissingHost" => "Send a `Host` header: HTTP/1.1 requires one (RFC 9112 3.2).",
         "MethodOverride" => {
             "Send the method itself (`DELETE`), without `X-HTTP-Method-Override` or a `_method` \

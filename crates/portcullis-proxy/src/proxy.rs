@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -42,6 +43,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_auth::{Policy, Unforwardable, Verified};
 use portcullis_config::{BackendId, PolicyId};
 use portcullis_config::{HostHeader, UpstreamProtocol};
+use portcullis_route::headers;
 
 use crate::identity::{
     ensure_request_id, remove_token, set_forwarded, wire, Connection, X_REQUEST_ID,
@@ -51,9 +53,10 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Exchange, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
-    headers_too_large, proxy_failure_message, render, send, subscription_key_invalid,
-    subscription_key_missing, write, Answer, HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE,
-    REASON_HEADERS_TOO_LARGE,
+    expectation_failed, headers_too_large, proxy_failure_message, render, send,
+    subscription_key_invalid, subscription_key_missing, transfer_coding_not_implemented, write,
+    Answer, HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
+    REASON_TRANSFER_CODING_NOT_IMPLEMENTED,
 };
 use crate::routes::{with_base, Route};
 use crate::subscriptions::Verdict;
@@ -242,6 +245,23 @@ impl Gateway {
             return Ok(Some(answer));
         }
         ctx.generation.identity.strip(x.req);
+        let unsupported = if headers::unsupported_transfer_coding(&x.req.headers) {
+            Some(transfer_coding_not_implemented())
+        } else if headers::unsupported_expectation(&x.req.headers) {
+            Some(expectation_failed())
+        } else {
+            None
+        };
+        if let Some(answer) = unsupported {
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                let detail = match answer.status {
+                    501 => "Transfer-Encoding lists a coding other than chunked",
+                    _ => "Expect asks for something other than 100-continue",
+                };
+                t.failed("request headers", answer.reason, detail, None);
+            }
+            return Ok(Some(answer));
+        }
         let recorded = ctx.trace.as_deref_mut().map(|t| &mut t.explanation);
         match ctx.generation.routes.route_request(x.req, recorded) {
             Ok(route) => ctx.route = route,
@@ -459,13 +479,21 @@ impl ProxyHttp for Gateway {
             let req = session.req_header();
             ctx.otel = telemetry.start_request(req.method.as_str(), &req.headers);
         }
+        restore_dropped_content_length(session)?;
         let peer = pipeline::peer(session);
         let mut x = Exchange {
             req: session.req_header_mut(),
             peer,
         };
         match self.decide(&mut x, ctx).await? {
-            Some(answer) => self.answer(session, ctx, answer).await,
+            Some(answer) => {
+                if is_framing_refusal(answer.reason) {
+                    // The body's extent is not known (or not what the client meant): nothing
+                    // after this request on the connection can be trusted to be a request.
+                    session.set_keepalive(None);
+                }
+                self.answer(session, ctx, answer).await
+            }
             None => Ok(false),
         }
     }
@@ -809,6 +837,37 @@ impl ProxyHttp for Gateway {
             error: e.map(|e| e.etype().as_str()),
         });
     }
+}
+
+/// pingora drops a `Content-Length` sent beside `Transfer-Encoding` while reading the request
+/// (RFC 9112 6.3 lets a server frame by the latter alone) and the gateway would never see the
+/// pair: put the values the client sent back, so that `headers::framing` refuses the request as
+/// it was received. The request is then refused, so nothing put back is ever forwarded.
+fn restore_dropped_content_length(session: &mut Session) -> Result<()> {
+    let ServerSession::H1(h1) = &mut *session.downstream_session else {
+        return Ok(());
+    };
+    let headers = &h1.req_header().headers;
+    if !headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Ok(());
+    }
+    let head = h1.get_headers_raw_bytes();
+    let values: Vec<HeaderValue> = headers::raw_values(&head, "content-length")
+        .map(|v| HeaderValue::from_bytes(v).unwrap_or(HeaderValue::from_static("?")))
+        .collect();
+    for value in values {
+        h1.req_header_mut()
+            .append_header(http::header::CONTENT_LENGTH, value)?;
+    }
+    Ok(())
+}
+
+/// The answers to a request whose body cannot be framed as the client meant it.
+fn is_framing_refusal(reason: &str) -> bool {
+    reason == REASON_TRANSFER_CODING_NOT_IMPLEMENTED
+        || reason == portcullis_route::Refusal::AmbiguousFraming.reason()
 }
 
 /// A status code as text without allocating.

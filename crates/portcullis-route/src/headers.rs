@@ -27,6 +27,21 @@
 //!   than removed: no client writes one by mistake, and a request that something along the way
 //!   may read as framed otherwise is not one to guess about) and returns the single
 //!   `Content-Length` the proxy forwards in place of duplicates.
+//! - **Transfer codings** (RFC 9112 6.1, 7): pingora frames a body by chunked when `chunked` is the
+//!   last coding, and forwards it with `Transfer-Encoding: chunked` alone: any other coding
+//!   (`gzip, chunked`) would be dropped, so the backend would act on other bytes than the client
+//!   sent. [`unsupported_transfer_coding`] finds such a request (501, as the RFC says for a coding
+//!   the server does not implement, and as Envoy answers); [`framing`] refuses `chunked` listed
+//!   twice (RFC 9112 7: never applied twice; the gateway would undo it once only), a
+//!   `Transfer-Encoding` beside `Content-Length` (the classic smuggling pair, refused as Envoy does;
+//!   pingora drops the `Content-Length`, so the proxy puts back what [`raw_values`] finds in the
+//!   head as received), and `Transfer-Encoding` on an
+//!   HTTP/2 request (RFC 9113 8.2.2; the h2 codec refuses it first). pingora itself refuses, with
+//!   its own bare 400, a `Transfer-Encoding` whose last coding is not `chunked` (`gzip`,
+//!   `chunked;x=1`, an empty value) and one on an HTTP/1.0 request.
+//! - **Expectations** (RFC 9110 10.1.1): `100-continue` is the only one defined; the gateway does
+//!   not know what a backend would do with another, so [`unsupported_expectation`] finds it (417,
+//!   which the RFC allows and Apache httpd and Node answer too).
 
 use http::{header, HeaderMap};
 
@@ -103,11 +118,51 @@ fn is_method_parameter(raw: &str) -> bool {
 /// The framing headers, and what each is read as with `_` for `-`.
 const FRAMING_HEADERS: [&str; 2] = ["content-length", "transfer-encoding"];
 
-/// Refuse a framing header spelled with `_`, or `Content-Length` values that are not one number;
-/// `Ok(Some(n))`: the `Content-Length` was repeated (`5, 5`, or several headers) and `n` is the
-/// one value to forward in their place. Without `Transfer-Encoding` only (with it, pingora has
-/// already dropped `Content-Length`, RFC 9112 6.3).
-pub fn framing(headers: &HeaderMap) -> Result<Option<u64>, Refusal> {
+/// The elements of a comma-separated list header (all its lines), trimmed, without the empty
+/// ones (RFC 9110 5.6.1: a recipient ignores them).
+fn list<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|e| !e.is_empty())
+}
+
+/// Whether a transfer coding (an element of `Transfer-Encoding`, parameters and all) is `chunked`.
+fn is_chunked(coding: &[u8]) -> bool {
+    let name = coding.split(|b| *b == b';').next().unwrap_or_default();
+    name.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// A `Transfer-Encoding` that lists a coding other than `chunked` (`gzip, chunked`): the gateway
+/// decodes chunked only, and would forward the body with the other codings silently dropped.
+pub fn unsupported_transfer_coding(headers: &HeaderMap) -> bool {
+    list(headers, &header::TRANSFER_ENCODING).any(|c| !is_chunked(c))
+}
+
+/// An `Expect` that asks for anything but `100-continue` (compared without case).
+pub fn unsupported_expectation(headers: &HeaderMap) -> bool {
+    list(headers, &header::EXPECT).any(|e| !e.eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The values of header `name` (lower case) in a raw HTTP/1 request head, trimmed, in order: what
+/// the client sent, before pingora's parser edited the headers.
+pub fn raw_values<'a>(head: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    head.split(|b| *b == b'\n').skip(1).filter_map(move |line| {
+        let colon = line.iter().position(|b| *b == b':')?;
+        let (n, v) = line.split_at(colon);
+        n.eq_ignore_ascii_case(name.as_bytes())
+            .then(|| v[1..].trim_ascii())
+    })
+}
+
+/// Refuse a framing header spelled with `_`, `Content-Length` values that are not one number, or
+/// a `Transfer-Encoding` that is not `chunked` once (repeated, beside a `Content-Length`, on an
+/// HTTP/2 request); `Ok(Some(n))`: the `Content-Length` was repeated (`5, 5`, or several headers)
+/// and `n` is the one value to forward in their place. Codings other than `chunked` are
+/// [`unsupported_transfer_coding`]'s (checked first, 501).
+pub fn framing(headers: &HeaderMap, version: http::Version) -> Result<Option<u64>, Refusal> {
     let misspelt = headers.keys().any(|n| {
         let n = n.as_str();
         n.contains('_') && FRAMING_HEADERS.iter().any(|f| spelled_as(n, f))
@@ -116,6 +171,13 @@ pub fn framing(headers: &HeaderMap) -> Result<Option<u64>, Refusal> {
         return Err(Refusal::AmbiguousFraming);
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = list(headers, &header::TRANSFER_ENCODING)
+            .filter(|c| is_chunked(c))
+            .count();
+        let with_length = headers.contains_key(header::CONTENT_LENGTH);
+        if chunked != 1 || with_length || version == http::Version::HTTP_2 {
+            return Err(Refusal::AmbiguousFraming);
+        }
         return Ok(None);
     }
     let mut value = None;
@@ -218,10 +280,89 @@ mod tests {
             ),
             (&[("content_length", "5")][..], refused),
             (&[("transfer-encoding", "chunked")][..], Ok(None)),
+            (&[("transfer-encoding", "Chunked")][..], Ok(None)),
+            (&[("transfer-encoding", " , chunked")][..], Ok(None)),
+            (&[("transfer-encoding", "chunked, chunked")][..], refused),
+            (
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ][..],
+                refused,
+            ),
+            (
+                &[("transfer-encoding", "chunked;a=1, chunked")][..],
+                refused,
+            ),
+            (
+                &[("transfer-encoding", "chunked"), ("content-length", "5")][..],
+                refused,
+            ),
             (&[("x_content_length", "5")][..], Ok(None)),
         ] {
-            assert_eq!(framing(&headers(pairs)), want, "{pairs:?}");
+            let got = framing(&headers(pairs), http::Version::HTTP_11);
+            assert_eq!(got, want, "{pairs:?}");
         }
+        // HTTP/2 has its own framing: a Transfer-Encoding there is malformed (RFC 9113 8.2.2).
+        let chunked = headers(&[("transfer-encoding", "chunked")]);
+        assert_eq!(framing(&chunked, http::Version::HTTP_2), refused);
+        let length = headers(&[("content-length", "5")]);
+        assert_eq!(framing(&length, http::Version::HTTP_2), Ok(None));
+    }
+
+    #[test]
+    fn raw_values_reads_the_head_as_received() {
+        let head = b"POST / HTTP/1.1\r\nHost: gw\r\ncontent-LENGTH:  5 \r\nX-Content-Length: 6\r\n\
+                     Transfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n";
+        let got: Vec<&[u8]> = raw_values(head, "content-length").collect();
+        assert_eq!(got, [&b"5"[..], b"7"]);
+        let lf = b"POST / HTTP/1.1\nContent-Length: 5\n\n";
+        assert_eq!(raw_values(lf, "content-length").count(), 1);
+        // The first line is the request line, never a header.
+        let first = b"X-A: 1\r\nX-A: 2\r\n\r\n";
+        assert_eq!(raw_values(first, "x-a").collect::<Vec<_>>(), [&b"2"[..]]);
+    }
+
+    #[test]
+    fn only_chunked_is_a_supported_transfer_coding() {
+        for (value, unsupported) in [
+            ("chunked", false),
+            ("CHUNKED", false),
+            (", chunked", false),
+            ("chunked, chunked", false),
+            ("gzip, chunked", true),
+            ("identity, chunked", true),
+            ("x-gzip ,chunked", true),
+            ("gzip;q=1, chunked", true),
+            (";a=1, chunked", true),
+            ("chunkedx, chunked", true),
+        ] {
+            let map = headers(&[("transfer-encoding", value)]);
+            assert_eq!(unsupported_transfer_coding(&map), unsupported, "{value}");
+        }
+        let two = headers(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert!(unsupported_transfer_coding(&two));
+        assert!(!unsupported_transfer_coding(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_100_continue_is_a_supported_expectation() {
+        for (value, unsupported) in [
+            ("100-continue", false),
+            ("100-Continue", false),
+            ("100-continue, ", false),
+            ("", false),
+            ("200-ok", true),
+            ("100-continue, foo", true),
+            ("100-continue;x=1", true),
+        ] {
+            let map = headers(&[("expect", value)]);
+            assert_eq!(unsupported_expectation(&map), unsupported, "{value:?}");
+        }
+        assert!(!unsupported_expectation(&HeaderMap::new()));
     }
 
     #[test]

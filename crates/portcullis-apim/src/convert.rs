@@ -110,10 +110,11 @@ pub struct Converter {
     /// The HTTP method of the one operation the policy is converted for (APIOps), which decides
     /// the `context.Request.Method` conditions of a `choose` holding a token check.
     pub(crate) method: Option<String>,
-    /// Where a token check is that no one policy enforces with the others (a second token check,
-    /// a choose between token checks whose branch is not known; each reported as `unsupported`
-    /// with the reason). When not empty, the routes refuse every request (the operation is not
-    /// imported under `--apiops`).
+    /// Where a check is that no one policy enforces with the others (a second token check, a
+    /// choose between token checks whose branch is not known, a left-out choose holding a
+    /// statement that refuses or limits requests; each reported as `unsupported` with the reason).
+    /// When not empty, the routes refuse every request (the operation is not imported under
+    /// `--apiops`).
     pub refused: Vec<Pos>,
 }
 
@@ -1009,9 +1010,20 @@ pub(crate) fn choose_holds(el: &Element, names: &[&str]) -> bool {
         .any(|c| names.contains(&c.name.as_str()) || (c.name == "choose" && choose_holds(c, names)))
 }
 
-/// Statements that refuse callers: a `choose` holding one cannot be left out without letting them
-/// through.
-pub(crate) const ACCESS_CHECKS: &[&str] = &["ip-filter", "check-header"];
+/// Statements that refuse or limit requests: a `choose` holding one cannot be left out without
+/// letting through requests APIM refuses, so such a choose fails closed (see
+/// [`Converter::refused`]).
+pub(crate) const RESTRICTING: &[&str] = &[
+    "return-response",
+    "rate-limit",
+    "rate-limit-by-key",
+    "quota",
+    "quota-by-key",
+    "ip-filter",
+    "check-header",
+    "validate-jwt",
+    "validate-azure-ad-token",
+];
 
 /// Token checks: a `choose` holding one decides which policy guards a request.
 const TOKEN_CHECKS: &[&str] = &["validate-jwt", "validate-azure-ad-token"];

@@ -11,7 +11,7 @@
 //! older conversion (each branch's token check its own policy, see [`crate::convert`]), and the new
 //! statements inside such branches are left out, since their condition would not be evaluated.
 
-use crate::convert::{choose_holds, Converter, Mark, Section, ACCESS_CHECKS};
+use crate::convert::{choose_holds, Converter, Mark, Section, RESTRICTING};
 use crate::expr::{self, JwtSource};
 use crate::inbound::{is_token, Place, SetHeader, Step};
 use crate::sources::{self, Cond, Part, Source};
@@ -789,14 +789,14 @@ impl Converter {
                     n += self.tally_of(child, false).len();
                 }
             }
-            if self.section == Section::Inbound && choose_holds(el, ACCESS_CHECKS) {
-                // left out, its ip-filter or check-header would let every caller through
+            if self.section == Section::Inbound && choose_holds(el, RESTRICTING) {
+                // left out, its checks would let through requests APIM refuses or limits
                 self.unsupported(
                     el.pos,
                     "choose",
-                    format!("not converted with the {n} statement(s) in its branches (APIM runs the branch whose condition holds, and running another one, or all, is not the same); it holds an ip-filter or check-header, so a return-response refusing every request (403) takes its place"),
+                    format!("not converted with the {n} statement(s) in its branches (APIM runs the branch whose condition holds, and running another one, or all, is not the same); it holds a statement that refuses or limits requests, so the routes refuse every request"),
                 );
-                return self.refuse_all(el.pos);
+                return self.refused.push(el.pos);
             }
             return self.unsupported(
                 el.pos,

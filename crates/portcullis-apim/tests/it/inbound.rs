@@ -595,3 +595,61 @@ fn an_allow_list_nobody_is_on_refuses_every_caller() {
     .unwrap();
     assert!(!conv.yaml.contains("return-response"), "{}", conv.yaml);
 }
+
+/// A `choose` left out (its condition is not converted) whose branches hold, at any depth, a
+/// statement that refuses or limits requests fails closed: the routes use `c-refused` (403 to every
+/// request) instead of letting through the requests APIM refuses or limits. One holding only
+/// request transforms is only reported.
+#[test]
+fn a_left_out_choose_holding_a_refusal_or_limit_refuses_every_request() {
+    let key =
+        "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    let restricting: [String; 7] = [
+        r#"<return-response><set-status code="403" reason="Forbidden" /></return-response>"#
+            .to_owned(),
+        r#"<rate-limit calls="5" renewal-period="60" />"#.to_owned(),
+        r#"<rate-limit-by-key calls="5" renewal-period="60" counter-key="@(context.Request.IpAddress)" />"#.to_owned(),
+        r#"<quota calls="5" renewal-period="60" />"#.to_owned(),
+        r#"<quota-by-key calls="5" renewal-period="60" counter-key="@(context.Request.IpAddress)" />"#.to_owned(),
+        r#"<ip-filter action="forbid"><address>10.0.0.1</address></ip-filter>"#.to_owned(),
+        r#"<check-header name="X-Key" failed-check-httpcode="401" failed-check-error-message="no"><value>k</value></check-header>"#.to_owned(),
+    ];
+    // (a choose holding a token check is never left out: see
+    // a_second_token_check_makes_the_routes_refuse_every_request)
+    let unknown = r#"<when condition="@(context.Request.Url.Path.Contains(&quot;admin&quot;))">"#;
+    for statement in &restricting {
+        // in a branch, and two levels down in a choose with converted conditions
+        for inner in [
+            statement.clone(),
+            format!(
+                r#"<choose><when condition="@(context.Request.Method == &quot;POST&quot;)"><set-header name="X-A"><value>a</value></set-header>{statement}</when></choose>"#
+            ),
+        ] {
+            let xml = format!(
+                r#"<policies><inbound><choose>{unknown}<set-header name="X-B"><value>b</value></set-header></when><otherwise>{inner}</otherwise></choose></inbound></policies>"#
+            );
+            let conv = convert(&xml, "c.xml", &[]).unwrap();
+            let report = conv.stderr("c.xml");
+            assert!(!conv.is_complete(), "{report}");
+            assert!(
+                report.contains("c.xml:1:20: unsupported choose: not converted with the")
+                    && report.contains("it holds a statement that refuses or limits requests"),
+                "{statement}: {report}"
+            );
+            let model = load(&conv, "c.yaml");
+            assert_eq!(routed(&model).policy.name, "c-refused", "{statement}");
+        }
+    }
+    // only request transforms: left out and reported, the route keeps its policy
+    let xml = format!(
+        r#"<policies><inbound><validate-jwt header-name="Authorization">{key}</validate-jwt><choose>{unknown}<set-header name="X-B" exists-action="skip"><value>b</value></set-header></when></choose></inbound></policies>"#
+    );
+    let conv = convert(&xml, "c.xml", &[]).unwrap();
+    let report = conv.stderr("c.xml");
+    assert!(
+        report.contains("unsupported choose: left out with the 1 statement(s)"),
+        "{report}"
+    );
+    let model = load(&conv, "c.yaml");
+    assert_eq!(routed(&model).policy.name, "c");
+}

@@ -720,7 +720,7 @@ async fn two_token_checks_in_one_policy_leave_the_operation_out() {
         "{report}"
     );
     assert!(
-        report.contains("unsupported operation: GET /admin: its policy has token checks no one gateway policy enforces together (apis/orders/operations/admin/policy.xml:1"),
+        report.contains("unsupported operation: GET /admin: its policy has checks no one gateway policy enforces together (apis/orders/operations/admin/policy.xml:1"),
         "{report}"
     );
     assert!(!import.yaml.contains("orders.admin"), "{}", import.yaml);
@@ -734,9 +734,10 @@ async fn two_token_checks_in_one_policy_leave_the_operation_out() {
 }
 
 /// Checks the importer cannot evaluate fail closed: an `ip-filter` allow list whose only address is
-/// an expression, or inside a `choose` whose condition is not converted, refuses every caller
-/// (403, as the gateway's ip-filter does); an overriding `set-header` whose value is not converted
-/// removes the client's own copy of the header (APIM always replaces it).
+/// an expression refuses every caller (403, as the gateway's ip-filter does); inside a `choose`
+/// whose condition is not converted, the operation is not imported (404); an overriding
+/// `set-header` whose value is not converted removes the client's own copy of the header (APIM
+/// always replaces it).
 #[tokio::test]
 async fn unconvertible_allow_lists_refuse_and_unconvertible_overrides_delete() {
     let backend = Backend::start().unwrap();
@@ -773,12 +774,11 @@ async fn unconvertible_allow_lists_refuse_and_unconvertible_overrides_delete() {
     let import = import_orders(&dir, &backend);
     assert!(!import.complete);
     let gw = gateway(&import, &[]).await;
-    for path in ["/orders/expr", "/orders/choose"] {
-        let r = get(&gw, path, &[]).await;
-        assert_eq!(r.status(), 403, "{path}");
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body, json!({"statusCode": 403, "message": "Forbidden"}));
-    }
+    let r = get(&gw, "/orders/expr", &[]).await;
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"statusCode": 403, "message": "Forbidden"}));
+    assert_eq!(get(&gw, "/orders/choose", &[]).await.status(), 404);
     assert!(backend.requests().is_empty());
     let r = get(
         &gw,
@@ -793,4 +793,68 @@ async fn unconvertible_allow_lists_refuse_and_unconvertible_overrides_delete() {
     let got = only(&backend);
     assert_eq!(got.header("x-client-cert-thumbprint"), None);
     assert_eq!(got.header("x-user-id"), None);
+}
+
+/// A `choose` whose condition is not converted, holding (at any depth) a statement that refuses or
+/// limits requests: leaving it out would let through what APIM refuses, so the operation is not
+/// imported (404, reported at the choose); one holding only a request transform is left out with a
+/// report and the operation is served.
+#[tokio::test]
+async fn a_left_out_choose_holding_a_refusal_leaves_the_operation_out() {
+    let backend = Backend::start().unwrap();
+    let wrap = |inbound: &str| {
+        format!("<policies><inbound><base />{inbound}</inbound><backend><forward-request /></backend></policies>")
+    };
+    let unknown = r#"<when condition="@(context.Request.Url.Path.Contains(&quot;admin&quot;))">"#;
+    let dir = orders_folder(
+        &[
+            ("GET", "/refusing", "refusing"),
+            ("GET", "/limited", "limited"),
+            ("GET", "/shaping", "shaping"),
+        ],
+        &[
+            (
+                "operations/refusing/policy.xml",
+                wrap(&format!(
+                    r#"<choose><when condition="@(context.Request.Method == &quot;GET&quot;)"><choose>{unknown}<return-response><set-status code="403" reason="Forbidden" /></return-response></when></choose></when></choose>"#
+                )),
+            ),
+            (
+                "operations/limited/policy.xml",
+                wrap(&format!(
+                    r#"<choose>{unknown}<rate-limit-by-key calls="1" renewal-period="60" counter-key="@(context.Request.IpAddress)" /></when></choose>"#
+                )),
+            ),
+            (
+                "operations/shaping/policy.xml",
+                wrap(&format!(
+                    r#"<choose>{unknown}<set-header name="X-Admin" exists-action="skip"><value>yes</value></set-header></when></choose>"#
+                )),
+            ),
+        ],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let report = import.report.to_string();
+    for (op, line) in [
+        ("refusing", "apis/orders/operations/refusing/policy.xml:1;"),
+        ("limited", "apis/orders/operations/limited/policy.xml:1;"),
+    ] {
+        assert!(
+            report.contains(&format!("unsupported operation: GET /{op}: its policy has checks no one gateway policy enforces together ({line}")),
+            "{report}"
+        );
+    }
+    assert!(
+        report.contains("operations/shaping/policy.xml:1:28: unsupported choose: left out with the 1 statement(s)"),
+        "{report}"
+    );
+    let gw = gateway(&import, &[]).await;
+    for path in ["/orders/refusing", "/orders/limited"] {
+        assert_eq!(get(&gw, path, &[]).await.status(), 404, "{path}");
+    }
+    assert!(backend.requests().is_empty());
+    let r = get(&gw, "/orders/shaping", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&backend).path, "/shaping");
 }

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use crate::convert::{Converter, Mark};
+use crate::convert::{Converter, Mark, Section};
 use crate::expr::{self, JwtSource, KeyRead};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
@@ -663,23 +663,33 @@ impl Converter {
         self.push_step(pos, Place::Shared, entry);
     }
 
-    /// In place of an overriding inbound `set-header` of `name` that is not converted: a delete of
-    /// the header, so that the client's own copy never reaches the backend where APIM always
-    /// replaces it (the statement stays reported, and counted as not converted).
+    /// In place of an overriding (or deleting) `set-header` of `name` that is not converted: a
+    /// delete of the header, so that the client's own copy never reaches the backend (outbound:
+    /// the backend's never reaches the client) where APIM always replaces it (the statement stays
+    /// reported, and counted as not converted).
     pub(crate) fn delete_in_place(&mut self, name: &str, pos: Pos) {
         let tally = self.tally.len().saturating_sub(1);
-        let step = self.delete_step(name, pos, tally);
+        let step = if self.section == Section::Outbound {
+            // the inbound forward-claims check has nothing to do with the response
+            Step {
+                headers: Vec::new(),
+                ..self.delete_step(name, pos, tally, "the backend's")
+            }
+        } else {
+            self.delete_step(name, pos, tally, "the client's own")
+        };
         self.list().push(step);
     }
 
-    /// The `set-header` delete step of [`Self::delete_in_place`].
-    pub(crate) fn delete_step(&self, name: &str, pos: Pos, tally: usize) -> Step {
+    /// The `set-header` delete step of [`Self::delete_in_place`]; `whose` copy of the header it
+    /// removes.
+    pub(crate) fn delete_step(&self, name: &str, pos: Pos, tally: usize, whose: &str) -> Step {
         let entries = vec![
             Entry::new("name", Node::str(name)),
             Entry::new("exists-action", Node::str("delete")),
         ];
         let entry = Entry::new("set-header", Node::Map(entries)).comment(format!(
-            "{}: not converted (see the report); the client's own {name} is removed, as APIM replaces it",
+            "{}: not converted (see the report); {whose} {name} is removed, as APIM replaces it",
             self.origin(pos)
         ));
         Step {
@@ -826,7 +836,7 @@ impl Converter {
                         .headers
                         .iter()
                         .filter(|h| h.overrides)
-                        .map(|h| self.delete_step(&h.name, h.pos, h.tally))
+                        .map(|h| self.delete_step(&h.name, h.pos, h.tally, "the client's own"))
                         .collect();
                     deletes.push((i + 1, overriding));
                     Place::Dropped

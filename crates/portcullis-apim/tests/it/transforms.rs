@@ -430,9 +430,13 @@ fn outbound_takes_only_outbound_statements_and_no_claims() {
         err.contains("p.xml:4:1: unsupported rewrite-uri: not converted in <outbound>"),
         "{err}"
     );
+    // X-Sub is left out: APIM replaces the backend's X-Sub, so the backend's copy is removed
     assert_eq!(
         v["policies"]["p"]["outbound"],
-        json!([{"choose": [{"when": {"status": [404]}, "steps": [{"set-header": {"name": "X-Missing", "value": "1"}}]}]}])
+        json!([
+            {"set-header": {"name": "X-Sub", "exists-action": "delete"}},
+            {"choose": [{"when": {"status": [404]}, "steps": [{"set-header": {"name": "X-Missing", "value": "1"}}]}]}
+        ])
     );
     // a response status in inbound has no meaning: the choose is left out with its statement
     let (conv, _) = inline(
@@ -518,6 +522,53 @@ fn connection_headers_convert_and_empty_answers_have_no_body() {
     // the gateway's config takes them
     portcullis_config::load_str(&conv.yaml, std::path::Path::new("p.yaml"))
         .unwrap_or_else(|d| panic!("{d:?}\n{}", conv.yaml));
+}
+
+/// A `set-header` that cannot be read whole (an expression in `exists-action` or `name`, an
+/// unknown attribute): when APIM may replace or remove the header, the copy it replaces never passes
+/// (inbound: the client's, outbound: the backend's): deleted in its place when the name is known,
+/// else the routes refuse every request. A readable `skip` or `append` is left out alone.
+#[test]
+fn unreadable_set_headers_delete_or_refuse() {
+    let xml = r#"<policies><inbound>
+<set-header name="X-Role" exists-action="@(context.Variables.ContainsKey(&quot;r&quot;) ? &quot;skip&quot; : &quot;override&quot;)"><value>user</value></set-header>
+<set-header name="X-Tier" exists-action="override" foo="bar"><value>gold</value></set-header>
+<set-header name="X-Kept" exists-action="skip" foo="bar"><value>k</value></set-header>
+</inbound><outbound>
+<set-header name="X-Backend" exists-action="@(&quot;override&quot;)"><value>v</value></set-header>
+<set-header name="X-Out" exists-action="override"><value>@(context.Response.Body.As&lt;string&gt;())</value></set-header>
+</outbound></policies>"#;
+    let conv = portcullis_apim::convert(xml, "hdr.xml", &[]).unwrap();
+    assert!(!conv.is_complete());
+    let delete = |name: &str| json!({"set-header": {"name": name, "exists-action": "delete"}});
+    let p = policy(&conv, "hdr.xml");
+    assert_eq!(p["inbound"], json!([delete("X-Role"), delete("X-Tier")]));
+    assert_eq!(p["outbound"], json!([delete("X-Backend"), delete("X-Out")]));
+    assert!(
+        conv.yaml
+            .contains("not converted (see the report); the backend's X-Backend is removed"),
+        "{}",
+        conv.yaml
+    );
+    // the name itself is an expression: no one knows which header APIM replaces
+    for section in ["inbound", "outbound"] {
+        let xml = format!(
+            r#"<policies><{section}><set-header name="@((string)context.Variables[&quot;h&quot;])" exists-action="override"><value>1</value></set-header></{section}></policies>"#
+        );
+        let conv = portcullis_apim::convert(&xml, "name.xml", &[]).unwrap();
+        let report = conv.stderr("name.xml");
+        assert!(
+            report.contains("unsupported set-header: the header it replaces or removes is not known, so the routes refuse every request"),
+            "{report}"
+        );
+        let v: Value = serde_saphyr::from_str(&conv.yaml).unwrap();
+        assert_eq!(v["routes"][0]["policy"], json!("name-refused"), "{section}");
+    }
+    // a skip with an unreadable name is left out alone (APIM keeps the client's copy)
+    let (conv, v) = inline(
+        r#"<set-header name="@(&quot;X-A&quot;)" exists-action="skip"><value>1</value></set-header>"#,
+    );
+    assert_eq!(v["routes"][0]["policy"], json!("none"), "{}", conv.yaml);
 }
 
 /// An overriding `set-header` left out (a value not converted, a claim of a token no converted

@@ -858,3 +858,26 @@ async fn a_left_out_choose_holding_a_refusal_leaves_the_operation_out() {
     assert_eq!(r.status(), 200);
     assert_eq!(only(&backend).path, "/shaping");
 }
+
+/// A `set-header` that cannot be read whole is left out, but the copy APIM would replace never
+/// passes: the client's `X-Role` (exists-action an expression) never reaches the backend, the
+/// backend's `X-Internal-Route` (outbound override of an unconverted value) never reaches the
+/// client.
+#[tokio::test]
+async fn unreadable_set_headers_never_pass_the_copy_apim_replaces() {
+    let backend = Backend::start().unwrap();
+    backend.set_response_header("X-Internal-Route", "pod-7.internal");
+    let policy = r#"<policies><inbound><base /><set-header name="X-Role" exists-action="@(context.Variables.ContainsKey(&quot;r&quot;) ? &quot;skip&quot; : &quot;override&quot;)"><value>user</value></set-header></inbound><backend><forward-request /></backend><outbound><set-header name="X-Internal-Route" exists-action="override"><value>@(context.Deployment.Region)</value></set-header></outbound></policies>"#;
+    let dir = orders_folder(
+        &[("GET", "/orders", "list")],
+        &[("policy.xml", policy.to_owned())],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let gw = gateway(&import, &[]).await;
+    let r = get(&gw, "/orders/orders", &[("X-Role", "admin")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-internal-route"), None);
+    let got = only(&backend);
+    assert_eq!(got.header("x-role"), None);
+}

@@ -523,10 +523,11 @@ fn unusable_checks_are_reported_not_converted() {
 fn a_second_token_check_makes_the_routes_refuse_every_request() {
     let key =
         "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    // not merged: the second answers 403 where the first answers 401
     let xml = format!(
         r#"<policies><inbound>
         <validate-jwt header-name="Authorization">{key}</validate-jwt>
-        <validate-jwt header-name="Authorization">{key}<required-claims><claim name="roles"><value>admin</value></claim></required-claims></validate-jwt>
+        <validate-jwt header-name="Authorization" failed-validation-httpcode="403">{key}<required-claims><claim name="roles"><value>admin</value></claim></required-claims></validate-jwt>
     </inbound></policies>"#
     );
     let conv = convert(&xml, "two.xml", &[]).unwrap();
@@ -534,7 +535,7 @@ fn a_second_token_check_makes_the_routes_refuse_every_request() {
     let report = conv.stderr("two.xml");
     assert!(
         report
-            .contains("two.xml:3:9: unsupported validate-jwt: a second token check in one policy"),
+            .contains("two.xml:3:9: unsupported validate-jwt: a second token check in one policy (APIM runs both; the gateway validates one token per policy, and the two are not merged: they do not read the token in the same way (failed-validation-httpcode differ))"),
         "{report}"
     );
     assert!(
@@ -652,4 +653,73 @@ fn a_left_out_choose_holding_a_refusal_or_limit_refuses_every_request() {
     );
     let model = load(&conv, "c.yaml");
     assert_eq!(routed(&model).policy.name, "c");
+}
+
+/// Two validate-jwt reading the same token the same way (the API's audience check, the
+/// operation's role) are merged into one policy deciding as APIM's two: issuers both accept (the
+/// intersection), audiences both accept (the list held by the other), every required claim of
+/// both. Where one policy cannot decide so (no issuer in common, audiences neither holding the
+/// other, other keys or switches, a limit between them), the routes refuse every request.
+#[test]
+fn two_token_checks_reading_one_token_alike_are_merged() {
+    let key =
+        "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    let check = |extra: &str| {
+        format!(
+            r#"<validate-jwt header-name="Authorization" failed-validation-httpcode="401" failed-validation-error-message="Unauthorized">{key}{extra}</validate-jwt>"#
+        )
+    };
+    let api = check(
+        "<audiences><audience>api://a</audience><audience>api://b</audience></audiences><issuers><issuer>https://i1</issuer><issuer>https://i2</issuer></issuers><required-claims><claim name=\"scp\" separator=\" \"><value>read</value></claim></required-claims>",
+    );
+    let op = check(
+        "<audiences><audience>api://b</audience></audiences><issuers><issuer>https://i2</issuer><issuer>https://i3</issuer></issuers><required-claims><claim name=\"roles\" match=\"any\"><value>admin</value></claim></required-claims>",
+    );
+    let xml = format!("<policies><inbound>\n{api}\n{op}\n</inbound></policies>");
+    let conv = convert(&xml, "two.xml", &[]).unwrap();
+    let report = conv.stderr("two.xml");
+    assert!(conv.is_complete(), "{report}");
+    assert!(
+        report.contains("two.xml:3:1: note validate-jwt: merged into policy `two`"),
+        "{report}"
+    );
+    let model = load(&conv, "two.yaml");
+    assert_eq!(model.policies.len(), 1, "{}", conv.yaml);
+    let p = &routed(&model).policy;
+    assert_eq!(p.name, "two");
+    assert_eq!(p.issuers, ["https://i2"]);
+    assert_eq!(p.audiences, ["api://b"]);
+    let claims: Vec<&str> = p.required_claims.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(claims, ["scp", "roles"]);
+
+    // fail closed where one policy cannot decide as both
+    let disjoint = check("<issuers><issuer>https://i9</issuer></issuers>");
+    let crossing =
+        check("<audiences><audience>api://a</audience><audience>api://c</audience></audiences>");
+    let other_key = r#"<validate-jwt header-name="Authorization" failed-validation-httpcode="401" failed-validation-error-message="Unauthorized"><issuer-signing-keys><key>b3RoZXJvdGhlcm90aGVyb3RoZXJvdGhlcg==</key></issuer-signing-keys></validate-jwt>"#;
+    let query = format!(
+        r#"<validate-jwt query-parameter-name="token" failed-validation-httpcode="401" failed-validation-error-message="Unauthorized">{key}</validate-jwt>"#
+    );
+    let limit = format!(
+        r#"<rate-limit-by-key calls="5" renewal-period="60" counter-key="@(context.Request.IpAddress)" />{op}"#
+    );
+    for (second, why) in [
+        (disjoint, "no issuer is in both issuers lists"),
+        (crossing, "neither audiences list holds the other"),
+        (other_key.to_owned(), "(issuer-signing-keys differ)"),
+        (query, "(header-name, query-parameter-name differ)"),
+        (limit, "answers, refuses or limits requests between them"),
+    ] {
+        let xml = format!("<policies><inbound>\n{api}\n{second}\n</inbound></policies>");
+        let conv = convert(&xml, "two.xml", &[]).unwrap();
+        let report = conv.stderr("two.xml");
+        assert!(!conv.is_complete(), "{report}");
+        assert!(
+            report.contains("unsupported validate-jwt: a second token check in one policy")
+                && report.contains(why),
+            "{why}: {report}"
+        );
+        let model = load(&conv, "two.yaml");
+        assert_eq!(routed(&model).policy.name, "two-refused", "{why}");
+    }
 }

@@ -695,8 +695,9 @@ async fn a_choose_on_the_method_gives_each_operation_its_branchs_token_check() {
     assert_eq!(backend.requests().len(), 2);
 }
 
-/// Two token checks in one composed policy (the API's, and the operation's adding a claim): APIM
-/// runs both; no one gateway policy does, so the operation is not imported (404), reported.
+/// Two token checks in one composed policy (the API's, and the operation's adding a claim) that
+/// read the token differently (here: the operation's answers 403): APIM runs both; no one gateway
+/// policy does, so the operation is not imported (404), reported.
 #[tokio::test]
 async fn two_token_checks_in_one_policy_leave_the_operation_out() {
     let backend = Backend::start().unwrap();
@@ -706,7 +707,10 @@ async fn two_token_checks_in_one_policy_leave_the_operation_out() {
     );
     let admin = format!(
         "<policies><inbound><base />{}</inbound><backend><base /></backend></policies>",
-        scope_check("orders.admin")
+        scope_check("orders.admin").replace(
+            "<validate-jwt ",
+            r#"<validate-jwt failed-validation-httpcode="403" "#
+        )
     );
     let dir = orders_folder(
         &[("GET", "/orders", "list"), ("GET", "/admin", "admin")],
@@ -731,6 +735,67 @@ async fn two_token_checks_in_one_policy_leave_the_operation_out() {
     let r = get(&gw, "/orders/orders", &[("Authorization", &read)]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(only(&backend).path, "/orders");
+}
+
+/// The API's validate-jwt checks the audience, the admin operation's adds a required role, both
+/// on the same token with the same key: merged into one policy for the operation, which refuses a
+/// token without the role (401) and passes one with it, as APIM's two checks do; the other
+/// operation keeps the API's check alone.
+#[tokio::test]
+async fn two_token_checks_reading_one_token_alike_merge() {
+    let backend = Backend::start().unwrap();
+    let check = |rules: &str| {
+        format!(
+            r#"<validate-jwt header-name="Authorization" failed-validation-httpcode="401" failed-validation-error-message="Unauthorized. Access token is missing or invalid."><issuer-signing-keys><key>{JWT_KEY}</key></issuer-signing-keys>{rules}</validate-jwt>"#
+        )
+    };
+    let api = format!(
+        "<policies><inbound><base />{}</inbound><backend><forward-request /></backend></policies>",
+        check("<audiences><audience>api://orders</audience></audiences>")
+    );
+    let admin = format!(
+        "<policies><inbound><base />{}</inbound><backend><base /></backend></policies>",
+        check(
+            r#"<required-claims><claim name="roles" match="any"><value>Orders.Admin</value></claim></required-claims>"#
+        )
+    );
+    let dir = orders_folder(
+        &[("GET", "/orders", "list"), ("GET", "/admin", "admin")],
+        &[("policy.xml", api), ("operations/admin/policy.xml", admin)],
+    );
+    let import = import_orders(&dir, &backend);
+    let report = import.report.to_string();
+    assert!(import.complete, "{report}");
+    assert!(
+        report.contains(
+            "apis/orders/operations/admin/policy.xml:1:28: note validate-jwt: merged into policy"
+        ),
+        "{report}"
+    );
+    let gw = gateway(&import, &[]).await;
+    let bearer = |claims| format!("Bearer {}", hs_token(claims));
+    let user = bearer(json!({"aud": "api://orders", "roles": ["Orders.Read"]}));
+    let admin = bearer(json!({"aud": "api://orders", "roles": ["Orders.Read", "Orders.Admin"]}));
+    let other_api = bearer(json!({"aud": "api://billing", "roles": ["Orders.Admin"]}));
+    for (path, token, status) in [
+        ("/orders/admin", &user, 401),
+        ("/orders/admin", &other_api, 401),
+        ("/orders/admin", &admin, 200),
+        ("/orders/orders", &user, 200),
+        ("/orders/orders", &other_api, 401),
+    ] {
+        let r = get(&gw, path, &[("Authorization", token)]).await;
+        assert_eq!(r.status(), status, "{path} {token}");
+        if status == 401 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(
+                body,
+                json!({"statusCode": 401, "message": "Unauthorized. Access token is missing or invalid."})
+            );
+        }
+    }
+    let paths: Vec<String> = backend.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/admin", "/orders"]);
 }
 
 /// Checks the importer cannot evaluate fail closed: an `ip-filter` allow list whose only address is

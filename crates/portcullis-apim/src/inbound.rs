@@ -770,7 +770,10 @@ impl Converter {
             })
             .map(|s| s.pos)
             .next();
-        if let (Some(pos), true) = (shared, self.policies.len() > 1) {
+        // under --apiops no policy is written for an operation whose checks no one policy enforces
+        // (Converter::refused): then the note would name policies that do not exist
+        let written = !self.in_folder || self.refused.is_empty();
+        if let (Some(pos), true) = (shared, written && self.policies.len() > 1) {
             let names: Vec<&str> = self.policies.iter().map(|p| p.name.as_str()).collect();
             let names = names.join(", ");
             self.note(

@@ -192,6 +192,13 @@ impl Converter {
         }
     }
 
+    /// Whether the current statement produced output.
+    pub(crate) fn current_emitted(&self) -> bool {
+        self.current
+            .and_then(|i| self.tally.get(i))
+            .is_some_and(|t| t.emitted)
+    }
+
     /// Change summary entries after the fact.
     pub(crate) fn mark(&mut self, tallies: &[usize], mark: Mark) {
         for &i in tallies {
@@ -1088,7 +1095,7 @@ const ANSWERS: &[&str] = &[
 ];
 
 /// Whether a gateway.yaml node holds, at any depth, a key of `keys`.
-fn holds(node: &Node, keys: &[&str]) -> bool {
+pub(crate) fn holds(node: &Node, keys: &[&str]) -> bool {
     match node {
         Node::Map(entries) => entries
             .iter()

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use crate::convert::{Converter, Mark, Section};
+use crate::convert::{holds, Converter, Mark, Section, RESTRICTING};
 use crate::expr::{self, JwtSource, KeyRead};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
@@ -828,11 +828,21 @@ impl Converter {
                         JwtSource::Variable(v) => format!("variable \"{v}\", which is not the output-token-variable-name of a converted validate-jwt or validate-azure-ad-token"),
                         JwtSource::Header(h) => format!("header {h}, which no converted validate-jwt or validate-azure-ad-token validates"),
                     };
-                    let why = if element.contains("limit") || element == "quota-by-key" {
+                    let mut why = if element.contains("limit") || element == "quota-by-key" {
                         format!("not converted: keyed on a claim of the token in {token}; the gateway keys limits only on verified claims")
                     } else {
                         format!("not converted: reads a claim of the token in {token}; the gateway reads only verified claims")
                     };
+                    // an answer, or a choose holding a refusal or limit, left out would let
+                    // through requests APIM refuses
+                    let refusing = self.steps[i].entry.as_ref().is_some_and(|e| {
+                        e.key == "return-response"
+                            || (e.key == "choose" && holds(&e.value, RESTRICTING))
+                    });
+                    if refusing {
+                        why.push_str("; it holds a statement that answers, refuses or limits requests, so the routes refuse every request");
+                        self.refused.push(pos);
+                    }
                     self.unsupported(pos, &element, why);
                     self.mark(&self.steps[i].tallies.clone(), Mark::Dropped);
                     let overriding: Vec<Step> = self.steps[i]

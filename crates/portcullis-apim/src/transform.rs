@@ -575,7 +575,22 @@ impl Converter {
     }
 
     /// `return-response` with `set-status`, `set-header` and `set-body` inside.
+    /// `return-response`; when it is not converted, the routes refuse every request
+    /// ([`Converter::refused`]): left out, the requests APIM answers here (a refusal, often) would
+    /// reach the backend.
     pub(crate) fn return_response(&mut self, el: &Element) {
+        self.return_response_converted(el);
+        if !self.current_emitted() {
+            self.unsupported(
+                el.pos,
+                "return-response",
+                "not converted: APIM answers here without the backend, so the routes refuse every request",
+            );
+            self.refused.push(el.pos);
+        }
+    }
+
+    fn return_response_converted(&mut self, el: &Element) {
         if self.unconditional(el) {
             return;
         }

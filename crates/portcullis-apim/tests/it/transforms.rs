@@ -464,6 +464,46 @@ fn statements_in_a_choose_holding_a_token_check_are_not_made_unconditional() {
         "{}",
         conv.yaml
     );
+    // the return-response left out: APIM answers GETs without the backend, so the route refuses
+    assert_eq!(
+        v["routes"][0]["policy"],
+        json!("p-refused"),
+        "{}",
+        conv.yaml
+    );
+}
+
+/// A `return-response` that is not converted (a value, an element, a claim of a token no
+/// converted check validates) would let the requests APIM answers reach the backend: the routes
+/// refuse every request instead.
+#[test]
+fn return_responses_not_converted_refuse_every_request() {
+    for xml in [
+        r#"<policies><inbound><return-response><set-status code="401" reason="Unauthorized" /><set-header name="WWW-Authenticate" exists-action="override"><value>@("Bearer realm=" + context.Api.Name)</value></set-header></return-response></inbound></policies>"#,
+        r#"<policies><inbound><return-response response-variable-name="r" /></inbound></policies>"#,
+        r#"<policies><inbound><choose><when condition="@(context.Request.Method == &quot;DELETE&quot;)"><return-response><set-status code="403" /><set-body template="liquid">no</set-body></return-response></when></choose></inbound></policies>"#,
+        r#"<policies><inbound><choose><when condition="@(context.Request.Headers.GetValueOrDefault(&quot;Authorization&quot;,&quot;&quot;).AsJwt()?.Claims.GetValueOrDefault(&quot;blocked&quot;, &quot;&quot;) == &quot;yes&quot;)"><return-response><set-status code="403" /></return-response></when></choose></inbound></policies>"#,
+    ] {
+        let (conv, v) = inline(xml);
+        let report = conv.stderr("p.xml");
+        assert!(!conv.is_complete(), "{report}");
+        assert!(
+            report.contains("so the routes refuse every request"),
+            "{report}"
+        );
+        assert_eq!(
+            v["routes"][0]["policy"],
+            json!("p-refused"),
+            "{xml}\n{}",
+            conv.yaml
+        );
+    }
+    // converted: served as APIM answers
+    let (conv, v) = inline(
+        r#"<policies><inbound><return-response><set-status code="401" reason="Unauthorized" /></return-response></inbound></policies>"#,
+    );
+    assert!(conv.is_complete(), "{}", conv.stderr("p.xml"));
+    assert_eq!(v["routes"][0]["policy"], json!("p"));
 }
 
 #[test]

@@ -946,3 +946,34 @@ async fn unreadable_set_headers_never_pass_the_copy_apim_replaces() {
     let got = only(&backend);
     assert_eq!(got.header("x-role"), None);
 }
+
+/// A `return-response` that is not converted (its `WWW-Authenticate` value is an expression):
+/// APIM answers 401 without the backend, so the operation is not imported (404) rather than
+/// forwarded; the other operation is served.
+#[tokio::test]
+async fn a_return_response_not_converted_leaves_the_operation_out() {
+    let backend = Backend::start().unwrap();
+    let policy = r#"<policies><inbound><base /><return-response><set-status code="401" reason="Unauthorized" /><set-header name="WWW-Authenticate" exists-action="override"><value>@("Bearer realm=" + context.Api.Name)</value></set-header></return-response></inbound><backend><base /></backend></policies>"#;
+    let dir = orders_folder(
+        &[("GET", "/legacy", "legacy"), ("GET", "/orders", "list")],
+        &[
+            (
+                "policy.xml",
+                "<policies><inbound><base /></inbound><backend><forward-request /></backend></policies>".to_owned(),
+            ),
+            ("operations/legacy/policy.xml", policy.to_owned()),
+        ],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let report = import.report.to_string();
+    assert!(
+        report.contains("unsupported return-response: not converted: APIM answers here without the backend, so the routes refuse every request"),
+        "{report}"
+    );
+    let gw = gateway(&import, &[]).await;
+    assert_eq!(get(&gw, "/orders/legacy", &[]).await.status(), 404);
+    assert!(backend.requests().is_empty());
+    assert_eq!(get(&gw, "/orders/orders", &[]).await.status(), 200);
+    assert_eq!(only(&backend).path, "/orders");
+}

@@ -4,7 +4,9 @@
 //! ip-filter are converted in [`crate::inbound`], the request and response statements and `choose`
 //! in [`crate::transform`]; every statement is recorded as a [`Step`] in document order, and every
 //! statement element as a [`Tally`] for the summary (converted, dropped, incomplete). Everything
-//! else is reported.
+//! else is reported. A second `validate-jwt` reading the token as the first does is merged into
+//! the first policy ([`crate::merge`]); any other second token check makes the routes refuse every
+//! request ([`Converter::refused`]).
 //!
 //! Why fail closed: when a value cannot be converted, the output must not accept more than APIM did.
 //! Unconvertible audiences, issuers and claim values are kept literally (they never match a real
@@ -41,6 +43,8 @@ pub struct PolicyOut {
     pub(crate) output_var: Option<String>,
     /// The header the token is read from (None: query parameter).
     pub(crate) token_header: Option<String>,
+    /// In a branch of a `choose` whose branch is not known (it guards only some requests in APIM).
+    pub(crate) in_choose: bool,
 }
 
 /// One statement element of the document, for the summary.
@@ -110,10 +114,11 @@ pub struct Converter {
     /// The HTTP method of the one operation the policy is converted for (APIOps), which decides
     /// the `context.Request.Method` conditions of a `choose` holding a token check.
     pub(crate) method: Option<String>,
-    /// Where a token check is that no one policy enforces with the others (a second token check,
-    /// a choose between token checks whose branch is not known; each reported as `unsupported`
-    /// with the reason). When not empty, the routes refuse every request (the operation is not
-    /// imported under `--apiops`).
+    /// Where a check is that no one policy enforces with the others (a second token check, a
+    /// choose between token checks whose branch is not known, a left-out choose holding a
+    /// statement that refuses or limits requests; each reported as `unsupported` with the reason).
+    /// When not empty, the routes refuse every request (the operation is not imported under
+    /// `--apiops`).
     pub refused: Vec<Pos>,
 }
 
@@ -185,6 +190,13 @@ impl Converter {
         if let Some(t) = self.current.and_then(|i| self.tally.get_mut(i)) {
             t.emitted = true;
         }
+    }
+
+    /// Whether the current statement produced output.
+    pub(crate) fn current_emitted(&self) -> bool {
+        self.current
+            .and_then(|i| self.tally.get(i))
+            .is_some_and(|t| t.emitted)
     }
 
     /// Change summary entries after the fact.
@@ -463,15 +475,6 @@ impl Converter {
         } else {
             format!("{}-{}", self.stem, n + 1)
         };
-        if n > 0 {
-            let why = if self.split > 0 {
-                format!("a choose between token checks whose branch is not known (its conditions are not evaluated): converted as a separate policy `{name}`, and the routes refuse every request (a route uses one policy; point routes at the policy of the branch their requests take)")
-            } else {
-                format!("a second token check in one policy (APIM runs both; the gateway validates one token per policy): converted as a separate policy `{name}` no route uses, and the routes refuse every request")
-            };
-            self.unsupported(el.pos, element, why);
-            self.refused.push(el.pos);
-        }
         PolicyOut {
             name,
             element,
@@ -481,6 +484,7 @@ impl Converter {
             forward_token_off: None,
             output_var: None,
             token_header: Some("Authorization".to_owned()),
+            in_choose: self.split > 0,
         }
     }
 
@@ -535,6 +539,19 @@ impl Converter {
     /// gateway.yaml keeps the strict default.
     fn push_policy(&mut self, mut p: PolicyOut) {
         p.fields.set("try-all-signing-keys", Node::Bool(true));
+        if !self.policies.is_empty() {
+            let name = &p.name;
+            let why = if self.split > 0 {
+                format!("a choose between token checks whose branch is not known (its conditions are not evaluated): converted as a separate policy `{name}`, and the routes refuse every request (a route uses one policy; point routes at the policy of the branch their requests take)")
+            } else {
+                match self.merge_second(&p) {
+                    Ok(()) => return,
+                    Err(why) => format!("a second token check in one policy (APIM runs both; the gateway validates one token per policy, and the two are not merged: {why}): converted as a separate policy `{name}` no route uses, and the routes refuse every request"),
+                }
+            };
+            self.unsupported(p.pos, p.element, why);
+            self.refused.push(p.pos);
+        }
         // a token check no route enforces is not counted as converted
         if self.policies.is_empty() {
             self.emitted();
@@ -547,6 +564,47 @@ impl Converter {
             headers: Vec::new(),
         });
         self.policies.push(p);
+    }
+
+    /// A second token check outside any `choose` merged into the first policy when one policy
+    /// decides every token as APIM's two checks do ([`crate::merge`]), and nothing between them
+    /// answers, refuses or limits requests (APIM runs those before the second check, on requests
+    /// it then refuses); `Err` with the reason when not.
+    fn merge_second(&mut self, p: &PolicyOut) -> Result<(), String> {
+        let first = &self.policies[0];
+        if self.policies.len() > 1 || first.in_choose {
+            return Err("the first is in a choose branch".to_owned());
+        }
+        let after = self
+            .steps
+            .iter()
+            .position(|s| s.place == Place::Token(0))
+            .map_or(0, |i| i + 1);
+        let between = self.steps[after..].iter().find(|s| {
+            s.entry
+                .as_ref()
+                .is_some_and(|e| holds(&Node::Map(vec![e.clone()]), ANSWERS))
+        });
+        if let Some(step) = between {
+            return Err(format!(
+                "the statement at line {} answers, refuses or limits requests between them",
+                step.pos.line
+            ));
+        }
+        let fields = crate::merge::merged(first, p)?;
+        let name = first.name.clone();
+        let first = &mut self.policies[0];
+        first.fields = fields;
+        if first.output_var.is_none() {
+            first.output_var.clone_from(&p.output_var);
+        }
+        self.emitted();
+        self.note(
+            p.pos,
+            p.element,
+            format!("merged into policy `{name}` with the token check before it (APIM runs both on the same token: the issuers and audiences both accept, the required claims of both)"),
+        );
+        Ok(())
     }
 
     fn validate_azure_ad_token(&mut self, el: &Element) {
@@ -1009,9 +1067,43 @@ pub(crate) fn choose_holds(el: &Element, names: &[&str]) -> bool {
         .any(|c| names.contains(&c.name.as_str()) || (c.name == "choose" && choose_holds(c, names)))
 }
 
-/// Statements that refuse callers: a `choose` holding one cannot be left out without letting them
-/// through.
-pub(crate) const ACCESS_CHECKS: &[&str] = &["ip-filter", "check-header"];
+/// Statements that refuse or limit requests: a `choose` holding one cannot be left out without
+/// letting through requests APIM refuses, so such a choose fails closed (see
+/// [`Converter::refused`]).
+pub(crate) const RESTRICTING: &[&str] = &[
+    "return-response",
+    "rate-limit",
+    "rate-limit-by-key",
+    "quota",
+    "quota-by-key",
+    "ip-filter",
+    "check-header",
+    "validate-jwt",
+    "validate-azure-ad-token",
+];
+
+/// gateway.yaml statements that answer, refuse or limit requests (a second token check is not
+/// merged across them).
+const ANSWERS: &[&str] = &[
+    "return-response",
+    "mock-response",
+    "rate-limit",
+    "rate-limit-by-key",
+    "quota-by-key",
+    "ip-filter",
+    "check-header",
+];
+
+/// Whether a gateway.yaml node holds, at any depth, a key of `keys`.
+pub(crate) fn holds(node: &Node, keys: &[&str]) -> bool {
+    match node {
+        Node::Map(entries) => entries
+            .iter()
+            .any(|e| keys.contains(&e.key.as_str()) || holds(&e.value, keys)),
+        Node::Seq(items) => items.iter().any(|i| holds(&i.value, keys)),
+        _ => false,
+    }
+}
 
 /// Token checks: a `choose` holding one decides which policy guards a request.
 const TOKEN_CHECKS: &[&str] = &["validate-jwt", "validate-azure-ad-token"];

@@ -42,6 +42,16 @@ impl Fields {
         self.slots.insert(Self::rank(key), Entry::new(key, value));
     }
 
+    /// Set a key to `entry` (its comments kept), replacing an earlier one.
+    pub fn set_entry(&mut self, entry: Entry) {
+        self.slots.insert(Self::rank(&entry.key), entry);
+    }
+
+    /// The entry of a key, when set.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.slots.get(&Self::rank(key))
+    }
+
     /// Whether a key is set.
     pub fn has(&self, key: &str) -> bool {
         self.slots.contains_key(&Self::rank(key))

@@ -104,7 +104,7 @@ pub(crate) fn policies(conv: &Converter) -> (Vec<Entry>, String) {
                 Node::Map(vec![Entry::new("inbound", Node::Seq(vec![refuse]))]),
             )
             .comment(format!(
-                "Refuses every request: no one policy enforces every token check of the document ({}); APIM runs them all. Edit the routes by hand.",
+                "Refuses every request: no one policy enforces every check of the document ({}; see the report there); APIM runs them all. Edit the routes by hand.",
                 lines.join(", ")
             )),
         );

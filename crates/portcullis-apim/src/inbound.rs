@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use crate::convert::{Converter, Mark};
+use crate::convert::{holds, Converter, Mark, Section, RESTRICTING};
 use crate::expr::{self, JwtSource, KeyRead};
 use crate::xml::{Attr, Element, Pos};
 use crate::yaml::{Entry, Item, Node};
@@ -663,23 +663,33 @@ impl Converter {
         self.push_step(pos, Place::Shared, entry);
     }
 
-    /// In place of an overriding inbound `set-header` of `name` that is not converted: a delete of
-    /// the header, so that the client's own copy never reaches the backend where APIM always
-    /// replaces it (the statement stays reported, and counted as not converted).
+    /// In place of an overriding (or deleting) `set-header` of `name` that is not converted: a
+    /// delete of the header, so that the client's own copy never reaches the backend (outbound:
+    /// the backend's never reaches the client) where APIM always replaces it (the statement stays
+    /// reported, and counted as not converted).
     pub(crate) fn delete_in_place(&mut self, name: &str, pos: Pos) {
         let tally = self.tally.len().saturating_sub(1);
-        let step = self.delete_step(name, pos, tally);
+        let step = if self.section == Section::Outbound {
+            // the inbound forward-claims check has nothing to do with the response
+            Step {
+                headers: Vec::new(),
+                ..self.delete_step(name, pos, tally, "the backend's")
+            }
+        } else {
+            self.delete_step(name, pos, tally, "the client's own")
+        };
         self.list().push(step);
     }
 
-    /// The `set-header` delete step of [`Self::delete_in_place`].
-    pub(crate) fn delete_step(&self, name: &str, pos: Pos, tally: usize) -> Step {
+    /// The `set-header` delete step of [`Self::delete_in_place`]; `whose` copy of the header it
+    /// removes.
+    pub(crate) fn delete_step(&self, name: &str, pos: Pos, tally: usize, whose: &str) -> Step {
         let entries = vec![
             Entry::new("name", Node::str(name)),
             Entry::new("exists-action", Node::str("delete")),
         ];
         let entry = Entry::new("set-header", Node::Map(entries)).comment(format!(
-            "{}: not converted (see the report); the client's own {name} is removed, as APIM replaces it",
+            "{}: not converted (see the report); {whose} {name} is removed, as APIM replaces it",
             self.origin(pos)
         ));
         Step {
@@ -760,7 +770,10 @@ impl Converter {
             })
             .map(|s| s.pos)
             .next();
-        if let (Some(pos), true) = (shared, self.policies.len() > 1) {
+        // under --apiops no policy is written for an operation whose checks no one policy enforces
+        // (Converter::refused): then the note would name policies that do not exist
+        let written = !self.in_folder || self.refused.is_empty();
+        if let (Some(pos), true) = (shared, written && self.policies.len() > 1) {
             let names: Vec<&str> = self.policies.iter().map(|p| p.name.as_str()).collect();
             let names = names.join(", ");
             self.note(
@@ -815,18 +828,28 @@ impl Converter {
                         JwtSource::Variable(v) => format!("variable \"{v}\", which is not the output-token-variable-name of a converted validate-jwt or validate-azure-ad-token"),
                         JwtSource::Header(h) => format!("header {h}, which no converted validate-jwt or validate-azure-ad-token validates"),
                     };
-                    let why = if element.contains("limit") || element == "quota-by-key" {
+                    let mut why = if element.contains("limit") || element == "quota-by-key" {
                         format!("not converted: keyed on a claim of the token in {token}; the gateway keys limits only on verified claims")
                     } else {
                         format!("not converted: reads a claim of the token in {token}; the gateway reads only verified claims")
                     };
+                    // an answer, or a choose holding a refusal or limit, left out would let
+                    // through requests APIM refuses
+                    let refusing = self.steps[i].entry.as_ref().is_some_and(|e| {
+                        e.key == "return-response"
+                            || (e.key == "choose" && holds(&e.value, RESTRICTING))
+                    });
+                    if refusing {
+                        why.push_str("; it holds a statement that answers, refuses or limits requests, so the routes refuse every request");
+                        self.refused.push(pos);
+                    }
                     self.unsupported(pos, &element, why);
                     self.mark(&self.steps[i].tallies.clone(), Mark::Dropped);
                     let overriding: Vec<Step> = self.steps[i]
                         .headers
                         .iter()
                         .filter(|h| h.overrides)
-                        .map(|h| self.delete_step(&h.name, h.pos, h.tally))
+                        .map(|h| self.delete_step(&h.name, h.pos, h.tally, "the client's own"))
                         .collect();
                     deletes.push((i + 1, overriding));
                     Place::Dropped

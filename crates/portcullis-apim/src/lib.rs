@@ -16,6 +16,7 @@ pub mod expr;
 mod fields;
 pub mod gateway;
 mod inbound;
+mod merge;
 pub mod sources;
 mod transform;
 pub mod xml;

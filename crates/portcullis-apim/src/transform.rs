@@ -7,11 +7,15 @@
 //! Why a statement is left out whole when one of its values or conditions is not recognised: a
 //! header set to a guessed value, or a branch taken on a guessed condition, would send the backend
 //! something APIM never sends. Leaving the statement out is reported (exit 3); nothing is ever
-//! evaluated differently without a report. A `choose` whose branches hold a token check keeps the
+//! evaluated differently without a report. A left-out `set-header` that APIM would use to replace
+//! or remove a header becomes a delete of it, so the copy APIM replaces (the client's inbound, the
+//! backend's outbound) never passes; when its name is unknown the routes refuse every request. A
+//! left-out `choose` holding a statement that refuses or limits requests makes the routes refuse
+//! every request too. A `choose` whose branches hold a token check keeps the
 //! older conversion (each branch's token check its own policy, see [`crate::convert`]), and the new
 //! statements inside such branches are left out, since their condition would not be evaluated.
 
-use crate::convert::{choose_holds, Converter, Mark, Section, ACCESS_CHECKS};
+use crate::convert::{choose_holds, Converter, Mark, Section, RESTRICTING};
 use crate::expr::{self, JwtSource};
 use crate::inbound::{is_token, Place, SetHeader, Step};
 use crate::sources::{self, Cond, Part, Source};
@@ -45,6 +49,14 @@ impl Action {
     }
 }
 
+/// What is known of a `set-header` / `set-query-parameter` that cannot be read whole.
+struct Unread {
+    /// The header name, when readable.
+    name: Option<String>,
+    /// `exists-action`, when readable.
+    action: Option<Action>,
+}
+
 /// A parsed `set-header` / `set-query-parameter`.
 struct Setter<'e> {
     name: String,
@@ -69,11 +81,13 @@ impl Converter {
         true
     }
 
-    /// The name, exists-action and values of a set-header or set-query-parameter.
-    fn setter<'e>(&mut self, el: &'e Element) -> Option<Setter<'e>> {
+    /// The name, exists-action and values of a set-header or set-query-parameter; reported, and
+    /// `Err` with what is known of it, when the statement cannot be converted.
+    fn setter<'e>(&mut self, el: &'e Element) -> Result<Setter<'e>, Unread> {
         let mut name = None;
         let mut action = Action::Override;
         let mut action_attr = None;
+        let mut action_known = true;
         let mut ok = true;
         for a in &el.attrs {
             match a.name.as_str() {
@@ -92,10 +106,12 @@ impl Converter {
                                 format!("\"{other}\" is not override, skip, append or delete; the statement is left out"),
                             );
                             ok = false;
+                            action_known = false;
                             Action::Override
                         }
                         None => {
                             ok = false;
+                            action_known = false;
                             Action::Override
                         }
                     }
@@ -116,17 +132,25 @@ impl Converter {
                 ok = false;
             }
         }
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
+        let name = name.filter(|n| !n.is_empty());
+        let unread = |name: Option<String>| Unread {
+            name,
+            action: action_known.then_some(action),
+        };
+        let Some(name) = name else {
             if el.attr("name").is_none() {
                 self.unsupported(el.pos, &el.name, "has no name; left out");
             }
-            return None;
+            return Err(unread(None));
         };
         if action != Action::Delete && values.is_empty() {
             self.unsupported(el.pos, &el.name, "has no <value>; left out");
-            return None;
+            return Err(unread(Some(name)));
         }
-        ok.then_some(Setter {
+        if !ok {
+            return Err(unread(Some(name)));
+        }
+        Ok(Setter {
             name,
             action,
             action_attr,
@@ -134,10 +158,34 @@ impl Converter {
         })
     }
 
+    /// A `set-header` that is left out whole ([`Self::setter`] could not read it): when APIM may
+    /// replace or remove the header (its exists-action is override, delete, or not known), the
+    /// copy it would replace must not pass: deleted in its place when the name is known, else the
+    /// routes refuse every request ([`Converter::refused`]).
+    fn unread_set_header(&mut self, el: &Element, unread: Unread) {
+        if matches!(unread.action, Some(Action::Skip | Action::Append)) {
+            return;
+        }
+        match unread.name {
+            Some(name) if name.contains("{{") || is_token(&name) => {
+                self.delete_in_place(&name, el.pos)
+            }
+            _ => {
+                self.unsupported(
+                    el.pos,
+                    "set-header",
+                    "the header it replaces or removes is not known, so the routes refuse every request (APIM would not let the client's or backend's copy through)",
+                );
+                self.refused.push(el.pos);
+            }
+        }
+    }
+
     /// `set-header`, inbound or outbound.
     pub(crate) fn set_header(&mut self, el: &Element) {
-        let Some(s) = self.setter(el) else {
-            return;
+        let s = match self.setter(el) {
+            Ok(s) => s,
+            Err(unread) => return self.unread_set_header(el, unread),
         };
         if !(s.name.contains("{{") || is_token(&s.name)) {
             return self.unsupported(
@@ -153,11 +201,11 @@ impl Converter {
                 format!("{} is a hop-by-hop or framing header, which the gateway manages itself; left out", s.name),
             );
         }
-        let overrides = self.section == Section::Inbound && s.action == Action::Override;
+        let replaces = matches!(s.action, Action::Override | Action::Delete);
         let name = s.name.clone();
-        if !self.set_header_converted(el, s) && overrides {
-            // Left out (reported): APIM always replaces the client's header, so the client's own
-            // copy must not reach the backend either.
+        if !self.set_header_converted(el, s) && replaces {
+            // Left out (reported): APIM always replaces (or removes) the header, so the client's
+            // own copy must not reach the backend, nor the backend's the client, either.
             self.delete_in_place(&name, el.pos);
         }
     }
@@ -370,7 +418,7 @@ impl Converter {
         if self.unconditional(el) {
             return;
         }
-        let Some(s) = self.setter(el) else {
+        let Ok(s) = self.setter(el) else {
             return;
         };
         let mut reads = Vec::new();
@@ -527,7 +575,22 @@ impl Converter {
     }
 
     /// `return-response` with `set-status`, `set-header` and `set-body` inside.
+    /// `return-response`; when it is not converted, the routes refuse every request
+    /// ([`Converter::refused`]): left out, the requests APIM answers here (a refusal, often) would
+    /// reach the backend.
     pub(crate) fn return_response(&mut self, el: &Element) {
+        self.return_response_converted(el);
+        if !self.current_emitted() {
+            self.unsupported(
+                el.pos,
+                "return-response",
+                "not converted: APIM answers here without the backend, so the routes refuse every request",
+            );
+            self.refused.push(el.pos);
+        }
+    }
+
+    fn return_response_converted(&mut self, el: &Element) {
         if self.unconditional(el) {
             return;
         }
@@ -574,7 +637,7 @@ impl Converter {
                     }
                 }
                 "set-header" => {
-                    let Some(s) = self.setter(child) else {
+                    let Ok(s) = self.setter(child) else {
                         return self.left_out(el);
                     };
                     if !is_token(&s.name) {
@@ -789,14 +852,14 @@ impl Converter {
                     n += self.tally_of(child, false).len();
                 }
             }
-            if self.section == Section::Inbound && choose_holds(el, ACCESS_CHECKS) {
-                // left out, its ip-filter or check-header would let every caller through
+            if self.section == Section::Inbound && choose_holds(el, RESTRICTING) {
+                // left out, its checks would let through requests APIM refuses or limits
                 self.unsupported(
                     el.pos,
                     "choose",
-                    format!("not converted with the {n} statement(s) in its branches (APIM runs the branch whose condition holds, and running another one, or all, is not the same); it holds an ip-filter or check-header, so a return-response refusing every request (403) takes its place"),
+                    format!("not converted with the {n} statement(s) in its branches (APIM runs the branch whose condition holds, and running another one, or all, is not the same); it holds a statement that refuses or limits requests, so the routes refuse every request"),
                 );
-                return self.refuse_all(el.pos);
+                return self.refused.push(el.pos);
             }
             return self.unsupported(
                 el.pos,

@@ -663,7 +663,7 @@ impl<'f> Builder<'f> {
                 .map(|pos| format!("{}:{}", self.folder.rel(pos.file), pos.line))
                 .collect();
             let why = format!(
-                "its policy has token checks no one gateway policy enforces together ({}; see the findings there), so it is not imported and its requests are answered 404",
+                "its policy has checks no one gateway policy enforces together ({}; see the findings there), so it is not imported and its requests are answered 404",
                 at.join(", ")
             );
             return self.drop_operation(spec, op, &why);

@@ -314,3 +314,39 @@ fn order_revisions_and_unreachable_operations() {
         .iter()
         .all(|w| w.severity != portcullis_config::Severity::Error));
 }
+
+/// Limits around two token checks no one policy enforces: under --apiops the operation is not
+/// imported and no policy is written for it, so no note names policies the limits went into.
+#[test]
+fn limits_note_names_only_policies_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    minimal(dir);
+    let key =
+        "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    write(
+        dir,
+        "apis/echo/policy.xml",
+        &format!(
+            r#"<policies><inbound><base /><rate-limit-by-key calls="5" renewal-period="60" counter-key="@(context.Request.IpAddress)" /><validate-jwt header-name="Authorization">{key}</validate-jwt></inbound></policies>"#
+        ),
+    );
+    write(
+        dir,
+        "apis/echo/operations/ping/policy.xml",
+        &format!(
+            r#"<policies><inbound><base /><validate-jwt header-name="Authorization" failed-validation-httpcode="403">{key}</validate-jwt></inbound></policies>"#
+        ),
+    );
+    let import = apiops::import(dir, &Options::default()).unwrap();
+    let report = import.report.to_string();
+    assert!(
+        report.contains("unsupported operation: GET /ping: its policy has checks no one gateway policy enforces together"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("written into every converted policy"),
+        "{report}"
+    );
+    assert!(!import.yaml.contains("echo.ping"), "{}", import.yaml);
+}

@@ -523,10 +523,11 @@ fn unusable_checks_are_reported_not_converted() {
 fn a_second_token_check_makes_the_routes_refuse_every_request() {
     let key =
         "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    // not merged: the second answers 403 where the first answers 401
     let xml = format!(
         r#"<policies><inbound>
         <validate-jwt header-name="Authorization">{key}</validate-jwt>
-        <validate-jwt header-name="Authorization">{key}<required-claims><claim name="roles"><value>admin</value></claim></required-claims></validate-jwt>
+        <validate-jwt header-name="Authorization" failed-validation-httpcode="403">{key}<required-claims><claim name="roles"><value>admin</value></claim></required-claims></validate-jwt>
     </inbound></policies>"#
     );
     let conv = convert(&xml, "two.xml", &[]).unwrap();
@@ -534,7 +535,7 @@ fn a_second_token_check_makes_the_routes_refuse_every_request() {
     let report = conv.stderr("two.xml");
     assert!(
         report
-            .contains("two.xml:3:9: unsupported validate-jwt: a second token check in one policy"),
+            .contains("two.xml:3:9: unsupported validate-jwt: a second token check in one policy (APIM runs both; the gateway validates one token per policy, and the two are not merged: they do not read the token in the same way (failed-validation-httpcode differ))"),
         "{report}"
     );
     assert!(
@@ -594,4 +595,131 @@ fn an_allow_list_nobody_is_on_refuses_every_caller() {
     )
     .unwrap();
     assert!(!conv.yaml.contains("return-response"), "{}", conv.yaml);
+}
+
+/// A `choose` left out (its condition is not converted) whose branches hold, at any depth, a
+/// statement that refuses or limits requests fails closed: the routes use `c-refused` (403 to every
+/// request) instead of letting through the requests APIM refuses or limits. One holding only
+/// request transforms is only reported.
+#[test]
+fn a_left_out_choose_holding_a_refusal_or_limit_refuses_every_request() {
+    let key =
+        "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    let restricting: [String; 7] = [
+        r#"<return-response><set-status code="403" reason="Forbidden" /></return-response>"#
+            .to_owned(),
+        r#"<rate-limit calls="5" renewal-period="60" />"#.to_owned(),
+        r#"<rate-limit-by-key calls="5" renewal-period="60" counter-key="@(context.Request.IpAddress)" />"#.to_owned(),
+        r#"<quota calls="5" renewal-period="60" />"#.to_owned(),
+        r#"<quota-by-key calls="5" renewal-period="60" counter-key="@(context.Request.IpAddress)" />"#.to_owned(),
+        r#"<ip-filter action="forbid"><address>10.0.0.1</address></ip-filter>"#.to_owned(),
+        r#"<check-header name="X-Key" failed-check-httpcode="401" failed-check-error-message="no"><value>k</value></check-header>"#.to_owned(),
+    ];
+    // (a choose holding a token check is never left out: see
+    // a_second_token_check_makes_the_routes_refuse_every_request)
+    let unknown = r#"<when condition="@(context.Request.Url.Path.Contains(&quot;admin&quot;))">"#;
+    for statement in &restricting {
+        // in a branch, and two levels down in a choose with converted conditions
+        for inner in [
+            statement.clone(),
+            format!(
+                r#"<choose><when condition="@(context.Request.Method == &quot;POST&quot;)"><set-header name="X-A"><value>a</value></set-header>{statement}</when></choose>"#
+            ),
+        ] {
+            let xml = format!(
+                r#"<policies><inbound><choose>{unknown}<set-header name="X-B"><value>b</value></set-header></when><otherwise>{inner}</otherwise></choose></inbound></policies>"#
+            );
+            let conv = convert(&xml, "c.xml", &[]).unwrap();
+            let report = conv.stderr("c.xml");
+            assert!(!conv.is_complete(), "{report}");
+            assert!(
+                report.contains("c.xml:1:20: unsupported choose: not converted with the")
+                    && report.contains("it holds a statement that refuses or limits requests"),
+                "{statement}: {report}"
+            );
+            let model = load(&conv, "c.yaml");
+            assert_eq!(routed(&model).policy.name, "c-refused", "{statement}");
+        }
+    }
+    // only request transforms: left out and reported, the route keeps its policy
+    let xml = format!(
+        r#"<policies><inbound><validate-jwt header-name="Authorization">{key}</validate-jwt><choose>{unknown}<set-header name="X-B" exists-action="skip"><value>b</value></set-header></when></choose></inbound></policies>"#
+    );
+    let conv = convert(&xml, "c.xml", &[]).unwrap();
+    let report = conv.stderr("c.xml");
+    assert!(
+        report.contains("unsupported choose: left out with the 1 statement(s)"),
+        "{report}"
+    );
+    let model = load(&conv, "c.yaml");
+    assert_eq!(routed(&model).policy.name, "c");
+}
+
+/// Two validate-jwt reading the same token the same way (the API's audience check, the
+/// operation's role) are merged into one policy deciding as APIM's two: issuers both accept (the
+/// intersection), audiences both accept (the list held by the other), every required claim of
+/// both. Where one policy cannot decide so (no issuer in common, audiences neither holding the
+/// other, other keys or switches, a limit between them), the routes refuse every request.
+#[test]
+fn two_token_checks_reading_one_token_alike_are_merged() {
+    let key =
+        "<issuer-signing-keys><key>c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0</key></issuer-signing-keys>";
+    let check = |extra: &str| {
+        format!(
+            r#"<validate-jwt header-name="Authorization" failed-validation-httpcode="401" failed-validation-error-message="Unauthorized">{key}{extra}</validate-jwt>"#
+        )
+    };
+    let api = check(
+        "<audiences><audience>api://a</audience><audience>api://b</audience></audiences><issuers><issuer>https://i1</issuer><issuer>https://i2</issuer></issuers><required-claims><claim name=\"scp\" separator=\" \"><value>read</value></claim></required-claims>",
+    );
+    let op = check(
+        "<audiences><audience>api://b</audience></audiences><issuers><issuer>https://i2</issuer><issuer>https://i3</issuer></issuers><required-claims><claim name=\"roles\" match=\"any\"><value>admin</value></claim></required-claims>",
+    );
+    let xml = format!("<policies><inbound>\n{api}\n{op}\n</inbound></policies>");
+    let conv = convert(&xml, "two.xml", &[]).unwrap();
+    let report = conv.stderr("two.xml");
+    assert!(conv.is_complete(), "{report}");
+    assert!(
+        report.contains("two.xml:3:1: note validate-jwt: merged into policy `two`"),
+        "{report}"
+    );
+    let model = load(&conv, "two.yaml");
+    assert_eq!(model.policies.len(), 1, "{}", conv.yaml);
+    let p = &routed(&model).policy;
+    assert_eq!(p.name, "two");
+    assert_eq!(p.issuers, ["https://i2"]);
+    assert_eq!(p.audiences, ["api://b"]);
+    let claims: Vec<&str> = p.required_claims.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(claims, ["scp", "roles"]);
+
+    // fail closed where one policy cannot decide as both
+    let disjoint = check("<issuers><issuer>https://i9</issuer></issuers>");
+    let crossing =
+        check("<audiences><audience>api://a</audience><audience>api://c</audience></audiences>");
+    let other_key = r#"<validate-jwt header-name="Authorization" failed-validation-httpcode="401" failed-validation-error-message="Unauthorized"><issuer-signing-keys><key>b3RoZXJvdGhlcm90aGVyb3RoZXJvdGhlcg==</key></issuer-signing-keys></validate-jwt>"#;
+    let query = format!(
+        r#"<validate-jwt query-parameter-name="token" failed-validation-httpcode="401" failed-validation-error-message="Unauthorized">{key}</validate-jwt>"#
+    );
+    let limit = format!(
+        r#"<rate-limit-by-key calls="5" renewal-period="60" counter-key="@(context.Request.IpAddress)" />{op}"#
+    );
+    for (second, why) in [
+        (disjoint, "no issuer is in both issuers lists"),
+        (crossing, "neither audiences list holds the other"),
+        (other_key.to_owned(), "(issuer-signing-keys differ)"),
+        (query, "(header-name, query-parameter-name differ)"),
+        (limit, "answers, refuses or limits requests between them"),
+    ] {
+        let xml = format!("<policies><inbound>\n{api}\n{second}\n</inbound></policies>");
+        let conv = convert(&xml, "two.xml", &[]).unwrap();
+        let report = conv.stderr("two.xml");
+        assert!(!conv.is_complete(), "{report}");
+        assert!(
+            report.contains("unsupported validate-jwt: a second token check in one policy")
+                && report.contains(why),
+            "{why}: {report}"
+        );
+        let model = load(&conv, "two.yaml");
+        assert_eq!(routed(&model).policy.name, "two-refused", "{why}");
+    }
 }

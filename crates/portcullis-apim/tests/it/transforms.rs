@@ -8,14 +8,20 @@ use serde_json::{json, Value};
 
 use crate::corpus;
 
-/// The converted policy (the only one in these documents), parsed back from the YAML.
+/// The converted policy (the only one in these documents besides the refusing `NAME-refused`,
+/// which the route then uses), parsed back from the YAML.
 fn policy(conv: &portcullis_apim::Conversion, name: &str) -> Value {
     let value: Value = serde_saphyr::from_str(&conv.yaml)
         .unwrap_or_else(|e| panic!("{name}: emitted YAML does not parse: {e}\n{}", conv.yaml));
-    let policies = value["policies"].as_object().expect("policies");
+    let mut policies = value["policies"].as_object().expect("policies").clone();
+    let refusing = policies.keys().find(|k| k.ends_with("-refused")).cloned();
+    if let Some(r) = &refusing {
+        policies.remove(r);
+    }
     assert_eq!(policies.len(), 1, "{name}: {policies:?}");
     let (pname, policy) = policies.iter().next().unwrap();
-    assert_eq!(value["routes"][0]["policy"], json!(pname), "{name}");
+    let routed = refusing.as_ref().unwrap_or(pname);
+    assert_eq!(value["routes"][0]["policy"], json!(routed), "{name}");
     policy.clone()
 }
 
@@ -296,6 +302,11 @@ fn debug_headers() {
 
 #[test]
 fn partner_api_unsupported() {
+    // the choose answering without the backend is left out: the route refuses every request
+    let conv = corpus::convert("34-partner-api-unsupported.xml");
+    assert!(conv
+        .yaml
+        .contains("    policy: \"34-partner-api-unsupported-refused\""));
     check(
         "34-partner-api-unsupported.xml",
         json!({
@@ -419,9 +430,13 @@ fn outbound_takes_only_outbound_statements_and_no_claims() {
         err.contains("p.xml:4:1: unsupported rewrite-uri: not converted in <outbound>"),
         "{err}"
     );
+    // X-Sub is left out: APIM replaces the backend's X-Sub, so the backend's copy is removed
     assert_eq!(
         v["policies"]["p"]["outbound"],
-        json!([{"choose": [{"when": {"status": [404]}, "steps": [{"set-header": {"name": "X-Missing", "value": "1"}}]}]}])
+        json!([
+            {"set-header": {"name": "X-Sub", "exists-action": "delete"}},
+            {"choose": [{"when": {"status": [404]}, "steps": [{"set-header": {"name": "X-Missing", "value": "1"}}]}]}
+        ])
     );
     // a response status in inbound has no meaning: the choose is left out with its statement
     let (conv, _) = inline(
@@ -449,6 +464,46 @@ fn statements_in_a_choose_holding_a_token_check_are_not_made_unconditional() {
         "{}",
         conv.yaml
     );
+    // the return-response left out: APIM answers GETs without the backend, so the route refuses
+    assert_eq!(
+        v["routes"][0]["policy"],
+        json!("p-refused"),
+        "{}",
+        conv.yaml
+    );
+}
+
+/// A `return-response` that is not converted (a value, an element, a claim of a token no
+/// converted check validates) would let the requests APIM answers reach the backend: the routes
+/// refuse every request instead.
+#[test]
+fn return_responses_not_converted_refuse_every_request() {
+    for xml in [
+        r#"<policies><inbound><return-response><set-status code="401" reason="Unauthorized" /><set-header name="WWW-Authenticate" exists-action="override"><value>@("Bearer realm=" + context.Api.Name)</value></set-header></return-response></inbound></policies>"#,
+        r#"<policies><inbound><return-response response-variable-name="r" /></inbound></policies>"#,
+        r#"<policies><inbound><choose><when condition="@(context.Request.Method == &quot;DELETE&quot;)"><return-response><set-status code="403" /><set-body template="liquid">no</set-body></return-response></when></choose></inbound></policies>"#,
+        r#"<policies><inbound><choose><when condition="@(context.Request.Headers.GetValueOrDefault(&quot;Authorization&quot;,&quot;&quot;).AsJwt()?.Claims.GetValueOrDefault(&quot;blocked&quot;, &quot;&quot;) == &quot;yes&quot;)"><return-response><set-status code="403" /></return-response></when></choose></inbound></policies>"#,
+    ] {
+        let (conv, v) = inline(xml);
+        let report = conv.stderr("p.xml");
+        assert!(!conv.is_complete(), "{report}");
+        assert!(
+            report.contains("so the routes refuse every request"),
+            "{report}"
+        );
+        assert_eq!(
+            v["routes"][0]["policy"],
+            json!("p-refused"),
+            "{xml}\n{}",
+            conv.yaml
+        );
+    }
+    // converted: served as APIM answers
+    let (conv, v) = inline(
+        r#"<policies><inbound><return-response><set-status code="401" reason="Unauthorized" /></return-response></inbound></policies>"#,
+    );
+    assert!(conv.is_complete(), "{}", conv.stderr("p.xml"));
+    assert_eq!(v["routes"][0]["policy"], json!("p"));
 }
 
 #[test]
@@ -507,6 +562,53 @@ fn connection_headers_convert_and_empty_answers_have_no_body() {
     // the gateway's config takes them
     portcullis_config::load_str(&conv.yaml, std::path::Path::new("p.yaml"))
         .unwrap_or_else(|d| panic!("{d:?}\n{}", conv.yaml));
+}
+
+/// A `set-header` that cannot be read whole (an expression in `exists-action` or `name`, an
+/// unknown attribute): when APIM may replace or remove the header, the copy it replaces never passes
+/// (inbound: the client's, outbound: the backend's): deleted in its place when the name is known,
+/// else the routes refuse every request. A readable `skip` or `append` is left out alone.
+#[test]
+fn unreadable_set_headers_delete_or_refuse() {
+    let xml = r#"<policies><inbound>
+<set-header name="X-Role" exists-action="@(context.Variables.ContainsKey(&quot;r&quot;) ? &quot;skip&quot; : &quot;override&quot;)"><value>user</value></set-header>
+<set-header name="X-Tier" exists-action="override" foo="bar"><value>gold</value></set-header>
+<set-header name="X-Kept" exists-action="skip" foo="bar"><value>k</value></set-header>
+</inbound><outbound>
+<set-header name="X-Backend" exists-action="@(&quot;override&quot;)"><value>v</value></set-header>
+<set-header name="X-Out" exists-action="override"><value>@(context.Response.Body.As&lt;string&gt;())</value></set-header>
+</outbound></policies>"#;
+    let conv = portcullis_apim::convert(xml, "hdr.xml", &[]).unwrap();
+    assert!(!conv.is_complete());
+    let delete = |name: &str| json!({"set-header": {"name": name, "exists-action": "delete"}});
+    let p = policy(&conv, "hdr.xml");
+    assert_eq!(p["inbound"], json!([delete("X-Role"), delete("X-Tier")]));
+    assert_eq!(p["outbound"], json!([delete("X-Backend"), delete("X-Out")]));
+    assert!(
+        conv.yaml
+            .contains("not converted (see the report); the backend's X-Backend is removed"),
+        "{}",
+        conv.yaml
+    );
+    // the name itself is an expression: no one knows which header APIM replaces
+    for section in ["inbound", "outbound"] {
+        let xml = format!(
+            r#"<policies><{section}><set-header name="@((string)context.Variables[&quot;h&quot;])" exists-action="override"><value>1</value></set-header></{section}></policies>"#
+        );
+        let conv = portcullis_apim::convert(&xml, "name.xml", &[]).unwrap();
+        let report = conv.stderr("name.xml");
+        assert!(
+            report.contains("unsupported set-header: the header it replaces or removes is not known, so the routes refuse every request"),
+            "{report}"
+        );
+        let v: Value = serde_saphyr::from_str(&conv.yaml).unwrap();
+        assert_eq!(v["routes"][0]["policy"], json!("name-refused"), "{section}");
+    }
+    // a skip with an unreadable name is left out alone (APIM keeps the client's copy)
+    let (conv, v) = inline(
+        r#"<set-header name="@(&quot;X-A&quot;)" exists-action="skip"><value>1</value></set-header>"#,
+    );
+    assert_eq!(v["routes"][0]["policy"], json!("none"), "{}", conv.yaml);
 }
 
 /// An overriding `set-header` left out (a value not converted, a claim of a token no converted

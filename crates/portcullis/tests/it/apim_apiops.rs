@@ -695,8 +695,9 @@ async fn a_choose_on_the_method_gives_each_operation_its_branchs_token_check() {
     assert_eq!(backend.requests().len(), 2);
 }
 
-/// Two token checks in one composed policy (the API's, and the operation's adding a claim): APIM
-/// runs both; no one gateway policy does, so the operation is not imported (404), reported.
+/// Two token checks in one composed policy (the API's, and the operation's adding a claim) that
+/// read the token differently (here: the operation's answers 403): APIM runs both; no one gateway
+/// policy does, so the operation is not imported (404), reported.
 #[tokio::test]
 async fn two_token_checks_in_one_policy_leave_the_operation_out() {
     let backend = Backend::start().unwrap();
@@ -706,7 +707,10 @@ async fn two_token_checks_in_one_policy_leave_the_operation_out() {
     );
     let admin = format!(
         "<policies><inbound><base />{}</inbound><backend><base /></backend></policies>",
-        scope_check("orders.admin")
+        scope_check("orders.admin").replace(
+            "<validate-jwt ",
+            r#"<validate-jwt failed-validation-httpcode="403" "#
+        )
     );
     let dir = orders_folder(
         &[("GET", "/orders", "list"), ("GET", "/admin", "admin")],
@@ -720,7 +724,7 @@ async fn two_token_checks_in_one_policy_leave_the_operation_out() {
         "{report}"
     );
     assert!(
-        report.contains("unsupported operation: GET /admin: its policy has token checks no one gateway policy enforces together (apis/orders/operations/admin/policy.xml:1"),
+        report.contains("unsupported operation: GET /admin: its policy has checks no one gateway policy enforces together (apis/orders/operations/admin/policy.xml:1"),
         "{report}"
     );
     assert!(!import.yaml.contains("orders.admin"), "{}", import.yaml);
@@ -733,10 +737,72 @@ async fn two_token_checks_in_one_policy_leave_the_operation_out() {
     assert_eq!(only(&backend).path, "/orders");
 }
 
+/// The API's validate-jwt checks the audience, the admin operation's adds a required role, both
+/// on the same token with the same key: merged into one policy for the operation, which refuses a
+/// token without the role (401) and passes one with it, as APIM's two checks do; the other
+/// operation keeps the API's check alone.
+#[tokio::test]
+async fn two_token_checks_reading_one_token_alike_merge() {
+    let backend = Backend::start().unwrap();
+    let check = |rules: &str| {
+        format!(
+            r#"<validate-jwt header-name="Authorization" failed-validation-httpcode="401" failed-validation-error-message="Unauthorized. Access token is missing or invalid."><issuer-signing-keys><key>{JWT_KEY}</key></issuer-signing-keys>{rules}</validate-jwt>"#
+        )
+    };
+    let api = format!(
+        "<policies><inbound><base />{}</inbound><backend><forward-request /></backend></policies>",
+        check("<audiences><audience>api://orders</audience></audiences>")
+    );
+    let admin = format!(
+        "<policies><inbound><base />{}</inbound><backend><base /></backend></policies>",
+        check(
+            r#"<required-claims><claim name="roles" match="any"><value>Orders.Admin</value></claim></required-claims>"#
+        )
+    );
+    let dir = orders_folder(
+        &[("GET", "/orders", "list"), ("GET", "/admin", "admin")],
+        &[("policy.xml", api), ("operations/admin/policy.xml", admin)],
+    );
+    let import = import_orders(&dir, &backend);
+    let report = import.report.to_string();
+    assert!(import.complete, "{report}");
+    assert!(
+        report.contains(
+            "apis/orders/operations/admin/policy.xml:1:28: note validate-jwt: merged into policy"
+        ),
+        "{report}"
+    );
+    let gw = gateway(&import, &[]).await;
+    let bearer = |claims| format!("Bearer {}", hs_token(claims));
+    let user = bearer(json!({"aud": "api://orders", "roles": ["Orders.Read"]}));
+    let admin = bearer(json!({"aud": "api://orders", "roles": ["Orders.Read", "Orders.Admin"]}));
+    let other_api = bearer(json!({"aud": "api://billing", "roles": ["Orders.Admin"]}));
+    for (path, token, status) in [
+        ("/orders/admin", &user, 401),
+        ("/orders/admin", &other_api, 401),
+        ("/orders/admin", &admin, 200),
+        ("/orders/orders", &user, 200),
+        ("/orders/orders", &other_api, 401),
+    ] {
+        let r = get(&gw, path, &[("Authorization", token)]).await;
+        assert_eq!(r.status(), status, "{path} {token}");
+        if status == 401 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(
+                body,
+                json!({"statusCode": 401, "message": "Unauthorized. Access token is missing or invalid."})
+            );
+        }
+    }
+    let paths: Vec<String> = backend.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/admin", "/orders"]);
+}
+
 /// Checks the importer cannot evaluate fail closed: an `ip-filter` allow list whose only address is
-/// an expression, or inside a `choose` whose condition is not converted, refuses every caller
-/// (403, as the gateway's ip-filter does); an overriding `set-header` whose value is not converted
-/// removes the client's own copy of the header (APIM always replaces it).
+/// an expression refuses every caller (403, as the gateway's ip-filter does); inside a `choose`
+/// whose condition is not converted, the operation is not imported (404); an overriding
+/// `set-header` whose value is not converted removes the client's own copy of the header (APIM
+/// always replaces it).
 #[tokio::test]
 async fn unconvertible_allow_lists_refuse_and_unconvertible_overrides_delete() {
     let backend = Backend::start().unwrap();
@@ -773,12 +839,11 @@ async fn unconvertible_allow_lists_refuse_and_unconvertible_overrides_delete() {
     let import = import_orders(&dir, &backend);
     assert!(!import.complete);
     let gw = gateway(&import, &[]).await;
-    for path in ["/orders/expr", "/orders/choose"] {
-        let r = get(&gw, path, &[]).await;
-        assert_eq!(r.status(), 403, "{path}");
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body, json!({"statusCode": 403, "message": "Forbidden"}));
-    }
+    let r = get(&gw, "/orders/expr", &[]).await;
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"statusCode": 403, "message": "Forbidden"}));
+    assert_eq!(get(&gw, "/orders/choose", &[]).await.status(), 404);
     assert!(backend.requests().is_empty());
     let r = get(
         &gw,
@@ -871,4 +936,122 @@ async fn a_call_without_a_key_runs_in_the_open_products_context() {
     .await;
     assert_eq!(r.status(), 200);
     assert_eq!(only(&backend).header("x-product"), Some("gold"));
+}
+
+/// A `choose` whose condition is not converted, holding (at any depth) a statement that refuses or
+/// limits requests: leaving it out would let through what APIM refuses, so the operation is not
+/// imported (404, reported at the choose); one holding only a request transform is left out with a
+/// report and the operation is served.
+#[tokio::test]
+async fn a_left_out_choose_holding_a_refusal_leaves_the_operation_out() {
+    let backend = Backend::start().unwrap();
+    let wrap = |inbound: &str| {
+        format!("<policies><inbound><base />{inbound}</inbound><backend><forward-request /></backend></policies>")
+    };
+    let unknown = r#"<when condition="@(context.Request.Url.Path.Contains(&quot;admin&quot;))">"#;
+    let dir = orders_folder(
+        &[
+            ("GET", "/refusing", "refusing"),
+            ("GET", "/limited", "limited"),
+            ("GET", "/shaping", "shaping"),
+        ],
+        &[
+            (
+                "operations/refusing/policy.xml",
+                wrap(&format!(
+                    r#"<choose><when condition="@(context.Request.Method == &quot;GET&quot;)"><choose>{unknown}<return-response><set-status code="403" reason="Forbidden" /></return-response></when></choose></when></choose>"#
+                )),
+            ),
+            (
+                "operations/limited/policy.xml",
+                wrap(&format!(
+                    r#"<choose>{unknown}<rate-limit-by-key calls="1" renewal-period="60" counter-key="@(context.Request.IpAddress)" /></when></choose>"#
+                )),
+            ),
+            (
+                "operations/shaping/policy.xml",
+                wrap(&format!(
+                    r#"<choose>{unknown}<set-header name="X-Admin" exists-action="skip"><value>yes</value></set-header></when></choose>"#
+                )),
+            ),
+        ],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let report = import.report.to_string();
+    for (op, line) in [
+        ("refusing", "apis/orders/operations/refusing/policy.xml:1;"),
+        ("limited", "apis/orders/operations/limited/policy.xml:1;"),
+    ] {
+        assert!(
+            report.contains(&format!("unsupported operation: GET /{op}: its policy has checks no one gateway policy enforces together ({line}")),
+            "{report}"
+        );
+    }
+    assert!(
+        report.contains("operations/shaping/policy.xml:1:28: unsupported choose: left out with the 1 statement(s)"),
+        "{report}"
+    );
+    let gw = gateway(&import, &[]).await;
+    for path in ["/orders/refusing", "/orders/limited"] {
+        assert_eq!(get(&gw, path, &[]).await.status(), 404, "{path}");
+    }
+    assert!(backend.requests().is_empty());
+    let r = get(&gw, "/orders/shaping", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(only(&backend).path, "/shaping");
+}
+
+/// A `set-header` that cannot be read whole is left out, but the copy APIM would replace never
+/// passes: the client's `X-Role` (exists-action an expression) never reaches the backend, the
+/// backend's `X-Internal-Route` (outbound override of an unconverted value) never reaches the
+/// client.
+#[tokio::test]
+async fn unreadable_set_headers_never_pass_the_copy_apim_replaces() {
+    let backend = Backend::start().unwrap();
+    backend.set_response_header("X-Internal-Route", "pod-7.internal");
+    let policy = r#"<policies><inbound><base /><set-header name="X-Role" exists-action="@(context.Variables.ContainsKey(&quot;r&quot;) ? &quot;skip&quot; : &quot;override&quot;)"><value>user</value></set-header></inbound><backend><forward-request /></backend><outbound><set-header name="X-Internal-Route" exists-action="override"><value>@(context.Deployment.Region)</value></set-header></outbound></policies>"#;
+    let dir = orders_folder(
+        &[("GET", "/orders", "list")],
+        &[("policy.xml", policy.to_owned())],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let gw = gateway(&import, &[]).await;
+    let r = get(&gw, "/orders/orders", &[("X-Role", "admin")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-internal-route"), None);
+    let got = only(&backend);
+    assert_eq!(got.header("x-role"), None);
+}
+
+/// A `return-response` that is not converted (its `WWW-Authenticate` value is an expression):
+/// APIM answers 401 without the backend, so the operation is not imported (404) rather than
+/// forwarded; the other operation is served.
+#[tokio::test]
+async fn a_return_response_not_converted_leaves_the_operation_out() {
+    let backend = Backend::start().unwrap();
+    let policy = r#"<policies><inbound><base /><return-response><set-status code="401" reason="Unauthorized" /><set-header name="WWW-Authenticate" exists-action="override"><value>@("Bearer realm=" + context.Api.Name)</value></set-header></return-response></inbound><backend><base /></backend></policies>"#;
+    let dir = orders_folder(
+        &[("GET", "/legacy", "legacy"), ("GET", "/orders", "list")],
+        &[
+            (
+                "policy.xml",
+                "<policies><inbound><base /></inbound><backend><forward-request /></backend></policies>".to_owned(),
+            ),
+            ("operations/legacy/policy.xml", policy.to_owned()),
+        ],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let report = import.report.to_string();
+    assert!(
+        report.contains("unsupported return-response: not converted: APIM answers here without the backend, so the routes refuse every request"),
+        "{report}"
+    );
+    let gw = gateway(&import, &[]).await;
+    assert_eq!(get(&gw, "/orders/legacy", &[]).await.status(), 404);
+    assert!(backend.requests().is_empty());
+    assert_eq!(get(&gw, "/orders/orders", &[]).await.status(), 200);
+    assert_eq!(only(&backend).path, "/orders");
 }

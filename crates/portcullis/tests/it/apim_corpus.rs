@@ -696,22 +696,45 @@ async fn spa_preflight_token_and_limits() {
     assert_eq!(r.status(), 401);
 }
 
-/// Corpus 34: what converts (token check, header from the route parameter, rewrite with a claim)
-/// behaves as in APIM; what was reported and left out (subscription limit, cache, timestamp header,
-/// body-dependent branch) does nothing.
+/// Corpus 34: the body-dependent branch answers without the backend (a `return-response`) and is
+/// left out, so the route refuses every request (`-refused`), as a valid token shows. Pointed at
+/// the converted policy by hand, what converts (token check, header from the route parameter,
+/// rewrite with a claim) behaves as in APIM; what was reported and left out (cache, timestamp
+/// header, the branch) does nothing.
 #[tokio::test]
 async fn partner_api_keeps_what_converts() {
     let backend = Backend::start().unwrap();
+    let t =
+        token(json!({"sub": "p", "partner_id": "north wind", "exp": crate::support::now() + 600}));
+    let name = "34-partner-api-unsupported";
     let gw = gateway(
-        "34-partner-api-unsupported.xml",
+        &format!("{name}.xml"),
         "/orders/{orderId}",
         &backend.url(),
         &[],
         &[],
     )
     .await;
-    let t =
-        token(json!({"sub": "p", "partner_id": "north wind", "exp": crate::support::now() + 600}));
+    let r = get(
+        &gw,
+        "/orders/o-7",
+        &[("Authorization", &format!("Bearer {t}"))],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(backend.request_count(), 0);
+    let by_hand = [(
+        "policy: \"34-partner-api-unsupported-refused\"",
+        format!("policy: \"{name}\""),
+    )];
+    let gw = gateway(
+        &format!("{name}.xml"),
+        "/orders/{orderId}",
+        &backend.url(),
+        &by_hand,
+        &[],
+    )
+    .await;
     let r = get(
         &gw,
         "/orders/o-7?x=1",

@@ -15,7 +15,7 @@
 //! older conversion (each branch's token check its own policy, see [`crate::convert`]), and the new
 //! statements inside such branches are left out, since their condition would not be evaluated.
 
-use crate::convert::{choose_holds, Converter, Mark, Section, RESTRICTING};
+use crate::convert::{choose_refuses, choose_restricts, Converter, Mark, Section};
 use crate::expr::{self, JwtSource};
 use crate::inbound::{is_token, Place, SetHeader, Step};
 use crate::sources::{self, Cond, Part, Source};
@@ -852,7 +852,7 @@ impl Converter {
                     n += self.tally_of(child, false).len();
                 }
             }
-            if self.section == Section::Inbound && choose_holds(el, RESTRICTING) {
+            if (self.section == Section::Inbound && choose_restricts(el)) || choose_refuses(el) {
                 // left out, its checks would let through requests APIM refuses or limits
                 self.unsupported(
                     el.pos,

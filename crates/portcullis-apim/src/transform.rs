@@ -413,13 +413,70 @@ impl Converter {
         }
     }
 
-    /// `set-query-parameter`.
+    /// `set-query-parameter`. One that is left out while APIM replaces or removes the parameter
+    /// (exists-action override, delete, or not known) must not let the client's own copy through:
+    /// a delete of the parameter takes its place, or, with no readable name, the routes refuse every
+    /// request ([`Converter::refused`]), as for `set-header`.
     pub(crate) fn set_query_parameter(&mut self, el: &Element) {
-        if self.unconditional(el) {
+        let unread = match self.set_query_parameter_converted(el) {
+            Ok(()) => return,
+            Err(unread) => unread,
+        };
+        if matches!(unread.action, Some(Action::Skip | Action::Append)) {
             return;
         }
-        let Ok(s) = self.setter(el) else {
-            return;
+        match unread.name {
+            Some(name) if !name.chars().any(char::is_control) => {
+                let entries = vec![
+                    Entry::new("name", Node::str(name.clone())),
+                    Entry::new("exists-action", Node::str("delete")),
+                ];
+                let entry = Entry::new("set-query-parameter", Node::Map(entries)).comment(format!(
+                    "{}: not converted (see the report); the client's own {name} is removed, as APIM replaces it",
+                    self.origin(el.pos)
+                ));
+                // not counted as converted: the statement itself is left out
+                self.list().push(Step {
+                    pos: el.pos,
+                    place: Place::Shared,
+                    entry: Some(entry),
+                    tallies: Vec::new(),
+                    headers: Vec::new(),
+                });
+            }
+            _ => {
+                self.unsupported(
+                    el.pos,
+                    "set-query-parameter",
+                    "the parameter it replaces or removes is not known, so the routes refuse every request (APIM would not let the client's copy through)",
+                );
+                self.refused.push(el.pos);
+            }
+        }
+    }
+
+    /// The conversion of [`Self::set_query_parameter`]; `Err` (reported) with what is known of a
+    /// statement left out.
+    fn set_query_parameter_converted(&mut self, el: &Element) -> Result<(), Unread> {
+        if self.unconditional(el) {
+            // what the setter would read, without reporting it again
+            let action = match el.attr("exists-action").map(|a| a.value.trim()) {
+                None | Some("override") => Some(Action::Override),
+                Some("skip") => Some(Action::Skip),
+                Some("append") => Some(Action::Append),
+                Some("delete") => Some(Action::Delete),
+                Some(_) => None,
+            };
+            let name = el
+                .attr("name")
+                .map(|a| a.value.trim().to_owned())
+                .filter(|n| !n.is_empty() && !expr::is_expression(n));
+            return Err(Unread { name, action });
+        }
+        let s = self.setter(el)?;
+        let left_out = Unread {
+            name: Some(s.name.clone()),
+            action: Some(s.action),
         };
         let mut reads = Vec::new();
         let mut entries = vec![Entry::new("name", Node::str(s.name.clone()))];
@@ -427,14 +484,15 @@ impl Converter {
             entries.push(Entry::new("exists-action", Node::str(s.action.name())));
         }
         if s.action != Action::Delete && !self.values_entry(&s.values, &mut entries, &mut reads) {
-            return;
+            return Err(left_out);
         }
         let Some(place) = self.place_of(&reads, el) else {
-            return;
+            return Err(left_out);
         };
         let entry =
             Entry::new("set-query-parameter", Node::Map(entries)).comment(self.origin(el.pos));
         self.push_step(el.pos, place, entry);
+        Ok(())
     }
 
     /// `rewrite-uri template copy-unmatched-params`.

@@ -1131,3 +1131,44 @@ async fn unconverted_access_checks_leave_the_operation_out() {
     }
     assert_eq!(backend.requests().len(), 2);
 }
+
+/// An overriding `set-query-parameter` whose value is not converted removes the client's own copy
+/// of the parameter (APIM always replaces it), keeping the rest of the query; one whose name is an
+/// expression leaves the operation out (404).
+#[tokio::test]
+async fn unconverted_query_overrides_never_pass_the_clients_copy() {
+    let backend = Backend::start().unwrap();
+    let wrap = |inbound: &str| {
+        format!("<policies><inbound><base />{inbound}</inbound><backend><forward-request /></backend></policies>")
+    };
+    let dir = orders_folder(
+        &[("GET", "/value", "value"), ("GET", "/name", "name")],
+        &[
+            (
+                "operations/value/policy.xml",
+                wrap(
+                    r#"<set-query-parameter name="tenant" exists-action="override"><value>@(context.Request.Body.As&lt;string&gt;())</value></set-query-parameter>"#,
+                ),
+            ),
+            (
+                "operations/name/policy.xml",
+                wrap(
+                    r#"<set-query-parameter name="@((string)context.Variables[&quot;q&quot;])" exists-action="override"><value>1</value></set-query-parameter>"#,
+                ),
+            ),
+        ],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let gw = gateway(&import, &[]).await;
+    assert_eq!(
+        get(&gw, "/orders/name?tenant=evil", &[]).await.status(),
+        404
+    );
+    assert!(backend.requests().is_empty());
+    let r = get(&gw, "/orders/value?tenant=evil&page=2&tenant=x", &[]).await;
+    assert_eq!(r.status(), 200);
+    let got = only(&backend);
+    assert_eq!(got.path, "/value");
+    assert_eq!(got.query.as_deref(), Some("page=2"));
+}

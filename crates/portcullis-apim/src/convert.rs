@@ -370,8 +370,7 @@ impl Converter {
             "ip-filter" => self.ip_filter(el),
             "rate-limit" | "rate-limit-by-key" | "quota-by-key" => self.limit(el),
             "set-query-parameter" => self.set_query_parameter(el),
-            "rewrite-uri" => self.rewrite_uri(el),
-            "set-backend-service" => self.set_backend_service(el),
+            "rewrite-uri" | "set-backend-service" => self.routing(el),
             "return-response" => self.return_response(el),
             "mock-response" => self.mock_response(el),
             other => self.unsupported(

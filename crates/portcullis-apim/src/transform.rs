@@ -495,8 +495,32 @@ impl Converter {
         Ok(())
     }
 
+    /// `rewrite-uri` and `set-backend-service`: when one is not converted, the routes refuse every
+    /// request ([`Converter::refused`]): left out, the request would reach the route's upstream at
+    /// the client's own path (or the API's default backend), a path or host APIM never sends it to.
+    pub(crate) fn routing(&mut self, el: &Element) {
+        if el.name == "rewrite-uri" {
+            self.rewrite_uri(el);
+        } else {
+            self.set_backend_service(el);
+        }
+        if !self.current_emitted() {
+            let what = if el.name == "rewrite-uri" {
+                "the backend would get the client's path instead of the one APIM rewrites it to"
+            } else {
+                "the request would go to the route's upstream instead of the backend APIM sends it to"
+            };
+            self.unsupported(
+                el.pos,
+                &el.name,
+                format!("not converted: {what}, so the routes refuse every request"),
+            );
+            self.refused.push(el.pos);
+        }
+    }
+
     /// `rewrite-uri template copy-unmatched-params`.
-    pub(crate) fn rewrite_uri(&mut self, el: &Element) {
+    fn rewrite_uri(&mut self, el: &Element) {
         if self.unconditional(el) {
             return;
         }
@@ -544,7 +568,7 @@ impl Converter {
     }
 
     /// `set-backend-service base-url | backend-id`.
-    pub(crate) fn set_backend_service(&mut self, el: &Element) {
+    fn set_backend_service(&mut self, el: &Element) {
         if self.unconditional(el) {
             return;
         }

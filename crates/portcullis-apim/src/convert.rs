@@ -357,6 +357,7 @@ impl Converter {
             "set-header" => self.set_header(el),
             "set-variable" => self.set_variable(el),
             "choose" => self.choose(el),
+            _ if refuses_requests(el) => self.refusal_not_converted(el),
             _ if outbound => self.unsupported(
                 el.pos,
                 &el.name,
@@ -369,8 +370,7 @@ impl Converter {
             "ip-filter" => self.ip_filter(el),
             "rate-limit" | "rate-limit-by-key" | "quota-by-key" => self.limit(el),
             "set-query-parameter" => self.set_query_parameter(el),
-            "rewrite-uri" => self.rewrite_uri(el),
-            "set-backend-service" => self.set_backend_service(el),
+            "rewrite-uri" | "set-backend-service" => self.routing(el),
             "return-response" => self.return_response(el),
             "mock-response" => self.mock_response(el),
             other => self.unsupported(
@@ -381,6 +381,21 @@ impl Converter {
         }
         self.current = outer;
         index
+    }
+
+    /// A statement of [`refuses_requests`]: reported, and the routes refuse every request.
+    fn refusal_not_converted(&mut self, el: &Element) {
+        let what = if REFUSING.contains(&el.name.as_str()) {
+            "APIM refuses the requests that fail it"
+        } else {
+            "an action that is not detect or ignore (prevent) makes APIM refuse what fails it"
+        };
+        self.unsupported(
+            el.pos,
+            &el.name,
+            format!("no gateway.yaml equivalent, and {what}: left out, those would pass, so the routes refuse every request"),
+        );
+        self.refused.push(el.pos);
     }
 
     fn choose(&mut self, el: &Element) {
@@ -1061,10 +1076,61 @@ impl Converter {
 
 /// Whether a `choose` holds, in any branch (at any depth), one of the statements `names`.
 pub(crate) fn choose_holds(el: &Element, names: &[&str]) -> bool {
+    choose_holds_any(el, &|c| names.contains(&c.name.as_str()))
+}
+
+/// Whether a `choose` holds, in any branch (at any depth), a statement that refuses or limits
+/// requests ([`RESTRICTING`], or one [`refuses_requests`] without a gateway.yaml equivalent).
+pub(crate) fn choose_restricts(el: &Element) -> bool {
+    choose_holds_any(el, &|c| {
+        RESTRICTING.contains(&c.name.as_str()) || refuses_requests(c)
+    })
+}
+
+/// Whether a `choose` holds, in any branch (at any depth), a statement [`refuses_requests`] (in
+/// `<outbound>` too: the validations refuse responses there).
+pub(crate) fn choose_refuses(el: &Element) -> bool {
+    choose_holds_any(el, &refuses_requests)
+}
+
+fn choose_holds_any(el: &Element, pred: &dyn Fn(&Element) -> bool) -> bool {
     el.children
         .iter()
         .flat_map(|b| &b.children)
-        .any(|c| names.contains(&c.name.as_str()) || (c.name == "choose" && choose_holds(c, names)))
+        .any(|c| pred(c) || (c.name == "choose" && choose_holds_any(c, pred)))
+}
+
+/// APIM statements with no gateway.yaml equivalent whose purpose is to refuse requests: left out,
+/// every request APIM refuses with them would reach the backend, so they fail closed
+/// ([`Converter::refused`]). The rate limits are not among them (a missing limit lets through
+/// volume, not a caller APIM refuses), nor `validate-status-code` (it decides only the status the
+/// client sees of a response the backend has already produced).
+const REFUSING: &[&str] = &[
+    "validate-client-certificate",
+    "validate-graphql-request",
+    "validate-odata-request",
+    "llm-content-safety",
+];
+
+/// Validations that refuse only where an action is `prevent` (`detect` and `ignore` never do).
+const VALIDATIONS: &[&str] = &[
+    "validate-content",
+    "validate-headers",
+    "validate-parameters",
+];
+
+/// Whether `el` is an APIM statement without a gateway.yaml equivalent that refuses requests (or
+/// responses): one of [`REFUSING`], or one of [`VALIDATIONS`] with an action (at any depth) that is
+/// not `detect` or `ignore` (`prevent`, an expression, or unknown: taken as refusing).
+pub(crate) fn refuses_requests(el: &Element) -> bool {
+    fn prevents(el: &Element) -> bool {
+        el.attrs.iter().any(|a| {
+            (a.name == "action" || a.name.ends_with("-action"))
+                && !matches!(a.value.trim(), "detect" | "ignore")
+        }) || el.children.iter().any(prevents)
+    }
+    let name = el.name.as_str();
+    REFUSING.contains(&name) || (VALIDATIONS.contains(&name) && prevents(el))
 }
 
 /// Statements that refuse or limit requests: a `choose` holding one cannot be left out without

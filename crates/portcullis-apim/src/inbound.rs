@@ -534,15 +534,19 @@ impl Converter {
         self.shared(el, "check-header", entries);
     }
 
+    /// A `check-header` or `ip-filter` that is not converted: reported, and the routes refuse every
+    /// request ([`Converter::refused`]), since leaving it out would let through the callers APIM
+    /// refuses with it.
     fn not_checked(&mut self, el: &Element, missing: &[&str]) {
         self.unsupported(
             el.pos,
             &el.name,
             format!(
-                "not converted (no usable {}): the gateway does not check these calls",
+                "not converted (no usable {}): left out, the callers APIM refuses with it would pass, so the routes refuse every request",
                 missing.join(", ")
             ),
         );
+        self.refused.push(el.pos);
     }
 
     pub(crate) fn header_name(&mut self, a: &Attr, text: &str) -> Option<String> {
@@ -580,10 +584,13 @@ impl Converter {
             "this caller is refused"
         };
         let (mut addresses, mut ranges) = (Vec::new(), Vec::new());
+        // an address or range left out (a forbid list then lets its callers through)
+        let mut lost = false;
         for child in &el.children {
             match child.name.as_str() {
                 "address" => {
                     let text = child.trimmed_text();
+                    lost |= expr::is_expression(text) || text.parse::<IpAddr>().is_err();
                     if expr::is_expression(text) {
                         self.unsupported(
                             child.pos,
@@ -609,20 +616,21 @@ impl Converter {
                             .and_then(|v| v.parse::<IpAddr>().ok())
                     };
                     match (end("from"), end("to")) {
-                        (Some(from), Some(to))
-                            if from.is_ipv4() == to.is_ipv4() && from <= to =>
-                        {
+                        (Some(from), Some(to)) if from.is_ipv4() == to.is_ipv4() && from <= to => {
                             let range = vec![
                                 Entry::new("from", Node::str(from.to_string())),
                                 Entry::new("to", Node::str(to.to_string())),
                             ];
                             ranges.push(Item::new(Node::Map(range)));
                         }
-                        _ => self.unsupported(
+                        _ => {
+                            lost = true;
+                            self.unsupported(
                             child.pos,
                             "address-range",
                             format!("`from` and `to` must be IP addresses of one family, `from` first (expressions are not evaluated); left out ({effect})"),
-                        ),
+                        )
+                        }
                     }
                 }
                 other => self.unsupported(child.pos, other, "not an ip-filter element"),
@@ -642,6 +650,16 @@ impl Converter {
         }
         if addresses.is_empty() && ranges.is_empty() {
             return self.not_checked(el, &["address or address-range"]);
+        }
+        if lost && action == "forbid" {
+            // an allow list only narrows when an entry is left out (refusing more than APIM); a
+            // forbid list would let the left-out callers through
+            self.unsupported(
+                el.pos,
+                "ip-filter",
+                "not converted: an address or address-range of this forbid list is left out (see above), and the callers APIM refuses with it would pass, so the routes refuse every request",
+            );
+            return self.refused.push(el.pos);
         }
         let mut entries = vec![Entry::new("action", Node::str(action))];
         if !addresses.is_empty() {

@@ -15,7 +15,7 @@
 //! older conversion (each branch's token check its own policy, see [`crate::convert`]), and the new
 //! statements inside such branches are left out, since their condition would not be evaluated.
 
-use crate::convert::{choose_holds, Converter, Mark, Section, RESTRICTING};
+use crate::convert::{choose_refuses, choose_restricts, Converter, Mark, Section};
 use crate::expr::{self, JwtSource};
 use crate::inbound::{is_token, Place, SetHeader, Step};
 use crate::sources::{self, Cond, Part, Source};
@@ -413,13 +413,70 @@ impl Converter {
         }
     }
 
-    /// `set-query-parameter`.
+    /// `set-query-parameter`. One that is left out while APIM replaces or removes the parameter
+    /// (exists-action override, delete, or not known) must not let the client's own copy through:
+    /// a delete of the parameter takes its place, or, with no readable name, the routes refuse every
+    /// request ([`Converter::refused`]), as for `set-header`.
     pub(crate) fn set_query_parameter(&mut self, el: &Element) {
-        if self.unconditional(el) {
+        let unread = match self.set_query_parameter_converted(el) {
+            Ok(()) => return,
+            Err(unread) => unread,
+        };
+        if matches!(unread.action, Some(Action::Skip | Action::Append)) {
             return;
         }
-        let Ok(s) = self.setter(el) else {
-            return;
+        match unread.name {
+            Some(name) if !name.chars().any(char::is_control) => {
+                let entries = vec![
+                    Entry::new("name", Node::str(name.clone())),
+                    Entry::new("exists-action", Node::str("delete")),
+                ];
+                let entry = Entry::new("set-query-parameter", Node::Map(entries)).comment(format!(
+                    "{}: not converted (see the report); the client's own {name} is removed, as APIM replaces it",
+                    self.origin(el.pos)
+                ));
+                // not counted as converted: the statement itself is left out
+                self.list().push(Step {
+                    pos: el.pos,
+                    place: Place::Shared,
+                    entry: Some(entry),
+                    tallies: Vec::new(),
+                    headers: Vec::new(),
+                });
+            }
+            _ => {
+                self.unsupported(
+                    el.pos,
+                    "set-query-parameter",
+                    "the parameter it replaces or removes is not known, so the routes refuse every request (APIM would not let the client's copy through)",
+                );
+                self.refused.push(el.pos);
+            }
+        }
+    }
+
+    /// The conversion of [`Self::set_query_parameter`]; `Err` (reported) with what is known of a
+    /// statement left out.
+    fn set_query_parameter_converted(&mut self, el: &Element) -> Result<(), Unread> {
+        if self.unconditional(el) {
+            // what the setter would read, without reporting it again
+            let action = match el.attr("exists-action").map(|a| a.value.trim()) {
+                None | Some("override") => Some(Action::Override),
+                Some("skip") => Some(Action::Skip),
+                Some("append") => Some(Action::Append),
+                Some("delete") => Some(Action::Delete),
+                Some(_) => None,
+            };
+            let name = el
+                .attr("name")
+                .map(|a| a.value.trim().to_owned())
+                .filter(|n| !n.is_empty() && !expr::is_expression(n));
+            return Err(Unread { name, action });
+        }
+        let s = self.setter(el)?;
+        let left_out = Unread {
+            name: Some(s.name.clone()),
+            action: Some(s.action),
         };
         let mut reads = Vec::new();
         let mut entries = vec![Entry::new("name", Node::str(s.name.clone()))];
@@ -427,18 +484,43 @@ impl Converter {
             entries.push(Entry::new("exists-action", Node::str(s.action.name())));
         }
         if s.action != Action::Delete && !self.values_entry(&s.values, &mut entries, &mut reads) {
-            return;
+            return Err(left_out);
         }
         let Some(place) = self.place_of(&reads, el) else {
-            return;
+            return Err(left_out);
         };
         let entry =
             Entry::new("set-query-parameter", Node::Map(entries)).comment(self.origin(el.pos));
         self.push_step(el.pos, place, entry);
+        Ok(())
+    }
+
+    /// `rewrite-uri` and `set-backend-service`: when one is not converted, the routes refuse every
+    /// request ([`Converter::refused`]): left out, the request would reach the route's upstream at
+    /// the client's own path (or the API's default backend), a path or host APIM never sends it to.
+    pub(crate) fn routing(&mut self, el: &Element) {
+        if el.name == "rewrite-uri" {
+            self.rewrite_uri(el);
+        } else {
+            self.set_backend_service(el);
+        }
+        if !self.current_emitted() {
+            let what = if el.name == "rewrite-uri" {
+                "the backend would get the client's path instead of the one APIM rewrites it to"
+            } else {
+                "the request would go to the route's upstream instead of the backend APIM sends it to"
+            };
+            self.unsupported(
+                el.pos,
+                &el.name,
+                format!("not converted: {what}, so the routes refuse every request"),
+            );
+            self.refused.push(el.pos);
+        }
     }
 
     /// `rewrite-uri template copy-unmatched-params`.
-    pub(crate) fn rewrite_uri(&mut self, el: &Element) {
+    fn rewrite_uri(&mut self, el: &Element) {
         if self.unconditional(el) {
             return;
         }
@@ -486,7 +568,7 @@ impl Converter {
     }
 
     /// `set-backend-service base-url | backend-id`.
-    pub(crate) fn set_backend_service(&mut self, el: &Element) {
+    fn set_backend_service(&mut self, el: &Element) {
         if self.unconditional(el) {
             return;
         }
@@ -852,7 +934,7 @@ impl Converter {
                     n += self.tally_of(child, false).len();
                 }
             }
-            if self.section == Section::Inbound && choose_holds(el, RESTRICTING) {
+            if (self.section == Section::Inbound && choose_restricts(el)) || choose_refuses(el) {
                 // left out, its checks would let through requests APIM refuses or limits
                 self.unsupported(
                     el.pos,

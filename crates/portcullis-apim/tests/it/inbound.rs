@@ -587,14 +587,19 @@ fn an_allow_list_nobody_is_on_refuses_every_caller() {
     );
     assert!(!conv.yaml.contains("X-A"));
     load(&conv, "after.yaml");
-    // a forbid list without a usable address is still not converted (nobody is refused)
+    // a forbid list without a usable address fails closed (see
+    // unconverted_access_checks_refuse_every_request)
     let conv = convert(
         r#"<ip-filter action="forbid"><address>@("x")</address></ip-filter>"#,
         "forbid.xml",
         &[],
     )
     .unwrap();
-    assert!(!conv.yaml.contains("return-response"), "{}", conv.yaml);
+    assert!(
+        conv.yaml.contains("policy: \"forbid-refused\""),
+        "{}",
+        conv.yaml
+    );
 }
 
 /// A `choose` left out (its condition is not converted) whose branches hold, at any depth, a
@@ -722,4 +727,91 @@ fn two_token_checks_reading_one_token_alike_are_merged() {
         let model = load(&conv, "two.yaml");
         assert_eq!(routed(&model).policy.name, "two-refused", "{why}");
     }
+}
+
+/// Top-level statements that refuse requests but are not converted fail closed: the routes use
+/// `c-refused` (403 to every request), the report says why. What stays only reported: an allow
+/// list with an entry left out (it only narrows), a rate limit not converted (a missing limit lets
+/// through volume, not a caller APIM refuses), validations with action detect or ignore, and
+/// validate-status-code.
+#[test]
+fn unconverted_access_checks_refuse_every_request() {
+    let refusing = [
+        // check-header without a usable name, code or message, or with only expression values
+        (r#"<check-header name="@(&quot;X-Key&quot;)" failed-check-httpcode="401" failed-check-error-message="no"><value>k</value></check-header>"#, "unsupported check-header: not converted (no usable name)"),
+        (r#"<check-header name="X-Key" failed-check-httpcode="401" failed-check-error-message="no"><value>@("k")</value></check-header>"#, "unsupported check-header: not converted (no usable literal value)"),
+        (r#"<check-header name="X-Key" failed-check-httpcode="@(401)" failed-check-error-message="no" />"#, "unsupported check-header: not converted (no usable failed-check-httpcode)"),
+        // ip-filter: a forbid list with an entry left out, none usable, or no usable action
+        (r#"<ip-filter action="forbid"><address>10.0.0.1</address><address>@("10.0.0.2")</address></ip-filter>"#, "unsupported ip-filter: not converted: an address or address-range of this forbid list is left out"),
+        (r#"<ip-filter action="forbid"><address>10.0.0.1</address><address-range from="10.0.0.9" to="10.0.0.2" /></ip-filter>"#, "unsupported ip-filter: not converted: an address or address-range of this forbid list is left out"),
+        (r#"<ip-filter action="forbid"><address>not-an-ip</address></ip-filter>"#, "unsupported ip-filter: not converted (no usable address or address-range)"),
+        (r#"<ip-filter action="@(&quot;forbid&quot;)"><address>10.0.0.1</address></ip-filter>"#, "unsupported ip-filter: not converted (no usable action)"),
+        // statements with no gateway.yaml equivalent whose purpose is to refuse
+        (r#"<validate-client-certificate validate-revocation="true" />"#, "unsupported validate-client-certificate: no gateway.yaml equivalent, and APIM refuses the requests that fail it"),
+        (r#"<validate-graphql-request max-depth="4" />"#, "unsupported validate-graphql-request: no gateway.yaml equivalent"),
+        (r#"<validate-odata-request />"#, "unsupported validate-odata-request: no gateway.yaml equivalent"),
+        (r#"<llm-content-safety backend-id="cs" />"#, "unsupported llm-content-safety: no gateway.yaml equivalent"),
+        (r#"<validate-parameters specified-parameter-action="prevent" unspecified-parameter-action="ignore" />"#, "unsupported validate-parameters: no gateway.yaml equivalent, and an action that is not detect or ignore (prevent)"),
+        (r#"<validate-parameters specified-parameter-action="detect" unspecified-parameter-action="detect"><query><parameter name="id" action="prevent" /></query></validate-parameters>"#, "unsupported validate-parameters: no gateway.yaml equivalent, and an action"),
+        (r#"<validate-content unspecified-content-type-action="detect" max-size="1024" size-exceeded-action="prevent" />"#, "unsupported validate-content: no gateway.yaml equivalent, and an action"),
+        (r#"<validate-headers specified-header-action="@(&quot;prevent&quot;)" unspecified-header-action="ignore" />"#, "unsupported validate-headers: no gateway.yaml equivalent, and an action"),
+        // in a converted choose: APIM refuses in that branch
+        (r#"<choose><when condition="@(context.Request.Method == &quot;POST&quot;)"><validate-client-certificate /></when></choose>"#, "unsupported validate-client-certificate: no gateway.yaml equivalent"),
+        // in a left-out choose
+        (r#"<choose><when condition="@(context.Request.Url.Path.Contains(&quot;x&quot;))"><validate-odata-request /></when></choose>"#, "it holds a statement that refuses or limits requests, so the routes refuse every request"),
+    ];
+    for (statement, why) in refusing {
+        for section in ["inbound", "outbound"] {
+            let is_outbound_validation = statement.starts_with("<validate-headers")
+                || statement.starts_with("<validate-content");
+            if section == "outbound" && !is_outbound_validation {
+                continue;
+            }
+            let xml = format!("<policies><{section}>{statement}</{section}></policies>");
+            let conv = convert(&xml, "c.xml", &[]).unwrap();
+            let report = conv.stderr("c.xml");
+            assert!(!conv.is_complete(), "{report}");
+            assert!(report.contains(why), "{statement}: {report}");
+            let model = load(&conv, "c.yaml");
+            assert_eq!(
+                routed(&model).policy.name,
+                "c-refused",
+                "{statement}\n{report}"
+            );
+        }
+    }
+    let passing = [
+        r#"<ip-filter action="allow"><address>10.0.0.1</address><address>@("10.0.0.2")</address></ip-filter>"#,
+        r#"<rate-limit calls="@(5)" renewal-period="60" />"#,
+        r#"<quota calls="5" renewal-period="60" />"#,
+        r#"<validate-parameters specified-parameter-action="detect" unspecified-parameter-action="ignore"><query><parameter name="id" action="detect" /></query></validate-parameters>"#,
+        r#"<validate-content unspecified-content-type-action="ignore" max-size="1024" size-exceeded-action="detect" />"#,
+        r#"<choose><when condition="@(context.Request.Url.Path.Contains(&quot;x&quot;))"><validate-odata-request /></when></choose>"#,
+    ];
+    for statement in passing {
+        let xml = format!("<policies><inbound>{statement}</inbound></policies>");
+        let xml = if statement.starts_with("<choose") {
+            // outbound: a left-out choose holding only a detect validation
+            xml.replace("inbound", "outbound")
+                .replace("<validate-odata-request />", r#"<validate-headers specified-header-action="detect" unspecified-header-action="ignore" />"#)
+        } else {
+            xml
+        };
+        let conv = convert(&xml, "c.xml", &[]).unwrap();
+        let report = conv.stderr("c.xml");
+        let model = load(&conv, "c.yaml");
+        assert_ne!(
+            model.routes[0].policy.as_deref(),
+            Some("c-refused"),
+            "{statement}\n{report}"
+        );
+    }
+    let conv = convert(
+        r#"<policies><outbound><validate-status-code unspecified-status-code-action="prevent" /></outbound></policies>"#,
+        "c.xml",
+        &[],
+    )
+    .unwrap();
+    let model = load(&conv, "c.yaml");
+    assert_ne!(model.routes[0].policy.as_deref(), Some("c-refused"));
 }

@@ -522,18 +522,21 @@ fn statements_after_an_answer_never_run() {
 #[test]
 fn framing_headers_and_unknown_shapes_are_left_out() {
     let (conv, v) = inline(
-        "<fragment>\n<set-header name=\"Transfer-Encoding\"><value>chunked</value></set-header>\n<set-header name=\"X-Up\"><value>@(context.Request.Headers.GetValueOrDefault(\"X\",\"\").ToUpper())</value></set-header>\n<set-query-parameter name=\"q\" exists-action=\"sometimes\"><value>1</value></set-query-parameter>\n<set-backend-service base-url=\"@(context.Variables[&quot;u&quot;])\" />\n</fragment>",
+        "<fragment>\n<set-header name=\"Transfer-Encoding\"><value>chunked</value></set-header>\n<set-header name=\"X-Up\"><value>@(context.Request.Headers.GetValueOrDefault(\"X\",\"\").ToUpper())</value></set-header>\n<set-query-parameter name=\"q\" exists-action=\"sometimes\"><value>1</value></set-query-parameter>\n</fragment>",
     );
-    // the X-Up left out: the client's own copy is removed in its place
+    // the X-Up and q left out: the client's own copies are removed in their place
     assert_eq!(
         v["policies"]["p"]["inbound"],
-        json!([{"set-header": {"name": "X-Up", "exists-action": "delete"}}]),
+        json!([
+            {"set-header": {"name": "X-Up", "exists-action": "delete"}},
+            {"set-query-parameter": {"name": "q", "exists-action": "delete"}}
+        ]),
         "{}",
         conv.yaml
     );
     assert_eq!(
         conv.summary.to_string(),
-        "converted 0/4 statements; dropped: line 2 <set-header>, line 3 <set-header>, line 4 <set-query-parameter>, line 5 <set-backend-service>"
+        "converted 0/3 statements; dropped: line 2 <set-header>, line 3 <set-header>, line 4 <set-query-parameter>"
     );
 }
 
@@ -635,4 +638,90 @@ fn overriding_set_headers_left_out_delete_the_clients_copy() {
             {"choose": [{"when": {"header-present": "X-A"}, "steps": [delete("X-In-Branch")]}]},
         ])
     );
+}
+
+/// A `set-query-parameter` left out while APIM replaces or removes the parameter (override,
+/// delete, or an exists-action not known) never lets the client's own copy through: a delete of the
+/// parameter takes its place, or, with no readable name, the routes refuse every request. A skip or
+/// append left out is only reported (APIM keeps the client's copy too).
+#[test]
+fn unconverted_query_overrides_delete_or_refuse() {
+    let xml = r#"<policies><inbound>
+<set-query-parameter name="tenant" exists-action="override"><value>@(context.Request.Body.As&lt;string&gt;())</value></set-query-parameter>
+<set-query-parameter name="role"><value>@(context.Variables.GetValueOrDefault&lt;string&gt;(&quot;unset&quot;))</value></set-query-parameter>
+<set-query-parameter name="scope" exists-action="@(&quot;override&quot;)"><value>read</value></set-query-parameter>
+<set-query-parameter name="debug" exists-action="delete" foo="bar" />
+<set-query-parameter name="kept" exists-action="skip"><value>@(context.Request.Body.As&lt;string&gt;())</value></set-query-parameter>
+<set-query-parameter name="more" exists-action="append" foo="bar"><value>m</value></set-query-parameter>
+</inbound></policies>"#;
+    let conv = portcullis_apim::convert(xml, "q.xml", &[]).unwrap();
+    assert!(!conv.is_complete());
+    let delete =
+        |name: &str| json!({"set-query-parameter": {"name": name, "exists-action": "delete"}});
+    let p = policy(&conv, "q.xml");
+    assert_eq!(
+        p["inbound"],
+        json!([
+            delete("tenant"),
+            delete("role"),
+            delete("scope"),
+            delete("debug")
+        ]),
+        "{}",
+        conv.yaml
+    );
+    assert!(
+        conv.yaml
+            .contains("not converted (see the report); the client's own tenant is removed"),
+        "{}",
+        conv.yaml
+    );
+    // the name itself is an expression: no one knows which parameter APIM replaces
+    let (conv, v) = inline(
+        r#"<set-query-parameter name="@((string)context.Variables[&quot;q&quot;])" exists-action="override"><value>1</value></set-query-parameter>"#,
+    );
+    let report = conv.stderr("p.xml");
+    assert!(
+        report.contains("unsupported set-query-parameter: the parameter it replaces or removes is not known, so the routes refuse every request"),
+        "{report}"
+    );
+    assert_eq!(
+        v["routes"][0]["policy"],
+        json!("p-refused"),
+        "{}",
+        conv.yaml
+    );
+    // a skip with an unreadable name is left out alone
+    let (conv, v) = inline(
+        r#"<set-query-parameter name="@(&quot;a&quot;)" exists-action="skip"><value>1</value></set-query-parameter>"#,
+    );
+    assert_eq!(v["routes"][0]["policy"], json!("none"), "{}", conv.yaml);
+}
+
+/// A `rewrite-uri` or `set-backend-service` that is not converted makes the routes refuse every
+/// request: left out, the backend would get the client's own path, or the request would go to the
+/// route's upstream, where APIM sends it elsewhere.
+#[test]
+fn unconverted_rewrites_and_backends_refuse_every_request() {
+    let cases = [
+        (r#"<rewrite-uri template="@(&quot;/internal/&quot; + context.Request.Body.As&lt;string&gt;())" />"#, "unsupported rewrite-uri: not converted: the backend would get the client's path instead of the one APIM rewrites it to, so the routes refuse every request"),
+        (r#"<rewrite-uri template="internal/{id}" />"#, "unsupported rewrite-uri: not converted"),
+        (r#"<rewrite-uri template="/v2/{id}" foo="bar" />"#, "unsupported rewrite-uri: not converted"),
+        (r#"<set-backend-service base-url="@(context.Variables[&quot;u&quot;])" />"#, "unsupported set-backend-service: not converted: the request would go to the route's upstream instead of the backend APIM sends it to, so the routes refuse every request"),
+        (r#"<set-backend-service sf-service-instance-name="fabric:/app/svc" />"#, "unsupported set-backend-service: not converted"),
+        (r#"<set-backend-service backend-id="@((string)context.Variables[&quot;b&quot;])" />"#, "unsupported set-backend-service: not converted"),
+    ];
+    for (statement, why) in cases {
+        let (conv, v) = inline(&format!(
+            r#"<policies><inbound><set-header name="X-A"><value>a</value></set-header>{statement}</inbound></policies>"#
+        ));
+        let report = conv.stderr("p.xml");
+        assert!(report.contains(why), "{statement}: {report}");
+        assert_eq!(v["routes"][0]["policy"], json!("p-refused"), "{statement}");
+    }
+    // converted ones route as before
+    let (conv, v) = inline(
+        r#"<policies><inbound><rewrite-uri template="/v2/items" /><set-backend-service base-url="http://legacy.example/api" /></inbound></policies>"#,
+    );
+    assert_eq!(v["routes"][0]["policy"], json!("p"), "{}", conv.yaml);
 }

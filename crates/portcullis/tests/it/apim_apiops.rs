@@ -1055,3 +1055,120 @@ async fn a_return_response_not_converted_leaves_the_operation_out() {
     assert_eq!(get(&gw, "/orders/orders", &[]).await.status(), 200);
     assert_eq!(only(&backend).path, "/orders");
 }
+
+/// Statements that refuse requests but are not converted (a check-header without a usable name, a
+/// forbid list with an address left out, validate-client-certificate, validate-parameters with
+/// action prevent) leave the operation out (404, nothing reaches the backend), where leaving the
+/// statement out would let through the requests APIM refuses. A validation that only detects, and
+/// an allow list with an entry left out (it only narrows), keep the operation served.
+#[tokio::test]
+async fn unconverted_access_checks_leave_the_operation_out() {
+    let backend = Backend::start().unwrap();
+    let wrap = |inbound: &str| {
+        format!("<policies><inbound><base />{inbound}</inbound><backend><forward-request /></backend></policies>")
+    };
+    let ops = [
+        (
+            "header",
+            r#"<check-header name="@(&quot;X-Key&quot;)" failed-check-httpcode="401" failed-check-error-message="no"><value>k</value></check-header>"#,
+        ),
+        (
+            "forbid",
+            r#"<ip-filter action="forbid"><address>10.9.9.9</address><address>@(context.Variables.GetValueOrDefault&lt;string&gt;(&quot;blocked&quot;))</address></ip-filter>"#,
+        ),
+        (
+            "cert",
+            r#"<validate-client-certificate validate-revocation="true" validate-trust="true" />"#,
+        ),
+        (
+            "params",
+            r#"<validate-parameters specified-parameter-action="prevent" unspecified-parameter-action="prevent" />"#,
+        ),
+        (
+            "detect",
+            r#"<validate-parameters specified-parameter-action="detect" unspecified-parameter-action="ignore" />"#,
+        ),
+        (
+            "allow",
+            r#"<ip-filter action="allow"><address>127.0.0.1</address><address>::1</address><address>@(&quot;10.0.0.1&quot;)</address></ip-filter>"#,
+        ),
+    ];
+    let specs: Vec<(&str, String, &str)> = ops
+        .iter()
+        .map(|(op, _)| ("GET", format!("/{op}"), *op))
+        .collect();
+    let specs: Vec<(&str, &str, &str)> =
+        specs.iter().map(|(m, p, o)| (*m, p.as_str(), *o)).collect();
+    let files: Vec<(String, String)> = ops
+        .iter()
+        .map(|(op, s)| (format!("operations/{op}/policy.xml"), wrap(s)))
+        .collect();
+    let files: Vec<(&str, String)> = files.iter().map(|(f, x)| (f.as_str(), x.clone())).collect();
+    let dir = orders_folder(&specs, &files);
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let report = import.report.to_string();
+    for op in ["header", "forbid", "cert", "params"] {
+        assert!(
+            report.contains(&format!("unsupported operation: GET /{op}: its policy has checks no one gateway policy enforces together (apis/orders/operations/{op}/policy.xml:1;")),
+            "{report}"
+        );
+    }
+    assert!(
+        report.contains("unsupported validate-client-certificate: no gateway.yaml equivalent, and APIM refuses the requests that fail it"),
+        "{report}"
+    );
+    let gw = gateway(&import, &[]).await;
+    for op in ["header", "forbid", "cert", "params"] {
+        let path = format!("/orders/{op}");
+        let r = get(&gw, &path, &[("X-Key", "k")]).await;
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    assert!(backend.requests().is_empty());
+    for op in ["detect", "allow"] {
+        let path = format!("/orders/{op}");
+        assert_eq!(get(&gw, &path, &[]).await.status(), 200, "{path}");
+    }
+    assert_eq!(backend.requests().len(), 2);
+}
+
+/// An overriding `set-query-parameter` whose value is not converted removes the client's own copy
+/// of the parameter (APIM always replaces it), keeping the rest of the query; one whose name is an
+/// expression leaves the operation out (404).
+#[tokio::test]
+async fn unconverted_query_overrides_never_pass_the_clients_copy() {
+    let backend = Backend::start().unwrap();
+    let wrap = |inbound: &str| {
+        format!("<policies><inbound><base />{inbound}</inbound><backend><forward-request /></backend></policies>")
+    };
+    let dir = orders_folder(
+        &[("GET", "/value", "value"), ("GET", "/name", "name")],
+        &[
+            (
+                "operations/value/policy.xml",
+                wrap(
+                    r#"<set-query-parameter name="tenant" exists-action="override"><value>@(context.Request.Body.As&lt;string&gt;())</value></set-query-parameter>"#,
+                ),
+            ),
+            (
+                "operations/name/policy.xml",
+                wrap(
+                    r#"<set-query-parameter name="@((string)context.Variables[&quot;q&quot;])" exists-action="override"><value>1</value></set-query-parameter>"#,
+                ),
+            ),
+        ],
+    );
+    let import = import_orders(&dir, &backend);
+    assert!(!import.complete);
+    let gw = gateway(&import, &[]).await;
+    assert_eq!(
+        get(&gw, "/orders/name?tenant=evil", &[]).await.status(),
+        404
+    );
+    assert!(backend.requests().is_empty());
+    let r = get(&gw, "/orders/value?tenant=evil&page=2&tenant=x", &[]).await;
+    assert_eq!(r.status(), 200);
+    let got = only(&backend);
+    assert_eq!(got.path, "/value");
+    assert_eq!(got.query.as_deref(), Some("page=2"));
+}

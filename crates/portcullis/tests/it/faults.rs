@@ -62,3 +62,92 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     );
     drop(client);
 }
+
+/// A backend on loopback port 0 that answers every request with two interim responses (`100
+/// Continue`, `102 Processing`) before `200 ok`, whether the request asked for one or not (some
+/// do), after reading the request's head and `Content-Length` body. The heads it read, in order.
+async fn interim_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                seen.lock().unwrap().push(head);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n")
+                    .await;
+                let mut body = buf.len() - end;
+                while body < length {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => body += n,
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// An HTTP/1.0 client cannot read an interim response: it would take `100 Continue` for the
+/// answer (RFC 9110 15.2: none may be sent to it). The gateway drops the backend's 1xx for such a
+/// client, and ignores (does not forward) its `Expect: 100-continue` (RFC 9110 10.1.1), so the
+/// first status line it reads is the backend's final `200`. An HTTP/1.1 client that asked for
+/// `100-continue` still gets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http10_client_never_sees_a_backends_interim_responses() {
+    let (backend, heads) = interim_backend().await;
+    let model = support::model("faults.yaml", vec![], vec![route("r", "/", backend, None)]);
+    let gw = InProcess::start(&model).await;
+
+    let get = b"GET /get HTTP/1.0\r\nHost: gw\r\n\r\n";
+    let post = b"POST /post HTTP/1.0\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+    for request in [&get[..], &post[..]] {
+        let (status, text) = support::raw(gw.proxy(), request).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.ends_with("\r\n\r\nok"), "{text}");
+        assert_eq!(
+            text.matches("HTTP/1.").count(),
+            1,
+            "one status line: {text}"
+        );
+    }
+    let seen = heads.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(!seen[1].contains("expect:"), "{}", seen[1]);
+
+    // HTTP/1.1 with the expectation: the 100 the client asked for is passed on.
+    let post11 = b"POST /post HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+    let (status, text) = support::raw(gw.proxy(), post11).await;
+    assert_eq!(status, 100, "{text}");
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+}

@@ -63,6 +63,81 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     drop(client);
 }
 
+/// Reads a request head from `stream`: the bytes read so far and where the head ends in them
+/// (`None`: closed first).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some((buf, i + 4));
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A backend on loopback port 0 that reads each request's head, writes `answer` and then resets
+/// the connection (`SO_LINGER` 0): a response cut off mid-body.
+async fn cutting_backend(answer: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if read_head(&mut stream).await.is_some() {
+                    let _ = stream.write_all(answer).await;
+                    let _ = stream.flush().await;
+                    let _ = stream.set_zero_linger();
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A backend that sends the head and part of the body, then resets the connection: the client
+/// must be able to tell the answer is incomplete (a chunked body without its last chunk, a
+/// `Content-Length` body short of its length, then the connection closed), never receive it as
+/// a whole answer on a connection that stays open. A cut body taken for a whole one is a wrong
+/// answer the client acts on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_cut_mid_body_reaches_the_client_as_incomplete() {
+    let chunked =
+        cutting_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .await;
+    let sized = cutting_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await;
+    let model = support::model(
+        "faults.yaml",
+        vec![],
+        vec![
+            route("c", "/chunked", chunked, None),
+            route("s", "/sized", sized, None),
+        ],
+    );
+    let gw = InProcess::start(&model).await;
+    for path in ["/chunked", "/sized"] {
+        // Keep-alive on purpose: the gateway must close the connection, not wait for more.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n");
+        let (status, text) = support::raw(gw.proxy(), request.as_bytes()).await;
+        assert_eq!(status, 200, "{path}: {text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            assert_eq!(body, "5\r\nhello\r\n", "{path}: no last chunk: {text}");
+        } else {
+            assert!(head.contains("Content-Length: 100"), "{path}: {text}");
+            assert_eq!(body, "hello", "{path}: {text}");
+        }
+    }
+}
+
 /// A backend on loopback port 0 that answers every request with two interim responses (`100
 /// Continue`, `102 Processing`) before `200 ok`, whether the request asked for one or not (some
 /// do), after reading the request's head and `Content-Length` body. The heads it read, in order.
@@ -79,17 +154,10 @@ async fn interim_backend() -> (
         while let Ok((mut stream, _)) = listener.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                let Some((buf, end)) = read_head(&mut stream).await else {
+                    return;
                 };
+                let mut chunk = [0u8; 4096];
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                 let length: usize = head
                     .lines()

@@ -41,6 +41,7 @@ pub use error::BuildError;
 pub use metrics::count_dropped_log_lines;
 pub use server::{
     announce, bind, install_crypto_provider, run_model, Addresses, BoundGateway, RunOptions,
+    H2_IDLE_TIMEOUT,
 };
 pub use shutdown::{ShutdownHandle, Stop};
 pub use subscriptions::SubscriptionKeys;

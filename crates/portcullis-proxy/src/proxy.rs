@@ -480,6 +480,9 @@ impl ProxyHttp for Gateway {
             ctx.otel = telemetry.start_request(req.method.as_str(), &req.headers);
         }
         restore_dropped_content_length(session)?;
+        if session.req_header().version == http::Version::HTTP_10 {
+            http10_without_interim_responses(session);
+        }
         let peer = pipeline::peer(session);
         let mut x = Exchange {
             req: session.req_header_mut(),
@@ -862,6 +865,26 @@ fn restore_dropped_content_length(session: &mut Session) -> Result<()> {
             .append_header(http::header::CONTENT_LENGTH, value)?;
     }
     Ok(())
+}
+
+/// An HTTP/1.0 client cannot read an interim (1xx) response: it takes the first status line for
+/// the answer, so a backend's `100 Continue` (or `102`, `103`) would become the response and the
+/// real one would be read as garbage, or as the answer to the client's next request. RFC 9110
+/// 15.2: a server must not send a 1xx to an HTTP/1.0 client; 10.1.1: it must ignore an HTTP/1.0
+/// request's `100-continue`. So the expectation is taken off (the backend does not see it and
+/// does not wait for it) and every 1xx from the backend is dropped but `101` (an upgrade, which
+/// HTTP/1.0 cannot ask for anyway). Other expectations are still refused with 417 afterwards.
+fn http10_without_interim_responses(session: &mut Session) {
+    session.set_ignore_info_resp(true);
+    let req = session.req_header_mut();
+    let only_continue = req
+        .headers
+        .get_all(http::header::EXPECT)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if only_continue {
+        req.remove_header(&http::header::EXPECT);
+    }
 }
 
 /// The answers to a request whose body cannot be framed as the client meant it.

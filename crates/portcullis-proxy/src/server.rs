@@ -52,7 +52,17 @@ pub struct RunOptions {
     /// A key for a subscription the model does not name refuses the start
     /// ([`BuildError::UnknownSubscription`]).
     pub subscription_keys: crate::SubscriptionKeys,
+    /// How long an HTTP/2 client connection may stay open with no stream (`None`:
+    /// [`H2_IDLE_TIMEOUT`]); tests shorten it.
+    pub h2_idle_timeout: Option<std::time::Duration>,
 }
+
+/// An HTTP/2 client connection with no open stream is closed after this long: the same bound
+/// as an idle HTTP/1.1 keep-alive connection (pingora's 60 s), so neither protocol lets an idle
+/// client hold a connection (and its socket, TLS state and task) for ever. pingora's own default
+/// for HTTP/2 is no bound at all. Envoy's `idle_timeout` and nginx's `keepalive_timeout` (75 s)
+/// do the same.
+pub const H2_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The addresses the gateway listens on, as bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,9 +243,10 @@ pub fn bind(model: &Model, opts: &RunOptions) -> Result<BoundGateway, BuildError
             };
             let mut proxy =
                 pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway(), name);
-            if let (true, Some(app)) = (listener.h2c, proxy.app_logic_mut()) {
+            if let Some(app) = proxy.app_logic_mut() {
                 let mut options = HttpServerOptions::default();
-                options.h2c = true;
+                options.h2c = listener.h2c;
+                options.h2_idle_timeout = Some(opts.h2_idle_timeout.unwrap_or(H2_IDLE_TIMEOUT));
                 app.server_options = Some(options);
             }
             (proxy, Vec::new())

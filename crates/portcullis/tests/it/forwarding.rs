@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{self, route, InProcess};
+use crate::support::{self, localhost_certificate, route, InProcess};
 
 // ---------------------------------------------------------------- set-up
 
@@ -351,35 +351,9 @@ async fn a_trusted_proxy_extends_x_forwarded_for_and_keeps_its_scheme_host_and_p
 }
 
 /// A certificate for `localhost` (PEM chain, PEM key) and its DER, for a TLS listener.
-fn localhost_certificate(dir: &std::path::Path) -> (portcullis_config::Tls, Vec<u8>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    (
-        portcullis_config::Tls { cert, key },
-        certified.cert.der().to_vec(),
-    )
-}
-
 /// One HTTP/2 GET over TLS (ALPN `h2`, checked) to `localhost:port`; the status.
 async fn h2_get(addr: SocketAddr, cert_der: Vec<u8>, path: &str, headers: &[(&str, &str)]) -> u16 {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der.into()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let (mut client, connection) = support::h2_over_tls(addr, cert_der).await;
     let driver = tokio::spawn(connection);
     let mut request = http::Request::get(format!("https://localhost:{}{path}", addr.port()));
     for (n, v) in headers {

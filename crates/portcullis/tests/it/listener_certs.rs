@@ -51,19 +51,13 @@ async fn handshake(
     for der in trusted {
         roots.add((*der).clone()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = crate::support::tls_client_config(roots, b"http/1.1");
     let name = match sni {
         Some(n) => ServerName::try_from(n.to_owned()).unwrap(),
         None => ServerName::IpAddress(addr.ip().into()),
     };
     let tcp = TcpStream::connect(addr).await?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(config);
     let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
         .await
         .expect("handshake in time")?;

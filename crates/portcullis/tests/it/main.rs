@@ -9,6 +9,7 @@ mod check;
 mod checks;
 mod dashboard;
 mod explain;
+mod faults;
 mod forwarding;
 mod gateway;
 mod header_tricks;

@@ -233,6 +233,54 @@ impl Drop for InProcess {
     }
 }
 
+// ---------------------------------------------------------------- TLS
+
+/// A self-signed certificate for `localhost`, written to `dir`: the listener's `tls` entry and
+/// the certificate (DER) for a client to trust.
+pub fn localhost_certificate(dir: &std::path::Path) -> (portcullis_config::Tls, Vec<u8>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (
+        portcullis_config::Tls { cert, key },
+        certified.cert.der().to_vec(),
+    )
+}
+
+/// A TLS client trusting `roots` only (aws-lc-rs, the safe default versions), offering ALPN
+/// `alpn`.
+pub fn tls_client_config(roots: rustls::RootCertStore, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+/// An HTTP/2 connection over TLS (ALPN `h2`, checked) to `localhost:port`, trusting `cert_der`:
+/// the request handle and the connection, which the caller drives (spawns).
+pub async fn h2_over_tls(
+    addr: SocketAddr,
+    cert_der: Vec<u8>,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    h2::client::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, bytes::Bytes>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der.into()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(roots, b"h2"));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    h2::client::handshake(tls).await.unwrap()
+}
+
 // ---------------------------------------------------------------- raw HTTP/1.1
 
 /// Send raw bytes on a fresh connection (the request says `Connection: close`), read to the end

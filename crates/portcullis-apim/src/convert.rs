@@ -252,6 +252,14 @@ impl Converter {
             .push(Diagnostic::unsupported(pos, subject, reason));
     }
 
+    /// A statement not converted whose absence would let through requests APIM refuses:
+    /// reported as [`Converter::unsupported`], and its position kept in `refused`, so the routes
+    /// refuse every request (or, under `--apiops`, the operation is not imported).
+    pub(crate) fn refuse(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
+        self.unsupported(pos, subject, reason);
+        self.refused.push(pos);
+    }
+
     pub(crate) fn note(&mut self, pos: Pos, subject: &str, reason: impl Into<String>) {
         self.diags.push(Diagnostic::note(pos, subject, reason));
     }
@@ -390,12 +398,11 @@ impl Converter {
         } else {
             "an action that is not detect or ignore (prevent) makes APIM refuse what fails it"
         };
-        self.unsupported(
+        self.refuse(
             el.pos,
             &el.name,
             format!("no gateway.yaml equivalent, and {what}: left out, those would pass, so the routes refuse every request"),
         );
-        self.refused.push(el.pos);
     }
 
     fn choose(&mut self, el: &Element) {
@@ -564,8 +571,7 @@ impl Converter {
                     Err(why) => format!("a second token check in one policy (APIM runs both; the gateway validates one token per policy, and the two are not merged: {why}): converted as a separate policy `{name}` no route uses, and the routes refuse every request"),
                 }
             };
-            self.unsupported(p.pos, p.element, why);
-            self.refused.push(p.pos);
+            self.refuse(p.pos, p.element, why);
         }
         // a token check no route enforces is not counted as converted
         if self.policies.is_empty() {

@@ -538,7 +538,7 @@ impl Converter {
     /// request ([`Converter::refused`]), since leaving it out would let through the callers APIM
     /// refuses with it.
     fn not_checked(&mut self, el: &Element, missing: &[&str]) {
-        self.unsupported(
+        self.refuse(
             el.pos,
             &el.name,
             format!(
@@ -546,7 +546,6 @@ impl Converter {
                 missing.join(", ")
             ),
         );
-        self.refused.push(el.pos);
     }
 
     pub(crate) fn header_name(&mut self, a: &Attr, text: &str) -> Option<String> {
@@ -654,12 +653,11 @@ impl Converter {
         if lost && action == "forbid" {
             // an allow list only narrows when an entry is left out (refusing more than APIM); a
             // forbid list would let the left-out callers through
-            self.unsupported(
+            return self.refuse(
                 el.pos,
                 "ip-filter",
                 "not converted: an address or address-range of this forbid list is left out (see above), and the callers APIM refuses with it would pass, so the routes refuse every request",
             );
-            return self.refused.push(el.pos);
         }
         let mut entries = vec![Entry::new("action", Node::str(action))];
         if !addresses.is_empty() {

@@ -171,12 +171,11 @@ impl Converter {
                 self.delete_in_place(&name, el.pos)
             }
             _ => {
-                self.unsupported(
+                self.refuse(
                     el.pos,
                     "set-header",
                     "the header it replaces or removes is not known, so the routes refuse every request (APIM would not let the client's or backend's copy through)",
                 );
-                self.refused.push(el.pos);
             }
         }
     }
@@ -445,12 +444,11 @@ impl Converter {
                 });
             }
             _ => {
-                self.unsupported(
+                self.refuse(
                     el.pos,
                     "set-query-parameter",
                     "the parameter it replaces or removes is not known, so the routes refuse every request (APIM would not let the client's copy through)",
                 );
-                self.refused.push(el.pos);
             }
         }
     }
@@ -510,12 +508,11 @@ impl Converter {
             } else {
                 "the request would go to the route's upstream instead of the backend APIM sends it to"
             };
-            self.unsupported(
+            self.refuse(
                 el.pos,
                 &el.name,
                 format!("not converted: {what}, so the routes refuse every request"),
             );
-            self.refused.push(el.pos);
         }
     }
 
@@ -663,12 +660,11 @@ impl Converter {
     pub(crate) fn return_response(&mut self, el: &Element) {
         self.return_response_converted(el);
         if !self.current_emitted() {
-            self.unsupported(
+            self.refuse(
                 el.pos,
                 "return-response",
                 "not converted: APIM answers here without the backend, so the routes refuse every request",
             );
-            self.refused.push(el.pos);
         }
     }
 
@@ -936,12 +932,11 @@ impl Converter {
             }
             if (self.section == Section::Inbound && choose_restricts(el)) || choose_refuses(el) {
                 // left out, its checks would let through requests APIM refuses or limits
-                self.unsupported(
+                return self.refuse(
                     el.pos,
                     "choose",
                     format!("not converted with the {n} statement(s) in its branches (APIM runs the branch whose condition holds, and running another one, or all, is not the same); it holds a statement that refuses or limits requests, so the routes refuse every request"),
                 );
-                return self.refused.push(el.pos);
             }
             return self.unsupported(
                 el.pos,

@@ -53,10 +53,9 @@ use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Exchange, Pending};
 use crate::reload::{Current, Generation};
 use crate::respond::{
-    expectation_failed, headers_too_large, proxy_failure_message, render, send,
-    subscription_key_invalid, subscription_key_missing, transfer_coding_not_implemented, write,
-    Answer, HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE, REASON_HEADERS_TOO_LARGE,
-    REASON_TRANSFER_CODING_NOT_IMPLEMENTED,
+    headers_too_large, proxy_failure_message, render, send, subscription_key_invalid,
+    subscription_key_missing, write, Answer, HEADERS_TOO_LARGE_MESSAGE, NO_ROUTE_MESSAGE,
+    REASON_HEADERS_TOO_LARGE,
 };
 use crate::routes::{with_base, Route};
 use crate::subscriptions::Verdict;
@@ -245,23 +244,6 @@ impl Gateway {
             return Ok(Some(answer));
         }
         ctx.generation.identity.strip(x.req);
-        let unsupported = if headers::unsupported_transfer_coding(&x.req.headers) {
-            Some(transfer_coding_not_implemented())
-        } else if headers::unsupported_expectation(&x.req.headers) {
-            Some(expectation_failed())
-        } else {
-            None
-        };
-        if let Some(answer) = unsupported {
-            if let Some(t) = ctx.trace.as_deref_mut() {
-                let detail = match answer.status {
-                    501 => "Transfer-Encoding lists a coding other than chunked",
-                    _ => "Expect asks for something other than 100-continue",
-                };
-                t.failed("request headers", answer.reason, detail, None);
-            }
-            return Ok(Some(answer));
-        }
         let recorded = ctx.trace.as_deref_mut().map(|t| &mut t.explanation);
         match ctx.generation.routes.route_request(x.req, recorded) {
             Ok(route) => ctx.route = route,
@@ -269,7 +251,7 @@ impl Gateway {
                 if let Some(t) = ctx.trace.as_deref_mut() {
                     t.failed("request target", refusal.reason(), refusal.message(), None);
                 }
-                let answer = Answer::json(400, refusal.reason(), refusal.message());
+                let answer = Answer::json(refusal.status(), refusal.reason(), refusal.message());
                 return Ok(Some(answer));
             }
         }
@@ -887,10 +869,12 @@ fn http10_without_interim_responses(session: &mut Session) {
     }
 }
 
-/// The answers to a request whose body cannot be framed as the client meant it.
+/// Whether an answer is a refusal after which the connection is closed
+/// ([`portcullis_route::Refusal::closes_connection`]).
 fn is_framing_refusal(reason: &str) -> bool {
-    reason == REASON_TRANSFER_CODING_NOT_IMPLEMENTED
-        || reason == portcullis_route::Refusal::AmbiguousFraming.reason()
+    portcullis_route::Refusal::ALL
+        .iter()
+        .any(|r| r.closes_connection() && r.reason() == reason)
 }
 
 /// A status code as text without allocating.

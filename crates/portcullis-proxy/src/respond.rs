@@ -150,32 +150,6 @@ pub fn invalid_rewrite() -> Answer {
     Answer::json(400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE)
 }
 
-/// Reason of a request whose `Transfer-Encoding` lists a coding other than `chunked` (501).
-pub const REASON_TRANSFER_CODING_NOT_IMPLEMENTED: &str = "TransferCodingNotImplemented";
-/// Message of that answer.
-pub const TRANSFER_CODING_NOT_IMPLEMENTED_MESSAGE: &str =
-    "Not implemented. The only transfer coding accepted is chunked.";
-/// Reason of a request whose `Expect` asks for anything but `100-continue` (417).
-pub const REASON_EXPECTATION_FAILED: &str = "ExpectationFailed";
-/// Message of that answer.
-pub const EXPECTATION_FAILED_MESSAGE: &str =
-    "Expectation failed. The only expectation accepted is 100-continue.";
-
-/// 501: the request's `Transfer-Encoding` lists a coding the gateway does not decode (`gzip,
-/// chunked`); forwarding it as chunked alone would hand the backend other bytes (RFC 9112 6.1).
-pub fn transfer_coding_not_implemented() -> Answer {
-    Answer::json(
-        501,
-        REASON_TRANSFER_CODING_NOT_IMPLEMENTED,
-        TRANSFER_CODING_NOT_IMPLEMENTED_MESSAGE,
-    )
-}
-
-/// 417: the request's `Expect` asks for something other than `100-continue` (RFC 9110 10.1.1).
-pub fn expectation_failed() -> Answer {
-    Answer::json(417, REASON_EXPECTATION_FAILED, EXPECTATION_FAILED_MESSAGE)
-}
-
 /// Reason of an `ip-filter` refusal.
 pub const REASON_CALLER_IP_NOT_ALLOWED: &str = "CallerIpNotAllowed";
 /// Message of an `ip-filter` refusal (APIM's status text; APIM does not document its body).
@@ -340,7 +314,7 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
     out.extend(
         portcullis_route::Refusal::ALL
             .iter()
-            .map(|r| (400, r.reason(), r.message().to_owned())),
+            .map(|r| (r.status(), r.reason(), r.message().to_owned())),
     );
     let fixed = [
         (404, crate::metrics::REASON_NO_ROUTE, NO_ROUTE_MESSAGE),
@@ -358,12 +332,6 @@ pub fn catalogue() -> Vec<(u16, &'static str, String)> {
         (200, REASON_CORS_PREFLIGHT, ""),
         (200, REASON_MOCK_RESPONSE, ""),
         (400, REASON_INVALID_REWRITE, INVALID_REWRITE_MESSAGE),
-        (
-            501,
-            REASON_TRANSFER_CODING_NOT_IMPLEMENTED,
-            TRANSFER_CODING_NOT_IMPLEMENTED_MESSAGE,
-        ),
-        (417, REASON_EXPECTATION_FAILED, EXPECTATION_FAILED_MESSAGE),
         (200, REASON_RETURN_RESPONSE, ""),
         (200, REASON_CORS_UNMATCHED, ""),
         (

@@ -395,8 +395,8 @@ impl Routes {
 
     /// Canonicalise the request (method, `Host`, request target, an `Upgrade` without
     /// `Connection: upgrade` removed, one `Content-Length`; method overrides, framing headers
-    /// spelled with `_`, a `Transfer-Encoding` that is not one `chunked` alone and an HTTP/1.1
-    /// request without `Host` refused) and find its route. On
+    /// spelled with `_`, a `Transfer-Encoding` that is not one `chunked` alone, an `Expect` other
+    /// than `100-continue` and an HTTP/1.1 request without `Host` refused) and find its route. On
     /// success the request carries the canonical origin-form target (the query as received), so
     /// what is authorised and forwarded is what was matched; `Ok(None)`: no route. A request that
     /// cannot be made canonical is refused (400) and left as it was.
@@ -408,6 +408,12 @@ impl Routes {
         req: &mut RequestHeader,
         trace: Option<&mut portcullis_explain::Explanation>,
     ) -> Result<Option<usize>, Refusal> {
+        if portcullis_route::headers::unsupported_transfer_coding(&req.headers) {
+            return Err(Refusal::TransferCoding);
+        }
+        if portcullis_route::headers::unsupported_expectation(&req.headers) {
+            return Err(Refusal::Expectation);
+        }
         check_method(req.method.as_str())?;
         portcullis_route::headers::check_method_override(&req.headers, req.uri.query())?;
         if let Some(length) = portcullis_route::headers::framing(&req.headers, req.version)? {

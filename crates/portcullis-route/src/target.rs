@@ -89,11 +89,15 @@ pub enum Refusal {
     AmbiguousFraming,
     /// An HTTP/1.1 request without a `Host` header (RFC 9112 3.2).
     MissingHost,
+    /// A `Transfer-Encoding` listing a coding other than `chunked` (501, RFC 9112 6.1).
+    TransferCoding,
+    /// An `Expect` asking for anything but `100-continue` (417, RFC 9110 10.1.1).
+    Expectation,
 }
 
 impl Refusal {
     /// Every refusal (for the documentation check).
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::NotOriginForm,
         Refusal::Fragment,
         Refusal::ControlCharacter,
@@ -110,7 +114,25 @@ impl Refusal {
         Refusal::MethodOverride,
         Refusal::AmbiguousFraming,
         Refusal::MissingHost,
+        Refusal::TransferCoding,
+        Refusal::Expectation,
     ];
+
+    /// The answer's status: 400, but for what the request asks of the gateway that it does not
+    /// implement (a transfer coding: 501) or cannot promise (an expectation: 417).
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::TransferCoding => 501,
+            Refusal::Expectation => 417,
+            _ => 400,
+        }
+    }
+
+    /// Whether the connection is closed after the answer: the request's body cannot be framed as
+    /// the client meant it, so nothing after it on the connection can be trusted to be a request.
+    pub fn closes_connection(self) -> bool {
+        matches!(self, Refusal::AmbiguousFraming | Refusal::TransferCoding)
+    }
 
     /// Stable reason code (logs, metrics).
     pub fn reason(self) -> &'static str {
@@ -130,10 +152,12 @@ impl Refusal {
             Refusal::MethodOverride => "MethodOverride",
             Refusal::AmbiguousFraming => "AmbiguousFraming",
             Refusal::MissingHost => "MissingHost",
+            Refusal::TransferCoding => "TransferCodingNotImplemented",
+            Refusal::Expectation => "ExpectationFailed",
         }
     }
 
-    /// The message of the 400 answer.
+    /// The message of the answer ([`Refusal::status`]).
     pub fn message(self) -> &'static str {
         match self {
             Refusal::NotOriginForm => "Bad request. The request target must be an absolute path.",
@@ -166,6 +190,12 @@ impl Refusal {
                 "Bad request. The request's framing headers are ambiguous."
             }
             Refusal::MissingHost => "Bad request. An HTTP/1.1 request must carry a Host header.",
+            Refusal::TransferCoding => {
+                "Not implemented. The only transfer coding accepted is chunked."
+            }
+            Refusal::Expectation => {
+                "Expectation failed. The only expectation accepted is 100-continue."
+            }
         }
     }
 }

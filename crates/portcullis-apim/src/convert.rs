@@ -593,7 +593,10 @@ impl Converter {
     /// it then refuses); `Err` with the reason when not.
     fn merge_second(&mut self, p: &PolicyOut) -> Result<(), String> {
         let first = &self.policies[0];
-        if self.policies.len() > 1 || first.in_choose {
+        if self.policies.len() > 1 {
+            return Err("a third token check is not merged".to_owned());
+        }
+        if first.in_choose {
             return Err("the first is in a choose branch".to_owned());
         }
         let after = self
@@ -601,11 +604,9 @@ impl Converter {
             .iter()
             .position(|s| s.place == Place::Token(0))
             .map_or(0, |i| i + 1);
-        let between = self.steps[after..].iter().find(|s| {
-            s.entry
-                .as_ref()
-                .is_some_and(|e| holds(&Node::Map(vec![e.clone()]), ANSWERS))
-        });
+        let between = self.steps[after..]
+            .iter()
+            .find(|s| s.entry.as_ref().is_some_and(|e| entry_holds(e, ANSWERS)));
         if let Some(step) = between {
             return Err(format!(
                 "the statement at line {} answers, refuses or limits requests between them",
@@ -1169,12 +1170,15 @@ const ANSWERS: &[&str] = &[
 /// Whether a gateway.yaml node holds, at any depth, a key of `keys`.
 pub(crate) fn holds(node: &Node, keys: &[&str]) -> bool {
     match node {
-        Node::Map(entries) => entries
-            .iter()
-            .any(|e| keys.contains(&e.key.as_str()) || holds(&e.value, keys)),
+        Node::Map(entries) => entries.iter().any(|e| entry_holds(e, keys)),
         Node::Seq(items) => items.iter().any(|i| holds(&i.value, keys)),
         _ => false,
     }
+}
+
+/// Whether a gateway.yaml entry is, or holds at any depth, a key of `keys`.
+fn entry_holds(e: &Entry, keys: &[&str]) -> bool {
+    keys.contains(&e.key.as_str()) || holds(&e.value, keys)
 }
 
 /// Token checks: a `choose` holding one decides which policy guards a request.

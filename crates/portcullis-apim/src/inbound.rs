@@ -697,21 +697,32 @@ impl Converter {
         self.list().push(step);
     }
 
-    /// The `set-header` delete step of [`Self::delete_in_place`]; `whose` copy of the header it
-    /// removes.
-    pub(crate) fn delete_step(&self, name: &str, pos: Pos, tally: usize, whose: &str) -> Step {
+    /// `statement` (`set-header` or `set-query-parameter`) deleting `name`, in place of one that
+    /// is left out while APIM replaces or removes it; `whose` copy it removes.
+    pub(crate) fn left_out_delete(
+        &self,
+        statement: &str,
+        name: &str,
+        pos: Pos,
+        whose: &str,
+    ) -> Entry {
         let entries = vec![
             Entry::new("name", Node::str(name)),
             Entry::new("exists-action", Node::str("delete")),
         ];
-        let entry = Entry::new("set-header", Node::Map(entries)).comment(format!(
+        Entry::new(statement, Node::Map(entries)).comment(format!(
             "{}: not converted (see the report); {whose} {name} is removed, as APIM replaces it",
             self.origin(pos)
-        ));
+        ))
+    }
+
+    /// The `set-header` delete step of [`Self::delete_in_place`]; `whose` copy of the header it
+    /// removes.
+    pub(crate) fn delete_step(&self, name: &str, pos: Pos, tally: usize, whose: &str) -> Step {
         Step {
             pos,
             place: Place::Shared,
-            entry: Some(entry),
+            entry: Some(self.left_out_delete("set-header", name, pos, whose)),
             tallies: Vec::new(),
             headers: vec![SetHeader {
                 name: name.to_owned(),

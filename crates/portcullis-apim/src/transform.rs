@@ -39,6 +39,17 @@ enum Action {
 }
 
 impl Action {
+    /// An `exists-action` value (`None`: not one of the four).
+    fn parse(value: &str) -> Option<Action> {
+        match value.trim() {
+            "override" => Some(Action::Override),
+            "skip" => Some(Action::Skip),
+            "append" => Some(Action::Append),
+            "delete" => Some(Action::Delete),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Action::Override => "override",
@@ -94,12 +105,10 @@ impl Converter {
                 "name" => name = self.plain(a).map(|v| v.trim().to_owned()),
                 "exists-action" => {
                     action_attr = Some(a);
-                    action = match self.plain(a).map(str::trim) {
-                        Some("override") => Action::Override,
-                        Some("skip") => Action::Skip,
-                        Some("append") => Action::Append,
-                        Some("delete") => Action::Delete,
-                        Some(other) => {
+                    let text = self.plain(a).map(str::trim);
+                    action = match (text, text.and_then(Action::parse)) {
+                        (_, Some(known)) => known,
+                        (Some(other), None) => {
                             self.unsupported(
                                 a.pos,
                                 "exists-action",
@@ -109,7 +118,7 @@ impl Converter {
                             action_known = false;
                             Action::Override
                         }
-                        None => {
+                        (None, None) => {
                             ok = false;
                             action_known = false;
                             Action::Override
@@ -426,14 +435,8 @@ impl Converter {
         }
         match unread.name {
             Some(name) if !name.chars().any(char::is_control) => {
-                let entries = vec![
-                    Entry::new("name", Node::str(name.clone())),
-                    Entry::new("exists-action", Node::str("delete")),
-                ];
-                let entry = Entry::new("set-query-parameter", Node::Map(entries)).comment(format!(
-                    "{}: not converted (see the report); the client's own {name} is removed, as APIM replaces it",
-                    self.origin(el.pos)
-                ));
+                let entry =
+                    self.left_out_delete("set-query-parameter", &name, el.pos, "the client's own");
                 // not counted as converted: the statement itself is left out
                 self.list().push(Step {
                     pos: el.pos,
@@ -458,12 +461,9 @@ impl Converter {
     fn set_query_parameter_converted(&mut self, el: &Element) -> Result<(), Unread> {
         if self.unconditional(el) {
             // what the setter would read, without reporting it again
-            let action = match el.attr("exists-action").map(|a| a.value.trim()) {
-                None | Some("override") => Some(Action::Override),
-                Some("skip") => Some(Action::Skip),
-                Some("append") => Some(Action::Append),
-                Some("delete") => Some(Action::Delete),
-                Some(_) => None,
+            let action = match el.attr("exists-action") {
+                None => Some(Action::Override),
+                Some(a) => Action::parse(&a.value),
             };
             let name = el
                 .attr("name")
@@ -653,7 +653,6 @@ impl Converter {
         self.push_step(el.pos, Place::Shared, entry);
     }
 
-    /// `return-response` with `set-status`, `set-header` and `set-body` inside.
     /// `return-response`; when it is not converted, the routes refuse every request
     /// ([`Converter::refused`]): left out, the requests APIM answers here (a refusal, often) would
     /// reach the backend.
@@ -668,6 +667,7 @@ impl Converter {
         }
     }
 
+    /// `return-response` with `set-status`, `set-header` and `set-body` inside.
     fn return_response_converted(&mut self, el: &Element) {
         if self.unconditional(el) {
             return;

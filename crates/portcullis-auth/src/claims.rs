@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::json::{Claim, Claims, Elements};
@@ -149,6 +150,92 @@ pub fn check_claims(
     Ok(Verified {
         token: Arc::clone(token),
     })
+}
+
+/// What a claim-rule memo is tied to: one policy (by its index in the configuration the caller's
+/// cache serves) under one key snapshot ([`KeySnapshot::generation`], never shared by two
+/// snapshots).
+///
+/// Why a memo is sound: the rules other than the lifetime (issuer with its tenant and key binding,
+/// audience, client application, required claims, `any-of` groups, scopes, roles) read nothing but
+/// the token's claims and key, the policy and the key snapshot, all immutable. So the answer they
+/// gave for one (token, policy, snapshot) is the answer they give again, and a token-cache hit
+/// under the same policy and the same snapshot need not read the claims again (under load they are
+/// memory the core no longer holds: issue 17). A new snapshot (a key refresh, a discovered issuer)
+/// has a new generation and runs every rule again; the lifetime (`exp`, `nbf`, `iat` with the
+/// clock skew) is checked on every request. The caller guarantees that an index names one policy
+/// for as long as the tokens it checks live (the proxy's token cache lives for one configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RulesTag(u64);
+
+impl RulesTag {
+    /// Bits of the tag that hold the policy index.
+    const POLICY_BITS: u32 = 16;
+
+    /// The tag of `policy_index` under `keys`; `None` (no memo: every rule runs) for a snapshot
+    /// without a generation, or numbers too large to pack.
+    pub fn new(policy_index: usize, keys: &KeySnapshot) -> Option<RulesTag> {
+        let index = u64::try_from(policy_index).ok()?;
+        let generation = keys.generation.get();
+        if generation == 0
+            || index >= 1 << Self::POLICY_BITS
+            || generation >= 1 << (64 - Self::POLICY_BITS)
+        {
+            return None;
+        }
+        Some(RulesTag(generation << Self::POLICY_BITS | index))
+    }
+}
+
+/// A token's claim-rule memo: the [`RulesTag`] it last passed every rule under (`0`: none). Only
+/// [`check_claims_memo`] writes it, after the rules passed.
+#[derive(Debug, Default)]
+pub struct RulesMemo(AtomicU64);
+
+impl Clone for RulesMemo {
+    /// A copy remembers nothing.
+    fn clone(&self) -> RulesMemo {
+        RulesMemo::default()
+    }
+}
+
+impl RulesMemo {
+    /// Whether the token passed every rule under `tag`. Relaxed: the memo publishes no other
+    /// memory, and a stale read only means the rules run once more.
+    fn holds(&self, tag: RulesTag) -> bool {
+        self.0.load(Ordering::Relaxed) == tag.0
+    }
+
+    fn set(&self, tag: RulesTag) {
+        if !self.holds(tag) {
+            self.0.store(tag.0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// [`check_claims`] with a memo: when `token` already passed the rules under `tag`, only the
+/// lifetime is checked (against `now`, with the clock skew); otherwise every rule runs and a pass
+/// is remembered under `tag`. `tag: None` is [`check_claims`]. The answer is
+/// [`check_claims`]'s in every case (see [`RulesTag`] for why).
+pub fn check_claims_memo(
+    token: &Arc<VerifiedToken>,
+    policy: &Policy,
+    keys: &KeySnapshot,
+    now: UnixTime,
+    tag: Option<RulesTag>,
+) -> Result<Verified, AuthError> {
+    let Some(tag) = tag else {
+        return check_claims(token, policy, keys, now);
+    };
+    if token.rules_passed.holds(tag) {
+        check_lifetime(token, policy, now)?;
+        return Ok(Verified {
+            token: Arc::clone(token),
+        });
+    }
+    let verified = check_claims(token, policy, keys, now)?;
+    token.rules_passed.set(tag);
+    Ok(verified)
 }
 
 /// The rules of one requirement group: the policy's own (the keyed form), or one `any-of` entry.

@@ -532,6 +532,43 @@ pub struct KeySnapshot {
     /// of the snapshot is tried against every key of the right type, instead of only the keys
     /// without a kid. See [`KeySnapshot::kid_rule`].
     pub try_all_keys: bool,
+    /// This snapshot's number, unique in the process: what the claim rules' memo
+    /// ([`crate::claims::RulesTag`]) is tied to, so that what the issuer rule decided under one
+    /// snapshot (discovered issuers, key bindings) is never reused under another.
+    pub generation: Generation,
+}
+
+/// A key snapshot's number ([`KeySnapshot::generation`]). [`Generation::fresh`] hands out a
+/// number no other snapshot of the process has; `Default` is none (a snapshot without one gets no
+/// memo). A clone gets a fresh number, so a snapshot copied and then changed can never share the
+/// memo of the original. (A snapshot changed in place keeps its number: the key store publishes
+/// each snapshot behind an `Arc` and never changes it.)
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Generation(u64);
+
+/// The last number [`Generation::fresh`] handed out.
+static LAST_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Generation {
+    /// A number no other snapshot of this process has (never 0).
+    pub fn fresh() -> Generation {
+        Generation(LAST_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+    }
+
+    /// The number; `0` for none.
+    pub fn get(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Clone for Generation {
+    fn clone(&self) -> Generation {
+        if self.0 == 0 {
+            Generation(0)
+        } else {
+            Generation::fresh()
+        }
+    }
 }
 
 /// What a group's discovery documents told about their issuers.
@@ -553,6 +590,7 @@ impl KeySnapshot {
             issuers_pending: false,
             groups: Arc::from(Vec::new()),
             try_all_keys: false,
+            generation: Generation::fresh(),
         }
     }
 

@@ -9,7 +9,9 @@
 //! The verification pipeline is split in two so a verified-token cache can sit between the halves:
 //! [`verify_token`] (parse once + signature, policy-independent apart from the key snapshot) and
 //! [`check_claims`] (time, issuer, audience, required claims, scopes, roles; cheap, runs on every
-//! request, cached or not). [`evaluate`] composes token extraction and both halves.
+//! request, cached or not; on a cache hit [`check_claims_memo`] skips the rules other than the
+//! lifetime when the token passed them under the same policy and key snapshot). [`evaluate`]
+//! composes token extraction and both halves.
 
 #![warn(missing_docs)]
 
@@ -27,7 +29,7 @@ mod sig;
 pub mod time;
 pub mod token;
 
-pub use claims::{check_claims, ClaimValues};
+pub use claims::{check_claims, check_claims_memo, ClaimValues, RulesMemo, RulesTag};
 pub use error::{AuthError, ClaimKind};
 pub use headers::{
     claim_header_value, claim_headers, claim_to_header_value, forward_headers, Unforwardable,
@@ -36,8 +38,8 @@ pub use issuer::{is_template, is_tenant_id, issuer_matches, TENANT_PLACEHOLDER};
 pub use json::{Claim, Claims};
 pub use jwe::{ContentEncryption, DecryptionKey, DecryptionKeys, KeyManagement};
 pub use keys::{
-    parse_jwks, DiscoveredIssuers, KeyError, KeyFamily, KeySnapshot, ParsedJwks, SkippedKey,
-    VerifyingKey,
+    parse_jwks, DiscoveredIssuers, Generation, KeyError, KeyFamily, KeySnapshot, ParsedJwks,
+    SkippedKey, VerifyingKey,
 };
 pub use policy::{
     ClaimRule, Match, Policy, Requirements, RolesRule, ScopesRule, TokenSource, DEFAULT_ROLES_CLAIM,
@@ -53,7 +55,7 @@ pub use token::{
 use std::sync::Arc;
 
 /// A token that passed the signature check **and** the policy's time and claim rules: made only by
-/// [`check_claims`] (so by [`evaluate`] too), the only value that may feed `forward-claims` and
+/// [`check_claims`] and [`check_claims_memo`] (so by [`evaluate`] too), the only value that may feed `forward-claims` and
 /// claim-keyed rate limits. ([`VerifiedToken`] is the earlier stage: signature checked, rules not
 /// yet applied.)
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ impl Verified {
 }
 
 /// Read access to the token's claims and metadata; there is no way back from a token to a
-/// `Verified` but [`check_claims`].
+/// `Verified` but [`check_claims`] (or [`check_claims_memo`]).
 impl std::ops::Deref for Verified {
     type Target = VerifiedToken;
 

@@ -209,6 +209,10 @@ pub struct VerifiedToken {
     pub nbf: Option<f64>,
     /// iat as a NumericDate.
     pub iat: Option<f64>,
+    /// Which policy and key snapshot this token last passed the claim rules under (the token
+    /// cache's hits skip re-reading the claims then; see [`crate::claims::RulesTag`]). Empty when
+    /// made, and a clone starts empty.
+    pub rules_passed: crate::claims::RulesMemo,
 }
 
 /// A compact JWS whose signature has been checked, payload not yet interpreted. [`verify_token`]
@@ -467,6 +471,7 @@ fn verified_claims(jws: VerifiedJws) -> Result<VerifiedToken, AuthError> {
         exp,
         nbf,
         iat,
+        rules_passed: crate::claims::RulesMemo::default(),
     })
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use portcullis_auth::{DiscoveredIssuers, KeySnapshot, VerifyingKey};
+use portcullis_auth::{DiscoveredIssuers, Generation, KeySnapshot, VerifyingKey};
 use portcullis_config::{KeyLifecycle, KeySource, Model, PolicyId};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -550,6 +550,7 @@ impl KeyStore {
             issuers_pending,
             groups: groups.into(),
             try_all_keys: policy.try_all_keys,
+            generation: Generation::fresh(),
         }));
     }
 

@@ -1,8 +1,9 @@
 //! The verified-token cache through the function the proxy calls per request
 //! (`TokenCache::key` + `auth::verify_and_check`), per algorithm:
 //! - `hit`: the token is cached (one map lookup: a foldhash of scope and token, then a byte
-//!   comparison with the stored token; the key-still-present check; the claim rules on the cached
-//!   claims);
+//!   comparison with the stored token; the key-still-present check; the lifetime check; the other
+//!   claim rules are remembered from the first call under the same policy and key snapshot, see
+//!   `portcullis_auth::check_claims_memo`);
 //! - `miss`: the entry is dropped before each call (untimed), so each call hashes, misses,
 //!   verifies the signature, checks the claims and inserts;
 //! - `off`: `max-entries: 0`, every request verified (no hashing, no insert);

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use portcullis_auth::{
-    check_claims, extract_token, verify_token_decrypting, AuthError, KeySnapshot, Policy,
-    RequestParts, UnixTime, Verified,
+    check_claims, check_claims_memo, extract_token, verify_token_decrypting, AuthError,
+    KeySnapshot, Policy, RequestParts, UnixTime, Verified,
 };
 
 use portcullis_config::PolicyId;
@@ -59,9 +59,11 @@ pub async fn authenticate(
     }
 }
 
-/// Signature (or a cache hit whose key is still in `keys`), then claims. `check_claims` runs on
-/// every request, cached or not: it re-checks `exp`/`nbf` with the policy's clock skew and every
-/// per-route rule. Only a token that passed both is inserted; failures are never cached.
+/// Signature (or a cache hit whose key is still in `keys`), then claims. The lifetime (`exp`,
+/// `nbf`, `iat` with the policy's clock skew) is checked on every request, cached or not; the other
+/// rules run on every request too, except on a cache hit for a token that already passed them
+/// under this policy and this very key snapshot ([`check_claims_memo`]: their answer could not
+/// differ). Only a token that passed both is inserted; failures are never cached.
 /// `key` is [`TokenCache::key`] of `raw` for this policy (`None`: cache off).
 pub fn verify_and_check(
     raw: &str,
@@ -71,8 +73,10 @@ pub fn verify_and_check(
     cache: &TokenCache,
     key: Option<&CacheKey<'_>>,
 ) -> Result<Verified, AuthError> {
-    if let Some(token) = key.and_then(|k| cache.get(k, keys)) {
-        return check_claims(&token, policy, keys, now);
+    if let Some(key) = key {
+        if let Some(token) = cache.get(key, keys) {
+            return check_claims_memo(&token, policy, keys, now, key.rules_tag(keys));
+        }
     }
     verify_fresh(raw, policy, keys, now, cache, key)
 }
@@ -92,9 +96,10 @@ fn verify_fresh(
         &policy.decryption_keys,
         policy.require_signed_tokens,
     )?);
-    let verified = check_claims(&token, policy, keys, now)?;
-    if let Some(key) = key {
-        cache.insert(key, &token, now);
-    }
+    let Some(key) = key else {
+        return check_claims(&token, policy, keys, now);
+    };
+    let verified = check_claims_memo(&token, policy, keys, now, key.rules_tag(keys))?;
+    cache.insert(key, &token, now);
     Ok(verified)
 }

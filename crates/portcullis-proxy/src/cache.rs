@@ -30,10 +30,15 @@
 //!   alg) must still be in the policy's *current* [`KeySnapshot`]; if it left the key set the entry
 //!   is invalidated and the request is a miss (and then fails or re-verifies against the new keys).
 //! - **Time**: each entry lives at most until the token's `exp` (also capped at [`MAX_TTL`]): a
-//!   lookup that finds it past that drops it and is a miss. `exp` and `nbf` are re-checked with
-//!   the policy's clock skew on every hit,
-//!   because [`check_claims`](portcullis_auth::check_claims) runs on the cached claims each time,
-//!   together with every per-route rule (issuer, audience, required claims, scopes, roles).
+//!   lookup that finds it past that drops it and is a miss. `exp`, `nbf` and `iat` are re-checked
+//!   with the policy's clock skew on every hit.
+//! - **The other claim rules** (issuer, audience, client application, required claims, scopes,
+//!   roles) run on a hit unless the token already passed them under the same policy and the same
+//!   key snapshot ([`portcullis_auth::check_claims_memo`]; the memo is in the cached token and is
+//!   tied to the policy's index in this cache's configuration and to the snapshot's generation).
+//!   Those rules read nothing else, so their answer could not differ; a key refresh publishes a
+//!   new snapshot and they run again. What it saves: the hit no longer reads the cached claims,
+//!   memory the core no longer holds under a rotation of many tokens (issue 17).
 //! - **Failures are never cached**: only a token that passed the signature and the claim rules of
 //!   the policy it arrived under is inserted. Unsigned tokens (`require-signed-tokens: false`) are
 //!   not cached: there is no signature to save.
@@ -63,7 +68,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_auth::{
-    DecryptionKey, JoseAlg, KeyManagement, KeySnapshot, UnixTime, VerifiedToken, VerifyingKey,
+    DecryptionKey, JoseAlg, KeyManagement, KeySnapshot, RulesTag, UnixTime, VerifiedToken,
+    VerifyingKey,
 };
 use portcullis_config::{KeySource, Model, PolicyId};
 use prometheus::{IntCounter, IntCounterVec};
@@ -140,6 +146,17 @@ impl KeyScope {
 pub struct CacheKey<'t> {
     scope: KeyScope,
     token: &'t str,
+    /// The index of the policy the lookup is for (not part of the key: policies with the same key
+    /// sources share entries): what the claim-rule memo is tied to ([`CacheKey::rules_tag`]).
+    policy: usize,
+}
+
+impl CacheKey<'_> {
+    /// The memo tag of this key's policy under `keys`: a cache lives for one configuration, so
+    /// within it a policy index always names the same policy ([`RulesTag`]'s condition).
+    pub fn rules_tag(&self, keys: &KeySnapshot) -> Option<RulesTag> {
+        RulesTag::new(self.policy, keys)
+    }
 }
 
 /// The key an entry is stored under: [`CacheKey`] with the token owned. Its hash and equality are
@@ -156,6 +173,7 @@ impl StoredKey {
         CacheKey {
             scope: self.scope,
             token: &self.token,
+            policy: 0,
         }
     }
 }
@@ -372,7 +390,11 @@ impl TokenCache {
     pub fn key<'t>(&self, policy: PolicyId, raw: &'t str) -> Option<CacheKey<'t>> {
         self.inner.as_ref()?;
         let scope = *self.scopes.get(policy.index())?;
-        Some(CacheKey { scope, token: raw })
+        Some(CacheKey {
+            scope,
+            token: raw,
+            policy: policy.index(),
+        })
     }
 
     /// The cached token, if present and its verifying key is still in `keys`. An entry whose key
@@ -584,6 +606,7 @@ mod tests {
             exp,
             nbf: None,
             iat: None,
+            rules_passed: portcullis_auth::RulesMemo::default(),
         })
     }
 
@@ -653,7 +676,11 @@ mod tests {
             scope,
             token: token.into(),
         };
-        let lookup = |scope: KeyScope, token| CacheKey { scope, token };
+        let lookup = |scope: KeyScope, token| CacheKey {
+            scope,
+            token,
+            policy: 0,
+        };
         let stored = key(scope(1), raw);
         assert!(lookup(scope(1), raw).equivalent(&stored));
         assert!(stored == key(scope(1), raw));

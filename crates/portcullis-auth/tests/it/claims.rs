@@ -2,8 +2,8 @@
 
 use jsonwebtoken::Algorithm;
 use portcullis_auth::{
-    check_claims, evaluate, AuthError, ClaimKind, ClaimRule, ClaimValues, Match, RolesRule,
-    ScopesRule,
+    check_claims, check_claims_memo, evaluate, AuthError, ClaimKind, ClaimRule, ClaimValues, Match,
+    RolesRule, RulesTag, ScopesRule,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -383,5 +383,117 @@ fn evaluate_extracts_verifies_and_checks() {
     assert_eq!(
         evaluate(&request(&empty, None), &policy(), &keys(), NOW).unwrap_err(),
         AuthError::TokenNotPresent
+    );
+}
+
+// --- the claim-rule memo of cached tokens (check_claims_memo) ---
+
+fn verified(
+    claims: &Value,
+    keys: &portcullis_auth::KeySnapshot,
+) -> Arc<portcullis_auth::VerifiedToken> {
+    Arc::new(portcullis_auth::verify_token(&hs(claims), keys, true).unwrap())
+}
+
+#[test]
+fn a_memo_never_skips_the_lifetime_and_never_remembers_a_failure() {
+    let k = keys();
+    let tag = RulesTag::new(0, &k);
+    assert!(tag.is_some());
+    let t = verified(&claims(), &k);
+    assert_eq!(
+        check_claims_memo(&t, &policy(), &k, NOW, tag).map(|_| ()),
+        Ok(())
+    );
+    // The rules passed under `tag`; the lifetime is still checked on every call.
+    let later = portcullis_auth::UnixTime(NOW.0 + 301);
+    assert_eq!(
+        check_claims_memo(&t, &policy(), &k, later, tag).map(|_| ()),
+        Err(AuthError::TokenExpired)
+    );
+    // A token failing the audience fails every time: a failure is not remembered.
+    let other = verified(&with(|c| c["aud"] = json!("api://other")), &k);
+    for _ in 0..2 {
+        assert_eq!(
+            reason(check_claims_memo(&other, &policy(), &k, NOW, tag)),
+            "TokenAudienceNotAllowed"
+        );
+    }
+    // What the memo saves: under a tag it holds, the rules are not read again. (So the caller
+    // must never let one policy index name two policies: the proxy's cache lives for one
+    // configuration.)
+    let mut strict = policy();
+    strict.audiences = vec!["api://billing".into()];
+    assert_eq!(reason(check_claims_memo(&t, &strict, &k, NOW, tag)), "ok");
+    assert_eq!(
+        reason(check_claims_memo(&t, &strict, &k, NOW, None)),
+        "TokenAudienceNotAllowed"
+    );
+}
+
+#[test]
+fn a_memo_holds_for_one_policy_under_one_key_snapshot() {
+    let k = keys();
+    let t = verified(&claims(), &k);
+    assert_eq!(
+        check_claims_memo(&t, &policy(), &k, NOW, RulesTag::new(0, &k)).map(|_| ()),
+        Ok(())
+    );
+    // Another policy (index 1) with another audience: its own rules run and refuse.
+    let mut strict = policy();
+    strict.audiences = vec!["api://billing".into()];
+    assert_eq!(
+        reason(check_claims_memo(
+            &t,
+            &strict,
+            &k,
+            NOW,
+            RulesTag::new(1, &k)
+        )),
+        "TokenAudienceNotAllowed"
+    );
+    // The same policy under a new snapshot that discovered another issuer: the issuer rule runs
+    // again and refuses.
+    let mut open = policy();
+    open.issuers.clear();
+    let mut first = keys();
+    first.issuers = vec!["https://issuer.test/".to_owned()].into();
+    let t = verified(&claims(), &first);
+    assert_eq!(
+        check_claims_memo(&t, &open, &first, NOW, RulesTag::new(0, &first)).map(|_| ()),
+        Ok(())
+    );
+    let mut second = first.clone();
+    second.issuers = vec!["https://other.test/".to_owned()].into();
+    assert_ne!(
+        first.generation, second.generation,
+        "a clone is a new snapshot"
+    );
+    assert_eq!(
+        reason(check_claims_memo(
+            &t,
+            &open,
+            &second,
+            NOW,
+            RulesTag::new(0, &second)
+        )),
+        "TokenIssuerNotAllowed"
+    );
+    // And a snapshot without a generation gets no memo at all.
+    assert_eq!(
+        RulesTag::new(0, &portcullis_auth::KeySnapshot::default()),
+        None
+    );
+    // A copy of a token remembers nothing.
+    let copy = Arc::new((*t).clone());
+    assert_eq!(
+        reason(check_claims_memo(
+            &copy,
+            &strict,
+            &first,
+            NOW,
+            RulesTag::new(0, &first)
+        )),
+        "TokenAudienceNotAllowed"
     );
 }

@@ -194,6 +194,11 @@ async fn a_cached_token_still_faces_each_routes_rules() {
     let (status, body) = f.get("/api/admin", &token).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(f.hits().await, 1, "the admin route's lookup was a hit");
+    // Each policy's rules, whichever ran last on the entry (its claim-rule memo is per policy).
+    assert_eq!(f.get("/api/orders", &token).await.0, 200);
+    assert_eq!(f.get("/api/admin", &token).await.0, 403);
+    assert_eq!(f.get("/api/admin", &token).await.0, 403);
+    assert_eq!(f.hits().await, 4);
     // ... and the audience rule, on a token whose signature is as good as the first one's.
     let mut claims = f.claims(300);
     claims["aud"] = json!("api://billing");
@@ -204,7 +209,7 @@ async fn a_cached_token_still_faces_each_routes_rules() {
         body["message"],
         "Audience validation failed. Access denied."
     );
-    assert_eq!(f.backend.request_count(), 1);
+    assert_eq!(f.backend.request_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

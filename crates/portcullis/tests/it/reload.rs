@@ -24,10 +24,15 @@ const AUDIENCE: &str = "api://orders";
 /// A gateway config: one `orders` policy keyed by `keys.json` next to the file, and `routes`
 /// (YAML list items, already indented).
 fn config(routes: &str) -> String {
+    config_for(AUDIENCE, routes)
+}
+
+/// [`config`] with the `orders` policy accepting `audience`.
+fn config_for(audience: &str, routes: &str) -> String {
     format!(
         "server:\n  listen: \"127.0.0.1:0\"\n  admin: \"127.0.0.1:0\"\n  threads: 1\n\
          policies:\n  orders:\n    validate-jwt:\n      issuer-signing-keys:\n        - jwks-file: keys.json\n      \
-         audiences: [{AUDIENCE}]\n      issuers: [\"{ISSUER}\"]\n\
+         audiences: [{audience}]\n      issuers: [\"{ISSUER}\"]\n\
          routes:\n{routes}"
     )
 }
@@ -180,6 +185,26 @@ async fn rewriting_the_file_changes_a_routes_policy_without_restart() {
     assert_eq!(gw.get("/api/1", Some(&token(&key))).await, 200);
     let log = gw.log_until(|l| l.contains("config reloaded")).await;
     assert!(log.contains("config reloaded"), "{log}");
+}
+
+/// A token cached (and its claim rules remembered) under the old config faces the new config's
+/// rules: the same policy name and index, the same key file, only the audience changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_token_faces_the_reloaded_policys_rules() {
+    let backend = Backend::start().unwrap();
+    let key = TestKey::rsa("k1").unwrap();
+    let routes = route("orders", "/api", &backend, "orders");
+    let (_dir, file) = config_dir(&key, &config(&routes));
+    let gw = Running::start(&file).await;
+    let token = token(&key);
+    assert_eq!(gw.get("/api/1", Some(&token)).await, 200);
+    assert_eq!(gw.get("/api/1", Some(&token)).await, 200);
+    assert_eq!(gw.metric("portcullis_token_cache_hits_total").await, 1.0);
+
+    std::fs::write(&file, config_for("api://billing", &routes)).unwrap();
+    gw.wait_metric(OK, 1.0).await;
+    assert_eq!(gw.get("/api/1", Some(&token)).await, 401);
+    assert_eq!(backend.request_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

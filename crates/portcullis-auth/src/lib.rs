@@ -55,9 +55,9 @@ pub use token::{
 use std::sync::Arc;
 
 /// A token that passed the signature check **and** the policy's time and claim rules: made only by
-/// [`check_claims`] and [`check_claims_memo`] (so by [`evaluate`] too), the only value that may feed `forward-claims` and
-/// claim-keyed rate limits. ([`VerifiedToken`] is the earlier stage: signature checked, rules not
-/// yet applied.)
+/// [`check_claims`] and [`check_claims_memo`] (so by [`evaluate`] too), the only value that may
+/// feed `forward-claims` and claim-keyed rate limits. ([`VerifiedToken`] is the earlier stage:
+/// signature checked, rules not yet applied.)
 #[derive(Debug, Clone)]
 pub struct Verified {
     token: Arc<VerifiedToken>,

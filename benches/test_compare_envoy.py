@@ -25,6 +25,12 @@ ppr = importlib.util.module_from_spec(_ppr_spec)
 _ppr_loader.exec_module(ppr)
 
 
+_lab_loader = importlib.machinery.SourceFileLoader("log_ab", str(HERE / "log-ab"))
+_lab_spec = importlib.util.spec_from_loader("log_ab", _lab_loader)
+lab = importlib.util.module_from_spec(_lab_spec)
+_lab_loader.exec_module(lab)
+
+
 def run(rps, p99=5.0, rss_kib=20480, problems=()):
     return {"rps": rps, "p50": 1.0, "p99": p99, "rss_kib": rss_kib, "problems": list(problems)}
 
@@ -284,6 +290,23 @@ class PerfPerRequest(unittest.TestCase):
         lines = text.splitlines()
         self.assertIn("| a | 1.00 | 3.00 | +2.00 |", lines[2], "largest difference first")
         self.assertEqual(lines[-1], "| **total** | 3.0 | 5.5 | +2.5 |")
+
+
+class LogAb(unittest.TestCase):
+    def test_modes_alternate_and_reverse_every_other_rep(self):
+        self.assertEqual(lab.order(0), ["file", "devnull", "warn"])
+        self.assertEqual(lab.order(1), ["warn", "devnull", "file"])
+        self.assertEqual(lab.order(2), lab.order(0))
+
+    def test_the_devnull_mode_points_the_log_at_dev_null_and_the_others_at_a_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            log = Path(d) / "portcullis.log"
+            log.write_text("old run")
+            lab.point_log(log, "devnull")
+            self.assertTrue(log.is_symlink())
+            self.assertEqual(str(log.resolve()), "/dev/null")
+            lab.point_log(log, "file")
+            self.assertFalse(log.exists() or log.is_symlink(), "the gateway opens a fresh file")
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ impl StoredKey {
         CacheKey {
             scope: self.scope,
             token: &self.token,
+            // Not part of the key (hashing and equality ignore it); a stored key has no policy.
             policy: 0,
         }
     }

@@ -293,11 +293,6 @@ class PerfPerRequest(unittest.TestCase):
 
 
 class LogAb(unittest.TestCase):
-    def test_modes_alternate_and_reverse_every_other_rep(self):
-        self.assertEqual(lab.order(0), ["file", "devnull", "warn"])
-        self.assertEqual(lab.order(1), ["warn", "devnull", "file"])
-        self.assertEqual(lab.order(2), lab.order(0))
-
     def test_the_devnull_mode_points_the_log_at_dev_null_and_the_others_at_a_file(self):
         with tempfile.TemporaryDirectory() as d:
             log = Path(d) / "portcullis.log"

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use portcullis_auth::{
-    check_claims, check_claims_memo, extract_token, verify_token_decrypting, AuthError,
-    KeySnapshot, Policy, RequestParts, UnixTime, Verified,
+    check_claims_memo, extract_token, verify_token_decrypting, AuthError, KeySnapshot, Policy,
+    RequestParts, UnixTime, Verified,
 };
 
 use portcullis_config::PolicyId;
@@ -96,10 +96,10 @@ fn verify_fresh(
         &policy.decryption_keys,
         policy.require_signed_tokens,
     )?);
-    let Some(key) = key else {
-        return check_claims(&token, policy, keys, now);
-    };
-    let verified = check_claims_memo(&token, policy, keys, now, key.rules_tag(keys))?;
-    cache.insert(key, &token, now);
+    let tag = key.and_then(|k| k.rules_tag(keys));
+    let verified = check_claims_memo(&token, policy, keys, now, tag)?;
+    if let Some(key) = key {
+        cache.insert(key, &token, now);
+    }
     Ok(verified)
 }

@@ -329,6 +329,20 @@ fn inline(xml: &str) -> (portcullis_apim::Conversion, Value) {
     (conv, value)
 }
 
+/// The conversion makes the routes refuse every request: its report says `why` and the route
+/// uses the policy `p-refused`.
+#[track_caller]
+fn assert_refuses_every_request(conv: &portcullis_apim::Conversion, v: &Value, why: &str) {
+    let report = conv.stderr("p.xml");
+    assert!(report.contains(why), "{report}");
+    assert_eq!(
+        v["routes"][0]["policy"],
+        json!("p-refused"),
+        "{report}\n{}",
+        conv.yaml
+    );
+}
+
 const KEY: &str = "<issuer-signing-keys><key>/Mo4WEtHiloNxlbaIlwHdmFMK4QKQCmV28KT5UMhwYg=</key></issuer-signing-keys>";
 
 #[test]
@@ -485,18 +499,8 @@ fn return_responses_not_converted_refuse_every_request() {
         r#"<policies><inbound><choose><when condition="@(context.Request.Headers.GetValueOrDefault(&quot;Authorization&quot;,&quot;&quot;).AsJwt()?.Claims.GetValueOrDefault(&quot;blocked&quot;, &quot;&quot;) == &quot;yes&quot;)"><return-response><set-status code="403" /></return-response></when></choose></inbound></policies>"#,
     ] {
         let (conv, v) = inline(xml);
-        let report = conv.stderr("p.xml");
-        assert!(!conv.is_complete(), "{report}");
-        assert!(
-            report.contains("so the routes refuse every request"),
-            "{report}"
-        );
-        assert_eq!(
-            v["routes"][0]["policy"],
-            json!("p-refused"),
-            "{xml}\n{}",
-            conv.yaml
-        );
+        assert!(!conv.is_complete(), "{xml}");
+        assert_refuses_every_request(&conv, &v, "so the routes refuse every request");
     }
     // converted: served as APIM answers
     let (conv, v) = inline(
@@ -680,16 +684,10 @@ fn unconverted_query_overrides_delete_or_refuse() {
     let (conv, v) = inline(
         r#"<set-query-parameter name="@((string)context.Variables[&quot;q&quot;])" exists-action="override"><value>1</value></set-query-parameter>"#,
     );
-    let report = conv.stderr("p.xml");
-    assert!(
-        report.contains("unsupported set-query-parameter: the parameter it replaces or removes is not known, so the routes refuse every request"),
-        "{report}"
-    );
-    assert_eq!(
-        v["routes"][0]["policy"],
-        json!("p-refused"),
-        "{}",
-        conv.yaml
+    assert_refuses_every_request(
+        &conv,
+        &v,
+        "unsupported set-query-parameter: the parameter it replaces or removes is not known, so the routes refuse every request",
     );
     // a skip with an unreadable name is left out alone
     let (conv, v) = inline(
@@ -715,9 +713,7 @@ fn unconverted_rewrites_and_backends_refuse_every_request() {
         let (conv, v) = inline(&format!(
             r#"<policies><inbound><set-header name="X-A"><value>a</value></set-header>{statement}</inbound></policies>"#
         ));
-        let report = conv.stderr("p.xml");
-        assert!(report.contains(why), "{statement}: {report}");
-        assert_eq!(v["routes"][0]["policy"], json!("p-refused"), "{statement}");
+        assert_refuses_every_request(&conv, &v, why);
     }
     // converted ones route as before
     let (conv, v) = inline(

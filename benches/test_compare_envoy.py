@@ -255,6 +255,88 @@ class Report(unittest.TestCase):
         self.assertIn("P/E per rep 1.27, 1.29, 1.26", text)
 
 
+def meta_fixture(probes=None):
+    return {"date": "2026-12-07 10:00 UTC", "command": "benches/compare-envoy --cost-table",
+            "commit": "abc1234", "probes": probes or {},
+            "machine": {"nproc": "2", "cpu": "Test CPU", "loadavg": ["0.1", "0.2", "0.3"],
+                        "kernel": "6.0"},
+            "versions": {"portcullis": "portcullis 0.1.0", "envoy": "1.40", "wrk": "wrk 4",
+                         "nginx": "nginx 1"}}
+
+
+class Steadiness(unittest.TestCase):
+    STEADY = [35.0, 36.0, 34.0, 35.5, 36.5, 35.0, 34.5, 35.0, 36.0, 35.0]
+    SHARED = [33.0, 64.0, 37.0, 61.0, 34.0, 66.0, 36.0, 119.0, 35.0, 63.0]
+
+    def test_the_probe_times_real_work_on_the_proxys_core(self):
+        ms = ce.probe_core(2, pause=0.0)
+        self.assertEqual(len(ms), 2)
+        self.assertTrue(all(x > 0 for x in ms), ms)
+
+    def test_spread_is_p90_over_p10(self):
+        st = ce.steadiness(self.SHARED)
+        # Sorted: 33 34 35 36 37 61 63 64 66 119; p10 and p90 interpolate (inclusive method).
+        self.assertAlmostEqual(st["p10"], 33.9)
+        self.assertAlmostEqual(st["p90"], 71.3)
+        self.assertEqual((st["min"], st["max"], st["n"]), (33.0, 119.0, 10))
+        self.assertAlmostEqual(st["spread"], 71.3 / 33.9)
+        self.assertEqual(ce.steadiness([40.0])["spread"], 1.0)
+        self.assertIsNone(ce.steadiness([]))
+
+    def test_a_shared_core_marks_the_run_unsteady_and_a_steady_one_does_not(self):
+        self.assertEqual(ce.unsteady(self.STEADY), [])
+        line = ce.unsteady(self.SHARED)
+        self.assertEqual(len(line), 1)
+        self.assertIn("**machine unsteady**", line[0])
+        self.assertIn("spread 2.10", line[0])
+
+    def test_every_probe_of_a_run_counts(self):
+        meta = {"probes": {"before": self.STEADY, "after": self.STEADY}}
+        runs = [run(1000), dict(run(1000), probe=[70.0, 71.0, 72.0, 69.0, 70.0] * 2)]
+        self.assertEqual(len(ce.all_probes(meta, runs)), 30)
+        self.assertEqual(ce.unsteady(ce.all_probes(meta, runs[:1])), [])
+        self.assertNotEqual(ce.unsteady(ce.all_probes(meta, runs)), [])
+
+
+class CostVariantsAndPairs(unittest.TestCase):
+    SETS = {("RS256", 10000): None, ("ES256", 10000): None}
+
+    def test_named_variants_bring_their_baselines(self):
+        args = ce.parse_args(["--cost-table", "--cost-variants", "cached+cors"])
+        names = [v[0] for v in ce.cost_variants_of(args, 10000, self.SETS)]
+        self.assertEqual(names, ["plain", "cached", "cached+cors"])
+        every = ce.cost_variants_of(ce.parse_args(["--cost-table"]), 10000, self.SETS)
+        self.assertIn("verify-ES256", [v[0] for v in every])
+
+    def test_unknown_variants_and_variants_without_the_cost_table_are_refused(self):
+        with self.assertRaises(SystemExit):
+            ce.cost_variants_of(ce.parse_args(["--cost-table", "--cost-variants", "nope"]),
+                                10000, self.SETS)
+        with contextlib.redirect_stderr(io.StringIO()), self.assertRaises(SystemExit):
+            ce.parse_args(["--cost-variants", "plain"])
+
+    def test_the_report_pairs_each_rep_and_judges_the_hit_on_their_median(self):
+        args = ce.parse_args(["--cost-table", "--cost-variants", "plain,cached"])
+        variants = ce.cost_variants_of(args, 10000, self.SETS)
+        # The machine drifts: plain's and the hit's medians (20.0k, 19.3k) give 0.965x, but rep
+        # by rep the hit is at 0.90-0.93x of the plain run beside it.
+        results = {"plain": [run(20000), run(15000), run(25000)],
+                   "cached": [run(18000), run(13800), run(23000)]}
+        for r in results["plain"] + results["cached"]:
+            r["probe"] = list(Steadiness.SHARED)
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "cost.md"
+            ce.write_cost_report(path, variants, results, meta_fixture(
+                {"before": Steadiness.SHARED}), args, 10000)
+            text = path.read_text()
+        self.assertIn("| 0.900, 0.920, 0.920 | 0.920 (0.900-0.920) |", text)
+        self.assertIn("cache hit >= 0.95x plain, paired reps: median 0.920 (0.900-0.920, 3 reps):"
+                      " **missed**", text)
+        self.assertIn("**machine unsteady**", text)
+        self.assertIn("Core steadiness", text)
+        self.assertIn("- cached: [18.0k, 13.8k, 23.0k] probe ms [49, 49, 49]", text)
+
+
 class PerfPerRequest(unittest.TestCase):
     """benches/perf-per-request: symbols sorted into places, samples turned into µs per request."""
 

@@ -375,6 +375,17 @@ class PerfPerRequest(unittest.TestCase):
 
 
 class LogAb(unittest.TestCase):
+    def test_ratios_are_paired_rep_by_rep(self):
+        res = {"file": [20000, 30000, 10000], "devnull": [21000, 31000, 10500],
+               "warn": [21000, 31000, 10400]}
+        # Medians: file 20000 / warn 21000 = 0.952; rep by rep 0.952, 0.968, 0.962.
+        p = lab.paired(res)
+        self.assertEqual(set(p), {"file", "devnull"})
+        self.assertAlmostEqual(p["file"]["median"], 10000 / 10400)
+        self.assertAlmostEqual(p["file"]["min"], 20000 / 21000)
+        self.assertAlmostEqual(p["file"]["max"], 30000 / 31000)
+        self.assertAlmostEqual(p["devnull"]["max"], 1.0096, places=4)
+
     def test_the_devnull_mode_points_the_log_at_dev_null_and_the_others_at_a_file(self):
         with tempfile.TemporaryDirectory() as d:
             log = Path(d) / "portcullis.log"

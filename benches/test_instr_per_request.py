@@ -129,6 +129,12 @@ class Dumps(unittest.TestCase):
         self.assertNotIn("clock_nanosleep", fns)
         self.assertEqual(sum(fns.values()), 1000)
 
+    def test_the_allocator_is_mimallocs_and_glibcs_functions(self):
+        fns = {"mi_malloc": 10, "_mi_page_malloc_zero": 20, "malloc": 1, "free@@GLIBC_2.2.5": 2,
+               "_int_malloc": 4, "mi_free": 8, "portcullis_proxy::cache::TokenCache::get": 100,
+               "freeaddrinfo": 1000, "__memcpy_avx_unaligned_erms": 2000, "semi_final": 4000}
+        self.assertEqual(ipr.allocator_ir(fns), 45)
+
     def test_a_dump_is_every_thread_file_of_that_dump_number_only(self):
         saved = ipr.callgrind_control
         ipr.callgrind_control = lambda flag, pid: None
@@ -234,14 +240,15 @@ class Load(unittest.TestCase):
             self.assertIsNone(ipr.tokens_for("EdDSA", 1, work))
 
 
-def fake_run(ir, window_s=25.0, problems=()):
+def fake_run(ir, window_s=25.0, problems=(), alloc=12000.0):
     pr = ipr.per_request({"Ir": ir * 5000, "Dr": 40000 * 5000, "Dw": 34000 * 5000,
                           "I1mr": 4800 * 5000, "D1mr": 2000 * 5000, "D1mw": 1000 * 5000,
                           "DLmr": 5000}, 5000)
     return {"per_request": pr, "requests": 5000, "window_s": window_s, "clock_per_request": 400.0,
             "whole_per_request": ir + 400.0, "idle_per_s": {"Ir": 30000.0},
             "idle_clock_per_s": 83000.0, "statuses": {200: 5000}, "window_connects": 0,
-            "problems": list(problems), "functions": {"f": ir * 5000}}
+            "problems": list(problems), "functions": {"f": ir * 5000},
+            "allocator_per_request": alloc}
 
 
 META = {"date": "2026-12-07 22:00 UTC", "command": "benches/instr-per-request --binary b",
@@ -254,8 +261,10 @@ META = {"date": "2026-12-07 22:00 UTC", "command": "benches/instr-per-request --
 
 class Report(unittest.TestCase):
     def test_rows_difference_ratio_and_rep_agreement(self):
-        results = {"plain": [fake_run(110000.0), fake_run(110100.0), fake_run(109900.0)],
-                   "cached": [fake_run(113300.0), fake_run(113400.0), fake_run(113200.0)]}
+        results = {"plain": [fake_run(110000.0), fake_run(110100.0, alloc=12100.0),
+                             fake_run(109900.0, alloc=11900.0)],
+                   "cached": [fake_run(113300.0, alloc=12300.0), fake_run(113400.0, alloc=12400.0),
+                              fake_run(113200.0, alloc=12200.0)]}
         tops = ipr.top_functions(["plain", "cached"], results, 5)
         text = ipr.report(META, ["plain", "cached"], results, tops)
         self.assertIn("| plain | 110,000 (109,900-110,100) |", text)
@@ -268,6 +277,10 @@ class Report(unittest.TestCase):
         self.assertIn("| `f` | 110,000.0 | 113,300.0 | +3,300.0 |", text)
         self.assertIn("est. cycles", text)
         self.assertNotIn("PROBLEMS", text)
+        # the reps' spread is all in the allocator here: the rest is 98,000 in every plain rep
+        self.assertIn("| plain | 12,000 (11,900-12,100) | 1.67 % | 98,000 (98,000-98,000) | "
+                      "0.000 % |", text)
+        self.assertIn("| cached − plain (medians) | +300.0 | | +3,000.0 | |", text)
 
     def test_problems_are_listed(self):
         results = {"plain": [fake_run(110000.0)],

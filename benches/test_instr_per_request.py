@@ -227,6 +227,23 @@ class Load(unittest.TestCase):
         self.assertTrue(ipr.cache_window_problems("cached", (None, None, None),
                                                   (None, None, None), 5000))
 
+    def test_listeners_are_read_from_proc_net_tcp(self):
+        text = (
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+            "timeout inode\n"
+            "   0: 0100007F:49DE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0  "
+            "      0 154984 1 000000000bad795b 100 0 0 10 0\n"
+            "   1: 0100007F:49DE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0  "
+            "      0 154990 1 000000000bad795c 100 0 0 10 0\n"
+            "   2: 0100007F:49DE 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0  "
+            "      0 154991 1 000000000bad795d 100 0 0 10 0\n"
+            "   3: 0100007F:49DF 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0  "
+            "      0 154985 1 0000000063af3b40 100 0 0 10 0\n")
+        # 0x49DE = 18910: two listeners (SO_REUSEPORT), the connected socket is not one
+        self.assertEqual(ipr.listening_inodes(text, 18910), ["154984", "154990"])
+        self.assertEqual(ipr.listening_inodes(text, 18911), ["154985"])
+        self.assertEqual(ipr.listening_inodes(text, 18900), [])
+
     def test_tokens_come_from_the_smallest_file_that_has_enough(self):
         with tempfile.TemporaryDirectory() as d:
             work = Path(d)

@@ -176,15 +176,15 @@ class Arithmetic(unittest.TestCase):
         self.assertEqual(ipr.derived({"Ir": 9})["est. cycles"], 9)
 
     def test_cached_minus_plain_uses_medians_and_pairs_reps(self):
-        plain = {f: ipr.summarise([100.0, 102.0, 101.0]) for f in ipr.FIGURES}
-        cached = {f: ipr.summarise([104.0, 103.0, 106.0]) for f in ipr.FIGURES}
+        plain = {f: ipr.ce.summarise([100.0, 102.0, 101.0]) for f in ipr.FIGURES}
+        cached = {f: ipr.ce.summarise([104.0, 103.0, 106.0]) for f in ipr.FIGURES}
         diff, ratio, reps = ipr.compare(plain, cached)["Ir"]
         self.assertEqual(diff, 3.0)
         self.assertAlmostEqual(ratio, 104.0 / 101.0)
         self.assertEqual(reps, [4.0, 1.0, 5.0])
 
     def test_spread_and_idle_share(self):
-        self.assertAlmostEqual(ipr.spread_pct(ipr.summarise([99.0, 100.0, 101.0])), 2.0)
+        self.assertAlmostEqual(ipr.spread_pct(ipr.ce.summarise([99.0, 100.0, 101.0])), 2.0)
         self.assertIsNone(ipr.spread_pct(None))
         self.assertAlmostEqual(ipr.idle_share(1000.0, 20.0, 2e6), 0.01)
         self.assertIsNone(ipr.idle_share(1000.0, 20.0, 0))
@@ -200,8 +200,8 @@ class Arithmetic(unittest.TestCase):
     def test_formatting(self):
         self.assertEqual(ipr.fmt_num(113316.6), "113,317")
         self.assertEqual(ipr.fmt_num(0.86), "0.9")
-        self.assertEqual(ipr.fmt_cell(ipr.summarise([3.0, 1.0, 2.0])), "2.0 (1.0-3.0)")
-        self.assertEqual(ipr.fmt_cell(ipr.summarise([1234.0])), "1,234")
+        self.assertEqual(ipr.fmt_cell(ipr.ce.summarise([3.0, 1.0, 2.0])), "2.0 (1.0-3.0)")
+        self.assertEqual(ipr.fmt_cell(ipr.ce.summarise([1234.0])), "1,234")
         self.assertEqual(ipr.fmt_cell(None), "-")
 
 

@@ -157,8 +157,12 @@ class Summary(unittest.TestCase):
         self.assertIn("| control |", text)
         self.assertIn("| 2/3 | - | - |", text)
         self.assertIn("rep 2 (A in slot 1)", text)
+        self.assertIn("A/B with A in slot 0: 0.965 (0.960-0.970), in slot 1: 0.950:", text)
         self.assertIn("**not counted**: proxy core 30.0% idle", text)
         self.assertIn("Core probe: steady", text)
+        self.assertNotIn("every B side runs", text)
+        args.binary_b = "/tmp/old"
+        self.assertIn("every B side runs `/tmp/old`", sc.report(results, meta, args))
 
 
 class Args(unittest.TestCase):
@@ -166,6 +170,7 @@ class Args(unittest.TestCase):
         a = sc.parse_args(["--binary", "b"])
         self.assertEqual(a.pairs, sc.DEFAULT_PAIRS.split(","))
         self.assertEqual((a.reps, a.duration, a.tokens, a.connections), (5, 8, 10000, 64))
+        self.assertIsNone(a.binary_b, "both sides run --binary unless told")
 
     def test_an_unknown_pair_is_refused_with_the_known_ones(self):
         err = io.StringIO()

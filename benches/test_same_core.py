@@ -159,6 +159,9 @@ class Summary(unittest.TestCase):
         self.assertIn("rep 2 (A in slot 1)", text)
         self.assertIn("A/B with A in slot 0: 0.965 (0.960-0.970), in slot 1: 0.950:", text)
         self.assertIn("**not counted**: proxy core 30.0% idle", text)
+        # A side that served nothing: its rep is reported with dashes, not a crash.
+        results["control"].append(rep(0.0))
+        self.assertIn("A/B -, cost ratio - (- / ", sc.report(results, meta, args))
         self.assertIn("Core probe: steady", text)
         self.assertNotIn("every B side runs", text)
         args.binary_b = "/tmp/old"

@@ -35,6 +35,14 @@ def run(rps, p99=5.0, rss_kib=20480, problems=()):
     return {"rps": rps, "p50": 1.0, "p99": p99, "rss_kib": rss_kib, "problems": list(problems)}
 
 
+class Warmup(unittest.TestCase):
+    def test_a_warm_up_short_of_the_token_set_gets_a_second_run_long_enough_for_it(self):
+        self.assertEqual(ce.more_warmup(12000, 2, 10000), 0, "1.2x the set seen: warm")
+        # 6,000 in 2 s: 3,000/s, so 1.5 x 10,000 takes 5 s (+1).
+        self.assertEqual(ce.more_warmup(6000, 2, 10000), 6)
+        self.assertEqual(ce.more_warmup(0, 2, 10000), 60, "capped")
+
+
 class Summaries(unittest.TestCase):
     def test_median_and_spread_of_an_odd_count(self):
         s = ce.summarise([30.0, 10.0, 20.0])
